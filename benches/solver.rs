@@ -1,0 +1,3 @@
+//! Solver overhead benchmark.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The `fmrt` command-line tool.
+
+fn main() {}

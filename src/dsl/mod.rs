@@ -1,0 +1,1 @@
+//! The `.fm` scheduler language.

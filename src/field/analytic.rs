@@ -1,0 +1,1 @@
+//! Analytic velocity fields with closed forms, used as test oracles.

@@ -1,0 +1,31 @@
+//! # fmrt — a runtime for flow-matching generative models
+//!
+//! Flow matching moves points from noise (t = 0) to data (t = 1) along an affine
+//! probability path `x_t = α(t)·x1 + σ(t)·x0`. A velocity field `u(x, t)` is
+//! integrated from 0 to 1 to sample.
+//!
+//! The flow of a sample through the crate:
+//!
+//! ```text
+//! source (noise x0) ──► solver (integrates the velocity field) ──► samples x1
+//! ```
+//!
+//! Modules, one per concept:
+//! - [`dsl`]: the `.fm` scheduler language (parser, symbolic derivatives, checks).
+//! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
+//! - [`path`]: the affine path, prediction conversions and the training loss.
+//! - [`source`]: the source distribution (seeded standard normal).
+//! - [`field`]: the [`field::VelocityField`] trait and analytic fields.
+//! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
+//! - [`sampler`]: source → solver(field) → samples.
+
+pub mod dsl;
+pub mod error;
+pub mod field;
+pub mod path;
+pub mod sampler;
+pub mod scheduler;
+pub mod solver;
+pub mod source;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Sampling: source → solver(field) → samples.

@@ -1,0 +1,1 @@
+//! Source distributions p0 (standard normal by default).

@@ -1,0 +1,1 @@
+//! One integration-test binary (keeps link time low); one module per area.
