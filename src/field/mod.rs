@@ -4,13 +4,20 @@ pub mod analytic;
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// A velocity field u(x, t) evaluated on batches.
 ///
 /// `x` has shape `[B, ...state_shape]` (row-major, batch first); `t` holds one
 /// time per sample (`B` values) or one time for all (`1` value); `out` has the
 /// shape of `x`. Fields are `Send + Sync` so a sampler can be shared.
+///
+/// Fields may also provide exact derivatives: [`jvp`](Self::jvp) (J·v with J the
+/// Jacobian ∂u/∂x) and [`divergence`](Self::divergence) (the trace of J). Both are
+/// optional; the default implementations return [`Error::Field`] saying the
+/// field does not provide them, and [`provides_jvp`](Self::provides_jvp) /
+/// [`provides_divergence`](Self::provides_divergence) let callers choose a
+/// strategy without trying.
 pub trait VelocityField: Send + Sync {
     /// The shape of one sample's state, without the batch axis.
     fn state_shape(&self) -> &[usize];
@@ -22,4 +29,42 @@ pub trait VelocityField: Send + Sync {
         t: &[f64],
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()>;
+
+    /// Whether [`jvp`](Self::jvp) is implemented (default: `false`).
+    fn provides_jvp(&self) -> bool {
+        false
+    }
+
+    /// Writes the Jacobian–vector product J(x, t)·v into `out`, with J = ∂u/∂x per
+    /// sample; `v` and `out` are shaped like `x`.
+    ///
+    /// The default returns [`Error::Field`]: the field provides no derivatives.
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        let _ = (x, t, v, out);
+        Err(Error::Field(
+            "this velocity field does not provide Jacobian-vector products".to_string(),
+        ))
+    }
+
+    /// Whether [`divergence`](Self::divergence) is implemented (default: `false`).
+    fn provides_divergence(&self) -> bool {
+        false
+    }
+
+    /// Writes the exact divergence div u(x, t) = tr ∂u/∂x of each sample into
+    /// `out` (`B` values, f64).
+    ///
+    /// The default returns [`Error::Field`]: the field provides no divergence.
+    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
+        let _ = (x, t, out);
+        Err(Error::Field(
+            "this velocity field does not provide an exact divergence".to_string(),
+        ))
+    }
 }
