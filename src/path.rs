@@ -171,13 +171,20 @@ impl AffinePath {
     /// α, σ, α', σ' at `t`, failing (naming t and the quantity) when one of them
     /// is not finite, e.g. σ' of a VP schedule at t = 1.
     pub fn coefficients(&self, t: f64) -> Result<Coefficients> {
+        self.checked_coefficients(t, true)
+    }
+
+    /// The coefficients at `t`, checking α and σ and, if `derivatives`, α' and σ'.
+    fn checked_coefficients(&self, t: f64, derivatives: bool) -> Result<Coefficients> {
         let c = self.schedule.coefficients(t);
-        for (name, v) in [
+        let checked: &[(&str, f64)] = &[
             ("alpha", c.alpha),
             ("sigma", c.sigma),
             ("d_alpha", c.d_alpha),
             ("d_sigma", c.d_sigma),
-        ] {
+        ];
+        let n = if derivatives { 4 } else { 2 };
+        for &(name, v) in &checked[..n] {
             if !v.is_finite() {
                 return Err(Error::InvalidArgument(format!(
                     "schedule coefficient {name}({t}) = {v} is not finite"
@@ -211,7 +218,7 @@ impl AffinePath {
     ) -> Result<()> {
         self.check_pair(&x1, &x0, t, &x_t, "x_t")?;
         combine(&x1, &x0, &mut x_t, |i| {
-            let c = self.coefficients(time_of(t, i))?;
+            let c = self.checked_coefficients(time_of(t, i), false)?;
             Ok((c.alpha, c.sigma))
         })
     }

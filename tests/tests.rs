@@ -1,1 +1,4 @@
 //! One integration-test binary (keeps link time low); one module per area.
+
+mod path;
+mod source;
