@@ -24,7 +24,8 @@ pub const SINGULAR_TOLERANCE: f64 = 1e-12;
 /// What a model predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Prediction {
-    /// The velocity u = ẋ_t (name `velocity`).
+    /// The velocity u = ẋ_t (name `velocity`; deliberately no `v` alias, which
+    /// elsewhere means the diffusion "v-prediction", a different quantity).
     Velocity,
     /// The data point x1 (name `x1`; aliases `data`, `sample`).
     X1,
@@ -59,7 +60,7 @@ impl FromStr for Prediction {
     /// whitespace.
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "velocity" | "v" | "u" => Ok(Prediction::Velocity),
+            "velocity" => Ok(Prediction::Velocity),
             "x1" | "data" | "sample" => Ok(Prediction::X1),
             "x0" | "noise" | "epsilon" | "eps" => Ok(Prediction::X0),
             _ => Err(Error::InvalidArgument(format!(

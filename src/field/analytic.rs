@@ -40,6 +40,8 @@ pub struct GaussianMixture {
     log_weights: Vec<f64>,
     /// Means μ_k, `[K, D]`.
     means: Array2<f64>,
+    /// The same means as one contiguous row-major buffer, for the hot loops.
+    means_flat: Vec<f64>,
     /// ‖μ_k‖².
     mean_norms: Vec<f64>,
     /// Standard deviations s_k.
@@ -50,7 +52,8 @@ pub struct GaussianMixture {
 
 /// Per-time quantities of every component, recomputed when t changes.
 struct TimeTerms {
-    t: Option<f64>,
+    /// What the terms were computed for (`None`: nothing yet).
+    key: Option<At>,
     coef: Coefficients,
     /// v_k = α² s_k² + σ².
     var: Vec<f64>,
@@ -80,7 +83,7 @@ impl Work {
     fn new(k: usize, d: usize) -> Self {
         Self {
             terms: TimeTerms {
-                t: None,
+                key: None,
                 coef: Coefficients {
                     alpha: 0.0,
                     sigma: 0.0,
@@ -101,7 +104,7 @@ impl Work {
 }
 
 /// Which time the posterior is taken at.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum At {
     /// Time t of the path, through the schedule.
     Time(f64),
@@ -178,6 +181,7 @@ impl GaussianMixture {
             weights,
             log_weights,
             means: means.to_owned(),
+            means_flat: means.iter().copied().collect(),
             mean_norms,
             stds: stds.to_vec(),
             schedule,
@@ -241,6 +245,11 @@ impl GaussianMixture {
         &self.schedule
     }
 
+    /// The means μ_k as contiguous slices.
+    fn mean_rows(&self) -> std::slice::ChunksExact<'_, f64> {
+        self.means_flat.chunks_exact(self.dim())
+    }
+
     /// Checks a batch `[B, D]` and its times.
     fn check_input(&self, tensor: &str, shape: &[usize], t: Option<&[f64]>) -> Result<()> {
         if shape.len() != 2 || shape[1] != self.dim() {
@@ -258,13 +267,11 @@ impl GaussianMixture {
 
     /// Fills the per-component terms for `at` unless they are already current.
     fn update_terms(&self, terms: &mut TimeTerms, at: At) -> Result<()> {
+        if terms.key == Some(at) {
+            return Ok(());
+        }
         let (t, coef) = match at {
-            At::Time(t) => {
-                if terms.t == Some(t) {
-                    return Ok(());
-                }
-                (Some(t), self.schedule.coefficients(t))
-            }
+            At::Time(t) => (Some(t), self.schedule.coefficients(t)),
             At::Data => (
                 None,
                 Coefficients {
@@ -305,7 +312,7 @@ impl GaussianMixture {
             terms.beta[k] = (a * da * s2 + s * ds) / v;
             terms.log_norm[k] = self.log_weights[k] - half_d * (LN_2PI + libm::log(v));
         }
-        terms.t = t;
+        terms.key = Some(at);
         terms.coef = coef;
         Ok(())
     }
@@ -326,7 +333,7 @@ impl GaussianMixture {
         }
         let alpha = work.terms.coef.alpha;
         let mut max = f64::NEG_INFINITY;
-        for (k, mean) in self.means.outer_iter().enumerate() {
+        for (k, mean) in self.mean_rows().enumerate() {
             let r2: f64 = work
                 .x
                 .iter()
@@ -369,7 +376,7 @@ impl GaussianMixture {
         // u = (Σ w_k β_k)·x + Σ_k w_k (α' − α β_k)·μ_k
         let mut beta_bar = 0.0;
         work.acc.iter_mut().for_each(|v| *v = 0.0);
-        for (k, mean) in self.means.outer_iter().enumerate() {
+        for (k, mean) in self.mean_rows().enumerate() {
             let (w, beta) = (work.w[k], work.terms.beta[k]);
             beta_bar += w * beta;
             let c = w * (da - a * beta);
@@ -388,7 +395,7 @@ impl GaussianMixture {
         let a = work.terms.coef.alpha;
         let mut inv_bar = 0.0;
         work.acc2.iter_mut().for_each(|v| *v = 0.0);
-        for (k, mean) in self.means.outer_iter().enumerate() {
+        for (k, mean) in self.mean_rows().enumerate() {
             let c = work.w[k] / work.terms.var[k];
             inv_bar += c;
             for (acc, &m) in work.acc2.iter_mut().zip(mean.iter()) {
@@ -488,7 +495,7 @@ impl GaussianMixture {
             // div = Σ_k w_k [D β_k + u_k·g_k] − u·ḡ, where
             // u_k·g_k = −(α' μ_k·r_k + β_k ‖r_k‖²)/v_k and μ_k·r_k = μ_k·x − α‖μ_k‖².
             let mut sum = 0.0;
-            for (k, mean) in self.means.outer_iter().enumerate() {
+            for (k, mean) in self.mean_rows().enumerate() {
                 let (w, beta, var) = (work.w[k], work.terms.beta[k], work.terms.var[k]);
                 let mx: f64 = mean.iter().zip(work.x.iter()).map(|(m, x)| m * x).sum();
                 let mr = mx - a * self.mean_norms[k];
@@ -552,7 +559,7 @@ impl GaussianMixture {
                 .sum();
             let (mut beta_bar, mut gbar_v, mut x_coef) = (0.0, 0.0, 0.0);
             work.acc2.iter_mut().for_each(|s| *s = 0.0);
-            for (k, mean) in self.means.outer_iter().enumerate() {
+            for (k, mean) in self.mean_rows().enumerate() {
                 let (w, beta, var) = (work.w[k], work.terms.beta[k], work.terms.var[k]);
                 let mv: f64 = mean
                     .iter()
@@ -699,10 +706,11 @@ impl GaussianMixture {
     /// Views a dynamic-rank f32 batch as `[B, D]`, naming `tensor` on failure.
     fn as_batch<'a>(&self, tensor: &str, x: ArrayViewD<'a, f32>) -> Result<ArrayView2<'a, f32>> {
         self.check_input(tensor, x.shape(), None)?;
+        let shape = x.shape().to_vec();
         x.into_dimensionality::<Ix2>().map_err(|_| Error::Shape {
             tensor: tensor.to_string(),
             expected: format!("[B, {}]", self.dim()),
-            actual: vec![],
+            actual: shape,
         })
     }
 
