@@ -1,1 +1,325 @@
 //! Sampling: source → solver(field) → samples.
+//!
+//! A [`Sampler`] ties a [`VelocityField`] to the schedule it was trained with, a
+//! solver configuration and a source distribution. It draws noise x0 (or takes
+//! the caller's), integrates dx/dt = u(x, t) from t = 0 to t = 1 (or over any
+//! interval, per sample if asked) and returns the end states and, when asked, the
+//! states at given times. Fields that predict x1 or x0 instead of the velocity
+//! are converted to velocities through the schedule's affine path.
+
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
+
+use crate::field::VelocityField;
+use crate::path::{AffinePath, Prediction};
+use crate::scheduler::Schedule;
+use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
+use crate::source::{Source, StandardNormal};
+use crate::{Error, Result};
+
+/// Samples a velocity field by integrating it from noise to data.
+#[derive(Clone)]
+pub struct Sampler {
+    field: Arc<dyn VelocityField>,
+    path: AffinePath,
+    prediction: Prediction,
+    solver: SolverConfig,
+    source: Arc<dyn Source>,
+}
+
+/// What a sampling run returns.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    /// The end states, `[N, ...state_shape]`.
+    pub x: ArrayD<f32>,
+    /// The states at the requested times, `[len(times), N, ...state_shape]`
+    /// (empty first axis when no times were requested).
+    pub trajectory: ArrayD<f32>,
+    /// Solver counters.
+    pub stats: Stats,
+}
+
+/// The time span of a sampling run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimeSpan {
+    /// Every sample from t = 0 to t = 1 (the usual noise → data direction).
+    Full,
+    /// Every sample from `start` to `end`.
+    Common {
+        /// Start time.
+        start: f64,
+        /// End time.
+        end: f64,
+    },
+    /// Sample i from `starts[i]` to `ends[i]`.
+    PerSample {
+        /// Start time of each sample.
+        starts: Vec<f64>,
+        /// End time of each sample.
+        ends: Vec<f64>,
+    },
+}
+
+impl TimeSpan {
+    fn interval(&self) -> Interval {
+        match self {
+            TimeSpan::Full => Interval::Common {
+                start: 0.0,
+                end: 1.0,
+            },
+            TimeSpan::Common { start, end } => Interval::Common {
+                start: *start,
+                end: *end,
+            },
+            TimeSpan::PerSample { starts, ends } => Interval::PerSample {
+                starts: starts.clone(),
+                ends: ends.clone(),
+            },
+        }
+    }
+}
+
+impl Sampler {
+    /// A sampler for `field`, trained with `schedule`, integrated with `solver`.
+    ///
+    /// The field is taken to predict the velocity and the source is the standard
+    /// normal; see [`with_prediction`](Self::with_prediction) and
+    /// [`with_source`](Self::with_source).
+    pub fn new(
+        field: Arc<dyn VelocityField>,
+        schedule: Arc<dyn Schedule>,
+        solver: SolverConfig,
+    ) -> Self {
+        let source = Arc::new(StandardNormal::with_shape(field.state_shape()));
+        Self {
+            field,
+            path: AffinePath::new(schedule),
+            prediction: Prediction::Velocity,
+            solver,
+            source,
+        }
+    }
+
+    /// Declares what the field's output is (velocity, x1 or x0); non-velocity
+    /// outputs are converted with the schedule (singular where σ = 0 for x1,
+    /// α = 0 for x0: such times are reported as errors).
+    pub fn with_prediction(mut self, prediction: Prediction) -> Self {
+        self.prediction = prediction;
+        self
+    }
+
+    /// Replaces the source distribution the noise is drawn from.
+    pub fn with_source(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Replaces the solver configuration.
+    pub fn with_solver(mut self, solver: SolverConfig) -> Self {
+        self.solver = solver;
+        self
+    }
+
+    /// The field being sampled.
+    pub fn field(&self) -> &Arc<dyn VelocityField> {
+        &self.field
+    }
+
+    /// The solver configuration.
+    pub fn solver(&self) -> &SolverConfig {
+        &self.solver
+    }
+
+    /// The affine path of the schedule the field was trained with.
+    pub fn path(&self) -> &AffinePath {
+        &self.path
+    }
+
+    /// What the field's output is.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// Draws `n` source points with `seed` (`[n, ...state_shape]`).
+    pub fn draw_noise(&self, n: usize, seed: u64) -> Result<ArrayD<f32>> {
+        let mut shape = vec![n];
+        shape.extend_from_slice(self.field.state_shape());
+        self.source.sample(&shape, seed)
+    }
+
+    /// Draws `n` source points with `seed` and integrates them from t = 0 to 1.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Samples> {
+        self.sample_at(n, seed, &[])
+    }
+
+    /// Like [`sample`](Self::sample), also saving the states at `times` in [0, 1].
+    pub fn sample_at(&self, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
+        let x0 = self.draw_noise(n, seed)?;
+        self.integrate(x0.view(), &TimeSpan::Full, times)
+    }
+
+    /// Integrates the caller's starting points `x0` (`[N, ...state_shape]`)
+    /// over `span`, saving the states at `times`.
+    ///
+    /// For a common span, `times` are times t within it; for per-sample spans
+    /// they are normalised times s ∈ [0, 1] (t_i = start_i + s·(end_i − start_i)).
+    pub fn integrate(
+        &self,
+        x0: ArrayViewD<'_, f32>,
+        span: &TimeSpan,
+        times: &[f64],
+    ) -> Result<Samples> {
+        let state_shape = self.field.state_shape().to_vec();
+        check_state_shape("x0", x0.shape(), &state_shape)?;
+        let batch = x0.shape()[0];
+        let dim: usize = state_shape.iter().product();
+
+        let y0 = to_f64_rows(x0, batch, dim)?;
+        let interval = span.interval();
+        let save_at = normalised_times(&interval, times)?;
+
+        let mut system = FieldSystem::new(self, &state_shape, batch);
+        let solution = solver::solve(&mut system, y0.view(), &self.solver, &interval, &save_at)?;
+
+        let mut x_shape = vec![batch];
+        x_shape.extend_from_slice(&state_shape);
+        let x = rows_to_f32(solution.y.view(), &x_shape)?;
+
+        let mut traj_shape = vec![save_at.len(), batch];
+        traj_shape.extend_from_slice(&state_shape);
+        let trajectory = ArrayD::from_shape_vec(
+            IxDyn(&traj_shape),
+            solution.saved.iter().map(|&v| v as f32).collect(),
+        )
+        .map_err(|e| Error::InvalidArgument(format!("trajectory shape: {e}")))?;
+
+        Ok(Samples {
+            x,
+            trajectory,
+            stats: solution.stats,
+        })
+    }
+}
+
+/// Checks that `shape` is `[N, ...state_shape]`.
+fn check_state_shape(tensor: &str, shape: &[usize], state_shape: &[usize]) -> Result<()> {
+    if shape.len() != state_shape.len() + 1 || &shape[1..] != state_shape {
+        return Err(Error::Shape {
+            tensor: tensor.to_string(),
+            expected: format!("[N, {}]", join_dims(state_shape)),
+            actual: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn join_dims(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Flattens `[N, ...]` f32 states into `[N, D]` f64 rows.
+fn to_f64_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2<f64>> {
+    let values: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    Array2::from_shape_vec((batch, dim), values)
+        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))
+}
+
+/// Converts `[N, D]` f64 rows back into f32 states of `shape`.
+fn rows_to_f32(y: ArrayView2<'_, f64>, shape: &[usize]) -> Result<ArrayD<f32>> {
+    ArrayD::from_shape_vec(IxDyn(shape), y.iter().map(|&v| v as f32).collect())
+        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))
+}
+
+/// Maps requested times to the solver's normalised time s ∈ [0, 1].
+fn normalised_times(interval: &Interval, times: &[f64]) -> Result<Vec<f64>> {
+    match interval {
+        Interval::Common { start, end } => {
+            let length = end - start;
+            times
+                .iter()
+                .map(|&t| {
+                    let s = if length == 0.0 {
+                        0.0
+                    } else {
+                        (t - start) / length
+                    };
+                    if !(-1e-12..=1.0 + 1e-12).contains(&s) || !s.is_finite() {
+                        Err(Error::InvalidArgument(format!(
+                            "requested time {t} is outside the interval [{start}, {end}]"
+                        )))
+                    } else {
+                        Ok(s.clamp(0.0, 1.0))
+                    }
+                })
+                .collect()
+        }
+        Interval::PerSample { .. } => Ok(times.to_vec()),
+    }
+}
+
+/// Adapts a field (f32, any state shape, any prediction type) to the solver's
+/// f64 rows. Its conversion buffers are allocated once per solve.
+struct FieldSystem<'a> {
+    sampler: &'a Sampler,
+    /// The state handed to the field.
+    x32: ArrayD<f32>,
+    /// The field's raw output.
+    out32: ArrayD<f32>,
+    /// The velocity, when the output must be converted into one.
+    v32: ArrayD<f32>,
+}
+
+impl<'a> FieldSystem<'a> {
+    fn new(sampler: &'a Sampler, state_shape: &[usize], batch: usize) -> Self {
+        let mut shape = vec![batch];
+        shape.extend_from_slice(state_shape);
+        let converts = sampler.prediction != Prediction::Velocity;
+        Self {
+            sampler,
+            x32: ArrayD::zeros(IxDyn(&shape)),
+            out32: ArrayD::zeros(IxDyn(&shape)),
+            v32: if converts {
+                ArrayD::zeros(IxDyn(&shape))
+            } else {
+                ArrayD::zeros(IxDyn(&[0]))
+            },
+        }
+    }
+}
+
+impl OdeSystem for FieldSystem<'_> {
+    fn rhs(
+        &mut self,
+        t: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for (dst, &src) in self.x32.iter_mut().zip(y.iter()) {
+            *dst = src as f32;
+        }
+        let sampler = self.sampler;
+        sampler
+            .field
+            .velocity(self.x32.view(), t, self.out32.view_mut())?;
+        let velocity = if sampler.prediction == Prediction::Velocity {
+            &self.out32
+        } else {
+            sampler.path.to_velocity(
+                sampler.prediction,
+                self.out32.view(),
+                self.x32.view(),
+                t,
+                self.v32.view_mut(),
+            )?;
+            &self.v32
+        };
+        for (dst, &src) in dy.iter_mut().zip(velocity.iter()) {
+            *dst = f64::from(src);
+        }
+        Ok(())
+    }
+}
