@@ -1,1 +1,3 @@
 //! One integration-test binary (keeps link time low); one module per area.
+
+mod solver;
