@@ -63,7 +63,7 @@ impl<'a> Rhs<'a> {
         self.system.rhs(&self.t, y, dy.view_mut())?;
         self.nfe += 1;
         match self.common_span {
-            Some(span) if span == 1.0 => {}
+            Some(1.0) => {}
             Some(span) => dy *= span,
             None => {
                 for (mut row, &span) in dy.rows_mut().into_iter().zip(&self.spans) {
