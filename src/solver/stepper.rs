@@ -239,6 +239,12 @@ impl Stepper {
 
     /// The index of the first sample of the new state holding a non-finite value.
     pub fn non_finite_sample(&self) -> Option<usize> {
+        // Fast path: one flat pass over contiguous memory.
+        if let Some(flat) = self.y_new.as_slice() {
+            if flat.iter().all(|v| v.is_finite()) {
+                return None;
+            }
+        }
         self.y_new
             .rows()
             .into_iter()
@@ -260,26 +266,45 @@ impl Stepper {
                 self.work.scaled_add(h * ej, kj);
             }
         }
-        let dim = self.y.ncols().max(1) as f64;
-        let mut worst = (0.0, 0);
-        let rows = self
-            .work
-            .rows()
-            .into_iter()
-            .zip(self.y.rows())
-            .zip(self.y_new.rows());
-        for (i, ((err, y0), y1)) in rows.enumerate() {
-            let mut sum = 0.0;
-            for ((e, a), b) in err.iter().zip(y0).zip(y1) {
-                let r = e / (atol + rtol * a.abs().max(b.abs()));
-                sum += r * r;
-            }
-            let norm = (sum / dim).sqrt();
-            if !norm.is_finite() {
-                return (norm, i);
-            }
-            if norm > worst.0 {
+        let dim = self.y.ncols();
+        let ratio = |e: f64, a: f64, b: f64| {
+            let r = e / (atol + rtol * a.abs().max(b.abs()));
+            r * r
+        };
+        let mut worst: (f64, usize) = (0.0, 0);
+        let mut consider = |i: usize, sum: f64| {
+            let norm = (sum / dim.max(1) as f64).sqrt();
+            // The first non-finite sample wins and is kept.
+            if worst.0.is_finite() && (norm.is_nan() || norm > worst.0) {
                 worst = (norm, i);
+            }
+        };
+        match (
+            self.work.as_slice(),
+            self.y.as_slice(),
+            self.y_new.as_slice(),
+        ) {
+            (Some(err), Some(y0), Some(y1)) if dim > 0 => {
+                let rows = err
+                    .chunks_exact(dim)
+                    .zip(y0.chunks_exact(dim))
+                    .zip(y1.chunks_exact(dim));
+                for (i, ((err, y0), y1)) in rows.enumerate() {
+                    let sum = (0..dim).map(|j| ratio(err[j], y0[j], y1[j])).sum();
+                    consider(i, sum);
+                }
+            }
+            _ => {
+                let rows = self
+                    .work
+                    .rows()
+                    .into_iter()
+                    .zip(self.y.rows())
+                    .zip(self.y_new.rows());
+                for (i, ((err, y0), y1)) in rows.enumerate() {
+                    let sum = (0..dim).map(|j| ratio(err[j], y0[j], y1[j])).sum();
+                    consider(i, sum);
+                }
             }
         }
         worst
