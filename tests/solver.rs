@@ -665,3 +665,16 @@ fn custom_tableaus_are_validated() {
     );
     assert!(matches!(bad, Err(Error::InvalidArgument(m)) if m.contains("row 1 of A")));
 }
+
+#[test]
+fn an_empty_batch_is_solved_trivially() {
+    let y = Array2::<f64>::zeros((0, 2));
+    for config in [
+        SolverConfig::fixed(Method::Rk4, Steps::Count(3)),
+        SolverConfig::adaptive(Method::Dopri5, 1e-6, 1e-6),
+    ] {
+        let sol = solve(&mut Spiral::new(), y.view(), &config, &common(), &[0.5]).unwrap();
+        assert_eq!(sol.y.shape(), &[0, 2]);
+        assert_eq!(sol.saved.shape(), &[1, 0, 2]);
+    }
+}

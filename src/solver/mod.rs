@@ -141,6 +141,11 @@ pub enum Steps {
 }
 
 /// Step-size control for adaptive methods.
+///
+/// The error of a step is measured per sample as the RMS over its components
+/// of `err / (atol + rtol·max(|y_n|, |y_n+1|))`, then maximised over the
+/// batch, so every sample meets its tolerance; a step is accepted when that is
+/// at most 1. `rtol` must be finite and ≥ 0, `atol` finite and > 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveOptions {
     /// Relative tolerance.
