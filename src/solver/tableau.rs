@@ -390,9 +390,10 @@ impl ButcherTableau {
         self.error.as_ref().map(|(_, p)| *p)
     }
 
-    /// Row `i` of `A` (its `i` entries left of the diagonal).
+    /// Row `i` of `A` (its `i` entries left of the diagonal; empty past the
+    /// last stage).
     pub fn a(&self, i: usize) -> &[f64] {
-        &self.a[i]
+        self.a.get(i).map_or(&[], Vec::as_slice)
     }
 
     /// The weights `b`.
