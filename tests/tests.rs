@@ -2,4 +2,5 @@
 
 mod gmm;
 mod path;
+mod solver;
 mod source;

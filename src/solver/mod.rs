@@ -7,9 +7,16 @@
 //! the right-hand side is scaled by `t_end − t_start`, so adaptive steps stay
 //! batch-wide. Stage buffers are allocated once per solve, never per step.
 
+mod adaptive;
+mod fixed;
+mod stepper;
+mod tableau;
+
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 
-use crate::Result;
+pub use tableau::ButcherTableau;
+
+use crate::{Error, Result};
 
 /// The right-hand side dy/dt = f(t, y) of a batched ODE.
 pub trait OdeSystem {
@@ -37,6 +44,91 @@ pub enum Method {
     Tsit5,
 }
 
+impl Method {
+    /// Every method, in the order of the enum.
+    pub const ALL: [Method; 7] = [
+        Method::Euler,
+        Method::Midpoint,
+        Method::Heun,
+        Method::Rk4,
+        Method::Bosh3,
+        Method::Dopri5,
+        Method::Tsit5,
+    ];
+
+    /// The method's short lower-case name (`"dopri5"`), accepted by
+    /// [`Method::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Euler => "euler",
+            Method::Midpoint => "midpoint",
+            Method::Heun => "heun",
+            Method::Rk4 => "rk4",
+            Method::Bosh3 => "bosh3",
+            Method::Dopri5 => "dopri5",
+            Method::Tsit5 => "tsit5",
+        }
+    }
+
+    /// Looks a method up by its name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Result<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+                Error::InvalidArgument(format!(
+                    "unknown solver method `{name}`; expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether the method has an embedded error estimate, so it can run with
+    /// adaptive steps.
+    pub fn is_adaptive(self) -> bool {
+        matches!(self, Method::Bosh3 | Method::Dopri5 | Method::Tsit5)
+    }
+
+    /// The order of accuracy of the method's main weights.
+    pub fn order(self) -> usize {
+        match self {
+            Method::Euler => 1,
+            Method::Midpoint | Method::Heun => 2,
+            Method::Bosh3 => 3,
+            Method::Rk4 => 4,
+            Method::Dopri5 | Method::Tsit5 => 5,
+        }
+    }
+
+    /// The method's Butcher tableau.
+    pub fn tableau(self) -> ButcherTableau {
+        match self {
+            Method::Euler => ButcherTableau::euler(),
+            Method::Midpoint => ButcherTableau::midpoint(),
+            Method::Heun => ButcherTableau::heun(),
+            Method::Rk4 => ButcherTableau::rk4(),
+            Method::Bosh3 => ButcherTableau::bosh3(),
+            Method::Dopri5 => ButcherTableau::dopri5(),
+            Method::Tsit5 => ButcherTableau::tsit5(),
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Method::from_name(s)
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How a fixed-step method places its steps.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Steps {
@@ -49,6 +141,11 @@ pub enum Steps {
 }
 
 /// Step-size control for adaptive methods.
+///
+/// The error of a step is measured per sample as the RMS over its components
+/// of `err / (atol + rtol·max(|y_n|, |y_n+1|))`, then maximised over the
+/// batch, so every sample meets its tolerance; a step is accepted when that is
+/// at most 1. `rtol` must be finite and ≥ 0, `atol` finite and > 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveOptions {
     /// Relative tolerance.
@@ -86,10 +183,51 @@ impl Default for AdaptiveOptions {
 pub struct SolverConfig {
     /// The Runge–Kutta method.
     pub method: Method,
-    /// Step placement for fixed-step methods (ignored by adaptive ones).
+    /// Step placement when `adaptive` is `None`.
     pub steps: Steps,
-    /// Step control for adaptive methods (ignored by fixed-step ones).
-    pub adaptive: AdaptiveOptions,
+    /// `Some` selects adaptive step control (the method needs an embedded
+    /// error estimate, see [`Method::is_adaptive`]); `None` takes fixed steps
+    /// placed by `steps`, with any method (embedded pairs then use their
+    /// main weights only).
+    pub adaptive: Option<AdaptiveOptions>,
+}
+
+impl SolverConfig {
+    /// Fixed steps with `method`.
+    pub fn fixed(method: Method, steps: Steps) -> Self {
+        Self {
+            method,
+            steps,
+            adaptive: None,
+        }
+    }
+
+    /// Adaptive steps with `method` and the given tolerances, other options at
+    /// their defaults.
+    pub fn adaptive(method: Method, rtol: f64, atol: f64) -> Self {
+        Self::adaptive_with(
+            method,
+            AdaptiveOptions {
+                rtol,
+                atol,
+                ..AdaptiveOptions::default()
+            },
+        )
+    }
+
+    /// Adaptive steps with `method` and full control over the options.
+    pub fn adaptive_with(method: Method, options: AdaptiveOptions) -> Self {
+        Self {
+            method,
+            steps: Steps::Count(1),
+            adaptive: Some(options),
+        }
+    }
+
+    /// Whether this configuration uses adaptive step control.
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
 }
 
 /// The time interval(s) to integrate over.
@@ -134,8 +272,21 @@ pub struct Solution {
 }
 
 /// Integrates `system` from `y0` over `interval`, returning the final states and
-/// the states at the normalised times `save_at` (each in [0, 1]; for a common
-/// interval s = (t − start)/(end − start)).
+/// the states at the normalised times `save_at` (each in [0, 1], any order,
+/// repeats allowed; for a common interval s = (t − start)/(end − start)).
+///
+/// Saved states: fixed-step solves split a step at every requested time that
+/// is not on the step grid (times within 1e-12 of a grid point are taken at
+/// that point), so saved states have the method's full accuracy and saving on
+/// the grid changes nothing; adaptive solves never shorten a step for a
+/// requested time, they interpolate — with the method's own dense output where
+/// it has one (Dopri5) and cubic Hermite interpolation otherwise (Bosh3,
+/// Tsit5).
+///
+/// Errors: [`Error::InvalidArgument`] for inconsistent inputs (shapes,
+/// intervals, steps, tolerances, `save_at`), [`Error::Solver`] when the
+/// integration fails (a non-finite state, step-size underflow, more than
+/// `max_steps` attempted steps); errors of `system` are passed through.
 pub fn solve(
     system: &mut dyn OdeSystem,
     y0: ArrayView2<'_, f64>,
@@ -143,6 +294,103 @@ pub fn solve(
     interval: &Interval,
     save_at: &[f64],
 ) -> Result<Solution> {
-    let _ = (system, y0, config, interval, save_at);
-    todo!("implemented by the solver work")
+    let batch = y0.nrows();
+    if let Some((idx, v)) = y0.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "initial state is not finite: y0[{}, {}] = {v}",
+            idx.0, idx.1
+        )));
+    }
+    let (starts, ends) = interval_bounds(interval, batch)?;
+    let saves = SavePlan::new(save_at)?;
+    let tableau = config.method.tableau();
+    let mut rhs = stepper::Rhs::new(system, starts, ends);
+    let mut stepper = stepper::Stepper::new(tableau, y0);
+    let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));
+    let stats = match &config.adaptive {
+        None => fixed::integrate(&mut stepper, &mut rhs, &config.steps, &saves, &mut saved)?,
+        Some(options) => {
+            if !config.method.is_adaptive() {
+                return Err(Error::InvalidArgument(format!(
+                    "method {} has no embedded error estimate and cannot run with adaptive \
+                     steps; use fixed steps or one of bosh3, dopri5, tsit5",
+                    config.method
+                )));
+            }
+            adaptive::integrate(&mut stepper, &mut rhs, options, &saves, &mut saved)?
+        }
+    };
+    Ok(Solution {
+        y: stepper.into_state(),
+        saved,
+        stats,
+    })
+}
+
+/// Per-sample start and end times, validated against the batch size.
+fn interval_bounds(interval: &Interval, batch: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (starts, ends) = match interval {
+        Interval::Common { start, end } => (vec![*start; batch], vec![*end; batch]),
+        Interval::PerSample { starts, ends } => {
+            if starts.len() != batch || ends.len() != batch {
+                return Err(Error::InvalidArgument(format!(
+                    "per-sample interval has {} starts and {} ends for a batch of {batch}",
+                    starts.len(),
+                    ends.len()
+                )));
+            }
+            (starts.clone(), ends.clone())
+        }
+    };
+    let bad = starts
+        .iter()
+        .zip(&ends)
+        .enumerate()
+        .find(|(_, (a, b))| !a.is_finite() || !b.is_finite());
+    if let Some((i, (a, b))) = bad {
+        return Err(Error::InvalidArgument(format!(
+            "interval of sample {i} is [{a}, {b}]; both ends must be finite"
+        )));
+    }
+    // A common interval with non-finite ends and an empty batch is still wrong.
+    if let Interval::Common { start, end } = interval {
+        if !start.is_finite() || !end.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "interval [{start}, {end}] must have finite ends"
+            )));
+        }
+    }
+    Ok((starts, ends))
+}
+
+/// The requested save times, validated, with the order in which a forward
+/// integration meets them.
+pub(crate) struct SavePlan {
+    times: Vec<f64>,
+    order: Vec<usize>,
+}
+
+impl SavePlan {
+    fn new(save_at: &[f64]) -> Result<Self> {
+        if let Some((i, v)) = save_at
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(0.0..=1.0).contains(*v))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "save_at[{i}] = {v} is not a normalised time in [0, 1]"
+            )));
+        }
+        let mut order: Vec<usize> = (0..save_at.len()).collect();
+        order.sort_by(|&a, &b| save_at[a].total_cmp(&save_at[b]));
+        Ok(Self {
+            times: save_at.to_vec(),
+            order,
+        })
+    }
+
+    /// The `k`-th requested time in increasing order, with its output slot.
+    fn nth(&self, k: usize) -> Option<(usize, f64)> {
+        self.order.get(k).map(|&slot| (slot, self.times[slot]))
+    }
 }

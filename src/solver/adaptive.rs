@@ -1,0 +1,185 @@
+//! Adaptive step-size control with an embedded error estimate.
+//!
+//! One step size serves the whole batch (in normalised time). A step is
+//! accepted when the error norm of [`Stepper::error_norm`] is at most 1 (every
+//! sample within `atol + rtol·|y|`); the next step is then
+//! `h·clamp(safety·err^(−1/(q+1)), min_factor, max_factor)` with q the order
+//! of the embedded weights (an "integral" controller; after a rejection the
+//! step may not grow). Steps never pass s = 1 and are never shortened to hit a
+//! save time: saved states are interpolated.
+
+use ndarray::{Array3, Axis};
+
+use super::stepper::{Rhs, Stepper};
+use super::{AdaptiveOptions, SavePlan, Stats};
+use crate::{Error, Result};
+
+/// Steps below this (in normalised time, where the interval has length 1)
+/// are a step-size underflow: they no longer move the time reliably.
+const MIN_STEP: f64 = 16.0 * f64::EPSILON;
+
+pub(super) fn integrate(
+    stepper: &mut Stepper,
+    rhs: &mut Rhs<'_>,
+    options: &AdaptiveOptions,
+    saves: &SavePlan,
+    saved: &mut Array3<f64>,
+) -> Result<Stats> {
+    validate(options)?;
+    let exponent = -1.0 / (stepper.tableau().embedded_order().unwrap_or(1) as f64 + 1.0);
+    let mut stats = Stats::default();
+    let mut next_save = 0;
+    while let Some((slot, _)) = saves.nth(next_save).filter(|(_, v)| *v <= 0.0) {
+        saved.index_axis_mut(Axis(0), slot).assign(stepper.state());
+        next_save += 1;
+    }
+    stepper.first_stage(rhs, 0.0)?;
+    let mut h = match options.initial_step {
+        Some(h) => h,
+        None => initial_step(stepper, rhs, options)?,
+    }
+    .min(1.0);
+    let mut s = 0.0;
+    let mut last_rejected = false;
+    while s < 1.0 {
+        if stats.accepted + stats.rejected >= options.max_steps {
+            return Err(Error::Solver(format!(
+                "maximum number of steps ({}) exceeded at t = {} (sample 0; normalised s = {s})",
+                options.max_steps,
+                rhs.time(0, s)
+            )));
+        }
+        if h < MIN_STEP {
+            return Err(Error::Solver(format!(
+                "step size underflow at t = {} (sample 0; normalised s = {s}, step {h:e}); \
+                 the problem may be stiff or its solution may blow up",
+                rhs.time(0, s)
+            )));
+        }
+        // Never step past 1; land exactly on it when close.
+        let s_new = if s + h >= 1.0 - MIN_STEP { 1.0 } else { s + h };
+        let h_step = s_new - s;
+        stepper.step(rhs, s, s_new)?;
+        let (err, worst) = stepper.error_norm(h_step, options.rtol, options.atol);
+        if !err.is_finite() {
+            let sample = stepper.non_finite_sample().unwrap_or(worst);
+            return Err(rhs.non_finite(sample, s, s_new));
+        }
+        if err <= 1.0 {
+            let wants_save = saves.nth(next_save).is_some_and(|(_, v)| v <= s_new);
+            if wants_save || s_new < 1.0 {
+                // Interpolation and the next step both need f(s_new, y_new).
+                stepper.eval_new_slope(rhs, s_new)?;
+            }
+            while let Some((slot, v)) = saves.nth(next_save).filter(|(_, v)| *v <= s_new) {
+                let theta = ((v - s) / h_step).clamp(0.0, 1.0);
+                stepper.interpolate(theta, h_step, saved.index_axis_mut(Axis(0), slot));
+                next_save += 1;
+            }
+            stepper.accept();
+            stats.accepted += 1;
+            let mut factor = if err == 0.0 {
+                options.max_factor
+            } else {
+                (options.safety * err.powf(exponent)).clamp(options.min_factor, options.max_factor)
+            };
+            if last_rejected {
+                factor = factor.min(1.0);
+            }
+            last_rejected = false;
+            s = s_new;
+            h = h_step * factor;
+        } else {
+            stats.rejected += 1;
+            last_rejected = true;
+            let factor = (options.safety * err.powf(exponent)).clamp(options.min_factor, 1.0);
+            h = h_step * factor;
+        }
+    }
+    stats.nfe = rhs.nfe;
+    Ok(stats)
+}
+
+fn validate(o: &AdaptiveOptions) -> Result<()> {
+    let bad = |msg: String| Err(Error::InvalidArgument(msg));
+    if !(o.rtol.is_finite() && o.rtol >= 0.0) {
+        return bad(format!(
+            "rtol must be finite and non-negative, got {}",
+            o.rtol
+        ));
+    }
+    if !(o.atol.is_finite() && o.atol > 0.0) {
+        return bad(format!("atol must be finite and positive, got {}", o.atol));
+    }
+    if !(o.safety > 0.0 && o.safety <= 1.0) {
+        return bad(format!("safety must lie in (0, 1], got {}", o.safety));
+    }
+    if !(o.min_factor > 0.0 && o.min_factor <= 1.0) {
+        return bad(format!(
+            "min_factor must lie in (0, 1], got {}",
+            o.min_factor
+        ));
+    }
+    if !(o.max_factor >= 1.0 && o.max_factor.is_finite()) {
+        return bad(format!(
+            "max_factor must be finite and at least 1, got {}",
+            o.max_factor
+        ));
+    }
+    if o.max_steps == 0 {
+        return bad("max_steps must be at least 1".into());
+    }
+    if let Some(h) = o.initial_step {
+        if !(h.is_finite() && h > 0.0) {
+            return bad(format!("initial_step must be positive and finite, got {h}"));
+        }
+    }
+    Ok(())
+}
+
+/// Hairer's starting-step heuristic (Hairer, Nørsett & Wanner, *Solving ODEs
+/// I*, §II.4), per sample with the solver's weighted RMS norm, then the
+/// smallest over the batch. Costs one evaluation besides f(0, y0).
+fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -> Result<f64> {
+    let order = stepper.tableau().order() as f64;
+    let (y0, f0, y1, f1) = stepper.scratch();
+    let dim = y0.ncols().max(1) as f64;
+    let scale = |y: f64| o.atol + o.rtol * y.abs();
+    let rms = |v: &mut dyn Iterator<Item = f64>| (v.map(|x| x * x).sum::<f64>() / dim).sqrt();
+    // h0: first guess, the smallest over samples.
+    let mut h0 = f64::INFINITY;
+    for (y, f) in y0.rows().into_iter().zip(f0.rows()) {
+        let d0 = rms(&mut y.iter().map(|&y| y / scale(y)));
+        let d1 = rms(&mut y.iter().zip(f).map(|(&y, f)| f / scale(y)));
+        let guess = if d0 < 1e-5 || d1 < 1e-5 {
+            1e-6
+        } else {
+            0.01 * d0 / d1
+        };
+        h0 = h0.min(guess);
+    }
+    let h0 = if h0.is_finite() { h0.min(1.0) } else { 1e-6 };
+    y1.assign(y0);
+    y1.scaled_add(h0, f0);
+    rhs.eval(h0, y1.view(), f1.view_mut())?;
+    let mut h = f64::INFINITY;
+    let rows = y0.rows().into_iter().zip(f0.rows()).zip(f1.rows());
+    for ((y, f0), f1) in rows {
+        let d1 = rms(&mut y.iter().zip(f0).map(|(&y, f)| f / scale(y)));
+        let d2 = rms(&mut y
+            .iter()
+            .zip(f0)
+            .zip(f1)
+            .map(|((&y, a), b)| (b - a) / scale(y)))
+            / h0;
+        let dmax = d1.max(d2);
+        let h1 = if dmax <= 1e-15 {
+            (h0 * 1e-3).max(1e-6)
+        } else {
+            (0.01 / dmax).powf(1.0 / (order + 1.0))
+        };
+        h = h.min((100.0 * h0).min(h1));
+    }
+    // An empty batch, or a non-finite slope that the first step will report.
+    Ok(if h.is_finite() { h } else { 1e-6 })
+}
