@@ -2,5 +2,7 @@
 
 mod gmm;
 mod path;
+mod sampling;
 mod solver;
 mod source;
+mod stats_util;
