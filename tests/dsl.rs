@@ -1,0 +1,532 @@
+//! Tests of the `.fm` language and the built-in schedulers.
+
+use fmrt::dsl::ast::{BinOp, Expr, ExprKind, Func};
+use fmrt::dsl::deriv::derivative;
+use fmrt::dsl::eval::{eval_tree, Tape};
+use fmrt::dsl::simplify::simplify;
+use fmrt::dsl::{parse_expr, parse_program, print};
+use fmrt::scheduler::{self, builtin_names, builtin_source, Schedule, Scheduler};
+use proptest::prelude::*;
+use std::path::Path;
+
+fn no_params(_: &str) -> Option<f64> {
+    None
+}
+
+// ---------------------------------------------------------------- random trees
+
+/// Random expressions in `t` using every operator and function. Arguments of
+/// `log`, `sqrt`, the base of `^`/`pow` and denominators are wrapped as
+/// `1 + x^2` (or `sigmoid`-shifted) so they stay positive; `tan` gets `sin(x)`
+/// so it stays away from its poles. What can still overflow is skipped.
+fn safe_expr() -> impl Strategy<Value = Expr> {
+    let leaf = prop_oneof![
+        Just(Expr::name("t")),
+        Just(Expr::name("pi")),
+        Just(Expr::name("e")),
+        (0u32..40).prop_map(|k| Expr::num(k as f64 / 8.0)),
+    ];
+    leaf.prop_recursive(5, 40, 2, |inner| {
+        let pos = |x: Expr| {
+            Expr::binary(
+                BinOp::Add,
+                Expr::num(1.0),
+                Expr::binary(BinOp::Pow, x, Expr::num(2.0)),
+            )
+        };
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::binary(BinOp::Add, a, b)),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::binary(BinOp::Sub, a, b)),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::binary(BinOp::Mul, a, b)),
+            (inner.clone(), inner.clone()).prop_map(move |(a, b)| Expr::binary(
+                BinOp::Div,
+                a,
+                pos(b)
+            )),
+            (inner.clone(), inner.clone()).prop_map(move |(a, b)| Expr::binary(
+                BinOp::Pow,
+                pos(a),
+                b
+            )),
+            (inner.clone(), 0u32..4).prop_map(|(a, k)| Expr::binary(
+                BinOp::Pow,
+                a,
+                Expr::num(k as f64)
+            )),
+            inner.clone().prop_map(Expr::neg),
+            inner.clone().prop_map(|a| Expr::call(Func::Sin, vec![a])),
+            inner.clone().prop_map(|a| Expr::call(Func::Cos, vec![a])),
+            inner
+                .clone()
+                .prop_map(|a| Expr::call(Func::Tan, vec![Expr::call(Func::Sin, vec![a])])),
+            inner.clone().prop_map(|a| Expr::call(Func::Exp, vec![a])),
+            inner
+                .clone()
+                .prop_map(move |a| Expr::call(Func::Log, vec![pos(a)])),
+            inner
+                .clone()
+                .prop_map(move |a| Expr::call(Func::Sqrt, vec![pos(a)])),
+            inner.clone().prop_map(|a| Expr::call(Func::Tanh, vec![a])),
+            inner
+                .clone()
+                .prop_map(|a| Expr::call(Func::Sigmoid, vec![a])),
+            (inner.clone(), inner).prop_map(move |(a, b)| Expr::call(Func::Pow, vec![pos(a), b])),
+        ]
+    })
+}
+
+/// Fourth-order central difference with step `h`: truncation error about
+/// h⁴·|f⁽⁵⁾|/30, rounding error about ε·|f|/h.
+fn fd(f: &dyn Fn(f64) -> f64, t: f64, h: f64) -> f64 {
+    (f(t - 2.0 * h) - 8.0 * f(t - h) + 8.0 * f(t + h) - f(t + 2.0 * h)) / (12.0 * h)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+
+    /// Symbolic derivative vs finite differences. Cases whose values or slopes
+    /// exceed 1e4 in magnitude are skipped (rounding dominates there). The
+    /// finite difference is taken with h = 1e-3 and h = 5e-4; for a fourth-order
+    /// formula their difference is 15× the error of the finer one, so the
+    /// tolerance `|fd(h) - fd(h/2)| + 1e-7·(1 + |f'|) + 1e-10·max|f|` bounds the
+    /// truncation error (steep random trees have large 5th derivatives) plus
+    /// rounding (ε·|f|/h ≈ 5e-13·|f|), while any wrong rule leaves an error of the
+    /// order of |f'| that the two estimates agree on.
+    #[test]
+    fn derivative_matches_finite_differences(e in safe_expr(), t in 0.05f64..0.95) {
+        let f = |x: f64| eval_tree(&e, x, &no_params);
+        let d = derivative(&e);
+        let sym = eval_tree(&d, t, &no_params);
+        let samples: Vec<f64> = (-2..=2).map(|k| f(t + k as f64 * 1e-3)).collect();
+        let fmax = samples.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        prop_assume!(samples.iter().all(|v| v.is_finite()) && fmax < 1e4);
+        prop_assume!(sym.is_finite() && sym.abs() < 1e4);
+        let coarse = fd(&f, t, 1e-3);
+        let fine = fd(&f, t, 5e-4);
+        let tol = (coarse - fine).abs() + 1e-7 * (1.0 + sym.abs()) + 1e-10 * fmax;
+        prop_assert!((sym - fine).abs() <= tol,
+            "f = {}\nf' = {}\nt = {t}: symbolic {sym}, finite differences {fine} / {coarse}", print(&e), print(&d));
+        // The simplified derivative evaluates to the same values.
+        let simple = eval_tree(&simplify(&d), t, &no_params);
+        prop_assert!((simple - sym).abs() <= 1e-9 * (1.0 + sym.abs()), "simplify changed {sym} to {simple}");
+    }
+
+    /// print → parse gives back the same tree.
+    #[test]
+    fn printer_round_trips(e in safe_expr()) {
+        let text = print(&e);
+        let back = parse_expr(&text);
+        prop_assert!(back.is_ok(), "`{text}` does not parse: {:?}", back.err());
+        if let Ok(back) = back {
+            prop_assert!(back.same_tree(&e), "`{text}` parsed as `{}`", print(&back));
+        }
+    }
+
+    /// Simplified trees print and parse back too (they contain negative literals
+    /// in canonical `-c` form).
+    #[test]
+    fn simplified_round_trips(e in safe_expr()) {
+        let s = simplify(&derivative(&e));
+        let text = print(&s);
+        let back = parse_expr(&text);
+        prop_assert!(back.as_ref().is_ok_and(|b| b.same_tree(&s)), "`{text}` does not round-trip");
+    }
+
+    /// The compiled tape agrees with the tree walker, bit for bit.
+    #[test]
+    fn tape_matches_tree(e in safe_expr(), t in -0.5f64..1.5) {
+        let tape = Tape::compile(&e, &no_params);
+        prop_assert!(tape.is_ok());
+        if let Ok(tape) = tape {
+            let a = tape.eval(t);
+            let b = eval_tree(&e, t, &no_params);
+            prop_assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{a} vs {b} for {}", print(&e));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- parsing
+
+fn parsed(src: &str) -> String {
+    match parse_expr(src) {
+        Ok(e) => print(&e),
+        Err(d) => format!("error: {}", d.message),
+    }
+}
+
+#[test]
+fn precedence_and_associativity() {
+    assert_eq!(parsed("-t^2"), "-t^2");
+    assert!(matches!(
+        parse_expr("-t^2").map(|e| e.kind),
+        Ok(ExprKind::Neg(_))
+    ));
+    assert_eq!(parsed("(-t)^2"), "(-t)^2");
+    assert_eq!(parsed("2^3^t"), "2^3^t");
+    assert_eq!(parsed("(2^3)^t"), "(2^3)^t");
+    assert_eq!(parsed("1 - (t - 2)"), "1 - (t - 2)");
+    assert_eq!(parsed("(1 - t) - 2"), "1 - t - 2");
+    assert_eq!(parsed("t / (2 * t)"), "t / (2 * t)");
+    assert_eq!(parsed("2^-t"), "2^-t");
+    assert_eq!(parsed("-(t * 2)"), "-(t * 2)");
+    assert_eq!(parsed("- t * 2"), "-t * 2");
+    assert_eq!(parsed("pow(t, 2) + sigmoid(t)"), "pow(t, 2) + sigmoid(t)");
+}
+
+#[test]
+fn numbers() {
+    for (src, v) in [
+        ("1", 1.0),
+        ("0.5", 0.5),
+        ("1e-3", 1e-3),
+        ("2.5E+2", 250.0),
+        ("12.75e1", 127.5),
+    ] {
+        let e = parse_expr(src).map(|e| e.kind);
+        assert!(matches!(e, Ok(ExprKind::Num(x)) if x == v), "{src}");
+    }
+    for bad in [".5", "1.", "1e", "1e+", "1.2.3", "3x", "1e999"] {
+        assert!(parse_expr(bad).is_err(), "`{bad}` should not parse");
+    }
+}
+
+#[test]
+fn spans_point_at_source() {
+    let src = "alpha = 2 * sin(t)\n";
+    let (p, d) = parse_program(src);
+    assert!(d.is_empty());
+    let fmrt::dsl::ast::Stmt::Assign { value, .. } = &p.stmts[0] else {
+        panic!("expected an assignment");
+    };
+    assert_eq!(&src[value.span.start..value.span.end], "2 * sin(t)");
+    let ExprKind::Binary(_, _, call) = &value.kind else {
+        panic!("expected a product");
+    };
+    assert_eq!(&src[call.span.start..call.span.end], "sin(t)");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let src = format!(
+        "alpha = {}t{}\nsigma = 1 - t\n",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let report = scheduler::check_source(&src, "deep.fm", &[]);
+    assert!(report.has_errors());
+    assert!(report.rendered().contains("nested too deeply"));
+}
+
+#[test]
+fn exponential_let_growth_is_an_error() {
+    let mut src = String::from("let a0 = t\n");
+    for k in 1..40 {
+        src.push_str(&format!("let a{k} = a{} * a{}\n", k - 1, k - 1));
+    }
+    src.push_str("alpha = a39\nsigma = 1 - t\n");
+    let report = scheduler::check_source(&src, "big.fm", &[]);
+    assert!(
+        report.rendered().contains("too large"),
+        "{}",
+        report.rendered()
+    );
+}
+
+// ---------------------------------------------------------------- built-ins
+
+fn builtin_formulas(name: &str, p: &[(String, f64)], t: f64) -> [f64; 4] {
+    let get = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .unwrap_or(f64::NAN)
+    };
+    let pi = std::f64::consts::PI;
+    match name {
+        "ot" => [t, 1.0 - t, 1.0, -1.0],
+        "poly" => {
+            let n = get("n");
+            [
+                t.powf(n),
+                1.0 - t.powf(n),
+                n * t.powf(n - 1.0),
+                -n * t.powf(n - 1.0),
+            ]
+        }
+        "cosine" => [
+            (pi * t / 2.0).sin(),
+            (pi * t / 2.0).cos(),
+            pi / 2.0 * (pi * t / 2.0).cos(),
+            -pi / 2.0 * (pi * t / 2.0).sin(),
+        ],
+        "convex_cosine" => [
+            0.5 * (1.0 - (pi * t).cos()),
+            0.5 * (1.0 + (pi * t).cos()),
+            0.5 * pi * (pi * t).sin(),
+            -0.5 * pi * (pi * t).sin(),
+        ],
+        "linear_vp" => [t, (1.0 - t * t).sqrt(), 1.0, -t / (1.0 - t * t).sqrt()],
+        "vp" => {
+            let (b0, b1) = (get("beta_min"), get("beta_max"));
+            let s = 1.0 - t;
+            let big_t = 0.5 * s * s * (b1 - b0) + s * b0;
+            let d_t = -s * (b1 - b0) - b0;
+            let alpha = (-big_t / 2.0).exp();
+            let sigma = (1.0 - (-big_t).exp()).sqrt();
+            [
+                alpha,
+                sigma,
+                -0.5 * d_t * alpha,
+                (-big_t).exp() * d_t / (2.0 * sigma),
+            ]
+        }
+        _ => [f64::NAN; 4],
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    if !a.is_finite() || !b.is_finite() {
+        return a == b || (a.is_nan() && b.is_nan());
+    }
+    (a - b).abs() <= 1e-12 * (1.0 + b.abs())
+}
+
+#[test]
+fn builtins_match_hand_written_formulas() {
+    let cases: Vec<(&str, Vec<(String, f64)>)> = vec![
+        ("ot", vec![]),
+        ("poly", vec![]),
+        ("poly", vec![("n".into(), 3.0)]),
+        ("poly", vec![("n".into(), 0.5)]),
+        ("cosine", vec![]),
+        ("convex_cosine", vec![]),
+        ("linear_vp", vec![]),
+        ("vp", vec![]),
+        (
+            "vp",
+            vec![("beta_max".into(), 30.0), ("beta_min".into(), 0.5)],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, overrides) in &cases {
+        let s = match Scheduler::builtin(name, overrides) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("{name} {overrides:?} did not load:\n{e}"));
+                continue;
+            }
+        };
+        for (p, v) in overrides {
+            assert!(
+                s.params().contains(&(p.clone(), *v)),
+                "{name}: override {p} not applied"
+            );
+        }
+        for i in 0..=200 {
+            let t = i as f64 / 200.0;
+            let c = s.coefficients(t);
+            let got = [c.alpha, c.sigma, c.d_alpha, c.d_sigma];
+            let want = builtin_formulas(name, s.params(), t);
+            for k in 0..4 {
+                if !close(got[k], want[k]) {
+                    failures.push(format!(
+                        "{name} {overrides:?} quantity {k} at t={t}: {} vs {}",
+                        got[k], want[k]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn builtin_defaults_and_warnings() {
+    assert_eq!(
+        builtin_names(),
+        ["ot", "poly", "cosine", "convex_cosine", "linear_vp", "vp"]
+    );
+    let vp = Scheduler::builtin("vp", &[]).map_err(|e| e.to_string());
+    let vp = vp.as_ref().map_err(String::as_str);
+    assert!(vp.is_ok(), "{vp:?}");
+    if let Ok(vp) = vp {
+        assert_eq!(
+            vp.params(),
+            [
+                ("beta_min".to_string(), 0.1),
+                ("beta_max".to_string(), 20.0)
+            ]
+        );
+        let w = vp.rendered_warnings();
+        assert!(w.contains("α(0) = 0.006572, expected 0"), "{w}");
+        assert!(w.contains("σ' is infinite at t = 1"), "{w}");
+        assert!(vp.warnings().iter().all(|d| !d.is_error()));
+    }
+    for name in ["ot", "cosine", "convex_cosine"] {
+        let s = Scheduler::builtin(name, &[]);
+        assert!(
+            s.as_ref().is_ok_and(|s| s.warnings().is_empty()),
+            "{name}: {:?}",
+            s.map(|s| s.rendered_warnings())
+        );
+    }
+    let ot = Scheduler::open("ot", &[]);
+    let e = ot.as_ref().map(|s| s.expressions().clone());
+    assert!(
+        e.as_ref().is_ok_and(|e| e.alpha == "t"
+            && e.sigma == "1 - t"
+            && e.d_alpha == "1"
+            && e.d_sigma == "-1"),
+        "{e:?}"
+    );
+    let poly = Scheduler::builtin("poly", &[]).map(|s| s.expressions().d_alpha.clone());
+    assert_eq!(poly.ok().as_deref(), Some("n * t^(n - 1)"));
+}
+
+#[test]
+fn builtins_round_trip_through_the_printer() {
+    for name in builtin_names() {
+        let src = builtin_source(name).unwrap_or_default();
+        let (program, diags) = parse_program(src);
+        assert!(diags.is_empty(), "{name}");
+        for stmt in &program.stmts {
+            if let fmrt::dsl::ast::Stmt::Let { value, .. }
+            | fmrt::dsl::ast::Stmt::Assign { value, .. } = stmt
+            {
+                let text = print(value);
+                let back = parse_expr(&text);
+                assert!(
+                    back.as_ref().is_ok_and(|b| b.same_tree(value)),
+                    "{name}: `{text}`"
+                );
+            }
+        }
+        // The derived expressions round-trip as well.
+        let s = Scheduler::builtin(name, &[]);
+        assert!(s.is_ok(), "{name}");
+        if let Ok(s) = s {
+            let e = s.expressions();
+            for text in [&e.alpha, &e.sigma, &e.d_alpha, &e.d_sigma] {
+                let once = parse_expr(text).map(|x| print(&x));
+                assert_eq!(once.as_deref().ok(), Some(text.as_str()), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn open_reports_unknown_names_and_unreadable_files() {
+    let e = Scheduler::open("cosin", &[])
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        e.as_ref()
+            .is_err_and(|m| m.contains("did you mean `cosine`?")),
+        "{e:?}"
+    );
+    let e = Scheduler::open("/nonexistent/dir/x.fm", &[])
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        e.as_ref()
+            .is_err_and(|m| m.contains("cannot read `/nonexistent/dir/x.fm`")),
+        "{e:?}"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scheduler/builtin/cosine.fm");
+    let s = Scheduler::open(&dir.to_string_lossy(), &[]);
+    assert!(s.is_ok_and(|s| (s.coefficients(1.0).alpha - 1.0).abs() < 1e-15));
+}
+
+#[test]
+fn scheduler_is_send_sync_and_checks_return_everything() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Scheduler>();
+    assert_send_sync::<Tape>();
+    let r = scheduler::check("poly", &[("n".into(), 0.5)]);
+    assert!(!r.has_errors() && r.scheduler.is_some());
+    assert_eq!(r.diagnostics.len(), 2, "{}", r.rendered());
+    let r = scheduler::check_source("alpha = t\n", "x.fm", &[]);
+    assert!(r.has_errors() && r.scheduler.is_none());
+}
+
+// ---------------------------------------------------------------- golden files
+
+fn read_overrides(path: &Path) -> Result<Vec<(String, f64)>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or(format!("bad override line `{l}`"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad value in `{l}`"))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect()
+}
+
+/// Every `tests/golden/fm/NAME.fm` is checked (with `NAME.overrides`, lines
+/// `name = value`, when present) and its rendered diagnostics compared with
+/// `NAME.expected`. `FMRT_BLESS=1` rewrites the expected files.
+#[test]
+fn golden_diagnostics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fm");
+    let bless = std::env::var("FMRT_BLESS").is_ok_and(|v| v == "1");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.sort();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for fm in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "fm"))
+    {
+        count += 1;
+        let name = fm
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let src = std::fs::read_to_string(fm).unwrap_or_default();
+        let overrides = match read_overrides(&fm.with_extension("overrides")) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let report = scheduler::check_source(&src, &name, &overrides);
+        let got = report.rendered();
+        if got.is_empty() {
+            failures.push(format!(
+                "{name}: no diagnostics at all (every golden file is broken)"
+            ));
+        }
+        let expected_path = fm.with_extension("expected");
+        if bless {
+            if let Err(e) = std::fs::write(&expected_path, &got) {
+                failures.push(format!("{name}: cannot write expected file: {e}"));
+            }
+            continue;
+        }
+        match std::fs::read_to_string(&expected_path) {
+            Ok(want) if want == got => {}
+            Ok(want) => failures.push(format!(
+                "{name}: diagnostics differ\n--- expected\n{want}--- got\n{got}"
+            )),
+            Err(_) => failures.push(format!("{name}: missing {}", expected_path.display())),
+        }
+    }
+    assert!(count >= 15, "only {count} golden files");
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatch(es):\n\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
