@@ -281,6 +281,15 @@ fn fmt_val(v: f64) -> String {
     }
 }
 
+/// Like [`fmt_val`] with 10 decimals, to show small differences.
+fn fmt_precise(v: f64) -> String {
+    if !v.is_finite() || (v != 0.0 && v.abs() < 1e-4) {
+        return fmt_val(v);
+    }
+    let s = format!("{v:.10}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn non_finite_word(v: f64) -> &'static str {
     if v.is_nan() {
         "NaN"
@@ -521,9 +530,11 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
                     fmt_val(t)
                 ))
                 .at(spans[k % 2]);
-                if k >= 2 {
-                    d = d.label(format!("{q} is the derivative of this"));
-                }
+                d = d.label(if k >= 2 {
+                    format!("{q} is the derivative of this")
+                } else {
+                    format!("{q} is defined here")
+                });
                 diags.push(
                     d.hint("schedules must be finite, with finite derivatives, on all of (0, 1)"),
                 );
@@ -543,14 +554,14 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
                 let t0 = (i - 1) as f64 / GRID as f64;
                 diags.push(
                     Diagnostic::error(format!(
-                        "the signal-to-noise ratio α/σ is not strictly increasing: α/σ = {} at t = {} but {} at t = {}",
-                        fmt_val(prev),
+                        "the signal-to-noise ratio α/σ is not strictly increasing: it goes from {} at t = {} to {} at t = {}",
+                        fmt_precise(prev),
                         fmt_val(t0),
-                        fmt_val(cur),
+                        fmt_precise(cur),
                         fmt_val(t)
                     ))
                     .at(spans[1])
-                    .label("σ relative to α is not decreasing here")
+                    .label("α/σ must increase with t")
                     .note(spans[0], "α is defined here")
                     .hint("the SNR must increase from noise to data (needed to change schedules)"),
                 );

@@ -450,12 +450,21 @@ fn statement(i: &str) -> Result<Stmt, (PErr, Option<Ident>)> {
                     .label("expected `param`, `let`, `alpha` or `sigma`")
             };
             let hint = did_you_mean(&kw.name, ["alpha", "sigma", "param", "let"]);
+            // A misspelt `alpha =` / `sigma =` still counts as that definition, so
+            // the file is not also reported as missing it.
+            let meant = ["alpha", "sigma"]
+                .into_iter()
+                .find(|t| is_assign && hint.as_deref() == Some(&format!("did you mean `{t}`?")))
+                .map(|t| Ident {
+                    name: t.to_string(),
+                    span: kw.span,
+                });
             e = match (hint, is_assign) {
                 (Some(h), _) => e.hint(h),
                 (None, true) => e.hint(format!("define helpers with `let {} = …`", kw.name)),
                 (None, false) => e,
             };
-            Err((e, None))
+            Err((e, meant))
         }
     }
 }
@@ -495,7 +504,20 @@ fn param_stmt(i: &str, kw: &Ident) -> Result<Stmt, (PErr, Option<Ident>)> {
             ))
         }
     };
-    end_of_line(rest).map_err(broken)?;
+    if let Err(e) = end_of_line(rest) {
+        let j = ws(rest);
+        if j.starts_with(')') {
+            return Err(broken(e));
+        }
+        return Err(broken(
+            PErr::at(j, "a param's value must be a single number")
+                .label("expected the end of the line")
+                .hint(format!(
+                    "compute derived values with `let`, e.g. `let m = {} + 1`",
+                    name.name
+                )),
+        ));
+    }
     Ok(Stmt::Param {
         name: name.clone(),
         value: if neg { -v } else { v },
