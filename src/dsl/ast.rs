@@ -189,7 +189,7 @@ impl Expr {
     }
 
     /// A negation.
-    pub fn neg(a: Expr) -> Expr {
+    pub fn negate(a: Expr) -> Expr {
         Expr::new(ExprKind::Neg(Box::new(a)))
     }
 

@@ -550,7 +550,7 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
         for i in 2..GRID {
             let t = i as f64 / GRID as f64;
             let cur = snr(t);
-            if !(cur > prev) {
+            if cur.partial_cmp(&prev) != Some(std::cmp::Ordering::Greater) {
                 let t0 = (i - 1) as f64 / GRID as f64;
                 diags.push(
                     Diagnostic::error(format!(

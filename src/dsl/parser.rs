@@ -20,6 +20,11 @@ pub const MAX_DEPTH: usize = 200;
 pub struct PErr {
     rest: usize,
     len: usize,
+    text: Box<PErrText>,
+}
+
+#[derive(Debug)]
+struct PErrText {
     message: String,
     label: Option<String>,
     hint: Option<String>,
@@ -30,19 +35,21 @@ impl PErr {
         PErr {
             rest: input.len(),
             len: token_len(input),
-            message: message.into(),
-            label: None,
-            hint: None,
+            text: Box::new(PErrText {
+                message: message.into(),
+                label: None,
+                hint: None,
+            }),
         }
     }
 
     fn label(mut self, l: impl Into<String>) -> PErr {
-        self.label = Some(l.into());
+        self.text.label = Some(l.into());
         self
     }
 
     fn hint(mut self, h: impl Into<String>) -> PErr {
-        self.hint = Some(h.into());
+        self.text.hint = Some(h.into());
         self
     }
 
@@ -53,9 +60,10 @@ impl PErr {
 
     fn into_diagnostic(self, total: usize) -> Diagnostic {
         let start = total - self.rest;
-        let mut d = Diagnostic::error(self.message).at(Span::new(start, start + self.len));
-        d.label = self.label;
-        d.hint = self.hint;
+        let text = *self.text;
+        let mut d = Diagnostic::error(text.message).at(Span::new(start, start + self.len));
+        d.label = text.label;
+        d.hint = text.hint;
         d
     }
 }
@@ -648,11 +656,13 @@ pub fn parse_program(src: &str) -> (Program, Vec<Diagnostic>) {
 }
 
 /// Parses a single expression occupying all of `src` (surrounding spaces allowed).
-pub fn parse_expr(src: &str) -> Result<Expr, Diagnostic> {
+pub fn parse_expr(src: &str) -> Result<Expr, Box<Diagnostic>> {
     let total = src.len();
-    let (rest, mut e) = full_expr(src).map_err(|e| e.into_diagnostic(total))?;
+    let (rest, mut e) = full_expr(src).map_err(|e| Box::new(e.into_diagnostic(total)))?;
     if !rest.trim().is_empty() {
-        return Err(PErr::at(rest, "unexpected text after the expression").into_diagnostic(total));
+        return Err(Box::new(
+            PErr::at(rest, "unexpected text after the expression").into_diagnostic(total),
+        ));
     }
     fix_expr(&mut e, total);
     Ok(e)

@@ -9,6 +9,8 @@
 //! - `x + 0 = 0 + x = x`, `x - 0 = x`, `0 - x = -x`, `x + -y = x - y`, `x - -y = x + y`;
 //! - `x * 1 = 1 * x = x`, `x * 0 = 0 * x = 0`, `x / 1 = x`, `0 / x = 0`,
 //!   `-1 * x = -x`; a negation is pulled out of products and quotients;
+//! - literal factors move to the front and merge: `x * 2 = 2 * x`,
+//!   `2 * (3 * x) = 6 * x`;
 //! - `x ^ 1 = x`, `x ^ 0 = 1`, `1 ^ x = 1`;
 //! - `--x = x`.
 //!
@@ -36,7 +38,7 @@ pub fn as_const(e: &Expr) -> Option<f64> {
 /// A literal in canonical form (negative values become `-(|v|)`).
 pub fn num(v: f64) -> Expr {
     if v < 0.0 {
-        Expr::neg(Expr::num(-v))
+        Expr::negate(Expr::num(-v))
     } else {
         Expr::num(v + 0.0)
     }
@@ -64,7 +66,7 @@ pub fn neg(a: Expr) -> Expr {
     }
     match a.kind {
         ExprKind::Neg(inner) => *inner,
-        kind => Expr::neg(Expr { kind, span: a.span }),
+        kind => Expr::negate(Expr { kind, span: a.span }),
     }
 }
 
@@ -139,6 +141,17 @@ pub fn mul(a: Expr, b: Expr) -> Expr {
     }
     if let Some(y) = as_const(&b).filter(|y| *y < 0.0) {
         return neg(mul(a, num(-y)));
+    }
+    // Literal factors go first and merge: `x * c = c * x`, `c1 * (c2 * x) = (c1 c2) * x`.
+    if as_const(&b).is_some() && as_const(&a).is_none() {
+        return mul(b, a);
+    }
+    if let (Some(c1), ExprKind::Binary(BinOp::Mul, l, r)) = (as_const(&a), &b.kind) {
+        if let Some(c2) = as_const(l) {
+            if (c1 * c2).is_finite() {
+                return mul(num(c1 * c2), (**r).clone());
+            }
+        }
     }
     match (strip_neg(a), strip_neg(b)) {
         (Ok(x), Ok(y)) => mul(x, y),
