@@ -572,3 +572,123 @@ fn golden_builtin_expressions() {
         "built-in expressions differ\n--- expected\n{want}--- got\n{got}"
     );
 }
+
+#[test]
+fn sigma_and_lets_may_use_alpha() {
+    // cosine written through alpha: σ = sqrt(1 - α²), with a let in between.
+    let src = "let h = pi / 2\nalpha = sin(h * t)\nlet a2 = alpha^2\nsigma = sqrt(1 - a2)\n";
+    let s = Scheduler::from_source(src, "via_alpha.fm", &[]);
+    let c = Scheduler::builtin("cosine", &[]);
+    assert!(
+        s.is_ok() && c.is_ok(),
+        "{:?}",
+        s.err().map(|e| e.to_string())
+    );
+    if let (Ok(s), Ok(c)) = (s, c) {
+        for i in 1..100 {
+            let t = i as f64 / 100.0;
+            let (a, b) = (s.coefficients(t), c.coefficients(t));
+            for (x, y) in [
+                (a.alpha, b.alpha),
+                (a.sigma, b.sigma),
+                (a.d_alpha, b.d_alpha),
+                (a.d_sigma, b.d_sigma),
+            ] {
+                assert!((x - y).abs() < 1e-12, "t={t}: {x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn long_let_chains_are_limited() {
+    let mut src = String::from("let a0 = t\n");
+    for k in 1..1000 {
+        src.push_str(&format!("let a{k} = a{} + 0\n", k - 1));
+    }
+    src.push_str("alpha = a999\nsigma = 1 - t\n");
+    let report = scheduler::check_source(&src, "chain.fm", &[]);
+    assert!(
+        report.has_errors() && report.rendered().contains("too large"),
+        "{}",
+        report.rendered()
+    );
+}
+
+#[test]
+fn renderer_handles_tabs_and_unicode() {
+    let src = "\talpha = t ×2\nsigma = 1 - t\n";
+    let r = scheduler::check_source(src, "u.fm", &[]);
+    let text = r.rendered();
+    assert!(text.contains("--> u.fm:1:12"), "{text}");
+    assert!(
+        text.contains("\n   | \t          ^ expected the end of the line"),
+        "{text}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary text never panics the checker and every diagnostic renders.
+    #[test]
+    fn arbitrary_source_never_panics(src in "[a-z0-9_ .,+*/^()#=\\-\\t\\n×é]{0,80}") {
+        let r = scheduler::check_source(&src, "fuzz.fm", &[]);
+        let text = r.rendered();
+        prop_assert_eq!(r.scheduler.is_some(), !r.has_errors());
+        prop_assert!(r.diagnostics.is_empty() || !text.is_empty());
+    }
+
+    /// Built-in sources with one character replaced or removed never panic either.
+    #[test]
+    fn mutated_builtins_never_panic(k in 0usize..6, pos in 0usize..400, c in "[ a-z0-9()+*/^.=\\-\\n]?") {
+        let src = builtin_source(builtin_names()[k]).unwrap_or_default();
+        let mut chars: Vec<char> = src.chars().collect();
+        let p = pos % chars.len().max(1);
+        if p < chars.len() {
+            chars.remove(p);
+        }
+        for (i, ch) in c.chars().enumerate() {
+            chars.insert((p + i).min(chars.len()), ch);
+        }
+        let mutated: String = chars.into_iter().collect();
+        let r = scheduler::check_source(&mutated, "m.fm", &[("n".into(), 2.0)]);
+        prop_assert_eq!(r.scheduler.is_some(), !r.has_errors());
+        let _ = r.rendered();
+    }
+}
+
+#[test]
+fn tapes_of_every_stack_size_agree_with_the_tree() {
+    // Each level of nesting needs two more stack slots: cover all three stack sizes.
+    for n in [2usize, 6, 25] {
+        let mut text = String::from("t");
+        for k in 0..n {
+            text = format!("sin(t + {k}) * (1 + {text})");
+        }
+        let e = parse_expr(&text);
+        assert!(e.is_ok(), "{n}: {:?}", e.as_ref().err());
+        if let Ok(e) = e {
+            let tape = Tape::compile(&e, &no_params);
+            assert!(tape.is_ok(), "{n}");
+            if let Ok(tape) = tape {
+                for t in [0.0, 0.3, 0.9] {
+                    assert_eq!(
+                        tape.eval(t).to_bits(),
+                        eval_tree(&e, t, &no_params).to_bits(),
+                        "{n}"
+                    );
+                }
+            }
+        }
+    }
+    let mut deep = String::from("t");
+    for _ in 0..70 {
+        deep = format!("1 + ({deep})");
+    }
+    let too_deep = parse_expr(&format!("t * ({deep})")).map(|e| Tape::compile(&e, &no_params));
+    assert!(
+        too_deep.is_ok_and(|t| t.is_err()),
+        "a 71-slot expression must not compile"
+    );
+}

@@ -33,6 +33,8 @@ pub const BOUNDARY_ERROR: f64 = 0.05;
 pub const BOUNDARY_WARNING: f64 = 1e-9;
 /// Largest expression (in nodes) that inlining lets may produce.
 pub const MAX_NODES: usize = 5000;
+/// Deepest expression (in levels) that inlining lets may produce.
+pub const MAX_INLINED_DEPTH: usize = 400;
 
 /// Names that cannot be defined by `param` or `let`.
 pub const RESERVED: [&str; 7] = ["t", "pi", "e", "alpha", "sigma", "param", "let"];
@@ -79,12 +81,22 @@ struct Resolver<'p> {
     diags: Vec<Diagnostic>,
 }
 
-fn size(e: &Expr) -> usize {
+/// Number of nodes and depth of a tree.
+fn size(e: &Expr) -> (usize, usize) {
     match &e.kind {
-        ExprKind::Num(_) | ExprKind::Name(_) => 1,
-        ExprKind::Neg(a) => 1 + size(a),
-        ExprKind::Binary(_, a, b) => 1 + size(a) + size(b),
-        ExprKind::Call { args, .. } => 1 + args.iter().map(size).sum::<usize>(),
+        ExprKind::Num(_) | ExprKind::Name(_) => (1, 1),
+        ExprKind::Neg(a) => {
+            let (n, d) = size(a);
+            (n + 1, d + 1)
+        }
+        ExprKind::Binary(_, a, b) => {
+            let ((n1, d1), (n2, d2)) = (size(a), size(b));
+            (n1 + n2 + 1, d1.max(d2) + 1)
+        }
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .map(size)
+            .fold((1, 1), |(n, d), (n2, d2)| (n + n2, d.max(d2 + 1))),
     }
 }
 
@@ -242,14 +254,14 @@ impl<'p> Resolver<'p> {
         );
     }
 
-    /// Resolves a definition and enforces [`MAX_NODES`].
+    /// Resolves a definition and enforces [`MAX_NODES`] and [`MAX_INLINED_DEPTH`].
     fn resolve_def(&mut self, name: &str, value: &Expr) -> Option<Expr> {
         let e = self.resolve(value)?;
-        let n = size(&e);
-        if n > MAX_NODES {
+        let (n, depth) = size(&e);
+        if n > MAX_NODES || depth > MAX_INLINED_DEPTH {
             self.diags.push(
                 Diagnostic::error(format!(
-                    "`{name}` is too large once its lets are expanded ({n} nodes, at most {MAX_NODES})"
+                    "`{name}` is too large once its lets are expanded ({n} nodes and {depth} levels; at most {MAX_NODES} and {MAX_INLINED_DEPTH})"
                 ))
                 .at(value.span)
                 .label("expands to a very large expression")

@@ -27,6 +27,8 @@ enum Op {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tape {
     ops: Vec<Op>,
+    /// Stack slots the tape needs (at most [`STACK_SIZE`]).
+    depth: usize,
 }
 
 /// Looks up the value of a name other than `t`, `pi` and `e` (a param).
@@ -52,7 +54,7 @@ impl Tape {
                 "expression needs {depth} evaluation stack slots, more than the {STACK_SIZE} supported"
             ));
         }
-        Ok(Tape { ops })
+        Ok(Tape { ops, depth })
     }
 
     /// Number of instructions.
@@ -65,9 +67,18 @@ impl Tape {
         self.ops.is_empty()
     }
 
-    /// Evaluates the expression at `t`. Does not allocate.
+    /// Evaluates the expression at `t`. Does not allocate: the stack is an array
+    /// on the call stack, sized to the tape (8, 16 or [`STACK_SIZE`] slots).
     pub fn eval(&self, t: f64) -> f64 {
-        let mut stack = [0.0f64; STACK_SIZE];
+        match self.depth {
+            0..=8 => self.run::<8>(t),
+            9..=16 => self.run::<16>(t),
+            _ => self.run::<STACK_SIZE>(t),
+        }
+    }
+
+    fn run<const N: usize>(&self, t: f64) -> f64 {
+        let mut stack = [0.0f64; N];
         let mut sp = 0usize;
         for op in &self.ops {
             match *op {
