@@ -1,7 +1,28 @@
 //! Schedules: α(t), σ(t) and their time derivatives.
 //!
-//! [`Schedule`] is what the rest of the crate consumes. The `.fm`-backed
-//! implementation and the built-in schedulers live here too.
+//! [`Schedule`] is what the rest of the crate consumes. [`Scheduler`] is the
+//! `.fm`-backed implementation; the built-ins ([`BUILTIN_NAMES`]) are `.fm` files
+//! under `src/scheduler/builtin/`, embedded in the binary.
+//!
+//! ```
+//! use fmrt::scheduler::{check, Schedule, Scheduler};
+//!
+//! // A built-in with a param override.
+//! let poly = Scheduler::builtin("poly", &[("n".to_string(), 3.0)])?;
+//! let c = poly.coefficients(0.5);
+//! assert!((c.alpha - 0.125).abs() < 1e-15 && (c.d_alpha - 0.75).abs() < 1e-15);
+//! assert_eq!(poly.expressions().d_alpha, "n * t^(n - 1)");
+//!
+//! // A name or a path; errors carry every rendered diagnostic.
+//! let err = Scheduler::open("cosin", &[]).unwrap_err().to_string();
+//! assert!(err.contains("did you mean `cosine`?"));
+//!
+//! // What `fmrt check` needs: all diagnostics, and the scheduler if it loaded.
+//! let report = check("vp", &[]);
+//! assert!(!report.has_errors() && report.scheduler.is_some());
+//! assert!(report.rendered().contains("σ' is infinite at t = 1"));
+//! # Ok::<(), fmrt::Error>(())
+//! ```
 
 /// The four numbers a schedule gives at one time t.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -692,3 +692,21 @@ fn tapes_of_every_stack_size_agree_with_the_tree() {
         "a 71-slot expression must not compile"
     );
 }
+
+#[test]
+fn crlf_line_endings_and_comments() {
+    let src = "# header\r\nparam n = 2 # default\r\n\r\nalpha = t^n\r\nsigma = 1 - t^n   # trailing comment\r\n";
+    let s = Scheduler::from_source(src, "crlf.fm", &[]);
+    assert!(
+        s.as_ref()
+            .is_ok_and(|s| s.params() == [("n".to_string(), 2.0)]),
+        "{:?}",
+        s.err().map(|e| e.to_string())
+    );
+    let bad = scheduler::check_source("alpha = sine(t)\r\nsigma = 1 - t\r\n", "crlf.fm", &[]);
+    assert!(
+        bad.rendered().contains(" 1 | alpha = sine(t)\n"),
+        "{}",
+        bad.rendered()
+    );
+}
