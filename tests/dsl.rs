@@ -710,3 +710,39 @@ fn crlf_line_endings_and_comments() {
         bad.rendered()
     );
 }
+
+/// Positions of the parentheses pairs in `text` that are not call parentheses.
+fn grouping_parens(text: &str) -> Vec<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut open = Vec::new();
+    let mut pairs = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'(' {
+            let is_call = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            open.push((i, is_call));
+        } else if b == b')' {
+            if let Some((j, is_call)) = open.pop() {
+                if !is_call {
+                    pairs.push((j, i));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The printer's parentheses are all needed: dropping any grouping pair gives
+    /// a different tree (or no parse).
+    #[test]
+    fn printer_parentheses_are_minimal(e in safe_expr()) {
+        let text = print(&e);
+        for (i, j) in grouping_parens(&text) {
+            let dropped = format!("{}{}{}", &text[..i], &text[i + 1..j], &text[j + 1..]);
+            let same = parse_expr(&dropped).is_ok_and(|b| b.same_tree(&e));
+            prop_assert!(!same, "parentheses at {i}..{j} of `{text}` are redundant");
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! - `x * 1 = 1 * x = x`, `x * 0 = 0 * x = 0`, `x / 1 = x`, `0 / x = 0`,
 //!   `-1 * x = -x`; a negation is pulled out of products and quotients;
 //! - literal factors move to the front and merge: `x * 2 = 2 * x`,
-//!   `2 * (3 * x) = 6 * x`;
+//!   `2 * (3 * x) = 6 * x`, `(2 * x) / (4 * y) = 0.5 * (x / y)`, `(2 * x) / 4 = 0.5 * x`;
 //! - `x ^ 1 = x`, `x ^ 0 = 1`, `1 ^ x = 1`;
 //! - `--x = x`.
 //!
@@ -178,6 +178,22 @@ pub fn div(a: Expr, b: Expr) -> Expr {
     }
     if let Some(x) = as_const(&a).filter(|x| *x < 0.0) {
         return neg(div(num(-x), b));
+    }
+    // `(c1 * x) / (c2 * y) = (c1 / c2) * (x / y)`, `(c1 * x) / c2 = (c1 / c2) * x`.
+    if let ExprKind::Binary(BinOp::Mul, l, x) = &a.kind {
+        if let Some(c1) = as_const(l) {
+            let (c2, y) = match &b.kind {
+                ExprKind::Binary(BinOp::Mul, l2, y) => (as_const(l2), Some(y)),
+                _ => (as_const(&b), None),
+            };
+            if let Some(c2) = c2.filter(|c2| (c1 / c2).is_finite() && c1 / c2 != 0.0) {
+                let x = (**x).clone();
+                return match y {
+                    Some(y) => mul(num(c1 / c2), div(x, (**y).clone())),
+                    None => mul(num(c1 / c2), x),
+                };
+            }
+        }
     }
     if let Some(y) = as_const(&b).filter(|y| *y < 0.0) {
         return neg(div(a, num(-y)));
