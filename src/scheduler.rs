@@ -45,7 +45,7 @@ pub trait Schedule: Send + Sync + std::fmt::Debug {
     fn coefficients(&self, t: f64) -> Coefficients;
 }
 
-use crate::dsl::{self, Diagnostic, Tape};
+use crate::dsl::{self, Diagnostic, Kernel};
 use crate::error::{Error, Result};
 
 /// Names of the built-in schedulers, in documentation order.
@@ -86,14 +86,15 @@ pub struct Expressions {
     pub d_sigma: String,
 }
 
-/// A schedule defined by a `.fm` source, compiled to allocation-free tapes.
+/// A schedule defined by a `.fm` source, compiled to one allocation-free
+/// [`Kernel`] that computes α, σ, α', σ' together, sharing common subexpressions.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     file: String,
     source: String,
     params: Vec<(String, f64)>,
     expressions: Expressions,
-    tapes: [Tape; 4],
+    program: Kernel,
     warnings: Vec<Diagnostic>,
 }
 
@@ -139,7 +140,7 @@ pub fn check_source(source: &str, file: &str, overrides: &[(String, f64)]) -> Ch
                 d_sigma: p(3),
             },
             params: c.params,
-            tapes: c.tapes,
+            program: c.program,
             warnings: analysis
                 .diagnostics
                 .iter()
@@ -256,11 +257,13 @@ impl Scheduler {
 
 impl Schedule for Scheduler {
     fn coefficients(&self, t: f64) -> Coefficients {
+        let mut q = [0.0; 4];
+        self.program.eval_into(t, &mut q);
         Coefficients {
-            alpha: self.tapes[0].eval(t),
-            sigma: self.tapes[1].eval(t),
-            d_alpha: self.tapes[2].eval(t),
-            d_sigma: self.tapes[3].eval(t),
+            alpha: q[0],
+            sigma: q[1],
+            d_alpha: q[2],
+            d_sigma: q[3],
         }
     }
 }

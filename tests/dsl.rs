@@ -2,7 +2,7 @@
 
 use fmrt::dsl::ast::{BinOp, Expr, ExprKind, Func};
 use fmrt::dsl::deriv::derivative;
-use fmrt::dsl::eval::{eval_tree, Tape};
+use fmrt::dsl::eval::{eval_tree, Kernel, Tape};
 use fmrt::dsl::simplify::simplify;
 use fmrt::dsl::{parse_expr, parse_program, print};
 use fmrt::scheduler::{self, builtin_names, builtin_source, Schedule, Scheduler};
@@ -135,6 +135,28 @@ proptest! {
         let text = print(&s);
         let back = parse_expr(&text);
         prop_assert!(back.as_ref().is_ok_and(|b| b.same_tree(&s)), "`{text}` does not round-trip");
+    }
+
+    /// A kernel computing several related expressions at once (sharing their
+    /// common subexpressions and reusing registers) agrees with the tree walker,
+    /// bit for bit, on every output.
+    #[test]
+    fn kernel_matches_tree(e in safe_expr(), f in safe_expr(), t in -0.5f64..1.5) {
+        let d = simplify(&derivative(&e));
+        let mixed = Expr::binary(BinOp::Mul, e.clone(), Expr::binary(BinOp::Add, f.clone(), e.clone()));
+        let outputs = [e.clone(), f, d, mixed, e];
+        let kernel = Kernel::compile(&outputs, &no_params);
+        prop_assert!(kernel.is_ok());
+        if let Ok(kernel) = kernel {
+            prop_assert_eq!(kernel.outputs(), outputs.len());
+            let mut got = [0.0; 5];
+            kernel.eval_into(t, &mut got);
+            for (k, o) in outputs.iter().enumerate() {
+                let want = eval_tree(o, t, &no_params);
+                prop_assert!(got[k].to_bits() == want.to_bits() || (got[k].is_nan() && want.is_nan()),
+                    "output {k}: {} vs {want} for {}", got[k], print(o));
+            }
+        }
     }
 
     /// The compiled tape agrees with the tree walker, bit for bit.
@@ -745,4 +767,37 @@ proptest! {
             prop_assert!(!same, "parentheses at {i}..{j} of `{text}` are redundant");
         }
     }
+}
+
+#[test]
+fn kernel_shares_common_subexpressions() {
+    // VP's α, σ, α', σ' repeat T and exp(-T): the kernel computes each once.
+    let s = scheduler::check("vp", &[]);
+    assert!(s.scheduler.is_some());
+    let lookup = |n: &str| match n {
+        "beta_min" => Some(0.1),
+        "beta_max" => Some(20.0),
+        _ => None,
+    };
+    let exprs: Vec<Expr> = s
+        .scheduler
+        .iter()
+        .flat_map(|s| {
+            let e = s.expressions();
+            [&e.alpha, &e.sigma, &e.d_alpha, &e.d_sigma].map(|x| parse_expr(x).ok())
+        })
+        .flatten()
+        .collect();
+    assert_eq!(exprs.len(), 4);
+    let separate: usize = exprs
+        .iter()
+        .filter_map(|e| Tape::compile(e, &lookup).ok())
+        .map(|t| t.len())
+        .sum();
+    let kernel = Kernel::compile(&exprs, &lookup);
+    assert!(
+        kernel.as_ref().is_ok_and(|k| 2 * k.len() < separate),
+        "{separate} vs {:?}",
+        kernel.map(|k| k.len())
+    );
 }

@@ -1,10 +1,10 @@
-//! Semantic and numeric checks, and the pipeline from source text to compiled tapes.
+//! Semantic and numeric checks, and the pipeline from source text to a compiled kernel.
 //!
 //! **Names.** A name may be used on any line after the one defining it: `t`,
 //! `pi` and `e` always; params, lets, `alpha` and `sigma` once defined. Lets,
 //! `alpha` and `sigma` are *inlined*: every use is replaced by the definition, so
 //! α, σ and their derivatives are single expressions of `t` and the params. Params
-//! stay symbolic in the printed expressions and become constants in the tapes.
+//! stay symbolic in the printed expressions and become constants in the kernel.
 //! Reserved words (`t`, `pi`, `e`, `alpha`, `sigma`, `param`, `let` and the
 //! function names) cannot be defined.
 //!
@@ -21,7 +21,7 @@
 use super::ast::{Expr, ExprKind, Func, Program, Span, Stmt};
 use super::deriv::derivative;
 use super::diag::{did_you_mean, Diagnostic};
-use super::eval::Tape;
+use super::eval::Kernel;
 use super::simplify::simplify;
 use std::collections::HashMap;
 
@@ -46,8 +46,9 @@ pub struct Compiled {
     pub params: Vec<(String, f64)>,
     /// Simplified α, σ, α', σ' (params symbolic), in that order.
     pub exprs: [Expr; 4],
-    /// The same four expressions compiled with the effective param values.
-    pub tapes: [Tape; 4],
+    /// The same four expressions compiled together (outputs in the same order)
+    /// with the effective param values.
+    pub program: Kernel,
 }
 
 /// Everything [`analyze`] found out about a source.
@@ -449,37 +450,37 @@ pub fn check_program(
     let ds = derivative(&s);
     let exprs = [a, s, da, ds];
     let lookup = |n: &str| params.iter().find(|(p, _)| p == n).map(|(_, v)| *v);
-    let mut tapes = Vec::with_capacity(4);
-    for (k, e) in exprs.iter().enumerate() {
-        match Tape::compile(e, &lookup) {
-            Ok(t) => tapes.push(t),
-            Err(msg) => {
-                r.diags.push(
-                    Diagnostic::error(format!("cannot compile {}: {msg}", QUANTITY[k]))
-                        .at(spans[k % 2]),
-                );
-            }
+    let program = match Kernel::compile(&exprs, &lookup) {
+        Ok(p) => p,
+        Err(msg) => {
+            r.diags.push(
+                Diagnostic::error(format!("cannot compile α, σ, α', σ': {msg}"))
+                    .at(spans[0].to(spans[1])),
+            );
+            return (None, r.diags);
         }
-    }
-    let Ok(tapes) = <[Tape; 4]>::try_from(tapes) else {
-        return (None, r.diags);
     };
-    numeric_checks(&tapes, spans, &mut r.diags);
+    numeric_checks(&program, spans, &mut r.diags);
     let ok = !r.diags.iter().any(Diagnostic::is_error);
     let compiled = ok.then_some(Compiled {
         params,
         exprs,
-        tapes,
+        program,
     });
     (compiled, r.diags)
 }
 
 const QUANTITY: [&str; 4] = ["α", "σ", "α'", "σ'"];
 
-fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnostic>) {
+fn numeric_checks(program: &Kernel, spans: [Span; 2], diags: &mut Vec<Diagnostic>) {
+    let at = |t: f64| {
+        let mut out = [0.0; 4];
+        program.eval_into(t, &mut out);
+        out
+    };
     // Boundary values.
     for (k, t, want) in [(0, 0.0, 0.0), (1, 0.0, 1.0), (0, 1.0, 1.0), (1, 1.0, 0.0)] {
-        let v = tapes[k].eval(t);
+        let v = at(t)[k];
         let off = (v - want).abs();
         let q = QUANTITY[k];
         let head = format!(
@@ -509,7 +510,7 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
     // Endpoint derivatives.
     for k in [2, 3] {
         for t in [0.0, 1.0] {
-            let v = tapes[k].eval(t);
+            let v = at(t)[k];
             if !v.is_finite() {
                 let q = QUANTITY[k];
                 diags.push(
@@ -533,7 +534,7 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
     for k in 0..4 {
         for i in 1..GRID {
             let t = i as f64 / GRID as f64;
-            let v = tapes[k].eval(t);
+            let v = at(t)[k];
             if !v.is_finite() {
                 let q = QUANTITY[k];
                 let mut d = Diagnostic::error(format!(
@@ -557,7 +558,10 @@ fn numeric_checks(tapes: &[Tape; 4], spans: [Span; 2], diags: &mut Vec<Diagnosti
     }
     // Monotone SNR.
     if interior_ok[0] && interior_ok[1] {
-        let snr = |t: f64| tapes[0].eval(t) / tapes[1].eval(t);
+        let snr = |t: f64| {
+            let q = at(t);
+            q[0] / q[1]
+        };
         let mut prev = snr(1.0 / GRID as f64);
         for i in 2..GRID {
             let t = i as f64 / GRID as f64;

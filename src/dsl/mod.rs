@@ -2,7 +2,8 @@
 //!
 //! A `.fm` file defines α(t) and σ(t) (see `grammar/fm.ebnf`). The pipeline:
 //! [`parser`] → [`check`] (names, arity, inlining of lets) → [`deriv`] (symbolic
-//! d/dt) → [`simplify`] → [`eval`] (flat tapes) → numeric checks ([`check`]).
+//! d/dt) → [`simplify`] → [`eval`] (one register kernel for α, σ, α', σ' with
+//! shared subexpressions) → numeric checks ([`check`]).
 //! Problems are reported as [`diag::Diagnostic`]s with spans; [`print`] turns
 //! expressions back into source text.
 
@@ -18,6 +19,6 @@ pub mod simplify;
 pub use ast::{Expr, Span};
 pub use check::{analyze, Analysis, Compiled};
 pub use diag::{render_all, Diagnostic, Severity};
-pub use eval::Tape;
+pub use eval::{Kernel, Tape};
 pub use parser::{parse_expr, parse_program};
 pub use print::print;
