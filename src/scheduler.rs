@@ -213,7 +213,13 @@ impl Scheduler {
     pub fn builtin(name: &str, overrides: &[(String, f64)]) -> Result<Scheduler> {
         match builtin_source(name) {
             Some(src) => Scheduler::from_source(src, &format!("{name}.fm"), overrides),
-            None => Err(Error::Scheduler(check(name, overrides).rendered())),
+            None => {
+                let hint = dsl::diag::did_you_mean(name, BUILTIN_NAMES)
+                    .unwrap_or_else(|| format!("the built-ins are {}", BUILTIN_NAMES.join(", ")));
+                let d =
+                    Diagnostic::error(format!("`{name}` is not a built-in scheduler")).hint(hint);
+                Err(Error::Scheduler(d.render(name, "")))
+            }
         }
     }
 

@@ -451,6 +451,10 @@ fn open_reports_unknown_names_and_unreadable_files() {
             .is_err_and(|m| m.contains("did you mean `cosine`?")),
         "{e:?}"
     );
+    let e = Scheduler::builtin("linear-vp", &[])
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(e.as_ref().is_err_and(|m| m.contains("not a built-in") && m.contains("did you mean `linear_vp`?")), "{e:?}");
     let e = Scheduler::open("/nonexistent/dir/x.fm", &[])
         .map(|_| ())
         .map_err(|e| e.to_string());
