@@ -17,7 +17,7 @@ pub const MAX_DEPTH: usize = 200;
 
 /// A parse error; positions are "bytes left" until [`PErr::into_diagnostic`].
 #[derive(Debug)]
-pub struct PErr {
+struct PErr {
     rest: usize,
     len: usize,
     text: Box<PErrText>,
