@@ -1,0 +1,589 @@
+//! Semantic and numeric checks, and the pipeline from source text to a compiled kernel.
+//!
+//! **Names.** A name may be used on any line after the one defining it: `t`,
+//! `pi` and `e` always; params, lets, `alpha` and `sigma` once defined. Lets,
+//! `alpha` and `sigma` are *inlined*: every use is replaced by the definition, so
+//! α, σ and their derivatives are single expressions of `t` and the params. Params
+//! stay symbolic in the printed expressions and become constants in the kernel.
+//! Reserved words (`t`, `pi`, `e`, `alpha`, `sigma`, `param`, `let` and the
+//! function names) cannot be defined.
+//!
+//! **Numeric checks** run on the simplified, compiled α, σ, α', σ' on the grid
+//! t = i / [`GRID`], i = 0‥=GRID (1,999 interior points and both endpoints):
+//! - boundary values α(0)=0, σ(0)=1, α(1)=1, σ(1)=0: an error when off by more
+//!   than [`BOUNDARY_ERROR`] (or not finite), a warning when off by more than
+//!   [`BOUNDARY_WARNING`] (VP's α(0) ≈ 0.0066 is a warning);
+//! - α' or σ' not finite at t = 0 or t = 1: a warning naming the endpoint;
+//! - any of the four not finite inside (0, 1): an error naming the first such t;
+//! - the SNR α/σ must strictly increase across the interior grid (an error naming
+//!   the first pair of points where it does not).
+
+use super::ast::{Expr, ExprKind, Func, Program, Span, Stmt};
+use super::deriv::derivative;
+use super::diag::{did_you_mean, Diagnostic};
+use super::eval::Kernel;
+use super::simplify::simplify;
+use std::collections::HashMap;
+
+/// Number of grid intervals on [0, 1] for the numeric checks.
+pub const GRID: usize = 2000;
+/// Boundary values further than this from their target are errors.
+pub const BOUNDARY_ERROR: f64 = 0.05;
+/// Boundary values further than this (but within [`BOUNDARY_ERROR`]) are warnings.
+pub const BOUNDARY_WARNING: f64 = 1e-9;
+/// Largest expression (in nodes) that inlining lets may produce.
+pub const MAX_NODES: usize = 5000;
+/// Deepest expression (in levels) that inlining lets may produce.
+pub const MAX_INLINED_DEPTH: usize = 400;
+
+/// Names that cannot be defined by `param` or `let`.
+pub const RESERVED: [&str; 7] = ["t", "pi", "e", "alpha", "sigma", "param", "let"];
+
+/// A schedule that passed every check.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// Every param with its effective value (default or override), in source order.
+    pub params: Vec<(String, f64)>,
+    /// Simplified α, σ, α', σ' (params symbolic), in that order.
+    pub exprs: [Expr; 4],
+    /// The same four expressions compiled together (outputs in the same order)
+    /// with the effective param values.
+    pub program: Kernel,
+}
+
+/// Everything [`analyze`] found out about a source.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    /// The compiled schedule, present exactly when there is no error.
+    pub compiled: Option<Compiled>,
+    /// Every diagnostic, errors and warnings, in the order found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Debug)]
+enum Def {
+    Param,
+    /// A let, `alpha` or `sigma`; `None` when its definition had errors.
+    Value(Option<Expr>),
+}
+
+struct Entry {
+    def: Def,
+    name_span: Span,
+    /// The whole statement, for numeric diagnostics.
+    stmt_span: Span,
+}
+
+struct Resolver<'p> {
+    scope: HashMap<String, Entry>,
+    order: Vec<String>,
+    /// First definition of every name in the file, to tell "defined later" from unknown.
+    all: HashMap<&'p str, Span>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Number of nodes and depth of a tree.
+fn size(e: &Expr) -> (usize, usize) {
+    match &e.kind {
+        ExprKind::Num(_) | ExprKind::Name(_) => (1, 1),
+        ExprKind::Neg(a) => {
+            let (n, d) = size(a);
+            (n + 1, d + 1)
+        }
+        ExprKind::Binary(_, a, b) => {
+            let ((n1, d1), (n2, d2)) = (size(a), size(b));
+            (n1 + n2 + 1, d1.max(d2) + 1)
+        }
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .map(size)
+            .fold((1, 1), |(n, d), (n2, d2)| (n + n2, d.max(d2 + 1))),
+    }
+}
+
+fn stmt_name(s: &Stmt) -> &super::ast::Ident {
+    match s {
+        Stmt::Param { name, .. } | Stmt::Let { name, .. } | Stmt::Broken { name } => name,
+        Stmt::Assign { target, .. } => target,
+    }
+}
+
+impl<'p> Resolver<'p> {
+    fn candidates(&self) -> Vec<&str> {
+        let mut c: Vec<&str> = vec!["t", "pi", "e"];
+        c.extend(self.order.iter().map(String::as_str));
+        c
+    }
+
+    /// Resolves and inlines `e`; `None` if it has errors (already reported).
+    fn resolve(&mut self, e: &Expr) -> Option<Expr> {
+        let kind = match &e.kind {
+            ExprKind::Num(v) => ExprKind::Num(*v),
+            ExprKind::Name(n) => return self.resolve_name(n, e.span),
+            ExprKind::Neg(a) => ExprKind::Neg(Box::new(self.resolve(a)?)),
+            ExprKind::Binary(op, a, b) => {
+                let a = self.resolve(a);
+                let b = self.resolve(b);
+                ExprKind::Binary(*op, Box::new(a?), Box::new(b?))
+            }
+            ExprKind::Call {
+                name,
+                name_span,
+                args,
+            } => {
+                let resolved: Vec<Option<Expr>> = args.iter().map(|a| self.resolve(a)).collect();
+                let ok = self.check_call(name, *name_span, e.span, args.len());
+                let args: Option<Vec<Expr>> = resolved.into_iter().collect();
+                if !ok {
+                    return None;
+                }
+                ExprKind::Call {
+                    name: name.clone(),
+                    name_span: *name_span,
+                    args: args?,
+                }
+            }
+        };
+        Some(Expr { kind, span: e.span })
+    }
+
+    fn check_call(&mut self, name: &str, name_span: Span, span: Span, n: usize) -> bool {
+        let Some(f) = Func::from_name(name) else {
+            let mut d = Diagnostic::error(format!("unknown function `{name}`"))
+                .at(name_span)
+                .label("not a known function");
+            d = match did_you_mean(name, Func::ALL.map(Func::name)) {
+                Some(h) => d.hint(h),
+                None if self.scope.contains_key(name) || RESERVED.contains(&name) => d.hint(
+                    format!("`{name}` is a value, not a function; use `*` to multiply"),
+                ),
+                None => {
+                    d.hint("the functions are sin, cos, tan, exp, log, sqrt, tanh, sigmoid and pow")
+                }
+            };
+            self.diags.push(d);
+            return false;
+        };
+        if n != f.arity() {
+            let (want, example) = match f.arity() {
+                2 => ("2 arguments", format!("`{name}(x, y)`")),
+                _ => ("1 argument", format!("`{name}(x)`")),
+            };
+            let given = match n {
+                1 => "1 was given".to_string(),
+                k => format!("{k} were given"),
+            };
+            self.diags.push(
+                Diagnostic::error(format!("`{name}` takes {want} but {given}"))
+                    .at(span)
+                    .label(format!("expected {want}"))
+                    .hint(format!("write {example}")),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn resolve_name(&mut self, n: &str, span: Span) -> Option<Expr> {
+        if matches!(n, "t" | "pi" | "e") {
+            return Some(Expr {
+                kind: ExprKind::Name(n.to_string()),
+                span,
+            });
+        }
+        if let Some(entry) = self.scope.get(n) {
+            return match &entry.def {
+                Def::Param => Some(Expr {
+                    kind: ExprKind::Name(n.to_string()),
+                    span,
+                }),
+                Def::Value(v) => v.clone(),
+            };
+        }
+        if let Some(def_span) = self.all.get(n) {
+            self.diags.push(
+                Diagnostic::error(format!("`{n}` is used before it is defined"))
+                    .at(span)
+                    .label("used here")
+                    .note(*def_span, format!("`{n}` is defined later, here"))
+                    .hint("move the definition above its first use"),
+            );
+            return None;
+        }
+        let mut d = Diagnostic::error(format!("unknown name `{n}`"))
+            .at(span)
+            .label("not defined");
+        d = match did_you_mean(n, self.candidates()) {
+            Some(h) => d.hint(h),
+            None if Func::from_name(n).is_some() => {
+                d.hint(format!("`{n}` is a function; call it as `{n}(…)`"))
+            }
+            None => d.hint("names are `t`, `pi`, `e`, and params or lets defined above"),
+        };
+        self.diags.push(d);
+        None
+    }
+
+    /// Registers a definition, reporting reserved and duplicate names.
+    fn define(&mut self, name: &str, name_span: Span, stmt_span: Span, def: Def, user_name: bool) {
+        if user_name && (RESERVED.contains(&name) || Func::from_name(name).is_some()) {
+            self.diags.push(
+                Diagnostic::error(format!("`{name}` is a reserved name"))
+                    .at(name_span)
+                    .label("cannot be defined")
+                    .hint("pick another name; `t`, `pi`, `e`, `alpha`, `sigma`, `param`, `let` and function names are built in"),
+            );
+            return;
+        }
+        if let Some(first) = self.scope.get(name) {
+            self.diags.push(
+                Diagnostic::error(format!("`{name}` is defined more than once"))
+                    .at(name_span)
+                    .label("defined again here")
+                    .note(first.name_span, "first defined here"),
+            );
+            return;
+        }
+        self.order.push(name.to_string());
+        self.scope.insert(
+            name.to_string(),
+            Entry {
+                def,
+                name_span,
+                stmt_span,
+            },
+        );
+    }
+
+    /// Resolves a definition and enforces [`MAX_NODES`] and [`MAX_INLINED_DEPTH`].
+    fn resolve_def(&mut self, name: &str, value: &Expr) -> Option<Expr> {
+        let e = self.resolve(value)?;
+        let (n, depth) = size(&e);
+        if n > MAX_NODES || depth > MAX_INLINED_DEPTH {
+            self.diags.push(
+                Diagnostic::error(format!(
+                    "`{name}` is too large once its lets are expanded ({n} nodes and {depth} levels; at most {MAX_NODES} and {MAX_INLINED_DEPTH})"
+                ))
+                .at(value.span)
+                .label("expands to a very large expression")
+                .hint("lets are inlined; avoid using a let many times inside the next one"),
+            );
+            return None;
+        }
+        Some(e)
+    }
+}
+
+/// Formats a value for messages: 6 significant decimals, trailing zeros removed.
+fn fmt_val(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if v != 0.0 && v.abs() < 1e-4 {
+        return format!("{v:.2e}");
+    }
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Like [`fmt_val`] with 10 decimals, to show small differences.
+fn fmt_precise(v: f64) -> String {
+    if !v.is_finite() || (v != 0.0 && v.abs() < 1e-4) {
+        return fmt_val(v);
+    }
+    let s = format!("{v:.10}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn non_finite_word(v: f64) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else {
+        "infinite"
+    }
+}
+
+/// Parses, checks, differentiates, simplifies and compiles a `.fm` source with
+/// the given param overrides, collecting every diagnostic.
+pub fn analyze(src: &str, overrides: &[(String, f64)]) -> Analysis {
+    let (program, mut diags) = super::parser::parse_program(src);
+    let (compiled, more) = check_program(&program, overrides);
+    diags.extend(more);
+    let has_error = diags.iter().any(Diagnostic::is_error);
+    Analysis {
+        compiled: if has_error { None } else { compiled },
+        diagnostics: diags,
+    }
+}
+
+/// Checks a parsed program; returns the compiled schedule when no error was found
+/// by these checks (parse errors are the caller's to weigh).
+pub fn check_program(
+    program: &Program,
+    overrides: &[(String, f64)],
+) -> (Option<Compiled>, Vec<Diagnostic>) {
+    let mut all = HashMap::new();
+    for s in &program.stmts {
+        let id = stmt_name(s);
+        all.entry(id.name.as_str()).or_insert(id.span);
+    }
+    let mut r = Resolver {
+        scope: HashMap::new(),
+        order: Vec::new(),
+        all,
+        diags: Vec::new(),
+    };
+    let mut params: Vec<(String, f64)> = Vec::new();
+    for s in &program.stmts {
+        match s {
+            Stmt::Param {
+                name,
+                value,
+                value_span,
+            } => {
+                let before = r.order.len();
+                r.define(
+                    &name.name,
+                    name.span,
+                    name.span.to(*value_span),
+                    Def::Param,
+                    true,
+                );
+                if r.order.len() > before {
+                    params.push((name.name.clone(), *value));
+                }
+            }
+            Stmt::Let { name, value } => {
+                let e = r.resolve_def(&name.name, value);
+                r.define(
+                    &name.name,
+                    name.span,
+                    name.span.to(value.span),
+                    Def::Value(e),
+                    true,
+                );
+            }
+            Stmt::Assign { target, value } => {
+                let e = r.resolve_def(&target.name, value);
+                r.define(
+                    &target.name,
+                    target.span,
+                    target.span.to(value.span),
+                    Def::Value(e),
+                    false,
+                );
+            }
+            Stmt::Broken { name } => {
+                let user = !matches!(name.name.as_str(), "alpha" | "sigma");
+                r.define(&name.name, name.span, name.span, Def::Value(None), user);
+            }
+        }
+    }
+    for target in ["alpha", "sigma"] {
+        if !r.scope.contains_key(target) {
+            let example = if target == "alpha" {
+                "alpha = t"
+            } else {
+                "sigma = 1 - t"
+            };
+            r.diags.push(
+                Diagnostic::error(format!("`{target}` is never defined")).hint(format!(
+                    "every scheduler defines both alpha and sigma, e.g. `{example}`"
+                )),
+            );
+        }
+    }
+    for (name, value) in overrides {
+        let Some(slot) = params.iter_mut().find(|(p, _)| p == name) else {
+            let names: Vec<&str> = params.iter().map(|(p, _)| p.as_str()).collect();
+            let hint = did_you_mean(name, names.iter().copied()).or_else(|| {
+                Some(if names.is_empty() {
+                    "this scheduler has no params".to_string()
+                } else {
+                    format!("its params are: {}", names.join(", "))
+                })
+            });
+            let what = if r.scope.contains_key(name.as_str()) {
+                format!("cannot override `{name}`: it is not a param")
+            } else {
+                format!("cannot override `{name}`: no such param")
+            };
+            r.diags.push(Diagnostic::error(what).maybe_hint(hint));
+            continue;
+        };
+        if !value.is_finite() {
+            let span = r.scope.get(name.as_str()).map(|e| e.stmt_span);
+            let mut d = Diagnostic::error(format!(
+                "cannot override `{name}` with {}: not a finite number",
+                fmt_val(*value)
+            ))
+            .hint("param values must be finite");
+            if let Some(s) = span {
+                d = d.at(s).label("param declared here");
+            }
+            r.diags.push(d);
+            continue;
+        }
+        slot.1 = *value;
+    }
+    if r.diags.iter().any(Diagnostic::is_error) {
+        return (None, r.diags);
+    }
+    let (Some(alpha), Some(sigma)) = (r.scope.get("alpha"), r.scope.get("sigma")) else {
+        return (None, r.diags);
+    };
+    let (Def::Value(Some(a)), Def::Value(Some(s))) = (&alpha.def, &sigma.def) else {
+        return (None, r.diags);
+    };
+    let spans = [alpha.stmt_span, sigma.stmt_span];
+    let a = simplify(a);
+    let s = simplify(s);
+    let da = derivative(&a);
+    let ds = derivative(&s);
+    let exprs = [a, s, da, ds];
+    let lookup = |n: &str| params.iter().find(|(p, _)| p == n).map(|(_, v)| *v);
+    let program = match Kernel::compile(&exprs, &lookup) {
+        Ok(p) => p,
+        Err(msg) => {
+            r.diags.push(
+                Diagnostic::error(format!("cannot compile α, σ, α', σ': {msg}"))
+                    .at(spans[0].to(spans[1])),
+            );
+            return (None, r.diags);
+        }
+    };
+    numeric_checks(&program, spans, &mut r.diags);
+    let ok = !r.diags.iter().any(Diagnostic::is_error);
+    let compiled = ok.then_some(Compiled {
+        params,
+        exprs,
+        program,
+    });
+    (compiled, r.diags)
+}
+
+const QUANTITY: [&str; 4] = ["α", "σ", "α'", "σ'"];
+
+fn numeric_checks(program: &Kernel, spans: [Span; 2], diags: &mut Vec<Diagnostic>) {
+    let at = |t: f64| {
+        let mut out = [0.0; 4];
+        program.eval_into(t, &mut out);
+        out
+    };
+    // Boundary values.
+    for (k, t, want) in [(0, 0.0, 0.0), (1, 0.0, 1.0), (0, 1.0, 1.0), (1, 1.0, 0.0)] {
+        let v = at(t)[k];
+        let off = (v - want).abs();
+        let q = QUANTITY[k];
+        let head = format!(
+            "{q}({}) = {}, expected {}",
+            fmt_val(t),
+            fmt_val(v),
+            fmt_val(want)
+        );
+        if !off.is_finite() || off > BOUNDARY_ERROR {
+            diags.push(
+                Diagnostic::error(format!("wrong boundary value: {head}"))
+                    .at(spans[k])
+                    .label(format!("{q}({}) must be {}", fmt_val(t), fmt_val(want)))
+                    .hint("paths start at noise (α(0) = 0, σ(0) = 1) and end at data (α(1) = 1, σ(1) = 0)"),
+            );
+        } else if off > BOUNDARY_WARNING {
+            diags.push(
+                Diagnostic::warning(format!("inexact boundary value: {head}"))
+                    .at(spans[k])
+                    .label(format!("off by {}", fmt_val(off)))
+                    .hint(format!(
+                        "accepted: within {BOUNDARY_ERROR} of the exact value; samples start (or end) slightly off the ideal path"
+                    )),
+            );
+        }
+    }
+    // Endpoint derivatives.
+    for k in [2, 3] {
+        for t in [0.0, 1.0] {
+            let v = at(t)[k];
+            if !v.is_finite() {
+                let q = QUANTITY[k];
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "{q} is {} at t = {}",
+                        non_finite_word(v),
+                        fmt_val(t)
+                    ))
+                    .at(spans[k % 2])
+                    .label(format!("{q} is the derivative of this"))
+                    .hint(format!(
+                        "solvers and conversions must not evaluate {q} exactly at t = {}",
+                        fmt_val(t)
+                    )),
+                );
+            }
+        }
+    }
+    // Interior finiteness.
+    let mut interior_ok = [true; 4];
+    for k in 0..4 {
+        for i in 1..GRID {
+            let t = i as f64 / GRID as f64;
+            let v = at(t)[k];
+            if !v.is_finite() {
+                let q = QUANTITY[k];
+                let mut d = Diagnostic::error(format!(
+                    "{q} is {} at t = {}, inside (0, 1)",
+                    non_finite_word(v),
+                    fmt_val(t)
+                ))
+                .at(spans[k % 2]);
+                d = d.label(if k >= 2 {
+                    format!("{q} is the derivative of this")
+                } else {
+                    format!("{q} is defined here")
+                });
+                diags.push(
+                    d.hint("schedules must be finite, with finite derivatives, on all of (0, 1)"),
+                );
+                interior_ok[k] = false;
+                break;
+            }
+        }
+    }
+    // Monotone SNR.
+    if interior_ok[0] && interior_ok[1] {
+        let snr = |t: f64| {
+            let q = at(t);
+            q[0] / q[1]
+        };
+        let mut prev = snr(1.0 / GRID as f64);
+        for i in 2..GRID {
+            let t = i as f64 / GRID as f64;
+            let cur = snr(t);
+            if cur.partial_cmp(&prev) != Some(std::cmp::Ordering::Greater) {
+                let t0 = (i - 1) as f64 / GRID as f64;
+                diags.push(
+                    Diagnostic::error(format!(
+                        "the signal-to-noise ratio α/σ is not strictly increasing: it goes from {} at t = {} to {} at t = {}",
+                        fmt_precise(prev),
+                        fmt_val(t0),
+                        fmt_precise(cur),
+                        fmt_val(t)
+                    ))
+                    .at(spans[1])
+                    .label("α/σ must increase with t")
+                    .note(spans[0], "α is defined here")
+                    .hint("the SNR must increase from noise to data (needed to change schedules)"),
+                );
+                break;
+            }
+            prev = cur;
+        }
+    }
+}
