@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
-use crate::field::VelocityField;
+use crate::field::{Extras, VelocityField};
 use crate::path::{AffinePath, Prediction};
 use crate::scheduler::Schedule;
 use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
@@ -26,6 +26,7 @@ pub struct Sampler {
     prediction: Prediction,
     solver: SolverConfig,
     source: Arc<dyn Source>,
+    extras: Extras,
 }
 
 /// What a sampling run returns.
@@ -98,6 +99,7 @@ impl Sampler {
             prediction: Prediction::Velocity,
             solver,
             source,
+            extras: Extras::new(),
         }
     }
 
@@ -112,6 +114,13 @@ impl Sampler {
     /// Replaces the source distribution the noise is drawn from.
     pub fn with_source(mut self, source: Arc<dyn Source>) -> Self {
         self.source = source;
+        self
+    }
+
+    /// Conditioning inputs (class labels, context tensors) passed to the field
+    /// with every call; each needs one row per sample of the next run.
+    pub fn with_extras(mut self, extras: Extras) -> Self {
+        self.extras = extras;
         self
     }
 
@@ -174,6 +183,7 @@ impl Sampler {
         check_state_shape("x0", x0.shape(), &state_shape)?;
         let batch = x0.shape()[0];
         let dim: usize = state_shape.iter().product();
+        self.extras.check_batch(batch)?;
 
         let y0 = to_f64_rows(x0, batch, dim)?;
         let interval = span.interval();
@@ -304,7 +314,7 @@ impl OdeSystem for FieldSystem<'_> {
         let sampler = self.sampler;
         sampler
             .field
-            .velocity(self.x32.view(), t, self.out32.view_mut())?;
+            .velocity_with(self.x32.view(), t, &sampler.extras, self.out32.view_mut())?;
         let velocity = if sampler.prediction == Prediction::Velocity {
             &self.out32
         } else {

@@ -392,3 +392,24 @@ fn wrong_noise_shape_names_the_tensor() {
         "{outside:?}"
     );
 }
+
+/// An unconditional field refuses extras instead of ignoring them, and the
+/// sampler checks that every extra has one row per sample.
+#[test]
+fn extras_are_checked() {
+    use fmrt::field::{ExtraTensor, Extras};
+    let field = Arc::new(ring8(Arc::new(Ot)));
+    let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
+    let sampler = Sampler::new(field, Arc::new(Ot), fixed(Method::Euler, 2)).with_extras(labels);
+    match sampler.sample(3, 0) {
+        Err(Error::Field(message)) => assert!(message.contains("`label` int64 [3]"), "{message}"),
+        other => panic!("expected a field error, got {other:?}"),
+    }
+    match sampler.sample(4, 0) {
+        Err(Error::Shape { tensor, actual, .. }) => {
+            assert_eq!(tensor, "label");
+            assert_eq!(actual, vec![3]);
+        }
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+}

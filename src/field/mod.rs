@@ -1,6 +1,9 @@
 //! Velocity fields u(x, t): the [`VelocityField`] trait and its implementations.
 
 pub mod analytic;
+mod extras;
+
+pub use extras::{ExtraTensor, Extras};
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
@@ -11,6 +14,10 @@ use crate::{Error, Result};
 /// `x` has shape `[B, ...state_shape]` (row-major, batch first); `t` holds one
 /// time per sample (`B` values) or one time for all (`1` value); `out` has the
 /// shape of `x`. Fields are `Send + Sync` so a sampler can be shared.
+///
+/// Conditional fields (class labels, context tensors) take their conditioning
+/// through [`velocity_with`](Self::velocity_with); unconditional fields need only
+/// implement [`velocity`](Self::velocity).
 ///
 /// Fields may also provide exact derivatives: [`jvp`](Self::jvp) (J·v with J the
 /// Jacobian ∂u/∂x) and [`divergence`](Self::divergence) (the trace of J). Both are
@@ -29,6 +36,29 @@ pub trait VelocityField: Send + Sync {
         t: &[f64],
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()>;
+
+    /// Writes u(x, t, extras) into `out`, where `extras` are named conditioning
+    /// inputs with the batch first (see [`Extras`]).
+    ///
+    /// The default accepts only empty extras and calls
+    /// [`velocity`](Self::velocity); any given extra is an [`Error::Field`]
+    /// naming it, since an unconditional field would silently ignore it.
+    fn velocity_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        if extras.is_empty() {
+            self.velocity(x, t, out)
+        } else {
+            Err(Error::Field(format!(
+                "this velocity field takes no extra inputs, but got {}",
+                extras.describe()
+            )))
+        }
+    }
 
     /// Whether [`jvp`](Self::jvp) is implemented (default: `false`).
     fn provides_jvp(&self) -> bool {
