@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
+use crate::field::adapt::Predicted;
 use crate::field::{Extras, VelocityField};
-use crate::path::{AffinePath, Prediction};
+use crate::path::Prediction;
 use crate::scheduler::Schedule;
 use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
 use crate::source::{Source, StandardNormal};
@@ -22,7 +23,7 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct Sampler {
     field: Arc<dyn VelocityField>,
-    path: AffinePath,
+    schedule: Arc<dyn Schedule>,
     prediction: Prediction,
     solver: SolverConfig,
     source: Arc<dyn Source>,
@@ -95,7 +96,7 @@ impl Sampler {
         let source = Arc::new(StandardNormal::with_shape(field.state_shape()));
         Self {
             field,
-            path: AffinePath::new(schedule),
+            schedule,
             prediction: Prediction::Velocity,
             solver,
             source,
@@ -140,9 +141,9 @@ impl Sampler {
         &self.solver
     }
 
-    /// The affine path of the schedule the field was trained with.
-    pub fn path(&self) -> &AffinePath {
-        &self.path
+    /// The schedule the field was trained with.
+    pub fn schedule(&self) -> &Arc<dyn Schedule> {
+        &self.schedule
     }
 
     /// What the field's output is.
@@ -189,7 +190,15 @@ impl Sampler {
         let interval = span.interval();
         let save_at = normalised_times(&interval, times)?;
 
-        let mut system = FieldSystem::new(self, &state_shape, batch);
+        let field: Arc<dyn VelocityField> = match self.prediction {
+            Prediction::Velocity => self.field.clone(),
+            other => Arc::new(Predicted::new(
+                self.field.clone(),
+                self.schedule.clone(),
+                other,
+            )),
+        };
+        let mut system = FieldSystem::new(field.as_ref(), &self.extras, &state_shape, batch);
         let solution = solver::solve(&mut system, y0.view(), &self.solver, &interval, &save_at)?;
 
         let mut x_shape = vec![batch];
@@ -271,32 +280,31 @@ fn normalised_times(interval: &Interval, times: &[f64]) -> Result<Vec<f64>> {
     }
 }
 
-/// Adapts a field (f32, any state shape, any prediction type) to the solver's
-/// f64 rows. Its conversion buffers are allocated once per solve.
+/// Adapts a velocity field (f32, any state shape) to the solver's f64 rows.
+/// Its conversion buffers are allocated once per solve.
 struct FieldSystem<'a> {
-    sampler: &'a Sampler,
+    field: &'a dyn VelocityField,
+    extras: &'a Extras,
     /// The state handed to the field.
     x32: ArrayD<f32>,
-    /// The field's raw output.
-    out32: ArrayD<f32>,
-    /// The velocity, when the output must be converted into one.
+    /// The field's velocity.
     v32: ArrayD<f32>,
 }
 
 impl<'a> FieldSystem<'a> {
-    fn new(sampler: &'a Sampler, state_shape: &[usize], batch: usize) -> Self {
+    fn new(
+        field: &'a dyn VelocityField,
+        extras: &'a Extras,
+        state_shape: &[usize],
+        batch: usize,
+    ) -> Self {
         let mut shape = vec![batch];
         shape.extend_from_slice(state_shape);
-        let converts = sampler.prediction != Prediction::Velocity;
         Self {
-            sampler,
+            field,
+            extras,
             x32: ArrayD::zeros(IxDyn(&shape)),
-            out32: ArrayD::zeros(IxDyn(&shape)),
-            v32: if converts {
-                ArrayD::zeros(IxDyn(&shape))
-            } else {
-                ArrayD::zeros(IxDyn(&[0]))
-            },
+            v32: ArrayD::zeros(IxDyn(&shape)),
         }
     }
 }
@@ -311,23 +319,9 @@ impl OdeSystem for FieldSystem<'_> {
         for (dst, &src) in self.x32.iter_mut().zip(y.iter()) {
             *dst = src as f32;
         }
-        let sampler = self.sampler;
-        sampler
-            .field
-            .velocity_with(self.x32.view(), t, &sampler.extras, self.out32.view_mut())?;
-        let velocity = if sampler.prediction == Prediction::Velocity {
-            &self.out32
-        } else {
-            sampler.path.to_velocity(
-                sampler.prediction,
-                self.out32.view(),
-                self.x32.view(),
-                t,
-                self.v32.view_mut(),
-            )?;
-            &self.v32
-        };
-        for (dst, &src) in dy.iter_mut().zip(velocity.iter()) {
+        self.field
+            .velocity_with(self.x32.view(), t, self.extras, self.v32.view_mut())?;
+        for (dst, &src) in dy.iter_mut().zip(self.v32.iter()) {
             *dst = f64::from(src);
         }
         Ok(())

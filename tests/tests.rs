@@ -1,5 +1,6 @@
 //! One integration-test binary (keeps link time low); one module per area.
 
+mod adapt;
 mod cli;
 mod dsl;
 mod gmm;

@@ -1,5 +1,6 @@
 //! Velocity fields u(x, t): the [`VelocityField`] trait and its implementations.
 
+pub mod adapt;
 pub mod analytic;
 mod extras;
 
