@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     } else {
         SolverConfig::fixed(method, Steps::Count(steps))
     };
-    let sampler = Sampler::new(mixture.clone(), schedule.clone(), solver);
+    let sampler = Sampler::new(mixture.clone(), solver);
 
     let started = Instant::now();
     let samples = sampler.sample(SAMPLES, 0)?;

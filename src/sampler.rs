@@ -1,20 +1,20 @@
 //! Sampling: source → solver(field) → samples.
 //!
-//! A [`Sampler`] ties a [`VelocityField`] to the schedule it was trained with, a
-//! solver configuration and a source distribution. It draws noise x0 (or takes
-//! the caller's), integrates dx/dt = u(x, t) from t = 0 to t = 1 (or over any
-//! interval, per sample if asked) and returns the end states and, when asked, the
-//! states at given times. Fields that predict x1 or x0 instead of the velocity
-//! are converted to velocities through the schedule's affine path.
+//! A [`Sampler`] ties a [`VelocityField`] to a solver configuration and a source
+//! distribution. It draws noise x0 (or takes the caller's), integrates
+//! dx/dt = u(x, t, extras) from t = 0 to t = 1 (or over any interval, per sample
+//! if asked) and returns the end states and, when asked, the states at given
+//! times.
+//!
+//! The schedule enters through the field: a model that predicts x1 or x0, is
+//! guided, or is sampled along another schedule than it was trained with is
+//! wrapped in the adapters of [`crate::field::adapt`] first.
 
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
-use crate::field::adapt::Predicted;
 use crate::field::{Extras, VelocityField};
-use crate::path::Prediction;
-use crate::scheduler::Schedule;
 use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
@@ -23,8 +23,6 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct Sampler {
     field: Arc<dyn VelocityField>,
-    schedule: Arc<dyn Schedule>,
-    prediction: Prediction,
     solver: SolverConfig,
     source: Arc<dyn Source>,
     extras: Extras,
@@ -83,33 +81,16 @@ impl TimeSpan {
 }
 
 impl Sampler {
-    /// A sampler for `field`, trained with `schedule`, integrated with `solver`.
-    ///
-    /// The field is taken to predict the velocity and the source is the standard
-    /// normal; see [`with_prediction`](Self::with_prediction) and
-    /// [`with_source`](Self::with_source).
-    pub fn new(
-        field: Arc<dyn VelocityField>,
-        schedule: Arc<dyn Schedule>,
-        solver: SolverConfig,
-    ) -> Self {
+    /// A sampler for the velocity field `field`, integrated with `solver`, with
+    /// noise from the standard normal (see [`with_source`](Self::with_source)).
+    pub fn new(field: Arc<dyn VelocityField>, solver: SolverConfig) -> Self {
         let source = Arc::new(StandardNormal::with_shape(field.state_shape()));
         Self {
             field,
-            schedule,
-            prediction: Prediction::Velocity,
             solver,
             source,
             extras: Extras::new(),
         }
-    }
-
-    /// Declares what the field's output is (velocity, x1 or x0); non-velocity
-    /// outputs are converted with the schedule (singular where σ = 0 for x1,
-    /// α = 0 for x0: such times are reported as errors).
-    pub fn with_prediction(mut self, prediction: Prediction) -> Self {
-        self.prediction = prediction;
-        self
     }
 
     /// Replaces the source distribution the noise is drawn from.
@@ -139,16 +120,6 @@ impl Sampler {
     /// The solver configuration.
     pub fn solver(&self) -> &SolverConfig {
         &self.solver
-    }
-
-    /// The schedule the field was trained with.
-    pub fn schedule(&self) -> &Arc<dyn Schedule> {
-        &self.schedule
-    }
-
-    /// What the field's output is.
-    pub fn prediction(&self) -> Prediction {
-        self.prediction
     }
 
     /// Draws `n` source points with `seed` (`[n, ...state_shape]`).
@@ -190,15 +161,7 @@ impl Sampler {
         let interval = span.interval();
         let save_at = normalised_times(&interval, times)?;
 
-        let field: Arc<dyn VelocityField> = match self.prediction {
-            Prediction::Velocity => self.field.clone(),
-            other => Arc::new(Predicted::new(
-                self.field.clone(),
-                self.schedule.clone(),
-                other,
-            )),
-        };
-        let mut system = FieldSystem::new(field.as_ref(), &self.extras, &state_shape, batch);
+        let mut system = FieldSystem::new(self.field.as_ref(), &self.extras, &state_shape, batch);
         let solution = solver::solve(&mut system, y0.view(), &self.solver, &interval, &save_at)?;
 
         let mut x_shape = vec![batch];

@@ -108,10 +108,10 @@ fn sampling_after_a_schedule_change_gives_the_same_samples() {
     let cosine = builtin("cosine");
     let changed = Arc::new(ScheduleChange::new(ring(ot.clone()), ot, cosine.clone()));
     let solver = SolverConfig::adaptive(Method::Dopri5, 1e-7, 1e-7);
-    let a = Sampler::new(changed, cosine.clone(), solver.clone())
+    let a = Sampler::new(changed, solver.clone())
         .sample(2000, 5)
         .expect("changed schedule");
-    let b = Sampler::new(ring(cosine.clone()), cosine, solver)
+    let b = Sampler::new(ring(cosine.clone()), solver)
         .sample(2000, 5)
         .expect("direct");
     let diff = max_abs_diff(&a.x, &b.x);
@@ -271,7 +271,6 @@ fn guided_sampling_follows_the_label() {
         );
         let samples = Sampler::new(
             guided,
-            schedule.clone(),
             SolverConfig::fixed(Method::Midpoint, fmrt::solver::Steps::Count(40)),
         )
         .with_extras(extras.clone())

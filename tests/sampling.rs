@@ -5,6 +5,7 @@
 use std::f64::consts::TAU;
 use std::sync::Arc;
 
+use fmrt::field::adapt::Predicted;
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::{AffinePath, Prediction};
@@ -134,7 +135,7 @@ fn distance_threshold(field: &GaussianMixture) -> f64 {
 
 fn check_sampler_reproduces_mixture(config: SolverConfig, label: &str) {
     let field = Arc::new(ring8(Arc::new(Cosine)));
-    let sampler = Sampler::new(field.clone(), Arc::new(Cosine), config);
+    let sampler = Sampler::new(field.clone(), config);
     let samples = sampler.sample(N, 7).expect("sampling succeeds");
     assert_eq!(samples.x.shape(), &[N, 2]);
     let x = as_2d(&samples.x);
@@ -213,7 +214,7 @@ fn mixture_checks_detect_a_wrong_mixture() {
 #[test]
 fn backward_then_forward_returns_the_starting_points() {
     let field = Arc::new(ring8(Arc::new(Ot)));
-    let sampler = Sampler::new(field.clone(), Arc::new(Ot), dopri5(1e-7));
+    let sampler = Sampler::new(field.clone(), dopri5(1e-7));
     let x1 = field.sample_data(2000, 3).into_dyn();
     let back = sampler
         .integrate(
@@ -244,7 +245,7 @@ fn backward_then_forward_returns_the_starting_points() {
 #[test]
 fn trajectory_hits_the_path_marginals() {
     let field = Arc::new(ring8(Arc::new(Ot)));
-    let sampler = Sampler::new(field.clone(), Arc::new(Ot), dopri5(1e-6));
+    let sampler = Sampler::new(field.clone(), dopri5(1e-6));
     let times = [0.0, 0.5, 1.0];
     let n = 5000;
     let samples = sampler.sample_at(n, 11, &times).expect("sampling");
@@ -307,7 +308,7 @@ impl VelocityField for X1Predictor {
     }
 }
 
-/// A sampler told that its field predicts x1 converts back to the same flow.
+/// An x1-predicting field seen through the `Predicted` adapter samples the same flow.
 #[test]
 fn x1_prediction_is_converted_to_the_same_flow() {
     let field = Arc::new(ring8(Arc::new(Cosine)));
@@ -317,11 +318,11 @@ fn x1_prediction_is_converted_to_the_same_flow() {
     });
     // Midpoint never evaluates at t = 1, where σ = 0 makes x1-prediction singular.
     let config = fixed(Method::Midpoint, 50);
-    let direct = Sampler::new(field, Arc::new(Cosine), config.clone())
+    let direct = Sampler::new(field, config.clone())
         .sample(500, 4)
         .expect("velocity sampling");
-    let converted = Sampler::new(predictor, Arc::new(Cosine), config)
-        .with_prediction(Prediction::X1)
+    let adapted = Arc::new(Predicted::new(predictor, Arc::new(Cosine), Prediction::X1));
+    let converted = Sampler::new(adapted, config)
         .sample(500, 4)
         .expect("x1 sampling");
     let max_error = (&direct.x - &converted.x)
@@ -336,7 +337,7 @@ fn x1_prediction_is_converted_to_the_same_flow() {
 #[test]
 fn per_sample_spans() {
     let field = Arc::new(ring8(Arc::new(Ot)));
-    let sampler = Sampler::new(field, Arc::new(Ot), fixed(Method::Rk4, 20));
+    let sampler = Sampler::new(field, fixed(Method::Rk4, 20));
     let x0 = sampler.draw_noise(4, 8).expect("noise");
     let full = sampler
         .integrate(x0.view(), &TimeSpan::Full, &[])
@@ -377,7 +378,7 @@ fn per_sample_spans() {
 #[test]
 fn wrong_noise_shape_names_the_tensor() {
     let field = Arc::new(ring8(Arc::new(Ot)));
-    let sampler = Sampler::new(field, Arc::new(Ot), fixed(Method::Euler, 4));
+    let sampler = Sampler::new(field, fixed(Method::Euler, 4));
     let bad = ArrayD::<f32>::zeros(vec![5, 3]);
     match sampler.integrate(bad.view(), &TimeSpan::Full, &[]) {
         Err(Error::Shape { tensor, actual, .. }) => {
@@ -400,7 +401,7 @@ fn extras_are_checked() {
     use fmrt::field::{ExtraTensor, Extras};
     let field = Arc::new(ring8(Arc::new(Ot)));
     let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
-    let sampler = Sampler::new(field, Arc::new(Ot), fixed(Method::Euler, 2)).with_extras(labels);
+    let sampler = Sampler::new(field, fixed(Method::Euler, 2)).with_extras(labels);
     match sampler.sample(3, 0) {
         Err(Error::Field(message)) => assert!(message.contains("`label` int64 [3]"), "{message}"),
         other => panic!("expected a field error, got {other:?}"),
