@@ -58,3 +58,45 @@ fn direction(k: usize, n: usize, dim: usize) -> Vec<f64> {
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
+
+/// The energy distance 2·E|X−Y| − E|X−X'| − E|Y−Y'| between two point sets
+/// (V-statistic; O(n·m) pairs, so keep the sets to a few thousand points).
+pub fn energy_distance(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f64 {
+    let mean_distance = |p: ArrayView2<'_, f32>, q: ArrayView2<'_, f32>| {
+        let mut total = 0.0;
+        for u in p.rows() {
+            for v in q.rows() {
+                total += u
+                    .iter()
+                    .zip(v.iter())
+                    .map(|(x, y)| f64::from(x - y).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+            }
+        }
+        total / (p.nrows() * q.nrows()) as f64
+    };
+    2.0 * mean_distance(a, b) - mean_distance(a, a) - mean_distance(b, b)
+}
+
+/// Fresh two-moons data with the generator of `examples/train/two_moons.py`:
+/// moon m ~ Bernoulli(½), θ ~ U(0, π), e ~ N(0, I); m = 0: p = (cos θ, sin θ)
+/// + 0.07e; m = 1: p = (1 − cos θ, 0.5 − sin θ) + 0.07e; then
+/// x = ((p₁ − 0.5)/0.87, (p₂ − 0.25)/0.5).
+pub fn two_moons(n: usize, seed: u64) -> ndarray::Array2<f32> {
+    let mut rng = fmrt::source::SeededRng::new(seed);
+    let mut x = ndarray::Array2::<f32>::zeros((n, 2));
+    for mut row in x.rows_mut() {
+        let upper = rng.uniform() < 0.5;
+        let theta = std::f64::consts::PI * rng.uniform();
+        let (e1, e2) = (rng.normal(), rng.normal());
+        let (p1, p2) = if upper {
+            (theta.cos() + 0.07 * e1, theta.sin() + 0.07 * e2)
+        } else {
+            (1.0 - theta.cos() + 0.07 * e1, 0.5 - theta.sin() + 0.07 * e2)
+        };
+        row[0] = ((p1 - 0.5) / 0.87) as f32;
+        row[1] = ((p2 - 0.25) / 0.5) as f32;
+    }
+    x
+}
