@@ -18,10 +18,12 @@
 //! - [`field`]: the [`field::VelocityField`] trait and analytic fields.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
+//! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
 
 pub mod dsl;
 pub mod error;
 pub mod field;
+pub mod likelihood;
 pub mod path;
 pub mod sampler;
 pub mod scheduler;
