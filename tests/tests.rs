@@ -4,6 +4,7 @@ mod adapt;
 mod cli;
 mod dsl;
 mod gmm;
+mod likelihood;
 mod path;
 mod sampling;
 mod solver;

@@ -16,12 +16,14 @@ use crate::field::{ExtraTensor, Extras, VelocityField};
 use crate::source::SeededRng;
 use crate::{Error, Result};
 
-/// How the divergence div u(x, t) = tr ∂u/∂x is computed along the path.
-#[derive(Clone, Debug, PartialEq)]
+/// How the divergence div u(x, t) = tr ∂u/∂x is computed along the path
+/// (default: [`Divergence::Exact`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Divergence {
     /// Exact: the field's own [`divergence`](VelocityField::divergence) when it
     /// provides one, otherwise Σᵢ eᵢᵀ J eᵢ over the D basis directions, through
     /// [`jvp`](VelocityField::jvp) calls on batches of B·D rows (chunked).
+    #[default]
     Exact,
     /// Hutchinson's unbiased estimator: the mean over `probes` random directions
     /// ε per sample of εᵀ J ε. The probes are drawn once per solve from the
@@ -49,12 +51,6 @@ pub enum Divergence {
         /// Which directions v are differenced.
         directions: Directions,
     },
-}
-
-impl Default for Divergence {
-    fn default() -> Self {
-        Divergence::Exact
-    }
 }
 
 impl Divergence {

@@ -35,8 +35,9 @@ impl Default for TimeSearch {
 /// The outcome of a most-probable-time search.
 #[derive(Clone, Debug)]
 pub struct MostProbableTime {
-    /// The time found for each sample (the best point evaluated; it lies in
-    /// the final bracket, within `tolerance` of a local maximiser).
+    /// The time found for each sample: the best point evaluated, either in the
+    /// final golden-section bracket (within `tolerance` of a local maximiser)
+    /// or an end of the interval.
     pub t: Vec<f64>,
     /// log p_t(x) at that time, per sample.
     pub log_p: Vec<f64>,
@@ -54,11 +55,18 @@ impl Likelihood {
     /// likelihood of x treated as a draw from the path marginal p_t.
     ///
     /// Golden-section search per sample, all samples advanced together: the
-    /// first two points of every sample go through one solve of 2·B rows, each
-    /// later point through one solve of B rows with per-sample start times. The
-    /// search assumes log p_t(x) unimodal in t on the interval; otherwise it finds
-    /// a local maximum. Hutchinson probes are drawn once and reused by every
-    /// solve, so the objective is a smooth function of t for each sample.
+    /// first two interior points and both ends of every sample go through one
+    /// solve of 4·B rows, each later point through one solve of B rows with
+    /// per-sample start times. An end wins when it beats the interior result,
+    /// so maxima on the boundary are found even next to an interior local
+    /// maximum; inside the interval the search assumes log p_t(x) unimodal in t
+    /// and otherwise finds a local maximum. Hutchinson probes are drawn once and
+    /// reused by every solve, so the objective is a smooth function of t for
+    /// each sample.
+    ///
+    /// Errors: those of [`log_likelihood_at`](Self::log_likelihood_at), and
+    /// [`Error::InvalidArgument`] unless 0 ≤ lower < upper ≤ 1 and the
+    /// tolerance is finite and positive.
     pub fn most_probable_time(
         &self,
         x: ndarray::ArrayViewD<'_, f32>,
@@ -93,20 +101,22 @@ impl Likelihood {
         let mut c: Vec<f64> = (0..batch).map(|_| upper - INV_PHI * width).collect();
         let mut d: Vec<f64> = (0..batch).map(|_| lower + INV_PHI * width).collect();
 
-        // The first two points of every sample in one solve of 2B rows.
-        let (mut fc, mut fd) = {
-            let rows = concatenate(Axis(0), &[y0.view(), y0.view()])
+        // The first two points and both ends of every sample in one solve of
+        // 4B rows.
+        let (mut fc, mut fd, f_lower, f_upper) = {
+            let rows = concatenate(Axis(0), &[y0.view(), y0.view(), y0.view(), y0.view()])
                 .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))?;
-            let extras = self.extras.concat(&self.extras)?;
-            let twice = probes
-                .as_ref()
-                .map(|p| [p.as_slice(), p.as_slice()].concat());
-            let starts: Vec<f64> = c.iter().chain(&d).copied().collect();
-            let values = self.log_p_rows(rows.view(), &starts, &extras, twice, &mut stats)?;
+            let twice = self.extras.concat(&self.extras)?;
+            let extras = twice.concat(&twice)?;
+            let tiled = probes.as_ref().map(|p| p.repeat(4));
+            let starts: Vec<f64> = c.iter().chain(&d).chain(&a).chain(&b).copied().collect();
+            let (values, used) =
+                self.log_p_rows(rows.view(), &starts, &extras, tiled, &mut stats)?;
             solves += 1;
-            calls.add(values.1);
-            let (first, second) = values.0.split_at(batch);
-            (first.to_vec(), second.to_vec())
+            calls.add(used);
+            let mut parts = values.chunks_exact(batch.max(1)).map(<[f64]>::to_vec);
+            let mut next_part = || parts.next().unwrap_or_default();
+            (next_part(), next_part(), next_part(), next_part())
         };
 
         let iterations = if width > tolerance {
@@ -150,11 +160,14 @@ impl Likelihood {
         }
         let (t, log_p) = (0..batch)
             .map(|i| {
-                if fc[i] >= fd[i] {
+                let inside = if fc[i] >= fd[i] {
                     (c[i], fc[i])
                 } else {
                     (d[i], fd[i])
-                }
+                };
+                [(lower, f_lower[i]), (upper, f_upper[i])]
+                    .into_iter()
+                    .fold(inside, |best, end| if end.1 > best.1 { end } else { best })
             })
             .unzip();
         Ok(MostProbableTime {
