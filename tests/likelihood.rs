@@ -727,6 +727,30 @@ fn extras_reach_the_field_and_chunks_respect_the_row_bound() {
 }
 
 #[test]
+fn finite_differences_pass_extras_with_every_chunk() {
+    let fields = [Arc::new(Mlp::new(4, 6, 5)), Arc::new(Mlp::new(4, 6, 6))];
+    let x = mlp_points();
+    let labels: Vec<i64> = (0..16).map(|i| (i / 3) % 2).collect();
+    let switch = Arc::new(Switch {
+        fields: fields.clone(),
+        max_rows: AtomicUsize::new(0),
+    });
+    let lik = Likelihood::new(switch.clone(), dopri5(1e-6))
+        .with_extras(Extras::new().with("label", ExtraTensor::labels(&labels)));
+    let exact = lik.log_likelihood(x.view()).expect("likelihood").log_p;
+    // Calls of at most 6 rows: 3 directions, each at x + εv and x − εv.
+    let fd = lik
+        .with_divergence(Divergence::finite_difference(1e-3))
+        .with_max_rows(6)
+        .log_likelihood(x.view())
+        .expect("likelihood");
+    assert_eq!(fd.calls.velocity, fd.stats.nfe * (1 + 64usize.div_ceil(3)));
+    let mae = mean_abs_error(&fd.log_p, &exact);
+    println!("finite differences with extras, chunked: MAE {mae:.2e} nats");
+    assert!(mae < 2e-3);
+}
+
+#[test]
 fn most_probable_time_recovers_the_time_of_intermediate_samples() {
     const PER_GROUP: usize = 64;
     let field = mixture16(builtin("ot"));

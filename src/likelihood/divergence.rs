@@ -258,7 +258,9 @@ pub(crate) struct ProbeEstimator {
 /// Row bounds of the derivative calls.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ChunkLimits {
+    /// The most rows of one call.
     pub max_rows: usize,
+    /// The most bytes of the f32 state-shaped tensors of one call.
     pub max_bytes: usize,
 }
 

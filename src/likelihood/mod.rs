@@ -13,6 +13,26 @@
 //!
 //! [`Likelihood::most_probable_time`] searches, per sample, the time t at
 //! which the sample is most likely under p_t.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use fmrt::field::analytic::GaussianMixture;
+//! use fmrt::likelihood::{Divergence, Likelihood};
+//! use fmrt::scheduler::Scheduler;
+//! use fmrt::solver::{Method, SolverConfig};
+//!
+//! let ot = Arc::new(Scheduler::builtin("ot", &[])?);
+//! let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot)?);
+//! let x = field.sample_data(4, 1);
+//! let lik = Likelihood::new(field.clone(), SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5));
+//! let exact = lik.log_likelihood(x.view().into_dyn())?;
+//! let oracle = field.log_density(x.view(), &[1.0])?;
+//! assert!((exact.log_p[0] - oracle[0]).abs() < 1e-3);
+//! // Hutchinson's estimator: 4 Rademacher probes per sample, seeded.
+//! let noisy = lik.with_divergence(Divergence::hutchinson(4)).with_seed(7);
+//! assert_eq!(noisy.log_likelihood(x.view().into_dyn())?.log_p.len(), 4);
+//! # Ok::<(), fmrt::Error>(())
+//! ```
 
 mod divergence;
 mod time;
