@@ -2,6 +2,7 @@
 
 pub mod analytic;
 mod extras;
+pub mod onnx;
 
 pub use extras::{ExtraTensor, Extras};
 
