@@ -3,6 +3,7 @@
 mod cli;
 mod dsl;
 mod gmm;
+mod onnx;
 mod path;
 mod sampling;
 mod solver;

@@ -40,8 +40,8 @@ use ort::value::{TensorElementType, TensorRef};
 pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, TimeLayout};
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{
-    ensure_runtime_for_development, init_runtime, runtime_info, LibrarySource, RuntimeInfo,
-    FETCH_COMMAND,
+    ensure_runtime_for_development, init_runtime, locate, runtime_info, LibrarySource, RuntimeInfo,
+    SearchPlaces, FETCH_COMMAND,
 };
 
 use super::{ExtraTensor, Extras, VelocityField};
@@ -331,7 +331,7 @@ impl OnnxFieldBuilder {
             builder = builder.with_intra_threads(n).map_err(|e| fail(&e))?;
         }
         let mut builder = provider::register(builder, provider, &info.library)
-            .map_err(|(message, _)| (format!("{file}: {message}"), true))?;
+            .map_err(|message| (format!("{file}: {message}"), true))?;
         builder.commit_from_memory(bytes).map_err(|e| {
             let on_cpu = provider == ExecutionProvider::Cpu;
             (
@@ -350,11 +350,12 @@ fn describe_list(infos: &[TensorInfo]) -> String {
         .join(", ")
 }
 
-fn read_metadata(
-    session: &Session,
-    file: &str,
-) -> Result<(Vec<(String, String)>, Option<String>)> {
-    let fail = |e: ort::Error| Error::Field(format!("{file}: cannot read the model's metadata: {e}"));
+/// The metadata pairs sorted by key, and the producer.
+type Metadata = (Vec<(String, String)>, Option<String>);
+
+fn read_metadata(session: &Session, file: &str) -> Result<Metadata> {
+    let fail =
+        |e: ort::Error| Error::Field(format!("{file}: cannot read the model's metadata: {e}"));
     let metadata = session.metadata().map_err(fail)?;
     let mut pairs = Vec::new();
     for key in metadata.custom_keys().map_err(fail)? {
@@ -629,7 +630,9 @@ impl OnnxField {
                         .extras
                         .iter()
                         .find(|e| e.name == name)
-                        .ok_or_else(|| bad(format!("`{name}` is not an extra input of the model")))?;
+                        .ok_or_else(|| {
+                            bad(format!("`{name}` is not an extra input of the model"))
+                        })?;
                     values.push((input, value));
                 }
             }
@@ -721,7 +724,13 @@ impl OnnxField {
                 .dims
                 .iter()
                 .enumerate()
-                .map(|(i, d)| if i == 0 && batched { 1 } else { d.fixed().unwrap_or(1) })
+                .map(|(i, d)| {
+                    if i == 0 && batched {
+                        1
+                    } else {
+                        d.fixed().unwrap_or(1)
+                    }
+                })
                 .collect();
             let data = match input.element {
                 Some(TensorElementType::Int64) => ExtraData::Int64(ArrayD::zeros(dims).into()),
@@ -734,14 +743,20 @@ impl OnnxField {
             });
         }
         let mut session = self.session();
-        self.run_call(&mut session, x.view(), &Times::One(0.5), &extras, out.view_mut())
-            .map_err(|e| match e {
-                Error::Field(m) if m.starts_with(&self.file) => Error::Field(m),
-                other => Error::Field(format!(
-                    "{}: the check run (one sample of zeros, t = 0.5) failed: {other}",
-                    self.file
-                )),
-            })
+        self.run_call(
+            &mut session,
+            x.view(),
+            &Times::One(0.5),
+            &extras,
+            out.view_mut(),
+        )
+        .map_err(|e| match e {
+            Error::Field(m) if m.starts_with(&self.file) => Error::Field(m),
+            other => Error::Field(format!(
+                "{}: the check run (one sample of zeros, t = 0.5) failed: {other}",
+                self.file
+            )),
+        })
     }
 
     /// Checks the caller's extras against the model's and borrows their rows.
@@ -751,7 +766,10 @@ impl OnnxField {
             let expected = if self.mapping.extras.is_empty() {
                 "it takes no extra inputs".to_string()
             } else {
-                format!("its extra inputs are {}", describe_list(&self.mapping.extras))
+                format!(
+                    "its extra inputs are {}",
+                    describe_list(&self.mapping.extras)
+                )
             };
             return Err(Error::Field(format!(
                 "{}: `{name}` is not an input of the model; {expected}",
@@ -780,7 +798,10 @@ impl OnnxField {
             if batched && tensor.shape().first() != Some(&batch) {
                 return Err(Error::Shape {
                     tensor: input.name.clone(),
-                    expected: format!("[{batch}, ...] (one row per sample; declared {})", input.shape_string()),
+                    expected: format!(
+                        "[{batch}, ...] (one row per sample; declared {})",
+                        input.shape_string()
+                    ),
                     actual: tensor.shape().to_vec(),
                 });
             }
@@ -825,13 +846,24 @@ impl OnnxField {
                     .map(|e| ExtraArg {
                         name: e.name,
                         batched: e.batched,
-                        data: if e.batched { e.data.select(&rows) } else { e.data.view() },
+                        data: if e.batched {
+                            e.data.select(&rows)
+                        } else {
+                            e.data.view()
+                        },
                     })
                     .collect();
                 let mut og = ArrayD::<f32>::zeros(xg.raw_dim());
-                self.run_chunks(session, xg.view(), &Times::One(f32::from_bits(bits)), &eg, og.view_mut())?;
+                self.run_chunks(
+                    session,
+                    xg.view(),
+                    &Times::One(f32::from_bits(bits)),
+                    &eg,
+                    og.view_mut(),
+                )?;
                 for (k, &i) in rows.iter().enumerate() {
-                    out.index_axis_mut(Axis(0), i).assign(&og.index_axis(Axis(0), k));
+                    out.index_axis_mut(Axis(0), i)
+                        .assign(&og.index_axis(Axis(0), k));
                 }
             }
             return Ok(());
@@ -863,7 +895,11 @@ impl OnnxField {
                 .map(|e| ExtraArg {
                     name: e.name,
                     batched: e.batched,
-                    data: if e.batched { e.data.rows(rows.clone()) } else { e.data.view() },
+                    data: if e.batched {
+                        e.data.rows(rows.clone())
+                    } else {
+                        e.data.view()
+                    },
                 })
                 .collect();
             let oc = out.slice_axis_mut(Axis(0), Slice::from(rows));
@@ -946,11 +982,13 @@ impl OnnxField {
             .run(inputs)
             .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))?;
         let name = &self.mapping.output;
-        let value = outputs
-            .get(name)
-            .ok_or_else(|| Error::Field(format!("{file}: the model returned no output `{name}`")))?;
+        let value = outputs.get(name).ok_or_else(|| {
+            Error::Field(format!("{file}: the model returned no output `{name}`"))
+        })?;
         let v = value.try_extract_array::<f32>().map_err(|e| {
-            Error::Field(format!("{file}: the output `{name}` is not a float32 tensor: {e}"))
+            Error::Field(format!(
+                "{file}: the output `{name}` is not a float32 tensor: {e}"
+            ))
         })?;
         if v.shape() != out.shape() {
             return Err(Error::Field(format!(

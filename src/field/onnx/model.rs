@@ -314,7 +314,10 @@ pub(crate) fn map_inputs(
             .filter(|&i| Some(i) != exclude)
             .filter(|&i| inputs[i].is_float() && TimeLayout::of(&inputs[i]).is_some())
             .collect();
-        time_index = Some((pick(file, inputs, &candidates, TIME_NAMES, "time")?, MappingSource::Detected));
+        time_index = Some((
+            pick(file, inputs, &candidates, TIME_NAMES, "time")?,
+            MappingSource::Detected,
+        ));
     }
     let (time_i, time_from) = time_index.unwrap_or((0, MappingSource::Detected));
 
@@ -322,7 +325,10 @@ pub(crate) fn map_inputs(
         let candidates: Vec<usize> = (0..inputs.len())
             .filter(|&i| i != time_i && inputs[i].is_float() && inputs[i].dims.len() >= 2)
             .collect();
-        state_index = Some((pick(file, inputs, &candidates, STATE_NAMES, "state")?, MappingSource::Detected));
+        state_index = Some((
+            pick(file, inputs, &candidates, STATE_NAMES, "state")?,
+            MappingSource::Detected,
+        ));
     }
     let (state_i, state_from) = state_index.unwrap_or((0, MappingSource::Detected));
 
@@ -444,12 +450,28 @@ impl fmt::Display for ModelDescription {
             } else {
                 "extra".to_string()
             };
-            writeln!(f, "  {:<16} {:<8} {:<16} {role}", i.name, i.dtype, i.shape_string())?;
+            writeln!(
+                f,
+                "  {:<16} {:<8} {:<16} {role}",
+                i.name,
+                i.dtype,
+                i.shape_string()
+            )?;
         }
         writeln!(f, "outputs:")?;
         for o in &self.outputs {
-            let role = if o.name == m.output { "velocity" } else { "unused" };
-            writeln!(f, "  {:<16} {:<8} {:<16} {role}", o.name, o.dtype, o.shape_string())?;
+            let role = if o.name == m.output {
+                "velocity"
+            } else {
+                "unused"
+            };
+            writeln!(
+                f,
+                "  {:<16} {:<8} {:<16} {role}",
+                o.name,
+                o.dtype,
+                o.shape_string()
+            )?;
         }
         writeln!(f, "state shape: {:?}", self.state_shape)?;
         if self.metadata.is_empty() {

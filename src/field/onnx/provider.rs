@@ -56,13 +56,12 @@ pub enum ProviderPolicy {
     Prefer,
 }
 
-/// Registers `provider` on `builder`. `Err` holds the reason it cannot be used
-/// and, when the caller may fall back, the builder to continue with.
+/// Registers `provider` on `builder`; `Err` holds the reason it cannot be used.
 pub(crate) fn register(
     builder: SessionBuilder,
     provider: ExecutionProvider,
     library: &Path,
-) -> Result<SessionBuilder, (String, Option<SessionBuilder>)> {
+) -> Result<SessionBuilder, String> {
     match provider {
         ExecutionProvider::Cpu => Ok(builder),
         ExecutionProvider::Cuda { device_id } => register_cuda(builder, device_id, library),
@@ -74,34 +73,29 @@ fn register_cuda(
     builder: SessionBuilder,
     device_id: i32,
     library: &Path,
-) -> Result<SessionBuilder, (String, Option<SessionBuilder>)> {
+) -> Result<SessionBuilder, String> {
     use ort::ep::ExecutionProvider as _;
 
+    let cpu_build = || {
+        format!(
+            "the ONNX Runtime library `{}` has no CUDA execution provider (it is a CPU build); \
+             get the GPU build with `bash scripts/fetch-onnxruntime.sh --gpu`",
+            library.display()
+        )
+    };
     match ort::ep::CUDA::is_available() {
         Ok(true) => {}
-        Ok(false) => {
-            return Err((
-                format!(
-                    "the ONNX Runtime library `{}` has no CUDA execution provider (it is a CPU build); \
-                     get the GPU build with `bash scripts/fetch-onnxruntime.sh --gpu`",
-                    library.display()
-                ),
-                Some(builder),
-            ))
-        }
-        Err(e) => return Err((format!("cannot query ONNX Runtime's providers: {e}"), Some(builder))),
+        Ok(false) => return Err(cpu_build()),
+        Err(e) => return Err(format!("cannot query ONNX Runtime's providers: {e}")),
     }
     let cuda = ort::ep::CUDA::default()
         .with_device_id(device_id)
         .build()
         .error_on_failure();
     builder.with_execution_providers([cuda]).map_err(|e| {
-        (
-            format!(
-                "cannot start the CUDA provider on device {device_id}: {e} \
-                 (CUDA 13 and cuDNN 9 libraries must be on the library path)"
-            ),
-            Some(e.recover()),
+        format!(
+            "cannot start the CUDA provider on device {device_id}: {e} \
+             (CUDA 13 and cuDNN 9 libraries must be on the library path)"
         )
     })
 }
@@ -111,9 +105,7 @@ fn register_cuda(
     builder: SessionBuilder,
     _device_id: i32,
     _library: &Path,
-) -> Result<SessionBuilder, (String, Option<SessionBuilder>)> {
-    Err((
-        "this fmrt was built without CUDA support; rebuild it with `--features cuda`".to_string(),
-        Some(builder),
-    ))
+) -> Result<SessionBuilder, String> {
+    let _ = builder;
+    Err("this fmrt was built without CUDA support; rebuild it with `--features cuda`".to_string())
 }

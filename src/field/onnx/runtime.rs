@@ -111,7 +111,7 @@ fn runtime(explicit: Option<&Path>) -> Result<&'static Runtime> {
     if let Some(rt) = RUNTIME.get() {
         return check_same(rt, explicit);
     }
-    let loaded = load(explicit)?;
+    let loaded = load(&SearchPlaces::standard(explicit))?;
     Ok(RUNTIME.get_or_init(|| loaded))
 }
 
@@ -169,31 +169,81 @@ pub fn project_folders() -> Vec<(LibrarySource, PathBuf)> {
     folders
 }
 
-fn load(explicit: Option<&Path>) -> Result<Runtime> {
-    if let Some(path) = explicit {
+/// The places searched for the library, in order (see the [module docs](self)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchPlaces {
+    /// A file given by the caller; when set, nothing else is tried.
+    pub explicit: Option<PathBuf>,
+    /// The value of `ORT_DYLIB_PATH`; when set (and no explicit file), nothing
+    /// else is tried.
+    pub environment: Option<PathBuf>,
+    /// Folders searched for `libonnxruntime.so.1.31.1`, then `libonnxruntime.so`.
+    pub folders: Vec<(LibrarySource, PathBuf)>,
+    /// The file name tried on the system's library search path, last.
+    pub system: Option<String>,
+}
+
+impl SearchPlaces {
+    /// The places fmrt searches: `explicit`, then `ORT_DYLIB_PATH`, then
+    /// [`project_folders`], then the system's `libonnxruntime.so`.
+    pub fn standard(explicit: Option<&Path>) -> SearchPlaces {
+        SearchPlaces {
+            explicit: explicit.map(Path::to_path_buf),
+            environment: std::env::var_os(ORT_DYLIB_PATH)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            folders: project_folders(),
+            system: Some(library_names()[1].clone()),
+        }
+    }
+}
+
+/// Finds the library without loading it into ort: the first existing file
+/// among `places` (a system library counts when the dynamic loader can open
+/// it). The error lists every place looked at and names [`FETCH_COMMAND`].
+pub fn locate(places: &SearchPlaces) -> Result<(PathBuf, LibrarySource)> {
+    search(places, |path, source| Ok((path.to_path_buf(), source)))
+}
+
+fn load(places: &SearchPlaces) -> Result<Runtime> {
+    let mut skipped = Vec::new();
+    search(places, |path, source| {
+        let result = load_from(path, source, skipped.clone());
+        if let Err(e) = &result {
+            skipped.push(format!("{}: {e}", path.display()));
+        }
+        result
+    })
+}
+
+/// Tries `attempt` on each existing candidate of `places` in order.
+fn search<T>(
+    places: &SearchPlaces,
+    mut attempt: impl FnMut(&Path, LibrarySource) -> Result<T, String>,
+) -> Result<T> {
+    if let Some(path) = &places.explicit {
         if !path.is_file() {
             return Err(Error::Field(format!(
                 "ONNX Runtime library `{}` (given explicitly) does not exist",
                 path.display()
             )));
         }
-        return load_from(path, LibrarySource::Explicit, Vec::new()).map_err(|e| {
+        return attempt(path, LibrarySource::Explicit).map_err(|e| {
             Error::Field(format!(
                 "cannot load ONNX Runtime library `{}` (given explicitly): {e}",
                 path.display()
             ))
         });
     }
-    if let Some(value) = std::env::var_os(ORT_DYLIB_PATH).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(value);
+    if let Some(path) = &places.environment {
         if !path.is_file() {
             return Err(Error::Field(format!(
                 "{ORT_DYLIB_PATH} names `{}`, which does not exist; unset it to use \
-                 the library from `{FETCH_COMMAND}`",
+                 the library that `{FETCH_COMMAND}` puts in .ort/lib/",
                 path.display()
             )));
         }
-        return load_from(&path, LibrarySource::Environment, Vec::new()).map_err(|e| {
+        return attempt(path, LibrarySource::Environment).map_err(|e| {
             Error::Field(format!(
                 "cannot load ONNX Runtime library `{}` (from {ORT_DYLIB_PATH}): {e}",
                 path.display()
@@ -202,40 +252,35 @@ fn load(explicit: Option<&Path>) -> Result<Runtime> {
     }
 
     let mut looked = Vec::new();
-    let mut skipped = Vec::new();
-    for (source, folder) in project_folders() {
+    for (source, folder) in &places.folders {
         for name in library_names() {
             let path = folder.join(&name);
             if !path.is_file() {
                 looked.push(format!("{} (not found)", path.display()));
                 continue;
             }
-            match load_from(&path, source, skipped.clone()) {
-                Ok(rt) => return Ok(rt),
-                Err(e) => {
-                    let why = format!("{}: {e}", path.display());
-                    looked.push(why.clone());
-                    skipped.push(why);
-                }
+            match attempt(&path, *source) {
+                Ok(found) => return Ok(found),
+                Err(e) => looked.push(format!("{}: {e}", path.display())),
             }
         }
     }
 
-    let system = &library_names()[1];
-    // Probe first: ort panics instead of returning an error for some failed
-    // loads it performs itself, and this probe cannot.
-    // SAFETY: loading ONNX Runtime runs its initialisers, which have no
-    // preconditions; the handle is dropped again right away.
-    let probe = unsafe { libloading::Library::new(system) };
-    match probe {
-        Ok(lib) => {
-            drop(lib);
-            match load_from(Path::new(system), LibrarySource::System, skipped.clone()) {
-                Ok(rt) => return Ok(rt),
-                Err(e) => looked.push(format!("{system} on the system library path: {e}")),
+    if let Some(system) = &places.system {
+        // Probe first: ort panics instead of returning an error for some failed
+        // loads it performs itself, and this probe cannot.
+        // SAFETY: loading ONNX Runtime runs its initialisers, which have no
+        // preconditions; the handle is dropped again right away.
+        match unsafe { libloading::Library::new(system) } {
+            Ok(lib) => {
+                drop(lib);
+                match attempt(Path::new(system), LibrarySource::System) {
+                    Ok(found) => return Ok(found),
+                    Err(e) => looked.push(format!("{system} on the system library path: {e}")),
+                }
             }
+            Err(_) => looked.push(format!("{system} on the system library path (not found)")),
         }
-        Err(_) => looked.push(format!("{system} on the system library path (not found)")),
     }
 
     Err(Error::Field(format!(
@@ -279,7 +324,7 @@ pub fn ensure_runtime_for_development() -> Result<&'static RuntimeInfo> {
         if RUNTIME.get().is_some() {
             None
         } else {
-            match load(None) {
+            match load(&SearchPlaces::standard(None)) {
                 Ok(rt) => {
                     let _ = RUNTIME.set(rt);
                     None
