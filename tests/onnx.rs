@@ -463,6 +463,29 @@ fn chunked_batches_equal_the_unchunked_result() {
 }
 
 #[test]
+fn a_model_with_a_fixed_batch_of_one_runs_sample_by_sample() {
+    // static_batch_label.onnx is label_input.onnx with every batch axis fixed to 1.
+    let fixed = load("static_batch_label.onnx");
+    assert_eq!(fixed.max_batch(), 1);
+    assert_eq!(fixed.state_shape(), &[2]);
+    let dynamic = load("label_input.onnx");
+    let x = random(&[5, 2], 1.0, 8);
+    let t = [0.0, 0.2, 0.4, 0.6, 1.0];
+    let extras = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 1]));
+    let mut a = ArrayD::<f32>::zeros(x.raw_dim());
+    let mut b = ArrayD::<f32>::zeros(x.raw_dim());
+    fixed
+        .velocity_with(x.view(), &t, &extras, a.view_mut())
+        .unwrap();
+    dynamic
+        .velocity_with(x.view(), &t, &extras, b.view_mut())
+        .unwrap();
+    assert_eq!(a, b);
+    let null = fixed.null_extras(5).unwrap().expect("declared");
+    assert_eq!(null.get("label"), Some(&ExtraTensor::labels(&[3; 5])));
+}
+
+#[test]
 fn a_session_pool_used_from_threads_matches_serial_calls() {
     runtime();
     let field = Arc::new(
@@ -632,4 +655,65 @@ fn a_missing_library_error_lists_the_places_and_the_fetch_command() {
     assert!(path.exists() || path.to_string_lossy().starts_with("libonnxruntime"));
     let info = onnx::runtime_info().expect("loaded");
     println!("ONNX Runtime: {} ({})", info.library.display(), info.source);
+}
+
+/// Overhead of `OnnxField::velocity` over a bare ort session loop on the
+/// benchmark net (run with `cargo test --release -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing; run by hand"]
+fn overhead_against_a_bare_session_loop() {
+    use ort::session::Session;
+    use ort::value::TensorRef;
+    use std::time::Instant;
+
+    runtime();
+    for (batch, intra) in [(1usize, 1usize), (256, 1), (4096, 1), (256, 2)] {
+        let field = OnnxField::builder()
+            .intra_threads(intra)
+            .load_file(fixture("mlp256.onnx"))
+            .unwrap();
+        let x = random(&[batch, 2], 1.0, 1);
+        let t: Vec<f64> = (0..batch).map(|i| i as f64 / batch as f64).collect();
+        let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+        let reps = (200_000 / batch).clamp(20, 20_000);
+
+        // The bare loop: one session, inputs prepared once, no checks.
+        let bytes = std::fs::read(fixture("mlp256.onnx")).unwrap();
+        let mut session = Session::builder(onnx::ort_environment(None).unwrap().0)
+            .unwrap()
+            .with_intra_threads(intra)
+            .unwrap()
+            .commit_from_memory(&bytes)
+            .unwrap();
+        let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
+        let time = |f: &mut dyn FnMut()| {
+            for _ in 0..reps / 10 {
+                f();
+            }
+            let start = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            start.elapsed().as_secs_f64() / reps as f64
+        };
+        let bare = time(&mut || {
+            let inputs = ort::inputs![
+                "x" => TensorRef::from_array_view(x.view()).unwrap(),
+                "t" => TensorRef::from_array_view(([batch], t32.as_slice())).unwrap(),
+            ];
+            let outputs = session.run(inputs).unwrap();
+            let v = outputs["v"].try_extract_array::<f32>().unwrap();
+            std::hint::black_box(v[[0, 0]]);
+        });
+        let ours = time(&mut || {
+            field.velocity(x.view(), &t, out.view_mut()).unwrap();
+        });
+        println!(
+            "batch {batch:5}, intra {intra}: bare {:8.1} µs, OnnxField {:8.1} µs, ratio {:.3}",
+            bare * 1e6,
+            ours * 1e6,
+            ours / bare
+        );
+        assert!(ours < 2.0 * bare + 20e-6, "overhead too large");
+    }
 }

@@ -40,8 +40,8 @@ use ort::value::{TensorElementType, TensorRef};
 pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, TimeLayout};
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{
-    ensure_runtime_for_development, init_runtime, locate, runtime_info, LibrarySource, RuntimeInfo,
-    SearchPlaces, FETCH_COMMAND,
+    ensure_runtime_for_development, init_runtime, locate, ort_environment, runtime_info,
+    LibrarySource, RuntimeInfo, SearchPlaces, FETCH_COMMAND,
 };
 
 use super::{ExtraTensor, Extras, VelocityField};
@@ -177,7 +177,7 @@ impl OnnxFieldBuilder {
     }
 
     fn load(self, bytes: &[u8], file: String) -> Result<OnnxField> {
-        let (environment, info) = runtime::environment(self.ort_library.as_deref())?;
+        let (environment, info) = runtime::ort_environment(self.ort_library.as_deref())?;
 
         let mut notes = Vec::new();
         let mut provider = self.provider;
@@ -274,8 +274,8 @@ impl OnnxFieldBuilder {
         }
 
         let state = &inputs[state_i];
-        let (state_shape, mut max_batch) = state_layout(&file, state, self.state_shape.as_deref())?;
-        max_batch = max_batch.min(self.max_batch);
+        let (state_shape, fixed_batch) = state_layout(&file, state, self.state_shape.as_deref())?;
+        let max_batch = if fixed_batch { 1 } else { self.max_batch };
 
         let prediction = meta(META_PREDICTION)
             .map(|p| {
@@ -302,6 +302,7 @@ impl OnnxFieldBuilder {
             outputs,
             state_shape,
             max_batch,
+            fixed_batch,
             sessions,
             next_session: AtomicUsize::new(0),
             metadata,
@@ -367,14 +368,14 @@ fn read_metadata(session: &Session, file: &str) -> Result<Metadata> {
     Ok((pairs, producer))
 }
 
-/// The per-sample state shape and the largest usable batch.
+/// The per-sample state shape, and whether the batch is fixed to 1.
 fn state_layout(
     file: &str,
     state: &TensorInfo,
     given: Option<&[usize]>,
-) -> Result<(Vec<usize>, usize)> {
-    let max_batch = match &state.dims[0] {
-        Dim::Fixed(1) => 1,
+) -> Result<(Vec<usize>, bool)> {
+    let fixed_batch = match &state.dims[0] {
+        Dim::Fixed(1) => true,
         Dim::Fixed(n) => {
             return Err(Error::Field(format!(
                 "{file}: the state input `{}` has a fixed batch size of {n} ({}); \
@@ -383,7 +384,7 @@ fn state_layout(
                 state.shape_string()
             )))
         }
-        _ => usize::MAX,
+        _ => false,
     };
     let declared = &state.dims[1..];
     let shape = match given {
@@ -415,7 +416,7 @@ fn state_layout(
                 ))
             })?,
     };
-    Ok((shape, max_batch))
+    Ok((shape, fixed_batch))
 }
 
 /// A velocity field evaluated by an ONNX model.
@@ -435,6 +436,7 @@ pub struct OnnxField {
     mapping: InputMapping,
     state_shape: Vec<usize>,
     max_batch: usize,
+    fixed_batch: bool,
     sessions: Vec<Mutex<Session>>,
     next_session: AtomicUsize,
     metadata: Vec<(String, String)>,
@@ -537,7 +539,9 @@ impl OnnxField {
         &self.mapping.extras
     }
 
-    /// The largest batch of one model call.
+    /// The largest batch of one model call: the builder's setting, or 1 for a
+    /// model exported with a fixed batch of 1 (which is then run sample by
+    /// sample, extras included).
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }
@@ -649,8 +653,9 @@ impl OnnxField {
         }
         let mut extras = Extras::new();
         for (input, value) in values {
-            let mut shape = vec![batch];
-            for d in input.dims.iter().skip(1) {
+            let batched = self.is_batched(input);
+            let mut shape = if batched { vec![batch] } else { vec![] };
+            for d in input.dims.iter().skip(usize::from(batched)) {
                 shape.push(d.fixed().ok_or_else(|| {
                     bad(format!(
                         "input `{}` {} has dynamic axes, so its null tensor cannot be built",
@@ -694,6 +699,13 @@ impl OnnxField {
         }
     }
 
+    /// Whether an extra input has a batch axis: a dynamic first axis, or for a
+    /// model exported with a fixed batch of 1, a first axis of 1.
+    fn is_batched(&self, input: &TensorInfo) -> bool {
+        input.has_dynamic_batch()
+            || (self.fixed_batch && input.dims.first() == Some(&Dim::Fixed(1)))
+    }
+
     /// Takes a free session from the pool, or waits for one.
     fn session(&self) -> MutexGuard<'_, Session> {
         let n = self.sessions.len();
@@ -719,7 +731,7 @@ impl OnnxField {
         let mut out = ArrayD::<f32>::zeros(shape);
         let mut extras = Vec::new();
         for input in &self.mapping.extras {
-            let batched = input.has_dynamic_batch();
+            let batched = self.is_batched(input);
             let dims: Vec<usize> = input
                 .dims
                 .iter()
@@ -794,7 +806,7 @@ impl OnnxField {
                     tensor.shape(),
                 )));
             }
-            let batched = input.has_dynamic_batch();
+            let batched = self.is_batched(input);
             if batched && tensor.shape().first() != Some(&batch) {
                 return Err(Error::Shape {
                     tensor: input.name.clone(),

@@ -93,8 +93,10 @@ pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static RuntimeInfo> {
     Ok(&runtime(explicit)?.info)
 }
 
-/// The process's ONNX Runtime environment and library, loading it if needed.
-pub(crate) fn environment(
+/// The process's ort environment and library, loading the library if needed
+/// (as [`init_runtime`]); for code that builds its own ort sessions, such as
+/// derived graphs, on the same runtime.
+pub fn ort_environment(
     explicit: Option<&Path>,
 ) -> Result<(&'static ort::environment::Environment, &'static RuntimeInfo)> {
     let rt = runtime(explicit)?;
