@@ -717,3 +717,37 @@ fn overhead_against_a_bare_session_loop() {
         assert!(ours < 2.0 * bare + 20e-6, "overhead too large");
     }
 }
+
+#[test]
+fn cuda_is_required_or_falls_back_with_a_note() {
+    use fmrt::field::onnx::{ExecutionProvider, ProviderPolicy};
+    let cuda = ExecutionProvider::Cuda { device_id: 0 };
+    // What CUDA lacks here: the feature, or (with it) a GPU build of the library.
+    let why = if cfg!(feature = "cuda") {
+        "has no CUDA execution provider"
+    } else {
+        "--features cuda"
+    };
+    runtime();
+    let gpu_library =
+        onnx::runtime_info().is_some_and(|i| i.library.to_string_lossy().contains("/gpu/"));
+    if gpu_library {
+        return; // a GPU library is loaded: CUDA may well work here
+    }
+    let err = load_err(OnnxField::builder().execution_provider(cuda), "time_b.onnx");
+    assert_contains(&err, &["time_b.onnx", why]);
+
+    let field = OnnxField::builder()
+        .execution_provider(cuda)
+        .provider_policy(ProviderPolicy::Prefer)
+        .sessions(2)
+        .load_file(fixture("time_b.onnx"))
+        .unwrap();
+    assert_eq!(field.provider(), "CPU");
+    assert_eq!(field.provider_notes().len(), 1);
+    assert_contains(
+        &field.provider_notes()[0],
+        &[why, "running on the CPU instead"],
+    );
+    assert_contains(&field.describe().to_string(), &["provider: CPU", "note:"]);
+}

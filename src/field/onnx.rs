@@ -179,26 +179,22 @@ impl OnnxFieldBuilder {
     fn load(self, bytes: &[u8], file: String) -> Result<OnnxField> {
         let (environment, info) = runtime::ort_environment(self.ort_library.as_deref())?;
 
+        // One session first: the model is checked on it before the rest of
+        // the pool is created.
         let mut notes = Vec::new();
         let mut provider = self.provider;
-        let mut sessions = Vec::with_capacity(self.sessions);
-        for _ in 0..self.sessions {
-            let session = match self.make_session(environment, bytes, &file, provider, info) {
-                Ok(s) => s,
-                Err((message, can_fall_back)) => {
-                    if !(can_fall_back && self.policy == ProviderPolicy::Prefer) {
-                        return Err(Error::Field(message));
-                    }
-                    notes.push(format!("{message}; running on the CPU instead"));
-                    provider = ExecutionProvider::Cpu;
-                    self.make_session(environment, bytes, &file, provider, info)
-                        .map_err(|(m, _)| Error::Field(m))?
+        let mut first = match self.make_session(environment, bytes, &file, provider, info) {
+            Ok(s) => s,
+            Err((message, can_fall_back)) => {
+                if !(can_fall_back && self.policy == ProviderPolicy::Prefer) {
+                    return Err(Error::Field(message));
                 }
-            };
-            sessions.push(Mutex::new(session));
-        }
-        let first = sessions[0].get_mut().unwrap_or_else(|e| e.into_inner());
-
+                notes.push(format!("{message}; running on the CPU instead"));
+                provider = ExecutionProvider::Cpu;
+                self.make_session(environment, bytes, &file, provider, info)
+                    .map_err(|(m, _)| Error::Field(m))?
+            }
+        };
         let inputs: Vec<TensorInfo> = first
             .inputs()
             .iter()
@@ -209,7 +205,7 @@ impl OnnxFieldBuilder {
             .iter()
             .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
             .collect();
-        let (metadata, producer) = read_metadata(first, &file)?;
+        let (metadata, producer) = read_metadata(&first, &file)?;
         let meta = |key: &str| {
             metadata
                 .iter()
@@ -287,7 +283,7 @@ impl OnnxFieldBuilder {
             })
             .transpose()?;
 
-        let field = OnnxField {
+        let mut field = OnnxField {
             mapping: InputMapping {
                 state: state.name.clone(),
                 state_from,
@@ -303,7 +299,7 @@ impl OnnxFieldBuilder {
             state_shape,
             max_batch,
             fixed_batch,
-            sessions,
+            sessions: Vec::new(), // filled once the check run passed
             next_session: AtomicUsize::new(0),
             metadata,
             producer,
@@ -312,7 +308,16 @@ impl OnnxFieldBuilder {
             provider_notes: notes,
             runtime: info,
         };
-        field.dry_run()?;
+        field.dry_run(&mut first)?;
+        let mut sessions = Vec::with_capacity(self.sessions);
+        sessions.push(Mutex::new(first));
+        for _ in 1..self.sessions {
+            let session = self
+                .make_session(environment, bytes, &field.file, provider, info)
+                .map_err(|(m, _)| Error::Field(m))?;
+            sessions.push(Mutex::new(session));
+        }
+        field.sessions = sessions;
         Ok(field)
     }
 
@@ -724,7 +729,7 @@ impl OnnxField {
     }
 
     /// Runs the model once on one sample of zeros at t = 0.5 and checks the output.
-    fn dry_run(&self) -> Result<()> {
+    fn dry_run(&self, session: &mut Session) -> Result<()> {
         let mut shape = vec![1];
         shape.extend_from_slice(&self.state_shape);
         let x = ArrayD::<f32>::zeros(shape.clone());
@@ -754,21 +759,14 @@ impl OnnxField {
                 data,
             });
         }
-        let mut session = self.session();
-        self.run_call(
-            &mut session,
-            x.view(),
-            &Times::One(0.5),
-            &extras,
-            out.view_mut(),
-        )
-        .map_err(|e| match e {
-            Error::Field(m) if m.starts_with(&self.file) => Error::Field(m),
-            other => Error::Field(format!(
-                "{}: the check run (one sample of zeros, t = 0.5) failed: {other}",
-                self.file
-            )),
-        })
+        self.run_call(session, x.view(), &Times::One(0.5), &extras, out.view_mut())
+            .map_err(|e| match e {
+                Error::Field(m) if m.starts_with(&self.file) => Error::Field(m),
+                other => Error::Field(format!(
+                    "{}: the check run (one sample of zeros, t = 0.5) failed: {other}",
+                    self.file
+                )),
+            })
     }
 
     /// Checks the caller's extras against the model's and borrows their rows.
