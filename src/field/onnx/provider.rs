@@ -94,8 +94,9 @@ fn register_cuda(
         .error_on_failure();
     builder.with_execution_providers([cuda]).map_err(|e| {
         format!(
-            "cannot start the CUDA provider on device {device_id}: {e} \
-             (CUDA 13 and cuDNN 9 libraries must be on the library path)"
+            "cannot start the CUDA provider on device {device_id}: {} \
+             (CUDA 13 and cuDNN 9 libraries must be on the library path)",
+            e.to_string().trim_end()
         )
     })
 }
