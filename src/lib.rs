@@ -18,9 +18,11 @@
 //! - [`field`]: the [`field::VelocityField`] trait and analytic fields.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
+//! - [`ffi`]: the C ABI (`include/fmrt.h`).
 
 pub mod dsl;
 pub mod error;
+pub mod ffi;
 pub mod field;
 pub mod path;
 pub mod sampler;

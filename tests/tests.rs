@@ -3,6 +3,7 @@
 mod adapt;
 mod cli;
 mod dsl;
+mod ffi;
 mod gmm;
 mod path;
 mod sampling;
