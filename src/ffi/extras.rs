@@ -17,6 +17,13 @@ pub struct fmrt_extras {
     pub(crate) inner: Extras,
 }
 
+impl fmrt_extras {
+    /// The extras this handle holds (for Rust code that receives a handle).
+    pub fn extras(&self) -> &Extras {
+        &self.inner
+    }
+}
+
 /// Creates an empty set of extras into `*out` (free with `fmrt_extras_free`).
 ///
 /// # Safety

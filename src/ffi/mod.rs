@@ -119,11 +119,12 @@ pub(crate) unsafe fn slice_out<'a, T>(
     if need == 0 {
         return Ok(&mut []);
     }
-    if ptr.is_null() {
-        return Err(FfiError::null(name));
-    }
+    // Length first: a size query (NULL, 0) is a short buffer, not a NULL error.
     if len < need {
         return Err(FfiError::too_small(name, len, need));
+    }
+    if ptr.is_null() {
+        return Err(FfiError::null(name));
     }
     // SAFETY: the caller's contract; `need <= len`.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, need) })

@@ -14,6 +14,13 @@ pub struct fmrt_solver {
     pub(crate) inner: SolverConfig,
 }
 
+impl fmrt_solver {
+    /// The configuration this handle holds (for Rust code that receives a handle).
+    pub fn config(&self) -> &SolverConfig {
+        &self.inner
+    }
+}
+
 /// Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`). The
 /// error of a step is the RMS over a sample's components of
 /// err / (atol + rtol·max(|y_n|, |y_n+1|)), maximised over the batch; a step is
