@@ -5,6 +5,8 @@ mod cli;
 mod dsl;
 mod ffi;
 mod gmm;
+mod likelihood;
+mod onnx;
 mod path;
 mod sampling;
 mod solver;

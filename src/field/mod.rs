@@ -3,6 +3,7 @@
 pub mod adapt;
 pub mod analytic;
 mod extras;
+pub mod onnx;
 pub mod plugin;
 
 pub use extras::{ExtraTensor, Extras};
@@ -84,6 +85,32 @@ pub trait VelocityField: Send + Sync {
         ))
     }
 
+    /// Writes J(x, t, extras)·v into `out`: the Jacobian–vector product of a
+    /// conditional field, with `extras` batched like `x` (see
+    /// [`velocity_with`](Self::velocity_with)).
+    ///
+    /// The default accepts only empty extras and calls [`jvp`](Self::jvp); any
+    /// given extra is an [`Error::Field`] naming it. Conditional fields that
+    /// provide derivatives override this.
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        if extras.is_empty() {
+            self.jvp(x, t, v, out)
+        } else {
+            Err(Error::Field(format!(
+                "this velocity field provides no Jacobian-vector products with extra inputs, \
+                 but got {}",
+                extras.describe()
+            )))
+        }
+    }
+
     /// Whether [`divergence`](Self::divergence) is implemented (default: `false`).
     fn provides_divergence(&self) -> bool {
         false
@@ -98,5 +125,28 @@ pub trait VelocityField: Send + Sync {
         Err(Error::Field(
             "this velocity field does not provide an exact divergence".to_string(),
         ))
+    }
+
+    /// Writes the exact divergence of a conditional field, with `extras` batched
+    /// like `x`, into `out` (`B` values).
+    ///
+    /// The default accepts only empty extras and calls
+    /// [`divergence`](Self::divergence); any given extra is an [`Error::Field`]
+    /// naming it.
+    fn divergence_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> Result<()> {
+        if extras.is_empty() {
+            self.divergence(x, t, out)
+        } else {
+            Err(Error::Field(format!(
+                "this velocity field provides no exact divergence with extra inputs, but got {}",
+                extras.describe()
+            )))
+        }
     }
 }

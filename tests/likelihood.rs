@@ -1,0 +1,929 @@
+//! Log-likelihoods: the augmented reverse-time solve against the Gaussian-mixture
+//! oracle, Hutchinson's estimator on a field with a non-diagonal Jacobian, finite
+//! differences, the most probable time, extras, chunking and errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use fmrt::field::analytic::GaussianMixture;
+use fmrt::field::{ExtraTensor, Extras, VelocityField};
+use fmrt::likelihood::{
+    Directions, Divergence, Likelihood, LogLikelihood, ProbeDistribution, TimeSearch,
+};
+use fmrt::scheduler::{Schedule, Scheduler};
+use fmrt::solver::{Method, SolverConfig, Steps};
+use fmrt::source::{SeededRng, Source, StandardNormal};
+use fmrt::Error;
+use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD, Ix2, IxDyn};
+
+fn builtin(name: &str) -> Arc<dyn Schedule> {
+    Arc::new(Scheduler::builtin(name, &[]).expect("built-in scheduler"))
+}
+
+fn dopri5(tol: f64) -> SolverConfig {
+    SolverConfig::adaptive(Method::Dopri5, tol, tol)
+}
+
+/// The 2-D ring: 8 components of std 0.3 on the circle of radius 4.
+fn ring(schedule: Arc<dyn Schedule>) -> Arc<GaussianMixture> {
+    Arc::new(GaussianMixture::ring(8, 4.0, 0.3, schedule).expect("valid mixture"))
+}
+
+/// A 16-D mixture of 4 components with unequal weights and spreads.
+fn mixture16(schedule: Arc<dyn Schedule>) -> Arc<GaussianMixture> {
+    let mut rng = SeededRng::new(16);
+    let means = Array2::from_shape_simple_fn((4, 16), || 1.5 * rng.normal());
+    Arc::new(
+        GaussianMixture::new(
+            &[1.0, 2.0, 1.5, 0.5],
+            means.view(),
+            &[0.5, 0.8, 1.0, 0.6],
+            schedule,
+        )
+        .expect("valid mixture"),
+    )
+}
+
+/// Hides a field's exact divergence, so the likelihood takes the JVP path.
+struct JvpOnly(Arc<dyn VelocityField>);
+
+impl VelocityField for JvpOnly {
+    fn state_shape(&self) -> &[usize] {
+        self.0.state_shape()
+    }
+    fn velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity(x, t, out)
+    }
+    fn provides_jvp(&self) -> bool {
+        true
+    }
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.jvp(x, t, v, out)
+    }
+}
+
+/// Hides every derivative: a field with velocities only.
+struct VelocityOnly(Arc<dyn VelocityField>);
+
+impl VelocityField for VelocityOnly {
+    fn state_shape(&self) -> &[usize] {
+        self.0.state_shape()
+    }
+    fn velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity(x, t, out)
+    }
+}
+
+/// u(x, t) = A x + C tanh(W x + t b): a small MLP-like field whose Jacobian
+/// J = A + C diag(1 − tanh²) W is full and non-symmetric, with exact JVP and
+/// divergence in f64.
+struct Mlp {
+    d: usize,
+    h: usize,
+    a: Vec<f64>,
+    w: Vec<f64>,
+    c: Vec<f64>,
+    b: Vec<f64>,
+    shape: [usize; 1],
+}
+
+impl Mlp {
+    fn new(d: usize, h: usize, seed: u64) -> Self {
+        let mut rng = SeededRng::new(seed);
+        // A strong diagonal (so Gaussian probes are visibly worse than
+        // Rademacher ones) plus non-symmetric couplings.
+        let a = (0..d * d)
+            .map(|k| {
+                let (i, j) = (k / d, k % d);
+                if i == j {
+                    if i % 2 == 0 {
+                        0.8
+                    } else {
+                        -0.6
+                    }
+                } else {
+                    0.5 * rng.normal()
+                }
+            })
+            .collect();
+        let w = (0..h * d)
+            .map(|_| 1.2 * rng.normal() / (d as f64).sqrt())
+            .collect();
+        let c = (0..d * h)
+            .map(|_| rng.normal() / (h as f64).sqrt())
+            .collect();
+        let b = (0..h).map(|_| rng.normal()).collect();
+        Self {
+            d,
+            h,
+            a,
+            w,
+            c,
+            b,
+            shape: [d],
+        }
+    }
+
+    /// u, J·v (when `v` is given) and div u of one sample.
+    fn eval(&self, x: &[f64], t: f64, v: Option<&[f64]>) -> (Vec<f64>, Vec<f64>, f64) {
+        let (d, h) = (self.d, self.h);
+        let hz: Vec<f64> = (0..h)
+            .map(|j| {
+                let z: f64 = (0..d).map(|i| self.w[j * d + i] * x[i]).sum::<f64>() + t * self.b[j];
+                z.tanh()
+            })
+            .collect();
+        let s: Vec<f64> = hz.iter().map(|v| 1.0 - v * v).collect();
+        let u = (0..d)
+            .map(|i| {
+                (0..d).map(|k| self.a[i * d + k] * x[k]).sum::<f64>()
+                    + (0..h).map(|j| self.c[i * h + j] * hz[j]).sum::<f64>()
+            })
+            .collect();
+        let jv = match v {
+            Some(v) => {
+                let wv: Vec<f64> = (0..h)
+                    .map(|j| s[j] * (0..d).map(|i| self.w[j * d + i] * v[i]).sum::<f64>())
+                    .collect();
+                (0..d)
+                    .map(|i| {
+                        (0..d).map(|k| self.a[i * d + k] * v[k]).sum::<f64>()
+                            + (0..h).map(|j| self.c[i * h + j] * wv[j]).sum::<f64>()
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let trace_a: f64 = (0..d).map(|i| self.a[i * d + i]).sum();
+        let div = trace_a
+            + (0..h)
+                .map(|j| {
+                    s[j] * (0..d)
+                        .map(|i| self.w[j * d + i] * self.c[i * h + j])
+                        .sum::<f64>()
+                })
+                .sum::<f64>();
+        (u, jv, div)
+    }
+
+    fn rows(&self, x: &ArrayViewD<'_, f32>) -> fmrt::Result<Array2<f64>> {
+        if x.ndim() != 2 || x.shape()[1] != self.d {
+            return Err(Error::Shape {
+                tensor: "x".to_string(),
+                expected: format!("[B, {}]", self.d),
+                actual: x.shape().to_vec(),
+            });
+        }
+        Ok(x.mapv(f64::from).into_dimensionality::<Ix2>().expect("2-D"))
+    }
+}
+
+fn time_at(t: &[f64], i: usize) -> f64 {
+    if t.len() == 1 {
+        t[0]
+    } else {
+        t[i]
+    }
+}
+
+impl VelocityField for Mlp {
+    fn state_shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        mut out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        let x = self.rows(&x)?;
+        for (i, row) in x.rows().into_iter().enumerate() {
+            let (u, _, _) = self.eval(row.as_slice().expect("row"), time_at(t, i), None);
+            for (j, v) in u.into_iter().enumerate() {
+                out[[i, j]] = v as f32;
+            }
+        }
+        Ok(())
+    }
+    fn provides_jvp(&self) -> bool {
+        true
+    }
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        mut out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        let x = self.rows(&x)?;
+        let v = self.rows(&v)?;
+        for (i, (row, vrow)) in x.rows().into_iter().zip(v.rows()).enumerate() {
+            let (_, jv, _) = self.eval(
+                row.as_slice().expect("row"),
+                time_at(t, i),
+                Some(vrow.as_slice().expect("row")),
+            );
+            for (j, val) in jv.into_iter().enumerate() {
+                out[[i, j]] = val as f32;
+            }
+        }
+        Ok(())
+    }
+    fn provides_divergence(&self) -> bool {
+        true
+    }
+    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> fmrt::Result<()> {
+        let x = self.rows(&x)?;
+        for (i, row) in x.rows().into_iter().enumerate() {
+            out[i] = self
+                .eval(row.as_slice().expect("row"), time_at(t, i), None)
+                .2;
+        }
+        Ok(())
+    }
+}
+
+fn mean_abs_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64
+}
+
+/// Exact-divergence likelihoods of 512 held-out mixture points (seed 4242, used
+/// nowhere else), through the field's divergence and through basis JVPs.
+fn check_mixture(field: Arc<GaussianMixture>, bound: f64, label: &str) {
+    let x = field.sample_data(512, 4242);
+    let exact = field.log_density(x.view(), &[1.0]).expect("log density");
+    let through_div = Likelihood::new(field.clone(), dopri5(1e-5))
+        .log_likelihood(x.view().into_dyn())
+        .expect("likelihood");
+    let jvp_field: Arc<dyn VelocityField> = Arc::new(JvpOnly(field.clone()));
+    let through_jvp = Likelihood::new(jvp_field, dopri5(1e-5))
+        .log_likelihood(x.view().into_dyn())
+        .expect("likelihood");
+    let mae_div = mean_abs_error(&through_div.log_p, &exact);
+    let mae_jvp = mean_abs_error(&through_jvp.log_p, &exact);
+    println!(
+        "{label}: MAE divergence {mae_div:.2e} nats, MAE JVP {mae_jvp:.2e} nats, NFE {} / {}",
+        through_div.stats.nfe, through_jvp.stats.nfe
+    );
+    assert!(mae_div < bound, "{label}: divergence path MAE {mae_div}");
+    assert!(mae_jvp < bound, "{label}: JVP path MAE {mae_jvp}");
+    // The two paths call the field differently.
+    assert_eq!(through_div.calls.divergence, through_div.stats.nfe);
+    assert_eq!(through_div.calls.jvp, 0);
+    assert_eq!(through_jvp.calls.divergence, 0);
+    assert_eq!(through_jvp.calls.jvp, through_jvp.stats.nfe);
+    assert_eq!(through_jvp.calls.velocity, through_jvp.stats.nfe);
+}
+
+#[test]
+fn mixture_likelihood_matches_the_exact_log_density_in_2d() {
+    for name in ["ot", "cosine"] {
+        check_mixture(ring(builtin(name)), 2e-4, &format!("2-D ring, {name}"));
+    }
+}
+
+#[test]
+fn mixture_likelihood_matches_the_exact_log_density_in_16d() {
+    for name in ["ot", "cosine"] {
+        check_mixture(
+            mixture16(builtin(name)),
+            5e-4,
+            &format!("16-D mixture, {name}"),
+        );
+    }
+}
+
+#[test]
+fn results_are_consistent_with_each_other() {
+    let field = ring(builtin("ot"));
+    let x = field.sample_data(64, 77);
+    let result = Likelihood::new(field.clone(), dopri5(1e-6))
+        .log_likelihood(x.view().into_dyn())
+        .expect("likelihood");
+    assert_eq!(result.x0.shape(), &[64, 2]);
+    let log_p0 = StandardNormal::new()
+        .log_density(result.x0.view())
+        .expect("source density");
+    for (i, recomputed) in log_p0.iter().enumerate() {
+        // x0 is f32, so the recomputed source density differs by rounding only.
+        assert!((recomputed - result.log_p0[i]).abs() < 1e-4);
+        assert!(
+            (result.log_p[i] - (result.log_p0[i] - result.divergence_integral[i])).abs() < 1e-12
+        );
+        let bpd = -result.log_p[i] / (2.0 * std::f64::consts::LN_2);
+        assert!((result.bits_per_dim[i] - bpd).abs() < 1e-12);
+    }
+    // Pushing x0 forward with the sampler lands back on x.
+    let back = fmrt::sampler::Sampler::new(field, dopri5(1e-6))
+        .integrate(result.x0.view(), &fmrt::sampler::TimeSpan::Full, &[])
+        .expect("sampling");
+    let err = back
+        .x
+        .iter()
+        .zip(x.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-3, "round trip error {err}");
+}
+
+#[test]
+fn fixed_step_solvers_converge_to_the_exact_log_density() {
+    let field = ring(builtin("ot"));
+    let x = field.sample_data(128, 91);
+    let exact = field.log_density(x.view(), &[1.0]).expect("log density");
+    let mut errors = Vec::new();
+    for steps in [25, 50, 100] {
+        let result = Likelihood::new(
+            field.clone(),
+            SolverConfig::fixed(Method::Rk4, Steps::Count(steps)),
+        )
+        .log_likelihood(x.view().into_dyn())
+        .expect("likelihood");
+        errors.push(mean_abs_error(&result.log_p, &exact));
+    }
+    println!("RK4 MAE at 25/50/100 steps: {errors:?}");
+    assert!(errors[2] < 1e-3);
+    assert!(errors[1] < errors[0] && errors[2] < errors[1]);
+}
+
+/// Points drawn from p_t: x_t = α(t) x1 + σ(t) x0.
+fn draw_at(field: &GaussianMixture, ts: &[f64], seed: u64) -> Array2<f32> {
+    let n = ts.len();
+    let x1 = field.sample_data(n, seed);
+    let x0 = StandardNormal::new()
+        .sample(&[n, field.dim()], seed + 1)
+        .expect("noise");
+    let mut x = Array2::<f32>::zeros((n, field.dim()));
+    for (i, &t) in ts.iter().enumerate() {
+        let c = field.schedule().coefficients(t);
+        for j in 0..field.dim() {
+            x[[i, j]] = (c.alpha * f64::from(x1[[i, j]]) + c.sigma * f64::from(x0[[i, j]])) as f32;
+        }
+    }
+    x
+}
+
+#[test]
+fn likelihood_at_intermediate_times_matches_the_marginal() {
+    for name in ["ot", "cosine"] {
+        let field = ring(builtin(name));
+        let lik = Likelihood::new(field.clone(), dopri5(1e-5));
+        // One common start time.
+        let ts = vec![0.5; 128];
+        let x = draw_at(&field, &ts, 500);
+        let exact = field.log_density(x.view(), &[0.5]).expect("log density");
+        let result = lik
+            .log_likelihood_at(x.view().into_dyn(), &[0.5])
+            .expect("likelihood");
+        let mae_common = mean_abs_error(&result.log_p, &exact);
+        // Per-sample start times, including the source itself (t = 0).
+        let ts: Vec<f64> = (0..128).map(|i| [0.0, 0.3, 0.6, 0.8][i % 4]).collect();
+        let x = draw_at(&field, &ts, 600);
+        let exact = field.log_density(x.view(), &ts).expect("log density");
+        let result = lik
+            .log_likelihood_at(x.view().into_dyn(), &ts)
+            .expect("likelihood");
+        let mae_per_sample = mean_abs_error(&result.log_p, &exact);
+        println!("{name}: MAE at t = 0.5 {mae_common:.2e}, per-sample times {mae_per_sample:.2e}");
+        assert!(mae_common < 2e-4 && mae_per_sample < 2e-4);
+        assert_eq!(result.t_start, ts);
+        // At t = 0 nothing moves: x0 = x and the divergence integral is 0.
+        assert_eq!(
+            result
+                .x0
+                .index_axis(ndarray::Axis(0), 0)
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            x.row(0).to_vec()
+        );
+        assert_eq!(result.divergence_integral[0], 0.0);
+    }
+}
+
+/// Sixteen fixed points for the MLP field.
+fn mlp_points() -> ArrayD<f32> {
+    StandardNormal::new().sample(&[16, 4], 31).expect("points")
+}
+
+/// log p of the MLP points under Hutchinson with `probes` probes, for seeds
+/// 0..seeds: `[seed][point]`.
+fn hutchinson_runs(
+    field: &Arc<Mlp>,
+    probes: usize,
+    distribution: ProbeDistribution,
+    seeds: u64,
+) -> Vec<Vec<f64>> {
+    let x = mlp_points();
+    let base =
+        Likelihood::new(field.clone(), dopri5(1e-6)).with_divergence(Divergence::Hutchinson {
+            probes,
+            distribution,
+        });
+    (0..seeds)
+        .map(|seed| {
+            base.clone()
+                .with_seed(seed)
+                .log_likelihood(x.view())
+                .expect("likelihood")
+                .log_p
+        })
+        .collect()
+}
+
+/// Per-point mean and (unbiased) variance over the runs.
+fn moments(runs: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let n = runs.len() as f64;
+    let points = runs[0].len();
+    let mean: Vec<f64> = (0..points)
+        .map(|i| runs.iter().map(|r| r[i]).sum::<f64>() / n)
+        .collect();
+    let var = (0..points)
+        .map(|i| runs.iter().map(|r| (r[i] - mean[i]).powi(2)).sum::<f64>() / (n - 1.0))
+        .collect();
+    (mean, var)
+}
+
+fn mlp_exact(field: &Arc<Mlp>) -> LogLikelihood {
+    Likelihood::new(field.clone(), dopri5(1e-6))
+        .log_likelihood(mlp_points().view())
+        .expect("likelihood")
+}
+
+#[test]
+fn hutchinson_is_unbiased_and_rademacher_has_the_lower_variance() {
+    let field = Arc::new(Mlp::new(4, 6, 5));
+    let exact = mlp_exact(&field).log_p;
+    // The exact JVP path agrees with the field's own divergence.
+    let jvp_field: Arc<dyn VelocityField> = Arc::new(JvpOnly(field.clone()));
+    let via_jvp = Likelihood::new(jvp_field, dopri5(1e-6))
+        .log_likelihood(mlp_points().view())
+        .expect("likelihood")
+        .log_p;
+    assert!(mean_abs_error(&via_jvp, &exact) < 1e-5);
+
+    let rademacher = hutchinson_runs(&field, 1, ProbeDistribution::Rademacher, 200);
+    let gaussian = hutchinson_runs(&field, 1, ProbeDistribution::Gaussian, 200);
+    for (name, runs) in [("Rademacher", &rademacher), ("Gaussian", &gaussian)] {
+        let (mean, var) = moments(runs);
+        // Every point: within 4 standard errors (16 points, so a false alarm has
+        // probability about 16·6e-5 ≈ 1e-3).
+        for i in 0..mean.len() {
+            let se = (var[i] / 200.0).sqrt();
+            assert!(
+                (mean[i] - exact[i]).abs() <= 4.0 * se,
+                "{name} point {i}: mean {} exact {} se {se}",
+                mean[i],
+                exact[i]
+            );
+        }
+        // The error averaged over the points, per seed: within 3 standard errors.
+        let per_seed: Vec<f64> = runs
+            .iter()
+            .map(|r| r.iter().zip(&exact).map(|(a, b)| a - b).sum::<f64>() / exact.len() as f64)
+            .collect();
+        let m = per_seed.iter().sum::<f64>() / 200.0;
+        let v = per_seed.iter().map(|e| (e - m).powi(2)).sum::<f64>() / 199.0;
+        let se = (v / 200.0).sqrt();
+        println!("{name}: mean error {m:.4} nats, standard error {se:.4}");
+        assert!(m.abs() <= 3.0 * se, "{name}: mean error {m} vs se {se}");
+        // Not trivially exact: the field's Jacobian is not diagonal.
+        assert!(v > 1e-6);
+    }
+    let var_r = moments(&rademacher).1.iter().sum::<f64>() / 16.0;
+    let var_g = moments(&gaussian).1.iter().sum::<f64>() / 16.0;
+    println!("pooled variance: Rademacher {var_r:.4}, Gaussian {var_g:.4}");
+    assert!(var_r < var_g, "Rademacher {var_r} vs Gaussian {var_g}");
+}
+
+#[test]
+fn more_probes_reduce_the_variance_in_proportion() {
+    let field = Arc::new(Mlp::new(4, 6, 5));
+    let one = hutchinson_runs(&field, 1, ProbeDistribution::Rademacher, 200);
+    let eight = hutchinson_runs(&field, 8, ProbeDistribution::Rademacher, 200);
+    let var1 = moments(&one).1.iter().sum::<f64>() / 16.0;
+    let var8 = moments(&eight).1.iter().sum::<f64>() / 16.0;
+    let ratio = var1 / var8;
+    println!("variance with 1 probe {var1:.4}, with 8 probes {var8:.5}, ratio {ratio:.2}");
+    // Eight independent probes divide the variance by exactly 8 in expectation.
+    // Each pooled variance averages 16 points × 199 degrees of freedom; with the
+    // quadratic form's excess kurtosis its relative standard error is about
+    // 3–4 %, so the ratio's is about 5 % (±0.4): [6, 10.5] is over 4 of them.
+    assert!((6.0..=10.5).contains(&ratio), "variance ratio {ratio}");
+}
+
+#[test]
+fn finite_differences_agree_with_exact_divergences() {
+    // Biased by design (O(ε²) truncation, O(f32 eps·|u|/ε) rounding); with
+    // ε = 1e-3 both are far below the tolerance.
+    let field = Arc::new(Mlp::new(4, 6, 5));
+    let exact = mlp_exact(&field).log_p;
+    let velocity_only: Arc<dyn VelocityField> = Arc::new(VelocityOnly(field.clone()));
+    let fd = Likelihood::new(velocity_only.clone(), dopri5(1e-6))
+        .with_divergence(Divergence::finite_difference(1e-3))
+        .log_likelihood(mlp_points().view())
+        .expect("likelihood");
+    let mae = mean_abs_error(&fd.log_p, &exact);
+    println!("finite differences (basis) vs exact: MAE {mae:.2e} nats");
+    assert!(mae < 2e-3, "finite-difference MAE {mae}");
+    // Two velocity calls per stage: the state's and the stacked x ± εv.
+    assert_eq!(fd.calls.velocity, 2 * fd.stats.nfe);
+    assert_eq!(fd.calls.jvp, 0);
+
+    // Along Hutchinson directions the estimate matches Hutchinson through JVPs
+    // with the same probes, up to the same differencing error.
+    let probes = Directions::Hutchinson {
+        probes: 3,
+        distribution: ProbeDistribution::Rademacher,
+    };
+    let fd_h = Likelihood::new(velocity_only, dopri5(1e-6))
+        .with_divergence(Divergence::FiniteDifference {
+            epsilon: 1e-3,
+            directions: probes,
+        })
+        .with_seed(9)
+        .log_likelihood(mlp_points().view())
+        .expect("likelihood");
+    let jvp_h = Likelihood::new(field.clone(), dopri5(1e-6))
+        .with_divergence(Divergence::hutchinson(3))
+        .with_seed(9)
+        .log_likelihood(mlp_points().view())
+        .expect("likelihood");
+    let mae_h = mean_abs_error(&fd_h.log_p, &jvp_h.log_p);
+    println!("finite differences (Hutchinson directions) vs JVP: MAE {mae_h:.2e} nats");
+    assert!(mae_h < 2e-3, "MAE {mae_h}");
+    // ... and differs from the exact value (the probes are random).
+    assert!(mean_abs_error(&jvp_h.log_p, &exact) > 1e-3);
+
+    // On the mixture too.
+    let ring = ring(builtin("ot"));
+    let x = ring.sample_data(64, 4343);
+    let oracle = ring.log_density(x.view(), &[1.0]).expect("log density");
+    let fd_ring = Likelihood::new(Arc::new(VelocityOnly(ring.clone())), dopri5(1e-5))
+        .with_divergence(Divergence::finite_difference(1e-3))
+        .log_likelihood(x.view().into_dyn())
+        .expect("likelihood");
+    let mae_ring = mean_abs_error(&fd_ring.log_p, &oracle);
+    println!("finite differences on the ring: MAE {mae_ring:.2e} nats");
+    assert!(mae_ring < 2e-3, "MAE {mae_ring}");
+}
+
+/// Selects one of two fields per sample by the int64 extra `label`, and records
+/// the largest batch it was called with.
+struct Switch {
+    fields: [Arc<Mlp>; 2],
+    max_rows: AtomicUsize,
+}
+
+impl Switch {
+    fn labels(&self, extras: &Extras, rows: usize) -> fmrt::Result<Vec<usize>> {
+        self.max_rows.fetch_max(rows, Ordering::Relaxed);
+        match extras.get("label") {
+            Some(ExtraTensor::Int64(a)) if a.shape() == [rows] => {
+                Ok(a.iter().map(|&l| usize::from(l != 0)).collect())
+            }
+            _ => Err(Error::Field(format!(
+                "expected `label` int64 [{rows}], got {}",
+                extras.describe()
+            ))),
+        }
+    }
+
+    /// Runs `call` on both fields over all rows and keeps each row's own.
+    fn pick(
+        &self,
+        labels: &[usize],
+        mut out: ArrayViewMutD<'_, f32>,
+        call: impl Fn(&Mlp, ArrayViewMutD<'_, f32>) -> fmrt::Result<()>,
+    ) -> fmrt::Result<()> {
+        let mut both = [
+            ArrayD::<f32>::zeros(out.raw_dim()),
+            ArrayD::<f32>::zeros(out.raw_dim()),
+        ];
+        for (f, buf) in self.fields.iter().zip(both.iter_mut()) {
+            call(f, buf.view_mut())?;
+        }
+        for (i, mut row) in out.outer_iter_mut().enumerate() {
+            row.assign(&both[labels[i]].index_axis(ndarray::Axis(0), i));
+        }
+        Ok(())
+    }
+}
+
+impl VelocityField for Switch {
+    fn state_shape(&self) -> &[usize] {
+        self.fields[0].state_shape()
+    }
+    fn velocity(
+        &self,
+        _x: ArrayViewD<'_, f32>,
+        _t: &[f64],
+        _out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        Err(Error::Field("the switch needs a `label`".to_string()))
+    }
+    fn velocity_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        let labels = self.labels(extras, x.shape()[0])?;
+        self.pick(&labels, out, |f, o| f.velocity(x.view(), t, o))
+    }
+    fn provides_jvp(&self) -> bool {
+        true
+    }
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        let labels = self.labels(extras, x.shape()[0])?;
+        self.pick(&labels, out, |f, o| f.jvp(x.view(), t, v.view(), o))
+    }
+}
+
+#[test]
+fn extras_reach_the_field_and_chunks_respect_the_row_bound() {
+    let fields = [Arc::new(Mlp::new(4, 6, 5)), Arc::new(Mlp::new(4, 6, 6))];
+    let x = mlp_points();
+    let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
+    let separate: Vec<Vec<f64>> = fields.iter().map(mlp_exact).map(|r| r.log_p).collect();
+    for divergence in [Divergence::Exact, Divergence::hutchinson(2)] {
+        let switch = Arc::new(Switch {
+            fields: fields.clone(),
+            max_rows: AtomicUsize::new(0),
+        });
+        let lik = Likelihood::new(switch.clone(), dopri5(1e-6))
+            .with_divergence(divergence.clone())
+            .with_extras(Extras::new().with("label", ExtraTensor::labels(&labels)))
+            .with_seed(3);
+        let whole = lik.log_likelihood(x.view()).expect("likelihood");
+        let chunked = lik
+            .clone()
+            .with_max_rows(5)
+            .log_likelihood(x.view())
+            .expect("likelihood");
+        // 16 samples × 4 basis directions (or 2 probes) in calls of ≤ 5 rows.
+        let rows: usize = if divergence == Divergence::Exact {
+            64
+        } else {
+            32
+        };
+        assert_eq!(chunked.calls.jvp, chunked.stats.nfe * rows.div_ceil(5));
+        assert_eq!(whole.calls.jvp, whole.stats.nfe);
+        assert_eq!(switch.max_rows.load(Ordering::Relaxed), rows);
+        for i in 0..16 {
+            assert!((whole.log_p[i] - chunked.log_p[i]).abs() < 1e-9);
+        }
+        if divergence == Divergence::Exact {
+            for i in 0..16 {
+                let own = separate[labels[i] as usize][i];
+                assert!(
+                    (whole.log_p[i] - own).abs() < 1e-5,
+                    "sample {i}: {} vs {own}",
+                    whole.log_p[i]
+                );
+            }
+        }
+        // A memory bound of 3 rows' tensors (x, v, J·v: 3·4·4 bytes each).
+        let switch_small = Arc::new(Switch {
+            fields: fields.clone(),
+            max_rows: AtomicUsize::new(0),
+        });
+        let small = Likelihood::new(switch_small.clone(), dopri5(1e-6))
+            .with_divergence(divergence.clone())
+            .with_extras(Extras::new().with("label", ExtraTensor::labels(&labels)))
+            .with_seed(3)
+            .with_max_bytes(3 * 48)
+            .log_likelihood(x.view())
+            .expect("likelihood");
+        // Velocity calls are not chunked (16 rows); derivative calls are.
+        assert_eq!(small.calls.jvp, small.stats.nfe * rows.div_ceil(3));
+        assert!((small.log_p[0] - whole.log_p[0]).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn finite_differences_pass_extras_with_every_chunk() {
+    let fields = [Arc::new(Mlp::new(4, 6, 5)), Arc::new(Mlp::new(4, 6, 6))];
+    let x = mlp_points();
+    let labels: Vec<i64> = (0..16).map(|i| (i / 3) % 2).collect();
+    let switch = Arc::new(Switch {
+        fields: fields.clone(),
+        max_rows: AtomicUsize::new(0),
+    });
+    let lik = Likelihood::new(switch.clone(), dopri5(1e-6))
+        .with_extras(Extras::new().with("label", ExtraTensor::labels(&labels)));
+    let exact = lik.log_likelihood(x.view()).expect("likelihood").log_p;
+    // Calls of at most 6 rows: 3 directions, each at x + εv and x − εv.
+    let fd = lik
+        .with_divergence(Divergence::finite_difference(1e-3))
+        .with_max_rows(6)
+        .log_likelihood(x.view())
+        .expect("likelihood");
+    assert_eq!(fd.calls.velocity, fd.stats.nfe * (1 + 64usize.div_ceil(3)));
+    let mae = mean_abs_error(&fd.log_p, &exact);
+    println!("finite differences with extras, chunked: MAE {mae:.2e} nats");
+    assert!(mae < 2e-3);
+}
+
+#[test]
+fn most_probable_time_recovers_the_time_of_intermediate_samples() {
+    const PER_GROUP: usize = 64;
+    let field = mixture16(builtin("ot"));
+    let truth = [0.3, 0.6, 0.8];
+    let ts: Vec<f64> = (0..3 * PER_GROUP).map(|i| truth[i / PER_GROUP]).collect();
+    let x = draw_at(&field, &ts, 700);
+    let search = TimeSearch {
+        lower: 0.05,
+        upper: 0.95,
+        tolerance: 1e-3,
+    };
+    let found = Likelihood::new(field.clone(), dopri5(1e-6))
+        .most_probable_time(x.view().into_dyn(), &search)
+        .expect("search");
+    // What one point identifies is the argmax of its own exact log p_t(x), found
+    // here by a grid search (step 1e-3) on the oracle. The search must land on
+    // it: within its tolerance (1e-3) plus the grid's half step, plus a margin
+    // for the solver's error in a flat objective: 3e-3. Some points have an
+    // interior local maximum besides a larger one at the boundary; the search
+    // evaluates the ends too.
+    let grid: Vec<f64> = (0..=900).map(|k| 0.05 + k as f64 * 1e-3).collect();
+    let mut worst: f64 = 0.0;
+    for i in 0..ts.len() {
+        let xi = x.row(i).to_owned().insert_axis(ndarray::Axis(0));
+        let values: Vec<f64> = grid
+            .iter()
+            .map(|&t| field.log_density(xi.view(), &[t]).expect("density")[0])
+            .collect();
+        let best = (0..grid.len())
+            .max_by(|&a, &b| values[a].total_cmp(&values[b]))
+            .expect("grid");
+        worst = worst.max((grid[best] - found.t[i]).abs());
+        // The likelihood at the found time is the exact density there.
+        let at = field
+            .log_density(xi.view(), &[found.t[i]])
+            .expect("density")[0];
+        assert!((found.log_p[i] - at).abs() < 1e-3);
+    }
+    assert!(worst < 3e-3, "worst gap to the oracle argmax {worst}");
+    // The true time itself is identified only on average: one 16-D point pins t
+    // down to about ±0.1 (the spread measured below), so the mean over 64 points
+    // must lie within 4 of its standard errors (about 0.014) of the truth; the
+    // per-point argmax's own bias is far smaller than that.
+    let mut summary = Vec::new();
+    for (g, &t) in truth.iter().enumerate() {
+        let group = &found.t[g * PER_GROUP..(g + 1) * PER_GROUP];
+        let n = PER_GROUP as f64;
+        let mean = group.iter().sum::<f64>() / n;
+        let sd = (group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let se = sd / n.sqrt();
+        summary.push(format!("t = {t}: mean {mean:.3}, sd {sd:.3}"));
+        assert!(sd < 0.2, "spread {sd} at t = {t}");
+        assert!(
+            (mean - t).abs() < 4.0 * se,
+            "mean {mean} for t = {t} (se {se})"
+        );
+    }
+    println!(
+        "most probable time: worst gap to the oracle argmax {worst:.2e}; {}; {} solves, NFE {}",
+        summary.join("; "),
+        found.solves,
+        found.stats.nfe
+    );
+}
+
+#[test]
+fn invalid_inputs_are_rejected_with_clear_errors() {
+    let field = ring(builtin("ot"));
+    let lik = Likelihood::new(field.clone(), dopri5(1e-5));
+    let good = field.sample_data(4, 1).into_dyn();
+
+    let bad = ArrayD::<f32>::zeros(IxDyn(&[4, 3]));
+    let err = lik.log_likelihood(bad.view()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Shape { tensor, actual, .. } if tensor == "x" && actual == &[4, 3]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("[B, 2]"));
+
+    for t in [1.5, -0.1, f64::NAN] {
+        let err = lik.log_likelihood_at(good.view(), &[t]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("outside [0, 1]")),
+            "{err}"
+        );
+    }
+    let err = lik.log_likelihood_at(good.view(), &[0.5, 0.5]).unwrap_err();
+    assert!(matches!(&err, Error::Shape { tensor, .. } if tensor == "t_start"));
+
+    let plain: Arc<dyn VelocityField> = Arc::new(VelocityOnly(field.clone()));
+    for divergence in [Divergence::Exact, Divergence::hutchinson(4)] {
+        let err = Likelihood::new(plain.clone(), dopri5(1e-5))
+            .with_divergence(divergence)
+            .log_likelihood(good.view())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Jacobian-vector products") && msg.contains("FiniteDifference"),
+            "{msg}"
+        );
+    }
+    // ... but finite differences work without derivatives.
+    assert!(Likelihood::new(plain, dopri5(1e-5))
+        .with_divergence(Divergence::finite_difference(1e-3))
+        .log_likelihood(good.view())
+        .is_ok());
+
+    for divergence in [
+        Divergence::hutchinson(0),
+        Divergence::FiniteDifference {
+            epsilon: 1e-3,
+            directions: Directions::Hutchinson {
+                probes: 0,
+                distribution: ProbeDistribution::Gaussian,
+            },
+        },
+    ] {
+        let err = lik
+            .clone()
+            .with_divergence(divergence)
+            .log_likelihood(good.view())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("at least 1, got 0")),
+            "{err}"
+        );
+    }
+    for epsilon in [0.0, -1e-3, f64::INFINITY] {
+        let err = lik
+            .clone()
+            .with_divergence(Divergence::finite_difference(epsilon))
+            .log_likelihood(good.view())
+            .unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("finite and positive")));
+    }
+
+    let err = lik
+        .clone()
+        .with_extras(Extras::new().with("label", ExtraTensor::labels(&[0, 1])))
+        .log_likelihood(good.view())
+        .unwrap_err();
+    assert!(matches!(&err, Error::Shape { tensor, .. } if tensor == "label"));
+
+    let mut nan = good.clone();
+    nan[[2, 1]] = f32::NAN;
+    let err = lik.log_likelihood(nan.view()).unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("sample 2")));
+
+    for search in [
+        TimeSearch {
+            lower: 0.5,
+            upper: 0.5,
+            tolerance: 1e-3,
+        },
+        TimeSearch {
+            lower: -0.1,
+            upper: 0.5,
+            tolerance: 1e-3,
+        },
+        TimeSearch {
+            lower: 0.1,
+            upper: 0.5,
+            tolerance: 0.0,
+        },
+    ] {
+        assert!(matches!(
+            lik.most_probable_time(good.view(), &search),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    // An empty batch is not an error.
+    let empty = ArrayD::<f32>::zeros(IxDyn(&[0, 2]));
+    let result = lik.log_likelihood(empty.view()).expect("empty batch");
+    assert!(result.log_p.is_empty() && result.x0.shape() == [0, 2]);
+}
