@@ -82,7 +82,8 @@ enum fmrt_status
    */
   FMRT_STATUS_PLUGIN = 310,
   /*
-   Reserved for model files (ONNX) that fail to load.
+   A model file (ONNX) failed to load: unparsable, an ambiguous input
+   mapping, a failing check run, or no ONNX Runtime library.
    */
   FMRT_STATUS_MODEL = 320,
   /*
@@ -174,6 +175,52 @@ typedef struct fmrt_scheduler fmrt_scheduler;
  after `fmrt_sampler_new`.
  */
 typedef struct fmrt_solver fmrt_solver;
+
+/*
+ How to load an ONNX model; start from `fmrt_onnx_options_default` (all
+ zero/NULL: everything detected or at its default). Strings are copied.
+ */
+typedef struct {
+  /*
+   Name of the state input (NULL: the `fmrt.state_input` metadata, then
+   detection from the declared inputs).
+   */
+  const char *state_input;
+  /*
+   Name of the time input (NULL: `fmrt.time_input`, then detection).
+   */
+  const char *time_input;
+  /*
+   Name of the velocity output (NULL: the first output).
+   */
+  const char *output;
+  /*
+   The per-sample state shape `state_shape[0..state_rank]`, needed only for
+   models with dynamic state axes (NULL with rank 0: from the model).
+   */
+  const size_t *state_shape;
+  /*
+   Number of entries of `state_shape`.
+   */
+  size_t state_rank;
+  /*
+   Largest batch per model call; larger batches are split (0: no limit).
+   */
+  size_t max_batch;
+  /*
+   ONNX Runtime sessions serving concurrent calls (0: 1).
+   */
+  size_t sessions;
+  /*
+   Threads ONNX Runtime uses inside one operator (0: its own choice).
+   */
+  size_t intra_threads;
+  /*
+   Path of the ONNX Runtime library (NULL: `ORT_DYLIB_PATH`, the project's
+   `.ort/lib/`, then the system search path). One library per process.
+   */
+  const char *ort_library;
+} fmrt_onnx_options;
 
 /*
  Counters of one sampling run.
@@ -508,6 +555,42 @@ fmrt_status fmrt_field_velocity(const fmrt_field *field,
                                 const fmrt_extras *extras,
                                 float *out,
                                 size_t out_len);
+
+/*
+ Writes the default ONNX options (every field zero or NULL) into `*out`.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_onnx_options_default(fmrt_onnx_options *out);
+
+/*
+ Loads the ONNX velocity model at `path` with `options` (NULL: defaults)
+ into a field handle. The model's inputs are mapped as `options` and its
+ metadata say; an ambiguous mapping, a model that fails its check run or a
+ missing ONNX Runtime library is `FMRT_STATUS_MODEL` with the details.
+
+ # Safety
+
+ `path` must be NUL-terminated; `options` NULL or readable; `out` writable.
+ */
+fmrt_status fmrt_field_onnx_file(const char *path,
+                                 const fmrt_onnx_options *options,
+                                 fmrt_field **out);
+
+/*
+ Like `fmrt_field_onnx_file`, from the serialized model `bytes[0..len]`
+ (copied; named `<memory>` in messages).
+
+ # Safety
+
+ `bytes` must hold `len` bytes; `options` NULL or readable; `out` writable.
+ */
+fmrt_status fmrt_field_onnx_bytes(const uint8_t *bytes,
+                                  size_t len,
+                                  const fmrt_onnx_options *options,
+                                  fmrt_field **out);
 
 /*
  Builds a flow-matching training batch along the path of `scheduler`: for

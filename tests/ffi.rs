@@ -2323,3 +2323,122 @@ mod training {
         assert_eq!(u, [rng.uniform(), rng.uniform(), rng.uniform()]);
     }
 }
+
+mod onnx {
+    use super::*;
+    use fmrt::ffi::onnx::*;
+    use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
+
+    fn fixture(name: &str) -> PathBuf {
+        root().join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn onnx_fields_from_file_and_bytes_match_the_rust_loader() {
+        ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        let path = fixture("gmm_ot.onnx");
+        let path_c = c(path.to_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        let mut options = fmrt_onnx_options {
+            state_input: null(),
+            time_input: null(),
+            output: null(),
+            state_shape: null(),
+            state_rank: 0,
+            max_batch: 7,
+            sessions: 0,
+            intra_threads: 1,
+            ort_library: null(),
+        };
+        let (mut from_file, mut from_bytes) = (null_mut(), null_mut());
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_onnx_options_default(null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let max_batch = options.max_batch;
+            assert_ok(fmrt_onnx_options_default(&mut options));
+            assert_eq!((options.max_batch, options.state_input), (0, null()));
+            options.max_batch = max_batch;
+            assert_fails(
+                fmrt_field_onnx_file(null(), &options, &mut from_file),
+                NullParameter,
+                "`path`",
+            );
+            assert_fails(
+                fmrt_field_onnx_file(path_c.as_ptr(), &options, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let missing = c("/nonexistent/model.onnx");
+            assert_fails(
+                fmrt_field_onnx_file(missing.as_ptr(), null(), &mut from_file),
+                fmrt_status::Io,
+                "/nonexistent/model.onnx",
+            );
+            let truncated = c(fixture("truncated.onnx").to_str().unwrap());
+            assert_fails(
+                fmrt_field_onnx_file(truncated.as_ptr(), null(), &mut from_file),
+                fmrt_status::Model,
+                "truncated.onnx",
+            );
+            let wrong = fmrt_onnx_options {
+                state_input: c"nope".as_ptr(),
+                ..options
+            };
+            assert_fails(
+                fmrt_field_onnx_file(path_c.as_ptr(), &wrong, &mut from_file),
+                fmrt_status::Model,
+                "nope",
+            );
+            assert_fails(
+                fmrt_field_onnx_bytes(null(), 10, null(), &mut from_bytes),
+                NullParameter,
+                "`bytes`",
+            );
+            assert_ok(fmrt_field_onnx_file(
+                path_c.as_ptr(),
+                &options,
+                &mut from_file,
+            ));
+            assert_ok(fmrt_field_onnx_bytes(
+                bytes.as_ptr(),
+                bytes.len(),
+                null(),
+                &mut from_bytes,
+            ));
+        }
+        let rust = OnnxField::load_file(&path).unwrap();
+        let dim: usize = rust.state_shape().iter().product();
+        let n = 20;
+        let mut rng = SeededRng::new(9);
+        let x: Vec<f32> = (0..n * dim).map(|_| 2.0 * rng.normal() as f32).collect();
+        let t: Vec<f64> = (0..n).map(|i| 0.05 + 0.9 * i as f64 / n as f64).collect();
+        let mut shape = vec![n];
+        shape.extend_from_slice(rust.state_shape());
+        let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x.clone()).unwrap();
+        let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
+        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        for (name, f) in [("file", from_file), ("bytes", from_bytes)] {
+            let mut u = vec![0f32; n * dim];
+            // SAFETY: lengths as stated.
+            unsafe {
+                assert_ok(fmrt_field_velocity(
+                    f,
+                    x.as_ptr(),
+                    x.len(),
+                    n,
+                    t.as_ptr(),
+                    n,
+                    null(),
+                    u.as_mut_ptr(),
+                    u.len(),
+                ));
+                fmrt_field_free(f);
+            }
+            assert_eq!(&u[..], expect.as_slice().unwrap(), "{name}");
+        }
+    }
+}

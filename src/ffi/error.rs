@@ -43,7 +43,8 @@ pub enum fmrt_status {
     /// A native plugin could not be loaded: the library did not open, the entry
     /// symbol is missing, its ABI version differs, or its `create` failed.
     Plugin = 310,
-    /// Reserved for model files (ONNX) that fail to load.
+    /// A model file (ONNX) failed to load: unparsable, an ambiguous input
+    /// mapping, a failing check run, or no ONNX Runtime library.
     Model = 320,
 
     // 400–499: solving.

@@ -21,7 +21,8 @@
 //!   another thread uses them.
 //! - **Arrays** are row-major, batch first; states are `float`, times `double`.
 //!
-//! One Rust file per C class: [`scheduler`], [`field`], [`extras`], [`solver`],
+//! One Rust file per C class: [`scheduler`], [`field`] (with [`onnx`] model
+//! fields), [`extras`], [`solver`],
 //! [`sampler`], [`path`] (training batches) and [`random`] (seeded noise); the
 //! machinery is in [`error`] and [`panic`].
 
@@ -31,6 +32,7 @@
 pub mod error;
 pub mod extras;
 pub mod field;
+pub mod onnx;
 pub mod panic;
 pub mod path;
 pub mod random;

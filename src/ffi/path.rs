@@ -35,7 +35,7 @@ pub unsafe extern "C" fn fmrt_path_training_batch(
     out_target_len: usize,
 ) -> fmrt_status {
     guard(|| {
-        if n == 0 || len % n != 0 {
+        if n == 0 || !len.is_multiple_of(n) {
             return Err(FfiError::shape(format!(
                 "len = {len} is not a positive multiple of n = {n}"
             )));
