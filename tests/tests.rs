@@ -3,6 +3,7 @@
 mod adapt;
 mod cli;
 mod dsl;
+mod ffi;
 mod gmm;
 mod likelihood;
 mod models;
