@@ -61,18 +61,30 @@ mod header {
 // ---------------------------------------------------------------------------
 // Building C against the library.
 
-/// The directory holding `libfmrt.so`: the test binary lives in `<dir>/deps/`,
-/// and cargo builds every crate type of the library (rlib, cdylib, staticlib)
-/// before the integration tests that depend on it.
+/// The directory holding the `libfmrt.so` built for this test run: the test
+/// binary lives in `target/<profile>/deps/`, where cargo also leaves the
+/// library's cdylib when it builds it for the integration tests. (The copy in
+/// `target/<profile>/` is only refreshed by `cargo build`, so it may be stale
+/// or missing; it is used only when `deps/` has none.)
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libfmrt.so").exists(),
-        "{} has no libfmrt.so; run `cargo build --lib` first",
-        dir.display()
-    );
-    dir
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe
+        .parent()
+        .expect("the test binary has a folder")
+        .to_path_buf();
+    let candidates = [
+        deps.clone(),
+        deps.parent().map(PathBuf::from).unwrap_or_default(),
+    ];
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("libfmrt.so").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no libfmrt.so; run `cargo build --lib` first",
+                deps.display()
+            )
+        })
 }
 
 /// A scratch directory for compiled C programs.
@@ -106,7 +118,9 @@ fn build_program(compiler: &str, std: &str, sources: &[PathBuf], name: &str) -> 
         .arg(&exe)
         .arg(format!("-L{}", lib.display()))
         .arg("-lfmrt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        // DT_RPATH (not RUNPATH) so that this library wins over any other
+        // libfmrt.so on the LD_LIBRARY_PATH cargo sets for tests.
+        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
         .arg("-lpthread");
     compile(cmd);
     exe
