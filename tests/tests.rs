@@ -5,6 +5,7 @@ mod cli;
 mod dsl;
 mod gmm;
 mod likelihood;
+mod onnx;
 mod path;
 mod sampling;
 mod solver;

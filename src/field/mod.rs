@@ -3,6 +3,7 @@
 pub mod adapt;
 pub mod analytic;
 mod extras;
+pub mod onnx;
 
 pub use extras::{ExtraTensor, Extras};
 

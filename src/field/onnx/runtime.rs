@@ -1,0 +1,365 @@
+//! Finding and loading the ONNX Runtime shared library.
+//!
+//! fmrt links nothing at build time: the library (`libonnxruntime.so`, version
+//! ≥ 1.31) is loaded once per process, the first time an ONNX model is opened
+//! or [`init_runtime`] is called. The places tried, in order:
+//!
+//! 1. an explicit path given by the caller ([`init_runtime`]`(Some(path))`,
+//!    [`OnnxFieldBuilder::ort_library`](super::OnnxFieldBuilder::ort_library));
+//! 2. the environment variable `ORT_DYLIB_PATH`;
+//! 3. the project's folder: `.ort/lib/` of the fmrt source tree this crate was
+//!    compiled from (with the `cuda` feature, `.ort/gpu/lib/` first), then
+//!    `.ort/lib/` beside the running executable;
+//! 4. the system's library search path (a plain `libonnxruntime.so`).
+//!
+//! An explicit path or `ORT_DYLIB_PATH` is used alone: if it does not load, that
+//! is the error, without falling back. The library is never downloaded by fmrt
+//! itself; `bash scripts/fetch-onnxruntime.sh` (see [`FETCH_COMMAND`]) puts it in
+//! `.ort/lib/`. [`ensure_runtime_for_development`] runs that script for tests and
+//! examples of a source checkout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use crate::{Error, Result};
+
+/// The ONNX Runtime version the fetch script provides (and ort is built for).
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// The one command that provides the library in a source checkout.
+pub const FETCH_COMMAND: &str = "bash scripts/fetch-onnxruntime.sh";
+
+/// The environment variable naming the library file (shared with ort).
+pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+
+/// Where the loaded library was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibrarySource {
+    /// A path given through the API (or the CLI's `--ort-lib`).
+    Explicit,
+    /// The `ORT_DYLIB_PATH` environment variable.
+    Environment,
+    /// The `.ort/` folder of the fmrt source tree the crate was built from.
+    Project,
+    /// The `.ort/lib/` folder beside the running executable.
+    BesideExecutable,
+    /// The system's library search path.
+    System,
+}
+
+impl std::fmt::Display for LibrarySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LibrarySource::Explicit => "explicit path",
+            LibrarySource::Environment => "ORT_DYLIB_PATH",
+            LibrarySource::Project => "project folder .ort/",
+            LibrarySource::BesideExecutable => ".ort/lib beside the executable",
+            LibrarySource::System => "system library path",
+        })
+    }
+}
+
+/// The ONNX Runtime library this process uses.
+#[derive(Clone, Debug)]
+pub struct RuntimeInfo {
+    /// The library file as it was loaded (a bare file name for the system path).
+    pub library: PathBuf,
+    /// How it was found.
+    pub source: LibrarySource,
+    /// Candidates tried before it that exist but failed to load, with the reason.
+    pub skipped: Vec<String>,
+}
+
+struct Runtime {
+    info: RuntimeInfo,
+    environment: ort::environment::Environment,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static INIT: Mutex<()> = Mutex::new(());
+
+/// The runtime loaded in this process, if any.
+pub fn runtime_info() -> Option<&'static RuntimeInfo> {
+    RUNTIME.get().map(|r| &r.info)
+}
+
+/// Loads ONNX Runtime (once per process) and returns which library is in use.
+///
+/// With `explicit`, only that file is tried. Once a library is loaded, later
+/// calls return it; an explicit path naming a different file is then an error,
+/// since a process can hold only one ONNX Runtime.
+pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static RuntimeInfo> {
+    Ok(&runtime(explicit)?.info)
+}
+
+/// The process's ort environment and library, loading the library if needed
+/// (as [`init_runtime`]); for code that builds its own ort sessions, such as
+/// derived graphs, on the same runtime.
+pub fn ort_environment(
+    explicit: Option<&Path>,
+) -> Result<(&'static ort::environment::Environment, &'static RuntimeInfo)> {
+    let rt = runtime(explicit)?;
+    Ok((&rt.environment, &rt.info))
+}
+
+fn runtime(explicit: Option<&Path>) -> Result<&'static Runtime> {
+    if let Some(rt) = RUNTIME.get() {
+        return check_same(rt, explicit);
+    }
+    // A poisoned lock only means another thread panicked while loading; the
+    // OnceLock is still consistent, so carry on.
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        return check_same(rt, explicit);
+    }
+    let loaded = load(&SearchPlaces::standard(explicit))?;
+    Ok(RUNTIME.get_or_init(|| loaded))
+}
+
+fn check_same(rt: &'static Runtime, explicit: Option<&Path>) -> Result<&'static Runtime> {
+    let Some(path) = explicit else {
+        return Ok(rt);
+    };
+    if !path.is_file() {
+        return Err(Error::Field(format!(
+            "ONNX Runtime library `{}` does not exist (ONNX Runtime is already loaded from `{}`)",
+            path.display(),
+            rt.info.library.display()
+        )));
+    }
+    let same = match (path.canonicalize(), rt.info.library.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        Ok(rt)
+    } else {
+        Err(Error::Field(format!(
+            "cannot load ONNX Runtime from `{}`: this process already uses `{}` ({}), \
+             and only one ONNX Runtime library can be loaded per process",
+            path.display(),
+            rt.info.library.display(),
+            rt.info.source
+        )))
+    }
+}
+
+/// The library's file names, most specific first.
+fn library_names() -> [String; 2] {
+    let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    [
+        format!("{prefix}onnxruntime{suffix}.{ORT_VERSION}"),
+        format!("{prefix}onnxruntime{suffix}"),
+    ]
+}
+
+/// The folders searched in step 3, with their source, in order.
+pub fn project_folders() -> Vec<(LibrarySource, PathBuf)> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut folders = Vec::new();
+    if cfg!(feature = "cuda") {
+        folders.push((LibrarySource::Project, manifest.join(".ort/gpu/lib")));
+    }
+    folders.push((LibrarySource::Project, manifest.join(".ort/lib")));
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        folders.push((LibrarySource::BesideExecutable, dir.join(".ort/lib")));
+    }
+    folders
+}
+
+/// The places searched for the library, in order (see the [module docs](self)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchPlaces {
+    /// A file given by the caller; when set, nothing else is tried.
+    pub explicit: Option<PathBuf>,
+    /// The value of `ORT_DYLIB_PATH`; when set (and no explicit file), nothing
+    /// else is tried.
+    pub environment: Option<PathBuf>,
+    /// Folders searched for `libonnxruntime.so.1.31.1`, then `libonnxruntime.so`.
+    pub folders: Vec<(LibrarySource, PathBuf)>,
+    /// The file name tried on the system's library search path, last.
+    pub system: Option<String>,
+}
+
+impl SearchPlaces {
+    /// The places fmrt searches: `explicit`, then `ORT_DYLIB_PATH`, then
+    /// [`project_folders`], then the system's `libonnxruntime.so`.
+    pub fn standard(explicit: Option<&Path>) -> SearchPlaces {
+        SearchPlaces {
+            explicit: explicit.map(Path::to_path_buf),
+            environment: std::env::var_os(ORT_DYLIB_PATH)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            folders: project_folders(),
+            system: Some(library_names()[1].clone()),
+        }
+    }
+}
+
+/// Finds the library without loading it into ort: the first existing file
+/// among `places` (a system library counts when the dynamic loader can open
+/// it). The error lists every place looked at and names [`FETCH_COMMAND`].
+pub fn locate(places: &SearchPlaces) -> Result<(PathBuf, LibrarySource)> {
+    search(places, |path, source| Ok((path.to_path_buf(), source)))
+}
+
+fn load(places: &SearchPlaces) -> Result<Runtime> {
+    let mut skipped = Vec::new();
+    search(places, |path, source| {
+        let result = load_from(path, source, skipped.clone());
+        if let Err(e) = &result {
+            skipped.push(format!("{}: {e}", path.display()));
+        }
+        result
+    })
+}
+
+/// Tries `attempt` on each existing candidate of `places` in order.
+fn search<T>(
+    places: &SearchPlaces,
+    mut attempt: impl FnMut(&Path, LibrarySource) -> Result<T, String>,
+) -> Result<T> {
+    if let Some(path) = &places.explicit {
+        if !path.is_file() {
+            return Err(Error::Field(format!(
+                "ONNX Runtime library `{}` (given explicitly) does not exist",
+                path.display()
+            )));
+        }
+        return attempt(path, LibrarySource::Explicit).map_err(|e| {
+            Error::Field(format!(
+                "cannot load ONNX Runtime library `{}` (given explicitly): {e}",
+                path.display()
+            ))
+        });
+    }
+    if let Some(path) = &places.environment {
+        if !path.is_file() {
+            return Err(Error::Field(format!(
+                "{ORT_DYLIB_PATH} names `{}`, which does not exist; unset it to use \
+                 the library that `{FETCH_COMMAND}` puts in .ort/lib/",
+                path.display()
+            )));
+        }
+        return attempt(path, LibrarySource::Environment).map_err(|e| {
+            Error::Field(format!(
+                "cannot load ONNX Runtime library `{}` (from {ORT_DYLIB_PATH}): {e}",
+                path.display()
+            ))
+        });
+    }
+
+    let mut looked = Vec::new();
+    for (source, folder) in &places.folders {
+        for name in library_names() {
+            let path = folder.join(&name);
+            if !path.is_file() {
+                looked.push(format!("{} (not found)", path.display()));
+                continue;
+            }
+            match attempt(&path, *source) {
+                Ok(found) => return Ok(found),
+                Err(e) => looked.push(format!("{}: {e}", path.display())),
+            }
+        }
+    }
+
+    if let Some(system) = &places.system {
+        // Probe first: ort panics instead of returning an error for some failed
+        // loads it performs itself, and this probe cannot.
+        // SAFETY: loading ONNX Runtime runs its initialisers, which have no
+        // preconditions; the handle is dropped again right away.
+        match unsafe { libloading::Library::new(system) } {
+            Ok(lib) => {
+                drop(lib);
+                match attempt(Path::new(system), LibrarySource::System) {
+                    Ok(found) => return Ok(found),
+                    Err(e) => looked.push(format!("{system} on the system library path: {e}")),
+                }
+            }
+            Err(_) => looked.push(format!("{system} on the system library path (not found)")),
+        }
+    }
+
+    Err(Error::Field(format!(
+        "the ONNX Runtime library (version >= 1.31) was not found. Looked in:\n  - {}\n\
+         Run `{FETCH_COMMAND}` in the fmrt source tree to download it into .ort/lib/, \
+         or set {ORT_DYLIB_PATH} to a libonnxruntime shared library.",
+        looked.join("\n  - ")
+    )))
+}
+
+fn load_from(path: &Path, source: LibrarySource, skipped: Vec<String>) -> Result<Runtime, String> {
+    let builder = ort::init_from(path).map_err(|e| e.to_string())?;
+    let environment = builder
+        .with_name("fmrt")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Runtime {
+        info: RuntimeInfo {
+            library: path.to_path_buf(),
+            source,
+            skipped,
+        },
+        environment,
+    })
+}
+
+/// For tests and examples of an fmrt source checkout: loads ONNX Runtime as
+/// [`init_runtime`]`(None)` does, and if no library is found, runs the fetch
+/// script of the source tree this crate was compiled from (once per process),
+/// then tries again.
+///
+/// Applications should call [`init_runtime`] instead: this function downloads
+/// from PyPI (through pip) when the library is missing.
+pub fn ensure_runtime_for_development() -> Result<&'static RuntimeInfo> {
+    if let Some(info) = runtime_info() {
+        return Ok(info);
+    }
+    let first = {
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        if RUNTIME.get().is_some() {
+            None
+        } else {
+            match load(&SearchPlaces::standard(None)) {
+                Ok(rt) => {
+                    let _ = RUNTIME.set(rt);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        }
+    };
+    let Some(first) = first else {
+        return init_runtime(None);
+    };
+    if std::env::var_os(ORT_DYLIB_PATH).is_some_and(|v| !v.is_empty()) {
+        // The caller chose a library; fetching another would not be used.
+        return Err(first);
+    }
+    run_fetch_script()?;
+    init_runtime(None)
+}
+
+fn run_fetch_script() -> Result<()> {
+    static FETCHED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    let result = FETCHED.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-onnxruntime.sh");
+        // The CPU library, also for `cuda` builds: tests run on it, and the GPU
+        // wheel is ten times larger.
+        let mut command = Command::new("bash");
+        command.arg(&script);
+        eprintln!("fmrt: ONNX Runtime not found; running {}", script.display());
+        match command.status() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("`bash {}` failed ({status})", script.display())),
+            Err(e) => Err(format!("cannot run `bash {}`: {e}", script.display())),
+        }
+    });
+    result.clone().map_err(Error::Field)
+}
