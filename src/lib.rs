@@ -23,6 +23,7 @@
 pub mod dsl;
 pub mod error;
 pub mod field;
+pub mod graph;
 pub mod likelihood;
 pub mod path;
 pub mod sampler;

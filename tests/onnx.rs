@@ -596,15 +596,14 @@ fn the_gmm_model_carries_its_training_setup() {
 fn sampling_the_gmm_model_matches_the_analytic_field() {
     let field: Arc<dyn VelocityField> = Arc::new(load("gmm_ot.onnx"));
     let exact: Arc<dyn VelocityField> = Arc::new(ring());
-    let ot: Arc<dyn Schedule> = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
     for solver in [
         SolverConfig::adaptive(Method::Dopri5, 1e-6, 1e-6),
         SolverConfig::fixed(Method::Midpoint, Steps::Count(100)),
     ] {
-        let a = Sampler::new(Arc::clone(&field), Arc::clone(&ot), solver.clone())
+        let a = Sampler::new(Arc::clone(&field), solver.clone())
             .sample(500, 9)
             .unwrap();
-        let b = Sampler::new(Arc::clone(&exact), Arc::clone(&ot), solver.clone())
+        let b = Sampler::new(Arc::clone(&exact), solver.clone())
             .sample(500, 9)
             .unwrap();
         let diff = max_abs_diff(&a.x, &b.x);

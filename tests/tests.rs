@@ -4,6 +4,7 @@ mod adapt;
 mod cli;
 mod dsl;
 mod gmm;
+mod graph;
 mod likelihood;
 mod onnx;
 mod path;
