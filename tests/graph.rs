@@ -621,7 +621,7 @@ fn every_tangent_rule_matches_central_differences() {
                     "{:28} {kind}  max|jvp-fd| = {err:.2e}  (max|fd| = {scale:.2})",
                     c.name
                 );
-                if !(rel <= tol) {
+                if rel.is_nan() || rel > tol {
                     failures.push(format!("{}: {kind} error {err:e} (scale {scale})", c.name));
                 }
             }
@@ -629,4 +629,468 @@ fn every_tangent_rule_matches_central_differences() {
         }
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Protobuf round trip.
+
+const FIXTURES: &[&str] = &[
+    "time_b.onnx",
+    "time_b1.onnx",
+    "time_scalar.onnx",
+    "time_concat.onnx",
+    "image_state.onnx",
+    "label_input.onnx",
+    "gmm_ot.onnx",
+    "gmm_ot_x1.onnx",
+    "mlp256.onnx",
+    "named_inputs.onnx",
+    "attention_block.onnx",
+    "gmm16_ot.onnx",
+];
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Extras the fixture needs, for a batch of `b`.
+fn extras_for(name: &str, b: usize) -> Extras {
+    if name == "label_input.onnx" {
+        let labels = ArrayD::from_shape_fn(IxDyn(&[b]), |i| (i[0] % 4) as i64);
+        Extras::new().with("label", ExtraTensor::Int64(labels))
+    } else {
+        Extras::new()
+    }
+}
+
+fn times(b: usize) -> Vec<f64> {
+    (0..b).map(|i| i as f64 / (b.max(2) - 1) as f64).collect()
+}
+
+#[test]
+fn every_fixture_survives_a_protobuf_round_trip_with_identical_outputs() {
+    runtime();
+    for name in FIXTURES {
+        let bytes = read(name);
+        let model = decode_model(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let again = encode_model(&model);
+        let back = decode_model(&again).expect("re-decodes");
+        assert_eq!(back, model, "{name}: decode(encode(m)) != m");
+        let graph = model.graph.as_ref().expect("graph");
+        assert!(!graph.node.is_empty() && !graph.initializer.is_empty() || name.contains("gmm"));
+        println!(
+            "{name}: {} bytes, re-encoded {} bytes, byte-identical: {}",
+            bytes.len(),
+            again.len(),
+            bytes == again
+        );
+
+        let a = OnnxField::builder()
+            .with_jvp(false)
+            .load_bytes(&bytes)
+            .unwrap();
+        let b = OnnxField::builder()
+            .with_jvp(false)
+            .load_bytes(&again)
+            .unwrap();
+        assert_eq!(a.describe().metadata, b.describe().metadata, "{name}");
+        assert_eq!(a.describe().inputs, b.describe().inputs, "{name}");
+        let mut shape = vec![5];
+        shape.extend_from_slice(a.state_shape());
+        let x = normal(&shape, 1.5, 3);
+        let (mut va, mut vb) = (x.clone(), x.clone());
+        let extras = extras_for(name, 5);
+        a.velocity_with(x.view(), &times(5), &extras, va.view_mut())
+            .unwrap();
+        b.velocity_with(x.view(), &times(5), &extras, vb.view_mut())
+            .unwrap();
+        assert!(
+            va.iter().zip(&vb).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{name}: outputs differ after the round trip"
+        );
+    }
+}
+
+#[test]
+fn the_round_trip_keeps_attributes_of_every_kind() {
+    let mut m = model(17, data_type::FLOAT, &[2], &|g| {
+        g.n("Identity", &["x"], &["y"], vec![])
+    });
+    let g = m.graph.as_mut().unwrap();
+    let sub = GraphProto {
+        name: Some("sub".into()),
+        ..Default::default()
+    };
+    g.node[0].attribute = vec![
+        AttributeProto::float("f", 0.0),
+        AttributeProto::int("i", 0),
+        AttributeProto::string("s", ""),
+        AttributeProto::ints("ints", &[1, -2]),
+        AttributeProto::tensor("t", TensorProto::from_f32("w", &[2], &[1.0, 2.0])),
+        AttributeProto {
+            name: Some("g".into()),
+            r#type: Some(5),
+            g: Some(sub.clone()),
+            ..Default::default()
+        },
+        AttributeProto {
+            name: Some("many".into()),
+            floats: vec![0.5, 1.5],
+            strings: vec![b"a".to_vec()],
+            graphs: vec![sub],
+            tp: Some(TypeProto::default()),
+            ..Default::default()
+        },
+    ];
+    g.doc_string = Some("doc".into());
+    m.metadata_props
+        .push(fmrt::graph::proto::StringStringEntryProto {
+            key: Some("k".into()),
+            value: Some(String::new()),
+        });
+    let back = decode_model(&encode_model(&m)).unwrap();
+    assert_eq!(back, m);
+    // Defaults that were present stay present.
+    let attrs = &back.graph.as_ref().unwrap().node[0].attribute;
+    assert_eq!(attrs[0].f, Some(0.0));
+    assert_eq!(attrs[1].i, Some(0));
+    assert_eq!(attrs[2].s.as_deref(), Some(&b""[..]));
+}
+
+#[test]
+fn a_truncated_model_is_an_error_not_a_panic() {
+    let bytes = read("truncated.onnx");
+    assert!(decode_model(&bytes).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Whole fixtures through OnnxField.
+
+fn load(name: &str) -> OnnxField {
+    runtime();
+    OnnxField::load_file(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// (max |jvp − fd|, max |fd|) for a fixture at random x, v; f32 central
+/// differences with step `eps`.
+fn fixture_fd(field: &OnnxField, name: &str, scale: f64, eps: f32) -> (f64, f64) {
+    let b = 6;
+    let mut shape = vec![b];
+    shape.extend_from_slice(field.state_shape());
+    let x = normal(&shape, scale, 11);
+    let v = normal(&shape, 1.0, 12);
+    let t = times(b);
+    let extras = extras_for(name, b);
+    let mut jvp = x.clone();
+    field
+        .jvp_with(x.view(), &t, &extras, v.view(), jvp.view_mut())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (mut up, mut down) = (x.clone(), x.clone());
+    let xp = &x + &(&v * eps);
+    let xm = &x - &(&v * eps);
+    field
+        .velocity_with(xp.view(), &t, &extras, up.view_mut())
+        .unwrap();
+    field
+        .velocity_with(xm.view(), &t, &extras, down.view_mut())
+        .unwrap();
+    let mut err: f64 = 0.0;
+    let mut size: f64 = 0.0;
+    for ((j, u), d) in jvp.iter().zip(&up).zip(&down) {
+        let fd = (*u as f64 - *d as f64) / (2.0 * eps as f64);
+        err = err.max((*j as f64 - fd).abs());
+        size = size.max(fd.abs());
+    }
+    (err, size)
+}
+
+#[test]
+fn whole_fixtures_match_central_differences() {
+    // f32 differences at ε = 1e-2 (1e-3 for the sharp mixtures): truncation
+    // O(ε²) and rounding O(1e-7/ε); relative to max |fd| (at least 1e-2).
+    for name in [
+        "time_b.onnx",
+        "time_b1.onnx",
+        "time_scalar.onnx",
+        "time_concat.onnx",
+        "image_state.onnx",
+        "label_input.onnx",
+        "mlp256.onnx",
+        "named_inputs.onnx",
+        "attention_block.onnx",
+        "gmm_ot.onnx",
+        "gmm16_ot.onnx",
+    ] {
+        let field = load(name);
+        assert!(
+            field.provides_jvp(),
+            "{name}: {:?}",
+            field.jvp_unavailable_reason()
+        );
+        let eps = if name.starts_with("gmm") { 1e-3 } else { 1e-2 };
+        let (err, size) = fixture_fd(&field, name, 1.0, eps);
+        let rel = err / size.max(1e-2);
+        println!("{name:22} max|jvp-fd| = {err:.2e} (max|fd| = {size:.2}), relative {rel:.1e}");
+        assert!(rel < 2e-3, "{name}: {err:e} against {size}");
+    }
+}
+
+#[test]
+fn the_attention_block_jvp_equals_pytorch_forward_mode() {
+    let field = load("attention_block.onnx");
+    let text = std::fs::read_to_string(fixture("attention_block.jvp.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vec_of = |k: &str| -> Vec<f32> {
+        json[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let shape = [3, 4, 8];
+    let x = ArrayD::from_shape_vec(IxDyn(&shape), vec_of("x")).unwrap();
+    let v = ArrayD::from_shape_vec(IxDyn(&shape), vec_of("v")).unwrap();
+    let want = ArrayD::from_shape_vec(IxDyn(&shape), vec_of("jvp")).unwrap();
+    let t: Vec<f64> = json["t"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut got = x.clone();
+    field.jvp(x.view(), &t, v.view(), got.view_mut()).unwrap();
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    let size = want.iter().map(|a| a.abs() as f64).fold(0.0, f64::max);
+    println!("attention block: max |onnx - torch.func.jvp| = {err:.2e} (max {size:.2})");
+    assert!(err < 1e-4 * size.max(1.0), "{err:e}");
+}
+
+fn ot() -> Arc<dyn Schedule> {
+    Arc::new(Scheduler::builtin("ot", &[]).expect("ot"))
+}
+
+fn ring() -> GaussianMixture {
+    GaussianMixture::ring(8, 4.0, 0.3, ot()).expect("ring")
+}
+
+fn mixture16() -> GaussianMixture {
+    let text = std::fs::read_to_string(fixture("gmm16_ot.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let list = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let means: Vec<f64> = json["means"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(list)
+        .collect();
+    let k = json["weights"].as_array().unwrap().len();
+    let means = Array2::from_shape_vec((k, means.len() / k), means).unwrap();
+    GaussianMixture::new(
+        &list(&json["weights"]),
+        means.view(),
+        &list(&json["stds"]),
+        ot(),
+    )
+    .expect("mixture")
+}
+
+#[test]
+fn the_gmm_jvp_equals_the_analytic_jvp() {
+    for (name, exact) in [("gmm_ot.onnx", ring()), ("gmm16_ot.onnx", mixture16())] {
+        let field = load(name);
+        let d = exact.dim();
+        let x = normal(&[64, d], 2.0, 21);
+        let v = normal(&[64, d], 1.0, 22);
+        let t: Vec<f64> = (0..64).map(|i| i as f64 / 63.0).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        field.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
+        exact.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+        let err = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs() as f64)
+            .fold(0.0, f64::max);
+        let size = b.iter().map(|q| q.abs() as f64).fold(0.0, f64::max);
+        println!("{name}: max |onnx jvp - analytic jvp| = {err:.2e} (max {size:.2})");
+        assert!(err < 1e-4 * size.max(1.0), "{name}: {err:e}");
+    }
+}
+
+#[test]
+fn chunked_and_grouped_jvp_calls_equal_one_call() {
+    runtime();
+    let whole = load("time_b.onnx");
+    let chunked = OnnxField::builder()
+        .max_batch(3)
+        .load_file(fixture("time_b.onnx"))
+        .unwrap();
+    let scalar = load("time_scalar.onnx");
+    let x = normal(&[7, 2], 1.0, 31);
+    let v = normal(&[7, 2], 1.0, 32);
+    let t = times(7);
+    let mut outs = Vec::new();
+    for f in [&whole, &chunked, &scalar] {
+        let mut o = x.clone();
+        f.jvp(x.view(), &t, v.view(), o.view_mut()).unwrap();
+        outs.push(o);
+    }
+    let diff = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert_eq!(diff(&outs[0], &outs[1]), 0.0);
+    assert!(
+        diff(&outs[0], &outs[2]) < 1e-5,
+        "{}",
+        diff(&outs[0], &outs[2])
+    );
+    // Shapes are checked.
+    let mut wrong = ArrayD::<f32>::zeros(IxDyn(&[7, 3]));
+    assert!(whole.jvp(x.view(), &t, v.view(), wrong.view_mut()).is_err());
+    // Switched off: no JVPs, and the reason says why.
+    let off = OnnxField::builder()
+        .with_jvp(false)
+        .load_file(fixture("time_b.onnx"))
+        .unwrap();
+    assert!(!off.provides_jvp());
+    let mut o = x.clone();
+    let e = off.jvp(x.view(), &t, v.view(), o.view_mut()).unwrap_err();
+    assert!(e.to_string().contains("with_jvp(false)"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Likelihood through the tangent graph.
+
+/// `n` held-out points of a mixture: component k drawn by weight, then
+/// μ_k + s_k·N(0, I).
+fn mixture_points(m: &GaussianMixture, n: usize, seed: u64) -> ArrayD<f32> {
+    let mut rng = SeededRng::new(seed);
+    let d = m.dim();
+    let w = m.weights();
+    let total: f64 = w.iter().sum();
+    let mut x = ArrayD::<f32>::zeros(IxDyn(&[n, d]));
+    for i in 0..n {
+        let mut u = rng.uniform() * total;
+        let mut k = 0;
+        while k + 1 < w.len() && u >= w[k] {
+            u -= w[k];
+            k += 1;
+        }
+        for j in 0..d {
+            x[[i, j]] = (m.means()[[k, j]] + m.stds()[k] * rng.normal()) as f32;
+        }
+    }
+    x
+}
+
+fn likelihood_error(name: &str, exact: &GaussianMixture, n: usize) -> f64 {
+    let field = Arc::new(load(name));
+    assert!(!field.provides_divergence(), "must take the JVP path");
+    let solver = SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5);
+    let lik = Likelihood::new(field, solver);
+    let x = mixture_points(exact, n, 77);
+    let got = lik.log_likelihood(x.view()).unwrap();
+    let x2 = x.view().into_dimensionality::<ndarray::Ix2>().unwrap();
+    let want = exact.log_density(x2, &[1.0]).unwrap();
+    let mae = got
+        .log_p
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / n as f64;
+    println!(
+        "{name}: {n} points, mean |log p - exact| = {mae:.2e} nats, NFE {}, JVP calls {:?}",
+        got.stats.nfe, got.calls
+    );
+    mae
+}
+
+#[test]
+fn onnx_likelihood_of_the_ring_mixture_is_exact() {
+    let mae = likelihood_error("gmm_ot.onnx", &ring(), 512);
+    assert!(mae < 2e-4, "{mae:e}");
+}
+
+#[test]
+fn onnx_likelihood_of_the_16d_mixture_is_exact() {
+    let mae = likelihood_error("gmm16_ot.onnx", &mixture16(), 512);
+    assert!(mae < 5e-4, "{mae:e}");
+}
+
+// ---------------------------------------------------------------------------
+// Unsupported operators.
+
+fn with_unsupported() -> ModelProto {
+    model(17, data_type::FLOAT, &[3, 4], &|g| {
+        g.c("c", &[4], 0.5, 1.0);
+        // Unsupported, but off the state's path: fine.
+        g.n("Selu", &["c"], &["sc"], vec![]);
+        g.n("Mul", &["x", "sc"], &["m"], vec![]);
+        g.nodes.push(NodeProto {
+            input: vec!["m".into()],
+            output: vec!["h".into()],
+            name: Some("my_hardmax".into()),
+            op_type: Some("Hardmax".into()),
+            ..Default::default()
+        });
+        g.n("Add", &["h", "m"], &["y"], vec![]);
+    })
+}
+
+#[test]
+fn an_unsupported_operator_is_named_with_its_node() {
+    let m = with_unsupported();
+    let e = tangent_model(&m, &TangentOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`Hardmax`") && e.contains("`my_hardmax`"), "{e}");
+    assert!(!e.contains("Selu"), "{e}");
+    let list = unsupported_ops(&m, None).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].op_type, "Hardmax");
+    assert_eq!(list[0].node, "my_hardmax");
+}
+
+#[test]
+fn a_field_with_an_unsupported_operator_reports_it_on_jvp() {
+    runtime();
+    // time_b with its first Sigmoid replaced by an operator without a rule.
+    let mut m = decode_model(&read("time_b.onnx")).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let node = g
+        .node
+        .iter_mut()
+        .find(|n| n.op() == "Sigmoid")
+        .expect("time_b has a Sigmoid");
+    node.op_type = Some("HardSigmoid".into());
+    let node_name = node.node_name().to_string();
+    let field = OnnxField::builder().load_bytes(&encode_model(&m)).unwrap();
+    assert!(!field.provides_jvp());
+    let reason = field.jvp_unavailable_reason().unwrap().to_string();
+    assert!(
+        reason.contains("HardSigmoid") && reason.contains(&node_name),
+        "{reason}"
+    );
+    let x = normal(&[2, 2], 1.0, 1);
+    let mut o = x.clone();
+    let e = field
+        .jvp(x.view(), &[0.5], x.view(), o.view_mut())
+        .unwrap_err();
+    assert!(e.to_string().contains("HardSigmoid"), "{e}");
+    // Sampling still works.
+    field.velocity(x.view(), &[0.5], o.view_mut()).unwrap();
 }
