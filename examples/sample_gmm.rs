@@ -9,6 +9,9 @@
 //! euler, midpoint, heun, rk4, bosh3, dopri5, tsit5 (default `dopri5`, adaptive
 //! at rtol = atol = 1e-5), STEPS the step count of a fixed-step solver (default 100).
 
+#[path = "common/text_plot.rs"]
+mod text_plot;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +21,7 @@ use fmrt::sampler::Sampler;
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{Method, SolverConfig, Steps};
 use ndarray::{ArrayView2, Ix2};
+use text_plot::{density_plot, Window};
 
 const SAMPLES: usize = 20_000;
 
@@ -91,34 +95,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         mean_log_p(x)?,
         mean_log_p(exact.view())?
     );
-    println!("\n{}", density_plot(x, 64, 28));
+    println!(
+        "\n{}",
+        density_plot(
+            x,
+            &Window {
+                x: (-6.0, 6.0),
+                y: (-6.0, 6.0)
+            },
+            64,
+            28
+        )
+    );
     Ok(())
-}
-
-/// A text histogram of 2-D points over [-6, 6]².
-fn density_plot(points: ArrayView2<'_, f32>, width: usize, height: usize) -> String {
-    let mut counts = vec![0usize; width * height];
-    for p in points.rows() {
-        let col = ((f64::from(p[0]) + 6.0) / 12.0 * width as f64).floor();
-        let row = ((6.0 - f64::from(p[1])) / 12.0 * height as f64).floor();
-        if (0.0..width as f64).contains(&col) && (0.0..height as f64).contains(&row) {
-            counts[row as usize * width + col as usize] += 1;
-        }
-    }
-    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let shades = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
-    let mut text = String::new();
-    for row in 0..height {
-        for col in 0..width {
-            let c = counts[row * width + col];
-            let level = if c == 0 {
-                0
-            } else {
-                1 + ((c as f64 / max).sqrt() * (shades.len() - 2) as f64) as usize
-            };
-            text.push(shades[level.min(shades.len() - 1)]);
-        }
-        text.push('\n');
-    }
-    text
 }

@@ -486,6 +486,34 @@ fn a_model_with_a_fixed_batch_of_one_runs_sample_by_sample() {
 }
 
 #[test]
+fn a_scalar_time_model_groups_equal_times_and_slices_extras_with_them() {
+    // scalar_time_label.onnx is label_input.onnx with t a scalar broadcast in
+    // the graph. Different times per sample run as one call per time group
+    // (here in chunks of at most 2), with the labels of those samples.
+    runtime();
+    let scalar = OnnxField::builder()
+        .max_batch(2)
+        .load_file(fixture("scalar_time_label.onnx"))
+        .unwrap();
+    assert_eq!(scalar.mapping().time_layout, TimeLayout::Scalar);
+    let per_sample = load("label_input.onnx");
+    let x = random(&[11, 2], 1.2, 12);
+    let t: Vec<f64> = (0..11).map(|i| [0.25, 0.75, 0.5][i % 3]).collect();
+    let labels: Vec<i64> = (0..11).map(|i| (i * 7 % 4) as i64).collect();
+    let extras = Extras::new().with("label", ExtraTensor::labels(&labels));
+    let mut a = ArrayD::<f32>::zeros(x.raw_dim());
+    let mut b = ArrayD::<f32>::zeros(x.raw_dim());
+    scalar
+        .velocity_with(x.view(), &t, &extras, a.view_mut())
+        .unwrap();
+    per_sample
+        .velocity_with(x.view(), &t, &extras, b.view_mut())
+        .unwrap();
+    let diff = max_abs_diff(&a, &b);
+    assert!(diff <= 1e-6, "scalar-time grouping differs by {diff:e}");
+}
+
+#[test]
 fn a_session_pool_used_from_threads_matches_serial_calls() {
     runtime();
     let field = Arc::new(

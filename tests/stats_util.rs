@@ -80,9 +80,9 @@ pub fn energy_distance(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f64 {
 }
 
 /// Fresh two-moons data with the generator of `examples/train/two_moons.py`:
-/// moon m ~ Bernoulli(½), θ ~ U(0, π), e ~ N(0, I); m = 0: p = (cos θ, sin θ)
-/// + 0.07e; m = 1: p = (1 − cos θ, 0.5 − sin θ) + 0.07e; then
-/// x = ((p₁ − 0.5)/0.87, (p₂ − 0.25)/0.5).
+/// moon m ~ Bernoulli(½), θ ~ U(0, π), e ~ N(0, I); m = 0 gives
+/// p = (cos θ, sin θ) + 0.07·e, m = 1 gives p = (1 − cos θ, 0.5 − sin θ) + 0.07·e;
+/// then x = ((p₁ − 0.5)/0.87, (p₂ − 0.25)/0.5).
 pub fn two_moons(n: usize, seed: u64) -> ndarray::Array2<f32> {
     let mut rng = fmrt::source::SeededRng::new(seed);
     let mut x = ndarray::Array2::<f32>::zeros((n, 2));

@@ -3,9 +3,11 @@
 mod adapt;
 mod cli;
 mod dsl;
+mod ffi;
 mod gmm;
 mod graph;
 mod likelihood;
+mod models;
 mod onnx;
 mod path;
 mod sampling;

@@ -4,6 +4,7 @@ pub mod adapt;
 pub mod analytic;
 mod extras;
 pub mod onnx;
+pub mod plugin;
 
 pub use extras::{ExtraTensor, Extras};
 

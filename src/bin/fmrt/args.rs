@@ -1,6 +1,9 @@
 //! Command-line arguments, defined once; clap derives the help text from them.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fmrt::field::onnx::{ExecutionProvider, ProviderPolicy};
 
 /// fmrt: a runtime for flow-matching generative models.
 #[derive(Debug, Parser)]
@@ -19,6 +22,12 @@ pub enum Command {
     Check(CheckArgs),
     /// Evaluate α, σ, α', σ' of a scheduler at given times.
     Eval(EvalArgs),
+    /// Sample an ONNX velocity model and write the samples as .npy.
+    Sample(SampleArgs),
+    /// Show a model's inputs, outputs, detected mapping, metadata and provider.
+    Inspect(InspectArgs),
+    /// Log-likelihoods of data under an ONNX velocity model.
+    Likelihood(LikelihoodArgs),
 }
 
 /// A scheduler given by file or built-in name, with parameter overrides.
@@ -59,6 +68,249 @@ pub struct EvalArgs {
     /// (non-finite values are written as null).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where an ONNX model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EpChoice {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// NVIDIA GPU through the CUDA provider (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// What to do when the requested provider is unavailable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyChoice {
+    /// Fail.
+    Require,
+    /// Fall back to the CPU with a note.
+    Prefer,
+}
+
+/// An ONNX model and how to run it.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The ONNX model.
+    #[arg(long = "model", value_name = "M.onnx")]
+    pub model: PathBuf,
+    /// The ONNX Runtime library (default: $ORT_DYLIB_PATH, then the project's .ort/lib, then the system).
+    #[arg(long = "ort-lib", value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// The execution provider.
+    #[arg(long = "ep", value_enum, default_value = "cpu")]
+    pub ep: EpChoice,
+    /// The CUDA device ordinal (with --ep cuda).
+    #[arg(long = "device-id", default_value_t = 0)]
+    pub device_id: i32,
+    /// Fail when the provider is unavailable (require), or fall back to the CPU (prefer).
+    #[arg(long = "ep-policy", value_enum, default_value = "require")]
+    pub ep_policy: PolicyChoice,
+    /// ONNX Runtime's intra-op threads (default: its own choice).
+    #[arg(long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Largest batch per model call; larger batches are split.
+    #[arg(long = "max-batch", value_name = "N")]
+    pub max_batch: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The execution provider asked for.
+    pub fn provider(&self) -> Result<ExecutionProvider, String> {
+        Ok(match self.ep {
+            EpChoice::Cpu => ExecutionProvider::Cpu,
+            EpChoice::Cuda => ExecutionProvider::Cuda {
+                device_id: self.device_id,
+            },
+        })
+    }
+
+    /// The provider policy asked for.
+    pub fn policy(&self) -> ProviderPolicy {
+        match self.ep_policy {
+            PolicyChoice::Require => ProviderPolicy::Require,
+            PolicyChoice::Prefer => ProviderPolicy::Prefer,
+        }
+    }
+}
+
+/// Solver settings.
+#[derive(Debug, Args)]
+pub struct SolverArgs {
+    /// euler, midpoint, heun, rk4, bosh3, dopri5 or tsit5.
+    #[arg(long = "solver", default_value = "dopri5")]
+    pub solver: String,
+    /// Fixed step count (default 100 for fixed-step methods; with an adaptive
+    /// method, runs it with this many fixed steps).
+    #[arg(long = "steps", value_name = "N")]
+    pub steps: Option<usize>,
+    /// Relative tolerance of adaptive methods.
+    #[arg(long = "rtol", default_value_t = 1e-5)]
+    pub rtol: f64,
+    /// Absolute tolerance of adaptive methods.
+    #[arg(long = "atol", default_value_t = 1e-5)]
+    pub atol: f64,
+}
+
+/// Arguments of `fmrt sample`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  fmrt sample --model examples/models/two_moons.onnx -n 2000 --seed 1 -o moons.npy"
+)]
+pub struct SampleArgs {
+    /// The model and where it runs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The schedule the model was trained with (default: its `fmrt.scheduler` metadata).
+    #[arg(long = "scheduler", value_name = "FILE.fm|BUILTIN")]
+    pub scheduler: Option<String>,
+    /// Override a param of the training scheduler (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, f64)>,
+    /// Sample along another schedule than the training one.
+    #[arg(long = "sample-scheduler", value_name = "FILE.fm|BUILTIN")]
+    pub sample_scheduler: Option<String>,
+    /// What the model predicts: velocity, x1 or x0 (default: its `fmrt.prediction` metadata, else velocity).
+    #[arg(long = "prediction")]
+    pub prediction: Option<String>,
+    /// Solver settings.
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// Number of samples (ignored with --noise).
+    #[arg(short = 'n', default_value_t = 1000)]
+    pub n: usize,
+    /// Seed of the source noise.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Starting points: a float32 .npy of shape [N, ...state shape].
+    #[arg(long = "noise", value_name = "X0.npy")]
+    pub noise: Option<PathBuf>,
+    /// Class label for every sample (for models with an int64 label input).
+    #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
+    pub label: Option<i64>,
+    /// Classifier-free guidance scale w (0: plain conditional sampling).
+    #[arg(
+        long = "guidance",
+        value_name = "W",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub guidance: f64,
+    /// The null label for guidance (default: the model's `fmrt.null_condition`).
+    #[arg(long = "null-label", value_name = "L")]
+    pub null_label: Option<i64>,
+    /// Write the states at these times as [len(times), N, ...] instead of the final states.
+    #[arg(long = "times", value_name = "T,...", value_delimiter = ',')]
+    pub times: Vec<f64>,
+    /// The output .npy file.
+    #[arg(short = 'o', long = "output", value_name = "OUT.npy")]
+    pub output: PathBuf,
+    /// Print nothing on success.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
+/// How the divergence is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DivergenceChoice {
+    /// Exact: one Jacobian-vector product per dimension.
+    Exact,
+    /// Hutchinson's unbiased estimator with --probes random probes.
+    Hutchinson,
+    /// Central finite differences of the velocity (biased; an explicit opt-in).
+    FiniteDifference,
+}
+
+/// The distribution of Hutchinson probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProbeChoice {
+    /// ±1 entries (lower variance).
+    Rademacher,
+    /// Standard normal entries.
+    Gaussian,
+}
+
+/// Arguments of `fmrt likelihood`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  fmrt likelihood --model tests/fixtures/gmm_ot.onnx --data x.npy -o logp.npy --json"
+)]
+pub struct LikelihoodArgs {
+    /// The model and where it runs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The data: a float32 .npy of shape [N, ...state shape].
+    #[arg(long = "data", value_name = "X.npy")]
+    pub data: PathBuf,
+    /// How the divergence is computed.
+    #[arg(long = "divergence", value_enum, default_value = "exact")]
+    pub divergence: DivergenceChoice,
+    /// Hutchinson probes per sample.
+    #[arg(long = "probes", value_name = "K", default_value_t = 1)]
+    pub probes: usize,
+    /// The distribution of Hutchinson probes.
+    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
+    pub probe_dist: ProbeChoice,
+    /// Step of the finite-difference divergence.
+    #[arg(long = "epsilon", default_value_t = 1e-3)]
+    pub epsilon: f64,
+    /// Solver settings.
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// The time the data is taken at (1: data; less: a sample of p_t).
+    #[arg(long = "t-start", default_value_t = 1.0)]
+    pub t_start: f64,
+    /// Seed of the Hutchinson probes.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Class label for every sample (for models with an int64 label input).
+    #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
+    pub label: Option<i64>,
+    /// The output .npy file: log p per sample, float64 [N].
+    #[arg(short = 'o', long = "output", value_name = "LOGP.npy")]
+    pub output: PathBuf,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Print nothing on success (unless --json).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
+/// Arguments of `fmrt inspect`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  fmrt inspect examples/models/conditional.onnx")]
+pub struct InspectArgs {
+    /// The ONNX model.
+    #[arg(value_name = "M.onnx")]
+    pub model: PathBuf,
+    /// The ONNX Runtime library.
+    #[arg(long = "ort-lib", value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// The execution provider to load it on.
+    #[arg(long = "ep", value_enum, default_value = "cpu")]
+    pub ep: EpChoice,
+    /// The CUDA device ordinal (with --ep cuda).
+    #[arg(long = "device-id", default_value_t = 0)]
+    pub device_id: i32,
+    /// Fail when the provider is unavailable (require), or fall back to the CPU (prefer).
+    #[arg(long = "ep-policy", value_enum, default_value = "require")]
+    pub ep_policy: PolicyChoice,
+}
+
+impl InspectArgs {
+    /// The model arguments `fmrt inspect` shares with `fmrt sample`.
+    pub fn model_args(&self) -> ModelArgs {
+        ModelArgs {
+            model: self.model.clone(),
+            ort_lib: self.ort_lib.clone(),
+            ep: self.ep,
+            device_id: self.device_id,
+            ep_policy: self.ep_policy,
+            threads: None,
+            max_batch: None,
+        }
+    }
 }
 
 /// Parses `NAME=VALUE` with a finite number as the value.

@@ -1,27 +1,50 @@
 //! The `fmrt` command-line tool.
 //!
 //! Arguments are parsed by clap into [`args::Cli`], then each subcommand runs
-//! from its own module and returns the process exit code.
+//! from its own module. Exit codes: 0 success, 1 a user error (bad arguments,
+//! files or models; `fmrt check` finding errors), 2 an internal error (a bug).
 
 mod args;
 mod check;
 mod eval;
+mod inspect;
+mod likelihood;
+mod npy;
+mod sample;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    let result = match &cli.command {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and succeed; usage errors are user errors.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = std::panic::catch_unwind(|| match &cli.command {
         args::Command::Check(a) => check::run(a),
         args::Command::Eval(a) => eval::run(a),
+        args::Command::Sample(a) => sample::run(a),
+        args::Command::Inspect(a) => inspect::run(a),
+        args::Command::Likelihood(a) => likelihood::run(a),
+    });
+    let Ok(result) = result else {
+        eprintln!("internal error: fmrt panicked (a bug; please report it with the command line)");
+        return ExitCode::from(2);
     };
     match result {
         Ok(code) => code,
         Err(message) => {
             eprintln!("{message}");
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
 }

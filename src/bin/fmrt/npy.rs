@@ -22,7 +22,10 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, String> {
 /// Writes `array` (f32 or f64) to `path` through a temporary file beside it,
 /// renamed into place once complete, so an interrupted run never leaves a
 /// truncated file behind.
-pub fn write<A: ndarray_npy::WritableElement>(path: &Path, array: &ArrayD<A>) -> Result<(), String> {
+pub fn write<A: ndarray_npy::WritableElement>(
+    path: &Path,
+    array: &ArrayD<A>,
+) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: cannot write: {e}", path.display());
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");

@@ -1,0 +1,145 @@
+//! ONNX sampling overhead and a Python onnxruntime baseline.
+//!
+//! On `tests/fixtures/mlp256.onnx` (a 2→256→256→256→2 MLP) at batch 4096:
+//! - the bare `Session::run` time of one call (plain ort, same inputs);
+//! - fmrt's sampling time with midpoint and RK4, reported as
+//!   overhead = total time / (NFE × bare call time); 1 means everything besides
+//!   the network (solver arithmetic, f64↔f32 copies, adapters) is free;
+//! - when a Python with `onnxruntime` and `numpy` is found (`FMRT_BENCH_PYTHON`,
+//!   else `python3`), `benches/python_midpoint.py` runs the same midpoint loop
+//!   with Python onnxruntime, and the throughput ratio is printed.
+//!
+//! Medians of repeated runs; nothing is asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fmrt::field::onnx::{ensure_runtime_for_development, ort_environment, OnnxField};
+use fmrt::sampler::{Sampler, TimeSpan};
+use fmrt::solver::{Method, SolverConfig, Steps};
+use ndarray::{Array1, Array2};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+const BATCH: usize = 4096;
+const STEPS: usize = 50;
+const REPEATS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ensure_runtime_for_development()?;
+    let model_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp256.onnx");
+
+    // The bare call: one plain ort session, the same inputs every time.
+    let (environment, _) = ort_environment(None)?;
+    let mut session = Session::builder(environment)?.commit_from_file(&model_path)?;
+    let x = Array2::<f32>::from_shape_fn((BATCH, 2), |(i, j)| {
+        ((i * 31 + j * 17) % 97) as f32 / 48.0 - 1.0
+    });
+    let t = Array1::<f32>::from_elem(BATCH, 0.5);
+    let mut bare_call = || -> Result<f64, Box<dyn std::error::Error>> {
+        let started = Instant::now();
+        let outputs = session.run(ort::inputs![
+            "x" => TensorRef::from_array_view(x.view())?,
+            "t" => TensorRef::from_array_view(t.view())?,
+        ])?;
+        let v = outputs["v"].try_extract_array::<f32>()?;
+        std::hint::black_box(v.sum());
+        Ok(started.elapsed().as_secs_f64())
+    };
+    for _ in 0..3 {
+        bare_call()?;
+    }
+    let bare = median((0..20).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    println!(
+        "mlp256, batch {BATCH}: bare Session::run {:.3} ms",
+        bare * 1e3
+    );
+
+    let field = Arc::new(OnnxField::load_file(&model_path)?);
+    let sampler = Sampler::new(
+        field,
+        SolverConfig::fixed(Method::Midpoint, Steps::Count(STEPS)),
+    );
+    let x0 = sampler.draw_noise(BATCH, 0)?;
+    println!(
+        "{:<22} {:>6} {:>12} {:>10}",
+        "method", "nfe", "total ms", "overhead"
+    );
+    let mut midpoint_seconds = 0.0;
+    for (name, method, steps) in [
+        ("midpoint, 50 steps", Method::Midpoint, STEPS),
+        ("rk4, 25 steps", Method::Rk4, 25),
+    ] {
+        let sampler = sampler
+            .clone()
+            .with_solver(SolverConfig::fixed(method, Steps::Count(steps)));
+        // Bare calls and the solve are measured in pairs, so that load from
+        // elsewhere on the machine affects both sides of each ratio alike.
+        let mut nfe = 0;
+        let mut times = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..REPEATS {
+            let bare_now = median((0..5).map(|_| bare_call()).collect::<Result<_, _>>()?);
+            let started = Instant::now();
+            let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &[])?;
+            let total = started.elapsed().as_secs_f64();
+            nfe = samples.stats.nfe;
+            times.push(total);
+            ratios.push(total / (nfe as f64 * bare_now));
+        }
+        let total = median(times);
+        if method == Method::Midpoint {
+            midpoint_seconds = total;
+        }
+        println!(
+            "{name:<22} {nfe:>6} {:>12.1} {:>10.3}",
+            total * 1e3,
+            median(ratios)
+        );
+    }
+
+    let python = std::env::var("FMRT_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let has_onnxruntime = Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_onnxruntime {
+        println!("python baseline skipped: `{python}` has no onnxruntime (set FMRT_BENCH_PYTHON)");
+        return Ok(());
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python_midpoint.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .args(["--model", &model_path.display().to_string()])
+        .args([
+            "--batch",
+            &BATCH.to_string(),
+            "--steps",
+            &STEPS.to_string(),
+            "--repeats",
+            &REPEATS.to_string(),
+        ])
+        .output()?;
+    if !output.status.success() {
+        println!(
+            "python baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return Ok(());
+    }
+    let python_seconds: f64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
+    println!(
+        "python onnxruntime midpoint loop: {:.1} ms; fmrt / python time ratio {:.3} (below 1: fmrt is faster)",
+        python_seconds * 1e3,
+        midpoint_seconds / python_seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! `fmrt sample`: draw samples from an ONNX velocity model.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
+use fmrt::field::onnx::OnnxField;
+use fmrt::field::{ExtraTensor, Extras, VelocityField};
+use fmrt::path::Prediction;
+use fmrt::sampler::{Sampler, TimeSpan};
+use fmrt::scheduler::{Schedule, Scheduler};
+use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use ndarray::ArrayD;
+
+use crate::args::{ModelArgs, SampleArgs, SolverArgs};
+use crate::npy;
+
+/// Runs `fmrt sample`.
+pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let model = Arc::new(load_model(&args.model)?);
+    let trained = training_schedule(&model, args.scheduler.as_deref(), &args.params)?;
+    let pipeline = build_pipeline(&model, trained, args)?;
+    let solver = solver_config(&args.solver)?;
+
+    let mut sampler = Sampler::new(pipeline.field, solver.clone());
+    let noise = match &args.noise {
+        Some(path) => Some(npy::read_f32(path)?),
+        None => None,
+    };
+    let n = noise
+        .as_ref()
+        .map_or(args.n, |x| x.shape().first().copied().unwrap_or(0));
+    if let Some(label) = args.label {
+        sampler = sampler.with_extras(label_extras(&model, label, n)?);
+    }
+    let x0 = match noise {
+        Some(x0) => x0,
+        None => sampler
+            .draw_noise(n, args.seed)
+            .map_err(|e| e.to_string())?,
+    };
+    let samples = sampler
+        .integrate(x0.view(), &TimeSpan::Full, &args.times)
+        .map_err(|e| e.to_string())?;
+
+    let written: &ArrayD<f32> = if args.times.is_empty() {
+        &samples.x
+    } else {
+        &samples.trajectory
+    };
+    npy::write(&args.output, written)?;
+    if !args.quiet {
+        eprintln!(
+            "wrote {} {:?} float32",
+            args.output.display(),
+            written.shape()
+        );
+        eprintln!(
+            "  model {} on {}{}",
+            model.file(),
+            model.provider(),
+            pipeline.description
+        );
+        eprintln!(
+            "  solver {}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
+            describe_solver(&solver),
+            samples.stats.nfe,
+            samples.stats.accepted,
+            samples.stats.rejected,
+            started.elapsed().as_secs_f64()
+        );
+        for note in model.provider_notes() {
+            eprintln!("  note: {note}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads an ONNX model with the command line's runtime and provider settings.
+pub fn load_model(args: &ModelArgs) -> Result<OnnxField, String> {
+    let mut builder = OnnxField::builder()
+        .execution_provider(args.provider()?)
+        .provider_policy(args.policy());
+    if let Some(lib) = &args.ort_lib {
+        builder = builder.ort_library(lib);
+    }
+    if let Some(threads) = args.threads {
+        builder = builder.intra_threads(threads);
+    }
+    if let Some(max_batch) = args.max_batch {
+        builder = builder.max_batch(max_batch);
+    }
+    builder.load_file(&args.model).map_err(|e| e.to_string())
+}
+
+/// The schedule the model was trained with: `--scheduler`, else the model's
+/// `fmrt.scheduler` metadata, else none.
+fn training_schedule(
+    model: &OnnxField,
+    spec: Option<&str>,
+    params: &[(String, f64)],
+) -> Result<Option<Arc<dyn Schedule>>, String> {
+    let scheduler = match spec {
+        Some(spec) => Some(Scheduler::open(spec, params).map_err(|e| e.to_string())?),
+        None => model.scheduler(params).map_err(|e| e.to_string())?,
+    };
+    Ok(scheduler.map(|s| Arc::new(s) as Arc<dyn Schedule>))
+}
+
+/// The velocity field to integrate and a description of the adapters in it.
+struct Pipeline {
+    field: Arc<dyn VelocityField>,
+    description: String,
+}
+
+/// Model → prediction conversion → guidance → schedule change.
+fn build_pipeline(
+    model: &Arc<OnnxField>,
+    trained: Option<Arc<dyn Schedule>>,
+    args: &SampleArgs,
+) -> Result<Pipeline, String> {
+    let need_schedule = |what: &str| {
+        format!(
+            "{what} needs the schedule the model was trained with, and {} has no `fmrt.scheduler` metadata: pass --scheduler FILE.fm|BUILTIN",
+            model.file()
+        )
+    };
+    let mut field: Arc<dyn VelocityField> = model.clone();
+    let mut description = String::new();
+
+    let prediction = match &args.prediction {
+        Some(p) => p.parse::<Prediction>().map_err(|e| e.to_string())?,
+        None => model.prediction().unwrap_or(Prediction::Velocity),
+    };
+    if prediction != Prediction::Velocity {
+        let schedule = trained
+            .clone()
+            .ok_or_else(|| need_schedule(&format!("converting {prediction} predictions")))?;
+        field = Arc::new(Predicted::new(field, schedule, prediction));
+        description.push_str(&format!(", {prediction} prediction"));
+    }
+
+    if args.guidance != 0.0 {
+        if args.label.is_none() {
+            return Err(
+                "--guidance needs --label: guidance steers towards a condition".to_string(),
+            );
+        }
+        let null = match args.null_label {
+            Some(label) => label_extras(model, label, 1)?,
+            None => model
+                .null_extras(1)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!(
+                        "{} declares no null condition (`fmrt.null_condition`): pass --null-label L",
+                        model.file()
+                    )
+                })?,
+        };
+        field = Arc::new(Guided::new(field, args.guidance, null).map_err(|e| e.to_string())?);
+        description.push_str(&format!(", guidance w = {}", args.guidance));
+    }
+
+    if let Some(spec) = &args.sample_scheduler {
+        let schedule = trained
+            .clone()
+            .ok_or_else(|| need_schedule("--sample-scheduler"))?;
+        let sampled = Scheduler::open(spec, &[]).map_err(|e| e.to_string())?;
+        field = Arc::new(ScheduleChange::new(field, schedule, Arc::new(sampled)));
+        description.push_str(&format!(", sampled along `{spec}`"));
+    }
+    Ok(Pipeline { field, description })
+}
+
+/// `label` for each of `n` samples, for the model's only int64 extra input.
+pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, String> {
+    let inputs: Vec<_> = model
+        .extra_inputs()
+        .iter()
+        .filter(|i| i.dtype == "int64")
+        .collect();
+    match inputs.as_slice() {
+        [only] => Ok(Extras::new().with(only.name.clone(), ExtraTensor::labels(&vec![label; n]))),
+        [] => Err(format!(
+            "{} has no int64 input to take --label",
+            model.file()
+        )),
+        many => Err(format!(
+            "{} has several int64 inputs ({}); --label cannot tell which one is the label",
+            model.file(),
+            many.iter()
+                .map(|i| format!("`{}`", i.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`.
+pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, String> {
+    let method: Method = args
+        .solver
+        .parse()
+        .map_err(|e: fmrt::Error| e.to_string())?;
+    if method.is_adaptive() && args.steps.is_none() {
+        Ok(SolverConfig::adaptive_with(
+            method,
+            AdaptiveOptions {
+                rtol: args.rtol,
+                atol: args.atol,
+                ..AdaptiveOptions::default()
+            },
+        ))
+    } else {
+        let steps = args.steps.unwrap_or(100);
+        if steps == 0 {
+            return Err("--steps must be at least 1".to_string());
+        }
+        Ok(SolverConfig::fixed(method, Steps::Count(steps)))
+    }
+}
+
+/// A short description of a solver configuration, e.g. `dopri5 (rtol 1e-5, atol 1e-5)`.
+pub fn describe_solver(config: &SolverConfig) -> String {
+    match (&config.adaptive, &config.steps) {
+        (Some(a), _) => format!(
+            "{} (rtol {:e}, atol {:e})",
+            config.method.name(),
+            a.rtol,
+            a.atol
+        ),
+        (None, Steps::Count(n)) => format!("{} ({n} steps)", config.method.name()),
+        (None, steps) => format!("{} ({steps:?})", config.method.name()),
+    }
+}

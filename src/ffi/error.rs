@@ -1,0 +1,224 @@
+//! Status codes and the thread-local error message of the C ABI.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+
+use crate::Error;
+
+/// The outcome of a C API call.
+///
+/// Numbers are grouped by area and stable: a number keeps its meaning forever,
+/// and a retired number is never given to another outcome. Every status other
+/// than `FMRT_STATUS_OK` leaves a message readable with `fmrt_last_error()`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum fmrt_status {
+    /// The call succeeded.
+    Ok = 0,
+
+    // 100–199: the caller's arguments.
+    /// A pointer argument that must not be NULL was NULL.
+    NullParameter = 100,
+    /// An argument is out of its domain (a negative tolerance, an unknown method
+    /// name, an unknown quantity…).
+    InvalidArgument = 101,
+    /// A string argument is not valid UTF-8.
+    InvalidUtf8 = 102,
+    /// A caller-owned output buffer is shorter than the result; nothing was written
+    /// to it.
+    BufferTooSmall = 103,
+    /// An array has a length or shape that does not fit the others (a state buffer
+    /// that is not `n × state size`, times that are neither one nor one per sample).
+    ShapeMismatch = 104,
+
+    // 200–299: schedulers.
+    /// A `.fm` scheduler failed to load; the message holds every rendered
+    /// diagnostic (file, line, column, caret, hint).
+    Scheduler = 200,
+
+    // 300–399: velocity fields.
+    /// A velocity field failed to evaluate (including a plugin callback reporting
+    /// failure, and extras a field does not take).
+    Field = 300,
+    /// A native plugin could not be loaded: the library did not open, the entry
+    /// symbol is missing, its ABI version differs, or its `create` failed.
+    Plugin = 310,
+    /// A model file (ONNX) failed to load: unparsable, an ambiguous input
+    /// mapping, a failing check run, or no ONNX Runtime library.
+    Model = 320,
+
+    // 400–499: solving.
+    /// The solver could not finish (step-size underflow, too many steps, a
+    /// non-finite state).
+    Solver = 400,
+
+    // 500–599: the outside world.
+    /// A file could not be read or written.
+    Io = 500,
+
+    // 900–999: internal.
+    /// fmrt panicked; the panic was caught at the API boundary. Handles passed to
+    /// the call remain valid to free, but their results should not be trusted.
+    Panic = 900,
+}
+
+impl fmrt_status {
+    /// The enumerator's name without the `FMRT_STATUS_` prefix, as a C string.
+    pub(crate) fn c_name(self) -> &'static CStr {
+        match self {
+            fmrt_status::Ok => c"OK",
+            fmrt_status::NullParameter => c"NULL_PARAMETER",
+            fmrt_status::InvalidArgument => c"INVALID_ARGUMENT",
+            fmrt_status::InvalidUtf8 => c"INVALID_UTF8",
+            fmrt_status::BufferTooSmall => c"BUFFER_TOO_SMALL",
+            fmrt_status::ShapeMismatch => c"SHAPE_MISMATCH",
+            fmrt_status::Scheduler => c"SCHEDULER",
+            fmrt_status::Field => c"FIELD",
+            fmrt_status::Plugin => c"PLUGIN",
+            fmrt_status::Model => c"MODEL",
+            fmrt_status::Solver => c"SOLVER",
+            fmrt_status::Io => c"IO",
+            fmrt_status::Panic => c"PANIC",
+        }
+    }
+
+    /// Every status, for lookups by number.
+    pub(crate) const ALL: [fmrt_status; 13] = [
+        fmrt_status::Ok,
+        fmrt_status::NullParameter,
+        fmrt_status::InvalidArgument,
+        fmrt_status::InvalidUtf8,
+        fmrt_status::BufferTooSmall,
+        fmrt_status::ShapeMismatch,
+        fmrt_status::Scheduler,
+        fmrt_status::Field,
+        fmrt_status::Plugin,
+        fmrt_status::Model,
+        fmrt_status::Solver,
+        fmrt_status::Io,
+        fmrt_status::Panic,
+    ];
+}
+
+/// A failure on its way to C: a status and a message.
+#[derive(Debug)]
+pub(crate) struct FfiError {
+    pub(crate) status: fmrt_status,
+    pub(crate) message: String,
+}
+
+impl FfiError {
+    pub(crate) fn new(status: fmrt_status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A NULL pointer passed as the parameter `name`.
+    pub(crate) fn null(name: &str) -> Self {
+        Self::new(
+            fmrt_status::NullParameter,
+            format!("parameter `{name}` is NULL"),
+        )
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(fmrt_status::InvalidArgument, message)
+    }
+
+    pub(crate) fn shape(message: impl Into<String>) -> Self {
+        Self::new(fmrt_status::ShapeMismatch, message)
+    }
+
+    /// An output buffer `name` holding `have` elements where `need` are required.
+    pub(crate) fn too_small(name: &str, have: usize, need: usize) -> Self {
+        Self::new(
+            fmrt_status::BufferTooSmall,
+            format!("buffer `{name}` holds {have} elements, {need} are needed"),
+        )
+    }
+}
+
+impl From<Error> for FfiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Scheduler(_) => fmrt_status::Scheduler,
+            Error::Shape { .. } => fmrt_status::ShapeMismatch,
+            Error::InvalidArgument(_) => fmrt_status::InvalidArgument,
+            Error::Solver(_) => fmrt_status::Solver,
+            Error::Field(_) => fmrt_status::Field,
+            Error::Io { .. } => fmrt_status::Io,
+        };
+        FfiError::new(status, e.to_string())
+    }
+}
+
+/// Shorthand for results inside the C API.
+pub(crate) type FfiResult<T> = Result<T, FfiError>;
+
+thread_local! {
+    /// The message of the last failed call on this thread (empty: none yet).
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `message` as this thread's last error.
+pub(crate) fn set_last_error(message: &str) {
+    // Interior NULs would truncate the C string; show them instead.
+    let cleaned = message.replace('\0', "\\0");
+    let c = CString::new(cleaned).unwrap_or_default();
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = c);
+}
+
+/// The message of the last failed call on this thread (`""` when none failed).
+///
+/// The pointer stays valid until the next failing call on the same thread;
+/// successful calls leave the message unchanged. Never NULL. Thread-safe: each
+/// thread has its own message.
+#[no_mangle]
+pub extern "C" fn fmrt_last_error() -> *const c_char {
+    crate::ffi::panic::guard_or(c"".as_ptr(), || {
+        LAST_ERROR.with(|slot| slot.borrow().as_ptr())
+    })
+}
+
+/// Copies this thread's last error message, NUL-terminated, into `buf` of
+/// `buf_len` bytes.
+///
+/// `*out_len` (if `out_len` is not NULL) receives the number of bytes the message
+/// needs, terminating NUL included, whatever the outcome, so a call with
+/// `buf_len` 0 (and `buf` NULL) asks for the size. Returns
+/// `FMRT_STATUS_BUFFER_TOO_SMALL` and writes nothing when `buf_len` is too small.
+/// This call never changes the message itself.
+///
+/// # Safety
+///
+/// `buf` must be NULL or point to `buf_len` writable bytes; `out_len` must be NULL
+/// or point to a writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_last_error_copy(
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> fmrt_status {
+    crate::ffi::panic::guard_quiet(|| {
+        LAST_ERROR.with(|slot| {
+            let message = slot.borrow();
+            // SAFETY: the caller's contract on `buf` and `out_len`.
+            unsafe { crate::ffi::write_c_string(message.to_bytes(), buf, buf_len, out_len) }
+        })
+    })
+}
+
+/// The name of a status code as a static string (`"BUFFER_TOO_SMALL"`), or
+/// `"UNKNOWN"` for a number that is not a status. Never NULL; never free it.
+#[no_mangle]
+pub extern "C" fn fmrt_status_name(status: u32) -> *const c_char {
+    crate::ffi::panic::guard_or(c"UNKNOWN".as_ptr(), || {
+        fmrt_status::ALL
+            .iter()
+            .find(|s| **s as u32 == status)
+            .map_or(c"UNKNOWN", |s| s.c_name())
+            .as_ptr()
+    })
+}

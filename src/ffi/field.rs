@@ -1,0 +1,344 @@
+//! `fmrt_field`: velocity fields of any kind behind one handle (the analytic
+//! Gaussian mixture, native plugins, adapters; model files slot in the same way).
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
+
+use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
+use crate::ffi::extras::fmrt_extras;
+use crate::ffi::panic::{guard, guard_or};
+use crate::ffi::scheduler::fmrt_scheduler;
+use crate::ffi::{
+    c_str, c_str_opt, check_out, free_handle, handle, mul, put_handle, slice, slice_out,
+};
+use crate::field::adapt::{Guided, Predicted};
+use crate::field::analytic::GaussianMixture;
+use crate::field::plugin::PluginField;
+use crate::field::{Extras, VelocityField};
+use crate::path::Prediction;
+
+/// A velocity field u(x, t) of any kind (opaque). Fields are immutable: one
+/// handle may be used from any number of threads at once.
+pub struct fmrt_field {
+    pub(crate) inner: Arc<dyn VelocityField>,
+}
+
+impl fmrt_field {
+    /// The number of floats in one state (product of the state shape).
+    pub(crate) fn state_size(&self) -> usize {
+        self.inner.state_shape().iter().product()
+    }
+}
+
+/// Stores a new field handle into `out` (checked non-NULL by the caller).
+///
+/// # Safety
+///
+/// `out` must be writable.
+pub(crate) unsafe fn put_field(field: Arc<dyn VelocityField>, out: *mut *mut fmrt_field) {
+    // SAFETY: forwarded contract.
+    unsafe { put_handle(fmrt_field { inner: field }, out) }
+}
+
+/// The exact marginal velocity field carrying N(0, I) to the Gaussian mixture
+/// Σ_k π_k N(μ_k, s_k² I) in `d` dimensions along the path of `scheduler`:
+/// `weights[0..k]` (positive, normalised internally), `means[0..k*d]` (row-major
+/// `[k, d]`), `stds[0..k]` (positive). The state shape is `[d]`. The field keeps
+/// its own reference to the scheduler.
+///
+/// # Safety
+///
+/// `scheduler` must be a live handle; the arrays must hold the stated counts;
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_gaussian_mixture(
+    scheduler: *const fmrt_scheduler,
+    weights: *const f64,
+    means: *const f64,
+    stds: *const f64,
+    k: usize,
+    d: usize,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        let kd = mul(k, d, "k × d")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (s, weights, means, stds) = unsafe {
+            (
+                handle(scheduler, "scheduler")?,
+                slice(weights, k, "weights")?,
+                slice(means, kd, "means")?,
+                slice(stds, k, "stds")?,
+            )
+        };
+        let means = ndarray::ArrayView2::from_shape((k, d), means)
+            .map_err(|e| FfiError::shape(e.to_string()))?;
+        let g = GaussianMixture::new(weights, means, stds, s.inner.clone())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(g), out) };
+        Ok(())
+    })
+}
+
+/// The Gaussian-mixture field of `k` equally weighted 2-D components with
+/// standard deviation `std`, means evenly spaced on the circle of radius
+/// `radius` starting at (radius, 0), along the path of `scheduler`.
+///
+/// # Safety
+///
+/// `scheduler` must be a live handle; `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_gaussian_ring(
+    scheduler: *const fmrt_scheduler,
+    k: usize,
+    radius: f64,
+    std: f64,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(scheduler, "scheduler") }?;
+        let g = GaussianMixture::ring(k, radius, std, s.inner.clone())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(g), out) };
+        Ok(())
+    })
+}
+
+/// Loads the native plugin library at `path` (see `fmrt_plugin.h`) and creates
+/// an instance with `config` (may be NULL: `""`). Failures to load, a missing
+/// `fmrt_plugin_v1` symbol, an ABI version mismatch and a failing `create` are
+/// `FMRT_STATUS_PLUGIN`, the message naming the file and the symbol.
+///
+/// # Safety
+///
+/// Strings must be NUL-terminated; `out` must be writable. Loading runs the
+/// library's code, which is trusted to follow the plugin contract.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_plugin(
+    path: *const c_char,
+    config: *const c_char,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let path = unsafe { c_str(path, "path") }?;
+        // SAFETY: the caller's contract.
+        let config = unsafe { c_str_opt(config, "config") }?;
+        // SAFETY: the host chose to trust this library (documented above).
+        let field = unsafe { PluginField::open(path, config) }
+            .map_err(|e| FfiError::new(fmrt_status::Plugin, e.to_string()))?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(field), out) };
+        Ok(())
+    })
+}
+
+/// Wraps `inner`, whose model predicts `prediction` (`"velocity"`, `"x1"` or
+/// `"x0"`, aliases `data`, `noise`, `epsilon`), as a velocity field through the
+/// path of `trained_with`. x1-prediction is singular at t = 1 and x0-prediction
+/// at t = 0: evaluating there fails naming t.
+///
+/// # Safety
+///
+/// Handles must be live; `prediction` NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_predicted(
+    inner: *const fmrt_field,
+    trained_with: *const fmrt_scheduler,
+    prediction: *const c_char,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, s, p) = unsafe {
+            (
+                handle(inner, "inner")?,
+                handle(trained_with, "trained_with")?,
+                c_str(prediction, "prediction")?,
+            )
+        };
+        let p: Prediction = p.parse()?;
+        let adapted = Predicted::new(f.inner.clone(), s.inner.clone(), p);
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(adapted), out) };
+        Ok(())
+    })
+}
+
+/// Classifier-free guidance around the conditional field `inner`:
+/// u = (1 + w)·u(x, t, c) − w·u(x, t, ∅) with w = `scale` and the null condition
+/// ∅ = `null_condition` (each input with a batch axis of 1, e.g. a label set
+/// with `fmrt_extras_set_labels(e, "label", &null, 1)`). The condition c comes
+/// with each sampling call as extras.
+///
+/// # Safety
+///
+/// Handles must be live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_guided(
+    inner: *const fmrt_field,
+    scale: f64,
+    null_condition: *const fmrt_extras,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, null) = unsafe {
+            (
+                handle(inner, "inner")?,
+                handle(null_condition, "null_condition")?,
+            )
+        };
+        let guided = Guided::new(f.inner.clone(), scale, null.inner.clone())?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(guided), out) };
+        Ok(())
+    })
+}
+
+/// Releases a field. NULL is a no-op. Samplers and adapters built on it keep
+/// their own reference and stay usable.
+///
+/// # Safety
+///
+/// `field` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_free(field: *mut fmrt_field) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(field) })
+}
+
+/// Copies the state shape of one sample (without the batch axis) into
+/// `shape[0..shape_len]`; `*out_rank` (if not NULL) receives the rank on success
+/// and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike.
+///
+/// # Safety
+///
+/// `field` must be a live handle; `shape` must hold `shape_len` writable values;
+/// `out_rank` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_state_shape(
+    field: *const fmrt_field,
+    shape: *mut usize,
+    shape_len: usize,
+    out_rank: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let dims = f.inner.state_shape();
+        if !out_rank.is_null() {
+            // SAFETY: writable by contract.
+            unsafe { *out_rank = dims.len() };
+        }
+        // SAFETY: the caller's contract.
+        let dst = unsafe { slice_out(shape, shape_len, dims.len(), "shape") }?;
+        dst.copy_from_slice(dims);
+        Ok(())
+    })
+}
+
+/// Writes the number of floats in one state (the product of the state shape)
+/// into `*out_size`.
+///
+/// # Safety
+///
+/// `field` must be a live handle; `out_size` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_state_size(
+    field: *const fmrt_field,
+    out_size: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        check_out(out_size, "out_size")?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { *out_size = f.state_size() };
+        Ok(())
+    })
+}
+
+/// The extras behind an optional handle.
+///
+/// # Safety
+///
+/// `extras` must be NULL or a live handle.
+pub(crate) unsafe fn extras_or_empty<'a>(extras: *const fmrt_extras) -> &'a Extras {
+    static EMPTY: std::sync::OnceLock<Extras> = std::sync::OnceLock::new();
+    // SAFETY: the caller's contract.
+    match unsafe { extras.as_ref() } {
+        Some(e) => &e.inner,
+        None => EMPTY.get_or_init(Extras::new),
+    }
+}
+
+/// The shape `[n, ...state_shape]` of a batch of `n` states of `field`, and its
+/// element count.
+pub(crate) fn batch_shape(field: &fmrt_field, n: usize) -> FfiResult<(Vec<usize>, usize)> {
+    let mut shape = vec![n];
+    shape.extend_from_slice(field.inner.state_shape());
+    let len = mul(n, field.state_size(), "n × state size")?;
+    Ok((shape, len))
+}
+
+/// Evaluates u(x, t, extras) for the `n` states `x[0..x_len]` (`x_len` must be
+/// `n × state size`) at `t[0..t_len]` (one time per sample, or one for all),
+/// writing `n × state size` floats into `out` (`out_len` available). `extras`
+/// may be NULL (none).
+///
+/// # Safety
+///
+/// `field` must be a live handle, `extras` NULL or live; the arrays must hold
+/// the stated counts; `out` must not overlap `x`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_velocity(
+    field: *const fmrt_field,
+    x: *const f32,
+    x_len: usize,
+    n: usize,
+    t: *const f64,
+    t_len: usize,
+    extras: *const fmrt_extras,
+    out: *mut f32,
+    out_len: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let (shape, len) = batch_shape(f, n)?;
+        if x_len != len {
+            return Err(FfiError::shape(format!(
+                "x holds {x_len} floats, but {n} states of shape {:?} need {len}",
+                f.inner.state_shape()
+            )));
+        }
+        // SAFETY: the caller's contract, for each pointer.
+        let (x, t, extras) = unsafe {
+            (
+                slice(x, x_len, "x")?,
+                slice(t, t_len, "t")?,
+                extras_or_empty(extras),
+            )
+        };
+        if len > 0 {
+            check_out(out, "out")?;
+        }
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(out, out_len, len, "out") }?;
+        let xv =
+            ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+        let ov = ArrayViewMutD::from_shape(IxDyn(&shape), out)
+            .map_err(|e| FfiError::shape(e.to_string()))?;
+        f.inner.velocity_with(xv, t, extras, ov)?;
+        Ok(())
+    })
+}

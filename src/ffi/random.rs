@@ -1,0 +1,43 @@
+//! Seeded random numbers, identical on every platform for a given seed (the
+//! generator of `fmrt::source::SeededRng`: ChaCha8, Marsaglia's polar method).
+
+use crate::ffi::error::fmrt_status;
+use crate::ffi::panic::guard;
+use crate::ffi::slice_out;
+use crate::source::SeededRng;
+
+/// Fills `out[0..len]` with standard normal draws from a generator seeded with
+/// `seed`. The same seed gives the noise `fmrt_sampler_sample` starts from, so
+/// `fmrt_sampler_integrate` on these numbers reproduces it. Thread-safe.
+///
+/// # Safety
+///
+/// `out` must hold `len` writable floats (NULL allowed when `len` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_random_normal(seed: u64, out: *mut f32, len: usize) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(out, len, len, "out") }?;
+        SeededRng::new(seed).fill_normal_f32(out.iter_mut());
+        Ok(())
+    })
+}
+
+/// Fills `out[0..len]` with uniform draws in [0, 1) (53 random bits each) from a
+/// generator seeded with `seed`, e.g. training times t. Thread-safe.
+///
+/// # Safety
+///
+/// `out` must hold `len` writable doubles (NULL allowed when `len` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_random_uniform(seed: u64, out: *mut f64, len: usize) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(out, len, len, "out") }?;
+        let mut rng = SeededRng::new(seed);
+        for o in out {
+            *o = rng.uniform();
+        }
+        Ok(())
+    })
+}

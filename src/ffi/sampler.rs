@@ -1,0 +1,387 @@
+//! `fmrt_sampler`: a field with a solver configuration; samples from a seed or
+//! from the caller's noise, with states at requested times.
+
+use ndarray::{ArrayViewD, IxDyn};
+
+use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
+use crate::ffi::extras::fmrt_extras;
+use crate::ffi::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::ffi::panic::{guard, guard_or};
+use crate::ffi::solver::fmrt_solver;
+use crate::ffi::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
+use crate::sampler::{Sampler, Samples, TimeSpan};
+
+/// A sampler: a velocity field integrated with a solver configuration, noise
+/// from the standard normal (opaque). Immutable: one handle may be used from
+/// any number of threads at once; each call allocates its own buffers.
+pub struct fmrt_sampler {
+    pub(crate) inner: Sampler,
+    /// The field handle's view of the field (for state sizes).
+    field: fmrt_field,
+}
+
+/// Counters of one sampling run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct fmrt_stats {
+    /// Velocity-field evaluations (batched calls).
+    pub nfe: u64,
+    /// Accepted steps.
+    pub accepted: u64,
+    /// Rejected steps (adaptive methods only).
+    pub rejected: u64,
+}
+
+/// Creates a sampler for `field` integrated with `solver` into `*out`. The
+/// sampler keeps its own reference to the field and a copy of the solver
+/// configuration.
+///
+/// # Safety
+///
+/// Handles must be live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_new(
+    field: *const fmrt_field,
+    solver: *const fmrt_solver,
+    out: *mut *mut fmrt_sampler,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, s) = unsafe { (handle(field, "field")?, handle(solver, "solver")?) };
+        let inner = Sampler::new(f.inner.clone(), s.inner.clone());
+        let field = fmrt_field {
+            inner: f.inner.clone(),
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_handle(fmrt_sampler { inner, field }, out) };
+        Ok(())
+    })
+}
+
+/// Releases a sampler. NULL is a no-op.
+///
+/// # Safety
+///
+/// `sampler` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_free(sampler: *mut fmrt_sampler) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(sampler) })
+}
+
+/// Writes the `n` source points that `fmrt_sampler_sample` with `seed` starts
+/// from into `out` (`n × state size` floats of `out_len`).
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `out` must hold `out_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_draw_noise(
+    sampler: *const fmrt_sampler,
+    n: usize,
+    seed: u64,
+    out: *mut f32,
+    out_len: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(sampler, "sampler") }?;
+        let (_, len) = batch_shape(&s.field, n)?;
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(out, out_len, len, "out") }?;
+        let noise = s.inner.draw_noise(n, seed)?;
+        out.iter_mut().zip(noise.iter()).for_each(|(o, &v)| *o = v);
+        Ok(())
+    })
+}
+
+/// Output buffers of one run, checked before any work is done.
+struct Outputs<'a> {
+    x: &'a mut [f32],
+    trajectory: &'a mut [f32],
+    stats: *mut fmrt_stats,
+}
+
+impl Outputs<'_> {
+    /// Checks the buffers for `n` states and `n_times` saved times.
+    ///
+    /// # Safety
+    ///
+    /// The pointers must hold their stated lengths; `stats` NULL or writable.
+    unsafe fn new<'a>(
+        field: &fmrt_field,
+        n: usize,
+        n_times: usize,
+        out_x: *mut f32,
+        out_x_len: usize,
+        out_trajectory: *mut f32,
+        out_trajectory_len: usize,
+        out_stats: *mut fmrt_stats,
+    ) -> FfiResult<Outputs<'a>> {
+        let (_, len) = batch_shape(field, n)?;
+        let traj_len = mul(n_times, len, "n_times × n × state size")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (x, trajectory) = unsafe {
+            (
+                slice_out(out_x, out_x_len, len, "out_x")?,
+                slice_out(
+                    out_trajectory,
+                    out_trajectory_len,
+                    traj_len,
+                    "out_trajectory",
+                )?,
+            )
+        };
+        Ok(Outputs {
+            x,
+            trajectory,
+            stats: out_stats,
+        })
+    }
+
+    /// Writes a run's results.
+    fn write(self, samples: &Samples) {
+        self.x
+            .iter_mut()
+            .zip(samples.x.iter())
+            .for_each(|(o, &v)| *o = v);
+        self.trajectory
+            .iter_mut()
+            .zip(samples.trajectory.iter())
+            .for_each(|(o, &v)| *o = v);
+        if !self.stats.is_null() {
+            let st = samples.stats;
+            // SAFETY: non-NULL and writable by the caller's contract.
+            unsafe {
+                *self.stats = fmrt_stats {
+                    nfe: st.nfe as u64,
+                    accepted: st.accepted as u64,
+                    rejected: st.rejected as u64,
+                }
+            };
+        }
+    }
+}
+
+/// The sampler with `extras` attached (a cheap clone: the field is shared).
+fn with_extras(s: &fmrt_sampler, extras: *const fmrt_extras) -> Sampler {
+    // SAFETY: callers pass NULL or a live handle (their contract).
+    let e = unsafe { extras_or_empty(extras) };
+    s.inner.clone().with_extras(e.clone())
+}
+
+/// Draws `n` source points with `seed` and integrates them from t = 0 to 1.
+///
+/// - `times[0..n_times]` (may be NULL when `n_times` is 0): times in [0, 1] at
+///   which to save the states, in any order.
+/// - `extras` (may be NULL): conditioning inputs with `n` rows each.
+/// - `out_x`: `n × state size` floats (of `out_x_len`) receive the samples.
+/// - `out_trajectory`: `n_times × n × state size` floats (of
+///   `out_trajectory_len`; may be NULL when `n_times` is 0) receive the saved
+///   states, time-major.
+/// - `out_stats` (may be NULL) receives the solver's counters.
+///
+/// Buffers are checked before any work; on failure nothing is written.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle, `extras` NULL or live; arrays must hold
+/// their stated lengths; outputs must not overlap inputs.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_sample(
+    sampler: *const fmrt_sampler,
+    n: usize,
+    seed: u64,
+    times: *const f64,
+    n_times: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_trajectory: *mut f32,
+    out_trajectory_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (s, times) = unsafe { (handle(sampler, "sampler")?, slice(times, n_times, "times")?) };
+        // SAFETY: the caller's contract.
+        let outputs = unsafe {
+            Outputs::new(
+                &s.field,
+                n,
+                n_times,
+                out_x,
+                out_x_len,
+                out_trajectory,
+                out_trajectory_len,
+                out_stats,
+            )
+        }?;
+        let samples = with_extras(s, extras).sample_at(n, seed, times)?;
+        outputs.write(&samples);
+        Ok(())
+    })
+}
+
+/// Shared body of the two integrate calls.
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_integrate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn integrate(
+    sampler: *const fmrt_sampler,
+    x0: *const f32,
+    x0_len: usize,
+    n: usize,
+    span: impl FnOnce() -> FfiResult<TimeSpan>,
+    times: *const f64,
+    n_times: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_trajectory: *mut f32,
+    out_trajectory_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> FfiResult<()> {
+    // SAFETY: the caller's contract.
+    let s = unsafe { handle(sampler, "sampler") }?;
+    let (shape, len) = batch_shape(&s.field, n)?;
+    if x0_len != len {
+        return Err(FfiError::shape(format!(
+            "x0 holds {x0_len} floats, but {n} states of shape {:?} need {len}",
+            s.field.inner.state_shape()
+        )));
+    }
+    // SAFETY: the caller's contract, for each pointer.
+    let (x0, times) = unsafe { (slice(x0, x0_len, "x0")?, slice(times, n_times, "times")?) };
+    let span = span()?;
+    // SAFETY: the caller's contract.
+    let outputs = unsafe {
+        Outputs::new(
+            &s.field,
+            n,
+            n_times,
+            out_x,
+            out_x_len,
+            out_trajectory,
+            out_trajectory_len,
+            out_stats,
+        )
+    }?;
+    let x0 =
+        ArrayViewD::from_shape(IxDyn(&shape), x0).map_err(|e| FfiError::shape(e.to_string()))?;
+    let samples = with_extras(s, extras).integrate(x0, &span, times)?;
+    outputs.write(&samples);
+    Ok(())
+}
+
+/// Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be
+/// `n × state size`) from `t_start` to `t_end` (`t_end < t_start` integrates
+/// backwards), saving the states at `times` (times t within the interval).
+/// Other parameters as for `fmrt_sampler_sample`.
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_sample`; `x0` must hold `x0_len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_integrate(
+    sampler: *const fmrt_sampler,
+    x0: *const f32,
+    x0_len: usize,
+    n: usize,
+    t_start: f64,
+    t_end: f64,
+    times: *const f64,
+    n_times: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_trajectory: *mut f32,
+    out_trajectory_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        let span = || {
+            Ok(TimeSpan::Common {
+                start: t_start,
+                end: t_end,
+            })
+        };
+        // SAFETY: forwarded contract.
+        unsafe {
+            integrate(
+                sampler,
+                x0,
+                x0_len,
+                n,
+                span,
+                times,
+                n_times,
+                extras,
+                out_x,
+                out_x_len,
+                out_trajectory,
+                out_trajectory_len,
+                out_stats,
+            )
+        }
+    })
+}
+
+/// Like `fmrt_sampler_integrate`, but sample i goes from `t_starts[i]` to
+/// `t_ends[i]` (both arrays hold `n` values), and `times` are normalised times
+/// s ∈ [0, 1] (t_i = start_i + s·(end_i − start_i)).
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_integrate`; `t_starts` and `t_ends` must hold `n`
+/// values.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_integrate_per_sample(
+    sampler: *const fmrt_sampler,
+    x0: *const f32,
+    x0_len: usize,
+    n: usize,
+    t_starts: *const f64,
+    t_ends: *const f64,
+    times: *const f64,
+    n_times: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_trajectory: *mut f32,
+    out_trajectory_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        let span = || {
+            // SAFETY: the caller's contract, for each pointer.
+            let (starts, ends) =
+                unsafe { (slice(t_starts, n, "t_starts")?, slice(t_ends, n, "t_ends")?) };
+            Ok(TimeSpan::PerSample {
+                starts: starts.to_vec(),
+                ends: ends.to_vec(),
+            })
+        };
+        // SAFETY: forwarded contract.
+        unsafe {
+            integrate(
+                sampler,
+                x0,
+                x0_len,
+                n,
+                span,
+                times,
+                n_times,
+                extras,
+                out_x,
+                out_x_len,
+                out_trajectory,
+                out_trajectory_len,
+                out_stats,
+            )
+        }
+    })
+}

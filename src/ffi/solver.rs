@@ -1,0 +1,226 @@
+//! `fmrt_solver`: a solver configuration (method, steps or grid, tolerances).
+
+use std::ffi::c_char;
+
+use crate::ffi::error::{fmrt_status, FfiError};
+use crate::ffi::panic::{guard, guard_or};
+use crate::ffi::{c_str, check_out, free_handle, handle, put_handle, slice};
+use crate::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+
+/// A solver configuration (opaque). Immutable: one handle may be used from any
+/// number of threads at once. A sampler copies it, so it may be freed right
+/// after `fmrt_sampler_new`.
+pub struct fmrt_solver {
+    pub(crate) inner: SolverConfig,
+}
+
+impl fmrt_solver {
+    /// The configuration this handle holds (for Rust code that receives a handle).
+    pub fn config(&self) -> &SolverConfig {
+        &self.inner
+    }
+}
+
+/// Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`). The
+/// error of a step is the RMS over a sample's components of
+/// err / (atol + rtol·max(|y_n|, |y_n+1|)), maximised over the batch; a step is
+/// accepted when that is at most 1. Start from `fmrt_adaptive_options_default`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct fmrt_adaptive_options {
+    /// Relative tolerance, finite and ≥ 0 (default 1e-5).
+    pub rtol: f64,
+    /// Absolute tolerance, finite and > 0 (default 1e-5).
+    pub atol: f64,
+    /// Safety factor applied to the optimal step (default 0.9).
+    pub safety: f64,
+    /// Smallest factor a step may shrink by (default 0.2).
+    pub min_factor: f64,
+    /// Largest factor a step may grow by (default 10).
+    pub max_factor: f64,
+    /// Attempted steps after which the solve fails with `FMRT_STATUS_SOLVER`
+    /// (default 100000).
+    pub max_steps: u64,
+    /// First step in normalised time s ∈ (0, 1]; 0 selects it automatically
+    /// (the default).
+    pub initial_step: f64,
+}
+
+impl From<&AdaptiveOptions> for fmrt_adaptive_options {
+    fn from(o: &AdaptiveOptions) -> Self {
+        Self {
+            rtol: o.rtol,
+            atol: o.atol,
+            safety: o.safety,
+            min_factor: o.min_factor,
+            max_factor: o.max_factor,
+            max_steps: o.max_steps as u64,
+            initial_step: o.initial_step.unwrap_or(0.0),
+        }
+    }
+}
+
+/// Stores a new solver handle for `method` (a name such as `"rk4"`).
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `out` writable.
+unsafe fn make(
+    method: *const c_char,
+    out: *mut *mut fmrt_solver,
+    config: impl FnOnce(Method) -> Result<SolverConfig, FfiError>,
+) -> Result<(), FfiError> {
+    check_out(out, "out")?;
+    // SAFETY: the caller's contract.
+    let name = unsafe { c_str(method, "method") }?;
+    let inner = config(Method::from_name(name)?)?;
+    // SAFETY: checked non-NULL; writable by contract.
+    unsafe { put_handle(fmrt_solver { inner }, out) };
+    Ok(())
+}
+
+/// A fixed-step solver: `steps` equal steps of `method` (`"euler"`, `"midpoint"`,
+/// `"heun"`, `"rk4"`, `"bosh3"`, `"dopri5"`, `"tsit5"`, any ASCII case) over
+/// the interval. An unknown method is `FMRT_STATUS_INVALID_ARGUMENT` listing
+/// the known ones.
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_fixed(
+    method: *const c_char,
+    steps: usize,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        if steps == 0 {
+            return Err(FfiError::invalid("`steps` must be at least 1"));
+        }
+        // SAFETY: forwarded contract.
+        unsafe {
+            make(method, out, |m| {
+                Ok(SolverConfig::fixed(m, Steps::Count(steps)))
+            })
+        }
+    })
+}
+
+/// A fixed-step solver on an explicit grid `grid[0..n_grid]` of normalised
+/// times s ∈ [0, 1] (s = 0 at the interval's start, 1 at its end), strictly
+/// increasing from 0 to 1.
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `grid` must hold `n_grid` values; `out`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_grid(
+    method: *const c_char,
+    grid: *const f64,
+    n_grid: usize,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let grid = unsafe { slice(grid, n_grid, "grid") }?;
+        if grid.len() < 2 || grid[0] != 0.0 || grid[grid.len() - 1] != 1.0 {
+            return Err(FfiError::invalid(format!(
+                "the grid must run from 0 to 1 with at least 2 points, got {grid:?}"
+            )));
+        }
+        if let Some(w) = grid.windows(2).find(|w| w[0] >= w[1] || w[1].is_nan()) {
+            return Err(FfiError::invalid(format!(
+                "the grid must be strictly increasing, but {} is followed by {}",
+                w[0], w[1]
+            )));
+        }
+        let grid = grid.to_vec();
+        // SAFETY: forwarded contract.
+        unsafe {
+            make(method, out, |m| {
+                Ok(SolverConfig::fixed(m, Steps::Grid(grid)))
+            })
+        }
+    })
+}
+
+/// Writes the default adaptive options into `*out`.
+///
+/// # Safety
+///
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_options_default(
+    out: *mut fmrt_adaptive_options,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { *out = (&AdaptiveOptions::default()).into() };
+        Ok(())
+    })
+}
+
+/// An adaptive solver with `method` (`"bosh3"`, `"dopri5"` or `"tsit5"`) and
+/// `options` (NULL: the defaults). Options are checked here: a method without an
+/// error estimate, non-finite or negative tolerances are
+/// `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `options` NULL or readable; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_adaptive(
+    method: *const c_char,
+    options: *const fmrt_adaptive_options,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        let o = if options.is_null() {
+            AdaptiveOptions::default()
+        } else {
+            // SAFETY: non-NULL and readable by contract.
+            let o = unsafe { handle(options, "options") }?;
+            AdaptiveOptions {
+                rtol: o.rtol,
+                atol: o.atol,
+                safety: o.safety,
+                min_factor: o.min_factor,
+                max_factor: o.max_factor,
+                max_steps: usize::try_from(o.max_steps).unwrap_or(usize::MAX),
+                initial_step: (o.initial_step != 0.0).then_some(o.initial_step),
+            }
+        };
+        if !(o.rtol.is_finite() && o.rtol >= 0.0 && o.atol.is_finite() && o.atol > 0.0) {
+            return Err(FfiError::invalid(format!(
+                "tolerances must be finite with rtol >= 0 and atol > 0, got rtol = {}, atol = {}",
+                o.rtol, o.atol
+            )));
+        }
+        // SAFETY: forwarded contract.
+        unsafe {
+            make(method, out, |m| {
+                if m.is_adaptive() {
+                    Ok(SolverConfig::adaptive_with(m, o))
+                } else {
+                    Err(FfiError::invalid(format!(
+                        "method {m} has no embedded error estimate; use bosh3, dopri5 or tsit5 \
+                         for adaptive steps"
+                    )))
+                }
+            })
+        }
+    })
+}
+
+/// Releases a solver configuration. NULL is a no-op.
+///
+/// # Safety
+///
+/// `solver` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_free(solver: *mut fmrt_solver) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(solver) })
+}

@@ -1,0 +1,2444 @@
+//! The C ABI: the committed header, every entry point's argument checks, and
+//! the C and C++ examples and plugin compiled and run against the library.
+
+use std::ffi::{c_char, CStr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr::{null, null_mut};
+use std::sync::{Arc, OnceLock};
+
+use fmrt::ffi::error::*;
+use fmrt::ffi::extras::*;
+use fmrt::ffi::field::*;
+use fmrt::ffi::path::*;
+use fmrt::ffi::random::*;
+use fmrt::ffi::sampler::*;
+use fmrt::ffi::scheduler::*;
+use fmrt::ffi::solver::*;
+use fmrt::ffi::{fmrt_status, fmrt_version};
+use fmrt::field::analytic::GaussianMixture;
+use fmrt::field::VelocityField;
+use fmrt::path::AffinePath;
+use fmrt::sampler::Sampler;
+use fmrt::scheduler::{Schedule, Scheduler};
+use fmrt::solver::{Method, SolverConfig, Steps};
+use fmrt::source::SeededRng;
+
+/// The crate root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+mod header {
+    use super::*;
+
+    /// Regenerates `include/fmrt.h` with the pinned cbindgen and fails on any
+    /// difference; `FMRT_BLESS=1` rewrites the file instead.
+    #[test]
+    fn committed_header_matches_cbindgen_output() {
+        let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+        let bindings = cbindgen::Builder::new()
+            .with_config(config)
+            .with_src(root().join("src/ffi/mod.rs"))
+            .generate()
+            .expect("cbindgen failed on src/ffi");
+        let mut generated = Vec::new();
+        bindings.write(&mut generated);
+        let generated = String::from_utf8(generated).unwrap();
+        let path = root().join("include/fmrt.h");
+        if std::env::var_os("FMRT_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "include/fmrt.h is stale; regenerate it with \
+             `FMRT_BLESS=1 cargo test --test tests ffi::header` and commit it"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building C against the library.
+
+/// The directory holding `libfmrt.so`: the test binary lives in `<dir>/deps/`,
+/// and cargo builds every crate type of the library (rlib, cdylib, staticlib)
+/// before the integration tests that depend on it.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libfmrt.so").exists(),
+        "{} has no libfmrt.so; run `cargo build --lib` first",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch directory for compiled C programs.
+fn scratch() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a compiler command, failing the test with its output if it fails.
+fn compile(mut cmd: Command) {
+    let out = cmd.output().expect("cannot start the C compiler");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compiles C (`cc`) or C++ (`c++`) `sources` into the program `name`, linked
+/// against libfmrt.so.
+fn build_program(compiler: &str, std: &str, sources: &[PathBuf], name: &str) -> PathBuf {
+    let exe = scratch().join(name);
+    let lib = lib_dir();
+    let mut cmd = Command::new(compiler);
+    cmd.arg(format!("-std={std}"))
+        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-I"])
+        .arg(root().join("include"))
+        .args(sources)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lfmrt")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lpthread");
+    compile(cmd);
+    exe
+}
+
+/// Compiles a shared library from C source text (plugins and broken plugins).
+fn build_shared(name: &str, source: &str) -> PathBuf {
+    let dir = scratch();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(format!("lib{name}.so"));
+    let mut cmd = Command::new("cc");
+    cmd.args([
+        "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I",
+    ])
+    .arg(root().join("include"))
+    .arg(&src)
+    .arg("-o")
+    .arg(&out)
+    .arg("-lm");
+    compile(cmd);
+    out
+}
+
+/// The example plugin, built once per test run.
+fn gmm_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let source = std::fs::read_to_string(root().join("examples/plugins/gmm_plugin.c")).unwrap();
+        build_shared("gmm_plugin", &source)
+    })
+}
+
+/// Runs a program, asserting success, and returns its standard output.
+fn run(exe: &Path, args: &[&Path]) -> String {
+    let out = Command::new(exe).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{}\n{}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The numbers after `prefix I` on every line starting with `prefix`, by index.
+fn rows(output: &str, prefix: &str) -> Vec<Vec<f64>> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
+        .map(|rest| {
+            rest.split_whitespace()
+                .skip(1)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The ring mixture of the examples (CondOT, 8 components, radius 4, std 0.3)
+/// sampled with RK4 in 20 steps from seed 42, through the Rust API.
+fn rust_ring_samples(times: &[f64]) -> fmrt::sampler::Samples {
+    let ot = Arc::new(Scheduler::from_source("alpha = t\nsigma = 1 - t\n", "ot.fm", &[]).unwrap());
+    let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
+    Sampler::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(20)))
+        .sample_at(4, 42, times)
+        .unwrap()
+}
+
+/// Asserts that printed rows equal the f32 values of `expected` (`[4, 2]`),
+/// within `tol` (0: bit for bit, since `%.9g` round-trips f32).
+fn assert_rows(got: &[Vec<f64>], expected: &[f32], tol: f64, what: &str) {
+    assert_eq!(got.len() * 2, expected.len(), "{what}: row count");
+    for (i, row) in got.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let e = f64::from(expected[2 * i + j]);
+            assert!(
+                (v as f32 as f64 - e).abs() <= tol,
+                "{what}[{i}][{j}] = {v}, the Rust API gives {e}"
+            );
+        }
+    }
+}
+
+mod programs {
+    use super::*;
+
+    #[test]
+    fn c_example_prints_what_the_rust_api_computes() {
+        let exe = build_program("cc", "c11", &[root().join("examples/c/sample.c")], "sample");
+        let out = run(&exe, &[gmm_plugin()]);
+
+        assert!(out.contains(&format!("version {}\n", env!("CARGO_PKG_VERSION"))));
+        let cosine = Scheduler::builtin("cosine", &[]).unwrap();
+        assert!(out.contains(&format!("expr d_alpha {}\n", cosine.expressions().d_alpha)));
+        let c = cosine.coefficients(0.5);
+        assert_eq!(
+            rows(&out, "coef"),
+            vec![vec![c.alpha, c.sigma, c.d_alpha, c.d_sigma]]
+        );
+
+        let samples = rust_ring_samples(&[0.5]);
+        assert_rows(
+            &rows(&out, "gmm"),
+            samples.x.as_slice().unwrap(),
+            0.0,
+            "gmm",
+        );
+        assert_rows(
+            &rows(&out, "mid"),
+            samples.trajectory.as_slice().unwrap(),
+            0.0,
+            "mid",
+        );
+        assert_eq!(samples.stats.nfe, 80, "RK4: 4 stages x 20 steps");
+        assert!(out.contains(&format!(
+            "stats {} {} 0\n",
+            samples.stats.nfe, samples.stats.accepted
+        )));
+        // The C plugin computes the same field in its own arithmetic (libm's exp
+        // and cos): equal within float rounding accumulated over 20 RK4 steps.
+        assert_rows(
+            &rows(&out, "plugin"),
+            samples.x.as_slice().unwrap(),
+            1e-4,
+            "plugin",
+        );
+
+        // The training batch of data [[1, 2], [-3, 0.5]], noise from seed 7, t from seed 8.
+        let mut rng = SeededRng::new(7);
+        let x0: Vec<f32> = (0..4).map(|_| rng.normal() as f32).collect();
+        let mut rng = SeededRng::new(8);
+        let t: Vec<f64> = (0..2).map(|_| rng.uniform()).collect();
+        let x1 = ndarray::arr2(&[[1.0f32, 2.0], [-3.0, 0.5]]).into_dyn();
+        let x0 = ndarray::Array2::from_shape_vec((2, 2), x0)
+            .unwrap()
+            .into_dyn();
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let batch = AffinePath::new(ot)
+            .training_batch(x1.view(), x0.view(), &t)
+            .unwrap();
+        let printed: Vec<(f64, f64)> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("batch "))
+            .map(|l| {
+                let v: Vec<f64> = l.split(' ').map(|v| v.parse().unwrap()).collect();
+                (v[1], v[2])
+            })
+            .collect();
+        assert_eq!(printed.len(), 4);
+        for (i, (xt, target)) in printed.iter().enumerate() {
+            assert_eq!(*xt as f32, batch.x_t.as_slice().unwrap()[i], "x_t[{i}]");
+            assert_eq!(
+                *target as f32,
+                batch.target.as_slice().unwrap()[i],
+                "target[{i}]"
+            );
+        }
+    }
+
+    #[test]
+    fn cpp_example_with_raii_wrappers_matches_the_rust_api() {
+        let exe = build_program(
+            "c++",
+            "c++17",
+            &[root().join("examples/cpp/sample.cpp")],
+            "sample_cpp",
+        );
+        let out = run(&exe, &[gmm_plugin()]);
+        let samples = rust_ring_samples(&[]);
+        assert_rows(
+            &rows(&out, "cpp"),
+            samples.x.as_slice().unwrap(),
+            0.0,
+            "cpp",
+        );
+        assert_rows(
+            &rows(&out, "cpp-plugin"),
+            samples.x.as_slice().unwrap(),
+            1e-4,
+            "cpp-plugin",
+        );
+        assert!(out.contains(&format!("cpp-error {}\n", fmrt_status::Scheduler as u32)));
+    }
+
+    #[test]
+    fn eight_c_threads_sharing_one_sampler_match_sequential_runs() {
+        let exe = build_program(
+            "cc",
+            "c11",
+            &[root().join("examples/c/threads.c")],
+            "threads",
+        );
+        assert!(run(&exe, &[]).starts_with("threads ok 8 x 4"));
+        assert!(run(&exe, &[gmm_plugin()]).starts_with("threads ok 8 x 4"));
+    }
+
+    #[test]
+    fn headers_included_twice_compile_warning_free_as_c_and_cpp() {
+        let src = scratch().join("double_include.c");
+        std::fs::write(
+            &src,
+            "#include \"fmrt.h\"\n#include \"fmrt_plugin.h\"\n#include \"fmrt.h\"\n\
+             #include \"fmrt_plugin.h\"\n#include <stdio.h>\n\
+             int main(void) {\n  const fmrt_plugin_vtable_v1 *table = NULL;\n  (void)table;\n\
+             \x20 printf(\"%s %u\\n\", fmrt_version(), (unsigned)FMRT_STATUS_PANIC);\n  return 0;\n}\n",
+        )
+        .unwrap();
+        for (compiler, std, name) in [
+            ("cc", "c99", "double_c99"),
+            ("cc", "c11", "double_c11"),
+            ("c++", "c++17", "double_cpp"),
+        ] {
+            let mut sources = vec![src.clone()];
+            if compiler == "c++" {
+                let cpp = scratch().join("double_include.cpp");
+                std::fs::copy(&src, &cpp).unwrap();
+                sources = vec![cpp];
+            }
+            let exe = build_program(compiler, std, &sources, name);
+            let out = run(&exe, &[]);
+            assert_eq!(
+                out,
+                format!("{} 900\n", env!("CARGO_PKG_VERSION")),
+                "{name}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calls from Rust into the C entry points: argument checks, no crashes.
+
+/// This thread's last error message.
+fn last_error() -> String {
+    // SAFETY: fmrt_last_error never returns NULL and the string lives until the
+    // next failing call on this thread.
+    unsafe { CStr::from_ptr(fmrt_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Asserts a call's status and that the last error mentions `needle`.
+#[track_caller]
+fn assert_fails(status: fmrt_status, expected: fmrt_status, needle: &str) {
+    assert_eq!(status, expected, "message: {}", last_error());
+    let message = last_error();
+    assert!(
+        message.contains(needle),
+        "`{message}` should mention `{needle}`"
+    );
+}
+
+#[track_caller]
+fn assert_ok(status: fmrt_status) {
+    assert_eq!(status, fmrt_status::Ok, "message: {}", last_error());
+}
+
+fn c(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+/// Owned handles for the argument tests, freed on drop.
+struct Handles {
+    scheduler: *mut fmrt_scheduler,
+    field: *mut fmrt_field,
+    solver: *mut fmrt_solver,
+    sampler: *mut fmrt_sampler,
+    extras: *mut fmrt_extras,
+}
+
+impl Handles {
+    /// CondOT, the 8-component ring, RK4 with 10 steps, empty extras.
+    fn new() -> Self {
+        let mut h = Handles {
+            scheduler: null_mut(),
+            field: null_mut(),
+            solver: null_mut(),
+            sampler: null_mut(),
+            extras: null_mut(),
+        };
+        // SAFETY: valid arguments; outputs are written to our fields.
+        unsafe {
+            assert_ok(fmrt_scheduler_builtin(
+                c"ot".as_ptr(),
+                null(),
+                0,
+                &mut h.scheduler,
+            ));
+            assert_ok(fmrt_field_gaussian_ring(
+                h.scheduler,
+                8,
+                4.0,
+                0.3,
+                &mut h.field,
+            ));
+            assert_ok(fmrt_solver_fixed(c"rk4".as_ptr(), 10, &mut h.solver));
+            assert_ok(fmrt_sampler_new(h.field, h.solver, &mut h.sampler));
+            assert_ok(fmrt_extras_new(&mut h.extras));
+        }
+        h
+    }
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        // SAFETY: each handle came from this library and is freed once.
+        unsafe {
+            fmrt_sampler_free(self.sampler);
+            fmrt_solver_free(self.solver);
+            fmrt_field_free(self.field);
+            fmrt_scheduler_free(self.scheduler);
+            fmrt_extras_free(self.extras);
+        }
+    }
+}
+
+use fmrt_status::{
+    BufferTooSmall, Field as FieldStatus, InvalidArgument, InvalidUtf8, NullParameter, Plugin,
+    Scheduler as SchedulerStatus, ShapeMismatch,
+};
+
+mod machinery {
+    use super::*;
+
+    #[test]
+    fn version_is_the_crate_version() {
+        // SAFETY: a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(fmrt_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn status_names_cover_every_number_and_unknowns() {
+        let name = |s: u32| {
+            // SAFETY: static strings.
+            unsafe { CStr::from_ptr(fmrt_status_name(s)) }
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(name(0), "OK");
+        assert_eq!(name(103), "BUFFER_TOO_SMALL");
+        assert_eq!(name(310), "PLUGIN");
+        assert_eq!(name(900), "PANIC");
+        assert_eq!(name(7), "UNKNOWN");
+        // The numbers are part of the ABI: pin them.
+        let pinned = [
+            (fmrt_status::Ok, 0),
+            (NullParameter, 100),
+            (InvalidArgument, 101),
+            (InvalidUtf8, 102),
+            (BufferTooSmall, 103),
+            (ShapeMismatch, 104),
+            (SchedulerStatus, 200),
+            (FieldStatus, 300),
+            (Plugin, 310),
+            (fmrt_status::Model, 320),
+            (fmrt_status::Solver, 400),
+            (fmrt_status::Io, 500),
+            (fmrt_status::Panic, 900),
+        ];
+        for (status, number) in pinned {
+            assert_eq!(status as u32, number, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_the_panic_status_with_its_message() {
+        let status = fmrt::ffi::panic::panic_status_for_tests("deliberate test panic");
+        assert_fails(status, fmrt_status::Panic, "deliberate test panic");
+    }
+
+    #[test]
+    fn last_error_is_per_thread_and_copies_into_checked_buffers() {
+        // SAFETY: NULL name is checked by the call.
+        let status = unsafe { fmrt_scheduler_builtin(null(), null(), 0, &mut null_mut()) };
+        assert_fails(status, NullParameter, "`name`");
+        let other = std::thread::spawn(last_error).join().unwrap();
+        assert_eq!(other, "", "another thread has its own (empty) message");
+
+        let message = last_error();
+        let mut need = 0usize;
+        // SAFETY: a size query: NULL buffer of length 0.
+        let s = unsafe { fmrt_last_error_copy(null_mut(), 0, &mut need) };
+        assert_eq!(s, BufferTooSmall);
+        assert_eq!(need, message.len() + 1);
+        let mut short = vec![b'#' as c_char; need - 1];
+        // SAFETY: `short` holds need - 1 bytes.
+        let s = unsafe { fmrt_last_error_copy(short.as_mut_ptr(), short.len(), &mut need) };
+        assert_eq!(s, BufferTooSmall);
+        assert!(
+            short.iter().all(|&b| b == b'#' as c_char),
+            "nothing written"
+        );
+        assert_eq!(last_error(), message, "copying leaves the message alone");
+        let mut buf = vec![0 as c_char; need];
+        // SAFETY: `buf` holds need bytes.
+        assert_ok(unsafe { fmrt_last_error_copy(buf.as_mut_ptr(), buf.len(), null_mut()) });
+        // SAFETY: NUL-terminated by the call.
+        assert_eq!(
+            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
+            message
+        );
+    }
+}
+
+mod scheduler {
+    use super::*;
+
+    #[test]
+    fn from_source_checks_pointers_utf8_and_reports_diagnostics() {
+        let mut out = null_mut();
+        // SAFETY: every call passes NULL or valid pointers.
+        unsafe {
+            let src = c("alpha = t\nsigma = 1 - t\n");
+            assert_fails(
+                fmrt_scheduler_from_source(null(), null(), null(), 0, &mut out),
+                NullParameter,
+                "`source`",
+            );
+            assert_fails(
+                fmrt_scheduler_from_source(src.as_ptr(), null(), null(), 0, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_fails(
+                fmrt_scheduler_from_source(src.as_ptr(), null(), null(), 2, &mut out),
+                NullParameter,
+                "`params`",
+            );
+            let bad = [fmrt_param {
+                name: null(),
+                value: 1.0,
+            }];
+            assert_fails(
+                fmrt_scheduler_from_source(src.as_ptr(), null(), bad.as_ptr(), 1, &mut out),
+                NullParameter,
+                "params[0].name",
+            );
+            let latin1 = [0xE9u8, 0];
+            assert_fails(
+                fmrt_scheduler_from_source(latin1.as_ptr().cast(), null(), null(), 0, &mut out),
+                InvalidUtf8,
+                "`source`",
+            );
+            let typo = c("alpha = sine(t)\nsigma = 1 - t\n");
+            assert_fails(
+                fmrt_scheduler_from_source(typo.as_ptr(), c"typo.fm".as_ptr(), null(), 0, &mut out),
+                SchedulerStatus,
+                "did you mean `sin`",
+            );
+            assert!(
+                last_error().contains("typo.fm"),
+                "names the file: {}",
+                last_error()
+            );
+            assert!(out.is_null(), "out untouched on failure");
+            // Param overrides reach the scheduler.
+            let poly = c("param n = 2\nalpha = t^n\nsigma = 1 - t^n\n");
+            let p = [fmrt_param {
+                name: c"n".as_ptr(),
+                value: 3.0,
+            }];
+            assert_ok(fmrt_scheduler_from_source(
+                poly.as_ptr(),
+                null(),
+                p.as_ptr(),
+                1,
+                &mut out,
+            ));
+            let mut co = fmrt_coefficients::default();
+            assert_ok(fmrt_scheduler_coefficients(out, 0.5, &mut co));
+            assert_eq!(co.alpha, 0.125);
+            fmrt_scheduler_free(out);
+        }
+    }
+
+    #[test]
+    fn from_file_reads_the_file_and_names_a_missing_one() {
+        let path = scratch().join("poly3.fm");
+        std::fs::write(&path, "param n = 3\nalpha = t^n\nsigma = 1 - t^n\n").unwrap();
+        let path_c = c(path.to_str().unwrap());
+        let mut out = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_scheduler_from_file(null(), null(), 0, &mut out),
+                NullParameter,
+                "`path`",
+            );
+            assert_fails(
+                fmrt_scheduler_from_file(path_c.as_ptr(), null(), 0, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let missing = c("/nonexistent/sched.fm");
+            assert_fails(
+                fmrt_scheduler_from_file(missing.as_ptr(), null(), 0, &mut out),
+                fmrt_status::Io,
+                "/nonexistent/sched.fm",
+            );
+            assert_ok(fmrt_scheduler_from_file(
+                path_c.as_ptr(),
+                null(),
+                0,
+                &mut out,
+            ));
+            let mut co = fmrt_coefficients::default();
+            assert_ok(fmrt_scheduler_coefficients(out, 0.5, &mut co));
+            assert_eq!(co.d_alpha, 0.75);
+            fmrt_scheduler_free(out);
+        }
+    }
+
+    #[test]
+    fn builtin_checks_its_name() {
+        let mut out = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_scheduler_builtin(null(), null(), 0, &mut out),
+                NullParameter,
+                "`name`",
+            );
+            assert_fails(
+                fmrt_scheduler_builtin(c"cosin".as_ptr(), null(), 0, &mut out),
+                SchedulerStatus,
+                "did you mean `cosine`",
+            );
+            assert_fails(
+                fmrt_scheduler_builtin(c"vp".as_ptr(), null(), 0, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+        }
+    }
+
+    #[test]
+    fn free_accepts_null() {
+        // SAFETY: NULL is documented as a no-op for every free function.
+        unsafe {
+            fmrt_scheduler_free(null_mut());
+            fmrt_field_free(null_mut());
+            fmrt_solver_free(null_mut());
+            fmrt_sampler_free(null_mut());
+            fmrt_extras_free(null_mut());
+        }
+        // Reaching this line is the assertion; make it one that can fail too.
+        assert!(!last_error().contains("panicked"));
+    }
+
+    #[test]
+    fn coefficients_check_handle_and_output() {
+        let h = Handles::new();
+        let mut co = fmrt_coefficients::default();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_scheduler_coefficients(null(), 0.5, &mut co),
+                NullParameter,
+                "`scheduler`",
+            );
+            assert_fails(
+                fmrt_scheduler_coefficients(h.scheduler, 0.5, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_scheduler_coefficients(h.scheduler, 0.25, &mut co));
+        }
+        assert_eq!(
+            co,
+            fmrt_coefficients {
+                alpha: 0.25,
+                sigma: 0.75,
+                d_alpha: 1.0,
+                d_sigma: -1.0
+            }
+        );
+    }
+
+    #[test]
+    fn coefficients_many_checks_buffer_lengths() {
+        let h = Handles::new();
+        let t = [0.0, 0.5, 1.0];
+        let mut out = [fmrt_coefficients::default(); 3];
+        // SAFETY: lengths as stated; the short case is rejected before writing.
+        unsafe {
+            assert_fails(
+                fmrt_scheduler_coefficients_many(h.scheduler, null(), 3, out.as_mut_ptr(), 3),
+                NullParameter,
+                "`t`",
+            );
+            assert_fails(
+                fmrt_scheduler_coefficients_many(h.scheduler, t.as_ptr(), 3, out.as_mut_ptr(), 2),
+                BufferTooSmall,
+                "`out` holds 2",
+            );
+            assert_eq!(out[0], fmrt_coefficients::default(), "nothing written");
+            assert_ok(fmrt_scheduler_coefficients_many(
+                h.scheduler,
+                t.as_ptr(),
+                3,
+                out.as_mut_ptr(),
+                3,
+            ));
+            assert_ok(fmrt_scheduler_coefficients_many(
+                h.scheduler,
+                null(),
+                0,
+                null_mut(),
+                0,
+            ));
+        }
+        assert_eq!(out[2].alpha, 1.0);
+        assert_eq!(out[1].sigma, 0.5);
+    }
+
+    #[test]
+    fn expression_sizes_short_buffers_and_unknown_quantities() {
+        let s = Scheduler::builtin("cosine", &[]).unwrap();
+        let mut sched = null_mut();
+        let mut need = 0usize;
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_ok(fmrt_scheduler_builtin(
+                c"cosine".as_ptr(),
+                null(),
+                0,
+                &mut sched,
+            ));
+            assert_fails(
+                fmrt_scheduler_expression(null(), 0, null_mut(), 0, &mut need),
+                NullParameter,
+                "`scheduler`",
+            );
+            assert_fails(
+                fmrt_scheduler_expression(sched, 9, null_mut(), 0, &mut need),
+                InvalidArgument,
+                "quantity 9",
+            );
+            let q = fmrt_quantity::DSigma as u32;
+            assert_fails(
+                fmrt_scheduler_expression(sched, q, null_mut(), 0, &mut need),
+                BufferTooSmall,
+                "`buf`",
+            );
+            assert_eq!(need, s.expressions().d_sigma.len() + 1);
+            let mut buf = vec![1 as c_char; need];
+            assert_fails(
+                fmrt_scheduler_expression(sched, q, buf.as_mut_ptr(), need - 1, null_mut()),
+                BufferTooSmall,
+                "`buf`",
+            );
+            assert!(buf.iter().all(|&b| b == 1), "nothing written");
+            assert_ok(fmrt_scheduler_expression(
+                sched,
+                q,
+                buf.as_mut_ptr(),
+                need,
+                null_mut(),
+            ));
+            assert_eq!(
+                CStr::from_ptr(buf.as_ptr()).to_str().unwrap(),
+                s.expressions().d_sigma
+            );
+            fmrt_scheduler_free(sched);
+        }
+    }
+}
+
+mod extras {
+    use super::*;
+
+    #[test]
+    fn new_checks_its_output() {
+        // SAFETY: NULL output is checked.
+        assert_fails(
+            unsafe { fmrt_extras_new(null_mut()) },
+            NullParameter,
+            "`out`",
+        );
+    }
+
+    #[test]
+    fn set_int64_checks_shape_against_data() {
+        let h = Handles::new();
+        let data = [1i64, 2, 3, 4];
+        let shape = [2usize, 2];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_extras_set_int64(
+                    null_mut(),
+                    c"a".as_ptr(),
+                    data.as_ptr(),
+                    4,
+                    shape.as_ptr(),
+                    2,
+                ),
+                NullParameter,
+                "`extras`",
+            );
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, null(), data.as_ptr(), 4, shape.as_ptr(), 2),
+                NullParameter,
+                "`name`",
+            );
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, c"a".as_ptr(), null(), 4, shape.as_ptr(), 2),
+                NullParameter,
+                "`data`",
+            );
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, c"a".as_ptr(), data.as_ptr(), 4, null(), 2),
+                NullParameter,
+                "`shape`",
+            );
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, c"a".as_ptr(), data.as_ptr(), 3, shape.as_ptr(), 2),
+                ShapeMismatch,
+                "holds 4 elements",
+            );
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, c"a".as_ptr(), data.as_ptr(), 0, shape.as_ptr(), 0),
+                ShapeMismatch,
+                "at least one axis",
+            );
+            let huge = [usize::MAX, 2];
+            assert_fails(
+                fmrt_extras_set_int64(h.extras, c"a".as_ptr(), data.as_ptr(), 4, huge.as_ptr(), 2),
+                InvalidArgument,
+                "overflows",
+            );
+            assert_ok(fmrt_extras_set_int64(
+                h.extras,
+                c"a".as_ptr(),
+                data.as_ptr(),
+                4,
+                shape.as_ptr(),
+                2,
+            ));
+            let e = &(*h.extras).extras();
+            assert_eq!(e.get("a").unwrap().shape(), &[2, 2]);
+        }
+    }
+
+    #[test]
+    fn set_float32_checks_shape_against_data() {
+        let h = Handles::new();
+        let data = [0.5f32; 6];
+        let shape = [3usize, 2];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_extras_set_float32(
+                    null_mut(),
+                    c"ctx".as_ptr(),
+                    data.as_ptr(),
+                    6,
+                    shape.as_ptr(),
+                    2,
+                ),
+                NullParameter,
+                "`extras`",
+            );
+            assert_fails(
+                fmrt_extras_set_float32(
+                    h.extras,
+                    c"ctx".as_ptr(),
+                    data.as_ptr(),
+                    5,
+                    shape.as_ptr(),
+                    2,
+                ),
+                ShapeMismatch,
+                "data_len is 5",
+            );
+            assert_ok(fmrt_extras_set_float32(
+                h.extras,
+                c"ctx".as_ptr(),
+                data.as_ptr(),
+                6,
+                shape.as_ptr(),
+                2,
+            ));
+            assert_eq!(
+                (*h.extras).extras().get("ctx").unwrap().dtype_name(),
+                "float32"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_reach_the_field_which_names_them() {
+        let h = Handles::new();
+        let labels = [0i64, 1, 2, 1];
+        let mut x = [0f32; 8];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_extras_set_labels(h.extras, c"label".as_ptr(), null(), 4),
+                NullParameter,
+                "`data`",
+            );
+            assert_ok(fmrt_extras_set_labels(
+                h.extras,
+                c"label".as_ptr(),
+                labels.as_ptr(),
+                4,
+            ));
+            // The mixture is unconditional: labels passed to it are an error
+            // naming them, which shows they travel with the call.
+            let s = fmrt_sampler_sample(
+                h.sampler,
+                4,
+                1,
+                null(),
+                0,
+                h.extras,
+                x.as_mut_ptr(),
+                8,
+                null_mut(),
+                0,
+                null_mut(),
+            );
+            assert_fails(s, FieldStatus, "`label` int64 [4]");
+        }
+    }
+}
+
+mod field {
+    use super::*;
+
+    #[test]
+    fn gaussian_mixture_matches_the_rust_field() {
+        let h = Handles::new();
+        let (w, means, stds) = ([1.0, 3.0], [1.0, 0.0, -1.0, 2.0], [0.5, 0.25]);
+        let mut f = null_mut();
+        let x = [0.3f32, -0.2, 1.0, 1.0];
+        let mut u = [0f32; 4];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    null(),
+                    w.as_ptr(),
+                    means.as_ptr(),
+                    stds.as_ptr(),
+                    2,
+                    2,
+                    &mut f,
+                ),
+                NullParameter,
+                "`scheduler`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    null(),
+                    means.as_ptr(),
+                    stds.as_ptr(),
+                    2,
+                    2,
+                    &mut f,
+                ),
+                NullParameter,
+                "`weights`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    w.as_ptr(),
+                    null(),
+                    stds.as_ptr(),
+                    2,
+                    2,
+                    &mut f,
+                ),
+                NullParameter,
+                "`means`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    w.as_ptr(),
+                    means.as_ptr(),
+                    null(),
+                    2,
+                    2,
+                    &mut f,
+                ),
+                NullParameter,
+                "`stds`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    w.as_ptr(),
+                    means.as_ptr(),
+                    stds.as_ptr(),
+                    2,
+                    2,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`out`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    w.as_ptr(),
+                    means.as_ptr(),
+                    stds.as_ptr(),
+                    0,
+                    2,
+                    &mut f,
+                ),
+                InvalidArgument,
+                "at least one component",
+            );
+            let neg = [-1.0, 1.0];
+            assert_fails(
+                fmrt_field_gaussian_mixture(
+                    h.scheduler,
+                    w.as_ptr(),
+                    means.as_ptr(),
+                    neg.as_ptr(),
+                    2,
+                    2,
+                    &mut f,
+                ),
+                InvalidArgument,
+                "standard deviation 0",
+            );
+            assert_ok(fmrt_field_gaussian_mixture(
+                h.scheduler,
+                w.as_ptr(),
+                means.as_ptr(),
+                stds.as_ptr(),
+                2,
+                2,
+                &mut f,
+            ));
+            assert_ok(fmrt_field_velocity(
+                f,
+                x.as_ptr(),
+                4,
+                2,
+                [0.4].as_ptr(),
+                1,
+                null(),
+                u.as_mut_ptr(),
+                4,
+            ));
+            fmrt_field_free(f);
+        }
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let means = ndarray::Array2::from_shape_vec((2, 2), means.to_vec()).unwrap();
+        let g = GaussianMixture::new(&w, means.view(), &stds, ot).unwrap();
+        let xa = ndarray::Array2::from_shape_vec((2, 2), x.to_vec())
+            .unwrap()
+            .into_dyn();
+        let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
+        g.velocity(xa.view(), &[0.4], expect.view_mut()).unwrap();
+        assert_eq!(&u[..], expect.as_slice().unwrap());
+    }
+
+    #[test]
+    fn ring_checks_arguments() {
+        let h = Handles::new();
+        let mut f = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_field_gaussian_ring(null(), 8, 4.0, 0.3, &mut f),
+                NullParameter,
+                "`scheduler`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_ring(h.scheduler, 8, 4.0, 0.3, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_fails(
+                fmrt_field_gaussian_ring(h.scheduler, 0, 4.0, 0.3, &mut f),
+                InvalidArgument,
+                "at least one component",
+            );
+            assert_fails(
+                fmrt_field_gaussian_ring(h.scheduler, 8, f64::NAN, 0.3, &mut f),
+                InvalidArgument,
+                "radius",
+            );
+        }
+        assert!(f.is_null());
+    }
+
+    #[test]
+    fn state_shape_and_size_check_buffers() {
+        let h = Handles::new();
+        let mut shape = [0usize; 1];
+        let mut rank = 0usize;
+        let mut size = 0usize;
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_field_state_shape(null(), shape.as_mut_ptr(), 1, &mut rank),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                fmrt_field_state_shape(h.field, shape.as_mut_ptr(), 0, &mut rank),
+                BufferTooSmall,
+                "`shape` holds 0",
+            );
+            assert_eq!(rank, 1, "the rank is reported with a short buffer");
+            assert_fails(
+                fmrt_field_state_shape(h.field, null_mut(), 1, &mut rank),
+                NullParameter,
+                "`shape`",
+            );
+            assert_ok(fmrt_field_state_shape(
+                h.field,
+                shape.as_mut_ptr(),
+                1,
+                null_mut(),
+            ));
+            assert_fails(
+                fmrt_field_state_size(null(), &mut size),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                fmrt_field_state_size(h.field, null_mut()),
+                NullParameter,
+                "`out_size`",
+            );
+            assert_ok(fmrt_field_state_size(h.field, &mut size));
+        }
+        assert_eq!((shape, size), ([2], 2));
+    }
+
+    #[test]
+    fn velocity_checks_lengths_and_times() {
+        let h = Handles::new();
+        let x = [0.1f32; 6];
+        let mut out = [7f32; 6];
+        let t = [0.5];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_field_velocity(
+                    null(),
+                    x.as_ptr(),
+                    6,
+                    3,
+                    t.as_ptr(),
+                    1,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    null(),
+                    6,
+                    3,
+                    t.as_ptr(),
+                    1,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`x`",
+            );
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    x.as_ptr(),
+                    5,
+                    3,
+                    t.as_ptr(),
+                    1,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                ),
+                ShapeMismatch,
+                "x holds 5 floats",
+            );
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    null(),
+                    1,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`t`",
+            );
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    [0.1, 0.2].as_ptr(),
+                    2,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                ),
+                ShapeMismatch,
+                "`t`",
+            );
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    t.as_ptr(),
+                    1,
+                    null(),
+                    out.as_mut_ptr(),
+                    5,
+                ),
+                BufferTooSmall,
+                "`out` holds 5",
+            );
+            assert!(out.iter().all(|&v| v == 7.0), "nothing written");
+            assert_fails(
+                fmrt_field_velocity(
+                    h.field,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    t.as_ptr(),
+                    1,
+                    null(),
+                    null_mut(),
+                    6,
+                ),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_field_velocity(
+                h.field,
+                x.as_ptr(),
+                6,
+                3,
+                t.as_ptr(),
+                1,
+                null(),
+                out.as_mut_ptr(),
+                6,
+            ));
+        }
+        assert!(out.iter().all(|v| v.is_finite() && *v != 7.0));
+    }
+
+    #[test]
+    fn predicted_converts_an_x1_model_and_checks_names() {
+        let h = Handles::new();
+        let mut f = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_field_predicted(null(), h.scheduler, c"x1".as_ptr(), &mut f),
+                NullParameter,
+                "`inner`",
+            );
+            assert_fails(
+                fmrt_field_predicted(h.field, null(), c"x1".as_ptr(), &mut f),
+                NullParameter,
+                "`trained_with`",
+            );
+            assert_fails(
+                fmrt_field_predicted(h.field, h.scheduler, null(), &mut f),
+                NullParameter,
+                "`prediction`",
+            );
+            assert_fails(
+                fmrt_field_predicted(h.field, h.scheduler, c"v".as_ptr(), &mut f),
+                InvalidArgument,
+                "unknown prediction `v`",
+            );
+            assert_fails(
+                fmrt_field_predicted(h.field, h.scheduler, c"x1".as_ptr(), null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            // A velocity "prediction" is the identity.
+            assert_ok(fmrt_field_predicted(
+                h.field,
+                h.scheduler,
+                c"velocity".as_ptr(),
+                &mut f,
+            ));
+            let (x, mut a, mut b) = ([0.5f32, -1.0], [0f32; 2], [1f32; 2]);
+            assert_ok(fmrt_field_velocity(
+                f,
+                x.as_ptr(),
+                2,
+                1,
+                [0.3].as_ptr(),
+                1,
+                null(),
+                a.as_mut_ptr(),
+                2,
+            ));
+            assert_ok(fmrt_field_velocity(
+                h.field,
+                x.as_ptr(),
+                2,
+                1,
+                [0.3].as_ptr(),
+                1,
+                null(),
+                b.as_mut_ptr(),
+                2,
+            ));
+            assert_eq!(a, b);
+            fmrt_field_free(f);
+        }
+    }
+
+    #[test]
+    fn guided_needs_a_null_condition() {
+        let h = Handles::new();
+        let mut f = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_field_guided(null(), 1.0, h.extras, &mut f),
+                NullParameter,
+                "`inner`",
+            );
+            assert_fails(
+                fmrt_field_guided(h.field, 1.0, null(), &mut f),
+                NullParameter,
+                "`null_condition`",
+            );
+            assert_fails(
+                fmrt_field_guided(h.field, 1.0, h.extras, &mut f),
+                InvalidArgument,
+                "null condition",
+            );
+            assert_ok(fmrt_extras_set_labels(
+                h.extras,
+                c"label".as_ptr(),
+                [3i64].as_ptr(),
+                1,
+            ));
+            assert_fails(
+                fmrt_field_guided(h.field, f64::INFINITY, h.extras, &mut f),
+                InvalidArgument,
+                "not finite",
+            );
+            assert_fails(
+                fmrt_field_guided(h.field, 1.0, h.extras, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_field_guided(h.field, 1.0, h.extras, &mut f));
+            assert!(!f.is_null());
+            fmrt_field_free(f);
+        }
+    }
+}
+
+mod plugin {
+    use super::*;
+    use fmrt::field::plugin::PluginField;
+
+    /// A plugin source whose table reports `version` (and is otherwise valid).
+    fn table_with_version(version: u32) -> String {
+        format!(
+            "#include \"fmrt_plugin.h\"\n\
+             static int32_t c(const char *a, void **i, char *e, size_t n) {{ (void)a; (void)e; (void)n; *i = 0; return 0; }}\n\
+             static size_t s(const void *i, size_t *d, size_t n) {{ (void)i; if (n) d[0] = 2; return 1; }}\n\
+             static int32_t v(const void *i, const float *x, size_t b, const double *t, size_t tl, float *o, char *e, size_t n) {{\n\
+               (void)i; (void)x; (void)t; (void)tl; (void)o; snprintf(e, n, \"always fails\"); return b ? 5 : 0; }}\n\
+             static void d(void *i) {{ (void)i; }}\n\
+             static const fmrt_plugin_vtable_v1 T = {{ {version}u, 0, \"test\", c, s, v, 0, d }};\n\
+             const fmrt_plugin_vtable_v1 *fmrt_plugin_v1(void) {{ return &T; }}\n"
+        )
+        .replace("#include \"fmrt_plugin.h\"\n", "#include \"fmrt_plugin.h\"\n#include <stdio.h>\n")
+    }
+
+    #[test]
+    fn plugin_field_errors_name_the_file_and_symbol() {
+        let mut f = null_mut();
+        let no_symbol = build_shared("no_symbol", "int fmrt_plugin_v0(void) { return 0; }\n");
+        let v2 = build_shared("version2", &table_with_version(2));
+        let no_symbol_c = c(no_symbol.to_str().unwrap());
+        let v2_c = c(v2.to_str().unwrap());
+        let gmm_c = c(gmm_plugin().to_str().unwrap());
+        // SAFETY: valid or NULL pointers; the libraries are ours.
+        unsafe {
+            assert_fails(
+                fmrt_field_plugin(null(), null(), &mut f),
+                NullParameter,
+                "`path`",
+            );
+            assert_fails(
+                fmrt_field_plugin(gmm_c.as_ptr(), null(), null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_fails(
+                fmrt_field_plugin(c"/nonexistent/libp.so".as_ptr(), null(), &mut f),
+                Plugin,
+                "/nonexistent/libp.so",
+            );
+            assert_fails(
+                fmrt_field_plugin(no_symbol_c.as_ptr(), null(), &mut f),
+                Plugin,
+                "missing symbol `fmrt_plugin_v1`",
+            );
+            assert!(last_error().contains(no_symbol.to_str().unwrap()));
+            assert_fails(
+                fmrt_field_plugin(v2_c.as_ptr(), null(), &mut f),
+                Plugin,
+                "ABI version 2",
+            );
+            assert!(last_error().contains(v2.to_str().unwrap()));
+            assert_fails(
+                fmrt_field_plugin(gmm_c.as_ptr(), c"k=0".as_ptr(), &mut f),
+                Plugin,
+                "create failed: need 1 <= k",
+            );
+            assert!(f.is_null());
+        }
+    }
+
+    #[test]
+    fn a_failing_callback_is_a_field_error_with_the_plugin_message() {
+        let lib = build_shared("version1_failing", &table_with_version(1));
+        let lib_c = c(lib.to_str().unwrap());
+        let mut f = null_mut();
+        let mut out = [0f32; 2];
+        // SAFETY: valid pointers; the library is ours.
+        unsafe {
+            assert_ok(fmrt_field_plugin(lib_c.as_ptr(), null(), &mut f));
+            let s = fmrt_field_velocity(
+                f,
+                [0f32; 2].as_ptr(),
+                2,
+                1,
+                [0.5].as_ptr(),
+                1,
+                null(),
+                out.as_mut_ptr(),
+                2,
+            );
+            assert_fails(s, FieldStatus, "velocity failed: always fails");
+            fmrt_field_free(f);
+        }
+    }
+
+    #[test]
+    fn plugin_velocity_and_jvp_match_the_analytic_mixture() {
+        // SAFETY: the example plugin follows the contract.
+        let p = unsafe { PluginField::open(gmm_plugin(), Some("k=8 radius=4 std=0.3")) }.unwrap();
+        assert_eq!(p.name(), "gmm-ring");
+        assert_eq!(p.state_shape(), &[2]);
+        assert!(p.provides_jvp());
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let g = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
+        let mut rng = SeededRng::new(3);
+        let x =
+            ndarray::Array2::from_shape_simple_fn((16, 2), || 3.0 * rng.normal() as f32).into_dyn();
+        let v = ndarray::Array2::from_shape_simple_fn((16, 2), || rng.normal() as f32).into_dyn();
+        let t: Vec<f64> = (0..16).map(|i| 0.05 + 0.9 * i as f64 / 15.0).collect();
+        let zeros = || ndarray::ArrayD::<f32>::zeros(x.raw_dim());
+        let (mut a, mut b, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
+        p.velocity(x.view(), &t, a.view_mut()).unwrap();
+        g.velocity(x.view(), &t, b.view_mut()).unwrap();
+        p.jvp(x.view(), &t, v.view(), ja.view_mut()).unwrap();
+        g.jvp(x.view(), &t, v.view(), jb.view_mut()).unwrap();
+        for (name, p, g) in [("velocity", &a, &b), ("jvp", &ja, &jb)] {
+            let worst = p
+                .iter()
+                .zip(g.iter())
+                .map(|(p, g)| (p - g).abs() / (1.0 + g.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{name}: worst relative difference {worst}");
+        }
+        // A wrong shape is refused before the plugin sees it.
+        let bad = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[4, 3]));
+        let err = p
+            .velocity(bad.view(), &[0.5], zeros().view_mut())
+            .unwrap_err();
+        assert!(err.to_string().contains("`x`"), "{err}");
+    }
+}
+
+mod solver {
+    use super::*;
+
+    #[test]
+    fn fixed_checks_method_and_steps() {
+        let mut s = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_solver_fixed(null(), 10, &mut s),
+                NullParameter,
+                "`method`",
+            );
+            assert_fails(
+                fmrt_solver_fixed(c"rk4".as_ptr(), 10, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_fails(
+                fmrt_solver_fixed(c"rk5".as_ptr(), 10, &mut s),
+                InvalidArgument,
+                "unknown solver method `rk5`",
+            );
+            assert_fails(
+                fmrt_solver_fixed(c"rk4".as_ptr(), 0, &mut s),
+                InvalidArgument,
+                "`steps`",
+            );
+            assert_ok(fmrt_solver_fixed(c"HEUN".as_ptr(), 3, &mut s));
+            assert_eq!(
+                (*s).config(),
+                &SolverConfig::fixed(Method::Heun, Steps::Count(3))
+            );
+            fmrt_solver_free(s);
+        }
+    }
+
+    #[test]
+    fn grid_must_increase_from_zero_to_one() {
+        let mut s = null_mut();
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_solver_grid(c"euler".as_ptr(), null(), 3, &mut s),
+                NullParameter,
+                "`grid`",
+            );
+            assert_fails(
+                fmrt_solver_grid(c"euler".as_ptr(), [0.0, 0.5].as_ptr(), 2, &mut s),
+                InvalidArgument,
+                "from 0 to 1",
+            );
+            assert_fails(
+                fmrt_solver_grid(c"euler".as_ptr(), [0.0, 0.6, 0.5, 1.0].as_ptr(), 4, &mut s),
+                InvalidArgument,
+                "strictly increasing",
+            );
+            assert_fails(
+                fmrt_solver_grid(c"euler".as_ptr(), [0.0, 1.0].as_ptr(), 2, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_solver_grid(
+                c"euler".as_ptr(),
+                [0.0, 0.25, 1.0].as_ptr(),
+                3,
+                &mut s,
+            ));
+            assert_eq!((*s).config().steps, Steps::Grid(vec![0.0, 0.25, 1.0]));
+            fmrt_solver_free(s);
+        }
+    }
+
+    #[test]
+    fn adaptive_options_default_and_validation() {
+        let mut o = fmrt_adaptive_options {
+            rtol: 0.0,
+            atol: 0.0,
+            safety: 0.0,
+            min_factor: 0.0,
+            max_factor: 0.0,
+            max_steps: 0,
+            initial_step: 1.0,
+        };
+        let mut s = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_adaptive_options_default(null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_adaptive_options_default(&mut o));
+            assert_eq!(
+                (o.rtol, o.atol, o.max_steps, o.initial_step),
+                (1e-5, 1e-5, 100_000, 0.0)
+            );
+            assert_fails(
+                fmrt_solver_adaptive(null(), &o, &mut s),
+                NullParameter,
+                "`method`",
+            );
+            assert_fails(
+                fmrt_solver_adaptive(c"rk4".as_ptr(), &o, &mut s),
+                InvalidArgument,
+                "no embedded error estimate",
+            );
+            assert_fails(
+                fmrt_solver_adaptive(c"dopri5".as_ptr(), &o, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let bad = fmrt_adaptive_options { atol: -1.0, ..o };
+            assert_fails(
+                fmrt_solver_adaptive(c"dopri5".as_ptr(), &bad, &mut s),
+                InvalidArgument,
+                "atol = -1",
+            );
+            let tight = fmrt_adaptive_options {
+                rtol: 1e-8,
+                atol: 1e-9,
+                max_steps: 7,
+                ..o
+            };
+            assert_ok(fmrt_solver_adaptive(c"tsit5".as_ptr(), &tight, &mut s));
+            let a = (*s).config().adaptive.clone().unwrap();
+            assert_eq!(
+                (a.rtol, a.atol, a.max_steps, a.initial_step),
+                (1e-8, 1e-9, 7, None)
+            );
+            fmrt_solver_free(s);
+            assert_ok(fmrt_solver_adaptive(c"dopri5".as_ptr(), null(), &mut s));
+            fmrt_solver_free(s);
+        }
+    }
+}
+
+mod sampler {
+    use super::*;
+
+    #[test]
+    fn new_checks_handles() {
+        let h = Handles::new();
+        let mut s = null_mut();
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_sampler_new(null(), h.solver, &mut s),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                fmrt_sampler_new(h.field, null(), &mut s),
+                NullParameter,
+                "`solver`",
+            );
+            assert_fails(
+                fmrt_sampler_new(h.field, h.solver, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+        }
+        assert!(s.is_null());
+    }
+
+    #[test]
+    fn draw_noise_is_the_seeded_normal_stream() {
+        let h = Handles::new();
+        let mut noise = [0f32; 6];
+        let mut direct = [0f32; 6];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_sampler_draw_noise(null(), 3, 5, noise.as_mut_ptr(), 6),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                fmrt_sampler_draw_noise(h.sampler, 3, 5, noise.as_mut_ptr(), 5),
+                BufferTooSmall,
+                "`out` holds 5",
+            );
+            assert_fails(
+                fmrt_sampler_draw_noise(h.sampler, 3, 5, null_mut(), 6),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                3,
+                5,
+                noise.as_mut_ptr(),
+                6,
+            ));
+            assert_ok(fmrt_random_normal(5, direct.as_mut_ptr(), 6));
+        }
+        assert_eq!(noise, direct);
+        let mut rng = SeededRng::new(5);
+        assert_eq!(noise[0], rng.normal() as f32);
+    }
+
+    #[test]
+    fn sample_checks_buffers_before_working_and_matches_rust() {
+        let h = Handles::new();
+        let mut x = [9f32; 8];
+        let mut traj = [9f32; 16];
+        let mut stats = fmrt_stats::default();
+        // On the 10-step grid, so saving splits no step and changes nothing.
+        let times = [0.2, 0.5];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_sampler_sample(
+                    null(),
+                    4,
+                    1,
+                    times.as_ptr(),
+                    2,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    traj.as_mut_ptr(),
+                    16,
+                    &mut stats,
+                ),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    null(),
+                    2,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    traj.as_mut_ptr(),
+                    16,
+                    &mut stats,
+                ),
+                NullParameter,
+                "`times`",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    times.as_ptr(),
+                    2,
+                    null(),
+                    x.as_mut_ptr(),
+                    7,
+                    traj.as_mut_ptr(),
+                    16,
+                    &mut stats,
+                ),
+                BufferTooSmall,
+                "`out_x` holds 7",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    times.as_ptr(),
+                    2,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    traj.as_mut_ptr(),
+                    15,
+                    &mut stats,
+                ),
+                BufferTooSmall,
+                "`out_trajectory` holds 15",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    times.as_ptr(),
+                    2,
+                    null(),
+                    null_mut(),
+                    8,
+                    traj.as_mut_ptr(),
+                    16,
+                    &mut stats,
+                ),
+                NullParameter,
+                "`out_x`",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    times.as_ptr(),
+                    2,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                    16,
+                    &mut stats,
+                ),
+                NullParameter,
+                "`out_trajectory`",
+            );
+            assert_fails(
+                fmrt_sampler_sample(
+                    h.sampler,
+                    4,
+                    1,
+                    [1.5].as_ptr(),
+                    1,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    traj.as_mut_ptr(),
+                    16,
+                    &mut stats,
+                ),
+                InvalidArgument,
+                "1.5",
+            );
+            assert!(
+                x.iter().chain(&traj).all(|&v| v == 9.0),
+                "nothing written on failure"
+            );
+            assert_ok(fmrt_sampler_sample(
+                h.sampler,
+                4,
+                1,
+                times.as_ptr(),
+                2,
+                null(),
+                x.as_mut_ptr(),
+                8,
+                traj.as_mut_ptr(),
+                16,
+                &mut stats,
+            ));
+            // No trajectory, no stats.
+            let mut y = [0f32; 8];
+            assert_ok(fmrt_sampler_sample(
+                h.sampler,
+                4,
+                1,
+                null(),
+                0,
+                null(),
+                y.as_mut_ptr(),
+                8,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            assert_eq!(x, y);
+        }
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let g = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
+        let r = Sampler::new(g, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
+            .sample_at(4, 1, &times)
+            .unwrap();
+        assert_eq!(&x[..], r.x.as_slice().unwrap());
+        assert_eq!(&traj[..], r.trajectory.as_slice().unwrap());
+        assert_eq!(
+            stats,
+            fmrt_stats {
+                nfe: 40,
+                accepted: 10,
+                rejected: 0
+            }
+        );
+    }
+
+    #[test]
+    fn integrate_from_caller_noise_reproduces_sample() {
+        let h = Handles::new();
+        let mut x0 = [0f32; 8];
+        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_ok(fmrt_random_normal(11, x0.as_mut_ptr(), 8));
+            assert_fails(
+                fmrt_sampler_integrate(
+                    null(),
+                    x0.as_ptr(),
+                    8,
+                    4,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    a.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate(
+                    h.sampler,
+                    null(),
+                    8,
+                    4,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    a.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`x0`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate(
+                    h.sampler,
+                    x0.as_ptr(),
+                    6,
+                    4,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    a.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                ShapeMismatch,
+                "x0 holds 6 floats",
+            );
+            assert_fails(
+                fmrt_sampler_integrate(
+                    h.sampler,
+                    x0.as_ptr(),
+                    8,
+                    4,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    a.as_mut_ptr(),
+                    4,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "`out_x`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate(
+                    h.sampler,
+                    x0.as_ptr(),
+                    8,
+                    4,
+                    0.0,
+                    f64::NAN,
+                    null(),
+                    0,
+                    null(),
+                    a.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "finite",
+            );
+            assert_ok(fmrt_sampler_integrate(
+                h.sampler,
+                x0.as_ptr(),
+                8,
+                4,
+                0.0,
+                1.0,
+                null(),
+                0,
+                null(),
+                a.as_mut_ptr(),
+                8,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            assert_ok(fmrt_sampler_sample(
+                h.sampler,
+                4,
+                11,
+                null(),
+                0,
+                null(),
+                b.as_mut_ptr(),
+                8,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn integrate_per_sample_checks_spans_and_runs_each_interval() {
+        let h = Handles::new();
+        let x0 = [0.5f32, -0.5, 1.0, 0.0];
+        let (starts, ends) = ([0.0, 0.0], [1.0, 0.0]);
+        let mut x = [0f32; 4];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_sampler_integrate_per_sample(
+                    h.sampler,
+                    x0.as_ptr(),
+                    4,
+                    2,
+                    null(),
+                    ends.as_ptr(),
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    4,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`t_starts`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate_per_sample(
+                    h.sampler,
+                    x0.as_ptr(),
+                    4,
+                    2,
+                    starts.as_ptr(),
+                    null(),
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    4,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`t_ends`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate_per_sample(
+                    null(),
+                    x0.as_ptr(),
+                    4,
+                    2,
+                    starts.as_ptr(),
+                    ends.as_ptr(),
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    4,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate_per_sample(
+                    h.sampler,
+                    x0.as_ptr(),
+                    4,
+                    2,
+                    starts.as_ptr(),
+                    ends.as_ptr(),
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    3,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "`out_x`",
+            );
+            assert_ok(fmrt_sampler_integrate_per_sample(
+                h.sampler,
+                x0.as_ptr(),
+                4,
+                2,
+                starts.as_ptr(),
+                ends.as_ptr(),
+                null(),
+                0,
+                null(),
+                x.as_mut_ptr(),
+                4,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+        }
+        assert_eq!(
+            &x[2..],
+            &x0[2..],
+            "an empty interval leaves the sample where it is"
+        );
+        assert_ne!(&x[..2], &x0[..2], "the full interval moves the sample");
+    }
+}
+
+mod training {
+    use super::*;
+
+    #[test]
+    fn training_batch_checks_lengths_and_matches_the_path() {
+        let h = Handles::new();
+        let x1 = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let x0 = [0.5f32; 6];
+        let t = [0.2, 0.9];
+        let (mut xt, mut target) = ([0f32; 6], [0f32; 6]);
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(
+                fmrt_path_training_batch(
+                    null(),
+                    x1.as_ptr(),
+                    x0.as_ptr(),
+                    6,
+                    2,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    6,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`scheduler`",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    null(),
+                    x0.as_ptr(),
+                    6,
+                    2,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    6,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`x1`",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    x1.as_ptr(),
+                    null(),
+                    6,
+                    2,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    6,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                NullParameter,
+                "`x0`",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    x1.as_ptr(),
+                    x0.as_ptr(),
+                    6,
+                    4,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    6,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                ShapeMismatch,
+                "multiple of n = 4",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    x1.as_ptr(),
+                    x0.as_ptr(),
+                    6,
+                    2,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    5,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                BufferTooSmall,
+                "`out_x_t`",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    x1.as_ptr(),
+                    x0.as_ptr(),
+                    6,
+                    2,
+                    t.as_ptr(),
+                    2,
+                    xt.as_mut_ptr(),
+                    6,
+                    null_mut(),
+                    6,
+                ),
+                NullParameter,
+                "`out_target`",
+            );
+            assert_fails(
+                fmrt_path_training_batch(
+                    h.scheduler,
+                    x1.as_ptr(),
+                    x0.as_ptr(),
+                    6,
+                    2,
+                    [0.1, 0.2, 0.3].as_ptr(),
+                    3,
+                    xt.as_mut_ptr(),
+                    6,
+                    target.as_mut_ptr(),
+                    6,
+                ),
+                ShapeMismatch,
+                "`t`",
+            );
+            assert_ok(fmrt_path_training_batch(
+                h.scheduler,
+                x1.as_ptr(),
+                x0.as_ptr(),
+                6,
+                2,
+                t.as_ptr(),
+                2,
+                xt.as_mut_ptr(),
+                6,
+                target.as_mut_ptr(),
+                6,
+            ));
+        }
+        // CondOT: x_t = t x1 + (1 − t) x0, target = x1 − x0.
+        assert_eq!(xt[0], (0.2 * 1.0 + 0.8 * 0.5) as f32);
+        assert_eq!(xt[5], (0.9 * 6.0 + 0.1 * 0.5f64) as f32);
+        assert_eq!(target, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]);
+    }
+
+    #[test]
+    fn random_fills_check_their_buffers() {
+        let mut u = [0f64; 3];
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_fails(fmrt_random_normal(1, null_mut(), 3), NullParameter, "`out`");
+            assert_fails(
+                fmrt_random_uniform(1, null_mut(), 3),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_random_uniform(1, u.as_mut_ptr(), 3));
+            assert_ok(fmrt_random_normal(1, null_mut(), 0));
+        }
+        let mut rng = SeededRng::new(1);
+        assert_eq!(u, [rng.uniform(), rng.uniform(), rng.uniform()]);
+    }
+}
+
+mod onnx {
+    use super::*;
+    use fmrt::ffi::onnx::*;
+    use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
+
+    fn fixture(name: &str) -> PathBuf {
+        root().join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn onnx_fields_from_file_and_bytes_match_the_rust_loader() {
+        ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        let path = fixture("gmm_ot.onnx");
+        let path_c = c(path.to_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        let mut options = fmrt_onnx_options {
+            state_input: null(),
+            time_input: null(),
+            output: null(),
+            state_shape: null(),
+            state_rank: 0,
+            max_batch: 7,
+            sessions: 0,
+            intra_threads: 1,
+            ort_library: null(),
+        };
+        let (mut from_file, mut from_bytes) = (null_mut(), null_mut());
+        // SAFETY: valid or NULL pointers.
+        unsafe {
+            assert_fails(
+                fmrt_onnx_options_default(null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let max_batch = options.max_batch;
+            assert_ok(fmrt_onnx_options_default(&mut options));
+            assert_eq!((options.max_batch, options.state_input), (0, null()));
+            options.max_batch = max_batch;
+            assert_fails(
+                fmrt_field_onnx_file(null(), &options, &mut from_file),
+                NullParameter,
+                "`path`",
+            );
+            assert_fails(
+                fmrt_field_onnx_file(path_c.as_ptr(), &options, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let missing = c("/nonexistent/model.onnx");
+            assert_fails(
+                fmrt_field_onnx_file(missing.as_ptr(), null(), &mut from_file),
+                fmrt_status::Io,
+                "/nonexistent/model.onnx",
+            );
+            let truncated = c(fixture("truncated.onnx").to_str().unwrap());
+            assert_fails(
+                fmrt_field_onnx_file(truncated.as_ptr(), null(), &mut from_file),
+                fmrt_status::Model,
+                "truncated.onnx",
+            );
+            let wrong = fmrt_onnx_options {
+                state_input: c"nope".as_ptr(),
+                ..options
+            };
+            assert_fails(
+                fmrt_field_onnx_file(path_c.as_ptr(), &wrong, &mut from_file),
+                fmrt_status::Model,
+                "nope",
+            );
+            assert_fails(
+                fmrt_field_onnx_bytes(null(), 10, null(), &mut from_bytes),
+                NullParameter,
+                "`bytes`",
+            );
+            assert_ok(fmrt_field_onnx_file(
+                path_c.as_ptr(),
+                &options,
+                &mut from_file,
+            ));
+            assert_ok(fmrt_field_onnx_bytes(
+                bytes.as_ptr(),
+                bytes.len(),
+                null(),
+                &mut from_bytes,
+            ));
+        }
+        let rust = OnnxField::load_file(&path).unwrap();
+        let dim: usize = rust.state_shape().iter().product();
+        let n = 20;
+        let mut rng = SeededRng::new(9);
+        let x: Vec<f32> = (0..n * dim).map(|_| 2.0 * rng.normal() as f32).collect();
+        let t: Vec<f64> = (0..n).map(|i| 0.05 + 0.9 * i as f64 / n as f64).collect();
+        let mut shape = vec![n];
+        shape.extend_from_slice(rust.state_shape());
+        let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x.clone()).unwrap();
+        let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
+        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        for (name, f) in [("file", from_file), ("bytes", from_bytes)] {
+            let mut u = vec![0f32; n * dim];
+            // SAFETY: lengths as stated.
+            unsafe {
+                assert_ok(fmrt_field_velocity(
+                    f,
+                    x.as_ptr(),
+                    x.len(),
+                    n,
+                    t.as_ptr(),
+                    n,
+                    null(),
+                    u.as_mut_ptr(),
+                    u.len(),
+                ));
+                fmrt_field_free(f);
+            }
+            assert_eq!(&u[..], expect.as_slice().unwrap(), "{name}");
+        }
+    }
+}
