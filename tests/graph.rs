@@ -237,7 +237,11 @@ fn a_f(name: &str, v: f32) -> AttributeProto {
 }
 
 fn unary(name: &'static str, range: (f64, f64), attrs: Vec<AttributeProto>) -> Case {
-    let opset = if name == "Gelu" { 20 } else { 17 };
+    let opset = match name {
+        "Gelu" => 20,
+        "Mish" => 18,
+        _ => 17,
+    };
     case(name, opset, &[3, 4], range, move |g| {
         g.n(name, &["x"], &["y"], attrs.clone())
     })
@@ -265,6 +269,16 @@ fn cases() -> Vec<Case> {
         unary("Neg", std, vec![]),
         unary("Identity", std, vec![]),
         unary("Softmax", std, vec![a_i("axis", 1)]),
+        unary("Tan", (-1.0, 1.0), vec![]),
+        unary("Atan", std, vec![]),
+        unary("Sinh", std, vec![]),
+        unary("Cosh", std, vec![]),
+        unary("Softsign", std, vec![]),
+        unary("Mish", std, vec![]),
+        unary("HardSigmoid", (-2.0, 2.0), vec![a_f("alpha", 0.4)]),
+        unary("HardSwish", (-4.0, 4.0), vec![]),
+        unary("Selu", std, vec![]),
+        unary("Celu", std, vec![a_f("alpha", 0.8)]),
         unary("LogSoftmax", std, vec![a_i("axis", 0)]),
         unary("Flatten", std, vec![a_i("axis", 1)]),
         unary(
@@ -546,6 +560,50 @@ fn cases() -> Vec<Case> {
             g.n("GroupNormalization", &["x", "s", "b"], &["y"], attrs);
         },
     ));
+    v.push(case("Mean", 17, &[3, 4], std, |g| {
+        g.c("c", &[4], -1.0, 1.0);
+        g.n("Sin", &["x"], &["s"], vec![]);
+        g.n("Mean", &["x", "s", "c"], &["y"], vec![]);
+    }));
+    v.push(case("Einsum", 17, &[3, 4], std, |g| {
+        g.c("w", &[4, 5], -1.0, 1.0);
+        let eq = vec![AttributeProto::string("equation", "ij,jk,ij->ik")];
+        g.n("Sin", &["x"], &["s"], vec![]);
+        g.n("Einsum", &["x", "w", "s"], &["y"], eq);
+    }));
+    v.push(case("Trilu", 17, &[4, 4], std, |g| {
+        g.n("Trilu", &["x"], &["y"], vec![a_i("upper", 0)]);
+    }));
+    v.push(case("MaxPool", 17, &[2, 2, 4, 4], std, |g| {
+        let attrs = vec![
+            AttributeProto::ints("kernel_shape", &[2, 2]),
+            AttributeProto::ints("strides", &[1, 2]),
+        ];
+        g.n("MaxPool", &["x"], &["y"], attrs);
+    }));
+    v.push(case("ReduceMax(attr axes)", 17, &[3, 4], std, |g| {
+        let attrs = vec![AttributeProto::ints("axes", &[1]), a_i("keepdims", 0)];
+        g.n("ReduceMax", &["x"], &["y"], attrs);
+    }));
+    v.push(case("ReduceMin(all, opset 18)", 18, &[3, 4], std, |g| {
+        g.n("ReduceMin", &["x"], &["y"], vec![]);
+    }));
+    v.push(case("ReduceL2", 18, &[3, 4], std, |g| {
+        g.ci("ax", &[0]);
+        g.n("ReduceL2", &["x", "ax"], &["y"], vec![a_i("keepdims", 0)]);
+    }));
+    v.push(case("ReduceSumSquare", 17, &[3, 4], std, |g| {
+        g.n(
+            "ReduceSumSquare",
+            &["x"],
+            &["y"],
+            vec![AttributeProto::ints("axes", &[1])],
+        );
+    }));
+    v.push(case("ReduceLogSumExp", 17, &[2, 3, 4], std, |g| {
+        let attrs = vec![AttributeProto::ints("axes", &[0, 2]), a_i("keepdims", 0)];
+        g.n("ReduceLogSumExp", &["x"], &["y"], attrs);
+    }));
     v.push(case("AveragePool", 17, &[1, 2, 4, 4], std, |g| {
         let attrs = vec![AttributeProto::ints("kernel_shape", &[2, 2])];
         g.n("AveragePool", &["x"], &["y"], attrs);

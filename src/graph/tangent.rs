@@ -166,6 +166,8 @@ const LINEAR_FIRST: &[&str] = &[
     "GlobalAveragePool",
     "CumSum",
     "Resize",
+    "Trilu",
+    "ReverseSequence",
 ];
 
 struct Builder {
@@ -704,6 +706,73 @@ fn rule(
             };
             one(r)
         }
+        "Mean" => {
+            let ts: Vec<String> = (0..ins.len()).filter_map(t).collect();
+            let refs: Vec<&str> = ts.iter().map(String::as_str).collect();
+            let s = b.emit("Sum", &refs, vec![]);
+            let n = b.scalar(dt, ins.len() as f64);
+            let m = b.op2("Div", &s, &n);
+            one(b.expand_like(&m, &y))
+        }
+        "Einsum" => {
+            // Multilinear: one term per varying operand.
+            let mut terms = Vec::new();
+            for k in 0..ins.len() {
+                if let Some(tk) = t(k) {
+                    let mut inputs: Vec<&str> = ins.iter().map(String::as_str).collect();
+                    inputs[k] = &tk;
+                    terms.push(b.emit("Einsum", &inputs, node.attribute.clone()));
+                }
+            }
+            let mut r = terms.pop().ok_or("no varying input")?;
+            for s in terms {
+                r = b.op2("Add", &s, &r);
+            }
+            one(r)
+        }
+        "MaxPool" => {
+            // The tangent at the selected positions: gather by the flat indices.
+            let ad = only_first("")?;
+            let outs = b.emit_n("MaxPool", &[&a], 2, node.attribute.clone());
+            let minus_one = b.ints(&[-1]);
+            let flat = b.op2("Reshape", &ad, &minus_one);
+            let mut result = vec![Out::Tangent(b.op2("Gather", &flat, &outs[1]))];
+            result.extend((1..node.output.len()).map(|_| Out::Zero));
+            Ok(result)
+        }
+        "ReduceMax" | "ReduceMin" | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => {
+            let ad = only_first("the axes")?;
+            let keep = reduce_copy(b, node, op, &a, Some(1));
+            let r = match op {
+                "ReduceMax" | "ReduceMin" => {
+                    // The mean of the tangent over the positions attaining the extremum.
+                    let hit = b.op2("Equal", &a, &keep);
+                    let mask = b.emit("Cast", &[&hit], vec![AttributeProto::int("to", dt as i64)]);
+                    let masked = b.op2("Mul", &ad, &mask);
+                    let num = reduce_copy(b, node, "ReduceSum", &masked, None);
+                    let den = reduce_copy(b, node, "ReduceSum", &mask, None);
+                    b.op2("Div", &num, &den)
+                }
+                "ReduceL2" => {
+                    let p = b.op2("Mul", &a, &ad);
+                    let s = reduce_copy(b, node, "ReduceSum", &p, None);
+                    b.op2("Div", &s, &y)
+                }
+                "ReduceSumSquare" => {
+                    let p = b.op2("Mul", &a, &ad);
+                    let s = reduce_copy(b, node, "ReduceSum", &p, None);
+                    let two = b.scalar(dt, 2.0);
+                    b.op2("Mul", &s, &two)
+                }
+                _ => {
+                    let d = b.op2("Sub", &a, &keep);
+                    let w = b.op1("Exp", &d);
+                    let p = b.op2("Mul", &w, &ad);
+                    reduce_copy(b, node, "ReduceSum", &p, None)
+                }
+            };
+            one(r)
+        }
         "Sum" => {
             let ts: Vec<String> = (0..ins.len()).filter_map(t).collect();
             let refs: Vec<&str> = ts.iter().map(String::as_str).collect();
@@ -848,7 +917,8 @@ fn rule(
             one(b.expand_like(&w, &y))
         }
         "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Erf" | "Softplus" | "Sin"
-        | "Cos" | "Abs" | "Gelu" => {
+        | "Cos" | "Abs" | "Gelu" | "Tan" | "Atan" | "Sinh" | "Cosh" | "Softsign" | "Mish"
+        | "HardSigmoid" | "HardSwish" | "Selu" | "Celu" => {
             let ad = only_first("")?;
             let d = match op {
                 "Sigmoid" => {
@@ -887,6 +957,75 @@ fn rule(
                     b.op1("Neg", &s)
                 }
                 "Abs" => b.op1("Sign", &a),
+                "Tan" => {
+                    let one_c = b.scalar(dt, 1.0);
+                    let sq = b.op2("Mul", &y, &y);
+                    b.op2("Add", &sq, &one_c)
+                }
+                "Atan" => {
+                    let one_c = b.scalar(dt, 1.0);
+                    let sq = b.op2("Mul", &a, &a);
+                    let den = b.op2("Add", &sq, &one_c);
+                    return one(b.op2("Div", &ad, &den));
+                }
+                "Sinh" => b.op1("Cosh", &a),
+                "Cosh" => b.op1("Sinh", &a),
+                "Softsign" => {
+                    // 1/(1+|a|)² = (1 − |y|)²
+                    let one_c = b.scalar(dt, 1.0);
+                    let m = b.op1("Abs", &y);
+                    let c = b.op2("Sub", &one_c, &m);
+                    b.op2("Mul", &c, &c)
+                }
+                "Mish" => {
+                    // tanh(sp) + a·(1 − tanh²(sp))·σ(a), sp = softplus(a)
+                    let one_c = b.scalar(dt, 1.0);
+                    let sp = b.op1("Softplus", &a);
+                    let th = b.op1("Tanh", &sp);
+                    let th2 = b.op2("Mul", &th, &th);
+                    let sech2 = b.op2("Sub", &one_c, &th2);
+                    let sg = b.op1("Sigmoid", &a);
+                    let p = b.op2("Mul", &sech2, &sg);
+                    let q = b.op2("Mul", &p, &a);
+                    b.op2("Add", &th, &q)
+                }
+                "HardSigmoid" => {
+                    let alpha = node.attr_f("alpha", 0.2) as f64;
+                    hard_sigmoid_slope(b, &y, alpha, dt)
+                }
+                "HardSwish" => {
+                    // y = a·h(a), h = HardSigmoid(a; 1/6, 1/2): h + a·h'
+                    let h = b.emit(
+                        "HardSigmoid",
+                        &[&a],
+                        vec![
+                            AttributeProto::float("alpha", 1.0 / 6.0),
+                            AttributeProto::float("beta", 0.5),
+                        ],
+                    );
+                    let slope = hard_sigmoid_slope(b, &h, 1.0 / 6.0, dt);
+                    let p = b.op2("Mul", &slope, &a);
+                    b.op2("Add", &h, &p)
+                }
+                "Selu" | "Celu" => {
+                    // Selu: γ for a > 0, else y + γα; Celu: 1, else y/α + 1.
+                    let (pos_slope, neg) = if op == "Selu" {
+                        let alpha = node.attr_f("alpha", 1.673_263_2) as f64;
+                        let gamma = node.attr_f("gamma", 1.050_701) as f64;
+                        let ga = b.scalar(dt, gamma * alpha);
+                        (b.scalar(dt, gamma), b.op2("Add", &y, &ga))
+                    } else {
+                        let alpha = node.attr_f("alpha", 1.0) as f64;
+                        let inv = b.scalar(dt, 1.0 / alpha);
+                        let one_c = b.scalar(dt, 1.0);
+                        let q = b.op2("Mul", &y, &inv);
+                        let neg = b.op2("Add", &q, &one_c);
+                        (one_c, neg)
+                    };
+                    let zero = b.scalar(dt, 0.0);
+                    let pos = b.op2("Greater", &a, &zero);
+                    b.emit("Where", &[&pos, &pos_slope, &neg], vec![])
+                }
                 _ => gelu_derivative(b, node, &a, dt)?,
             };
             one(b.op2("Mul", &ad, &d))
@@ -1023,6 +1162,60 @@ fn rule(
             one(r)
         }
         _ => Err("no tangent rule for this operator".into()),
+    }
+}
+
+/// α where 0 < `h` < 1 (the slope of a hard sigmoid with output `h`), else 0.
+fn hard_sigmoid_slope(b: &mut Builder, h: &str, alpha: f64, dt: i32) -> String {
+    let zero = b.scalar(dt, 0.0);
+    let one_c = b.scalar(dt, 1.0);
+    let above = b.op2("Greater", h, &zero);
+    let below = b.op2("Less", h, &one_c);
+    let inside = b.op2("And", &above, &below);
+    let al = b.scalar(dt, alpha);
+    b.emit("Where", &[&inside, &al, &zero], vec![])
+}
+
+/// The reduction `op` over the same axes as the reduction `node`, applied to
+/// `input`, with `keepdims` overridden if given; axes are spelled as `op`
+/// wants them in this opset.
+fn reduce_copy(
+    b: &mut Builder,
+    node: &NodeProto,
+    op: &str,
+    input: &str,
+    keepdims: Option<i64>,
+) -> String {
+    let keep = keepdims.unwrap_or_else(|| node.attr_i("keepdims", 1));
+    let mut attrs: Vec<AttributeProto> = node
+        .attribute
+        .iter()
+        .filter(|a| !matches!(a.name.as_deref(), Some("keepdims" | "axes")))
+        .cloned()
+        .collect();
+    attrs.push(AttributeProto::int("keepdims", keep));
+    let axes_as_input = match op {
+        "ReduceSum" => b.opset >= 13,
+        _ => b.opset >= 18,
+    };
+    let from_input = node.input.get(1).filter(|s| !s.is_empty()).cloned();
+    let from_attr = node.attr_ints("axes").map(<[i64]>::to_vec);
+    if axes_as_input {
+        let axes = match (from_input, from_attr) {
+            (Some(name), _) => Some(name),
+            (None, Some(list)) => Some(b.ints(&list)),
+            (None, None) => None,
+        };
+        match axes {
+            Some(axes) => b.emit(op, &[input, &axes], attrs),
+            None => b.emit(op, &[input], attrs),
+        }
+    } else {
+        // Axes as an attribute (this op in an opset before 13 or 18).
+        if let Some(list) = from_attr {
+            attrs.push(AttributeProto::ints("axes", &list));
+        }
+        b.emit(op, &[input], attrs)
     }
 }
 
