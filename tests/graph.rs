@@ -335,6 +335,10 @@ fn cases() -> Vec<Case> {
         g.c("c", &[4], 0.5, 3.0);
         g.n("Pow", &["x", "c"], &["y"], vec![]);
     }));
+    v.push(case("Pow(x,c) opset 13", 13, &[3, 4], pos, |g| {
+        g.ci("c", &[2]);
+        g.n("Pow", &["x", "c"], &["y"], vec![]);
+    }));
     v.push(case("Pow(c,x)", 17, &[3, 4], std, |g| {
         g.c("c", &[4], 0.5, 3.0);
         g.n("Pow", &["c", "x"], &["y"], vec![]);
@@ -713,7 +717,7 @@ fn read(name: &str) -> Vec<u8> {
 
 /// Extras the fixture needs, for a batch of `b`.
 fn extras_for(name: &str, b: usize) -> Extras {
-    if name == "label_input.onnx" {
+    if name.contains("label") {
         let labels = ArrayD::from_shape_fn(IxDyn(&[b]), |i| (i[0] % 4) as i64);
         Extras::new().with("label", ExtraTensor::Int64(labels))
     } else {
@@ -875,6 +879,8 @@ fn whole_fixtures_match_central_differences() {
         "label_input.onnx",
         "mlp256.onnx",
         "named_inputs.onnx",
+        "static_batch_label.onnx",
+        "scalar_time_label.onnx",
         "attention_block.onnx",
         "gmm_ot.onnx",
         "gmm16_ot.onnx",
@@ -1061,6 +1067,8 @@ fn likelihood_error(name: &str, exact: &GaussianMixture, n: usize) -> f64 {
     let lik = Likelihood::new(field, solver);
     let x = mixture_points(exact, n, 77);
     let got = lik.log_likelihood(x.view()).unwrap();
+    // All D basis directions of a stage go through one tangent-graph call.
+    assert_eq!(got.calls.jvp, got.calls.velocity);
     let x2 = x.view().into_dimensionality::<ndarray::Ix2>().unwrap();
     let want = exact.log_density(x2, &[1.0]).unwrap();
     let mae = got
@@ -1134,13 +1142,13 @@ fn a_field_with_an_unsupported_operator_reports_it_on_jvp() {
         .iter_mut()
         .find(|n| n.op() == "Sigmoid")
         .expect("time_b has a Sigmoid");
-    node.op_type = Some("HardSigmoid".into());
+    node.op_type = Some("Hardmax".into());
     let node_name = node.node_name().to_string();
     let field = OnnxField::builder().load_bytes(&encode_model(&m)).unwrap();
     assert!(!field.provides_jvp());
     let reason = field.jvp_unavailable_reason().unwrap().to_string();
     assert!(
-        reason.contains("HardSigmoid") && reason.contains(&node_name),
+        reason.contains("Hardmax") && reason.contains(&node_name),
         "{reason}"
     );
     let x = normal(&[2, 2], 1.0, 1);
@@ -1148,7 +1156,49 @@ fn a_field_with_an_unsupported_operator_reports_it_on_jvp() {
     let e = field
         .jvp(x.view(), &[0.5], x.view(), o.view_mut())
         .unwrap_err();
-    assert!(e.to_string().contains("HardSigmoid"), "{e}");
+    assert!(e.to_string().contains("Hardmax"), "{e}");
     // Sampling still works.
     field.velocity(x.view(), &[0.5], o.view_mut()).unwrap();
+}
+
+#[test]
+fn the_tangent_model_keeps_the_model_and_adds_one_input_and_one_output() {
+    for name in FIXTURES {
+        let m = decode_model(&read(name)).unwrap();
+        let t = tangent_model(&m, &TangentOptions::default()).unwrap();
+        let (g, tg) = (m.graph.as_ref().unwrap(), t.graph.as_ref().unwrap());
+        let names = |v: &[ValueInfoProto]| -> Vec<String> {
+            v.iter()
+                .map(|i| i.name.clone().unwrap_or_default())
+                .collect()
+        };
+        let mut want_in = names(&g.input);
+        want_in.insert(1, format!("{}_dot", want_in[0]));
+        assert_eq!(names(&tg.input), want_in, "{name}");
+        let mut want_out = names(&g.output);
+        want_out.push(format!("{}_dot", want_out[0]));
+        assert_eq!(names(&tg.output), want_out, "{name}");
+        assert_eq!(t.opset_import, m.opset_import, "{name}");
+        assert_eq!(t.metadata_props, m.metadata_props, "{name}");
+        assert_eq!(tg.initializer, g.initializer, "{name}");
+        // The original nodes come first in their order; names stay unique.
+        let orig: Vec<&NodeProto> = tg.node.iter().filter(|n| g.node.contains(n)).collect();
+        assert_eq!(orig.len(), g.node.len(), "{name}");
+        let mut node_names = std::collections::HashSet::new();
+        let mut produced = std::collections::HashSet::new();
+        for n in &tg.node {
+            if let Some(nm) = &n.name {
+                assert!(
+                    node_names.insert(nm.clone()),
+                    "{name}: node name {nm} twice"
+                );
+            }
+            for o in &n.output {
+                assert!(
+                    produced.insert(o.clone()),
+                    "{name}: value {o} produced twice"
+                );
+            }
+        }
+    }
 }

@@ -438,6 +438,12 @@ fn transform(
     let mut graph = graph.clone();
     if tangent_output == output_name && options.drop_outputs {
         // The tangent takes the output's name: rename the primal value.
+        if !graph.node.iter().any(|n| n.output.contains(&output_name)) {
+            return Err(fail(format!(
+                "the output `{output_name}` is not computed by a node (it is a graph input or \
+                 initializer), so its tangent cannot take its name"
+            )));
+        }
         let mut k = 0;
         let renamed = loop {
             k += 1;
@@ -877,7 +883,7 @@ fn rule(
             let mut terms = Vec::new();
             if let Some(ad) = t(0) {
                 // d(a^e) = e·a^(e−1)·da
-                let e_dt = b.emit("CastLike", &[e, &a], vec![]);
+                let e_dt = b.emit("Cast", &[e], vec![AttributeProto::int("to", dt as i64)]);
                 let one_c = b.scalar(dt, 1.0);
                 let em1 = b.op2("Sub", &e_dt, &one_c);
                 let p = b.op2("Pow", &a, &em1);
