@@ -16,6 +16,8 @@
 //! - [`path`]: the affine path, prediction conversions and the training loss.
 //! - [`source`]: the source distribution (seeded standard normal).
 //! - [`field`]: the [`field::VelocityField`] trait and analytic fields.
+//! - [`graph`]: ONNX models read and written in Rust, and their forward-mode
+//!   tangent (Jacobian–vector product) transform.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
@@ -25,6 +27,7 @@ pub mod dsl;
 pub mod error;
 pub mod ffi;
 pub mod field;
+pub mod graph;
 pub mod likelihood;
 pub mod path;
 pub mod sampler;

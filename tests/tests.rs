@@ -5,6 +5,7 @@ mod cli;
 mod dsl;
 mod ffi;
 mod gmm;
+mod graph;
 mod likelihood;
 mod models;
 mod onnx;

@@ -23,6 +23,7 @@
 //! The ONNX Runtime library is loaded at run time; see [`runtime`] for where it
 //! is looked for and [`provider`] for running on a GPU.
 
+mod jvp;
 mod model;
 pub mod provider;
 pub mod runtime;
@@ -73,6 +74,7 @@ pub struct OnnxFieldBuilder {
     provider: ExecutionProvider,
     policy: ProviderPolicy,
     ort_library: Option<PathBuf>,
+    jvp: bool,
 }
 
 impl Default for OnnxFieldBuilder {
@@ -88,6 +90,7 @@ impl Default for OnnxFieldBuilder {
             provider: ExecutionProvider::Cpu,
             policy: ProviderPolicy::Require,
             ort_library: None,
+            jvp: true,
         }
     }
 }
@@ -158,6 +161,13 @@ impl OnnxFieldBuilder {
     /// [`runtime`]). Only one library can be loaded per process.
     pub fn ort_library(mut self, path: impl Into<PathBuf>) -> Self {
         self.ort_library = Some(path.into());
+        self
+    }
+
+    /// Whether to derive the tangent model for exact Jacobian–vector products
+    /// (default `true`; its session is created on the first JVP call).
+    pub fn with_jvp(mut self, jvp: bool) -> Self {
+        self.jvp = jvp;
         self
     }
 
@@ -307,7 +317,9 @@ impl OnnxFieldBuilder {
             provider: provider.to_string(),
             provider_notes: notes,
             runtime: info,
+            jvp: jvp::Jvp::Disabled,
         };
+        field.jvp = jvp::Jvp::prepare(&self, bytes, &field.mapping, provider, environment, info);
         field.dry_run(&mut first)?;
         let mut sessions = Vec::with_capacity(self.sessions);
         sessions.push(Mutex::new(first));
@@ -450,6 +462,7 @@ pub struct OnnxField {
     provider: String,
     provider_notes: Vec<String>,
     runtime: &'static RuntimeInfo,
+    jvp: jvp::Jvp,
 }
 
 impl std::fmt::Debug for OnnxField {
@@ -686,6 +699,12 @@ impl OnnxField {
             extras.insert(input.name.clone(), tensor);
         }
         Ok(Some(extras))
+    }
+
+    /// Why the field provides no Jacobian–vector products (`None` when it does):
+    /// the unsupported operators of the model, or `with_jvp(false)`.
+    pub fn jvp_unavailable_reason(&self) -> Option<&str> {
+        self.jvp.unavailable_reason()
     }
 
     /// Everything about the model for display (`fmrt inspect`).
@@ -1073,5 +1092,30 @@ impl VelocityField for OnnxField {
         };
         let mut session = self.session();
         self.run_call(&mut session, x, &times, &args, out)
+    }
+
+    fn provides_jvp(&self) -> bool {
+        matches!(self.jvp, jvp::Jvp::Ready(_))
+    }
+
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        jvp::jvp_with(self, x, t, &Extras::new(), v, out)
+    }
+
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        jvp::jvp_with(self, x, t, extras, v, out)
     }
 }

@@ -1,0 +1,176 @@
+//! Jacobian–vector products of an ONNX model, computed by its tangent graph
+//! (see [`crate::graph::tangent`]).
+//!
+//! The tangent model is derived when the model is loaded (pure Rust, no
+//! session); its ONNX Runtime session is created on the first JVP call. The
+//! tangent model keeps every input of the model, takes the direction as one
+//! more input and returns J·v under the name of the velocity output, so calls
+//! run through the same chunking and time grouping as velocity calls.
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use ndarray::{ArrayViewD, ArrayViewMutD, CowArray};
+use ort::session::Session;
+
+use super::{
+    ExecutionProvider, ExtraArg, ExtraData, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo,
+    Times,
+};
+use crate::field::Extras;
+use crate::graph::{decode_model, encode_model, tangent_model, TangentOptions};
+use crate::{Error, Result};
+
+/// Whether and how an [`OnnxField`] computes JVPs.
+pub(super) enum Jvp {
+    /// Switched off by the builder.
+    Disabled,
+    /// The model cannot be differentiated; the reason.
+    Unavailable(String),
+    /// The tangent model, and its session once created.
+    Ready(Box<Tangent>),
+}
+
+/// A tangent model ready to run.
+pub(super) struct Tangent {
+    bytes: Vec<u8>,
+    input: String,
+    builder: OnnxFieldBuilder,
+    provider: ExecutionProvider,
+    environment: &'static ort::environment::Environment,
+    info: &'static RuntimeInfo,
+    session: OnceLock<std::result::Result<Mutex<Session>, String>>,
+}
+
+impl Jvp {
+    /// Derives the tangent model of the serialized model `bytes`.
+    pub(super) fn prepare(
+        builder: &OnnxFieldBuilder,
+        bytes: &[u8],
+        mapping: &InputMapping,
+        provider: ExecutionProvider,
+        environment: &'static ort::environment::Environment,
+        info: &'static RuntimeInfo,
+    ) -> Jvp {
+        if !builder.jvp {
+            return Jvp::Disabled;
+        }
+        let input = format!("{}_dot", mapping.state);
+        let options = TangentOptions {
+            state_input: Some(mapping.state.clone()),
+            output: Some(mapping.output.clone()),
+            tangent_input: Some(input.clone()),
+            tangent_output: Some(mapping.output.clone()),
+            drop_outputs: true,
+        };
+        let derived = decode_model(bytes).and_then(|model| tangent_model(&model, &options));
+        match derived {
+            Ok(model) => Jvp::Ready(Box::new(Tangent {
+                bytes: encode_model(&model),
+                input,
+                builder: builder.clone(),
+                provider,
+                environment,
+                info,
+                session: OnceLock::new(),
+            })),
+            Err(e) => Jvp::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Why JVPs are unavailable (`None` when they are available).
+    pub(super) fn unavailable_reason(&self) -> Option<&str> {
+        match self {
+            Jvp::Disabled => Some("Jacobian-vector products were switched off (with_jvp(false))"),
+            Jvp::Unavailable(m) => Some(m),
+            Jvp::Ready(_) => None,
+        }
+    }
+}
+
+impl Tangent {
+    /// The tangent session, created on first use.
+    fn session(&self, file: &str) -> Result<MutexGuard<'_, Session>> {
+        let made = self.session.get_or_init(|| {
+            self.builder
+                .make_session(
+                    self.environment,
+                    &self.bytes,
+                    file,
+                    self.provider,
+                    self.info,
+                )
+                .map(Mutex::new)
+                .map_err(|(m, _)| format!("{m} (the tangent model for Jacobian-vector products)"))
+        });
+        match made {
+            Ok(m) => Ok(m.lock().unwrap_or_else(|e| e.into_inner())),
+            Err(m) => Err(Error::Field(m.clone())),
+        }
+    }
+}
+
+/// J(x, t, extras)·v into `out`, for [`OnnxField`]'s `jvp_with`.
+pub(super) fn jvp_with(
+    field: &OnnxField,
+    x: ArrayViewD<'_, f32>,
+    t: &[f64],
+    extras: &Extras,
+    v: ArrayViewD<'_, f32>,
+    out: ArrayViewMutD<'_, f32>,
+) -> Result<()> {
+    let tangent = match &field.jvp {
+        Jvp::Ready(t) => t,
+        other => {
+            return Err(Error::Field(format!(
+                "{}: no Jacobian-vector products: {}",
+                field.file,
+                other.unavailable_reason().unwrap_or_default()
+            )))
+        }
+    };
+    let dims = |tail: &[usize]| {
+        let d: Vec<String> = tail.iter().map(usize::to_string).collect();
+        format!("[B, {}]", d.join(", "))
+    };
+    if x.ndim() != field.state_shape.len() + 1 || x.shape()[1..] != field.state_shape[..] {
+        return Err(Error::Shape {
+            tensor: "x".to_string(),
+            expected: dims(&field.state_shape),
+            actual: x.shape().to_vec(),
+        });
+    }
+    for (name, shape) in [("v", v.shape()), ("out", out.shape())] {
+        if shape != x.shape() {
+            return Err(Error::Shape {
+                tensor: name.to_string(),
+                expected: format!("{:?} (the shape of x)", x.shape()),
+                actual: shape.to_vec(),
+            });
+        }
+    }
+    let batch = x.shape()[0];
+    if t.len() != 1 && t.len() != batch {
+        return Err(Error::Shape {
+            tensor: "t".to_string(),
+            expected: format!("[1] or [{batch}] (one time for all, or one per sample)"),
+            actual: vec![t.len()],
+        });
+    }
+    let mut args = field.extra_args(extras, batch)?;
+    if batch == 0 {
+        return Ok(());
+    }
+    args.push(ExtraArg {
+        name: &tangent.input,
+        batched: true,
+        data: ExtraData::Float32(CowArray::from(v)),
+    });
+    let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
+    let times = if t32.len() == 1 {
+        Times::One(t32[0])
+    } else {
+        Times::PerSample(&t32)
+    };
+    let mut session = tangent.session(&field.file)?;
+    field.run_call(&mut session, x, &times, &args, out)
+}
