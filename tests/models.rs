@@ -176,7 +176,7 @@ fn hutchinson_is_unbiased_on_the_two_moons_mlp() {
         .log_likelihood(x.view())
         .expect("exact likelihood");
     let seeds = 200;
-    let mut estimates = vec![Vec::with_capacity(seeds); 6];
+    let mut estimates: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(seeds)).collect();
     for seed in 0..seeds as u64 {
         let noisy = Likelihood::new(model.clone(), solver.clone())
             .with_divergence(Divergence::hutchinson(1))
