@@ -7,6 +7,7 @@ use fmrt::dsl::simplify::simplify;
 use fmrt::dsl::{parse_expr, parse_program, print};
 use fmrt::scheduler::{self, builtin_names, builtin_source, Schedule, Scheduler};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use std::path::Path;
 
 fn no_params(_: &str) -> Option<f64> {
@@ -75,6 +76,23 @@ fn safe_expr() -> impl Strategy<Value = Expr> {
     })
 }
 
+/// The largest magnitude of any subexpression of `e` at `t`. Where it is huge,
+/// adding t to it loses t to rounding (e.g. `sin(3e17 + t)` is constant in f64),
+/// so finite differences say nothing about the exact derivative.
+fn largest_intermediate(e: &Expr, t: f64) -> f64 {
+    let own = eval_tree(e, t, &no_params).abs();
+    let children = match &e.kind {
+        ExprKind::Num(_) | ExprKind::Name(_) => 0.0,
+        ExprKind::Neg(a) => largest_intermediate(a, t),
+        ExprKind::Binary(_, a, b) => largest_intermediate(a, t).max(largest_intermediate(b, t)),
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .map(|a| largest_intermediate(a, t))
+            .fold(0.0, f64::max),
+    };
+    own.max(children)
+}
+
 /// Fourth-order central difference with step `h`: truncation error about
 /// h⁴·|f⁽⁵⁾|/30, rounding error about ε·|f|/h.
 fn fd(f: &dyn Fn(f64) -> f64, t: f64, h: f64) -> f64 {
@@ -82,10 +100,12 @@ fn fd(f: &dyn Fn(f64) -> f64, t: f64, h: f64) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI reproducible; change it to explore other cases.
+    #![proptest_config(ProptestConfig { cases: 1500, max_global_rejects: 100_000, rng_seed: RngSeed::Fixed(20_261_129), ..ProptestConfig::default() })]
 
     /// Symbolic derivative vs finite differences. Cases whose values or slopes
-    /// exceed 1e4 in magnitude are skipped (rounding dominates there). The
+    /// exceed 1e4 in magnitude, or with a subexpression beyond 1e6, are skipped
+    /// (rounding dominates there). The
     /// reference is the fourth-order difference with h = 1e-4; its error is
     /// estimated by comparing with h = 2e-4 (for a fourth-order formula the
     /// difference is 15× the finer error) and with h = 1e-3. Rounding adds about
@@ -103,6 +123,7 @@ proptest! {
         let fmax = samples.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         prop_assume!(samples.iter().all(|v| v.is_finite()) && fmax < 1e4);
         prop_assume!(sym.is_finite() && sym.abs() < 1e4);
+        prop_assume!(largest_intermediate(&e, t) < 1e6);
         let fine = fd(&f, t, 1e-4);
         let mid = fd(&f, t, 2e-4);
         let coarse = fd(&f, t, 1e-3);
@@ -654,7 +675,7 @@ fn renderer_handles_tabs_and_unicode() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, rng_seed: RngSeed::Fixed(20_261_129), ..ProptestConfig::default() })]
 
     /// Arbitrary text never panics the checker and every diagnostic renders.
     #[test]
@@ -758,7 +779,7 @@ fn grouping_parens(text: &str) -> Vec<(usize, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, rng_seed: RngSeed::Fixed(20_261_129), ..ProptestConfig::default() })]
 
     /// The printer's parentheses are all needed: dropping any grouping pair gives
     /// a different tree (or no parse).
