@@ -156,7 +156,7 @@ pub struct SolverArgs {
     pub solver: String,
     /// Fixed step count (default 100 for fixed-step methods; with an adaptive
     /// method, runs it with this many fixed steps).
-    #[arg(long = "steps", value_name = "N")]
+    #[arg(long = "steps", value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: Option<usize>,
     /// Relative tolerance of adaptive methods.
     #[arg(long = "rtol", default_value_t = 1e-5)]
@@ -411,4 +411,17 @@ fn parse_param(text: &str) -> Result<(String, f64), String> {
         return Err(format!("the value of `{name}` must be finite"));
     }
     Ok((name.to_string(), value))
+}
+
+/// Parses a step count: a whole number of at least 1.
+fn parse_steps(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err(format!(
+            "`{text}` is not a step count: --steps must be at least 1"
+        )),
+        Err(_) => Err(format!(
+            "`{text}` is not a whole number: --steps must be at least 1"
+        )),
+    }
 }
