@@ -6,6 +6,7 @@
 
 mod args;
 mod check;
+mod color;
 mod demo;
 mod eval;
 mod inspect;
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("{}", color::diagnostics(&message, color::enabled(false)));
             ExitCode::from(1)
         }
     }
