@@ -50,6 +50,10 @@ fn check_fails_on_a_broken_file_with_location_and_hint() {
     assert!(text.contains("broken.fm:2:9"), "{text}");
     assert!(text.contains("did you mean `sin`?"), "{text}");
     assert!(text.contains("failed: 1 error"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour escapes in piped output: {text:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -741,6 +745,32 @@ mod data_and_demo {
         for (row, want) in rows.iter().zip(want.rows()) {
             assert_eq!(row.as_slice(), want.as_slice().expect("contiguous"));
         }
+
+        // float64 data in, float64 log p out as CSV: one value per row.
+        let logp = scratch("logp.csv");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &model,
+            "--data",
+            s(&f64_path),
+            "--divergence",
+            "finite-difference",
+            "-o",
+            s(&logp),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let values: Vec<f64> = std::fs::read_to_string(&logp)
+            .expect("read")
+            .lines()
+            .map(|l| l.parse().expect("one number per row"))
+            .collect();
+        assert_eq!(values.len(), 12);
+        assert!(
+            values.iter().all(|v| v.is_finite() && *v < 10.0),
+            "{values:?}"
+        );
     }
 
     #[test]
