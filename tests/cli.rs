@@ -773,6 +773,50 @@ mod data_and_demo {
         );
     }
 
+    /// CSV rows of flattened states are reshaped to the model's state shape,
+    /// and the image-shaped samples plot as a projection with a note.
+    #[test]
+    fn csv_rows_fill_image_states_and_plot_projected() {
+        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        let csv = scratch("img.csv");
+        let mut text = String::new();
+        for i in 0..5 {
+            let row: Vec<String> = (0..64)
+                .map(|j| format!("{}", ((i * 64 + j) as f32 * 0.37).sin()))
+                .collect();
+            text.push_str(&row.join(","));
+            text.push('\n');
+        }
+        std::fs::write(&csv, text).expect("write");
+        let out = scratch("img.npy");
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &repo("tests/fixtures/image_state.onnx"),
+            "--noise",
+            s(&csv),
+            "--solver",
+            "euler",
+            "--steps",
+            "4",
+            "-o",
+            s(&out),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let x: ArrayD<f32> = read_npy(&out).expect("float32 .npy");
+        assert_eq!(x.shape(), &[5, 1, 8, 8]);
+        let png = scratch("img.png");
+        let o = fmrt(&["plot", s(&out), "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("64 dimensions per sample"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(decode(&png).0, 800);
+    }
+
     #[test]
     fn sample_json_summary() {
         ensure_runtime_for_development().expect("ONNX Runtime is available");

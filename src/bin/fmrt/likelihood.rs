@@ -11,7 +11,9 @@ use serde_json::json;
 use crate::args::{DivergenceChoice, LikelihoodArgs, ProbeChoice};
 use crate::npy;
 use crate::progress::Progress;
-use crate::sample::{check_batch_shape, describe_solver, label_extras, load_model, solver_config};
+use crate::sample::{
+    check_batch_shape, describe_solver, fit_rows, label_extras, load_model, solver_config,
+};
 
 /// The command-line name of a divergence mode.
 fn divergence_name(choice: DivergenceChoice) -> String {
@@ -44,6 +46,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
         DivergenceChoice::FiniteDifference => Divergence::finite_difference(args.epsilon),
     };
     let state_shape = fmrt::field::VelocityField::state_shape(model.as_ref()).to_vec();
+    let data = fit_rows(data, &state_shape);
     check_batch_shape(&args.data, &data, &state_shape)?;
     let n = data.shape()[0];
     let progress = Progress::new(model.clone(), args.t_start, 0.0, args.quiet || args.json);

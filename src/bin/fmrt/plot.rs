@@ -26,9 +26,9 @@ const MAX_PATHS: usize = 300;
 /// Runs `fmrt plot`.
 pub fn run(args: &PlotArgs) -> Result<ExitCode, String> {
     check_png(&args.output)?;
-    if args.size < 200 {
+    if !(200..=8000).contains(&args.size) {
         return Err(format!(
-            "--size {} is too small; use at least 200 pixels",
+            "--size {} is out of range; use 200 to 8000 pixels",
             args.size
         ));
     }

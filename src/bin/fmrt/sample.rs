@@ -29,7 +29,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
 
     let noise = match &args.noise {
         Some(path) => {
-            let x0 = npy::read_f32(path)?;
+            let x0 = fit_rows(npy::read_f32(path)?, pipeline.field.state_shape());
             check_batch_shape(path, &x0, pipeline.field.state_shape())?;
             Some(x0)
         }
@@ -98,6 +98,21 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rows of flattened states ([N, prod(state shape)], as a CSV holds them)
+/// reshaped to [N, ...state shape]; any other array is returned unchanged.
+pub fn fit_rows(array: ArrayD<f32>, state_shape: &[usize]) -> ArrayD<f32> {
+    let per_state: usize = state_shape.iter().product();
+    if array.ndim() == 2 && state_shape.len() > 1 && array.shape()[1] == per_state {
+        let mut shape = vec![array.shape()[0]];
+        shape.extend_from_slice(state_shape);
+        match array.to_shape(shape) {
+            Ok(reshaped) => return reshaped.to_owned(),
+            Err(_) => return array,
+        }
+    }
+    array
 }
 
 /// Checks that `array` is [N, ...state shape], naming `path` when it is not.
