@@ -71,7 +71,12 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
 fn find_model() -> Result<(PathBuf, bool), String> {
     let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join(MODEL);
     if built_from.is_file() {
-        return Ok((built_from, true));
+        // Shown relative when run inside the checkout, as the README shows it.
+        let shown = std::env::current_dir()
+            .ok()
+            .and_then(|here| built_from.strip_prefix(here).ok().map(Path::to_path_buf))
+            .unwrap_or(built_from);
+        return Ok((shown, true));
     }
     let here = PathBuf::from(MODEL);
     if here.is_file() {
