@@ -50,6 +50,10 @@ fn check_fails_on_a_broken_file_with_location_and_hint() {
     assert!(text.contains("broken.fm:2:9"), "{text}");
     assert!(text.contains("did you mean `sin`?"), "{text}");
     assert!(text.contains("failed: 1 error"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour escapes in piped output: {text:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -347,8 +351,8 @@ mod models {
         let model = repo("tests/fixtures/gmm_ot.onnx");
         let out = scratch("never.npy");
         let out = out.to_str().expect("utf-8");
-        let f64_noise = scratch("f64.npy");
-        write_npy(&f64_noise, &ArrayD::<f64>::zeros(vec![4, 2])).expect("write");
+        let int_noise = scratch("i64.npy");
+        write_npy(&int_noise, &ArrayD::<i64>::zeros(vec![4, 2])).expect("write");
         let wrong_shape = scratch("wrong_shape.npy");
         write_npy(&wrong_shape, &ArrayD::<f32>::zeros(vec![4, 3])).expect("write");
         let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -362,11 +366,11 @@ mod models {
                     "--model",
                     &model,
                     "--noise",
-                    f64_noise.to_str().expect("utf-8"),
+                    int_noise.to_str().expect("utf-8"),
                     "-o",
                     out,
                 ],
-                "expected a float32 array",
+                "expected float32 or float64",
             ),
             (
                 vec![
@@ -378,7 +382,29 @@ mod models {
                     "-o",
                     out,
                 ],
-                "[4, 3]",
+                "holds an array of shape [4, 3], expected [N, 2]",
+            ),
+            (
+                vec![
+                    "sample", "--model", &model, "--solver", "rk4", "--steps", "-3", "-o", out,
+                ],
+                "--steps must be at least 1",
+            ),
+            (
+                vec![
+                    "sample",
+                    "--model",
+                    &model,
+                    "--noise",
+                    "no/such/noise.csv",
+                    "-o",
+                    out,
+                ],
+                "no/such/noise.csv: cannot open",
+            ),
+            (
+                vec!["sample", "--model", &model, "-o", "samples.txt"],
+                "use a file name ending in .npy or .csv",
             ),
             (
                 vec!["sample", "--model", &model, "--solver", "rk5", "-o", out],
@@ -417,5 +443,430 @@ mod models {
             );
         }
         assert!(!Path::new(out).exists(), "a failed run left an output file");
+    }
+}
+
+/// Every subcommand's `--help` shows at least one example command line.
+#[test]
+fn every_help_has_an_example() {
+    let top = fmrt(&["--help"]);
+    assert_eq!(top.status.code(), Some(0));
+    let text = stdout(&top);
+    assert!(text.contains("Examples:"), "{text}");
+    let commands: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for command in &commands {
+        let out = fmrt(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        let help = stdout(&out);
+        assert!(
+            help.contains("Example") && help.contains(&format!("fmrt {command}")),
+            "`fmrt {command} --help` has no example:\n{help}"
+        );
+    }
+}
+
+mod plots {
+    //! `fmrt plot` on arrays written here and on schedulers; no ONNX Runtime needed.
+
+    use std::path::{Path, PathBuf};
+
+    use ndarray::ArrayD;
+    use ndarray_npy::write_npy;
+
+    use super::{fmrt, stderr};
+
+    pub(super) fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fmrt-cli-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir.join(name)
+    }
+
+    fn s(path: &Path) -> &str {
+        path.to_str().expect("utf-8 path")
+    }
+
+    /// Decodes a PNG: (width, height, pixels that are not white, distinct colours).
+    pub(super) fn decode(path: &Path) -> (u32, u32, usize, usize) {
+        let file = std::fs::File::open(path).expect("the PNG exists");
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .expect("a PNG header");
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).expect("a PNG frame");
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+        let inked = pixels.iter().filter(|p| **p != [255, 255, 255]).count();
+        let mut colours: Vec<&[u8]> = pixels.clone();
+        colours.sort_unstable();
+        colours.dedup();
+        (info.width, info.height, inked, colours.len())
+    }
+
+    /// A ring of points, [n, d].
+    fn ring(n: usize, d: usize) -> ArrayD<f32> {
+        ArrayD::from_shape_fn(vec![n, d], |ix| {
+            let a = ix[0] as f32 / n as f32 * std::f32::consts::TAU;
+            match ix[1] {
+                0 => a.cos(),
+                1 => a.sin(),
+                _ => 7.0,
+            }
+        })
+    }
+
+    #[test]
+    fn scatter_density_and_csv_input() {
+        let npy = scratch("ring.npy");
+        write_npy(&npy, &ring(500, 2)).expect("write");
+        let png = scratch("ring.png");
+        let o = fmrt(&["plot", s(&npy), "-o", s(&png), "--title", "a ring"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, h, inked, colours) = decode(&png);
+        assert_eq!((w, h), (800, 800));
+        assert!(inked > 5_000, "{inked} non-white pixels");
+        assert!(colours > 10, "{colours} colours");
+
+        let csv = scratch("ring.csv");
+        let mut text = String::from("x,y\n");
+        for i in 0..400 {
+            let a = i as f32 / 400.0 * std::f32::consts::TAU;
+            text.push_str(&format!("{},{}\n", a.cos(), a.sin()));
+        }
+        std::fs::write(&csv, text).expect("write");
+        let density = scratch("density.png");
+        let o = fmrt(&[
+            "plot",
+            s(&csv),
+            "-o",
+            s(&density),
+            "--kind",
+            "density",
+            "--size",
+            "400",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, h, inked, _) = decode(&density);
+        assert_eq!((w, h), (400, 400));
+        assert!(inked > 2_000, "{inked} non-white pixels");
+    }
+
+    #[test]
+    fn trajectories_and_projection_note() {
+        let traj = ArrayD::from_shape_fn(vec![3, 50, 2], |ix| {
+            (ix[0] as f32 + 1.0) * ((ix[1] as f32) * 0.1 + ix[2] as f32).sin()
+        });
+        let npy = scratch("traj.npy");
+        write_npy(&npy, &traj).expect("write");
+        let png = scratch("traj.png");
+        let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, _, inked, _) = decode(&png);
+        assert_eq!(w, 800);
+        assert!(inked > 5_000, "{inked} non-white pixels");
+
+        let wide = scratch("wide.npy");
+        write_npy(&wide, &ring(100, 5)).expect("write");
+        let png = scratch("wide.png");
+        let o = fmrt(&["plot", s(&wide), "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("5 dimensions per sample; plotting the first two axes"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(png.exists());
+    }
+
+    #[test]
+    fn scheduler_plot_clips_singularities() {
+        let png = scratch("vp.png");
+        let o = fmrt(&["plot", "--scheduler", "vp", "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, h, inked, colours) = decode(&png);
+        assert_eq!((w, h), (800, 800));
+        assert!(inked > 5_000, "{inked} non-white pixels");
+        assert!(colours > 4, "{colours} colours: four curves expected");
+        let png = scratch("poly.png");
+        let o = fmrt(&[
+            "plot",
+            "--scheduler",
+            "poly",
+            "--param",
+            "n=2",
+            "-o",
+            s(&png),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(png.exists());
+    }
+
+    #[test]
+    fn bad_plot_inputs_give_one_line_errors() {
+        let one_d = scratch("one_d.npy");
+        write_npy(&one_d, &ArrayD::<f32>::zeros(vec![10])).expect("write");
+        let ints = scratch("ints.npy");
+        write_npy(&ints, &ArrayD::<i32>::zeros(vec![10, 2])).expect("write");
+        let broken = scratch("broken.fm");
+        std::fs::write(&broken, "alpha = sine(t)\nsigma = 1 - t\n").expect("write");
+        let bad_csv = scratch("bad.csv");
+        std::fs::write(&bad_csv, "1,2\n3,oops\n").expect("write");
+        let ragged = scratch("ragged.csv");
+        std::fs::write(&ragged, "1,2\n3,4,5\n").expect("write");
+        let out = scratch("never.png");
+        let o = s(&out);
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["plot", "no/such.npy", "-o", o],
+                "no/such.npy: cannot open",
+            ),
+            (
+                vec!["plot", s(&one_d), "-o", o],
+                "holds an array of shape [10], expected [N, D] samples",
+            ),
+            (
+                vec!["plot", s(&ints), "-o", o],
+                "expected float32 or float64",
+            ),
+            (
+                vec!["plot", s(&bad_csv), "-o", o],
+                "bad.csv:2: `oops` is not a number",
+            ),
+            (
+                vec!["plot", s(&ragged), "-o", o],
+                "ragged.csv:2: holds 3 values, expected 2",
+            ),
+            (
+                vec!["plot", s(&one_d), "-o", o, "--kind", "trajectory"],
+                "expected [T, N, D] trajectories",
+            ),
+            (vec!["plot", "--scheduler", "cosin", "-o", o], "cosine"),
+            (vec!["plot", "--scheduler", s(&broken), "-o", o], "sin"),
+            (
+                vec!["plot", "--scheduler", "ot", "-o", "ot.jpg"],
+                "use a file name ending in .png",
+            ),
+        ];
+        for (args, needle) in cases {
+            let out = fmrt(&args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(needle),
+                "{args:?}: `{needle}` not in {}",
+                stderr(&out)
+            );
+        }
+        assert!(!out.exists(), "a failed run left an image");
+    }
+}
+
+mod data_and_demo {
+    //! `.csv`/float64 input and output, `sample --json`, and `fmrt demo`.
+
+    use std::path::Path;
+
+    use fmrt::field::onnx::ensure_runtime_for_development;
+    use ndarray::ArrayD;
+    use ndarray_npy::{read_npy, write_npy};
+
+    use super::plots::{decode, scratch};
+    use super::{fmrt, stderr, stdout};
+
+    fn repo(path: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(path)
+            .display()
+            .to_string()
+    }
+
+    fn s(path: &Path) -> &str {
+        path.to_str().expect("utf-8 path")
+    }
+
+    /// The same noise as float32 .npy, float64 .npy and .csv gives the same
+    /// samples, written as .npy and as .csv.
+    #[test]
+    fn csv_and_float64_noise_match_float32() {
+        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        let x0 = ArrayD::from_shape_fn(vec![12, 2], |ix| {
+            (ix[0] as f32 * 0.37 + ix[1] as f32 * 1.1).sin() * 1.5
+        });
+        let f32_path = scratch("noise32.npy");
+        write_npy(&f32_path, &x0).expect("write");
+        let f64_path = scratch("noise64.npy");
+        write_npy(&f64_path, &x0.mapv(f64::from)).expect("write");
+        let csv_path = scratch("noise.csv");
+        let mut text = String::from("# starting points\n");
+        for row in x0.rows() {
+            text.push_str(&format!("{},{}\n", row[0], row[1]));
+        }
+        std::fs::write(&csv_path, text).expect("write");
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |noise: &Path, out: &Path| {
+            let o = fmrt(&[
+                "sample",
+                "--model",
+                &model,
+                "--noise",
+                s(noise),
+                "--solver",
+                "rk4",
+                "--steps",
+                "10",
+                "-o",
+                s(out),
+                "--quiet",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        };
+        let want_path = scratch("from32.npy");
+        run(&f32_path, &want_path);
+        let want: ArrayD<f32> = read_npy(&want_path).expect("read");
+        assert_eq!(want.shape(), &[12, 2]);
+        let from64 = scratch("from64.npy");
+        run(&f64_path, &from64);
+        let got: ArrayD<f32> = read_npy(&from64).expect("read");
+        assert_eq!(got, want);
+        let from_csv = scratch("from_csv.csv");
+        run(&csv_path, &from_csv);
+        let text = std::fs::read_to_string(&from_csv).expect("read");
+        let rows: Vec<Vec<f32>> = text
+            .lines()
+            .map(|l| l.split(',').map(|v| v.parse().expect("a number")).collect())
+            .collect();
+        assert_eq!(rows.len(), 12);
+        for (row, want) in rows.iter().zip(want.rows()) {
+            assert_eq!(row.as_slice(), want.as_slice().expect("contiguous"));
+        }
+
+        // float64 data in, float64 log p out as CSV: one value per row.
+        let logp = scratch("logp.csv");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &model,
+            "--data",
+            s(&f64_path),
+            "--divergence",
+            "finite-difference",
+            "-o",
+            s(&logp),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let values: Vec<f64> = std::fs::read_to_string(&logp)
+            .expect("read")
+            .lines()
+            .map(|l| l.parse().expect("one number per row"))
+            .collect();
+        assert_eq!(values.len(), 12);
+        assert!(
+            values.iter().all(|v| v.is_finite() && *v < 10.0),
+            "{values:?}"
+        );
+    }
+
+    /// CSV rows of flattened states are reshaped to the model's state shape,
+    /// and the image-shaped samples plot as a projection with a note.
+    #[test]
+    fn csv_rows_fill_image_states_and_plot_projected() {
+        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        let csv = scratch("img.csv");
+        let mut text = String::new();
+        for i in 0..5 {
+            let row: Vec<String> = (0..64)
+                .map(|j| format!("{}", ((i * 64 + j) as f32 * 0.37).sin()))
+                .collect();
+            text.push_str(&row.join(","));
+            text.push('\n');
+        }
+        std::fs::write(&csv, text).expect("write");
+        let out = scratch("img.npy");
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &repo("tests/fixtures/image_state.onnx"),
+            "--noise",
+            s(&csv),
+            "--solver",
+            "euler",
+            "--steps",
+            "4",
+            "-o",
+            s(&out),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let x: ArrayD<f32> = read_npy(&out).expect("float32 .npy");
+        assert_eq!(x.shape(), &[5, 1, 8, 8]);
+        let png = scratch("img.png");
+        let o = fmrt(&["plot", s(&out), "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("64 dimensions per sample"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(decode(&png).0, 800);
+    }
+
+    #[test]
+    fn sample_json_summary() {
+        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        let out = scratch("json.npy");
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &repo("tests/fixtures/gmm_ot.onnx"),
+            "-n",
+            "8",
+            "--solver",
+            "euler",
+            "--steps",
+            "5",
+            "-o",
+            s(&out),
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        assert_eq!(summary["nfe"], 5);
+        assert_eq!(summary["samples"], 8);
+        assert_eq!(summary["shape"], serde_json::json!([8, 2]));
+        for key in ["output", "model", "provider", "solver", "seconds"] {
+            assert!(summary.get(key).is_some(), "missing {key} in {summary}");
+        }
+        assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    }
+
+    #[test]
+    fn demo_writes_samples_and_a_plot() {
+        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        let dir = scratch("demo-run");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_fmrt"))
+            .args(["demo", "-n", "300", "--quiet"])
+            .current_dir(&dir)
+            .output()
+            .expect("fmrt runs");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains("demo/samples.npy"), "{text}");
+        assert!(text.contains("demo/samples.png"), "{text}");
+        let x: ArrayD<f32> = read_npy(dir.join("demo/samples.npy")).expect("float32 .npy");
+        assert_eq!(x.shape(), &[300, 2]);
+        // Two moons live in roughly [-2, 2]²; noise left unmoved would not all be.
+        assert!(x.iter().all(|v| v.is_finite() && v.abs() < 3.0));
+        let (w, h, inked, _) = decode(&dir.join("demo/samples.png"));
+        assert_eq!((w, h), (800, 800));
+        assert!(inked > 5_000, "{inked} non-white pixels");
     }
 }

@@ -7,7 +7,13 @@ use fmrt::field::onnx::{ExecutionProvider, ProviderPolicy};
 
 /// fmrt: a runtime for flow-matching generative models.
 #[derive(Debug, Parser)]
-#[command(name = "fmrt", version, about, long_about = None)]
+#[command(
+    name = "fmrt",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  fmrt demo                      sample the shipped two-moons model and plot it\n  fmrt check cosine              print a scheduler and its diagnostics\n  fmrt plot samples.npy -o samples.png"
+)]
 pub struct Cli {
     /// The subcommand to run.
     #[command(subcommand)]
@@ -28,6 +34,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Log-likelihoods of data under an ONNX velocity model.
     Likelihood(LikelihoodArgs),
+    /// Draw samples, trajectories or a scheduler's coefficients as a PNG.
+    Plot(PlotArgs),
+    /// Sample the shipped two-moons model into demo/samples.npy and demo/samples.png.
+    Demo(DemoArgs),
 }
 
 /// A scheduler given by file or built-in name, with parameter overrides.
@@ -43,6 +53,7 @@ pub struct SchedulerArgs {
 
 /// Arguments of `fmrt check`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3")]
 pub struct CheckArgs {
     /// The scheduler to check.
     #[command(flatten)]
@@ -51,6 +62,9 @@ pub struct CheckArgs {
 
 /// Arguments of `fmrt eval`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  fmrt eval cosine --t 0,0.5,1\n  fmrt eval my_schedule.fm --t 0.25 --json"
+)]
 pub struct EvalArgs {
     /// The scheduler to evaluate.
     #[command(flatten)]
@@ -142,7 +156,7 @@ pub struct SolverArgs {
     pub solver: String,
     /// Fixed step count (default 100 for fixed-step methods; with an adaptive
     /// method, runs it with this many fixed steps).
-    #[arg(long = "steps", value_name = "N")]
+    #[arg(long = "steps", value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: Option<usize>,
     /// Relative tolerance of adaptive methods.
     #[arg(long = "rtol", default_value_t = 1e-5)]
@@ -182,8 +196,8 @@ pub struct SampleArgs {
     /// Seed of the source noise.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
-    /// Starting points: a float32 .npy of shape [N, ...state shape].
-    #[arg(long = "noise", value_name = "X0.npy")]
+    /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
+    #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,
     /// Class label for every sample (for models with an int64 label input).
     #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
@@ -202,10 +216,13 @@ pub struct SampleArgs {
     /// Write the states at these times as [len(times), N, ...] instead of the final states.
     #[arg(long = "times", value_name = "T,...", value_delimiter = ',')]
     pub times: Vec<f64>,
-    /// The output .npy file.
-    #[arg(short = 'o', long = "output", value_name = "OUT.npy")]
+    /// The output file: .npy (float32), or .csv (one sample per row).
+    #[arg(short = 'o', long = "output", value_name = "OUT.npy|OUT.csv")]
     pub output: PathBuf,
-    /// Print nothing on success.
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Print nothing on success (unless --json) and show no progress bar.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 }
@@ -239,8 +256,8 @@ pub struct LikelihoodArgs {
     /// The model and where it runs.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The data: a float32 .npy of shape [N, ...state shape].
-    #[arg(long = "data", value_name = "X.npy")]
+    /// The data: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
+    #[arg(long = "data", value_name = "X.npy|X.csv")]
     pub data: PathBuf,
     /// How the divergence is computed.
     #[arg(long = "divergence", value_enum, default_value = "exact")]
@@ -266,13 +283,77 @@ pub struct LikelihoodArgs {
     /// Class label for every sample (for models with an int64 label input).
     #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
     pub label: Option<i64>,
-    /// The output .npy file: log p per sample, float64 [N].
-    #[arg(short = 'o', long = "output", value_name = "LOGP.npy")]
+    /// The output file: log p per sample, float64 [N], as .npy or .csv.
+    #[arg(short = 'o', long = "output", value_name = "LOGP.npy|LOGP.csv")]
     pub output: PathBuf,
     /// Print the summary as one JSON object on stdout.
     #[arg(long = "json")]
     pub json: bool,
-    /// Print nothing on success (unless --json).
+    /// Print nothing on success (unless --json) and show no progress bar.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
+/// What `fmrt plot` draws from an array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlotKind {
+    /// One dot per sample.
+    Scatter,
+    /// A 2-D histogram of the samples.
+    Density,
+    /// Paths of samples through time, from `fmrt sample --times` ([T, N, 2]).
+    Trajectory,
+}
+
+/// Arguments of `fmrt plot`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  fmrt plot samples.npy -o samples.png\n  fmrt plot samples.csv -o density.png --kind density --title 'two moons'\n  fmrt plot traj.npy -o traj.png            (from fmrt sample --times 0,0.5,1)\n  fmrt plot --scheduler cosine -o cosine.png"
+)]
+pub struct PlotArgs {
+    /// Samples [N, D] or trajectories [T, N, D] as .npy or .csv (D > 2: the first two axes are drawn).
+    #[arg(
+        value_name = "X.npy|X.csv",
+        required_unless_present = "scheduler",
+        conflicts_with = "scheduler"
+    )]
+    pub input: Option<PathBuf>,
+    /// Draw α, σ, α', σ' of this scheduler over [0, 1] instead of data.
+    #[arg(long = "scheduler", value_name = "FILE.fm|BUILTIN")]
+    pub scheduler: Option<String>,
+    /// Override a param of the scheduler (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param, requires = "scheduler")]
+    pub params: Vec<(String, f64)>,
+    /// What to draw (default: trajectory for a 3-D array, else scatter).
+    #[arg(long = "kind", value_enum)]
+    pub kind: Option<PlotKind>,
+    /// The title above the plot (default: the input's name).
+    #[arg(long = "title", value_name = "T")]
+    pub title: Option<String>,
+    /// The output PNG file.
+    #[arg(short = 'o', long = "output", value_name = "OUT.png")]
+    pub output: PathBuf,
+    /// Width and height of the image in pixels.
+    #[arg(long = "size", value_name = "PIXELS", default_value_t = 800)]
+    pub size: u32,
+}
+
+/// Arguments of `fmrt demo`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  fmrt demo            writes demo/samples.npy and demo/samples.png"
+)]
+pub struct DemoArgs {
+    /// Number of samples.
+    #[arg(short = 'n', default_value_t = 2000)]
+    pub n: usize,
+    /// Seed of the source noise.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// The folder the files are written to.
+    #[arg(long = "out-dir", value_name = "DIR", default_value = "demo")]
+    pub out_dir: PathBuf,
+    /// Show no progress bar.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 }
@@ -330,4 +411,17 @@ fn parse_param(text: &str) -> Result<(String, f64), String> {
         return Err(format!("the value of `{name}` must be finite"));
     }
     Ok((name.to_string(), value))
+}
+
+/// Parses a step count: a whole number of at least 1.
+fn parse_steps(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err(format!(
+            "`{text}` is not a step count: --steps must be at least 1"
+        )),
+        Err(_) => Err(format!(
+            "`{text}` is not a whole number: --steps must be at least 1"
+        )),
+    }
 }

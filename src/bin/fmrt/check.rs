@@ -26,7 +26,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
         if report.scheduler.is_some() {
             println!();
         }
-        println!("{}", rendered.trim_end());
+        println!(
+            "{}",
+            crate::color::diagnostics(rendered.trim_end(), crate::color::enabled(true))
+        );
     }
     let errors = count(&report.diagnostics, Severity::Error);
     let warnings = count(&report.diagnostics, Severity::Warning);

@@ -15,13 +15,15 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, String> {
     let scheduler = match Scheduler::open(&args.scheduler.scheduler, &args.scheduler.params) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            let on = crate::color::enabled(false);
+            eprintln!("{}", crate::color::diagnostics(&e.to_string(), on));
             return Ok(ExitCode::from(1));
         }
     };
     let warnings = scheduler.rendered_warnings();
     if !warnings.is_empty() {
-        eprintln!("{}", warnings.trim_end());
+        let on = crate::color::enabled(false);
+        eprintln!("{}", crate::color::diagnostics(warnings.trim_end(), on));
     }
     let rows: Vec<[f64; 5]> = args
         .times

@@ -10,7 +10,10 @@ use serde_json::json;
 
 use crate::args::{DivergenceChoice, LikelihoodArgs, ProbeChoice};
 use crate::npy;
-use crate::sample::{describe_solver, label_extras, load_model, solver_config};
+use crate::progress::Progress;
+use crate::sample::{
+    check_batch_shape, describe_solver, fit_rows, label_extras, load_model, solver_config,
+};
 
 /// The command-line name of a divergence mode.
 fn divergence_name(choice: DivergenceChoice) -> String {
@@ -23,6 +26,7 @@ fn divergence_name(choice: DivergenceChoice) -> String {
 /// Runs `fmrt likelihood`.
 pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
+    npy::check_output(&args.output)?;
     let model = Arc::new(load_model(&args.model)?);
     let data = npy::read_f32(&args.data)?;
     let solver = solver_config(&args.solver)?;
@@ -42,25 +46,19 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
         DivergenceChoice::FiniteDifference => Divergence::finite_difference(args.epsilon),
     };
     let state_shape = fmrt::field::VelocityField::state_shape(model.as_ref()).to_vec();
-    if data.ndim() != state_shape.len() + 1 || data.shape()[1..] != state_shape[..] {
-        return Err(format!(
-            "{}: holds an array of shape {:?}, expected [N, {}] (the model's state shape {:?} with the batch first)",
-            args.data.display(),
-            data.shape(),
-            state_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-            state_shape
-        ));
-    }
+    let data = fit_rows(data, &state_shape);
+    check_batch_shape(&args.data, &data, &state_shape)?;
     let n = data.shape()[0];
-    let mut likelihood = Likelihood::new(model.clone(), solver.clone())
+    let progress = Progress::new(model.clone(), args.t_start, 0.0, args.quiet || args.json);
+    let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
         .with_divergence(divergence)
         .with_seed(args.seed);
     if let Some(label) = args.label {
         likelihood = likelihood.with_extras(label_extras(&model, label, n)?);
     }
-    let result = likelihood
-        .log_likelihood_at(data.view(), &[args.t_start])
-        .map_err(|e| e.to_string())?;
+    let result = likelihood.log_likelihood_at(data.view(), &[args.t_start]);
+    progress.finish();
+    let result = result.map_err(|e| e.to_string())?;
 
     let log_p = ArrayD::from_shape_vec(vec![n], result.log_p.clone())
         .map_err(|e| format!("internal error: {e}"))?;

@@ -6,10 +6,14 @@
 
 mod args;
 mod check;
+mod color;
+mod demo;
 mod eval;
 mod inspect;
 mod likelihood;
 mod npy;
+mod plot;
+mod progress;
 mod sample;
 
 use std::process::ExitCode;
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         args::Command::Sample(a) => sample::run(a),
         args::Command::Inspect(a) => inspect::run(a),
         args::Command::Likelihood(a) => likelihood::run(a),
+        args::Command::Plot(a) => plot::run(a),
+        args::Command::Demo(a) => demo::run(a),
     });
     let Ok(result) = result else {
         eprintln!("internal error: fmrt panicked (a bug; please report it with the command line)");
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("{}", color::diagnostics(&message, color::enabled(false)));
             ExitCode::from(1)
         }
     }

@@ -12,23 +12,31 @@ use fmrt::sampler::{Sampler, TimeSpan};
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 use ndarray::ArrayD;
+use serde_json::json;
 
 use crate::args::{ModelArgs, SampleArgs, SolverArgs};
 use crate::npy;
+use crate::progress::Progress;
 
 /// Runs `fmrt sample`.
 pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
+    npy::check_output(&args.output)?;
+    let solver = solver_config(&args.solver)?;
     let model = Arc::new(load_model(&args.model)?);
     let trained = training_schedule(&model, args.scheduler.as_deref(), &args.params)?;
     let pipeline = build_pipeline(&model, trained, args)?;
-    let solver = solver_config(&args.solver)?;
 
-    let mut sampler = Sampler::new(pipeline.field, solver.clone());
     let noise = match &args.noise {
-        Some(path) => Some(npy::read_f32(path)?),
+        Some(path) => {
+            let x0 = fit_rows(npy::read_f32(path)?, pipeline.field.state_shape());
+            check_batch_shape(path, &x0, pipeline.field.state_shape())?;
+            Some(x0)
+        }
         None => None,
     };
+    let progress = Progress::new(pipeline.field.clone(), 0.0, 1.0, args.quiet || args.json);
+    let mut sampler = Sampler::new(progress.clone(), solver.clone());
     let n = noise
         .as_ref()
         .map_or(args.n, |x| x.shape().first().copied().unwrap_or(0));
@@ -41,9 +49,9 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
             .draw_noise(n, args.seed)
             .map_err(|e| e.to_string())?,
     };
-    let samples = sampler
-        .integrate(x0.view(), &TimeSpan::Full, &args.times)
-        .map_err(|e| e.to_string())?;
+    let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &args.times);
+    progress.finish();
+    let samples = samples.map_err(|e| e.to_string())?;
 
     let written: &ArrayD<f32> = if args.times.is_empty() {
         &samples.x
@@ -51,7 +59,21 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
         &samples.trajectory
     };
     npy::write(&args.output, written)?;
-    if !args.quiet {
+    if args.json {
+        let summary = json!({
+            "output": args.output.display().to_string(),
+            "shape": written.shape(),
+            "samples": n,
+            "model": model.file(),
+            "provider": model.provider().to_string(),
+            "solver": describe_solver(&solver),
+            "nfe": samples.stats.nfe,
+            "accepted_steps": samples.stats.accepted,
+            "rejected_steps": samples.stats.rejected,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{summary}");
+    } else if !args.quiet {
         eprintln!(
             "wrote {} {:?} float32",
             args.output.display(),
@@ -76,6 +98,43 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rows of flattened states ([N, prod(state shape)], as a CSV holds them)
+/// reshaped to [N, ...state shape]; any other array is returned unchanged.
+pub fn fit_rows(array: ArrayD<f32>, state_shape: &[usize]) -> ArrayD<f32> {
+    let per_state: usize = state_shape.iter().product();
+    if array.ndim() == 2 && state_shape.len() > 1 && array.shape()[1] == per_state {
+        let mut shape = vec![array.shape()[0]];
+        shape.extend_from_slice(state_shape);
+        match array.to_shape(shape) {
+            Ok(reshaped) => return reshaped.to_owned(),
+            Err(_) => return array,
+        }
+    }
+    array
+}
+
+/// Checks that `array` is [N, ...state shape], naming `path` when it is not.
+pub fn check_batch_shape(
+    path: &std::path::Path,
+    array: &ArrayD<f32>,
+    state_shape: &[usize],
+) -> Result<(), String> {
+    if array.ndim() != state_shape.len() + 1 || array.shape()[1..] != state_shape[..] {
+        return Err(format!(
+            "{}: holds an array of shape {:?}, expected [N, {}] (the model's state shape {:?} with the batch first)",
+            path.display(),
+            array.shape(),
+            state_shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            state_shape
+        ));
+    }
+    Ok(())
 }
 
 /// Loads an ONNX model with the command line's runtime and provider settings.
