@@ -566,6 +566,7 @@ mod machinery {
         assert_eq!(name(103), "BUFFER_TOO_SMALL");
         assert_eq!(name(310), "PLUGIN");
         assert_eq!(name(900), "PANIC");
+        assert_eq!(name(600), "UNSUPPORTED");
         assert_eq!(name(7), "UNKNOWN");
         // The numbers are part of the ABI: pin them.
         let pinned = [
@@ -581,6 +582,7 @@ mod machinery {
             (fmrt_status::Model, 320),
             (fmrt_status::Solver, 400),
             (fmrt_status::Io, 500),
+            (fmrt_status::Unsupported, 600),
             (fmrt_status::Panic, 900),
         ];
         for (status, number) in pinned {
@@ -2904,6 +2906,29 @@ mod likelihood {
                 ([0.0; 3], [0.0; 6], [0.0; 3]),
                 "nothing written"
             );
+            // An empty batch is no work, with NULL arrays allowed.
+            let mut empty_stats = fmrt_likelihood_stats {
+                nfe: 99,
+                ..Default::default()
+            };
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                &o,
+                null(),
+                0,
+                0,
+                &1.0,
+                1,
+                null(),
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                &mut empty_stats,
+            ));
+            assert_eq!((empty_stats.nfe, empty_stats.solves), (0, 1));
 
             assert_ok(fmrt_log_likelihood(
                 h.field,
