@@ -96,6 +96,12 @@ enum fmrt_status
    */
   FMRT_STATUS_IO = 500,
   /*
+   The handle cannot do what was asked: a provider query on a field that is
+   not an ONNX model, or a likelihood mode that needs Jacobian–vector
+   products on a field that provides neither them nor an exact divergence.
+   */
+  FMRT_STATUS_UNSUPPORTED = 600,
+  /*
    fmrt panicked; the panic was caught at the API boundary. Handles passed to
    the call remain valid to free, but their results should not be trusted.
    */
@@ -177,6 +183,78 @@ typedef struct fmrt_scheduler fmrt_scheduler;
 typedef struct fmrt_solver fmrt_solver;
 
 /*
+ How log-likelihoods are computed; start from `fmrt_likelihood_options_default`.
+ Strings and the solver are read during each call only.
+ */
+typedef struct {
+  /*
+   The solver of the reverse-time solve (NULL: adaptive `dopri5` with
+   rtol = atol = 1e-5).
+   */
+  const fmrt_solver *solver;
+  /*
+   How the divergence is computed: `"exact"` (NULL: the default; the
+   field's own divergence or Jacobian–vector products along every basis
+   direction), `"hutchinson"` (the unbiased stochastic estimator, `probes`
+   directions per sample drawn from `seed`) or `"finite-difference"`
+   (central differences of the velocity with step `epsilon`, biased; for
+   fields without Jacobian–vector products).
+   */
+  const char *divergence;
+  /*
+   Hutchinson probes per sample, at least 1 (default 1).
+   */
+  size_t probes;
+  /*
+   The distribution of the probes' entries: `"rademacher"` (NULL: the
+   default) or `"gaussian"`.
+   */
+  const char *distribution;
+  /*
+   The finite-difference step, finite and positive (default 1e-3).
+   */
+  double epsilon;
+  /*
+   The seed of the Hutchinson probes (default 0).
+   */
+  uint64_t seed;
+} fmrt_likelihood_options;
+
+/*
+ Counters of one likelihood computation.
+ */
+typedef struct {
+  /*
+   Right-hand-side evaluations of the augmented system (summed over solves).
+   */
+  uint64_t nfe;
+  /*
+   Accepted steps.
+   */
+  uint64_t accepted;
+  /*
+   Rejected steps (adaptive methods only).
+   */
+  uint64_t rejected;
+  /*
+   Velocity calls (batched), finite-difference ones included.
+   */
+  uint64_t velocity_calls;
+  /*
+   Jacobian–vector product calls (batched).
+   */
+  uint64_t jvp_calls;
+  /*
+   Exact divergence calls (batched).
+   */
+  uint64_t divergence_calls;
+  /*
+   Augmented solves run (1 for a log-likelihood; several for a time search).
+   */
+  uint64_t solves;
+} fmrt_likelihood_stats;
+
+/*
  How to load an ONNX model; start from `fmrt_onnx_options_default` (all
  zero/NULL: everything detected or at its default). Strings are copied.
  */
@@ -220,6 +298,18 @@ typedef struct {
    `.ort/lib/`, then the system search path). One library per process.
    */
   const char *ort_library;
+  /*
+   Where to run the model: `"cpu"` (NULL: the default), `"cuda"` (device 0)
+   or `"cuda:N"` (device N). Appended after the fields of 0.1, so callers
+   that start from `fmrt_onnx_options_default` keep their meaning.
+   */
+  const char *provider;
+  /*
+   What happens when `provider` cannot start: `"require"` (NULL: the
+   default; `FMRT_STATUS_MODEL` naming the reason) or `"prefer"` (run on
+   the CPU instead; `fmrt_field_onnx_provider` tells which one runs).
+   */
+  const char *provider_policy;
 } fmrt_onnx_options;
 
 /*
@@ -485,6 +575,22 @@ fmrt_status fmrt_field_predicted(const fmrt_field *inner,
                                  fmrt_field **out);
 
 /*
+ Samples `inner`, a model trained along the path of `trained`, along the
+ path of `sampled` instead: each time r of the sampled path is mapped to the
+ trained time with the same signal-to-noise ratio α/σ (which must increase
+ along the trained path) and the state and velocity are rescaled. The
+ adapter keeps its own references to the three handles.
+
+ # Safety
+
+ Handles must be live; `out` writable.
+ */
+fmrt_status fmrt_field_schedule_change(const fmrt_field *inner,
+                                       const fmrt_scheduler *trained,
+                                       const fmrt_scheduler *sampled,
+                                       fmrt_field **out);
+
+/*
  Classifier-free guidance around the conditional field `inner`:
  u = (1 + w)·u(x, t, c) − w·u(x, t, ∅) with w = `scale` and the null condition
  ∅ = `null_condition` (each input with a batch axis of 1, e.g. a label set
@@ -557,6 +663,79 @@ fmrt_status fmrt_field_velocity(const fmrt_field *field,
                                 size_t out_len);
 
 /*
+ Writes the default likelihood options into `*out`: no solver (adaptive
+ `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_likelihood_options_default(fmrt_likelihood_options *out);
+
+/*
+ Computes log p_t(x) of the `n` states `x[0..x_len]` (`n × state size`
+ floats) taken at the times `t_start[0..t_start_len]` (one for all, or one
+ per sample; each in [0, 1], 1 for data): the state and the divergence
+ integral are solved from t_start back to 0 and log p = log N(x0; 0, I) −
+ ∫ div u dt. `extras` (NULL: none) hold one row per sample; `options` NULL
+ means the defaults.
+
+ Outputs: `out_log_p[0..n]` (nats, required; `out_log_p_len` available);
+ optional (NULL: not wanted) `out_x0` (`n × state size` floats, the states
+ reached at t = 0), `out_bits_per_dim` (`n` values, −log p / (D ln 2)) and
+ `out_stats`. Every buffer is checked before any work. A mode that needs
+ Jacobian–vector products on a field without them is
+ `FMRT_STATUS_UNSUPPORTED`; bad options are `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ Handles must be live or NULL where allowed; the arrays must hold the stated
+ counts; outputs must not overlap the inputs.
+ */
+fmrt_status fmrt_log_likelihood(const fmrt_field *field,
+                                const fmrt_likelihood_options *options,
+                                const float *x,
+                                size_t x_len,
+                                size_t n,
+                                const double *t_start,
+                                size_t t_start_len,
+                                const fmrt_extras *extras,
+                                double *out_log_p,
+                                size_t out_log_p_len,
+                                float *out_x0,
+                                size_t out_x0_len,
+                                double *out_bits_per_dim,
+                                size_t out_bits_per_dim_len,
+                                fmrt_likelihood_stats *out_stats);
+
+/*
+ Finds, for each of the `n` states `x[0..x_len]`, the time t in
+ [`lower`, `upper`] (0 ≤ lower < upper ≤ 1) at which it is most likely under
+ p_t, by a golden-section search per sample down to `tolerance` (> 0) that
+ also considers both ends. Writes the times into `out_t[0..n]` and their
+ log p_t(x) into `out_log_p[0..n]` (both required); `options` and `extras`
+ as for `fmrt_log_likelihood`. The probes of a Hutchinson search are drawn
+ once and shared by every time tried.
+
+ # Safety
+
+ As for `fmrt_log_likelihood`.
+ */
+fmrt_status fmrt_most_probable_time(const fmrt_field *field,
+                                    const fmrt_likelihood_options *options,
+                                    const float *x,
+                                    size_t x_len,
+                                    size_t n,
+                                    double lower,
+                                    double upper,
+                                    double tolerance,
+                                    const fmrt_extras *extras,
+                                    double *out_t,
+                                    size_t out_t_len,
+                                    double *out_log_p,
+                                    size_t out_log_p_len);
+
+/*
  Writes the default ONNX options (every field zero or NULL) into `*out`.
 
  # Safety
@@ -591,6 +770,23 @@ fmrt_status fmrt_field_onnx_bytes(const uint8_t *bytes,
                                   size_t len,
                                   const fmrt_onnx_options *options,
                                   fmrt_field **out);
+
+/*
+ Copies the name of the execution provider running the ONNX model of
+ `field` (`"CPU"` or `"CUDA:N"`), NUL-terminated, into `buf` of `buf_len`
+ bytes; `*out_len` (if not NULL) receives the bytes needed, NUL included,
+ whatever the outcome, so `buf_len` 0 asks for the size. A field that is not
+ an ONNX model (adapters around one included) is `FMRT_STATUS_UNSUPPORTED`.
+
+ # Safety
+
+ `field` must be a live handle; `buf` NULL or `buf_len` writable bytes;
+ `out_len` NULL or writable.
+ */
+fmrt_status fmrt_field_onnx_provider(const fmrt_field *field,
+                                     char *buf,
+                                     size_t buf_len,
+                                     size_t *out_len);
 
 /*
  Builds a flow-matching training batch along the path of `scheduler`: for

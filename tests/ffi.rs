@@ -309,6 +309,104 @@ mod programs {
     }
 
     #[test]
+    fn c_likelihood_example_matches_the_rust_api_and_the_analytic_density() {
+        use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
+        use fmrt::likelihood::{Divergence, Likelihood, TimeSearch};
+        use fmrt::solver::AdaptiveOptions;
+
+        let runtime = ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        let exe = build_program(
+            "cc",
+            "c11",
+            &[root().join("examples/c/likelihood.c")],
+            "likelihood",
+        );
+        let model = root().join("tests/fixtures/gmm_ot.onnx");
+        let out = run(&exe, &[model.as_path(), runtime.library.as_path()]);
+        assert!(out.starts_with("provider CPU\n"), "{out}");
+
+        let x = ndarray::arr2(&[[4.0f32, 0.0], [2.9, 2.7], [2.0, -3.5], [0.0, 0.0]]);
+        let field: Arc<dyn VelocityField> = Arc::new(OnnxField::load_file(&model).unwrap());
+        let solver = SolverConfig::adaptive_with(
+            Method::Dopri5,
+            AdaptiveOptions {
+                rtol: 1e-7,
+                atol: 1e-7,
+                ..AdaptiveOptions::default()
+            },
+        );
+        let lik = Likelihood::new(field, solver);
+        let exact = lik.log_likelihood(x.view().into_dyn()).unwrap();
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let oracle = GaussianMixture::ring(8, 4.0, 0.3, ot)
+            .unwrap()
+            .log_density(x.view(), &[1.0])
+            .unwrap();
+        let printed = rows(&out, "exact");
+        assert_eq!(printed.len(), 4, "{out}");
+        for (i, row) in printed.iter().enumerate() {
+            assert!(
+                (row[0] - exact.log_p[i]).abs() <= 1e-6,
+                "exact log p[{i}]: C {} vs Rust {}",
+                row[0],
+                exact.log_p[i]
+            );
+            assert!(
+                (row[1] - exact.bits_per_dim[i]).abs() <= 1e-6,
+                "bits/dim[{i}]"
+            );
+            assert!(
+                (row[0] - oracle[i]).abs() <= 1e-3,
+                "exact log p[{i}] = {} but the analytic density gives {}",
+                row[0],
+                oracle[i]
+            );
+            let x0 = exact.x0.as_slice().unwrap();
+            assert!((row[2] as f32 - x0[2 * i]).abs() <= 1e-5, "x0[{i}]");
+            assert!((row[3] as f32 - x0[2 * i + 1]).abs() <= 1e-5, "x0[{i}]");
+        }
+        assert!(out.contains(&format!(
+            "exact-stats {} {} {}\n",
+            exact.stats.nfe, exact.stats.accepted, exact.stats.rejected
+        )));
+
+        let hutchinson = lik
+            .clone()
+            .with_divergence(Divergence::hutchinson(4))
+            .with_seed(7)
+            .log_likelihood(x.view().into_dyn())
+            .unwrap();
+        let printed: Vec<f64> = rows(&out, "hutchinson").iter().map(|r| r[0]).collect();
+        assert_eq!(printed, hutchinson.log_p, "Hutchinson, seed 7, 4 probes");
+        assert!(
+            printed.iter().zip(&exact.log_p).any(|(h, e)| h != e),
+            "Hutchinson's estimate should differ from the exact value somewhere"
+        );
+
+        let mpt = lik
+            .most_probable_time(
+                x.view().into_dyn(),
+                &TimeSearch {
+                    lower: 0.05,
+                    upper: 1.0,
+                    tolerance: 1e-3,
+                },
+            )
+            .unwrap();
+        let printed = rows(&out, "mpt");
+        assert_eq!(printed.len(), 4);
+        for (i, row) in printed.iter().enumerate() {
+            assert!(
+                (row[0] - mpt.t[i]).abs() <= 1e-9,
+                "t[{i}]: {} vs {}",
+                row[0],
+                mpt.t[i]
+            );
+            assert!((row[1] - mpt.log_p[i]).abs() <= 1e-6, "mpt log p[{i}]");
+        }
+    }
+
+    #[test]
     fn eight_c_threads_sharing_one_sampler_match_sequential_runs() {
         let exe = build_program(
             "cc",
@@ -468,6 +566,7 @@ mod machinery {
         assert_eq!(name(103), "BUFFER_TOO_SMALL");
         assert_eq!(name(310), "PLUGIN");
         assert_eq!(name(900), "PANIC");
+        assert_eq!(name(600), "UNSUPPORTED");
         assert_eq!(name(7), "UNKNOWN");
         // The numbers are part of the ABI: pin them.
         let pinned = [
@@ -483,6 +582,7 @@ mod machinery {
             (fmrt_status::Model, 320),
             (fmrt_status::Solver, 400),
             (fmrt_status::Io, 500),
+            (fmrt_status::Unsupported, 600),
             (fmrt_status::Panic, 900),
         ];
         for (status, number) in pinned {
@@ -2363,6 +2463,8 @@ mod onnx {
             sessions: 0,
             intra_threads: 1,
             ort_library: null(),
+            provider: null(),
+            provider_policy: null(),
         };
         let (mut from_file, mut from_bytes) = (null_mut(), null_mut());
         // SAFETY: valid or NULL pointers.
@@ -2454,5 +2556,653 @@ mod onnx {
             }
             assert_eq!(&u[..], expect.as_slice().unwrap(), "{name}");
         }
+    }
+
+    #[test]
+    fn provider_options_and_the_provider_query() {
+        ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        let path = c(fixture("gmm_ot.onnx").to_str().unwrap());
+        let mut options = std::mem::MaybeUninit::<fmrt_onnx_options>::uninit();
+        let h = Handles::new();
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            assert_ok(fmrt_onnx_options_default(options.as_mut_ptr()));
+            let defaults = options.assume_init();
+            assert_eq!(
+                (defaults.provider, defaults.provider_policy),
+                (null(), null())
+            );
+            let mut field = null_mut();
+            for (provider, policy, needle) in [
+                (c"gpu", null(), "options.provider"),
+                (c"cuda:x", null(), "cuda:x"),
+                (c"cuda:-1", null(), "cuda:-1"),
+                (c"cpu", c"maybe".as_ptr(), "options.provider_policy"),
+            ] {
+                let o = fmrt_onnx_options {
+                    provider: provider.as_ptr(),
+                    provider_policy: policy,
+                    ..defaults
+                };
+                assert_fails(
+                    fmrt_field_onnx_file(path.as_ptr(), &o, &mut field),
+                    InvalidArgument,
+                    needle,
+                );
+                assert!(field.is_null(), "nothing is written on failure");
+            }
+
+            // CUDA preferred: it runs on CUDA where this build and machine
+            // have it, and on the CPU otherwise; either way the query says which.
+            let o = fmrt_onnx_options {
+                provider: c"CUDA:0".as_ptr(),
+                provider_policy: c"prefer".as_ptr(),
+                ..defaults
+            };
+            assert_ok(fmrt_field_onnx_file(path.as_ptr(), &o, &mut field));
+            let mut need = 0usize;
+            assert_fails(
+                fmrt_field_onnx_provider(field, null_mut(), 0, &mut need),
+                BufferTooSmall,
+                "`buf`",
+            );
+            let mut buf = vec![b'#' as c_char; need];
+            assert_fails(
+                fmrt_field_onnx_provider(field, buf.as_mut_ptr(), need - 1, null_mut()),
+                BufferTooSmall,
+                "`buf`",
+            );
+            assert!(buf.iter().all(|&b| b == b'#' as c_char), "nothing written");
+            assert_ok(fmrt_field_onnx_provider(
+                field,
+                buf.as_mut_ptr(),
+                need,
+                null_mut(),
+            ));
+            let name = CStr::from_ptr(buf.as_ptr()).to_str().unwrap().to_string();
+            assert_eq!(name.len() + 1, need);
+            assert!(name == "CPU" || name == "CUDA:0", "provider {name}");
+            // The Rust loader with the same request agrees.
+            let rust = OnnxField::builder()
+                .execution_provider(fmrt::field::onnx::ExecutionProvider::Cuda { device_id: 0 })
+                .provider_policy(fmrt::field::onnx::ProviderPolicy::Prefer)
+                .load_file(fixture("gmm_ot.onnx"))
+                .unwrap();
+            assert_eq!(name, rust.provider());
+            // Required CUDA fails as a model error exactly when it fell back.
+            let o = fmrt_onnx_options {
+                provider: c"cuda".as_ptr(),
+                ..defaults
+            };
+            let mut required = null_mut();
+            let status = fmrt_field_onnx_file(path.as_ptr(), &o, &mut required);
+            if name == "CPU" {
+                assert_fails(status, fmrt_status::Model, "CUDA");
+            } else {
+                assert_ok(status);
+            }
+            fmrt_field_free(required);
+            fmrt_field_free(field);
+
+            // A CPU model says CPU; other fields have no provider.
+            let o = fmrt_onnx_options {
+                provider: c"cpu".as_ptr(),
+                ..defaults
+            };
+            assert_ok(fmrt_field_onnx_file(path.as_ptr(), &o, &mut field));
+            let mut small = [0 as c_char; 4];
+            assert_ok(fmrt_field_onnx_provider(
+                field,
+                small.as_mut_ptr(),
+                4,
+                null_mut(),
+            ));
+            assert_eq!(CStr::from_ptr(small.as_ptr()).to_bytes(), b"CPU");
+            fmrt_field_free(field);
+            assert_fails(
+                fmrt_field_onnx_provider(null(), small.as_mut_ptr(), 4, null_mut()),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                fmrt_field_onnx_provider(h.field, small.as_mut_ptr(), 4, null_mut()),
+                fmrt_status::Unsupported,
+                "not an ONNX model",
+            );
+        }
+    }
+}
+
+mod likelihood {
+    use super::*;
+    use fmrt::ffi::likelihood::*;
+    use fmrt::likelihood::{Divergence, Likelihood, TimeSearch};
+
+    const X: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];
+
+    /// Options with `h`'s RK4 solver and the given divergence mode.
+    fn options(h: &Handles, divergence: &'static CStr) -> fmrt_likelihood_options {
+        let mut o = std::mem::MaybeUninit::uninit();
+        // SAFETY: `o` is writable.
+        unsafe {
+            assert_ok(fmrt_likelihood_options_default(o.as_mut_ptr()));
+            let mut o: fmrt_likelihood_options = o.assume_init();
+            o.solver = h.solver;
+            o.divergence = divergence.as_ptr();
+            o
+        }
+    }
+
+    fn rust_ring() -> Likelihood {
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
+        Likelihood::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
+    }
+
+    #[test]
+    fn options_default_and_validation() {
+        let h = Handles::new();
+        let mut log_p = [0f64; 3];
+        let not_utf8 = [0xffu8, 0];
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            assert_fails(
+                fmrt_likelihood_options_default(null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            let o = options(&h, c"exact");
+            assert_eq!((o.probes, o.epsilon, o.seed), (1, 1e-3, 0));
+            assert!(o.distribution.is_null());
+            let call = |o: &fmrt_likelihood_options, log_p: &mut [f64; 3]| {
+                fmrt_log_likelihood(
+                    h.field,
+                    o,
+                    X.as_ptr(),
+                    6,
+                    3,
+                    &1.0,
+                    1,
+                    null(),
+                    log_p.as_mut_ptr(),
+                    3,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                )
+            };
+            for (o, needle) in [
+                (options(&h, c"trace"), "\"trace\""),
+                (
+                    fmrt_likelihood_options {
+                        probes: 0,
+                        ..options(&h, c"hutchinson")
+                    },
+                    "options.probes",
+                ),
+                (
+                    fmrt_likelihood_options {
+                        distribution: c"uniform".as_ptr(),
+                        ..options(&h, c"hutchinson")
+                    },
+                    "options.distribution",
+                ),
+                (
+                    fmrt_likelihood_options {
+                        epsilon: -1.0,
+                        ..options(&h, c"finite-difference")
+                    },
+                    "options.epsilon",
+                ),
+                (
+                    fmrt_likelihood_options {
+                        divergence: not_utf8.as_ptr().cast(),
+                        ..options(&h, c"exact")
+                    },
+                    "options.divergence",
+                ),
+            ] {
+                let status = call(&o, &mut log_p);
+                let expected = if needle == "options.divergence" {
+                    InvalidUtf8
+                } else {
+                    InvalidArgument
+                };
+                assert_fails(status, expected, needle);
+                assert_eq!(log_p, [0.0; 3], "nothing written");
+            }
+            // NULL options are the defaults (adaptive dopri5, exact).
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                null(),
+                X.as_ptr(),
+                6,
+                3,
+                &1.0,
+                1,
+                null(),
+                log_p.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+            let oracle = GaussianMixture::ring(8, 4.0, 0.3, ot)
+                .unwrap()
+                .log_density(ndarray::ArrayView2::from_shape((3, 2), &X).unwrap(), &[1.0])
+                .unwrap();
+            for i in 0..3 {
+                assert!(
+                    (log_p[i] - oracle[i]).abs() < 1e-3,
+                    "{log_p:?} vs {oracle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn log_likelihood_checks_buffers_before_working_and_matches_rust() {
+        let h = Handles::new();
+        let o = options(&h, c"hutchinson");
+        let o = fmrt_likelihood_options {
+            probes: 3,
+            distribution: c"gaussian".as_ptr(),
+            seed: 11,
+            ..o
+        };
+        let t = [1.0, 0.9, 0.7];
+        let (mut log_p, mut x0, mut bpd) = ([0f64; 3], [0f32; 6], [0f64; 3]);
+        let mut stats = fmrt_likelihood_stats::default();
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            let call = |field: *const fmrt_field,
+                        x: *const f32,
+                        x_len: usize,
+                        t: *const f64,
+                        t_len: usize,
+                        lp: (*mut f64, usize),
+                        x0: (*mut f32, usize),
+                        bpd: (*mut f64, usize)| {
+                fmrt_log_likelihood(
+                    field,
+                    &o,
+                    x,
+                    x_len,
+                    3,
+                    t,
+                    t_len,
+                    h.extras,
+                    lp.0,
+                    lp.1,
+                    x0.0,
+                    x0.1,
+                    bpd.0,
+                    bpd.1,
+                    null_mut(),
+                )
+            };
+            let lp = (log_p.as_mut_ptr(), 3);
+            let x0b = (x0.as_mut_ptr(), 6);
+            let bp = (bpd.as_mut_ptr(), 3);
+            let p = t.as_ptr();
+            assert_fails(
+                call(null(), X.as_ptr(), 6, p, 3, lp, x0b, bp),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                call(h.field, null(), 6, p, 3, lp, x0b, bp),
+                NullParameter,
+                "`x`",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 5, p, 3, lp, x0b, bp),
+                ShapeMismatch,
+                "x holds 5",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, null(), 3, lp, x0b, bp),
+                NullParameter,
+                "`t_start`",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, p, 2, lp, x0b, bp),
+                ShapeMismatch,
+                "t_start holds 2",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, p, 3, (null_mut(), 3), x0b, bp),
+                NullParameter,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, p, 3, (lp.0, 2), x0b, bp),
+                BufferTooSmall,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, p, 3, lp, (x0b.0, 5), bp),
+                BufferTooSmall,
+                "`out_x0`",
+            );
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, p, 3, lp, x0b, (bp.0, 2)),
+                BufferTooSmall,
+                "`out_bits_per_dim`",
+            );
+            let late = [1.0, 1.5, 0.5];
+            assert_fails(
+                call(h.field, X.as_ptr(), 6, late.as_ptr(), 3, lp, x0b, bp),
+                InvalidArgument,
+                "1.5",
+            );
+            assert_eq!(
+                (log_p, x0, bpd),
+                ([0.0; 3], [0.0; 6], [0.0; 3]),
+                "nothing written"
+            );
+            // An empty batch is no work, with NULL arrays allowed.
+            let mut empty_stats = fmrt_likelihood_stats {
+                nfe: 99,
+                ..Default::default()
+            };
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                &o,
+                null(),
+                0,
+                0,
+                &1.0,
+                1,
+                null(),
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                &mut empty_stats,
+            ));
+            assert_eq!((empty_stats.nfe, empty_stats.solves), (0, 1));
+
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                &o,
+                X.as_ptr(),
+                6,
+                3,
+                t.as_ptr(),
+                3,
+                h.extras,
+                log_p.as_mut_ptr(),
+                3,
+                x0.as_mut_ptr(),
+                6,
+                bpd.as_mut_ptr(),
+                3,
+                &mut stats,
+            ));
+        }
+        let rust = rust_ring()
+            .with_divergence(Divergence::Hutchinson {
+                probes: 3,
+                distribution: fmrt::likelihood::ProbeDistribution::Gaussian,
+            })
+            .with_seed(11)
+            .log_likelihood_at(
+                ndarray::ArrayView2::from_shape((3, 2), &X)
+                    .unwrap()
+                    .into_dyn(),
+                &t,
+            )
+            .unwrap();
+        assert_eq!(log_p.to_vec(), rust.log_p);
+        assert_eq!(bpd.to_vec(), rust.bits_per_dim);
+        assert_eq!(&x0[..], rust.x0.as_slice().unwrap());
+        assert_eq!(
+            (stats.nfe, stats.accepted, stats.rejected, stats.solves),
+            (40, 10, 0, 1),
+            "RK4, 10 steps"
+        );
+        assert_eq!(stats.jvp_calls, rust.calls.jvp as u64);
+        assert!(stats.jvp_calls > 0);
+    }
+
+    #[test]
+    fn a_field_without_jvps_needs_finite_differences() {
+        let h = Handles::new();
+        let mut cosine = null_mut();
+        let mut adapted = null_mut();
+        let mut log_p = [0f64; 3];
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            assert_ok(fmrt_scheduler_builtin(
+                c"cosine".as_ptr(),
+                null(),
+                0,
+                &mut cosine,
+            ));
+            assert_ok(fmrt_field_schedule_change(
+                h.field,
+                h.scheduler,
+                cosine,
+                &mut adapted,
+            ));
+            for mode in [c"exact", c"hutchinson"] {
+                assert_fails(
+                    fmrt_log_likelihood(
+                        adapted,
+                        &options(&h, mode),
+                        X.as_ptr(),
+                        6,
+                        3,
+                        &1.0,
+                        1,
+                        null(),
+                        log_p.as_mut_ptr(),
+                        3,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    ),
+                    fmrt_status::Unsupported,
+                    "finite-difference",
+                );
+            }
+            assert_ok(fmrt_log_likelihood(
+                adapted,
+                &options(&h, c"finite-difference"),
+                X.as_ptr(),
+                6,
+                3,
+                &1.0,
+                1,
+                null(),
+                log_p.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            fmrt_field_free(adapted);
+            fmrt_scheduler_free(cosine);
+        }
+        assert!(
+            log_p.iter().all(|v| v.is_finite() && *v != 0.0),
+            "{log_p:?}"
+        );
+    }
+
+    #[test]
+    fn most_probable_time_checks_arguments_and_matches_rust() {
+        let h = Handles::new();
+        let o = options(&h, c"exact");
+        let (mut t, mut log_p) = ([0f64; 3], [0f64; 3]);
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            let call = |field,
+                        x_len,
+                        lower,
+                        upper,
+                        tol,
+                        out_t: (*mut f64, usize),
+                        out_lp: (*mut f64, usize)| {
+                fmrt_most_probable_time(
+                    field,
+                    &o,
+                    X.as_ptr(),
+                    x_len,
+                    3,
+                    lower,
+                    upper,
+                    tol,
+                    null(),
+                    out_t.0,
+                    out_t.1,
+                    out_lp.0,
+                    out_lp.1,
+                )
+            };
+            let tb = (t.as_mut_ptr(), 3);
+            let lb = (log_p.as_mut_ptr(), 3);
+            assert_fails(
+                call(null(), 6, 0.0, 1.0, 1e-3, tb, lb),
+                NullParameter,
+                "`field`",
+            );
+            assert_fails(
+                call(h.field, 4, 0.0, 1.0, 1e-3, tb, lb),
+                ShapeMismatch,
+                "x holds 4",
+            );
+            assert_fails(
+                call(h.field, 6, 0.0, 1.0, 1e-3, (null_mut(), 3), lb),
+                NullParameter,
+                "`out_t`",
+            );
+            assert_fails(
+                call(h.field, 6, 0.0, 1.0, 1e-3, tb, (null_mut(), 3)),
+                NullParameter,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(h.field, 6, 0.0, 1.0, 1e-3, (tb.0, 2), lb),
+                BufferTooSmall,
+                "`out_t`",
+            );
+            assert_fails(
+                call(h.field, 6, 0.0, 1.0, 1e-3, tb, (lb.0, 1)),
+                BufferTooSmall,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(h.field, 6, 0.6, 0.4, 1e-3, tb, lb),
+                InvalidArgument,
+                "lower < upper",
+            );
+            assert_fails(
+                call(h.field, 6, 0.0, 1.0, 0.0, tb, lb),
+                InvalidArgument,
+                "tolerance",
+            );
+            assert_eq!((t, log_p), ([0.0; 3], [0.0; 3]), "nothing written");
+            assert_ok(call(h.field, 6, 0.1, 1.0, 1e-3, tb, lb));
+        }
+        let rust = rust_ring()
+            .most_probable_time(
+                ndarray::ArrayView2::from_shape((3, 2), &X)
+                    .unwrap()
+                    .into_dyn(),
+                &TimeSearch {
+                    lower: 0.1,
+                    upper: 1.0,
+                    tolerance: 1e-3,
+                },
+            )
+            .unwrap();
+        assert_eq!(t.to_vec(), rust.t);
+        assert_eq!(log_p.to_vec(), rust.log_p);
+        assert!(t.iter().all(|v| (0.1..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn schedule_change_checks_handles_and_matches_the_rust_adapter() {
+        let h = Handles::new();
+        let mut cosine = null_mut();
+        let mut adapted = null_mut();
+        let t = [0.2, 0.5, 0.8];
+        let mut u = [0f32; 6];
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths.
+        unsafe {
+            assert_ok(fmrt_scheduler_builtin(
+                c"cosine".as_ptr(),
+                null(),
+                0,
+                &mut cosine,
+            ));
+            assert_fails(
+                fmrt_field_schedule_change(null(), h.scheduler, cosine, &mut adapted),
+                NullParameter,
+                "`inner`",
+            );
+            assert_fails(
+                fmrt_field_schedule_change(h.field, null(), cosine, &mut adapted),
+                NullParameter,
+                "`trained`",
+            );
+            assert_fails(
+                fmrt_field_schedule_change(h.field, h.scheduler, null(), &mut adapted),
+                NullParameter,
+                "`sampled`",
+            );
+            assert_fails(
+                fmrt_field_schedule_change(h.field, h.scheduler, cosine, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert!(adapted.is_null());
+            assert_ok(fmrt_field_schedule_change(
+                h.field,
+                h.scheduler,
+                cosine,
+                &mut adapted,
+            ));
+            // The adapter keeps its own references.
+            fmrt_scheduler_free(cosine);
+            assert_ok(fmrt_field_velocity(
+                adapted,
+                X.as_ptr(),
+                6,
+                3,
+                t.as_ptr(),
+                3,
+                null(),
+                u.as_mut_ptr(),
+                6,
+            ));
+            fmrt_field_free(adapted);
+        }
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let cosine = Arc::new(Scheduler::builtin("cosine", &[]).unwrap());
+        let gmm = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot.clone()).unwrap());
+        let rust = fmrt::field::adapt::ScheduleChange::new(gmm.clone(), ot, cosine);
+        let xa = ndarray::ArrayView2::from_shape((3, 2), &X)
+            .unwrap()
+            .into_dyn();
+        let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
+        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        assert_eq!(&u[..], expect.as_slice().unwrap());
+        let mut plain = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
+        gmm.velocity(xa, &t, plain.view_mut()).unwrap();
+        assert_ne!(expect, plain, "the adapter changes the velocity");
     }
 }

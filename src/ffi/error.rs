@@ -56,6 +56,12 @@ pub enum fmrt_status {
     /// A file could not be read or written.
     Io = 500,
 
+    // 600–699: capabilities.
+    /// The handle cannot do what was asked: a provider query on a field that is
+    /// not an ONNX model, or a likelihood mode that needs Jacobian–vector
+    /// products on a field that provides neither them nor an exact divergence.
+    Unsupported = 600,
+
     // 900–999: internal.
     /// fmrt panicked; the panic was caught at the API boundary. Handles passed to
     /// the call remain valid to free, but their results should not be trusted.
@@ -78,12 +84,13 @@ impl fmrt_status {
             fmrt_status::Model => c"MODEL",
             fmrt_status::Solver => c"SOLVER",
             fmrt_status::Io => c"IO",
+            fmrt_status::Unsupported => c"UNSUPPORTED",
             fmrt_status::Panic => c"PANIC",
         }
     }
 
     /// Every status, for lookups by number.
-    pub(crate) const ALL: [fmrt_status; 13] = [
+    pub(crate) const ALL: [fmrt_status; 14] = [
         fmrt_status::Ok,
         fmrt_status::NullParameter,
         fmrt_status::InvalidArgument,
@@ -96,6 +103,7 @@ impl fmrt_status {
         fmrt_status::Model,
         fmrt_status::Solver,
         fmrt_status::Io,
+        fmrt_status::Unsupported,
         fmrt_status::Panic,
     ];
 }

@@ -13,7 +13,7 @@ use crate::ffi::scheduler::fmrt_scheduler;
 use crate::ffi::{
     c_str, c_str_opt, check_out, free_handle, handle, mul, put_handle, slice, slice_out,
 };
-use crate::field::adapt::{Guided, Predicted};
+use crate::field::adapt::{Guided, Predicted, ScheduleChange};
 use crate::field::analytic::GaussianMixture;
 use crate::field::plugin::PluginField;
 use crate::field::{Extras, VelocityField};
@@ -23,6 +23,9 @@ use crate::path::Prediction;
 /// handle may be used from any number of threads at once.
 pub struct fmrt_field {
     pub(crate) inner: Arc<dyn VelocityField>,
+    /// The execution provider running the model (`CPU`, `CUDA:0`) when the
+    /// handle was made from an ONNX model; `None` for every other field.
+    pub(crate) provider: Option<String>,
 }
 
 impl fmrt_field {
@@ -39,7 +42,15 @@ impl fmrt_field {
 /// `out` must be writable.
 pub(crate) unsafe fn put_field(field: Arc<dyn VelocityField>, out: *mut *mut fmrt_field) {
     // SAFETY: forwarded contract.
-    unsafe { put_handle(fmrt_field { inner: field }, out) }
+    unsafe {
+        put_handle(
+            fmrt_field {
+                inner: field,
+                provider: None,
+            },
+            out,
+        )
+    }
 }
 
 /// The exact marginal velocity field carrying N(0, I) to the Gaussian mixture
@@ -166,6 +177,43 @@ pub unsafe extern "C" fn fmrt_field_predicted(
         };
         let p: Prediction = p.parse()?;
         let adapted = Predicted::new(f.inner.clone(), s.inner.clone(), p);
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_field(Arc::new(adapted), out) };
+        Ok(())
+    })
+}
+
+/// Samples `inner`, a model trained along the path of `trained`, along the
+/// path of `sampled` instead: each time r of the sampled path is mapped to the
+/// trained time with the same signal-to-noise ratio α/σ (which must increase
+/// along the trained path) and the state and velocity are rescaled. The
+/// adapter keeps its own references to the three handles.
+///
+/// # Safety
+///
+/// Handles must be live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_schedule_change(
+    inner: *const fmrt_field,
+    trained: *const fmrt_scheduler,
+    sampled: *const fmrt_scheduler,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, trained, sampled) = unsafe {
+            (
+                handle(inner, "inner")?,
+                handle(trained, "trained")?,
+                handle(sampled, "sampled")?,
+            )
+        };
+        let adapted = ScheduleChange::new(
+            f.inner.clone(),
+            trained.inner.clone(),
+            sampled.inner.clone(),
+        );
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_field(Arc::new(adapted), out) };
         Ok(())

@@ -23,7 +23,8 @@
 //!
 //! One Rust file per C class: [`scheduler`], [`field`] (with [`onnx`] model
 //! fields), [`extras`], [`solver`],
-//! [`sampler`], [`path`] (training batches) and [`random`] (seeded noise); the
+//! [`sampler`], [`likelihood`] (log-likelihoods), [`path`] (training batches)
+//! and [`random`] (seeded noise); the
 //! machinery is in [`error`] and [`panic`].
 
 // C names for C types; C signatures pass buffers with their lengths, hence many arguments.
@@ -32,6 +33,7 @@
 pub mod error;
 pub mod extras;
 pub mod field;
+pub mod likelihood;
 pub mod onnx;
 pub mod panic;
 pub mod path;

@@ -4,10 +4,10 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::field::{fmrt_field, put_field};
+use crate::ffi::field::fmrt_field;
 use crate::ffi::panic::guard;
-use crate::ffi::{c_str, c_str_opt, check_out, slice};
-use crate::field::onnx::{OnnxField, OnnxFieldBuilder};
+use crate::ffi::{c_str, c_str_opt, check_out, handle, put_handle, slice, write_c_string};
+use crate::field::onnx::{ExecutionProvider, OnnxField, OnnxFieldBuilder, ProviderPolicy};
 use crate::Error;
 
 /// How to load an ONNX model; start from `fmrt_onnx_options_default` (all
@@ -36,6 +36,14 @@ pub struct fmrt_onnx_options {
     /// Path of the ONNX Runtime library (NULL: `ORT_DYLIB_PATH`, the project's
     /// `.ort/lib/`, then the system search path). One library per process.
     pub ort_library: *const c_char,
+    /// Where to run the model: `"cpu"` (NULL: the default), `"cuda"` (device 0)
+    /// or `"cuda:N"` (device N). Appended after the fields of 0.1, so callers
+    /// that start from `fmrt_onnx_options_default` keep their meaning.
+    pub provider: *const c_char,
+    /// What happens when `provider` cannot start: `"require"` (NULL: the
+    /// default; `FMRT_STATUS_MODEL` naming the reason) or `"prefer"` (run on
+    /// the CPU instead; `fmrt_field_onnx_provider` tells which one runs).
+    pub provider_policy: *const c_char,
 }
 
 /// Writes the default ONNX options (every field zero or NULL) into `*out`.
@@ -59,6 +67,8 @@ pub unsafe extern "C" fn fmrt_onnx_options_default(out: *mut fmrt_onnx_options) 
                 sessions: 0,
                 intra_threads: 0,
                 ort_library: std::ptr::null(),
+                provider: std::ptr::null(),
+                provider_policy: std::ptr::null(),
             }
         };
         Ok(())
@@ -93,6 +103,20 @@ unsafe fn builder(options: *const fmrt_onnx_options) -> FfiResult<OnnxFieldBuild
         if let Some(s) = c_str_opt(o.ort_library, "options.ort_library")? {
             b = b.ort_library(s);
         }
+        if let Some(s) = c_str_opt(o.provider, "options.provider")? {
+            b = b.execution_provider(parse_provider(s)?);
+        }
+        if let Some(s) = c_str_opt(o.provider_policy, "options.provider_policy")? {
+            b = b.provider_policy(match s.to_ascii_lowercase().as_str() {
+                "require" => ProviderPolicy::Require,
+                "prefer" => ProviderPolicy::Prefer,
+                _ => {
+                    return Err(FfiError::invalid(format!(
+                        "unknown `options.provider_policy` \"{s}\"; use \"require\" or \"prefer\""
+                    )))
+                }
+            });
+        }
     }
     if o.max_batch > 0 {
         b = b.max_batch(o.max_batch);
@@ -104,6 +128,42 @@ unsafe fn builder(options: *const fmrt_onnx_options) -> FfiResult<OnnxFieldBuild
         b = b.intra_threads(o.intra_threads);
     }
     Ok(b)
+}
+
+/// The provider named `name`: `cpu`, `cuda` or `cuda:N` (any ASCII case).
+fn parse_provider(name: &str) -> FfiResult<ExecutionProvider> {
+    let lower = name.to_ascii_lowercase();
+    let device = match lower.as_str() {
+        "cpu" => return Ok(ExecutionProvider::Cpu),
+        "cuda" => Some(0),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|d| d.parse::<i32>().ok())
+            .filter(|d| *d >= 0),
+    };
+    device
+        .map(|device_id| ExecutionProvider::Cuda { device_id })
+        .ok_or_else(|| {
+            FfiError::invalid(format!(
+                "unknown `options.provider` \"{name}\"; use \"cpu\", \"cuda\" or \"cuda:N\" \
+                 with N a device number"
+            ))
+        })
+}
+
+/// Stores a loaded model as a field handle that remembers its provider.
+///
+/// # Safety
+///
+/// `out` must be writable.
+unsafe fn put_onnx(field: OnnxField, out: *mut *mut fmrt_field) {
+    let provider = Some(field.provider().to_string());
+    let handle = fmrt_field {
+        inner: Arc::new(field),
+        provider,
+    };
+    // SAFETY: forwarded contract.
+    unsafe { put_handle(handle, out) }
 }
 
 /// A load failure: unreadable files are `FMRT_STATUS_IO`, the rest
@@ -135,7 +195,7 @@ pub unsafe extern "C" fn fmrt_field_onnx_file(
         let (path, b) = unsafe { (c_str(path, "path")?, builder(options)?) };
         let field = b.load_file(path).map_err(model_error)?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { put_field(Arc::new(field), out) };
+        unsafe { put_onnx(field, out) };
         Ok(())
     })
 }
@@ -159,7 +219,38 @@ pub unsafe extern "C" fn fmrt_field_onnx_bytes(
         let (bytes, b) = unsafe { (slice(bytes, len, "bytes")?, builder(options)?) };
         let field = b.load_bytes(bytes).map_err(model_error)?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { put_field(Arc::new(field), out) };
+        unsafe { put_onnx(field, out) };
         Ok(())
+    })
+}
+
+/// Copies the name of the execution provider running the ONNX model of
+/// `field` (`"CPU"` or `"CUDA:N"`), NUL-terminated, into `buf` of `buf_len`
+/// bytes; `*out_len` (if not NULL) receives the bytes needed, NUL included,
+/// whatever the outcome, so `buf_len` 0 asks for the size. A field that is not
+/// an ONNX model (adapters around one included) is `FMRT_STATUS_UNSUPPORTED`.
+///
+/// # Safety
+///
+/// `field` must be a live handle; `buf` NULL or `buf_len` writable bytes;
+/// `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_onnx_provider(
+    field: *const fmrt_field,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let name = f.provider.as_deref().ok_or_else(|| {
+            FfiError::new(
+                fmrt_status::Unsupported,
+                "parameter `field` is not an ONNX model field, so it has no execution provider",
+            )
+        })?;
+        // SAFETY: the caller's contract on `buf` and `out_len`.
+        unsafe { write_c_string(name.as_bytes(), buf, buf_len, out_len) }
     })
 }

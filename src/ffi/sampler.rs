@@ -52,6 +52,7 @@ pub unsafe extern "C" fn fmrt_sampler_new(
         let inner = Sampler::new(f.inner.clone(), s.inner.clone());
         let field = fmrt_field {
             inner: f.inner.clone(),
+            provider: f.provider.clone(),
         };
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_handle(fmrt_sampler { inner, field }, out) };

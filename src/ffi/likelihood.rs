@@ -1,0 +1,375 @@
+//! Log-likelihoods: the augmented reverse-time solve and the most probable time
+//! of a sample, configured by a plain options struct.
+
+use std::ffi::c_char;
+
+use ndarray::{ArrayViewD, IxDyn};
+
+use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
+use crate::ffi::extras::fmrt_extras;
+use crate::ffi::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::ffi::panic::guard;
+use crate::ffi::solver::fmrt_solver;
+use crate::ffi::{c_str_opt, check_out, handle, slice, slice_out};
+use crate::likelihood::{Divergence, Likelihood, ProbeDistribution, TimeSearch};
+use crate::solver::{Method, SolverConfig};
+
+/// How log-likelihoods are computed; start from `fmrt_likelihood_options_default`.
+/// Strings and the solver are read during each call only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct fmrt_likelihood_options {
+    /// The solver of the reverse-time solve (NULL: adaptive `dopri5` with
+    /// rtol = atol = 1e-5).
+    pub solver: *const fmrt_solver,
+    /// How the divergence is computed: `"exact"` (NULL: the default; the
+    /// field's own divergence or Jacobian–vector products along every basis
+    /// direction), `"hutchinson"` (the unbiased stochastic estimator, `probes`
+    /// directions per sample drawn from `seed`) or `"finite-difference"`
+    /// (central differences of the velocity with step `epsilon`, biased; for
+    /// fields without Jacobian–vector products).
+    pub divergence: *const c_char,
+    /// Hutchinson probes per sample, at least 1 (default 1).
+    pub probes: usize,
+    /// The distribution of the probes' entries: `"rademacher"` (NULL: the
+    /// default) or `"gaussian"`.
+    pub distribution: *const c_char,
+    /// The finite-difference step, finite and positive (default 1e-3).
+    pub epsilon: f64,
+    /// The seed of the Hutchinson probes (default 0).
+    pub seed: u64,
+}
+
+impl fmrt_likelihood_options {
+    /// The defaults `fmrt_likelihood_options_default` writes.
+    const DEFAULT: Self = Self {
+        solver: std::ptr::null(),
+        divergence: std::ptr::null(),
+        probes: 1,
+        distribution: std::ptr::null(),
+        epsilon: 1e-3,
+        seed: 0,
+    };
+}
+
+/// Counters of one likelihood computation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct fmrt_likelihood_stats {
+    /// Right-hand-side evaluations of the augmented system (summed over solves).
+    pub nfe: u64,
+    /// Accepted steps.
+    pub accepted: u64,
+    /// Rejected steps (adaptive methods only).
+    pub rejected: u64,
+    /// Velocity calls (batched), finite-difference ones included.
+    pub velocity_calls: u64,
+    /// Jacobian–vector product calls (batched).
+    pub jvp_calls: u64,
+    /// Exact divergence calls (batched).
+    pub divergence_calls: u64,
+    /// Augmented solves run (1 for a log-likelihood; several for a time search).
+    pub solves: u64,
+}
+
+/// Writes the default likelihood options into `*out`: no solver (adaptive
+/// `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0.
+///
+/// # Safety
+///
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_likelihood_options_default(
+    out: *mut fmrt_likelihood_options,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { *out = fmrt_likelihood_options::DEFAULT };
+        Ok(())
+    })
+}
+
+/// The divergence mode of `o`.
+///
+/// # Safety
+///
+/// The strings of `o` must be NULL or NUL-terminated.
+unsafe fn divergence(o: &fmrt_likelihood_options) -> FfiResult<Divergence> {
+    // SAFETY: the caller's contract.
+    let mode = unsafe { c_str_opt(o.divergence, "options.divergence") }?;
+    // SAFETY: the caller's contract.
+    let dist = unsafe { c_str_opt(o.distribution, "options.distribution") }?;
+    let distribution = match dist.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("rademacher") => ProbeDistribution::Rademacher,
+        Some("gaussian") | Some("normal") => ProbeDistribution::Gaussian,
+        Some(other) => {
+            return Err(FfiError::invalid(format!(
+                "unknown `options.distribution` \"{other}\"; use \"rademacher\" or \"gaussian\""
+            )))
+        }
+    };
+    let mode = match mode.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("exact") => Divergence::Exact,
+        Some("hutchinson") => {
+            if o.probes == 0 {
+                return Err(FfiError::invalid(
+                    "`options.probes` must be at least 1 for Hutchinson's estimator",
+                ));
+            }
+            Divergence::Hutchinson {
+                probes: o.probes,
+                distribution,
+            }
+        }
+        Some("finite-difference") | Some("finite_difference") => {
+            if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
+                return Err(FfiError::invalid(format!(
+                    "`options.epsilon` must be finite and positive, got {}",
+                    o.epsilon
+                )));
+            }
+            Divergence::finite_difference(o.epsilon)
+        }
+        Some(other) => {
+            return Err(FfiError::invalid(format!(
+                "unknown `options.divergence` \"{other}\"; use \"exact\", \"hutchinson\" or \
+                 \"finite-difference\""
+            )))
+        }
+    };
+    Ok(mode)
+}
+
+/// The likelihood computation of `field` under `options` (NULL: defaults) and
+/// `extras`, with the field's capabilities checked against the mode.
+///
+/// # Safety
+///
+/// `options` must be NULL or readable with valid strings and solver; `extras`
+/// NULL or live.
+unsafe fn likelihood(
+    field: &fmrt_field,
+    options: *const fmrt_likelihood_options,
+    extras: *const fmrt_extras,
+) -> FfiResult<Likelihood> {
+    // SAFETY: the caller's contract.
+    let o = unsafe { options.as_ref() }.map_or(fmrt_likelihood_options::DEFAULT, |o| *o);
+    // SAFETY: the caller's contract.
+    let mode = unsafe { divergence(&o) }?;
+    let solver = if o.solver.is_null() {
+        SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5)
+    } else {
+        // SAFETY: non-NULL and live by contract.
+        unsafe { handle(o.solver, "options.solver") }?.inner.clone()
+    };
+    let f = &field.inner;
+    let needs_jvp = match mode {
+        Divergence::Exact => !f.provides_divergence(),
+        Divergence::Hutchinson { .. } => true,
+        Divergence::FiniteDifference { .. } => false,
+    };
+    if needs_jvp && !f.provides_jvp() {
+        return Err(FfiError::new(
+            fmrt_status::Unsupported,
+            "this divergence mode needs Jacobian-vector products, and the field provides \
+             neither JVPs nor an exact divergence; use options.divergence = \
+             \"finite-difference\" (biased) or a field that provides JVPs",
+        ));
+    }
+    // SAFETY: the caller's contract.
+    let extras = unsafe { extras_or_empty(extras) }.clone();
+    Ok(Likelihood::new(f.clone(), solver)
+        .with_divergence(mode)
+        .with_seed(o.seed)
+        .with_extras(extras))
+}
+
+/// Checks that `x_len` is `n × state size` and returns the batch shape.
+fn check_x(f: &fmrt_field, x_len: usize, n: usize) -> FfiResult<Vec<usize>> {
+    let (shape, len) = batch_shape(f, n)?;
+    if x_len != len {
+        return Err(FfiError::shape(format!(
+            "x holds {x_len} floats, but {n} states of shape {:?} need {len}",
+            f.inner.state_shape()
+        )));
+    }
+    Ok(shape)
+}
+
+/// An optional output `ptr[0..len]` that must hold `need` elements when given
+/// (NULL: not wanted, whatever `len`).
+///
+/// # Safety
+///
+/// As for `slice_out`.
+unsafe fn optional_out<'a, T>(
+    ptr: *mut T,
+    len: usize,
+    need: usize,
+    name: &str,
+) -> FfiResult<Option<&'a mut [T]>> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { slice_out(ptr, len, need, name) }.map(Some)
+    }
+}
+
+/// Computes log p_t(x) of the `n` states `x[0..x_len]` (`n × state size`
+/// floats) taken at the times `t_start[0..t_start_len]` (one for all, or one
+/// per sample; each in [0, 1], 1 for data): the state and the divergence
+/// integral are solved from t_start back to 0 and log p = log N(x0; 0, I) −
+/// ∫ div u dt. `extras` (NULL: none) hold one row per sample; `options` NULL
+/// means the defaults.
+///
+/// Outputs: `out_log_p[0..n]` (nats, required; `out_log_p_len` available);
+/// optional (NULL: not wanted) `out_x0` (`n × state size` floats, the states
+/// reached at t = 0), `out_bits_per_dim` (`n` values, −log p / (D ln 2)) and
+/// `out_stats`. Every buffer is checked before any work. A mode that needs
+/// Jacobian–vector products on a field without them is
+/// `FMRT_STATUS_UNSUPPORTED`; bad options are `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// Handles must be live or NULL where allowed; the arrays must hold the stated
+/// counts; outputs must not overlap the inputs.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_log_likelihood(
+    field: *const fmrt_field,
+    options: *const fmrt_likelihood_options,
+    x: *const f32,
+    x_len: usize,
+    n: usize,
+    t_start: *const f64,
+    t_start_len: usize,
+    extras: *const fmrt_extras,
+    out_log_p: *mut f64,
+    out_log_p_len: usize,
+    out_x0: *mut f32,
+    out_x0_len: usize,
+    out_bits_per_dim: *mut f64,
+    out_bits_per_dim_len: usize,
+    out_stats: *mut fmrt_likelihood_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let shape = check_x(f, x_len, n)?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (x, t_start) = unsafe {
+            (
+                slice(x, x_len, "x")?,
+                slice(t_start, t_start_len, "t_start")?,
+            )
+        };
+        if t_start_len != 1 && t_start_len != n {
+            return Err(FfiError::shape(format!(
+                "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
+            )));
+        }
+        if n > 0 {
+            check_out(out_log_p, "out_log_p")?;
+        }
+        // SAFETY: the caller's contract, for each output.
+        let (log_p, x0, bpd) = unsafe {
+            (
+                slice_out(out_log_p, out_log_p_len, n, "out_log_p")?,
+                optional_out(out_x0, out_x0_len, x_len, "out_x0")?,
+                optional_out(
+                    out_bits_per_dim,
+                    out_bits_per_dim_len,
+                    n,
+                    "out_bits_per_dim",
+                )?,
+            )
+        };
+        // SAFETY: the caller's contract.
+        let lik = unsafe { likelihood(f, options, extras) }?;
+        let xv =
+            ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+        let r = lik.log_likelihood_at(xv, t_start)?;
+        log_p.copy_from_slice(&r.log_p);
+        if let Some(dst) = x0 {
+            dst.iter_mut().zip(r.x0.iter()).for_each(|(d, s)| *d = *s);
+        }
+        if let Some(dst) = bpd {
+            dst.copy_from_slice(&r.bits_per_dim);
+        }
+        if !out_stats.is_null() {
+            let stats = fmrt_likelihood_stats {
+                nfe: r.stats.nfe as u64,
+                accepted: r.stats.accepted as u64,
+                rejected: r.stats.rejected as u64,
+                velocity_calls: r.calls.velocity as u64,
+                jvp_calls: r.calls.jvp as u64,
+                divergence_calls: r.calls.divergence as u64,
+                solves: 1,
+            };
+            // SAFETY: non-NULL; writable by contract.
+            unsafe { *out_stats = stats };
+        }
+        Ok(())
+    })
+}
+
+/// Finds, for each of the `n` states `x[0..x_len]`, the time t in
+/// [`lower`, `upper`] (0 ≤ lower < upper ≤ 1) at which it is most likely under
+/// p_t, by a golden-section search per sample down to `tolerance` (> 0) that
+/// also considers both ends. Writes the times into `out_t[0..n]` and their
+/// log p_t(x) into `out_log_p[0..n]` (both required); `options` and `extras`
+/// as for `fmrt_log_likelihood`. The probes of a Hutchinson search are drawn
+/// once and shared by every time tried.
+///
+/// # Safety
+///
+/// As for `fmrt_log_likelihood`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_most_probable_time(
+    field: *const fmrt_field,
+    options: *const fmrt_likelihood_options,
+    x: *const f32,
+    x_len: usize,
+    n: usize,
+    lower: f64,
+    upper: f64,
+    tolerance: f64,
+    extras: *const fmrt_extras,
+    out_t: *mut f64,
+    out_t_len: usize,
+    out_log_p: *mut f64,
+    out_log_p_len: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let shape = check_x(f, x_len, n)?;
+        // SAFETY: the caller's contract.
+        let x = unsafe { slice(x, x_len, "x") }?;
+        if n > 0 {
+            check_out(out_t, "out_t")?;
+            check_out(out_log_p, "out_log_p")?;
+        }
+        // SAFETY: the caller's contract, for each output.
+        let (t, log_p) = unsafe {
+            (
+                slice_out(out_t, out_t_len, n, "out_t")?,
+                slice_out(out_log_p, out_log_p_len, n, "out_log_p")?,
+            )
+        };
+        // SAFETY: the caller's contract.
+        let lik = unsafe { likelihood(f, options, extras) }?;
+        let xv =
+            ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+        let search = TimeSearch {
+            lower,
+            upper,
+            tolerance,
+        };
+        let r = lik.most_probable_time(xv, &search)?;
+        t.copy_from_slice(&r.t);
+        log_p.copy_from_slice(&r.log_p);
+        Ok(())
+    })
+}
