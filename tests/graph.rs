@@ -708,6 +708,7 @@ const FIXTURES: &[&str] = &[
     "mlp256.onnx",
     "named_inputs.onnx",
     "attention_block.onnx",
+    "conv_norm.onnx",
     "gmm16_ot.onnx",
 ];
 
@@ -882,6 +883,7 @@ fn whole_fixtures_match_central_differences() {
         "static_batch_label.onnx",
         "scalar_time_label.onnx",
         "attention_block.onnx",
+        "conv_norm.onnx",
         "gmm_ot.onnx",
         "gmm16_ot.onnx",
     ] {
