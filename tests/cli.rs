@@ -345,6 +345,51 @@ mod models {
         assert!(mae < 5e-3, "mean absolute error {mae}");
     }
 
+    /// A model with an operator the tangent transform cannot differentiate:
+    /// `inspect` names it and its node, exact likelihoods fail naming it, and
+    /// sampling still works.
+    #[test]
+    fn an_unsupported_operator_is_named() {
+        runtime();
+        let model = repo("tests/fixtures/unsupported_op.onnx");
+        let o = fmrt(&["inspect", &model]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(text.contains("derivatives: unavailable"), "{text}");
+        assert!(
+            text.contains("`Hardmax`") && text.contains("`my_hardmax`"),
+            "{text}"
+        );
+
+        let data = scratch("unsupported_data.npy");
+        write_npy(&data, &ArrayD::<f32>::zeros(vec![3, 2])).expect("write");
+        let out = scratch("unsupported_logp.npy");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &model,
+            "--data",
+            data.to_str().expect("utf-8"),
+            "-o",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("Hardmax"), "{}", stderr(&o));
+
+        let samples = scratch("unsupported_samples.npy");
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &model,
+            "-n",
+            "3",
+            "-o",
+            samples.to_str().expect("utf-8"),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+
     #[test]
     fn bad_inputs_give_one_line_errors() {
         runtime();

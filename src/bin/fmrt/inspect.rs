@@ -1,6 +1,9 @@
-//! `fmrt inspect`: what a model takes, returns and declares, and where it runs.
+//! `fmrt inspect`: what a model takes, returns and declares, where it runs, and
+//! whether fmrt can differentiate it.
 
 use std::process::ExitCode;
+
+use fmrt::field::VelocityField;
 
 use crate::args::InspectArgs;
 use crate::sample::load_model;
@@ -8,6 +11,20 @@ use crate::sample::load_model;
 /// Runs `fmrt inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode, String> {
     let model = load_model(&args.model_args())?;
-    print!("{}", model.describe());
+    let description = model.describe().to_string();
+    print!("{description}");
+    if !description.ends_with('\n') {
+        println!();
+    }
+    if model.provides_jvp() {
+        println!("derivatives: exact JVPs through the tangent graph (likelihood --divergence exact|hutchinson)");
+    } else {
+        let reason = model
+            .jvp_unavailable_reason()
+            .unwrap_or("the model has no tangent graph")
+            .trim_start_matches("velocity field failed: ");
+        println!("derivatives: unavailable: {reason}");
+        println!("  likelihoods need --divergence finite-difference (biased) for this model");
+    }
     Ok(ExitCode::SUCCESS)
 }

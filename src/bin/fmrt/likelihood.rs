@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fmrt::field::VelocityField;
 use fmrt::likelihood::{Divergence, Likelihood, ProbeDistribution};
 use ndarray::ArrayD;
 use serde_json::json;
@@ -48,6 +49,18 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
     let state_shape = fmrt::field::VelocityField::state_shape(model.as_ref()).to_vec();
     let data = fit_rows(data, &state_shape);
     check_batch_shape(&args.data, &data, &state_shape)?;
+    if args.divergence != DivergenceChoice::FiniteDifference && !model.provides_jvp() {
+        let reason = model
+            .jvp_unavailable_reason()
+            .unwrap_or("the model has no tangent graph")
+            .trim_start_matches("velocity field failed: ");
+        return Err(format!(
+            "{}: the {} divergence needs Jacobian-vector products, which are unavailable: {reason}; \
+             use --divergence finite-difference (biased) for this model",
+            model.file(),
+            divergence_name(args.divergence)
+        ));
+    }
     let n = data.shape()[0];
     let progress = Progress::new(model.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
