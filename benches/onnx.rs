@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ((i * 31 + j * 17) % 97) as f32 / 48.0 - 1.0
     });
     let t = Array1::<f32>::from_elem(BATCH, 0.5);
-    let mut bare_call = || -> Result<f64, Box<dyn std::error::Error>> {
+    let mut bare_call = move || -> Result<f64, Box<dyn std::error::Error>> {
         let started = Instant::now();
         let outputs = session.run(ort::inputs![
             "x" => TensorRef::from_array_view(x.view())?,
@@ -80,19 +80,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sampler = sampler
             .clone()
             .with_solver(SolverConfig::fixed(method, Steps::Count(steps)));
-        // Bare calls and the solve are measured in pairs, so that load from
-        // elsewhere on the machine affects both sides of each ratio alike.
         let mut nfe = 0;
         let mut times = Vec::new();
-        let mut ratios = Vec::new();
         for _ in 0..REPEATS {
-            let bare_now = median((0..5).map(|_| bare_call()).collect::<Result<_, _>>()?);
             let started = Instant::now();
             let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &[])?;
-            let total = started.elapsed().as_secs_f64();
+            times.push(started.elapsed().as_secs_f64());
             nfe = samples.stats.nfe;
-            times.push(total);
-            ratios.push(total / (nfe as f64 * bare_now));
         }
         let total = median(times);
         if method == Method::Midpoint {
@@ -101,9 +95,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{name:<22} {nfe:>6} {:>12.1} {:>10.3}",
             total * 1e3,
-            median(ratios)
+            total / (nfe as f64 * bare)
         );
     }
+
+    // The bare call again, after the sampling runs: the spread between the two
+    // measurements shows how much the machine drifted during the run. (Bare
+    // calls are not interleaved with the solves: ONNX Runtime's worker threads
+    // spin for a while after each run and would slow the other session.)
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let bare_after = median((0..20).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    println!(
+        "bare Session::run after the runs: {:.3} ms ({:+.1}% against before)",
+        bare_after * 1e3,
+        100.0 * (bare_after / bare - 1.0)
+    );
 
     let python = std::env::var("FMRT_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let has_onnxruntime = Command::new(&python)
