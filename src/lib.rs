@@ -15,7 +15,8 @@
 //! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
 //! - [`path`]: the affine path, prediction conversions and the training loss.
 //! - [`source`]: the source distribution (seeded standard normal).
-//! - [`field`]: the [`field::VelocityField`] trait and analytic fields.
+//! - [`field`]: the [`field::VelocityField`] trait; ONNX, plugin and analytic
+//!   fields; adapters (prediction, guidance, schedule change).
 //! - [`graph`]: ONNX models read and written in Rust, and their forward-mode
 //!   tangent (Jacobian–vector product) transform.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.

@@ -352,13 +352,16 @@ impl VelocityField for ScheduleChange {
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let batch = x.shape().first().copied().unwrap_or(0);
-        let maps: Vec<TimeMap> = if r.len() == 1 {
-            vec![self.time_map(r[0])?]
-        } else {
-            r.iter()
-                .map(|&ri| self.time_map(ri))
-                .collect::<Result<_>>()?
-        };
+        // Solvers pass one time per sample, usually all equal: solve the time
+        // map once per run of equal times, not once per sample.
+        let mut maps: Vec<TimeMap> = Vec::with_capacity(r.len());
+        for (i, &ri) in r.iter().enumerate() {
+            let map = match maps.last() {
+                Some(&previous) if i > 0 && r[i - 1] == ri => previous,
+                _ => self.time_map(ri)?,
+            };
+            maps.push(map);
+        }
         let mut scaled = x.to_owned();
         for (i, mut row) in scaled.outer_iter_mut().enumerate().take(batch) {
             let s = maps[if maps.len() == 1 { 0 } else { i }].s;
