@@ -33,7 +33,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ensure_runtime_for_development()?;
+    ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let model_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp256.onnx");
 
     // The bare call: one plain ort session, the same inputs every time.

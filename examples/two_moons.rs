@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let method: Method = args.get(1).map_or("dopri5", String::as_str).parse()?;
 
-    let runtime = ensure_runtime_for_development()?;
+    let runtime = ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let model_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/two_moons.onnx");
     let model = Arc::new(OnnxField::load_file(&model_path)?);
     let solver = if method.is_adaptive() {

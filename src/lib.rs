@@ -22,11 +22,9 @@
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
-//! - [`ffi`]: the C ABI (`include/fmrt.h`).
 
 pub mod dsl;
 pub mod error;
-pub mod ffi;
 pub mod field;
 pub mod graph;
 pub mod likelihood;

@@ -29,7 +29,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn runtime() {
-    if let Err(e) = onnx::ensure_runtime_for_development() {
+    if let Err(e) =
+        onnx::ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+    {
         panic!("ONNX Runtime is not available: {e}");
     }
 }

@@ -21,7 +21,8 @@ fn repo_file(path: &str) -> PathBuf {
 }
 
 fn load(path: &str) -> Arc<OnnxField> {
-    ensure_runtime_for_development().expect("ONNX Runtime is available");
+    ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("ONNX Runtime is available");
     Arc::new(OnnxField::load_file(repo_file(path)).expect("model loads"))
 }
 

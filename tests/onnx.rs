@@ -31,7 +31,9 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Loads ONNX Runtime (fetching it into .ort/lib/ if missing) before any model.
 fn runtime() {
-    if let Err(e) = onnx::ensure_runtime_for_development() {
+    if let Err(e) =
+        onnx::ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+    {
         panic!("ONNX Runtime is not available: {e}");
     }
 }
@@ -676,9 +678,16 @@ fn a_missing_library_error_lists_the_places_and_the_fetch_command() {
             "ORT_DYLIB_PATH",
         ],
     );
-    // The standard places find the library that the tests use.
+    // The standard places name no folder of the source tree: a shipped
+    // library must not load what is planted there. The development places,
+    // asked for with the checkout, find the library that the tests use.
     runtime();
-    let (path, _) = onnx::locate(&SearchPlaces::standard(None)).unwrap();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let standard = SearchPlaces::standard(None);
+    for folder in onnx::checkout_folders(checkout) {
+        assert!(!standard.folders.contains(&folder), "{folder:?}");
+    }
+    let (path, _) = onnx::locate(&SearchPlaces::development(None, checkout)).unwrap();
     assert!(path.exists() || path.to_string_lossy().starts_with("libonnxruntime"));
     let info = onnx::runtime_info().expect("loaded");
     println!("ONNX Runtime: {} ({})", info.library.display(), info.source);

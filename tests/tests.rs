@@ -1,9 +1,7 @@
 //! One integration-test binary (keeps link time low); one module per area.
 
 mod adapt;
-mod cli;
 mod dsl;
-mod ffi;
 mod gmm;
 mod graph;
 mod likelihood;

@@ -25,6 +25,7 @@
 
 mod jvp;
 mod model;
+mod null_condition;
 pub mod provider;
 pub mod runtime;
 
@@ -41,14 +42,15 @@ use ort::value::{TensorElementType, TensorRef};
 pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, TimeLayout};
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{
-    ensure_runtime_for_development, init_runtime, locate, ort_environment, runtime_info,
-    LibrarySource, RuntimeInfo, SearchPlaces, FETCH_COMMAND,
+    checkout_folders, ensure_runtime_for_development, init_runtime, init_runtime_from, locate,
+    ort_environment, runtime_info, LibrarySource, RuntimeInfo, SearchPlaces, FETCH_COMMAND,
 };
 
 use super::{ExtraTensor, Extras, VelocityField};
 use crate::path::Prediction;
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
+use null_condition::{NullCondition, NullNumber};
 
 /// Metadata key holding the `.fm` scheduler source the model was trained with.
 pub const META_SCHEDULER: &str = "fmrt.scheduler";
@@ -641,12 +643,10 @@ impl OnnxField {
                 self.file
             ))
         };
-        let mut values: Vec<(&TensorInfo, serde_json::Value)> = Vec::new();
-        let parsed: serde_json::Value = serde_json::from_str(raw.trim())
-            .map_err(|e| bad(format!("not a number or a JSON object ({e})")))?;
-        match parsed {
-            serde_json::Value::Object(map) => {
-                for (name, value) in map {
+        let mut values: Vec<(&TensorInfo, NullNumber)> = Vec::new();
+        match null_condition::parse(raw).map_err(|why| bad(why.to_string()))? {
+            NullCondition::PerInput(entries) => {
+                for (name, value) in entries {
                     let input = self
                         .mapping
                         .extras
@@ -658,7 +658,7 @@ impl OnnxField {
                     values.push((input, value));
                 }
             }
-            value @ serde_json::Value::Number(_) => match self.mapping.extras.as_slice() {
+            NullCondition::Single(value) => match self.mapping.extras.as_slice() {
                 [only] => values.push((only, value)),
                 others => {
                     return Err(bad(format!(
@@ -667,7 +667,6 @@ impl OnnxField {
                     )))
                 }
             },
-            _ => return Err(bad("not a number or a JSON object".to_string())),
         }
         let mut extras = Extras::new();
         for (input, value) in values {
@@ -690,9 +689,7 @@ impl OnnxField {
                     ExtraTensor::Int64(ArrayD::from_elem(shape, v))
                 }
                 _ => {
-                    let v = value
-                        .as_f64()
-                        .ok_or_else(|| bad(format!("`{}` needs a number", input.name)))?;
+                    let v = value.as_f64();
                     ExtraTensor::Float32(ArrayD::from_elem(shape, v as f32))
                 }
             };

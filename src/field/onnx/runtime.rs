@@ -7,16 +7,20 @@
 //! 1. an explicit path given by the caller ([`init_runtime`]`(Some(path))`,
 //!    [`OnnxFieldBuilder::ort_library`](super::OnnxFieldBuilder::ort_library));
 //! 2. the environment variable `ORT_DYLIB_PATH`;
-//! 3. the project's folder: `.ort/lib/` of the fmrt source tree this crate was
-//!    compiled from (with the `cuda` feature, `.ort/gpu/lib/` first), then
-//!    `.ort/lib/` beside the running executable;
+//! 3. `.ort/lib/` beside the running executable;
 //! 4. the system's library search path (a plain `libonnxruntime.so`).
 //!
 //! An explicit path or `ORT_DYLIB_PATH` is used alone: if it does not load, that
 //! is the error, without falling back. The library is never downloaded by fmrt
-//! itself; `bash scripts/fetch-onnxruntime.sh` (see [`FETCH_COMMAND`]) puts it in
-//! `.ort/lib/`. [`ensure_runtime_for_development`] runs that script for tests and
-//! examples of a source checkout.
+//! itself, and no folder of the machine fmrt was built on is searched: a
+//! shipped `libfmrt.so` must not load whatever someone plants in a source tree.
+//!
+//! Development is the one exception, and it is asked for explicitly: tests,
+//! examples and the CLI run from a source checkout call
+//! [`ensure_runtime_for_development`] with that checkout's folder, which also
+//! searches its `.ort/lib/` (with the `cuda` feature, `.ort/gpu/lib/` first)
+//! and runs its `bash scripts/fetch-onnxruntime.sh` (see [`FETCH_COMMAND`])
+//! when the library is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +44,8 @@ pub enum LibrarySource {
     Explicit,
     /// The `ORT_DYLIB_PATH` environment variable.
     Environment,
-    /// The `.ort/` folder of the fmrt source tree the crate was built from.
+    /// The `.ort/` folder of an fmrt source checkout named by the caller
+    /// ([`ensure_runtime_for_development`], [`SearchPlaces::development`]).
     Project,
     /// The `.ort/lib/` folder beside the running executable.
     BesideExecutable,
@@ -117,6 +122,20 @@ fn runtime(explicit: Option<&Path>) -> Result<&'static Runtime> {
     Ok(RUNTIME.get_or_init(|| loaded))
 }
 
+/// Loads ONNX Runtime (once per process) from the first of `places` that
+/// loads; when one is already loaded, returns it without searching.
+pub fn init_runtime_from(places: &SearchPlaces) -> Result<&'static RuntimeInfo> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(&rt.info);
+    }
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(&rt.info);
+    }
+    let loaded = load(places)?;
+    Ok(&RUNTIME.get_or_init(|| loaded).info)
+}
+
 fn check_same(rt: &'static Runtime, explicit: Option<&Path>) -> Result<&'static Runtime> {
     let Some(path) = explicit else {
         return Ok(rt);
@@ -154,21 +173,24 @@ fn library_names() -> [String; 2] {
     ]
 }
 
-/// The folders searched in step 3, with their source, in order.
-pub fn project_folders() -> Vec<(LibrarySource, PathBuf)> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The `.ort/` library folders of the source checkout `checkout`, in the
+/// order searched (with the `cuda` feature, the GPU build's folder first).
+pub fn checkout_folders(checkout: &Path) -> Vec<(LibrarySource, PathBuf)> {
     let mut folders = Vec::new();
     if cfg!(feature = "cuda") {
-        folders.push((LibrarySource::Project, manifest.join(".ort/gpu/lib")));
+        folders.push((LibrarySource::Project, checkout.join(".ort/gpu/lib")));
     }
-    folders.push((LibrarySource::Project, manifest.join(".ort/lib")));
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        folders.push((LibrarySource::BesideExecutable, dir.join(".ort/lib")));
-    }
+    folders.push((LibrarySource::Project, checkout.join(".ort/lib")));
     folders
+}
+
+/// `.ort/lib/` beside the running executable, if its folder is known.
+fn beside_executable() -> Option<(LibrarySource, PathBuf)> {
+    let exe = std::env::current_exe().ok()?;
+    Some((
+        LibrarySource::BesideExecutable,
+        exe.parent()?.join(".ort/lib"),
+    ))
 }
 
 /// The places searched for the library, in order (see the [module docs](self)).
@@ -187,16 +209,27 @@ pub struct SearchPlaces {
 
 impl SearchPlaces {
     /// The places fmrt searches: `explicit`, then `ORT_DYLIB_PATH`, then
-    /// [`project_folders`], then the system's `libonnxruntime.so`.
+    /// `.ort/lib/` beside the executable, then the system's `libonnxruntime.so`.
     pub fn standard(explicit: Option<&Path>) -> SearchPlaces {
         SearchPlaces {
             explicit: explicit.map(Path::to_path_buf),
             environment: std::env::var_os(ORT_DYLIB_PATH)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
-            folders: project_folders(),
+            folders: beside_executable().into_iter().collect(),
             system: Some(library_names()[1].clone()),
         }
+    }
+
+    /// The [standard](Self::standard) places with the source checkout
+    /// `checkout`'s [`checkout_folders`] searched first among the folders:
+    /// for tests, examples and tools run from that checkout.
+    pub fn development(explicit: Option<&Path>, checkout: &Path) -> SearchPlaces {
+        let mut places = SearchPlaces::standard(explicit);
+        let mut folders = checkout_folders(checkout);
+        folders.append(&mut places.folders);
+        places.folders = folders;
+        places
     }
 }
 
@@ -241,7 +274,7 @@ fn search<T>(
         if !path.is_file() {
             return Err(Error::Field(format!(
                 "{ORT_DYLIB_PATH} names `{}`, which does not exist; unset it to use \
-                 the library that `{FETCH_COMMAND}` puts in .ort/lib/",
+                     the library that `{FETCH_COMMAND}` puts in .ort/lib/",
                 path.display()
             )));
         }
@@ -286,9 +319,9 @@ fn search<T>(
     }
 
     Err(Error::Field(format!(
-        "the ONNX Runtime library (version >= 1.31) was not found. Looked in:\n  - {}\n\
-         Run `{FETCH_COMMAND}` in the fmrt source tree to download it into .ort/lib/, \
-         or set {ORT_DYLIB_PATH} to a libonnxruntime shared library.",
+        "the ONNX Runtime library (version >= 1.31) was not found. Run `{FETCH_COMMAND}` \
+             in the fmrt source tree to download it into .ort/lib/, or set {ORT_DYLIB_PATH} \
+             to a libonnxruntime shared library. Looked in:\n  - {}",
         looked.join("\n  - ")
     )))
 }
@@ -310,46 +343,31 @@ fn load_from(path: &Path, source: LibrarySource, skipped: Vec<String>) -> Result
     })
 }
 
-/// For tests and examples of an fmrt source checkout: loads ONNX Runtime as
-/// [`init_runtime`]`(None)` does, and if no library is found, runs the fetch
-/// script of the source tree this crate was compiled from (once per process),
-/// then tries again.
+/// For tests, examples and tools run from the fmrt source checkout `checkout`:
+/// loads ONNX Runtime from [`SearchPlaces::development`], and if no library is
+/// found (and `ORT_DYLIB_PATH` is unset), runs the checkout's fetch script
+/// (once per process), then tries again.
 ///
 /// Applications should call [`init_runtime`] instead: this function downloads
 /// from PyPI (through pip) when the library is missing.
-pub fn ensure_runtime_for_development() -> Result<&'static RuntimeInfo> {
-    if let Some(info) = runtime_info() {
-        return Ok(info);
-    }
-    let first = {
-        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        if RUNTIME.get().is_some() {
-            None
-        } else {
-            match load(&SearchPlaces::standard(None)) {
-                Ok(rt) => {
-                    let _ = RUNTIME.set(rt);
-                    None
-                }
-                Err(e) => Some(e),
-            }
-        }
+pub fn ensure_runtime_for_development(checkout: &Path) -> Result<&'static RuntimeInfo> {
+    let places = SearchPlaces::development(None, checkout);
+    let first = match init_runtime_from(&places) {
+        Ok(info) => return Ok(info),
+        Err(e) => e,
     };
-    let Some(first) = first else {
-        return init_runtime(None);
-    };
-    if std::env::var_os(ORT_DYLIB_PATH).is_some_and(|v| !v.is_empty()) {
+    if places.environment.is_some() {
         // The caller chose a library; fetching another would not be used.
         return Err(first);
     }
-    run_fetch_script()?;
-    init_runtime(None)
+    run_fetch_script(checkout)?;
+    init_runtime_from(&places)
 }
 
-fn run_fetch_script() -> Result<()> {
+fn run_fetch_script(checkout: &Path) -> Result<()> {
     static FETCHED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     let result = FETCHED.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-onnxruntime.sh");
+        let script = checkout.join("scripts/fetch-onnxruntime.sh");
         // The CPU library, also for `cuda` builds: tests run on it, and the GPU
         // wheel is ten times larger.
         let mut command = Command::new("bash");

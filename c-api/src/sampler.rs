@@ -3,13 +3,13 @@
 
 use ndarray::{ArrayViewD, IxDyn};
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::extras::fmrt_extras;
-use crate::ffi::field::{batch_shape, extras_or_empty, fmrt_field};
-use crate::ffi::panic::{guard, guard_or};
-use crate::ffi::solver::fmrt_solver;
-use crate::ffi::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
-use crate::sampler::{Sampler, Samples, TimeSpan};
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::extras::fmrt_extras;
+use crate::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::panic::{guard, guard_or};
+use crate::solver::fmrt_solver;
+use crate::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
+use fmrt::sampler::{Sampler, Samples, TimeSpan};
 
 /// A sampler: a velocity field integrated with a solver configuration, noise
 /// from the standard normal (opaque). Immutable: one handle may be used from

@@ -146,7 +146,7 @@ mod models {
     use super::{fmrt, stderr, stdout};
 
     fn repo(path: &str) -> String {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .join(path)
             .display()
             .to_string()
@@ -159,7 +159,11 @@ mod models {
     }
 
     fn runtime() {
-        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        ensure_runtime_for_development(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        )))
+        .expect("ONNX Runtime is available");
     }
 
     #[test]
@@ -725,7 +729,7 @@ mod data_and_demo {
     use super::{fmrt, stderr, stdout};
 
     fn repo(path: &str) -> String {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .join(path)
             .display()
             .to_string()
@@ -739,7 +743,11 @@ mod data_and_demo {
     /// samples, written as .npy and as .csv.
     #[test]
     fn csv_and_float64_noise_match_float32() {
-        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        ensure_runtime_for_development(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        )))
+        .expect("ONNX Runtime is available");
         let x0 = ArrayD::from_shape_fn(vec![12, 2], |ix| {
             (ix[0] as f32 * 0.37 + ix[1] as f32 * 1.1).sin() * 1.5
         });
@@ -822,7 +830,11 @@ mod data_and_demo {
     /// and the image-shaped samples plot as a projection with a note.
     #[test]
     fn csv_rows_fill_image_states_and_plot_projected() {
-        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        ensure_runtime_for_development(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        )))
+        .expect("ONNX Runtime is available");
         let csv = scratch("img.csv");
         let mut text = String::new();
         for i in 0..5 {
@@ -864,7 +876,11 @@ mod data_and_demo {
 
     #[test]
     fn sample_json_summary() {
-        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        ensure_runtime_for_development(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        )))
+        .expect("ONNX Runtime is available");
         let out = scratch("json.npy");
         let o = fmrt(&[
             "sample",
@@ -894,7 +910,11 @@ mod data_and_demo {
 
     #[test]
     fn demo_writes_samples_and_a_plot() {
-        ensure_runtime_for_development().expect("ONNX Runtime is available");
+        ensure_runtime_for_development(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.."
+        )))
+        .expect("ONNX Runtime is available");
         let dir = scratch("demo-run");
         std::fs::create_dir_all(&dir).expect("dir");
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_fmrt"))

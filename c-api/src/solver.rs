@@ -2,10 +2,10 @@
 
 use std::ffi::c_char;
 
-use crate::ffi::error::{fmrt_status, FfiError};
-use crate::ffi::panic::{guard, guard_or};
-use crate::ffi::{c_str, check_out, free_handle, handle, put_handle, slice};
-use crate::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use crate::error::{fmrt_status, FfiError};
+use crate::panic::{guard, guard_or};
+use crate::{c_str, check_out, free_handle, handle, put_handle, slice};
+use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 
 /// A solver configuration (opaque). Immutable: one handle may be used from any
 /// number of threads at once. A sampler copies it, so it may be freed right

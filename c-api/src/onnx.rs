@@ -3,12 +3,12 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::field::fmrt_field;
-use crate::ffi::panic::guard;
-use crate::ffi::{c_str, c_str_opt, check_out, handle, put_handle, slice, write_c_string};
-use crate::field::onnx::{ExecutionProvider, OnnxField, OnnxFieldBuilder, ProviderPolicy};
-use crate::Error;
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::field::fmrt_field;
+use crate::panic::guard;
+use crate::{c_str, c_str_opt, check_out, handle, put_handle, slice, write_c_string};
+use fmrt::field::onnx::{ExecutionProvider, OnnxField, OnnxFieldBuilder, ProviderPolicy};
+use fmrt::Error;
 
 /// How to load an ONNX model; start from `fmrt_onnx_options_default` (all
 /// zero/NULL: everything detected or at its default). Strings are copied.

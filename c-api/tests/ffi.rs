@@ -1,5 +1,9 @@
 //! The C ABI: the committed header, every entry point's argument checks, and
 //! the C and C++ examples and plugin compiled and run against the library.
+//!
+//! Compiled as the crate's unit tests (`#[path]` from `src/lib.rs`): the crate
+//! builds only `libfmrt.so` and `libfmrt.a`, so there is no Rust library for
+//! an integration test to link against.
 
 use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
@@ -7,15 +11,15 @@ use std::process::Command;
 use std::ptr::{null, null_mut};
 use std::sync::{Arc, OnceLock};
 
-use fmrt::ffi::error::*;
-use fmrt::ffi::extras::*;
-use fmrt::ffi::field::*;
-use fmrt::ffi::path::*;
-use fmrt::ffi::random::*;
-use fmrt::ffi::sampler::*;
-use fmrt::ffi::scheduler::*;
-use fmrt::ffi::solver::*;
-use fmrt::ffi::{fmrt_status, fmrt_version};
+use crate::error::*;
+use crate::extras::*;
+use crate::field::*;
+use crate::path::*;
+use crate::random::*;
+use crate::sampler::*;
+use crate::scheduler::*;
+use crate::solver::*;
+use crate::{fmrt_status, fmrt_version};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::AffinePath;
@@ -24,8 +28,16 @@ use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
 use fmrt::source::SeededRng;
 
-/// The crate root.
+/// The repository root (the C crate sits in `c-api/` under it).
 fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("c-api/ has a parent folder")
+        .to_path_buf()
+}
+
+/// This crate's folder (`c-api/`).
+fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -36,12 +48,12 @@ mod header {
     /// difference; `FMRT_BLESS=1` rewrites the file instead.
     #[test]
     fn committed_header_matches_cbindgen_output() {
-        let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).unwrap();
+        let config = cbindgen::Config::from_file(crate_dir().join("cbindgen.toml")).unwrap();
         let bindings = cbindgen::Builder::new()
             .with_config(config)
-            .with_src(root().join("src/ffi/mod.rs"))
+            .with_src(crate_dir().join("src/lib.rs"))
             .generate()
-            .expect("cbindgen failed on src/ffi");
+            .expect("cbindgen failed on c-api/src");
         let mut generated = Vec::new();
         bindings.write(&mut generated);
         let generated = String::from_utf8(generated).unwrap();
@@ -53,7 +65,7 @@ mod header {
         assert!(
             committed == generated,
             "include/fmrt.h is stale; regenerate it with \
-             `FMRT_BLESS=1 cargo test --test tests ffi::header` and commit it"
+             `FMRT_BLESS=1 cargo test -p fmrt-c-api header` and commit it"
         );
     }
 }
@@ -61,35 +73,60 @@ mod header {
 // ---------------------------------------------------------------------------
 // Building C against the library.
 
-/// The directory holding the `libfmrt.so` built for this test run: the test
-/// binary lives in `target/<profile>/deps/`, where cargo also leaves the
-/// library's cdylib when it builds it for the integration tests. (The copy in
-/// `target/<profile>/` is only refreshed by `cargo build`, so it may be stale
-/// or missing; it is used only when `deps/` has none.)
-fn lib_dir() -> PathBuf {
+/// The `target/<profile>/` folder of this test run (the test binary lives in
+/// its `deps/`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe
-        .parent()
-        .expect("the test binary has a folder")
-        .to_path_buf();
-    let candidates = [
-        deps.clone(),
-        deps.parent().map(PathBuf::from).unwrap_or_default(),
-    ];
-    candidates
-        .into_iter()
-        .find(|dir| dir.join("libfmrt.so").exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} has no libfmrt.so; run `cargo build --lib` first",
-                deps.display()
-            )
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary sits in target/<profile>/deps/")
+        .to_path_buf()
+}
+
+/// The folder holding a `libfmrt.so` freshly built from this source tree.
+///
+/// Cargo builds no cdylib for unit tests, so the first call runs
+/// `cargo build -p fmrt-c-api` for the profile of this test run (cargo has
+/// released its lock while tests run; the library it depends on is already
+/// built, so this only links). Built once per test process.
+fn lib_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let profile = match dir.file_name().and_then(|n| n.to_str()) {
+                Some("release") => "release",
+                _ => "test",
+            };
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "fmrt-c-api", "--profile", profile])
+                .current_dir(root());
+            if let Some(target) = dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            if cfg!(feature = "cuda") {
+                cmd.args(["--features", "cuda"]);
+            }
+            let out = cmd.output().expect("cannot run cargo to build libfmrt.so");
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                dir.join("libfmrt.so").is_file(),
+                "{} has no libfmrt.so after building fmrt-c-api",
+                dir.display()
+            );
+            dir
         })
+        .clone()
 }
 
 /// A scratch directory for compiled C programs.
 fn scratch() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi");
+    let dir = profile_dir().join("c-api-tests");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -314,7 +351,8 @@ mod programs {
         use fmrt::likelihood::{Divergence, Likelihood, TimeSearch};
         use fmrt::solver::AdaptiveOptions;
 
-        let runtime = ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
         let exe = build_program(
             "cc",
             "c11",
@@ -592,7 +630,7 @@ mod machinery {
 
     #[test]
     fn a_panic_becomes_the_panic_status_with_its_message() {
-        let status = fmrt::ffi::panic::panic_status_for_tests("deliberate test panic");
+        let status = crate::panic::panic_status_for_tests("deliberate test panic");
         assert_fails(status, fmrt_status::Panic, "deliberate test panic");
     }
 
@@ -2440,7 +2478,7 @@ mod training {
 
 mod onnx {
     use super::*;
-    use fmrt::ffi::onnx::*;
+    use crate::onnx::*;
     use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
 
     fn fixture(name: &str) -> PathBuf {
@@ -2449,7 +2487,7 @@ mod onnx {
 
     #[test]
     fn onnx_fields_from_file_and_bytes_match_the_rust_loader() {
-        ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
         let path = fixture("gmm_ot.onnx");
         let path_c = c(path.to_str().unwrap());
         let bytes = std::fs::read(&path).unwrap();
@@ -2560,7 +2598,7 @@ mod onnx {
 
     #[test]
     fn provider_options_and_the_provider_query() {
-        ensure_runtime_for_development().expect("ONNX Runtime is not available");
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
         let path = c(fixture("gmm_ot.onnx").to_str().unwrap());
         let mut options = std::mem::MaybeUninit::<fmrt_onnx_options>::uninit();
         let h = Handles::new();
@@ -2675,7 +2713,7 @@ mod onnx {
 
 mod likelihood {
     use super::*;
-    use fmrt::ffi::likelihood::*;
+    use crate::likelihood::*;
     use fmrt::likelihood::{Divergence, Likelihood, TimeSearch};
 
     const X: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];

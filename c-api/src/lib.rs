@@ -42,6 +42,10 @@ pub mod sampler;
 pub mod scheduler;
 pub mod solver;
 
+#[cfg(test)]
+#[path = "../tests/ffi.rs"]
+mod tests;
+
 use std::ffi::{c_char, CStr};
 
 pub use error::fmrt_status;

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 
-use crate::Error;
+use fmrt::Error;
 
 /// The outcome of a C API call.
 ///
@@ -185,7 +185,7 @@ pub(crate) fn set_last_error(message: &str) {
 /// thread has its own message.
 #[no_mangle]
 pub extern "C" fn fmrt_last_error() -> *const c_char {
-    crate::ffi::panic::guard_or(c"".as_ptr(), || {
+    crate::panic::guard_or(c"".as_ptr(), || {
         LAST_ERROR.with(|slot| slot.borrow().as_ptr())
     })
 }
@@ -209,11 +209,11 @@ pub unsafe extern "C" fn fmrt_last_error_copy(
     buf_len: usize,
     out_len: *mut usize,
 ) -> fmrt_status {
-    crate::ffi::panic::guard_quiet(|| {
+    crate::panic::guard_quiet(|| {
         LAST_ERROR.with(|slot| {
             let message = slot.borrow();
             // SAFETY: the caller's contract on `buf` and `out_len`.
-            unsafe { crate::ffi::write_c_string(message.to_bytes(), buf, buf_len, out_len) }
+            unsafe { crate::write_c_string(message.to_bytes(), buf, buf_len, out_len) }
         })
     })
 }
@@ -222,7 +222,7 @@ pub unsafe extern "C" fn fmrt_last_error_copy(
 /// `"UNKNOWN"` for a number that is not a status. Never NULL; never free it.
 #[no_mangle]
 pub extern "C" fn fmrt_status_name(status: u32) -> *const c_char {
-    crate::ffi::panic::guard_or(c"UNKNOWN".as_ptr(), || {
+    crate::panic::guard_or(c"UNKNOWN".as_ptr(), || {
         fmrt_status::ALL
             .iter()
             .find(|s| **s as u32 == status)

@@ -3,7 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::ffi::error::{fmrt_status, set_last_error, FfiResult};
+use crate::error::{fmrt_status, set_last_error, FfiResult};
 
 /// The text of a caught panic's payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

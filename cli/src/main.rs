@@ -6,6 +6,7 @@
 
 mod args;
 mod check;
+mod checkout;
 mod color;
 mod demo;
 mod eval;

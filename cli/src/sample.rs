@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
-use fmrt::field::onnx::OnnxField;
+use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::{ExtraTensor, Extras, VelocityField};
 use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, TimeSpan};
@@ -144,6 +144,10 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, String> {
         .provider_policy(args.policy());
     if let Some(lib) = &args.ort_lib {
         builder = builder.ort_library(lib);
+    } else if let Some(checkout) = crate::checkout::source_checkout() {
+        // Run from a source checkout: its .ort/lib/ comes before the usual places.
+        fmrt::field::onnx::init_runtime_from(&SearchPlaces::development(None, &checkout))
+            .map_err(|e| e.to_string())?;
     }
     if let Some(threads) = args.threads {
         builder = builder.intra_threads(threads);

@@ -4,10 +4,10 @@ use std::ffi::c_char;
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::panic::{guard, guard_or};
-use crate::ffi::{c_str, check_out, free_handle, handle_mut, mul, put_handle, slice};
-use crate::field::{ExtraTensor, Extras};
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::panic::{guard, guard_or};
+use crate::{c_str, check_out, free_handle, handle_mut, mul, put_handle, slice};
+use fmrt::field::{ExtraTensor, Extras};
 
 /// A set of named conditioning inputs, each with the batch first (opaque).
 ///

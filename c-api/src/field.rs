@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::extras::fmrt_extras;
-use crate::ffi::panic::{guard, guard_or};
-use crate::ffi::scheduler::fmrt_scheduler;
-use crate::ffi::{
-    c_str, c_str_opt, check_out, free_handle, handle, mul, put_handle, slice, slice_out,
-};
-use crate::field::adapt::{Guided, Predicted, ScheduleChange};
-use crate::field::analytic::GaussianMixture;
-use crate::field::plugin::PluginField;
-use crate::field::{Extras, VelocityField};
-use crate::path::Prediction;
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::extras::fmrt_extras;
+use crate::panic::{guard, guard_or};
+use crate::scheduler::fmrt_scheduler;
+use crate::{c_str, c_str_opt, check_out, free_handle, handle, mul, put_handle, slice, slice_out};
+use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
+use fmrt::field::analytic::GaussianMixture;
+use fmrt::field::plugin::PluginField;
+use fmrt::field::{Extras, VelocityField};
+use fmrt::path::Prediction;
 
 /// A velocity field u(x, t) of any kind (opaque). Fields are immutable: one
 /// handle may be used from any number of threads at once.

@@ -14,10 +14,10 @@ const MODEL: &str = "examples/models/two_moons.onnx";
 /// Runs `fmrt demo`.
 pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
     let (model, checkout) = find_model()?;
-    if checkout {
+    if let Some(checkout) = checkout {
         // A source checkout may fetch ONNX Runtime on demand; an installed
         // fmrt finds it the usual way (--ort-lib is not offered here).
-        if let Err(e) = fmrt::field::onnx::ensure_runtime_for_development() {
+        if let Err(e) = fmrt::field::onnx::ensure_runtime_for_development(&checkout) {
             return Err(format!(
                 "fmrt demo needs ONNX Runtime and could not load or fetch it: {e}; run `bash scripts/fetch-onnxruntime.sh` or set ORT_DYLIB_PATH"
             ));
@@ -66,21 +66,25 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The two-moons model beside the sources fmrt was built from, else in the
-/// current directory; `true` when found in the source checkout.
-fn find_model() -> Result<(PathBuf, bool), String> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join(MODEL);
-    if built_from.is_file() {
+/// The two-moons model of the source checkout fmrt runs from, else in the
+/// current directory; with the checkout when found there.
+fn find_model() -> Result<(PathBuf, Option<PathBuf>), String> {
+    let checkout = crate::checkout::source_checkout();
+    if let Some(built_from) = checkout
+        .as_ref()
+        .map(|root| root.join(MODEL))
+        .filter(|m| m.is_file())
+    {
         // Shown relative when run inside the checkout, as the README shows it.
         let shown = std::env::current_dir()
             .ok()
             .and_then(|here| built_from.strip_prefix(here).ok().map(Path::to_path_buf))
             .unwrap_or(built_from);
-        return Ok((shown, true));
+        return Ok((shown, checkout));
     }
     let here = PathBuf::from(MODEL);
     if here.is_file() {
-        return Ok((here, false));
+        return Ok((here, None));
     }
     Err(format!(
         "cannot find {MODEL}: run fmrt demo inside an fmrt source checkout (git clone the repository and cd into it)"

@@ -3,12 +3,12 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::panic::{guard, guard_or};
-use crate::ffi::{
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::panic::{guard, guard_or};
+use crate::{
     c_str, c_str_opt, check_out, free_handle, handle, put_handle, slice, slice_out, write_c_string,
 };
-use crate::scheduler::{Schedule, Scheduler};
+use fmrt::scheduler::{Schedule, Scheduler};
 
 /// A loaded scheduler (opaque). Immutable: one handle may be used from any
 /// number of threads at once.
@@ -81,7 +81,7 @@ unsafe fn overrides(params: *const fmrt_param, n_params: usize) -> FfiResult<Vec
 ///
 /// `out` must be NULL or writable.
 unsafe fn finish(
-    load: impl FnOnce(&[(String, f64)]) -> crate::Result<Scheduler>,
+    load: impl FnOnce(&[(String, f64)]) -> fmrt::Result<Scheduler>,
     params: *const fmrt_param,
     n_params: usize,
     out: *mut *mut fmrt_scheduler,
@@ -148,7 +148,7 @@ pub unsafe extern "C" fn fmrt_scheduler_from_file(
     guard(|| {
         // SAFETY: the caller's contract.
         let path = unsafe { c_str(path, "path") }?;
-        let source = std::fs::read_to_string(path).map_err(|e| crate::Error::Io {
+        let source = std::fs::read_to_string(path).map_err(|e| fmrt::Error::Io {
             path: path.to_string(),
             source: e,
         })?;

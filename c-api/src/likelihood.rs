@@ -5,14 +5,14 @@ use std::ffi::c_char;
 
 use ndarray::{ArrayViewD, IxDyn};
 
-use crate::ffi::error::{fmrt_status, FfiError, FfiResult};
-use crate::ffi::extras::fmrt_extras;
-use crate::ffi::field::{batch_shape, extras_or_empty, fmrt_field};
-use crate::ffi::panic::guard;
-use crate::ffi::solver::fmrt_solver;
-use crate::ffi::{c_str_opt, check_out, handle, slice, slice_out};
-use crate::likelihood::{Divergence, Likelihood, ProbeDistribution, TimeSearch};
-use crate::solver::{Method, SolverConfig};
+use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::extras::fmrt_extras;
+use crate::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::panic::guard;
+use crate::solver::fmrt_solver;
+use crate::{c_str_opt, check_out, handle, slice, slice_out};
+use fmrt::likelihood::{Divergence, Likelihood, ProbeDistribution, TimeSearch};
+use fmrt::solver::{Method, SolverConfig};
 
 /// How log-likelihoods are computed; start from `fmrt_likelihood_options_default`.
 /// Strings and the solver are read during each call only.

@@ -2,11 +2,11 @@
 
 use ndarray::{ArrayViewD, IxDyn};
 
-use crate::ffi::error::{fmrt_status, FfiError};
-use crate::ffi::panic::guard;
-use crate::ffi::scheduler::fmrt_scheduler;
-use crate::ffi::{handle, slice, slice_out};
-use crate::path::AffinePath;
+use crate::error::{fmrt_status, FfiError};
+use crate::panic::guard;
+use crate::scheduler::fmrt_scheduler;
+use crate::{handle, slice, slice_out};
+use fmrt::path::AffinePath;
 
 /// Builds a flow-matching training batch along the path of `scheduler`: for
 /// `n` pairs of data `x1` and noise `x0` (each `len` floats, `n` rows of
