@@ -49,7 +49,7 @@ enum fmrt_status
   FMRT_STATUS_NULL_PARAMETER = 100,
   /*
    An argument is out of its domain (a negative tolerance, an unknown method
-   name, an unknown quantity…).
+   name, an unknown quantity, extras a field does not take…).
    */
   FMRT_STATUS_INVALID_ARGUMENT = 101,
   /*
@@ -72,8 +72,9 @@ enum fmrt_status
    */
   FMRT_STATUS_SCHEDULER = 200,
   /*
-   A velocity field failed to evaluate (including a plugin callback reporting
-   failure, and extras a field does not take).
+   A velocity field failed to evaluate (ONNX Runtime reported an error, a
+   plugin callback reported failure). Extras a field does not take are
+   `FMRT_STATUS_INVALID_ARGUMENT`.
    */
   FMRT_STATUS_FIELD = 300,
   /*
@@ -83,12 +84,17 @@ enum fmrt_status
   FMRT_STATUS_PLUGIN = 310,
   /*
    A model file (ONNX) failed to load: unparsable, an ambiguous input
-   mapping, a failing check run, or no ONNX Runtime library.
+   mapping, a failing check run.
    */
   FMRT_STATUS_MODEL = 320,
   /*
+   The ONNX Runtime library was not found, or did not load; the message
+   lists every place looked at.
+   */
+  FMRT_STATUS_RUNTIME_NOT_FOUND = 330,
+  /*
    The solver could not finish (step-size underflow, too many steps, a
-   non-finite state).
+   non-finite state); the message gives the time where it stopped.
    */
   FMRT_STATUS_SOLVER = 400,
   /*
@@ -97,8 +103,10 @@ enum fmrt_status
   FMRT_STATUS_IO = 500,
   /*
    The handle cannot do what was asked: a provider query on a field that is
-   not an ONNX model, or a likelihood mode that needs Jacobian–vector
-   products on a field that provides neither them nor an exact divergence.
+   not an ONNX model, a likelihood mode that needs Jacobian–vector
+   products on a field that provides neither them nor an exact divergence,
+   or a model with an operator fmrt cannot differentiate (the message
+   names the operator and its node).
    */
   FMRT_STATUS_UNSUPPORTED = 600,
   /*

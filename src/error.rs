@@ -1,12 +1,68 @@
 //! The crate-wide error type.
+//!
+//! Each variant says what went wrong with the facts a caller needs to act on
+//! it (the file, the tensor and its shape, the operator and its node, the time
+//! where a solve stopped), so hosts can branch on the variant instead of
+//! reading messages: the C API picks its status from the variant, and the
+//! CLI its exit code.
 
-/// Everything that can go wrong in fmrt, outside of `.fm` diagnostics which carry
-/// their own rendered report.
+/// Everything that can go wrong in fmrt.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// A `.fm` scheduler failed to load; the report holds every rendered diagnostic.
-    #[error("{0}")]
-    Scheduler(String),
+    /// The ONNX Runtime shared library was not found, or none of the files
+    /// found loaded.
+    #[error("{summary}{}", list_places(.tried))]
+    RuntimeNotFound {
+        /// What was wrong, with what to do about it.
+        summary: String,
+        /// Every place looked at, each with why it did not serve.
+        tried: Vec<String>,
+    },
+    /// A model file could not be loaded: unreadable, not a valid model, an
+    /// input mapping that cannot be worked out, a failing check run.
+    #[error("{file}: {reason}")]
+    ModelLoad {
+        /// The model file (or `<bytes>` for a model given in memory).
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The underlying error (from ONNX Runtime or the protobuf decoder),
+        /// when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A native plugin could not be loaded: the library did not open, its
+    /// entry symbol is missing, its ABI version differs, or `create` failed.
+    #[error("plugin {file}: {reason}")]
+    PluginLoad {
+        /// The plugin library as given.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An operator on the path from the state has no tangent rule, so the
+    /// model's Jacobian–vector products cannot be derived.
+    #[error("cannot differentiate {file}: operator `{op_type}` (node `{node}`): {reason}{}", more_ops(.others))]
+    UnsupportedOperator {
+        /// The model file.
+        file: String,
+        /// The operator type (with its domain if not the default one).
+        op_type: String,
+        /// The node's name (`""` if the node has none).
+        node: String,
+        /// Why it is not supported.
+        reason: String,
+        /// The model's further unsupported operators, if any.
+        others: Vec<crate::graph::UnsupportedOp>,
+    },
+    /// A field cannot do what was asked: derivatives from a field that
+    /// provides none, a divergence mode the field does not support.
+    #[error("{what}")]
+    Unsupported {
+        /// What was asked and why it is not available.
+        what: String,
+    },
     /// A tensor does not have the shape an operation needs.
     #[error("tensor `{tensor}` has shape {actual:?}, expected {expected}")]
     Shape {
@@ -17,15 +73,61 @@ pub enum Error {
         /// The shape that was given.
         actual: Vec<usize>,
     },
+    /// A value that must be finite is not (NaN or infinite).
+    #[error("{which} became non-finite {location}")]
+    NonFinite {
+        /// The quantity (`state of sample 3`).
+        which: String,
+        /// Where it happened (`at t = 0.5 (step from …)`).
+        location: String,
+    },
+    /// A `.fm` scheduler failed to load; `report` holds every rendered
+    /// diagnostic (file, line, column, caret, hint).
+    #[error("{report}")]
+    Scheduler {
+        /// The scheduler's file or built-in name.
+        name: String,
+        /// The rendered diagnostics.
+        report: String,
+    },
+    /// An adaptive solve's step size fell below the smallest step it may take.
+    #[error(
+        "step size underflow at t = {t} (sample 0; normalised s = {s}, step {step:e}); \
+         the problem may be stiff or its solution may blow up"
+    )]
+    StepSizeTooSmall {
+        /// The time (of sample 0) where the solve stopped.
+        t: f64,
+        /// The normalised time s ∈ [0, 1] there.
+        s: f64,
+        /// The step size that was too small.
+        step: f64,
+    },
+    /// An adaptive solve used its whole step budget.
+    #[error(
+        "maximum number of steps ({max_steps}) exceeded at t = {t} (sample 0; normalised s = {s})"
+    )]
+    MaxSteps {
+        /// The budget (`AdaptiveOptions::max_steps`).
+        max_steps: usize,
+        /// The time (of sample 0) reached.
+        t: f64,
+        /// The normalised time s ∈ [0, 1] reached.
+        s: f64,
+    },
+    /// A velocity field failed while evaluating: ONNX Runtime reported an
+    /// error, a plugin callback failed, or the field was given extras it does
+    /// not take.
+    #[error("{field}: {reason}")]
+    Field {
+        /// The field (a model file, a plugin, an adapter's name).
+        field: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An argument is out of its domain (a negative step count, a NaN tolerance…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The solver could not finish (step size underflow, too many steps, a non-finite state).
-    #[error("solver failed: {0}")]
-    Solver(String),
-    /// A velocity field failed to evaluate.
-    #[error("velocity field failed: {0}")]
-    Field(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -34,6 +136,52 @@ pub enum Error {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// A [`Error::Field`] for the field `field`.
+    pub fn field(field: impl AsRef<str>, reason: impl Into<String>) -> Self {
+        Error::Field {
+            field: field.as_ref().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`Error::ModelLoad`] for `file` without an underlying error.
+    pub fn model_load(file: impl AsRef<str>, reason: impl Into<String>) -> Self {
+        Error::ModelLoad {
+            file: file.as_ref().to_string(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::ModelLoad`] for `file` caused by `source`, whose message
+    /// follows `reason`.
+    pub fn model_load_from(
+        file: impl AsRef<str>,
+        reason: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::ModelLoad {
+            file: file.as_ref().to_string(),
+            reason: format!("{}: {source}", reason.into()),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A [`Error::Unsupported`] saying `what`.
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        Error::Unsupported { what: what.into() }
+    }
+}
+
+fn list_places(tried: &[String]) -> String {
+    tried.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+fn more_ops(others: &[crate::graph::UnsupportedOp]) -> String {
+    others.iter().map(|op| format!("; {op}")).collect()
 }
 
 /// Shorthand for results carrying [`Error`].

@@ -10,6 +10,13 @@
 //! source (noise x0) ──► solver (integrates the velocity field) ──► samples x1
 //! ```
 //!
+//! This crate is the library alone. Beside it in the workspace, `c-api/`
+//! builds the C artifact (`libfmrt.so`, `libfmrt.a`, declared in
+//! `include/fmrt.h`) and `cli/` the `fmrt` command line; both are thin shells
+//! over this API. Every failure is an [`Error`] whose variant names the kind
+//! (a missing ONNX Runtime, a model that does not load, an operator that
+//! cannot be differentiated, a solver that stopped…), so hosts branch on it.
+//!
 //! Modules, one per concept:
 //! - [`dsl`]: the `.fm` scheduler language (parser, symbolic derivatives, checks).
 //! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
@@ -22,6 +29,7 @@
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
+//! - [`error`]: [`Error`], one variant per kind of failure.
 
 pub mod dsl;
 pub mod error;

@@ -199,7 +199,10 @@ fn looks_like_path(spec: &str) -> bool {
 
 fn into_result(report: CheckReport) -> Result<Scheduler> {
     let rendered = report.rendered();
-    report.scheduler.ok_or(Error::Scheduler(rendered))
+    report.scheduler.ok_or(Error::Scheduler {
+        name: report.file.clone(),
+        report: rendered,
+    })
 }
 
 impl Scheduler {
@@ -218,7 +221,10 @@ impl Scheduler {
                     .unwrap_or_else(|| format!("the built-ins are {}", BUILTIN_NAMES.join(", ")));
                 let d =
                     Diagnostic::error(format!("`{name}` is not a built-in scheduler")).hint(hint);
-                Err(Error::Scheduler(d.render(name, "")))
+                Err(Error::Scheduler {
+                    name: name.to_string(),
+                    report: d.render(name, ""),
+                })
             }
         }
     }

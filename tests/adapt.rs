@@ -171,7 +171,7 @@ impl VelocityField for LabelledMixture {
         _t: &[f64],
         _out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        Err(Error::Field("needs a label".to_string()))
+        Err(Error::field("test field", "needs a label"))
     }
 
     fn velocity_with(
@@ -184,7 +184,7 @@ impl VelocityField for LabelledMixture {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.rows.fetch_add(x.shape()[0], Ordering::SeqCst);
         let Some(ExtraTensor::Int64(labels)) = extras.get("label") else {
-            return Err(Error::Field("needs a label".to_string()));
+            return Err(Error::field("test field", "needs a label"));
         };
         for (i, (xi, mut oi)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
             let ti = [if t.len() == 1 { t[0] } else { t[i] }];
@@ -252,7 +252,9 @@ fn guidance_needs_a_condition() {
     let x = random_points(2, 0);
     let mut out = ArrayD::zeros(x.raw_dim());
     match guided.velocity(x.view(), &[0.5], out.view_mut()) {
-        Err(Error::Field(message)) => assert!(message.contains("`label`"), "{message}"),
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("`label`"), "{message}")
+        }
         other => panic!("expected an error, got {other:?}"),
     }
 }

@@ -599,10 +599,10 @@ impl Switch {
             Some(ExtraTensor::Int64(a)) if a.shape() == [rows] => {
                 Ok(a.iter().map(|&l| usize::from(l != 0)).collect())
             }
-            _ => Err(Error::Field(format!(
-                "expected `label` int64 [{rows}], got {}",
-                extras.describe()
-            ))),
+            _ => Err(Error::field(
+                "switch field",
+                format!("expected `label` int64 [{rows}], got {}", extras.describe()),
+            )),
         }
     }
 
@@ -637,7 +637,7 @@ impl VelocityField for Switch {
         _t: &[f64],
         _out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        Err(Error::Field("the switch needs a `label`".to_string()))
+        Err(Error::field("switch field", "the switch needs a `label`"))
     }
     fn velocity_with(
         &self,

@@ -403,8 +403,10 @@ fn extras_are_checked() {
     let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
     let sampler = Sampler::new(field, fixed(Method::Euler, 2)).with_extras(labels);
     match sampler.sample(3, 0) {
-        Err(Error::Field(message)) => assert!(message.contains("`label` int64 [3]"), "{message}"),
-        other => panic!("expected a field error, got {other:?}"),
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("`label` int64 [3]"), "{message}")
+        }
+        other => panic!("expected an invalid-argument error, got {other:?}"),
     }
     match sampler.sample(4, 0) {
         Err(Error::Shape { tensor, actual, .. }) => {

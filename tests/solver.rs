@@ -448,7 +448,10 @@ fn expect_invalid(result: Result<Solution>, needle: &str) {
 
 fn expect_solver_error(result: Result<Solution>, needle: &str) -> String {
     match result {
-        Err(Error::Solver(msg)) => {
+        Err(
+            e @ (Error::StepSizeTooSmall { .. } | Error::MaxSteps { .. } | Error::NonFinite { .. }),
+        ) => {
+            let msg = e.to_string();
             assert!(msg.contains(needle), "message `{msg}` lacks `{needle}`");
             msg
         }

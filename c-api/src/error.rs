@@ -20,7 +20,7 @@ pub enum fmrt_status {
     /// A pointer argument that must not be NULL was NULL.
     NullParameter = 100,
     /// An argument is out of its domain (a negative tolerance, an unknown method
-    /// name, an unknown quantity…).
+    /// name, an unknown quantity, extras a field does not take…).
     InvalidArgument = 101,
     /// A string argument is not valid UTF-8.
     InvalidUtf8 = 102,
@@ -37,19 +37,23 @@ pub enum fmrt_status {
     Scheduler = 200,
 
     // 300–399: velocity fields.
-    /// A velocity field failed to evaluate (including a plugin callback reporting
-    /// failure, and extras a field does not take).
+    /// A velocity field failed to evaluate (ONNX Runtime reported an error, a
+    /// plugin callback reported failure). Extras a field does not take are
+    /// `FMRT_STATUS_INVALID_ARGUMENT`.
     Field = 300,
     /// A native plugin could not be loaded: the library did not open, the entry
     /// symbol is missing, its ABI version differs, or its `create` failed.
     Plugin = 310,
     /// A model file (ONNX) failed to load: unparsable, an ambiguous input
-    /// mapping, a failing check run, or no ONNX Runtime library.
+    /// mapping, a failing check run.
     Model = 320,
+    /// The ONNX Runtime library was not found, or did not load; the message
+    /// lists every place looked at.
+    RuntimeNotFound = 330,
 
     // 400–499: solving.
     /// The solver could not finish (step-size underflow, too many steps, a
-    /// non-finite state).
+    /// non-finite state); the message gives the time where it stopped.
     Solver = 400,
 
     // 500–599: the outside world.
@@ -58,8 +62,10 @@ pub enum fmrt_status {
 
     // 600–699: capabilities.
     /// The handle cannot do what was asked: a provider query on a field that is
-    /// not an ONNX model, or a likelihood mode that needs Jacobian–vector
-    /// products on a field that provides neither them nor an exact divergence.
+    /// not an ONNX model, a likelihood mode that needs Jacobian–vector
+    /// products on a field that provides neither them nor an exact divergence,
+    /// or a model with an operator fmrt cannot differentiate (the message
+    /// names the operator and its node).
     Unsupported = 600,
 
     // 900–999: internal.
@@ -82,6 +88,7 @@ impl fmrt_status {
             fmrt_status::Field => c"FIELD",
             fmrt_status::Plugin => c"PLUGIN",
             fmrt_status::Model => c"MODEL",
+            fmrt_status::RuntimeNotFound => c"RUNTIME_NOT_FOUND",
             fmrt_status::Solver => c"SOLVER",
             fmrt_status::Io => c"IO",
             fmrt_status::Unsupported => c"UNSUPPORTED",
@@ -90,7 +97,7 @@ impl fmrt_status {
     }
 
     /// Every status, for lookups by number.
-    pub(crate) const ALL: [fmrt_status; 14] = [
+    pub(crate) const ALL: [fmrt_status; 15] = [
         fmrt_status::Ok,
         fmrt_status::NullParameter,
         fmrt_status::InvalidArgument,
@@ -101,6 +108,7 @@ impl fmrt_status {
         fmrt_status::Field,
         fmrt_status::Plugin,
         fmrt_status::Model,
+        fmrt_status::RuntimeNotFound,
         fmrt_status::Solver,
         fmrt_status::Io,
         fmrt_status::Unsupported,
@@ -148,17 +156,34 @@ impl FfiError {
     }
 }
 
+impl fmrt_status {
+    /// The status that reports `error` to C: one per kind of failure, decided
+    /// by the variant alone.
+    pub(crate) fn of(error: &Error) -> fmrt_status {
+        match error {
+            Error::InvalidArgument(_) => fmrt_status::InvalidArgument,
+            Error::Shape { .. } => fmrt_status::ShapeMismatch,
+            Error::Scheduler { .. } => fmrt_status::Scheduler,
+            Error::Field { .. } => fmrt_status::Field,
+            Error::PluginLoad { .. } => fmrt_status::Plugin,
+            Error::ModelLoad { .. } => fmrt_status::Model,
+            Error::RuntimeNotFound { .. } => fmrt_status::RuntimeNotFound,
+            Error::StepSizeTooSmall { .. } | Error::MaxSteps { .. } | Error::NonFinite { .. } => {
+                fmrt_status::Solver
+            }
+            Error::Io { .. } => fmrt_status::Io,
+            Error::Unsupported { .. } | Error::UnsupportedOperator { .. } => {
+                fmrt_status::Unsupported
+            }
+            // A kind of failure added to the library after this table.
+            _ => fmrt_status::Field,
+        }
+    }
+}
+
 impl From<Error> for FfiError {
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::Scheduler(_) => fmrt_status::Scheduler,
-            Error::Shape { .. } => fmrt_status::ShapeMismatch,
-            Error::InvalidArgument(_) => fmrt_status::InvalidArgument,
-            Error::Solver(_) => fmrt_status::Solver,
-            Error::Field(_) => fmrt_status::Field,
-            Error::Io { .. } => fmrt_status::Io,
-        };
-        FfiError::new(status, e.to_string())
+        FfiError::new(fmrt_status::of(&e), e.to_string())
     }
 }
 

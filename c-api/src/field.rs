@@ -140,8 +140,7 @@ pub unsafe extern "C" fn fmrt_field_plugin(
         // SAFETY: the caller's contract.
         let config = unsafe { c_str_opt(config, "config") }?;
         // SAFETY: the host chose to trust this library (documented above).
-        let field = unsafe { PluginField::open(path, config) }
-            .map_err(|e| FfiError::new(fmrt_status::Plugin, e.to_string()))?;
+        let field = unsafe { PluginField::open(path, config) }?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_field(Arc::new(field), out) };
         Ok(())

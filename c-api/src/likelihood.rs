@@ -164,19 +164,6 @@ unsafe fn likelihood(
         unsafe { handle(o.solver, "options.solver") }?.inner.clone()
     };
     let f = &field.inner;
-    let needs_jvp = match mode {
-        Divergence::Exact => !f.provides_divergence(),
-        Divergence::Hutchinson { .. } => true,
-        Divergence::FiniteDifference { .. } => false,
-    };
-    if needs_jvp && !f.provides_jvp() {
-        return Err(FfiError::new(
-            fmrt_status::Unsupported,
-            "this divergence mode needs Jacobian-vector products, and the field provides \
-             neither JVPs nor an exact divergence; use options.divergence = \
-             \"finite-difference\" (biased) or a field that provides JVPs",
-        ));
-    }
     // SAFETY: the caller's contract.
     let extras = unsafe { extras_or_empty(extras) }.clone();
     Ok(Likelihood::new(f.clone(), solver)

@@ -8,7 +8,6 @@ use crate::field::fmrt_field;
 use crate::panic::guard;
 use crate::{c_str, c_str_opt, check_out, handle, put_handle, slice, write_c_string};
 use fmrt::field::onnx::{ExecutionProvider, OnnxField, OnnxFieldBuilder, ProviderPolicy};
-use fmrt::Error;
 
 /// How to load an ONNX model; start from `fmrt_onnx_options_default` (all
 /// zero/NULL: everything detected or at its default). Strings are copied.
@@ -166,15 +165,6 @@ unsafe fn put_onnx(field: OnnxField, out: *mut *mut fmrt_field) {
     unsafe { put_handle(handle, out) }
 }
 
-/// A load failure: unreadable files are `FMRT_STATUS_IO`, the rest
-/// `FMRT_STATUS_MODEL`.
-fn model_error(e: Error) -> FfiError {
-    match e {
-        Error::Io { .. } => e.into(),
-        other => FfiError::new(fmrt_status::Model, other.to_string()),
-    }
-}
-
 /// Loads the ONNX velocity model at `path` with `options` (NULL: defaults)
 /// into a field handle. The model's inputs are mapped as `options` and its
 /// metadata say; an ambiguous mapping, a model that fails its check run or a
@@ -193,7 +183,7 @@ pub unsafe extern "C" fn fmrt_field_onnx_file(
         check_out(out, "out")?;
         // SAFETY: the caller's contract, for each pointer.
         let (path, b) = unsafe { (c_str(path, "path")?, builder(options)?) };
-        let field = b.load_file(path).map_err(model_error)?;
+        let field = b.load_file(path).map_err(FfiError::from)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_onnx(field, out) };
         Ok(())
@@ -217,7 +207,7 @@ pub unsafe extern "C" fn fmrt_field_onnx_bytes(
         check_out(out, "out")?;
         // SAFETY: the caller's contract, for each pointer.
         let (bytes, b) = unsafe { (slice(bytes, len, "bytes")?, builder(options)?) };
-        let field = b.load_bytes(bytes).map_err(model_error)?;
+        let field = b.load_bytes(bytes).map_err(FfiError::from)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_onnx(field, out) };
         Ok(())

@@ -605,6 +605,7 @@ mod machinery {
         assert_eq!(name(310), "PLUGIN");
         assert_eq!(name(900), "PANIC");
         assert_eq!(name(600), "UNSUPPORTED");
+        assert_eq!(name(330), "RUNTIME_NOT_FOUND");
         assert_eq!(name(7), "UNKNOWN");
         // The numbers are part of the ABI: pin them.
         let pinned = [
@@ -618,6 +619,7 @@ mod machinery {
             (FieldStatus, 300),
             (Plugin, 310),
             (fmrt_status::Model, 320),
+            (fmrt_status::RuntimeNotFound, 330),
             (fmrt_status::Solver, 400),
             (fmrt_status::Io, 500),
             (fmrt_status::Unsupported, 600),
@@ -625,6 +627,95 @@ mod machinery {
         ];
         for (status, number) in pinned {
             assert_eq!(status as u32, number, "{status:?}");
+        }
+    }
+
+    /// Each kind of library error reaches C as its own status, chosen by the
+    /// error's variant; the message is the error's text.
+    #[test]
+    fn every_library_error_kind_has_its_status() {
+        use fmrt::Error;
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases: Vec<(Error, fmrt_status)> = vec![
+            (Error::InvalidArgument("bad".into()), InvalidArgument),
+            (
+                Error::Shape {
+                    tensor: "x".into(),
+                    expected: "[B, 2]".into(),
+                    actual: vec![3],
+                },
+                ShapeMismatch,
+            ),
+            (
+                Error::Scheduler {
+                    name: "a.fm".into(),
+                    report: "error: unknown function".into(),
+                },
+                SchedulerStatus,
+            ),
+            (Error::field("m.onnx", "ONNX Runtime failed"), FieldStatus),
+            (
+                Error::PluginLoad {
+                    file: "p.so".into(),
+                    reason: "no symbol".into(),
+                },
+                Plugin,
+            ),
+            (Error::model_load("m.onnx", "truncated"), fmrt_status::Model),
+            (
+                Error::RuntimeNotFound {
+                    summary: "not found".into(),
+                    tried: vec!["/a (not found)".into()],
+                },
+                fmrt_status::RuntimeNotFound,
+            ),
+            (
+                Error::StepSizeTooSmall {
+                    t: 0.5,
+                    s: 0.5,
+                    step: 1e-20,
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::MaxSteps {
+                    max_steps: 10,
+                    t: 0.5,
+                    s: 0.5,
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::NonFinite {
+                    which: "state of sample 0".into(),
+                    location: "at t = 0.5".into(),
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::Io {
+                    path: "x.npy".into(),
+                    source: io(),
+                },
+                fmrt_status::Io,
+            ),
+            (Error::unsupported("no JVPs"), fmrt_status::Unsupported),
+            (
+                Error::UnsupportedOperator {
+                    file: "m.onnx".into(),
+                    op_type: "Hardmax".into(),
+                    node: "h".into(),
+                    reason: "no rule".into(),
+                    others: vec![],
+                },
+                fmrt_status::Unsupported,
+            ),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let ffi = crate::error::FfiError::from(error);
+            assert_eq!(ffi.status, status, "{message}");
+            assert_eq!(ffi.message, message);
         }
     }
 
@@ -1072,8 +1163,9 @@ mod extras {
                 labels.as_ptr(),
                 4,
             ));
-            // The mixture is unconditional: labels passed to it are an error
-            // naming them, which shows they travel with the call.
+            // The mixture is unconditional: labels passed to it are an
+            // invalid argument naming them, which shows they travel with the
+            // call.
             let s = fmrt_sampler_sample(
                 h.sampler,
                 4,
@@ -1087,7 +1179,7 @@ mod extras {
                 0,
                 null_mut(),
             );
-            assert_fails(s, FieldStatus, "`label` int64 [4]");
+            assert_fails(s, InvalidArgument, "`label` int64 [4]");
         }
     }
 }

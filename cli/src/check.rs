@@ -6,9 +6,10 @@ use fmrt::dsl::Severity;
 use fmrt::scheduler;
 
 use crate::args::CheckArgs;
+use crate::failure::Failure;
 
 /// Runs `fmrt check`; exit code 0 without errors, 1 with errors.
-pub fn run(args: &CheckArgs) -> Result<ExitCode, String> {
+pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let report = scheduler::check(&args.scheduler.scheduler, &args.scheduler.params);
     if let Some(loaded) = &report.scheduler {
         println!("{}", loaded.file());

@@ -6,19 +6,20 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command, DemoArgs, PlotKind};
+use crate::failure::{fail, Failure};
 use crate::{npy, plot, sample};
 
 /// The shipped model, relative to a source checkout.
 const MODEL: &str = "examples/models/two_moons.onnx";
 
 /// Runs `fmrt demo`.
-pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
+pub fn run(args: &DemoArgs) -> Result<ExitCode, Failure> {
     let (model, checkout) = find_model()?;
     if let Some(checkout) = checkout {
         // A source checkout may fetch ONNX Runtime on demand; an installed
         // fmrt finds it the usual way (--ort-lib is not offered here).
         if let Err(e) = fmrt::field::onnx::ensure_runtime_for_development(&checkout) {
-            return Err(format!(
+            return Err(fail!(
                 "fmrt demo needs ONNX Runtime and could not load or fetch it: {e}; run `bash scripts/fetch-onnxruntime.sh` or set ORT_DYLIB_PATH"
             ));
         }
@@ -46,7 +47,9 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
     }
     let cli = Cli::try_parse_from(&argv).map_err(|e| format!("internal error: {e}"))?;
     let Command::Sample(sample_args) = &cli.command else {
-        return Err("internal error: the demo's sample command did not parse".to_string());
+        return Err(fail!(
+            "internal error: the demo's sample command did not parse"
+        ));
     };
     let code = sample::run(sample_args)?;
     if code != ExitCode::SUCCESS {
@@ -68,7 +71,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, String> {
 
 /// The two-moons model of the source checkout fmrt runs from, else in the
 /// current directory; with the checkout when found there.
-fn find_model() -> Result<(PathBuf, Option<PathBuf>), String> {
+fn find_model() -> Result<(PathBuf, Option<PathBuf>), Failure> {
     let checkout = crate::checkout::source_checkout();
     if let Some(built_from) = checkout
         .as_ref()
@@ -86,7 +89,7 @@ fn find_model() -> Result<(PathBuf, Option<PathBuf>), String> {
     if here.is_file() {
         return Ok((here, None));
     }
-    Err(format!(
+    Err(fail!(
         "cannot find {MODEL}: run fmrt demo inside an fmrt source checkout (git clone the repository and cd into it)"
     ))
 }

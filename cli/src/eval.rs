@@ -6,11 +6,12 @@ use fmrt::scheduler::{Schedule, Scheduler};
 use serde_json::{json, Value};
 
 use crate::args::EvalArgs;
+use crate::failure::{fail, Failure};
 
 /// Runs `fmrt eval`; exit code 1 when the scheduler does not load.
-pub fn run(args: &EvalArgs) -> Result<ExitCode, String> {
+pub fn run(args: &EvalArgs) -> Result<ExitCode, Failure> {
     if let Some(t) = args.times.iter().find(|t| !(0.0..=1.0).contains(*t)) {
-        return Err(format!("error: --t {t} is outside [0, 1]"));
+        return Err(fail!("error: --t {t} is outside [0, 1]"));
     }
     let scheduler = match Scheduler::open(&args.scheduler.scheduler, &args.scheduler.params) {
         Ok(s) => s,

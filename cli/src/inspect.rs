@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use fmrt::field::VelocityField;
 
 use crate::args::InspectArgs;
+use crate::failure::Failure;
 use crate::sample::load_model;
 
 /// Runs `fmrt inspect`.
-pub fn run(args: &InspectArgs) -> Result<ExitCode, String> {
+pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {
     let model = load_model(&args.model_args())?;
     let description = model.describe().to_string();
     print!("{description}");
@@ -21,8 +22,7 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode, String> {
     } else {
         let reason = model
             .jvp_unavailable_reason()
-            .unwrap_or("the model has no tangent graph")
-            .trim_start_matches("velocity field failed: ");
+            .unwrap_or("the model has no tangent graph");
         println!("derivatives: unavailable: {reason}");
         println!("  likelihoods need --divergence finite-difference (biased) for this model");
     }

@@ -10,6 +10,7 @@ use ndarray::ArrayD;
 use serde_json::json;
 
 use crate::args::{DivergenceChoice, LikelihoodArgs, ProbeChoice};
+use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
 use crate::sample::{
@@ -25,14 +26,14 @@ fn divergence_name(choice: DivergenceChoice) -> String {
 }
 
 /// Runs `fmrt likelihood`.
-pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
+pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
     let model = Arc::new(load_model(&args.model)?);
     let data = npy::read_f32(&args.data)?;
     let solver = solver_config(&args.solver)?;
     if args.probes == 0 {
-        return Err("--probes must be at least 1".to_string());
+        return Err(fail!("--probes must be at least 1"));
     }
     let distribution = match args.probe_dist {
         ProbeChoice::Rademacher => ProbeDistribution::Rademacher,
@@ -52,14 +53,14 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
     if args.divergence != DivergenceChoice::FiniteDifference && !model.provides_jvp() {
         let reason = model
             .jvp_unavailable_reason()
-            .unwrap_or("the model has no tangent graph")
-            .trim_start_matches("velocity field failed: ");
-        return Err(format!(
+            .unwrap_or("the model has no tangent graph");
+        return Err(fmrt::Error::unsupported(format!(
             "{}: the {} divergence needs Jacobian-vector products, which are unavailable: {reason}; \
              use --divergence finite-difference (biased) for this model",
             model.file(),
             divergence_name(args.divergence)
-        ));
+        ))
+        .into());
     }
     let n = data.shape()[0];
     let progress = Progress::new(model.clone(), args.t_start, 0.0, args.quiet || args.json);
@@ -71,7 +72,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, String> {
     }
     let result = likelihood.log_likelihood_at(data.view(), &[args.t_start]);
     progress.finish();
-    let result = result.map_err(|e| e.to_string())?;
+    let result = result?;
 
     let log_p = ArrayD::from_shape_vec(vec![n], result.log_p.clone())
         .map_err(|e| format!("internal error: {e}"))?;

@@ -1,8 +1,9 @@
 //! The `fmrt` command-line tool.
 //!
 //! Arguments are parsed by clap into [`args::Cli`], then each subcommand runs
-//! from its own module. Exit codes: 0 success, 1 a user error (bad arguments,
-//! files or models; `fmrt check` finding errors), 2 an internal error (a bug).
+//! from its own module. A failure's exit code comes from its kind
+//! ([`failure`]): 0 success, 1 the input is at fault, 2 an internal error (a
+//! bug), 3 ONNX Runtime missing, 4 the computation failed.
 
 mod args;
 mod check;
@@ -10,6 +11,7 @@ mod checkout;
 mod color;
 mod demo;
 mod eval;
+mod failure;
 mod inspect;
 mod likelihood;
 mod npy;
@@ -49,9 +51,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(message) => {
+        Err(failure) => {
+            let message = failure.to_string();
             eprintln!("{}", color::diagnostics(&message, color::enabled(false)));
-            ExitCode::from(1)
+            failure.exit_code()
         }
     }
 }

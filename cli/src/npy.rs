@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
+use crate::failure::{fail, Failure};
+
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
@@ -20,7 +22,7 @@ pub enum Format {
 }
 
 /// The format of `path` by its extension, or an error naming the accepted ones.
-pub fn format_of(path: &Path) -> Result<Format, String> {
+pub fn format_of(path: &Path) -> Result<Format, Failure> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -28,7 +30,7 @@ pub fn format_of(path: &Path) -> Result<Format, String> {
     match ext.as_deref() {
         Some("npy") => Ok(Format::Npy),
         Some("csv") => Ok(Format::Csv),
-        _ => Err(format!(
+        _ => Err(fail!(
             "{}: unknown array format; use a file name ending in .npy or .csv",
             path.display()
         )),
@@ -36,7 +38,7 @@ pub fn format_of(path: &Path) -> Result<Format, String> {
 }
 
 /// Reads a float32 array from a `.npy` (float32 or float64) or `.csv` file.
-pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, String> {
+pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, Failure> {
     let format = format_of(path)?;
     let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
     match format {
@@ -46,7 +48,7 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, String> {
 }
 
 /// Reads a `.npy` of float32, or of float64 converted to the nearest float32.
-fn read_npy(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
+fn read_npy(path: &Path, file: File) -> Result<ArrayD<f32>, Failure> {
     let unreadable = |e: ReadNpyError| format!("{}: not a readable .npy file: {e}", path.display());
     match ArrayD::<f32>::read_npy(BufReader::new(file)) {
         Ok(array) => Ok(array),
@@ -56,25 +58,25 @@ fn read_npy(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
                 File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
             match ArrayD::<f64>::read_npy(BufReader::new(file)) {
                 Ok(wide) => narrow(path, &wide),
-                Err(ReadNpyError::WrongDescriptor(descr)) => Err(format!(
+                Err(ReadNpyError::WrongDescriptor(descr)) => Err(fail!(
                     "{}: holds an array of dtype {descr}, expected float32 or float64; convert it with numpy's .astype('float32')",
                     path.display()
                 )),
-                Err(e) => Err(unreadable(e)),
+                Err(e) => Err(unreadable(e).into()),
             }
         }
-        Err(e) => Err(unreadable(e)),
+        Err(e) => Err(unreadable(e).into()),
     }
 }
 
 /// float64 → float32, refusing finite values beyond float32's range (they
 /// would silently become infinities).
-fn narrow(path: &Path, wide: &ArrayD<f64>) -> Result<ArrayD<f32>, String> {
+fn narrow(path: &Path, wide: &ArrayD<f64>) -> Result<ArrayD<f32>, Failure> {
     if let Some(v) = wide
         .iter()
         .find(|v| v.is_finite() && v.abs() > f64::from(f32::MAX))
     {
-        return Err(format!(
+        return Err(fail!(
             "{}: holds float64 value {v:e}, beyond float32's range (±3.4e38) that fmrt computes in",
             path.display()
         ));
@@ -85,7 +87,7 @@ fn narrow(path: &Path, wide: &ArrayD<f64>) -> Result<ArrayD<f32>, String> {
 /// Reads a CSV of numbers, one sample per row, into an array [rows, columns].
 /// Empty lines and lines starting with `#` are skipped; a first line that is
 /// not numeric is taken as a header.
-fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
+fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, Failure> {
     let text = std::io::read_to_string(BufReader::new(file))
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let mut values = Vec::new();
@@ -109,7 +111,7 @@ fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
                 continue;
             }
             Err(field) => {
-                return Err(format!(
+                return Err(fail!(
                     "{}:{}: `{field}` is not a number; expected comma-separated numbers, one sample per row",
                     path.display(),
                     index + 1
@@ -118,7 +120,7 @@ fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
         };
         match columns {
             Some(c) if c != row.len() => {
-                return Err(format!(
+                return Err(fail!(
                     "{}:{}: holds {} values, expected {c} like the lines before it",
                     path.display(),
                     index + 1,
@@ -132,17 +134,17 @@ fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, String> {
     }
     let columns = columns.unwrap_or(0);
     if rows == 0 {
-        return Err(format!(
+        return Err(fail!(
             "{}: holds no rows of numbers, expected one sample per row",
             path.display()
         ));
     }
     ArrayD::from_shape_vec(vec![rows, columns], values)
-        .map_err(|e| format!("internal error: {}: {e}", path.display()))
+        .map_err(|e| fail!("internal error: {}: {e}", path.display()))
 }
 
 /// Checks before a long run that `path` names a format [`write`] can write.
-pub fn check_output(path: &Path) -> Result<(), String> {
+pub fn check_output(path: &Path) -> Result<(), Failure> {
     format_of(path).map(|_| ())
 }
 
@@ -153,7 +155,7 @@ pub fn check_output(path: &Path) -> Result<(), String> {
 pub fn write<A: ndarray_npy::WritableElement + Display>(
     path: &Path,
     array: &ArrayD<A>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let format = format_of(path)?;
     let fail = |e: &dyn Display| format!("{}: cannot write: {e}", path.display());
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -173,7 +175,7 @@ pub fn write<A: ndarray_npy::WritableElement + Display>(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    Ok(result?)
 }
 
 /// CSV rows: the first axis, later axes flattened (a 1-D array: one value a row).

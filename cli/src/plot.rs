@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
 use crate::args::{PlotArgs, PlotKind};
+use crate::failure::{fail, Failure};
 use crate::npy;
 
 /// The font family name the embedded font is registered under.
@@ -24,16 +25,16 @@ const CLIP: f64 = 4.0;
 const MAX_PATHS: usize = 300;
 
 /// Runs `fmrt plot`.
-pub fn run(args: &PlotArgs) -> Result<ExitCode, String> {
+pub fn run(args: &PlotArgs) -> Result<ExitCode, Failure> {
     check_png(&args.output)?;
     if !(200..=8000).contains(&args.size) {
-        return Err(format!(
+        return Err(fail!(
             "--size {} is out of range; use 200 to 8000 pixels",
             args.size
         ));
     }
     if let Some(spec) = &args.scheduler {
-        let scheduler = Scheduler::open(spec, &args.params).map_err(|e| e.to_string())?;
+        let scheduler = Scheduler::open(spec, &args.params)?;
         let title = args
             .title
             .clone()
@@ -41,7 +42,7 @@ pub fn run(args: &PlotArgs) -> Result<ExitCode, String> {
         scheduler_png(&scheduler, &title, &args.output, args.size)?;
     } else {
         let Some(input) = &args.input else {
-            return Err("fmrt plot needs an input file or --scheduler".to_string());
+            return Err(fail!("fmrt plot needs an input file or --scheduler"));
         };
         let data = npy::read_f32(input)?;
         let kind = args.kind.unwrap_or(if data.ndim() == 3 {
@@ -61,7 +62,7 @@ pub fn run(args: &PlotArgs) -> Result<ExitCode, String> {
 }
 
 /// Refuses an output name that does not end in `.png`.
-pub fn check_png(path: &Path) -> Result<(), String> {
+pub fn check_png(path: &Path) -> Result<(), Failure> {
     let ok = path
         .extension()
         .and_then(|e| e.to_str())
@@ -69,7 +70,7 @@ pub fn check_png(path: &Path) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(fail!(
             "{}: fmrt plot writes PNG images; use a file name ending in .png",
             path.display()
         ))
@@ -77,14 +78,14 @@ pub fn check_png(path: &Path) -> Result<(), String> {
 }
 
 /// Registers the embedded font once per process.
-fn fonts() -> Result<(), String> {
+fn fonts() -> Result<(), Failure> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
         result = register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
             .map_err(|_| "internal error: the embedded font does not load".to_string());
     });
-    result
+    Ok(result?)
 }
 
 /// Draws `data` ([N, D...] samples or [T, N, D...] trajectories) as `kind`.
@@ -95,11 +96,11 @@ pub fn data_png(
     title: &str,
     output: &Path,
     size: u32,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let (paths, dims) = match kind {
         PlotKind::Trajectory => {
             if data.ndim() != 3 {
-                return Err(format!(
+                return Err(fail!(
                     "{}: holds an array of shape {:?}, expected [T, N, D] trajectories (from fmrt sample --times) for --kind trajectory",
                     input.display(),
                     data.shape()
@@ -119,7 +120,7 @@ pub fn data_png(
         }
         PlotKind::Scatter | PlotKind::Density => {
             if data.ndim() < 2 {
-                return Err(format!(
+                return Err(fail!(
                     "{}: holds an array of shape {:?}, expected [N, D] samples with D ≥ 2",
                     input.display(),
                     data.shape()
@@ -139,7 +140,7 @@ pub fn data_png(
         }
     };
     if dims < 2 {
-        return Err(format!(
+        return Err(fail!(
             "{}: holds an array of shape {:?}, expected at least 2 values per sample to plot",
             input.display(),
             data.shape()
@@ -158,10 +159,7 @@ pub fn data_png(
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     if finite.is_empty() {
-        return Err(format!(
-            "{}: holds no finite points to plot",
-            input.display()
-        ));
+        return Err(fail!("{}: holds no finite points to plot", input.display()));
     }
     let (xr, yr) = bounds(&finite);
     fonts()?;
@@ -297,7 +295,7 @@ pub fn scheduler_png(
     title: &str,
     output: &Path,
     size: u32,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let samples = 501;
     let ts: Vec<f64> = (0..samples)
         .map(|i| i as f64 / (samples - 1) as f64)
@@ -392,7 +390,7 @@ pub fn scheduler_png(
 }
 
 /// Encodes an RGB buffer as PNG through a temporary file renamed into place.
-fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<(), String> {
+fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<(), Failure> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: cannot write: {e}", path.display());
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");
@@ -410,5 +408,5 @@ fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<(), String> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    Ok(result?)
 }

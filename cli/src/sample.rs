@@ -15,11 +15,12 @@ use ndarray::ArrayD;
 use serde_json::json;
 
 use crate::args::{ModelArgs, SampleArgs, SolverArgs};
+use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
 
 /// Runs `fmrt sample`.
-pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
+pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
     let solver = solver_config(&args.solver)?;
@@ -45,13 +46,11 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, String> {
     }
     let x0 = match noise {
         Some(x0) => x0,
-        None => sampler
-            .draw_noise(n, args.seed)
-            .map_err(|e| e.to_string())?,
+        None => sampler.draw_noise(n, args.seed)?,
     };
     let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &args.times);
     progress.finish();
-    let samples = samples.map_err(|e| e.to_string())?;
+    let samples = samples?;
 
     let written: &ArrayD<f32> = if args.times.is_empty() {
         &samples.x
@@ -120,9 +119,9 @@ pub fn check_batch_shape(
     path: &std::path::Path,
     array: &ArrayD<f32>,
     state_shape: &[usize],
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if array.ndim() != state_shape.len() + 1 || array.shape()[1..] != state_shape[..] {
-        return Err(format!(
+        return Err(fail!(
             "{}: holds an array of shape {:?}, expected [N, {}] (the model's state shape {:?} with the batch first)",
             path.display(),
             array.shape(),
@@ -138,7 +137,7 @@ pub fn check_batch_shape(
 }
 
 /// Loads an ONNX model with the command line's runtime and provider settings.
-pub fn load_model(args: &ModelArgs) -> Result<OnnxField, String> {
+pub fn load_model(args: &ModelArgs) -> Result<OnnxField, Failure> {
     let mut builder = OnnxField::builder()
         .execution_provider(args.provider()?)
         .provider_policy(args.policy());
@@ -146,8 +145,7 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, String> {
         builder = builder.ort_library(lib);
     } else if let Some(checkout) = crate::checkout::source_checkout() {
         // Run from a source checkout: its .ort/lib/ comes before the usual places.
-        fmrt::field::onnx::init_runtime_from(&SearchPlaces::development(None, &checkout))
-            .map_err(|e| e.to_string())?;
+        fmrt::field::onnx::init_runtime_from(&SearchPlaces::development(None, &checkout))?;
     }
     if let Some(threads) = args.threads {
         builder = builder.intra_threads(threads);
@@ -155,7 +153,7 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, String> {
     if let Some(max_batch) = args.max_batch {
         builder = builder.max_batch(max_batch);
     }
-    builder.load_file(&args.model).map_err(|e| e.to_string())
+    Ok(builder.load_file(&args.model)?)
 }
 
 /// The schedule the model was trained with: `--scheduler`, else the model's
@@ -164,10 +162,10 @@ fn training_schedule(
     model: &OnnxField,
     spec: Option<&str>,
     params: &[(String, f64)],
-) -> Result<Option<Arc<dyn Schedule>>, String> {
+) -> Result<Option<Arc<dyn Schedule>>, Failure> {
     let scheduler = match spec {
-        Some(spec) => Some(Scheduler::open(spec, params).map_err(|e| e.to_string())?),
-        None => model.scheduler(params).map_err(|e| e.to_string())?,
+        Some(spec) => Some(Scheduler::open(spec, params)?),
+        None => model.scheduler(params)?,
     };
     Ok(scheduler.map(|s| Arc::new(s) as Arc<dyn Schedule>))
 }
@@ -183,7 +181,7 @@ fn build_pipeline(
     model: &Arc<OnnxField>,
     trained: Option<Arc<dyn Schedule>>,
     args: &SampleArgs,
-) -> Result<Pipeline, String> {
+) -> Result<Pipeline, Failure> {
     let need_schedule = |what: &str| {
         format!(
             "{what} needs the schedule the model was trained with, and {} has no `fmrt.scheduler` metadata: pass --scheduler FILE.fm|BUILTIN",
@@ -194,7 +192,7 @@ fn build_pipeline(
     let mut description = String::new();
 
     let prediction = match &args.prediction {
-        Some(p) => p.parse::<Prediction>().map_err(|e| e.to_string())?,
+        Some(p) => p.parse::<Prediction>()?,
         None => model.prediction().unwrap_or(Prediction::Velocity),
     };
     if prediction != Prediction::Velocity {
@@ -207,23 +205,20 @@ fn build_pipeline(
 
     if args.guidance != 0.0 {
         if args.label.is_none() {
-            return Err(
-                "--guidance needs --label: guidance steers towards a condition".to_string(),
-            );
+            return Err(fail!(
+                "--guidance needs --label: guidance steers towards a condition"
+            ));
         }
         let null = match args.null_label {
             Some(label) => label_extras(model, label, 1)?,
-            None => model
-                .null_extras(1)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!(
-                        "{} declares no null condition (`fmrt.null_condition`): pass --null-label L",
-                        model.file()
-                    )
-                })?,
+            None => model.null_extras(1)?.ok_or_else(|| {
+                format!(
+                    "{} declares no null condition (`fmrt.null_condition`): pass --null-label L",
+                    model.file()
+                )
+            })?,
         };
-        field = Arc::new(Guided::new(field, args.guidance, null).map_err(|e| e.to_string())?);
+        field = Arc::new(Guided::new(field, args.guidance, null)?);
         description.push_str(&format!(", guidance w = {}", args.guidance));
     }
 
@@ -231,7 +226,7 @@ fn build_pipeline(
         let schedule = trained
             .clone()
             .ok_or_else(|| need_schedule("--sample-scheduler"))?;
-        let sampled = Scheduler::open(spec, &[]).map_err(|e| e.to_string())?;
+        let sampled = Scheduler::open(spec, &[])?;
         field = Arc::new(ScheduleChange::new(field, schedule, Arc::new(sampled)));
         description.push_str(&format!(", sampled along `{spec}`"));
     }
@@ -239,7 +234,7 @@ fn build_pipeline(
 }
 
 /// `label` for each of `n` samples, for the model's only int64 extra input.
-pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, String> {
+pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, Failure> {
     let inputs: Vec<_> = model
         .extra_inputs()
         .iter()
@@ -247,11 +242,8 @@ pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, S
         .collect();
     match inputs.as_slice() {
         [only] => Ok(Extras::new().with(only.name.clone(), ExtraTensor::labels(&vec![label; n]))),
-        [] => Err(format!(
-            "{} has no int64 input to take --label",
-            model.file()
-        )),
-        many => Err(format!(
+        [] => Err(fail!("{} has no int64 input to take --label", model.file())),
+        many => Err(fail!(
             "{} has several int64 inputs ({}); --label cannot tell which one is the label",
             model.file(),
             many.iter()
@@ -263,7 +255,7 @@ pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, S
 }
 
 /// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`.
-pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, String> {
+pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
     let method: Method = args
         .solver
         .parse()
@@ -280,7 +272,7 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, String> {
     } else {
         let steps = args.steps.unwrap_or(100);
         if steps == 0 {
-            return Err("--steps must be at least 1".to_string());
+            return Err(fail!("--steps must be at least 1"));
         }
         Ok(SolverConfig::fixed(method, Steps::Count(steps)))
     }

@@ -166,6 +166,22 @@ mod models {
         .expect("ONNX Runtime is available");
     }
 
+    /// The exit code says what kind of failure it was (see `fmrt --help`).
+    #[test]
+    fn exit_codes_follow_the_kind_of_failure() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        // ONNX Runtime missing: 3, with the place looked at.
+        let missing = "/nonexistent/fmrt-cli-test/libonnxruntime.so";
+        let o = fmrt(&["inspect", &model, "--ort-lib", missing]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stderr(&o).contains(missing), "{}", stderr(&o));
+        // A model that does not load: 1, naming the file.
+        let o = fmrt(&["inspect", &repo("tests/fixtures/truncated.onnx")]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("truncated.onnx"), "{}", stderr(&o));
+    }
+
     #[test]
     fn sample_writes_samples_and_trajectories() {
         runtime();

@@ -127,7 +127,7 @@ impl VelocityField for Guided {
         _t: &[f64],
         _out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        Err(Error::Field(format!(
+        Err(Error::InvalidArgument(format!(
             "classifier-free guidance needs a condition: pass {} with each call",
             self.null.describe()
         )))

@@ -24,8 +24,8 @@ use crate::{Error, Result};
 ///
 /// Fields may also provide exact derivatives: [`jvp`](Self::jvp) (J·v with J the
 /// Jacobian ∂u/∂x) and [`divergence`](Self::divergence) (the trace of J). Both are
-/// optional; the default implementations return [`Error::Field`] saying the
-/// field does not provide them, and [`provides_jvp`](Self::provides_jvp) /
+/// optional; the default implementations return [`Error::Unsupported`] saying
+/// the field does not provide them, and [`provides_jvp`](Self::provides_jvp) /
 /// [`provides_divergence`](Self::provides_divergence) let callers choose a
 /// strategy without trying.
 pub trait VelocityField: Send + Sync {
@@ -44,8 +44,9 @@ pub trait VelocityField: Send + Sync {
     /// inputs with the batch first (see [`Extras`]).
     ///
     /// The default accepts only empty extras and calls
-    /// [`velocity`](Self::velocity); any given extra is an [`Error::Field`]
-    /// naming it, since an unconditional field would silently ignore it.
+    /// [`velocity`](Self::velocity); any given extra is an
+    /// [`Error::InvalidArgument`] naming it, since an unconditional field would
+    /// silently ignore it.
     fn velocity_with(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -56,7 +57,7 @@ pub trait VelocityField: Send + Sync {
         if extras.is_empty() {
             self.velocity(x, t, out)
         } else {
-            Err(Error::Field(format!(
+            Err(Error::InvalidArgument(format!(
                 "this velocity field takes no extra inputs, but got {}",
                 extras.describe()
             )))
@@ -71,7 +72,8 @@ pub trait VelocityField: Send + Sync {
     /// Writes the Jacobian–vector product J(x, t)·v into `out`, with J = ∂u/∂x per
     /// sample; `v` and `out` are shaped like `x`.
     ///
-    /// The default returns [`Error::Field`]: the field provides no derivatives.
+    /// The default returns [`Error::Unsupported`]: the field provides no
+    /// derivatives.
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -80,8 +82,8 @@ pub trait VelocityField: Send + Sync {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let _ = (x, t, v, out);
-        Err(Error::Field(
-            "this velocity field does not provide Jacobian-vector products".to_string(),
+        Err(Error::unsupported(
+            "this velocity field does not provide Jacobian-vector products",
         ))
     }
 
@@ -90,8 +92,8 @@ pub trait VelocityField: Send + Sync {
     /// [`velocity_with`](Self::velocity_with)).
     ///
     /// The default accepts only empty extras and calls [`jvp`](Self::jvp); any
-    /// given extra is an [`Error::Field`] naming it. Conditional fields that
-    /// provide derivatives override this.
+    /// given extra is an [`Error::Unsupported`] naming it. Conditional fields
+    /// that provide derivatives override this.
     fn jvp_with(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -103,7 +105,7 @@ pub trait VelocityField: Send + Sync {
         if extras.is_empty() {
             self.jvp(x, t, v, out)
         } else {
-            Err(Error::Field(format!(
+            Err(Error::unsupported(format!(
                 "this velocity field provides no Jacobian-vector products with extra inputs, \
                  but got {}",
                 extras.describe()
@@ -119,11 +121,12 @@ pub trait VelocityField: Send + Sync {
     /// Writes the exact divergence div u(x, t) = tr ∂u/∂x of each sample into
     /// `out` (`B` values, f64).
     ///
-    /// The default returns [`Error::Field`]: the field provides no divergence.
+    /// The default returns [`Error::Unsupported`]: the field provides no
+    /// divergence.
     fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
         let _ = (x, t, out);
-        Err(Error::Field(
-            "this velocity field does not provide an exact divergence".to_string(),
+        Err(Error::unsupported(
+            "this velocity field does not provide an exact divergence",
         ))
     }
 
@@ -131,8 +134,8 @@ pub trait VelocityField: Send + Sync {
     /// like `x`, into `out` (`B` values).
     ///
     /// The default accepts only empty extras and calls
-    /// [`divergence`](Self::divergence); any given extra is an [`Error::Field`]
-    /// naming it.
+    /// [`divergence`](Self::divergence); any given extra is an
+    /// [`Error::Unsupported`] naming it.
     fn divergence_with(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -143,7 +146,7 @@ pub trait VelocityField: Send + Sync {
         if extras.is_empty() {
             self.divergence(x, t, out)
         } else {
-            Err(Error::Field(format!(
+            Err(Error::unsupported(format!(
                 "this velocity field provides no exact divergence with extra inputs, but got {}",
                 extras.describe()
             )))

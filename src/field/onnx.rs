@@ -199,12 +199,12 @@ impl OnnxFieldBuilder {
             Ok(s) => s,
             Err((message, can_fall_back)) => {
                 if !(can_fall_back && self.policy == ProviderPolicy::Prefer) {
-                    return Err(Error::Field(message));
+                    return Err(*message);
                 }
                 notes.push(format!("{message}; running on the CPU instead"));
                 provider = ExecutionProvider::Cpu;
                 self.make_session(environment, bytes, &file, provider, info)
-                    .map_err(|(m, _)| Error::Field(m))?
+                    .map_err(|(e, _)| *e)?
             }
         };
         let inputs: Vec<TensorInfo> = first
@@ -248,37 +248,46 @@ impl OnnxFieldBuilder {
                     extras.push(input.clone())
                 }
                 _ => {
-                    return Err(Error::Field(format!(
-                        "{file}: input `{}` ({} {}) is neither the state nor the time, and extra \
+                    return Err(Error::model_load(
+                        &file,
+                        format!(
+                            "input `{}` ({} {}) is neither the state nor the time, and extra \
                          inputs must be int64 or float32 tensors. The model's inputs:\n{}",
-                        input.name,
-                        input.dtype,
-                        input.shape_string(),
-                        model::list_inputs(&inputs)
-                    )))
+                            input.name,
+                            input.dtype,
+                            input.shape_string(),
+                            model::list_inputs(&inputs)
+                        ),
+                    ))
                 }
             }
         }
 
         let output = match &self.output {
             Some(name) => outputs.iter().find(|o| &o.name == name).ok_or_else(|| {
-                Error::Field(format!(
-                    "{file}: the output `{name}` (set explicitly) is not an output of the model; \
+                Error::model_load(
+                    &file,
+                    format!(
+                        "the output `{name}` (set explicitly) is not an output of the model; \
                      its outputs: {}",
-                    describe_list(&outputs)
-                ))
+                        describe_list(&outputs)
+                    ),
+                )
             })?,
             None => outputs
                 .first()
-                .ok_or_else(|| Error::Field(format!("{file}: the model has no outputs")))?,
+                .ok_or_else(|| Error::model_load(&file, "the model has no outputs"))?,
         };
         if output.element != Some(TensorElementType::Float32) {
-            return Err(Error::Field(format!(
-                "{file}: the output `{}` is {} {}, but a velocity output must be float32",
-                output.name,
-                output.dtype,
-                output.shape_string()
-            )));
+            return Err(Error::model_load(
+                &file,
+                format!(
+                    "the output `{}` is {} {}, but a velocity output must be float32",
+                    output.name,
+                    output.dtype,
+                    output.shape_string()
+                ),
+            ));
         }
 
         let state = &inputs[state_i];
@@ -288,9 +297,10 @@ impl OnnxFieldBuilder {
         let prediction = meta(META_PREDICTION)
             .map(|p| {
                 p.parse::<Prediction>().map_err(|e| {
-                    Error::Field(format!(
-                        "{file}: metadata `{META_PREDICTION}` = `{p}` is not a prediction: {e}"
-                    ))
+                    Error::model_load(
+                        &file,
+                        format!("metadata `{META_PREDICTION}` = `{p}` is not a prediction: {e}"),
+                    )
                 })
             })
             .transpose()?;
@@ -328,14 +338,14 @@ impl OnnxFieldBuilder {
         for _ in 1..self.sessions {
             let session = self
                 .make_session(environment, bytes, &field.file, provider, info)
-                .map_err(|(m, _)| Error::Field(m))?;
+                .map_err(|(e, _)| *e)?;
             sessions.push(Mutex::new(session));
         }
         field.sessions = sessions;
         Ok(field)
     }
 
-    /// Creates one session; `Err` carries the message and whether a CPU
+    /// Creates one session; `Err` carries the error and whether a CPU
     /// fallback may help.
     fn make_session(
         &self,
@@ -344,18 +354,27 @@ impl OnnxFieldBuilder {
         file: &str,
         provider: ExecutionProvider,
         info: &RuntimeInfo,
-    ) -> std::result::Result<Session, (String, bool)> {
-        let fail = |e: &dyn std::fmt::Display| (format!("{file}: ONNX Runtime: {e}"), false);
+    ) -> std::result::Result<Session, (Box<Error>, bool)> {
+        let fail = |e: &dyn std::fmt::Display| {
+            (
+                Box::new(Error::model_load(file, format!("ONNX Runtime: {e}"))),
+                false,
+            )
+        };
         let mut builder = Session::builder(environment).map_err(|e| fail(&e))?;
         if let Some(n) = self.intra_threads {
             builder = builder.with_intra_threads(n).map_err(|e| fail(&e))?;
         }
         let mut builder = provider::register(builder, provider, &info.library)
-            .map_err(|message| (format!("{file}: {message}"), true))?;
+            .map_err(|message| (Box::new(Error::model_load(file, message)), true))?;
         builder.commit_from_memory(bytes).map_err(|e| {
             let on_cpu = provider == ExecutionProvider::Cpu;
             (
-                format!("{file}: ONNX Runtime cannot load the model: {e}"),
+                Box::new(Error::model_load_from(
+                    file,
+                    "ONNX Runtime cannot load the model",
+                    e,
+                )),
                 !on_cpu,
             )
         })
@@ -374,8 +393,7 @@ fn describe_list(infos: &[TensorInfo]) -> String {
 type Metadata = (Vec<(String, String)>, Option<String>);
 
 fn read_metadata(session: &Session, file: &str) -> Result<Metadata> {
-    let fail =
-        |e: ort::Error| Error::Field(format!("{file}: cannot read the model's metadata: {e}"));
+    let fail = |e: ort::Error| Error::model_load_from(file, "cannot read the model's metadata", e);
     let metadata = session.metadata().map_err(fail)?;
     let mut pairs = Vec::new();
     for key in metadata.custom_keys().map_err(fail)? {
@@ -396,12 +414,15 @@ fn state_layout(
     let fixed_batch = match &state.dims[0] {
         Dim::Fixed(1) => true,
         Dim::Fixed(n) => {
-            return Err(Error::Field(format!(
-                "{file}: the state input `{}` has a fixed batch size of {n} ({}); \
+            return Err(Error::model_load(
+                file,
+                format!(
+                    "the state input `{}` has a fixed batch size of {n} ({}); \
                  export the model with a dynamic batch axis",
-                state.name,
-                state.shape_string()
-            )))
+                    state.name,
+                    state.shape_string()
+                ),
+            ))
         }
         _ => false,
     };
@@ -414,11 +435,14 @@ fn state_layout(
                     .zip(shape)
                     .all(|(d, &s)| d.fixed().is_none_or(|f| f == s));
             if !agrees {
-                return Err(Error::Field(format!(
-                    "{file}: the given state shape {shape:?} does not fit the state input `{}` {}",
-                    state.name,
-                    state.shape_string()
-                )));
+                return Err(Error::model_load(
+                    file,
+                    format!(
+                        "the given state shape {shape:?} does not fit the state input `{}` {}",
+                        state.name,
+                        state.shape_string()
+                    ),
+                ));
             }
             shape.to_vec()
         }
@@ -427,12 +451,15 @@ fn state_layout(
             .map(Dim::fixed)
             .collect::<Option<Vec<usize>>>()
             .ok_or_else(|| {
-                Error::Field(format!(
-                    "{file}: the state input `{}` {} has dynamic axes besides the batch; \
+                Error::model_load(
+                    file,
+                    format!(
+                        "the state input `{}` {} has dynamic axes besides the batch; \
                      give the per-sample shape with OnnxField::builder().state_shape(..)",
-                    state.name,
-                    state.shape_string()
-                ))
+                        state.name,
+                        state.shape_string()
+                    ),
+                )
             })?,
     };
     Ok((shape, fixed_batch))
@@ -638,10 +665,10 @@ impl OnnxField {
             return Ok(None);
         };
         let bad = |why: String| {
-            Error::Field(format!(
-                "{}: metadata `{META_NULL_CONDITION}` = `{raw}`: {why}",
-                self.file
-            ))
+            Error::model_load(
+                &self.file,
+                format!("metadata `{META_NULL_CONDITION}` = `{raw}`: {why}"),
+            )
         };
         let mut values: Vec<(&TensorInfo, NullNumber)> = Vec::new();
         match null_condition::parse(raw).map_err(|why| bad(why.to_string()))? {
@@ -777,11 +804,14 @@ impl OnnxField {
         }
         self.run_call(session, x.view(), &Times::One(0.5), &extras, out.view_mut())
             .map_err(|e| match e {
-                Error::Field(m) if m.starts_with(&self.file) => Error::Field(m),
-                other => Error::Field(format!(
-                    "{}: the check run (one sample of zeros, t = 0.5) failed: {other}",
-                    self.file
-                )),
+                Error::Field { field, reason } if field == self.file => {
+                    Error::model_load(field, reason)
+                }
+                other => Error::model_load_from(
+                    &self.file,
+                    "the check run (one sample of zeros, t = 0.5) failed",
+                    other,
+                ),
             })
     }
 
@@ -797,28 +827,33 @@ impl OnnxField {
                     describe_list(&self.mapping.extras)
                 )
             };
-            return Err(Error::Field(format!(
-                "{}: `{name}` is not an input of the model; {expected}",
-                self.file
-            )));
+            return Err(Error::field(
+                &self.file,
+                format!("`{name}` is not an input of the model; {expected}",),
+            ));
         }
         let mut args = Vec::with_capacity(self.mapping.extras.len());
         for input in &self.mapping.extras {
             let tensor = extras.get(&input.name).ok_or_else(|| {
-                Error::Field(format!(
-                    "{}: the model needs the extra input {input}, which was not given \
+                Error::field(
+                    &self.file,
+                    format!(
+                        "the model needs the extra input {input}, which was not given \
                      (pass it with Extras::new().with(\"{}\", ..))",
-                    self.file, input.name
-                ))
+                        input.name
+                    ),
+                )
             })?;
             if tensor.dtype_name() != input.dtype {
-                return Err(Error::Field(format!(
-                    "{}: extra input `{}` is {} {:?}, but the model declares {input}",
-                    self.file,
-                    input.name,
-                    tensor.dtype_name(),
-                    tensor.shape(),
-                )));
+                return Err(Error::field(
+                    &self.file,
+                    format!(
+                        "extra input `{}` is {} {:?}, but the model declares {input}",
+                        input.name,
+                        tensor.dtype_name(),
+                        tensor.shape(),
+                    ),
+                ));
             }
             let batched = self.is_batched(input);
             if batched && tensor.shape().first() != Some(&batch) {
@@ -945,7 +980,7 @@ impl OnnxField {
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let file = &self.file;
-        let ort_err = |what: &str, e: ort::Error| Error::Field(format!("{file}: {what}: {e}"));
+        let ort_err = |what: &str, e: ort::Error| Error::field(file, format!("{what}: {e}"));
         let n = x.shape()[0];
 
         let time_values: Vec<f32> = match (self.mapping.time_layout, t) {
@@ -1008,17 +1043,17 @@ impl OnnxField {
             .run(inputs)
             .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))?;
         let name = &self.mapping.output;
-        let value = outputs.get(name).ok_or_else(|| {
-            Error::Field(format!("{file}: the model returned no output `{name}`"))
-        })?;
+        let value = outputs
+            .get(name)
+            .ok_or_else(|| Error::field(file, format!("the model returned no output `{name}`")))?;
         let v = value.try_extract_array::<f32>().map_err(|e| {
-            Error::Field(format!(
-                "{file}: the output `{name}` is not a float32 tensor: {e}"
-            ))
+            Error::field(
+                file,
+                format!("the output `{name}` is not a float32 tensor: {e}"),
+            )
         })?;
         if v.shape() != out.shape() {
-            return Err(Error::Field(format!(
-                "{file}: the output `{name}` has shape {:?}, expected {:?} (shaped like the state input `{}`; \
+            return Err(Error::field(file, format!("the output `{name}` has shape {:?}, expected {:?} (shaped like the state input `{}`; \
                  a velocity model returns one velocity per state entry)",
                 v.shape(),
                 out.shape(),

@@ -122,7 +122,7 @@ impl PluginField {
     /// Loads the plugin library at `path` and creates an instance with `config`
     /// (passed to the plugin's `create`; `None` passes `""`).
     ///
-    /// Errors ([`Error::Field`], each naming the file): the library does not
+    /// Errors ([`Error::PluginLoad`], each naming the file): the library does not
     /// open, it lacks the `fmrt_plugin_v1` symbol, the table is NULL or has
     /// another ABI version or lacks a required function, `create` fails (with the
     /// plugin's message), or the state shape is empty or too large.
@@ -135,7 +135,10 @@ impl PluginField {
     pub unsafe fn open(path: impl AsRef<Path>, config: Option<&str>) -> Result<PluginField> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let fail = |what: String| Error::Field(format!("plugin {shown}: {what}"));
+        let fail = |reason: String| Error::PluginLoad {
+            file: shown.clone(),
+            reason,
+        };
         // SAFETY: the caller accepts running the library's initialisers.
         let library = unsafe { Library::new(&path) }
             .map_err(|e| fail(format!("cannot load the library: {e}")))?;
@@ -276,12 +279,10 @@ impl PluginField {
     }
 
     fn callback_error(&self, what: &str, err: &[c_char], code: i32) -> Error {
-        Error::Field(format!(
-            "plugin {} ({}): {what} failed: {}",
-            self.path.display(),
-            self.name,
-            callback_message(err, code)
-        ))
+        Error::field(
+            format!("plugin {} ({})", self.path.display(), self.name),
+            format!("{what} failed: {}", callback_message(err, code)),
+        )
     }
 }
 
@@ -343,7 +344,7 @@ impl VelocityField for PluginField {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let Some(jvp) = self.jvp else {
-            return Err(Error::Field(format!(
+            return Err(Error::unsupported(format!(
                 "plugin {} provides no Jacobian-vector products",
                 self.path.display()
             )));

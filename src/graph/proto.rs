@@ -508,7 +508,7 @@ pub struct FunctionProto {
 /// Reads a serialized `ModelProto`.
 pub fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
     ModelProto::decode(bytes)
-        .map_err(|e| Error::Field(format!("not a valid ONNX model (protobuf): {e}")))
+        .map_err(|e| Error::model_load_from("ONNX bytes", "not a valid ONNX model (protobuf)", e))
 }
 
 /// Serializes a `ModelProto`.

@@ -69,14 +69,21 @@ pub fn tangent_model(model: &ModelProto, options: &TangentOptions) -> Result<Mod
     let (out, problems) = transform(model, options)?;
     match out {
         Some(m) => Ok(m),
-        None => Err(Error::Field(format!(
-            "cannot differentiate the model: {}",
-            problems
-                .iter()
-                .map(UnsupportedOp::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))),
+        None => {
+            let mut problems = problems.into_iter();
+            let first = problems.next().unwrap_or_else(|| UnsupportedOp {
+                op_type: String::new(),
+                node: String::new(),
+                reason: "no rule".to_string(),
+            });
+            Err(Error::UnsupportedOperator {
+                file: "the model".to_string(),
+                op_type: first.op_type,
+                node: first.node,
+                reason: first.reason,
+                others: problems.collect(),
+            })
+        }
     }
 }
 
@@ -379,7 +386,7 @@ fn transform(
     model: &ModelProto,
     options: &TangentOptions,
 ) -> Result<(Option<ModelProto>, Vec<UnsupportedOp>)> {
-    let fail = |m: String| Error::Field(format!("tangent transform: {m}"));
+    let fail = |m: String| Error::model_load("the model", format!("tangent transform: {m}"));
     let graph = model
         .graph
         .as_ref()

@@ -189,9 +189,10 @@ impl Likelihood {
     /// `t_start` (one per sample, or one for all; each in [0, 1]).
     ///
     /// Errors: [`Error::Shape`] naming `x`, `t_start` or an extra;
-    /// [`Error::InvalidArgument`] for times outside [0, 1], invalid divergence
-    /// parameters, or a field without Jacobian–vector products in a mode that
-    /// needs them; solver and field errors are passed through.
+    /// [`Error::InvalidArgument`] for times outside [0, 1] or invalid divergence
+    /// parameters; [`Error::Unsupported`] for a field without Jacobian–vector
+    /// products in a mode that needs them; solver and field errors are passed
+    /// through.
     pub fn log_likelihood_at(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -240,10 +241,11 @@ impl Likelihood {
                 Divergence::Exact => "the exact divergence",
                 _ => "Hutchinson's estimator",
             };
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::unsupported(format!(
                 "{what} needs Jacobian-vector products, and this velocity field provides \
                  neither JVPs nor an exact divergence; use a field that provides JVPs, or opt \
-                 in to the biased Divergence::FiniteDifference"
+                 in to the biased finite-difference divergence (Divergence::FiniteDifference; \
+                 \"finite-difference\" in C and on the command line)"
             )));
         }
         Ok(())

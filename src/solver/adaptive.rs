@@ -43,18 +43,18 @@ pub(super) fn integrate(
     let mut last_rejected = false;
     while s < 1.0 {
         if stats.accepted + stats.rejected >= options.max_steps {
-            return Err(Error::Solver(format!(
-                "maximum number of steps ({}) exceeded at t = {} (sample 0; normalised s = {s})",
-                options.max_steps,
-                rhs.time(0, s)
-            )));
+            return Err(Error::MaxSteps {
+                max_steps: options.max_steps,
+                t: rhs.time(0, s),
+                s,
+            });
         }
         if h < MIN_STEP {
-            return Err(Error::Solver(format!(
-                "step size underflow at t = {} (sample 0; normalised s = {s}, step {h:e}); \
-                 the problem may be stiff or its solution may blow up",
-                rhs.time(0, s)
-            )));
+            return Err(Error::StepSizeTooSmall {
+                t: rhs.time(0, s),
+                s,
+                step: h,
+            });
         }
         // Never step past 1; land exactly on it when close.
         let s_new = if s + h >= 1.0 - MIN_STEP { 1.0 } else { s + h };

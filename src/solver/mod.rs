@@ -284,9 +284,10 @@ pub struct Solution {
 /// Tsit5).
 ///
 /// Errors: [`Error::InvalidArgument`] for inconsistent inputs (shapes,
-/// intervals, steps, tolerances, `save_at`), [`Error::Solver`] when the
-/// integration fails (a non-finite state, step-size underflow, more than
-/// `max_steps` attempted steps); errors of `system` are passed through.
+/// intervals, steps, tolerances, `save_at`); when the integration fails,
+/// [`Error::NonFinite`] (a non-finite state), [`Error::StepSizeTooSmall`] or
+/// [`Error::MaxSteps`] (more than `max_steps` attempted steps); errors of
+/// `system` are passed through.
 pub fn solve(
     system: &mut dyn OdeSystem,
     y0: ArrayView2<'_, f64>,

@@ -77,13 +77,15 @@ impl<'a> Rhs<'a> {
     /// The error for a state of sample `sample` that became non-finite in the
     /// step from `s0` to `s1`.
     pub fn non_finite(&self, sample: usize, s0: f64, s1: f64) -> Error {
-        Error::Solver(format!(
-            "state of sample {sample} became non-finite at t = {} (step from t = {} to t = {}, \
-             normalised s = {s0} to {s1})",
-            self.time(sample, s1),
-            self.time(sample, s0),
-            self.time(sample, s1),
-        ))
+        Error::NonFinite {
+            which: format!("state of sample {sample}"),
+            location: format!(
+                "at t = {} (step from t = {} to t = {}, normalised s = {s0} to {s1})",
+                self.time(sample, s1),
+                self.time(sample, s0),
+                self.time(sample, s1),
+            ),
+        }
     }
 }
 

@@ -24,8 +24,8 @@ use crate::{Error, Result};
 pub(super) enum Jvp {
     /// Switched off by the builder.
     Disabled,
-    /// The model cannot be differentiated; the reason.
-    Unavailable(String),
+    /// The model cannot be differentiated: why, and the message for people.
+    Unavailable { cause: Error, message: String },
     /// The tangent model, and its session once created.
     Ready(Box<Tangent>),
 }
@@ -73,7 +73,10 @@ impl Jvp {
                 info,
                 session: OnceLock::new(),
             })),
-            Err(e) => Jvp::Unavailable(e.to_string()),
+            Err(cause) => Jvp::Unavailable {
+                message: cause.to_string(),
+                cause,
+            },
         }
     }
 
@@ -81,7 +84,7 @@ impl Jvp {
     pub(super) fn unavailable_reason(&self) -> Option<&str> {
         match self {
             Jvp::Disabled => Some("Jacobian-vector products were switched off (with_jvp(false))"),
-            Jvp::Unavailable(m) => Some(m),
+            Jvp::Unavailable { message, .. } => Some(message),
             Jvp::Ready(_) => None,
         }
     }
@@ -100,11 +103,17 @@ impl Tangent {
                     self.info,
                 )
                 .map(Mutex::new)
-                .map_err(|(m, _)| format!("{m} (the tangent model for Jacobian-vector products)"))
+                .map_err(|(e, _)| {
+                    let reason = match *e {
+                        Error::ModelLoad { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    format!("{reason} (the tangent model for Jacobian-vector products)")
+                })
         });
         match made {
             Ok(m) => Ok(m.lock().unwrap_or_else(|e| e.into_inner())),
-            Err(m) => Err(Error::Field(m.clone())),
+            Err(m) => Err(Error::model_load(file, m.clone())),
         }
     }
 }
@@ -120,8 +129,27 @@ pub(super) fn jvp_with(
 ) -> Result<()> {
     let tangent = match &field.jvp {
         Jvp::Ready(t) => t,
+        Jvp::Unavailable {
+            cause:
+                Error::UnsupportedOperator {
+                    op_type,
+                    node,
+                    reason,
+                    others,
+                    ..
+                },
+            ..
+        } => {
+            return Err(Error::UnsupportedOperator {
+                file: field.file.clone(),
+                op_type: op_type.clone(),
+                node: node.clone(),
+                reason: reason.clone(),
+                others: others.clone(),
+            })
+        }
         other => {
-            return Err(Error::Field(format!(
+            return Err(Error::unsupported(format!(
                 "{}: no Jacobian-vector products: {}",
                 field.file,
                 other.unavailable_reason().unwrap_or_default()

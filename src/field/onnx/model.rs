@@ -284,8 +284,7 @@ pub(crate) fn map_inputs(
                 MappingSource::Metadata => format!("from the model's metadata `{key}`"),
                 _ => "set explicitly".to_string(),
             };
-            Error::Field(format!(
-                "{file}: the {role} input `{name}` ({how}) is not an input of the model. Its inputs:\n{}",
+            Error::model_load(file, format!("the {role} input `{name}` ({how}) is not an input of the model. Its inputs:\n{}",
                 list_inputs(inputs)
             ))
         })
@@ -301,10 +300,13 @@ pub(crate) fn map_inputs(
     }
     if let (Some((s, _)), Some((t, _))) = (state_index, time_index) {
         if s == t {
-            return Err(Error::Field(format!(
-                "{file}: input `{}` cannot be both the state and the time input",
-                inputs[s].name
-            )));
+            return Err(Error::model_load(
+                file,
+                format!(
+                    "input `{}` cannot be both the state and the time input",
+                    inputs[s].name
+                ),
+            ));
         }
     }
 
@@ -334,33 +336,41 @@ pub(crate) fn map_inputs(
 
     let state_info = &inputs[state_i];
     if state_info.element != Some(TensorElementType::Float32) {
-        return Err(Error::Field(format!(
-            "{file}: the state input `{}` is {} {}, but fmrt passes states as float32; \
+        return Err(Error::model_load(
+            file,
+            format!(
+                "the state input `{}` is {} {}, but fmrt passes states as float32; \
              export the model with a float32 state input",
-            state_info.name,
-            state_info.dtype,
-            state_info.shape_string()
-        )));
+                state_info.name,
+                state_info.dtype,
+                state_info.shape_string()
+            ),
+        ));
     }
     if state_info.dims.is_empty() {
-        return Err(Error::Field(format!(
-            "{file}: the state input `{}` is a scalar {}; it needs a batch axis first, e.g. [B, D]",
-            state_info.name,
-            state_info.shape_string()
-        )));
+        return Err(Error::model_load(
+            file,
+            format!(
+                "the state input `{}` is a scalar {}; it needs a batch axis first, e.g. [B, D]",
+                state_info.name,
+                state_info.shape_string()
+            ),
+        ));
     }
     let time_info = &inputs[time_i];
     if time_info.element != Some(TensorElementType::Float32) {
-        return Err(Error::Field(format!(
-            "{file}: the time input `{}` is {} {}, but fmrt passes times as float32",
-            time_info.name,
-            time_info.dtype,
-            time_info.shape_string()
-        )));
+        return Err(Error::model_load(
+            file,
+            format!(
+                "the time input `{}` is {} {}, but fmrt passes times as float32",
+                time_info.name,
+                time_info.dtype,
+                time_info.shape_string()
+            ),
+        ));
     }
     let layout = TimeLayout::of(time_info).ok_or_else(|| {
-        Error::Field(format!(
-            "{file}: the time input `{}` has shape {}; fmrt supports times shaped [B], [B, 1] or [] (scalar)",
+        Error::model_load(file, format!("the time input `{}` has shape {}; fmrt supports times shaped [B], [B, 1] or [] (scalar)",
             time_info.name,
             time_info.shape_string()
         ))
@@ -392,21 +402,24 @@ fn pick(
         "a float tensor with a batch axis and at least one state axis"
     };
     let what = if candidates.is_empty() {
-        format!("{file}: no input looks like the {role} input ({looks})")
+        format!("no input looks like the {role} input ({looks})")
     } else {
         let names: Vec<String> = candidates
             .iter()
             .map(|&i| format!("`{}`", inputs[i].name))
             .collect();
         format!(
-            "{file}: cannot tell which input is the {role} input: {} could be",
+            "cannot tell which input is the {role} input: {} could be",
             names.join(" or ")
         )
     };
-    Err(Error::Field(format!(
-        "{what}. The model's inputs:\n{}\n{HOW_TO_MAP}",
-        list_inputs(inputs)
-    )))
+    Err(Error::model_load(
+        file,
+        format!(
+            "{what}. The model's inputs:\n{}\n{HOW_TO_MAP}",
+            list_inputs(inputs)
+        ),
+    ))
 }
 
 /// Everything `fmrt inspect` shows about a loaded model.

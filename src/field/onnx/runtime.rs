@@ -141,7 +141,7 @@ fn check_same(rt: &'static Runtime, explicit: Option<&Path>) -> Result<&'static 
         return Ok(rt);
     };
     if !path.is_file() {
-        return Err(Error::Field(format!(
+        return Err(Error::InvalidArgument(format!(
             "ONNX Runtime library `{}` does not exist (ONNX Runtime is already loaded from `{}`)",
             path.display(),
             rt.info.library.display()
@@ -154,7 +154,7 @@ fn check_same(rt: &'static Runtime, explicit: Option<&Path>) -> Result<&'static 
     if same {
         Ok(rt)
     } else {
-        Err(Error::Field(format!(
+        Err(Error::InvalidArgument(format!(
             "cannot load ONNX Runtime from `{}`: this process already uses `{}` ({}), \
              and only one ONNX Runtime library can be loaded per process",
             path.display(),
@@ -258,31 +258,43 @@ fn search<T>(
 ) -> Result<T> {
     if let Some(path) = &places.explicit {
         if !path.is_file() {
-            return Err(Error::Field(format!(
-                "ONNX Runtime library `{}` (given explicitly) does not exist",
-                path.display()
-            )));
+            return Err(not_found(
+                format!(
+                    "ONNX Runtime library `{}` (given explicitly) does not exist",
+                    path.display()
+                ),
+                vec![format!("{} (not found)", path.display())],
+            ));
         }
         return attempt(path, LibrarySource::Explicit).map_err(|e| {
-            Error::Field(format!(
-                "cannot load ONNX Runtime library `{}` (given explicitly): {e}",
-                path.display()
-            ))
+            not_found(
+                format!(
+                    "cannot load ONNX Runtime library `{}` (given explicitly): {e}",
+                    path.display()
+                ),
+                vec![format!("{}: {e}", path.display())],
+            )
         });
     }
     if let Some(path) = &places.environment {
         if !path.is_file() {
-            return Err(Error::Field(format!(
-                "{ORT_DYLIB_PATH} names `{}`, which does not exist; unset it to use \
+            return Err(not_found(
+                format!(
+                    "{ORT_DYLIB_PATH} names `{}`, which does not exist; unset it to use \
                      the library that `{FETCH_COMMAND}` puts in .ort/lib/",
-                path.display()
-            )));
+                    path.display()
+                ),
+                vec![format!("{} (not found)", path.display())],
+            ));
         }
         return attempt(path, LibrarySource::Environment).map_err(|e| {
-            Error::Field(format!(
-                "cannot load ONNX Runtime library `{}` (from {ORT_DYLIB_PATH}): {e}",
-                path.display()
-            ))
+            not_found(
+                format!(
+                    "cannot load ONNX Runtime library `{}` (from {ORT_DYLIB_PATH}): {e}",
+                    path.display()
+                ),
+                vec![format!("{}: {e}", path.display())],
+            )
         });
     }
 
@@ -318,12 +330,18 @@ fn search<T>(
         }
     }
 
-    Err(Error::Field(format!(
-        "the ONNX Runtime library (version >= 1.31) was not found. Run `{FETCH_COMMAND}` \
+    Err(not_found(
+        format!(
+            "the ONNX Runtime library (version >= 1.31) was not found. Run `{FETCH_COMMAND}` \
              in the fmrt source tree to download it into .ort/lib/, or set {ORT_DYLIB_PATH} \
-             to a libonnxruntime shared library. Looked in:\n  - {}",
-        looked.join("\n  - ")
-    )))
+             to a libonnxruntime shared library. Looked in:"
+        ),
+        looked,
+    ))
+}
+
+fn not_found(summary: String, tried: Vec<String>) -> Error {
+    Error::RuntimeNotFound { summary, tried }
 }
 
 fn load_from(path: &Path, source: LibrarySource, skipped: Vec<String>) -> Result<Runtime, String> {
@@ -379,5 +397,10 @@ fn run_fetch_script(checkout: &Path) -> Result<()> {
             Err(e) => Err(format!("cannot run `bash {}`: {e}", script.display())),
         }
     });
-    result.clone().map_err(Error::Field)
+    result.clone().map_err(|reason| {
+        not_found(
+            format!("ONNX Runtime was not found, and fetching it failed: {reason}"),
+            Vec::new(),
+        )
+    })
 }
