@@ -17,9 +17,9 @@ use std::time::Instant;
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::likelihood::{Divergence, Likelihood};
+use fmrt::random::SeededRng;
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{Method, SolverConfig, Steps};
-use fmrt::source::SeededRng;
 use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
 const BATCH: usize = 256;

@@ -22,6 +22,7 @@
 //! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
 //! - [`path`]: the affine path, prediction conversions and the training loss.
 //! - [`source`]: the source distribution (seeded standard normal).
+//! - [`random`]: [`random::SeededRng`], reproducible random numbers.
 //! - [`field`]: the [`field::VelocityField`] trait; ONNX, plugin and analytic
 //!   fields; adapters (prediction, guidance, schedule change).
 //! - [`graph`]: ONNX models read and written in Rust, and their forward-mode
@@ -37,6 +38,7 @@ pub mod field;
 pub mod graph;
 pub mod likelihood;
 pub mod path;
+pub mod random;
 pub mod sampler;
 pub mod scheduler;
 pub mod solver;

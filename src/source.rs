@@ -2,92 +2,17 @@
 //!
 //! A [`Source`] draws the noise x0 that sampling starts from and evaluates
 //! log p0(x0), which likelihood computation adds to the integrated divergence.
-//! All randomness goes through [`SeededRng`], whose output is identical on every
-//! platform for a given seed (see its documentation for the exact contract).
+//! All randomness goes through [`SeededRng`] (in [`crate::random`]), whose
+//! output is identical on every platform for a given seed.
 
 use std::fmt::Debug;
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
-
+use crate::random::SeededRng;
 use crate::{Error, Result};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 
 /// ln(2π) as an f64 literal (not computed at run time, so it is the same everywhere).
 pub const LN_2PI: f64 = 1.837_877_066_409_345_3;
-
-/// A seeded random number generator whose streams are reproducible bit for bit
-/// on every platform.
-///
-/// # Reproducibility contract
-///
-/// - The bit source is `rand_chacha::ChaCha8Rng` created with
-///   `rand_core::SeedableRng::seed_from_u64(seed)`; 64-bit words come from
-///   `RngCore::next_u64`.
-/// - [`uniform`](Self::uniform) takes one word `w` and returns
-///   `(w >> 11) as f64 * 2^-53`, a multiple of 2⁻⁵³ in `[0, 1)` (exact).
-/// - [`normal`](Self::normal) uses Marsaglia's polar method in f64: draw
-///   `u = 2·U₁ − 1`, `v = 2·U₂ − 1` (two uniforms as above, exact), `s = u·u + v·v`;
-///   reject unless `0 < s < 1`; then `f = sqrt(−2·libm::log(s) / s)` and the pair is
-///   `(u·f, v·f)`. The first value is returned and the second kept as a spare for
-///   the next call. The spare survives calls to [`uniform`](Self::uniform) and
-///   [`next_u64`](Self::next_u64). Only IEEE-754 correctly rounded operations
-///   (+, −, ×, ÷, `sqrt`) and the pure-Rust `libm::log` are involved, and no
-///   fused multiply–add is used, so results do not depend on the platform.
-/// - f32 values are the f64 values rounded to nearest (`as f32`).
-///
-/// Changing any of this is a breaking change; a test pins the first values for
-/// seed 0.
-#[derive(Clone, Debug)]
-pub struct SeededRng {
-    rng: ChaCha8Rng,
-    spare: Option<f64>,
-}
-
-impl SeededRng {
-    /// A generator seeded with `seed` (see the type's reproducibility contract).
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            spare: None,
-        }
-    }
-
-    /// The next raw 64-bit word of the ChaCha8 stream.
-    pub fn next_u64(&mut self) -> u64 {
-        self.rng.next_u64()
-    }
-
-    /// A uniform draw in `[0, 1)` with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
-        (self.rng.next_u64() >> 11) as f64 * SCALE
-    }
-
-    /// A standard normal draw (Marsaglia's polar method, f64).
-    pub fn normal(&mut self) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        loop {
-            let u = 2.0 * self.uniform() - 1.0;
-            let v = 2.0 * self.uniform() - 1.0;
-            let s = u * u + v * v;
-            if s > 0.0 && s < 1.0 {
-                let f = (-2.0 * libm::log(s) / s).sqrt();
-                self.spare = Some(v * f);
-                return u * f;
-            }
-        }
-    }
-
-    /// Fills `out` with standard normal draws, in order, rounded to f32.
-    pub fn fill_normal_f32<'a>(&mut self, out: impl IntoIterator<Item = &'a mut f32>) {
-        for o in out {
-            *o = self.normal() as f32;
-        }
-    }
-}
 
 /// A source distribution p0 over states of shape `[...state_shape]`, used on
 /// batches `[B, ...state_shape]`.

@@ -8,10 +8,10 @@ use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::{ExtraTensor, Extras, VelocityField};
 use fmrt::path::{AffinePath, Prediction};
+use fmrt::random::SeededRng;
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig};
-use fmrt::source::SeededRng;
 use fmrt::Error;
 use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD, Axis};
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
+use fmrt::random::SeededRng;
 use fmrt::scheduler::Schedule;
-use fmrt::source::{SeededRng, Source, StandardNormal, LN_2PI};
+use fmrt::source::{Source, StandardNormal, LN_2PI};
 use fmrt::Error;
 use ndarray::{arr2, Array1, Array2, ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 

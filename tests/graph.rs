@@ -15,9 +15,9 @@ use fmrt::graph::proto::{
 };
 use fmrt::graph::{decode_model, encode_model, tangent_model, unsupported_ops, TangentOptions};
 use fmrt::likelihood::Likelihood;
+use fmrt::random::SeededRng;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig};
-use fmrt::source::SeededRng;
 use ndarray::{Array2, ArrayD, IxDyn};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;

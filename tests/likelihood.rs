@@ -10,9 +10,10 @@ use fmrt::field::{ExtraTensor, Extras, VelocityField};
 use fmrt::likelihood::{
     Directions, Divergence, Likelihood, LogLikelihood, ProbeDistribution, TimeSearch,
 };
+use fmrt::random::SeededRng;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
-use fmrt::source::{SeededRng, Source, StandardNormal};
+use fmrt::source::{Source, StandardNormal};
 use fmrt::Error;
 use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD, Ix2, IxDyn};
 

@@ -15,10 +15,10 @@ use fmrt::field::onnx::{
 };
 use fmrt::field::{ExtraTensor, Extras, VelocityField};
 use fmrt::path::Prediction;
+use fmrt::random::SeededRng;
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
-use fmrt::source::SeededRng;
 use fmrt::Error;
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde_json::Value;

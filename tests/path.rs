@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use fmrt::path::{flow_matching_loss, AffinePath, Prediction};
+use fmrt::random::SeededRng;
 use fmrt::scheduler::{Coefficients, Schedule};
-use fmrt::source::SeededRng;
 use fmrt::Error;
 use ndarray::{ArrayD, IxDyn};
 

@@ -9,10 +9,11 @@ use fmrt::field::adapt::Predicted;
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::{AffinePath, Prediction};
+use fmrt::random::SeededRng;
 use fmrt::sampler::{Sampler, TimeSpan};
 use fmrt::scheduler::Schedule;
 use fmrt::solver::{Method, SolverConfig, Steps};
-use fmrt::source::{SeededRng, Source, StandardNormal};
+use fmrt::source::{Source, StandardNormal};
 use fmrt::Error;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Ix2};
 

@@ -1,6 +1,7 @@
 //! Source distributions and the reproducible generator.
 
-use fmrt::source::{SeededRng, Source, StandardNormal, LN_2PI};
+use fmrt::random::SeededRng;
+use fmrt::source::{Source, StandardNormal, LN_2PI};
 use fmrt::Error;
 use ndarray::{arr2, ArrayD, IxDyn};
 

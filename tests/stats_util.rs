@@ -84,7 +84,7 @@ pub fn energy_distance(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f64 {
 /// p = (cos θ, sin θ) + 0.07·e, m = 1 gives p = (1 − cos θ, 0.5 − sin θ) + 0.07·e;
 /// then x = ((p₁ − 0.5)/0.87, (p₂ − 0.25)/0.5).
 pub fn two_moons(n: usize, seed: u64) -> ndarray::Array2<f32> {
-    let mut rng = fmrt::source::SeededRng::new(seed);
+    let mut rng = fmrt::random::SeededRng::new(seed);
     let mut x = ndarray::Array2::<f32>::zeros((n, 2));
     for mut row in x.rows_mut() {
         let upper = rng.uniform() < 0.5;

@@ -1,10 +1,10 @@
 //! Seeded random numbers, identical on every platform for a given seed (the
-//! generator of `fmrt::source::SeededRng`: ChaCha8, Marsaglia's polar method).
+//! generator of `fmrt::random::SeededRng`: ChaCha8, Marsaglia's polar method).
 
 use crate::error::fmrt_status;
 use crate::panic::guard;
 use crate::slice_out;
-use fmrt::source::SeededRng;
+use fmrt::random::SeededRng;
 
 /// Fills `out[0..len]` with standard normal draws from a generator seeded with
 /// `seed`. The same seed gives the noise `fmrt_sampler_sample` starts from, so

@@ -23,10 +23,10 @@ use crate::{fmrt_status, fmrt_version};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::AffinePath;
+use fmrt::random::SeededRng;
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
-use fmrt::source::SeededRng;
 
 /// The repository root (the C crate sits in `c-api/` under it).
 fn root() -> PathBuf {

@@ -21,8 +21,9 @@ use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Ix2}
 
 use crate::field::VelocityField;
 use crate::path::{check_times, time_of};
+use crate::random::SeededRng;
 use crate::scheduler::{Coefficients, Schedule};
-use crate::source::{SeededRng, LN_2PI};
+use crate::source::LN_2PI;
 use crate::{Error, Result};
 
 /// The exact marginal velocity field of an affine path from N(0, I) to a mixture

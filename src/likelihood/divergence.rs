@@ -13,7 +13,7 @@
 use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 
 use crate::field::{ExtraTensor, Extras, VelocityField};
-use crate::source::SeededRng;
+use crate::random::SeededRng;
 use crate::{Error, Result};
 
 /// How the divergence div u(x, t) = tr ∂u/∂x is computed along the path
