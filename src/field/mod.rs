@@ -2,9 +2,12 @@
 
 pub mod adapt;
 pub mod analytic;
+mod chunks;
 mod extras;
 pub mod onnx;
 pub mod plugin;
+
+pub(crate) use chunks::row_chunks;
 
 pub use extras::{ExtraTensor, Extras};
 

@@ -12,7 +12,7 @@
 
 use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 
-use crate::field::{ExtraTensor, Extras, VelocityField};
+use crate::field::{row_chunks, ExtraTensor, Extras, VelocityField};
 use crate::random::SeededRng;
 use crate::{Error, Result};
 
@@ -315,9 +315,8 @@ impl ProbeEstimator {
         let call_rows = limits.max_rows.min(limits.max_bytes / bytes_per_row);
         let chunk_rows = (call_rows / rows_per_direction).max(1).min(total.max(1));
         let mut chunks = Vec::with_capacity(total.div_ceil(chunk_rows));
-        let mut start = 0;
-        while start < total {
-            let len = chunk_rows.min(total - start);
+        for rows in row_chunks(total, chunk_rows) {
+            let (start, len) = (rows.start, rows.len());
             let chunk_extras = if extras.is_empty() {
                 Extras::new()
             } else {
@@ -333,7 +332,6 @@ impl ProbeEstimator {
                 len,
                 extras: chunk_extras,
             });
-            start += len;
         }
         let call_rows = chunk_rows * rows_per_direction;
         let mut shape = vec![0];

@@ -12,10 +12,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use ndarray::{ArrayViewD, ArrayViewMutD, CowArray};
 use ort::session::Session;
 
-use super::{
-    ExecutionProvider, ExtraArg, ExtraData, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo,
-    Times,
-};
+use super::call::{ExtraArg, ExtraData, Times};
+use super::{ExecutionProvider, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo};
 use crate::field::Extras;
 use crate::graph::{decode_model, encode_model, tangent_model, TangentOptions};
 use crate::{Error, Result};
@@ -156,34 +154,7 @@ pub(super) fn jvp_with(
             )))
         }
     };
-    let dims = |tail: &[usize]| {
-        let d: Vec<String> = tail.iter().map(usize::to_string).collect();
-        format!("[B, {}]", d.join(", "))
-    };
-    if x.ndim() != field.state_shape.len() + 1 || x.shape()[1..] != field.state_shape[..] {
-        return Err(Error::Shape {
-            tensor: "x".to_string(),
-            expected: dims(&field.state_shape),
-            actual: x.shape().to_vec(),
-        });
-    }
-    for (name, shape) in [("v", v.shape()), ("out", out.shape())] {
-        if shape != x.shape() {
-            return Err(Error::Shape {
-                tensor: name.to_string(),
-                expected: format!("{:?} (the shape of x)", x.shape()),
-                actual: shape.to_vec(),
-            });
-        }
-    }
-    let batch = x.shape()[0];
-    if t.len() != 1 && t.len() != batch {
-        return Err(Error::Shape {
-            tensor: "t".to_string(),
-            expected: format!("[1] or [{batch}] (one time for all, or one per sample)"),
-            actual: vec![t.len()],
-        });
-    }
+    let batch = field.check_call(x.shape(), &[("v", v.shape()), ("out", out.shape())], t)?;
     let mut args = field.extra_args(extras, batch)?;
     if batch == 0 {
         return Ok(());

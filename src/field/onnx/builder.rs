@@ -1,0 +1,401 @@
+//! [`OnnxFieldBuilder`]: the settings of an ONNX model field, and loading a
+//! model with them (sessions, input mapping, metadata, the check run).
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorElementType;
+
+use super::metadata::read_metadata;
+use super::pool::SessionPool;
+use super::{
+    jvp, model, provider, runtime, Dim, ExecutionProvider, InputMapping, OnnxField, ProviderPolicy,
+    RuntimeInfo, TensorInfo, META_PREDICTION, META_STATE_INPUT, META_TIME_INPUT,
+};
+use crate::path::Prediction;
+use crate::{Error, Result};
+
+/// Builds an [`OnnxField`]; every setting is optional.
+#[derive(Clone, Debug)]
+pub struct OnnxFieldBuilder {
+    state_input: Option<String>,
+    time_input: Option<String>,
+    output: Option<String>,
+    state_shape: Option<Vec<usize>>,
+    max_batch: usize,
+    sessions: usize,
+    intra_threads: Option<usize>,
+    provider: ExecutionProvider,
+    policy: ProviderPolicy,
+    ort_library: Option<PathBuf>,
+    pub(super) jvp: bool,
+}
+
+impl Default for OnnxFieldBuilder {
+    fn default() -> Self {
+        Self {
+            state_input: None,
+            time_input: None,
+            output: None,
+            state_shape: None,
+            max_batch: usize::MAX,
+            sessions: 1,
+            intra_threads: None,
+            provider: ExecutionProvider::Cpu,
+            policy: ProviderPolicy::Require,
+            ort_library: None,
+            jvp: true,
+        }
+    }
+}
+
+impl OnnxFieldBuilder {
+    /// Names the state input (overrides `fmrt.state_input` and detection).
+    pub fn state_input(mut self, name: impl Into<String>) -> Self {
+        self.state_input = Some(name.into());
+        self
+    }
+
+    /// Names the time input (overrides `fmrt.time_input` and detection).
+    pub fn time_input(mut self, name: impl Into<String>) -> Self {
+        self.time_input = Some(name.into());
+        self
+    }
+
+    /// Names the velocity output (default: the first output).
+    pub fn output(mut self, name: impl Into<String>) -> Self {
+        self.output = Some(name.into());
+        self
+    }
+
+    /// The per-sample state shape, needed only when the model declares
+    /// dynamic state axes (e.g. `[B, 3, H, W]`); it must agree with fixed ones.
+    pub fn state_shape(mut self, shape: &[usize]) -> Self {
+        self.state_shape = Some(shape.to_vec());
+        self
+    }
+
+    /// The largest batch passed to one model call; larger batches are split
+    /// into chunks (default: no limit). Values below 1 count as 1.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// How many ONNX Runtime sessions serve concurrent calls (default 1;
+    /// values below 1 count as 1). Each session holds its own copy of the
+    /// weights and, unless [`intra_threads`](Self::intra_threads) is set, its
+    /// own pool of one thread per core.
+    pub fn sessions(mut self, sessions: usize) -> Self {
+        self.sessions = sessions.max(1);
+        self
+    }
+
+    /// Threads ONNX Runtime uses inside one operator (default: its own choice,
+    /// one per physical core).
+    pub fn intra_threads(mut self, threads: usize) -> Self {
+        self.intra_threads = Some(threads);
+        self
+    }
+
+    /// Where to run the model (default [`ExecutionProvider::Cpu`]).
+    pub fn execution_provider(mut self, provider: ExecutionProvider) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// What to do when the provider is unavailable (default
+    /// [`ProviderPolicy::Require`]: an error).
+    pub fn provider_policy(mut self, policy: ProviderPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Loads ONNX Runtime from this file (instead of searching; see
+    /// [`runtime`]). Only one library can be loaded per process.
+    pub fn ort_library(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ort_library = Some(path.into());
+        self
+    }
+
+    /// Whether to derive the tangent model for exact Jacobian–vector products
+    /// (default `true`; its session is created on the first JVP call).
+    pub fn with_jvp(mut self, jvp: bool) -> Self {
+        self.jvp = jvp;
+        self
+    }
+
+    /// Loads the model file `path`.
+    pub fn load_file(self, path: impl AsRef<Path>) -> Result<OnnxField> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(&bytes, path.display().to_string())
+    }
+
+    /// Loads a model from its serialized bytes (named `<memory>` in messages).
+    pub fn load_bytes(self, bytes: &[u8]) -> Result<OnnxField> {
+        self.load(bytes, "<memory>".to_string())
+    }
+
+    fn load(self, bytes: &[u8], file: String) -> Result<OnnxField> {
+        let (environment, info) = runtime::ort_environment(self.ort_library.as_deref())?;
+
+        // One session first: the model is checked on it before the rest of
+        // the pool is created.
+        let mut notes = Vec::new();
+        let mut provider = self.provider;
+        let mut first = match self.make_session(environment, bytes, &file, provider, info) {
+            Ok(s) => s,
+            Err((message, can_fall_back)) => {
+                if !(can_fall_back && self.policy == ProviderPolicy::Prefer) {
+                    return Err(*message);
+                }
+                notes.push(format!("{message}; running on the CPU instead"));
+                provider = ExecutionProvider::Cpu;
+                self.make_session(environment, bytes, &file, provider, info)
+                    .map_err(|(e, _)| *e)?
+            }
+        };
+        let inputs: Vec<TensorInfo> = first
+            .inputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect();
+        let outputs: Vec<TensorInfo> = first
+            .outputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect();
+        let (metadata, producer) = read_metadata(&first, &file)?;
+        let meta = |key: &str| {
+            metadata
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+
+        let (state_i, state_from, time_i, time_from, time_layout) = model::map_inputs(
+            &file,
+            &inputs,
+            model::Choice {
+                explicit: self.state_input.as_deref(),
+                metadata: meta(META_STATE_INPUT),
+            },
+            model::Choice {
+                explicit: self.time_input.as_deref(),
+                metadata: meta(META_TIME_INPUT),
+            },
+        )?;
+
+        let mut extras = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            if i == state_i || i == time_i {
+                continue;
+            }
+            match input.element {
+                Some(TensorElementType::Int64 | TensorElementType::Float32) => {
+                    extras.push(input.clone())
+                }
+                _ => {
+                    return Err(Error::model_load(
+                        &file,
+                        format!(
+                            "input `{}` ({} {}) is neither the state nor the time, and extra \
+                         inputs must be int64 or float32 tensors. The model's inputs:\n{}",
+                            input.name,
+                            input.dtype,
+                            input.shape_string(),
+                            model::list_inputs(&inputs)
+                        ),
+                    ))
+                }
+            }
+        }
+
+        let output = match &self.output {
+            Some(name) => outputs.iter().find(|o| &o.name == name).ok_or_else(|| {
+                Error::model_load(
+                    &file,
+                    format!(
+                        "the output `{name}` (set explicitly) is not an output of the model; \
+                     its outputs: {}",
+                        describe_list(&outputs)
+                    ),
+                )
+            })?,
+            None => outputs
+                .first()
+                .ok_or_else(|| Error::model_load(&file, "the model has no outputs"))?,
+        };
+        if output.element != Some(TensorElementType::Float32) {
+            return Err(Error::model_load(
+                &file,
+                format!(
+                    "the output `{}` is {} {}, but a velocity output must be float32",
+                    output.name,
+                    output.dtype,
+                    output.shape_string()
+                ),
+            ));
+        }
+
+        let state = &inputs[state_i];
+        let (state_shape, fixed_batch) = state_layout(&file, state, self.state_shape.as_deref())?;
+        let max_batch = if fixed_batch { 1 } else { self.max_batch };
+
+        let prediction = meta(META_PREDICTION)
+            .map(|p| {
+                p.parse::<Prediction>().map_err(|e| {
+                    Error::model_load(
+                        &file,
+                        format!("metadata `{META_PREDICTION}` = `{p}` is not a prediction: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+
+        let mut field = OnnxField {
+            mapping: InputMapping {
+                state: state.name.clone(),
+                state_from,
+                time: inputs[time_i].name.clone(),
+                time_from,
+                time_layout,
+                extras,
+                output: output.name.clone(),
+            },
+            file,
+            inputs,
+            outputs,
+            state_shape,
+            max_batch,
+            fixed_batch,
+            sessions: SessionPool::new(Vec::new()), // filled once the check run passed
+            metadata,
+            producer,
+            prediction,
+            provider: provider.to_string(),
+            provider_notes: notes,
+            runtime: info,
+            jvp: jvp::Jvp::Disabled,
+        };
+        field.jvp = jvp::Jvp::prepare(&self, bytes, &field.mapping, provider, environment, info);
+        field.dry_run(&mut first)?;
+        let mut sessions = Vec::with_capacity(self.sessions);
+        sessions.push(first);
+        for _ in 1..self.sessions {
+            let session = self
+                .make_session(environment, bytes, &field.file, provider, info)
+                .map_err(|(e, _)| *e)?;
+            sessions.push(session);
+        }
+        field.sessions = SessionPool::new(sessions);
+        Ok(field)
+    }
+
+    /// Creates one session; `Err` carries the error and whether a CPU
+    /// fallback may help.
+    pub(super) fn make_session(
+        &self,
+        environment: &ort::environment::Environment,
+        bytes: &[u8],
+        file: &str,
+        provider: ExecutionProvider,
+        info: &RuntimeInfo,
+    ) -> std::result::Result<Session, (Box<Error>, bool)> {
+        let fail = |e: &dyn std::fmt::Display| {
+            (
+                Box::new(Error::model_load(file, format!("ONNX Runtime: {e}"))),
+                false,
+            )
+        };
+        let mut builder = Session::builder(environment).map_err(|e| fail(&e))?;
+        if let Some(n) = self.intra_threads {
+            builder = builder.with_intra_threads(n).map_err(|e| fail(&e))?;
+        }
+        let mut builder = provider::register(builder, provider, &info.library)
+            .map_err(|message| (Box::new(Error::model_load(file, message)), true))?;
+        builder.commit_from_memory(bytes).map_err(|e| {
+            let on_cpu = provider == ExecutionProvider::Cpu;
+            (
+                Box::new(Error::model_load_from(
+                    file,
+                    "ONNX Runtime cannot load the model",
+                    e,
+                )),
+                !on_cpu,
+            )
+        })
+    }
+}
+
+pub(super) fn describe_list(infos: &[TensorInfo]) -> String {
+    infos
+        .iter()
+        .map(TensorInfo::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The per-sample state shape, and whether the batch is fixed to 1.
+pub(super) fn state_layout(
+    file: &str,
+    state: &TensorInfo,
+    given: Option<&[usize]>,
+) -> Result<(Vec<usize>, bool)> {
+    let fixed_batch = match &state.dims[0] {
+        Dim::Fixed(1) => true,
+        Dim::Fixed(n) => {
+            return Err(Error::model_load(
+                file,
+                format!(
+                    "the state input `{}` has a fixed batch size of {n} ({}); \
+                 export the model with a dynamic batch axis",
+                    state.name,
+                    state.shape_string()
+                ),
+            ))
+        }
+        _ => false,
+    };
+    let declared = &state.dims[1..];
+    let shape = match given {
+        Some(shape) => {
+            let agrees = shape.len() == declared.len()
+                && declared
+                    .iter()
+                    .zip(shape)
+                    .all(|(d, &s)| d.fixed().is_none_or(|f| f == s));
+            if !agrees {
+                return Err(Error::model_load(
+                    file,
+                    format!(
+                        "the given state shape {shape:?} does not fit the state input `{}` {}",
+                        state.name,
+                        state.shape_string()
+                    ),
+                ));
+            }
+            shape.to_vec()
+        }
+        None => declared
+            .iter()
+            .map(Dim::fixed)
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                Error::model_load(
+                    file,
+                    format!(
+                        "the state input `{}` {} has dynamic axes besides the batch; \
+                     give the per-sample shape with OnnxField::builder().state_shape(..)",
+                        state.name,
+                        state.shape_string()
+                    ),
+                )
+            })?,
+    };
+    Ok((shape, fixed_batch))
+}
