@@ -2,6 +2,7 @@
 
 mod adapt;
 mod dsl;
+mod external_data;
 mod gmm;
 mod graph;
 mod likelihood;

@@ -170,7 +170,7 @@ impl OnnxField {
     /// Why the field provides no Jacobian–vector products (`None` when it does):
     /// the unsupported operators of the model, or `with_jvp(false)`.
     pub fn jvp_unavailable_reason(&self) -> Option<&str> {
-        self.jvp.unavailable_reason()
+        self.jvp.unavailable_reason(&self.file)
     }
 
     /// Everything about the model for display (`fmrt inspect`).
@@ -234,7 +234,7 @@ impl VelocityField for OnnxField {
     }
 
     fn provides_jvp(&self) -> bool {
-        matches!(self.jvp, jvp::Jvp::Ready(_))
+        self.jvp.available(&self.file)
     }
 
     fn jvp(

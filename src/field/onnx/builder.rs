@@ -2,6 +2,7 @@
 //! model with them (sessions, input mapping, metadata, the check run).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ort::session::Session;
 use ort::value::TensorElementType;
@@ -14,6 +15,22 @@ use super::{
 };
 use crate::path::Prediction;
 use crate::{Error, Result};
+
+/// Where a model's ONNX Runtime session is created from.
+#[derive(Clone, Debug)]
+pub(super) enum ModelSource {
+    /// A model file, opened by ONNX Runtime (external data is found beside it).
+    File(PathBuf),
+    /// Serialized bytes given by the caller.
+    Bytes(Arc<[u8]>),
+    /// A model fmrt derived (the tangent model), serialized, whose external
+    /// data (if any) lives in `folder`, beside the file it was derived from.
+    Derived { bytes: Vec<u8>, folder: PathBuf },
+}
+
+/// ONNX Runtime's session option naming the folder where a model loaded from
+/// memory finds its external data files.
+const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
 
 /// Builds an [`OnnxField`]; every setting is optional.
 #[derive(Clone, Debug)]
@@ -126,28 +143,41 @@ impl OnnxFieldBuilder {
     }
 
     /// Loads the model file `path`.
+    ///
+    /// ONNX Runtime opens the file itself, so weights stored beside it as
+    /// external data (`onnx.save(..., save_as_external_data=True)`, every
+    /// model over 2 GB) are found, and fmrt keeps no copy of the model.
     pub fn load_file(self, path: impl AsRef<Path>) -> Result<OnnxField> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        // A clear I/O error for a missing or unreadable file, before ONNX
+        // Runtime reports it in its own words.
+        std::fs::File::open(path).map_err(|source| Error::Io {
             path: path.display().to_string(),
             source,
         })?;
-        self.load(&bytes, path.display().to_string())
+        self.load(
+            ModelSource::File(path.to_path_buf()),
+            path.display().to_string(),
+        )
     }
 
     /// Loads a model from its serialized bytes (named `<memory>` in messages).
+    ///
+    /// With Jacobian–vector products enabled (the default), the field keeps a
+    /// copy of the bytes to derive its tangent model on the first derivative
+    /// call; load from a file, or call `with_jvp(false)`, to avoid that copy.
     pub fn load_bytes(self, bytes: &[u8]) -> Result<OnnxField> {
-        self.load(bytes, "<memory>".to_string())
+        self.load(ModelSource::Bytes(Arc::from(bytes)), "<memory>".to_string())
     }
 
-    fn load(self, bytes: &[u8], file: String) -> Result<OnnxField> {
+    fn load(self, source: ModelSource, file: String) -> Result<OnnxField> {
         let (environment, info) = runtime::ort_environment(self.ort_library.as_deref())?;
 
         // One session first: the model is checked on it before the rest of
         // the pool is created.
         let mut notes = Vec::new();
         let mut provider = self.provider;
-        let mut first = match self.make_session(environment, bytes, &file, provider, info) {
+        let mut first = match self.make_session(environment, &source, &file, provider, info) {
             Ok(s) => s,
             Err((message, can_fall_back)) => {
                 if !(can_fall_back && self.policy == ProviderPolicy::Prefer) {
@@ -155,7 +185,7 @@ impl OnnxFieldBuilder {
                 }
                 notes.push(format!("{message}; running on the CPU instead"));
                 provider = ExecutionProvider::Cpu;
-                self.make_session(environment, bytes, &file, provider, info)
+                self.make_session(environment, &source, &file, provider, info)
                     .map_err(|(e, _)| *e)?
             }
         };
@@ -282,13 +312,13 @@ impl OnnxFieldBuilder {
             runtime: info,
             jvp: jvp::Jvp::Disabled,
         };
-        field.jvp = jvp::Jvp::prepare(&self, bytes, &field.mapping, provider, environment, info);
+        field.jvp = jvp::Jvp::lazy(&self, &source, &field.mapping, provider, environment, info);
         field.dry_run(&mut first)?;
         let mut sessions = Vec::with_capacity(self.sessions);
         sessions.push(first);
         for _ in 1..self.sessions {
             let session = self
-                .make_session(environment, bytes, &field.file, provider, info)
+                .make_session(environment, &source, &field.file, provider, info)
                 .map_err(|(e, _)| *e)?;
             sessions.push(session);
         }
@@ -301,7 +331,7 @@ impl OnnxFieldBuilder {
     pub(super) fn make_session(
         &self,
         environment: &ort::environment::Environment,
-        bytes: &[u8],
+        source: &ModelSource,
         file: &str,
         provider: ExecutionProvider,
         info: &RuntimeInfo,
@@ -318,7 +348,15 @@ impl OnnxFieldBuilder {
         }
         let mut builder = provider::register(builder, provider, &info.library)
             .map_err(|message| (Box::new(Error::model_load(file, message)), true))?;
-        builder.commit_from_memory(bytes).map_err(|e| {
+        let committed = match source {
+            ModelSource::File(path) => builder.commit_from_file(path),
+            ModelSource::Bytes(bytes) => builder.commit_from_memory(bytes),
+            ModelSource::Derived { bytes, folder } => builder
+                .with_config_entry(EXTERNAL_DATA_FOLDER, folder.to_string_lossy())
+                .map_err(|e| fail(&e))?
+                .commit_from_memory(bytes),
+        };
+        committed.map_err(|e| {
             let on_cpu = provider == ExecutionProvider::Cpu;
             (
                 Box::new(Error::model_load_from(
