@@ -30,6 +30,8 @@
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
+//! - [`model`]: [`model::Model`], an exported network with its metadata and
+//!   adapters composed into the field to integrate (used by the CLI and C).
 //! - [`error`]: [`Error`], one variant per kind of failure.
 
 pub mod dsl;
@@ -37,6 +39,7 @@ pub mod error;
 pub mod field;
 pub mod graph;
 pub mod likelihood;
+pub mod model;
 pub mod path;
 pub mod random;
 pub mod sampler;

@@ -6,6 +6,7 @@ mod external_data;
 mod gmm;
 mod graph;
 mod likelihood;
+mod model_pipeline;
 mod models;
 mod onnx;
 mod path;

@@ -166,15 +166,10 @@ pub struct SolverArgs {
     pub atol: f64,
 }
 
-/// Arguments of `fmrt sample`.
+/// How a model's output becomes the velocity to integrate; the same options
+/// for `fmrt sample` and `fmrt likelihood`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  fmrt sample --model examples/models/two_moons.onnx -n 2000 --seed 1 -o moons.npy"
-)]
-pub struct SampleArgs {
-    /// The model and where it runs.
-    #[command(flatten)]
-    pub model: ModelArgs,
+pub struct AdaptArgs {
     /// The schedule the model was trained with (default: its `fmrt.scheduler` metadata).
     #[arg(long = "scheduler", value_name = "FILE.fm|BUILTIN")]
     pub scheduler: Option<String>,
@@ -187,18 +182,6 @@ pub struct SampleArgs {
     /// What the model predicts: velocity, x1 or x0 (default: its `fmrt.prediction` metadata, else velocity).
     #[arg(long = "prediction")]
     pub prediction: Option<String>,
-    /// Solver settings.
-    #[command(flatten)]
-    pub solver: SolverArgs,
-    /// Number of samples (ignored with --noise).
-    #[arg(short = 'n', default_value_t = 1000)]
-    pub n: usize,
-    /// Seed of the source noise.
-    #[arg(long = "seed", default_value_t = 0)]
-    pub seed: u64,
-    /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
-    #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
-    pub noise: Option<PathBuf>,
     /// Class label for every sample (for models with an int64 label input).
     #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
     pub label: Option<i64>,
@@ -213,6 +196,33 @@ pub struct SampleArgs {
     /// The null label for guidance (default: the model's `fmrt.null_condition`).
     #[arg(long = "null-label", value_name = "L")]
     pub null_label: Option<i64>,
+}
+
+/// Arguments of `fmrt sample`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  fmrt sample --model examples/models/two_moons.onnx -n 2000 --seed 1 -o moons.npy"
+)]
+pub struct SampleArgs {
+    /// The model and where it runs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How the model's output becomes the velocity (metadata overrides,
+    /// guidance, schedule change).
+    #[command(flatten)]
+    pub adapt: AdaptArgs,
+    /// Solver settings.
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// Number of samples (ignored with --noise).
+    #[arg(short = 'n', default_value_t = 1000)]
+    pub n: usize,
+    /// Seed of the source noise.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
+    #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
+    pub noise: Option<PathBuf>,
     /// Write the states at these times as [len(times), N, ...] instead of the final states.
     #[arg(long = "times", value_name = "T,...", value_delimiter = ',')]
     pub times: Vec<f64>,
@@ -256,6 +266,10 @@ pub struct LikelihoodArgs {
     /// The model and where it runs.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// How the model's output becomes the velocity (metadata overrides,
+    /// guidance, schedule change), as for `fmrt sample`.
+    #[command(flatten)]
+    pub adapt: AdaptArgs,
     /// The data: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "data", value_name = "X.npy|X.csv")]
     pub data: PathBuf,
@@ -280,9 +294,6 @@ pub struct LikelihoodArgs {
     /// Seed of the Hutchinson probes.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
-    /// Class label for every sample (for models with an int64 label input).
-    #[arg(long = "label", value_name = "L", allow_negative_numbers = true)]
-    pub label: Option<i64>,
     /// The output file: log p per sample, float64 [N], as .npy or .csv.
     #[arg(short = 'o', long = "output", value_name = "LOGP.npy|LOGP.csv")]
     pub output: PathBuf,

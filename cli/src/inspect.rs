@@ -3,7 +3,10 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use fmrt::field::VelocityField;
+use fmrt::model::{Model, ModelOptions};
 
 use crate::args::InspectArgs;
 use crate::failure::Failure;
@@ -11,11 +14,23 @@ use crate::sample::load_model;
 
 /// Runs `fmrt inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {
-    let model = load_model(&args.model_args())?;
+    let model = Arc::new(load_model(&args.model_args())?);
     let description = model.describe().to_string();
     print!("{description}");
     if !description.ends_with('\n') {
         println!();
+    }
+    // The field `fmrt sample` and `fmrt likelihood` integrate by default.
+    match Model::new(model.clone(), ModelOptions::default()) {
+        Ok(m) if m.adapters().is_empty() => println!("velocity field: the network's output"),
+        Ok(m) => {
+            let chain: Vec<String> = m.adapters().iter().map(ToString::to_string).collect();
+            println!(
+                "velocity field: the network's output, then {}",
+                chain.join(", then ")
+            );
+        }
+        Err(e) => println!("velocity field: not usable as exported: {e}"),
     }
     if model.provides_jvp() {
         println!("derivatives: exact JVPs through the tangent graph (likelihood --divergence exact|hutchinson)");

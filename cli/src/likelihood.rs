@@ -1,10 +1,8 @@
 //! `fmrt likelihood`: log-likelihoods of data under an ONNX velocity model.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
-use fmrt::field::VelocityField;
 use fmrt::likelihood::{Divergence, Likelihood, ProbeDistribution};
 use ndarray::ArrayD;
 use serde_json::json;
@@ -14,7 +12,7 @@ use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
 use crate::sample::{
-    check_batch_shape, describe_solver, fit_rows, label_extras, load_model, solver_config,
+    check_batch_shape, condition, describe_solver, fit_rows, open_model, solver_config,
 };
 
 /// The command-line name of a divergence mode.
@@ -29,7 +27,9 @@ fn divergence_name(choice: DivergenceChoice) -> String {
 pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
-    let model = Arc::new(load_model(&args.model)?);
+    let opened = open_model(&args.model, &args.adapt)?;
+    let model = opened.network().clone();
+    let field = opened.field();
     let data = npy::read_f32(&args.data)?;
     let solver = solver_config(&args.solver)?;
     if args.probes == 0 {
@@ -47,10 +47,13 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         },
         DivergenceChoice::FiniteDifference => Divergence::finite_difference(args.epsilon),
     };
-    let state_shape = fmrt::field::VelocityField::state_shape(model.as_ref()).to_vec();
+    let state_shape = field.state_shape().to_vec();
     let data = fit_rows(data, &state_shape);
     check_batch_shape(&args.data, &data, &state_shape)?;
-    if args.divergence != DivergenceChoice::FiniteDifference && !model.provides_jvp() {
+    if args.divergence != DivergenceChoice::FiniteDifference
+        && !field.provides_jvp()
+        && !(args.divergence == DivergenceChoice::Exact && field.provides_divergence())
+    {
         let reason = model
             .jvp_unavailable_reason()
             .unwrap_or("the model has no tangent graph");
@@ -63,12 +66,12 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         .into());
     }
     let n = data.shape()[0];
-    let progress = Progress::new(model.clone(), args.t_start, 0.0, args.quiet || args.json);
+    let progress = Progress::new(field.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
         .with_divergence(divergence)
         .with_seed(args.seed);
-    if let Some(label) = args.label {
-        likelihood = likelihood.with_extras(label_extras(&model, label, n)?);
+    if let Some(extras) = condition(&opened, &args.adapt, n)? {
+        likelihood = likelihood.with_extras(extras);
     }
     let result = likelihood.log_likelihood_at(data.view(), &[args.t_start]);
     progress.finish();

@@ -4,17 +4,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
-use fmrt::field::{ExtraTensor, Extras, VelocityField};
+use fmrt::field::{ExtraTensor, Extras};
+use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, TimeSpan};
-use fmrt::scheduler::{Schedule, Scheduler};
+use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{ModelArgs, SampleArgs, SolverArgs};
+use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
@@ -24,25 +24,25 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
     let solver = solver_config(&args.solver)?;
-    let model = Arc::new(load_model(&args.model)?);
-    let trained = training_schedule(&model, args.scheduler.as_deref(), &args.params)?;
-    let pipeline = build_pipeline(&model, trained, args)?;
+    let opened = open_model(&args.model, &args.adapt)?;
+    let model = opened.network().clone();
+    let field = opened.field();
 
     let noise = match &args.noise {
         Some(path) => {
-            let x0 = fit_rows(npy::read_f32(path)?, pipeline.field.state_shape());
-            check_batch_shape(path, &x0, pipeline.field.state_shape())?;
+            let x0 = fit_rows(npy::read_f32(path)?, field.state_shape());
+            check_batch_shape(path, &x0, field.state_shape())?;
             Some(x0)
         }
         None => None,
     };
-    let progress = Progress::new(pipeline.field.clone(), 0.0, 1.0, args.quiet || args.json);
+    let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
     let mut sampler = Sampler::new(progress.clone(), solver.clone());
     let n = noise
         .as_ref()
         .map_or(args.n, |x| x.shape().first().copied().unwrap_or(0));
-    if let Some(label) = args.label {
-        sampler = sampler.with_extras(label_extras(&model, label, n)?);
+    if let Some(extras) = condition(&opened, &args.adapt, n)? {
+        sampler = sampler.with_extras(extras);
     }
     let x0 = match noise {
         Some(x0) => x0,
@@ -82,7 +82,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "  model {} on {}{}",
             model.file(),
             model.provider(),
-            pipeline.description
+            describe_adapters(&opened)
         );
         eprintln!(
             "  solver {}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
@@ -156,81 +156,50 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, Failure> {
     Ok(builder.load_file(&args.model)?)
 }
 
-/// The schedule the model was trained with: `--scheduler`, else the model's
-/// `fmrt.scheduler` metadata, else none.
-fn training_schedule(
-    model: &OnnxField,
-    spec: Option<&str>,
-    params: &[(String, f64)],
-) -> Result<Option<Arc<dyn Schedule>>, Failure> {
-    let scheduler = match spec {
-        Some(spec) => Some(Scheduler::open(spec, params)?),
-        None => model.scheduler(params)?,
+/// The model with the adapters the command line asks for: `--scheduler`,
+/// `--prediction` and `--null-label` override the metadata; `--guidance` and
+/// `--sample-scheduler` add their adapters (composed by [`Model`]).
+pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure> {
+    let network = Arc::new(load_model(model)?);
+    if adapt.guidance != 0.0 && adapt.label.is_none() {
+        return Err(fail!(
+            "--guidance needs --label: guidance steers towards a condition"
+        ));
+    }
+    let options = ModelOptions {
+        scheduler: match &adapt.scheduler {
+            Some(spec) => Some(Arc::new(Scheduler::open(spec, &adapt.params)?)),
+            None => None,
+        },
+        scheduler_params: adapt.params.clone(),
+        prediction: match &adapt.prediction {
+            Some(p) => Some(p.parse::<Prediction>()?),
+            None => None,
+        },
+        guidance: adapt.guidance,
+        null_condition: match adapt.null_label {
+            Some(label) => Some(label_extras(&network, label, 1)?),
+            None => None,
+        },
+        sample_scheduler: match &adapt.sample_scheduler {
+            Some(spec) => Some(Arc::new(Scheduler::open(spec, &[])?)),
+            None => None,
+        },
     };
-    Ok(scheduler.map(|s| Arc::new(s) as Arc<dyn Schedule>))
+    Ok(Model::new(network, options)?)
 }
 
-/// The velocity field to integrate and a description of the adapters in it.
-struct Pipeline {
-    field: Arc<dyn VelocityField>,
-    description: String,
+/// `, x1 prediction, guidance w = 2` for the summary line.
+pub fn describe_adapters(model: &Model) -> String {
+    model.adapters().iter().map(|a| format!(", {a}")).collect()
 }
 
-/// Model → prediction conversion → guidance → schedule change.
-fn build_pipeline(
-    model: &Arc<OnnxField>,
-    trained: Option<Arc<dyn Schedule>>,
-    args: &SampleArgs,
-) -> Result<Pipeline, Failure> {
-    let need_schedule = |what: &str| {
-        format!(
-            "{what} needs the schedule the model was trained with, and {} has no `fmrt.scheduler` metadata: pass --scheduler FILE.fm|BUILTIN",
-            model.file()
-        )
-    };
-    let mut field: Arc<dyn VelocityField> = model.clone();
-    let mut description = String::new();
-
-    let prediction = match &args.prediction {
-        Some(p) => p.parse::<Prediction>()?,
-        None => model.prediction().unwrap_or(Prediction::Velocity),
-    };
-    if prediction != Prediction::Velocity {
-        let schedule = trained
-            .clone()
-            .ok_or_else(|| need_schedule(&format!("converting {prediction} predictions")))?;
-        field = Arc::new(Predicted::new(field, schedule, prediction));
-        description.push_str(&format!(", {prediction} prediction"));
-    }
-
-    if args.guidance != 0.0 {
-        if args.label.is_none() {
-            return Err(fail!(
-                "--guidance needs --label: guidance steers towards a condition"
-            ));
-        }
-        let null = match args.null_label {
-            Some(label) => label_extras(model, label, 1)?,
-            None => model.null_extras(1)?.ok_or_else(|| {
-                format!(
-                    "{} declares no null condition (`fmrt.null_condition`): pass --null-label L",
-                    model.file()
-                )
-            })?,
-        };
-        field = Arc::new(Guided::new(field, args.guidance, null)?);
-        description.push_str(&format!(", guidance w = {}", args.guidance));
-    }
-
-    if let Some(spec) = &args.sample_scheduler {
-        let schedule = trained
-            .clone()
-            .ok_or_else(|| need_schedule("--sample-scheduler"))?;
-        let sampled = Scheduler::open(spec, &[])?;
-        field = Arc::new(ScheduleChange::new(field, schedule, Arc::new(sampled)));
-        description.push_str(&format!(", sampled along `{spec}`"));
-    }
-    Ok(Pipeline { field, description })
+/// The class labels of `--label` for `n` samples, if given.
+pub fn condition(model: &Model, adapt: &AdaptArgs, n: usize) -> Result<Option<Extras>, Failure> {
+    adapt
+        .label
+        .map(|label| label_extras(model.network(), label, n))
+        .transpose()
 }
 
 /// `label` for each of `n` samples, for the model's only int64 extra input.

@@ -1,0 +1,242 @@
+//! [`Model`]: a network as users export it, turned into the velocity field to
+//! integrate.
+//!
+//! An exported model says in its `fmrt.*` metadata how it was trained: the
+//! scheduler, what it predicts (velocity, x1 or x0) and the null condition for
+//! classifier-free guidance. [`Model`] reads them, lets the caller override
+//! each ([`ModelOptions`]), and composes the adapters in the one right order:
+//!
+//! ```text
+//! network ──► prediction → velocity ──► guidance ──► schedule change
+//!             (Predicted, trained      (Guided)     (ScheduleChange, to the
+//!              schedule)                             sampling schedule)
+//! ```
+//!
+//! The CLI and the C API build their fields through it, so a model samples
+//! and scores the same from Rust, C and the shell.
+//!
+//! ```no_run
+//! use fmrt::model::{Model, ModelOptions};
+//! use fmrt::solver::{Method, SolverConfig};
+//!
+//! # fn main() -> fmrt::Result<()> {
+//! let model = Model::open("model.onnx", ModelOptions::default())?;
+//! let sampler = model.sampler(SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5));
+//! let samples = sampler.sample(1000, 42)?;
+//! # let _ = samples;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::field::adapt::{Guided, Predicted, ScheduleChange};
+use crate::field::onnx::{OnnxField, OnnxFieldBuilder};
+use crate::field::{Extras, VelocityField};
+use crate::likelihood::Likelihood;
+use crate::path::Prediction;
+use crate::sampler::Sampler;
+use crate::scheduler::Schedule;
+use crate::solver::SolverConfig;
+use crate::{Error, Result};
+
+/// The caller's settings; each one set here overrides the model's metadata.
+#[derive(Clone, Default)]
+pub struct ModelOptions {
+    /// The schedule the model was trained with (default: `fmrt.scheduler`).
+    pub scheduler: Option<Arc<dyn Schedule>>,
+    /// Parameter overrides for the metadata's scheduler (`param` values).
+    pub scheduler_params: Vec<(String, f64)>,
+    /// What the network predicts (default: `fmrt.prediction`, else velocity).
+    pub prediction: Option<Prediction>,
+    /// The classifier-free guidance scale w (0: no guidance, the default).
+    pub guidance: f64,
+    /// The null condition for guidance, one row per extra input (default:
+    /// `fmrt.null_condition`).
+    pub null_condition: Option<Extras>,
+    /// Sample along this schedule instead of the training one.
+    pub sample_scheduler: Option<Arc<dyn Schedule>>,
+}
+
+impl std::fmt::Debug for ModelOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelOptions")
+            .field("scheduler", &self.scheduler.is_some())
+            .field("scheduler_params", &self.scheduler_params)
+            .field("prediction", &self.prediction)
+            .field("guidance", &self.guidance)
+            .field(
+                "null_condition",
+                &self.null_condition.as_ref().map(Extras::describe),
+            )
+            .field("sample_scheduler", &self.sample_scheduler.is_some())
+            .finish()
+    }
+}
+
+/// One adapter of a model's chain, for display and for callers that need to
+/// know what runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Adapter {
+    /// The network's x1 or x0 prediction is converted to a velocity.
+    Prediction(Prediction),
+    /// Classifier-free guidance with scale w.
+    Guidance(f64),
+    /// Sampling along another schedule than the training one.
+    ScheduleChange,
+}
+
+impl std::fmt::Display for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Adapter::Prediction(p) => write!(f, "{p} prediction"),
+            Adapter::Guidance(w) => write!(f, "guidance w = {w}"),
+            Adapter::ScheduleChange => f.write_str("schedule change"),
+        }
+    }
+}
+
+/// A network and the adapters that make it the velocity field to integrate.
+pub struct Model {
+    network: Arc<OnnxField>,
+    trained: Option<Arc<dyn Schedule>>,
+    prediction: Prediction,
+    adapters: Vec<Adapter>,
+    field: Arc<dyn VelocityField>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("file", &self.network.file())
+            .field("prediction", &self.prediction)
+            .field("adapters", &self.adapters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Opens the ONNX model file `path` with default ONNX settings.
+    pub fn open(path: impl AsRef<Path>, options: ModelOptions) -> Result<Model> {
+        Model::open_with(OnnxField::builder(), path, options)
+    }
+
+    /// Opens the ONNX model file `path` with the ONNX settings of `builder`
+    /// (provider, threads, input names…).
+    pub fn open_with(
+        builder: OnnxFieldBuilder,
+        path: impl AsRef<Path>,
+        options: ModelOptions,
+    ) -> Result<Model> {
+        Model::new(Arc::new(builder.load_file(path)?), options)
+    }
+
+    /// A model from its serialized bytes.
+    pub fn from_bytes(
+        builder: OnnxFieldBuilder,
+        bytes: &[u8],
+        options: ModelOptions,
+    ) -> Result<Model> {
+        Model::new(Arc::new(builder.load_bytes(bytes)?), options)
+    }
+
+    /// The chain for a loaded network: metadata read, `options` applied.
+    ///
+    /// Errors: an x1/x0 prediction or a schedule change without a known
+    /// training schedule, guidance without a null condition, or a scheduler in
+    /// the metadata that does not load.
+    pub fn new(network: Arc<OnnxField>, options: ModelOptions) -> Result<Model> {
+        let trained = match options.scheduler {
+            Some(s) => Some(s),
+            None => network
+                .scheduler(&options.scheduler_params)?
+                .map(|s| Arc::new(s) as Arc<dyn Schedule>),
+        };
+        let need_schedule = |what: &str| {
+            Error::InvalidArgument(format!(
+                "{what} needs the schedule the model was trained with, and {} has no \
+                 `fmrt.scheduler` metadata: give the training scheduler (--scheduler \
+                 FILE.fm|BUILTIN)",
+                network.file()
+            ))
+        };
+        let prediction = options
+            .prediction
+            .or_else(|| network.prediction())
+            .unwrap_or(Prediction::Velocity);
+
+        let mut field: Arc<dyn VelocityField> = network.clone();
+        let mut adapters = Vec::new();
+        if prediction != Prediction::Velocity {
+            let schedule = trained
+                .clone()
+                .ok_or_else(|| need_schedule(&format!("converting {prediction} predictions")))?;
+            field = Arc::new(Predicted::new(field, schedule, prediction));
+            adapters.push(Adapter::Prediction(prediction));
+        }
+        if options.guidance != 0.0 {
+            let null = match options.null_condition {
+                Some(null) => null,
+                None => network.null_extras(1)?.ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "guidance needs a null condition, and {} declares none \
+                         (`fmrt.null_condition`): give one (--null-label L)",
+                        network.file()
+                    ))
+                })?,
+            };
+            field = Arc::new(Guided::new(field, options.guidance, null)?);
+            adapters.push(Adapter::Guidance(options.guidance));
+        }
+        if let Some(sampled) = options.sample_scheduler {
+            let schedule = trained
+                .clone()
+                .ok_or_else(|| need_schedule("sampling along another schedule"))?;
+            field = Arc::new(ScheduleChange::new(field, schedule, sampled));
+            adapters.push(Adapter::ScheduleChange);
+        }
+        Ok(Model {
+            network,
+            trained,
+            prediction,
+            adapters,
+            field,
+        })
+    }
+
+    /// The network itself (inputs, metadata, provider).
+    pub fn network(&self) -> &Arc<OnnxField> {
+        &self.network
+    }
+
+    /// The velocity field to integrate: the network with its adapters.
+    pub fn field(&self) -> Arc<dyn VelocityField> {
+        self.field.clone()
+    }
+
+    /// The schedule the model was trained with, if known.
+    pub fn trained_schedule(&self) -> Option<&Arc<dyn Schedule>> {
+        self.trained.as_ref()
+    }
+
+    /// What the network predicts.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// The adapters in the chain, in the order they apply.
+    pub fn adapters(&self) -> &[Adapter] {
+        &self.adapters
+    }
+
+    /// A sampler of the model's field with `solver`.
+    pub fn sampler(&self, solver: SolverConfig) -> Sampler {
+        Sampler::new(self.field(), solver)
+    }
+
+    /// Log-likelihoods under the model's field with `solver`.
+    pub fn likelihood(&self, solver: SolverConfig) -> Likelihood {
+        Likelihood::new(self.field(), solver)
+    }
+}
