@@ -137,7 +137,7 @@ fn check_batch(tensor: &str, shape: &[usize]) -> Result<()> {
 }
 
 /// Writes `out = a·p + b·q` sample by sample, with `(a, b)` from `coef(i)`.
-fn combine(
+pub(crate) fn combine(
     p: &ArrayViewD<'_, f32>,
     q: &ArrayViewD<'_, f32>,
     out: &mut ArrayViewMutD<'_, f32>,

@@ -188,19 +188,78 @@ impl VelocityField for LabelledMixture {
         };
         for (i, (xi, mut oi)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
             let ti = [if t.len() == 1 { t[0] } else { t[i] }];
-            let field = match usize::try_from(labels[i])
-                .ok()
-                .and_then(|k| self.components.get(k))
-            {
-                Some(component) => component,
-                None => &self.whole,
-            };
+            let field = self.for_label(labels[i]);
             let xi = xi.to_owned().insert_axis(Axis(0));
             let mut oi2 = ArrayD::zeros(xi.raw_dim());
             field.velocity(xi.view(), &ti, oi2.view_mut())?;
             oi.assign(&oi2.index_axis(Axis(0), 0));
         }
         Ok(())
+    }
+
+    fn provides_jvp(&self) -> bool {
+        true
+    }
+
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        mut out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        let labels = Self::labels(extras)?;
+        for (i, mut oi) in out.outer_iter_mut().enumerate() {
+            let ti = [if t.len() == 1 { t[0] } else { t[i] }];
+            let row =
+                |a: &ArrayViewD<'_, f32>| a.index_axis(Axis(0), i).to_owned().insert_axis(Axis(0));
+            let mut oi2 = ArrayD::zeros(row(&x).raw_dim());
+            self.for_label(labels[i])
+                .jvp(row(&x).view(), &ti, row(&v).view(), oi2.view_mut())?;
+            oi.assign(&oi2.index_axis(Axis(0), 0));
+        }
+        Ok(())
+    }
+
+    fn provides_divergence(&self) -> bool {
+        true
+    }
+
+    fn divergence_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> fmrt::Result<()> {
+        let labels = Self::labels(extras)?;
+        for (i, o) in out.iter_mut().enumerate() {
+            let ti = [if t.len() == 1 { t[0] } else { t[i] }];
+            let xi = x.index_axis(Axis(0), i).to_owned().insert_axis(Axis(0));
+            let mut d = [0.0];
+            self.for_label(labels[i])
+                .divergence(xi.view(), &ti, &mut d)?;
+            *o = d[0];
+        }
+        Ok(())
+    }
+}
+
+impl LabelledMixture {
+    /// Component `label` alone, or the whole mixture for the null label.
+    fn for_label(&self, label: i64) -> &GaussianMixture {
+        usize::try_from(label)
+            .ok()
+            .and_then(|k| self.components.get(k))
+            .unwrap_or(&self.whole)
+    }
+
+    fn labels(extras: &Extras) -> fmrt::Result<Vec<i64>> {
+        match extras.get("label") {
+            Some(ExtraTensor::Int64(labels)) => Ok(labels.iter().copied().collect()),
+            _ => Err(Error::field("test field", "needs a label")),
+        }
     }
 }
 
@@ -344,4 +403,115 @@ fn predicted_x0_converts_back_to_the_velocity() {
     // At t = 0, α = 0 and an x0-prediction carries no information about x1.
     let mut out = ArrayD::zeros(x.raw_dim());
     assert!(adapted.velocity(x.view(), &[0.0], out.view_mut()).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Derivatives through the adapters: each adapter is affine in its inner field,
+// so its JVP and divergence come from the inner field's.
+
+/// Checks `field`'s JVP against central differences of its velocity along
+/// random directions, and its divergence (when it has one) against the trace
+/// of its Jacobian from JVPs along the basis directions.
+fn check_derivatives(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extras: &Extras) {
+    assert!(field.provides_jvp());
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let v = random_points(n, 99).mapv(|e| e / 3.0);
+    let mut jv = ArrayD::zeros(x.raw_dim());
+    field
+        .jvp_with(x.view(), t, extras, v.view(), jv.view_mut())
+        .expect("jvp");
+    let eps = 3e-3f32;
+    let (mut plus, mut minus) = (ArrayD::zeros(x.raw_dim()), ArrayD::zeros(x.raw_dim()));
+    let xp = x + &v.mapv(|e| e * eps);
+    let xm = x - &v.mapv(|e| e * eps);
+    field
+        .velocity_with(xp.view(), t, extras, plus.view_mut())
+        .unwrap();
+    field
+        .velocity_with(xm.view(), t, extras, minus.view_mut())
+        .unwrap();
+    let fd = (plus - minus).mapv(|e| e / (2.0 * eps));
+    let scale = 1.0 + fd.iter().fold(0.0f32, |m, e| m.max(e.abs()));
+    let err = max_abs_diff(&jv, &fd) / scale;
+    println!("JVP vs finite differences (ε = {eps}): relative error {err:e}");
+    // The difference's truncation error is O(ε²) (≈ 1e-3 here for the x1/x0
+    // conversions, whose coefficients grow like 1/σ); a wrong JVP is off by O(1).
+    assert!(
+        err <= 5e-3,
+        "JVP vs finite differences: relative error {err:e}"
+    );
+
+    // The trace from basis JVPs.
+    let mut trace = vec![0.0f64; n];
+    for k in 0..d {
+        let mut e = ArrayD::<f32>::zeros(x.raw_dim());
+        e.index_axis_mut(Axis(1), k).fill(1.0);
+        let mut je = ArrayD::zeros(x.raw_dim());
+        field
+            .jvp_with(x.view(), t, extras, e.view(), je.view_mut())
+            .unwrap();
+        for (i, tr) in trace.iter_mut().enumerate() {
+            *tr += f64::from(je[[i, k]]);
+        }
+    }
+    if field.provides_divergence() {
+        let mut div = vec![0.0; n];
+        field
+            .divergence_with(x.view(), t, extras, &mut div)
+            .expect("divergence");
+        for (a, b) in div.iter().zip(&trace) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "divergence {a} vs trace {b}"
+            );
+        }
+    }
+}
+
+fn interior_times(n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| 0.1 + 0.8 * i as f64 / (n - 1) as f64)
+        .collect()
+}
+
+#[test]
+fn predicted_fields_have_the_derivatives_of_their_conversion() {
+    let ot = builtin("ot");
+    // The mixture's output read as an x1 or an x0 prediction defines a field
+    // u = a·x + b·m whose derivatives follow from the mixture's.
+    for prediction in [Prediction::X1, Prediction::X0] {
+        let field = Predicted::new(ring(ot.clone()), ot.clone(), prediction);
+        assert!(field.provides_divergence());
+        let x = random_points(12, 4);
+        check_derivatives(&field, &x, &interior_times(12), &Extras::new());
+    }
+}
+
+#[test]
+fn guided_fields_have_the_derivatives_of_both_halves() {
+    let inner = Arc::new(LabelledMixture::new(builtin("cosine")));
+    let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 0, 1, 2, 3]));
+    for w in [0.0, 1.5] {
+        let guided = Guided::new(inner.clone(), w, Guided::null_label("label", 4)).unwrap();
+        let x = random_points(8, 5);
+        check_derivatives(&guided, &x, &interior_times(8), &labels);
+    }
+}
+
+#[test]
+fn schedule_changed_fields_have_the_derivatives_of_the_time_map() {
+    let ot = builtin("ot");
+    let field = ScheduleChange::new(ring(ot.clone()), ot, builtin("cosine"));
+    let x = random_points(10, 6);
+    check_derivatives(&field, &x, &interior_times(10), &Extras::new());
+    // The whole chain: prediction, then guidance, then a schedule change.
+    let cosine = builtin("cosine");
+    let inner = Arc::new(LabelledMixture::new(cosine.clone()));
+    let chain = ScheduleChange::new(
+        Arc::new(Guided::new(inner, 2.0, Guided::null_label("label", 4)).unwrap()),
+        cosine,
+        builtin("ot"),
+    );
+    let labels = Extras::new().with("label", ExtraTensor::labels(&[3, 2, 1, 0, 3, 2]));
+    check_derivatives(&chain, &random_points(6, 7), &interior_times(6), &labels);
 }

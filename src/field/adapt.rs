@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ndarray::{concatenate, ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
 use crate::field::{ExtraTensor, Extras, VelocityField};
-use crate::path::{AffinePath, Prediction};
+use crate::path::{combine, time_of, AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
 
@@ -71,6 +71,70 @@ impl VelocityField for Predicted {
             .velocity_with(x.view(), t, extras, raw.view_mut())?;
         self.path
             .to_velocity(self.prediction, raw.view(), x, t, out)
+    }
+
+    fn provides_jvp(&self) -> bool {
+        self.inner.provides_jvp()
+    }
+
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        self.jvp_with(x, t, &Extras::new(), v, out)
+    }
+
+    /// u = a(t)·x + b(t)·m(x, t) is affine in x and m, so J_u·v = a·v + b·J_m·v:
+    /// the same conversion applied to (v, J_m·v).
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        if self.prediction == Prediction::Velocity {
+            return self.inner.jvp_with(x, t, extras, v, out);
+        }
+        let mut jm = ArrayD::<f32>::zeros(x.raw_dim());
+        self.inner.jvp_with(x, t, extras, v.view(), jm.view_mut())?;
+        self.path.to_velocity(self.prediction, jm.view(), v, t, out)
+    }
+
+    fn provides_divergence(&self) -> bool {
+        self.inner.provides_divergence()
+    }
+
+    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
+        self.divergence_with(x, t, &Extras::new(), out)
+    }
+
+    /// div u = D·a(t) + b(t)·div m for u = a·x + b·m in D dimensions.
+    fn divergence_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> Result<()> {
+        self.inner.divergence_with(x, t, extras, out)?;
+        if self.prediction == Prediction::Velocity {
+            return Ok(());
+        }
+        let dim: usize = self.inner.state_shape().iter().product();
+        for (i, d) in out.iter_mut().enumerate() {
+            let (a, b) = self.path.conversion_coefficients(
+                self.prediction,
+                Prediction::Velocity,
+                time_of(t, i),
+            )?;
+            *d = dim as f64 * a + b * *d;
+        }
+        Ok(())
     }
 }
 
@@ -138,32 +202,134 @@ impl VelocityField for Guided {
         x: ArrayViewD<'_, f32>,
         t: &[f64],
         extras: &Extras,
-        mut out: ArrayViewMutD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         if self.scale == 0.0 {
             return self.inner.velocity_with(x, t, extras, out);
         }
+        let both = self.stack(x, t, extras)?;
+        let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
+        self.inner
+            .velocity_with(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
+        self.mix(both_out, both.batch, out);
+        Ok(())
+    }
+
+    fn provides_jvp(&self) -> bool {
+        self.inner.provides_jvp()
+    }
+
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        _v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        self.velocity(x, t, out)
+    }
+
+    /// J = (1 + w)·J_c − w·J_∅, both halves in one batched JVP call.
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        if self.scale == 0.0 {
+            return self.inner.jvp_with(x, t, extras, v, out);
+        }
+        let both = self.stack(x, t, extras)?;
+        let both_v = stack_twice(v)?;
+        let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
+        self.inner.jvp_with(
+            both.x.view(),
+            &both.t,
+            &both.extras,
+            both_v.view(),
+            both_out.view_mut(),
+        )?;
+        self.mix(both_out, both.batch, out);
+        Ok(())
+    }
+
+    fn provides_divergence(&self) -> bool {
+        self.inner.provides_divergence()
+    }
+
+    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], _out: &mut [f64]) -> Result<()> {
+        let mut unused = ArrayD::<f32>::zeros(x.raw_dim());
+        self.velocity(x, t, unused.view_mut())
+    }
+
+    /// div = (1 + w)·div_c − w·div_∅, both halves in one batched call.
+    fn divergence_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> Result<()> {
+        if self.scale == 0.0 {
+            return self.inner.divergence_with(x, t, extras, out);
+        }
+        let both = self.stack(x, t, extras)?;
+        let mut both_out = vec![0.0; 2 * both.batch];
+        self.inner
+            .divergence_with(both.x.view(), &both.t, &both.extras, &mut both_out)?;
+        let w = self.scale;
+        let (conditional, unconditional) = both_out.split_at(both.batch);
+        for ((o, c), u) in out.iter_mut().zip(conditional).zip(unconditional) {
+            *o = (1.0 + w) * c - w * u;
+        }
+        Ok(())
+    }
+}
+
+/// The conditional and unconditional halves of a guided call, stacked.
+struct Stacked {
+    batch: usize,
+    x: ArrayD<f32>,
+    t: Vec<f64>,
+    extras: Extras,
+}
+
+impl Guided {
+    /// The batch `x` twice, with the caller's condition on the first half and
+    /// the null condition on the second.
+    fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
         let batch = x.shape().first().copied().unwrap_or(0);
         let null_rows = repeat_rows(&self.null, batch)?;
-        let both_extras = extras.concat(&null_rows)?;
-        let both_x = concatenate(Axis(0), &[x.view(), x.view()])
-            .map_err(|e| Error::InvalidArgument(format!("cannot stack the state: {e}")))?;
-        let both_t: Vec<f64> = if t.len() == 1 {
+        let t = if t.len() == 1 {
             t.to_vec()
         } else {
             t.iter().chain(t.iter()).copied().collect()
         };
-        let mut both_out = ArrayD::<f32>::zeros(both_x.raw_dim());
-        self.inner
-            .velocity_with(both_x.view(), &both_t, &both_extras, both_out.view_mut())?;
-        let (conditional, unconditional) = both_out.view().split_at(Axis(0), batch);
+        Ok(Stacked {
+            batch,
+            x: stack_twice(x)?,
+            t,
+            extras: extras.concat(&null_rows)?,
+        })
+    }
+
+    /// (1 + w)·conditional − w·unconditional into `out`.
+    fn mix(&self, both: ArrayD<f32>, batch: usize, mut out: ArrayViewMutD<'_, f32>) {
+        let (conditional, unconditional) = both.view().split_at(Axis(0), batch);
         let w = self.scale;
         Zip::from(&mut out)
             .and(&conditional)
             .and(&unconditional)
             .for_each(|o, &c, &u| *o = ((1.0 + w) * f64::from(c) - w * f64::from(u)) as f32);
-        Ok(())
     }
+}
+
+/// `a` stacked on itself along the batch axis.
+fn stack_twice(a: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
+    concatenate(Axis(0), &[a.view(), a.view()])
+        .map_err(|e| Error::InvalidArgument(format!("cannot stack the state: {e}")))
 }
 
 /// `extras` (one row each) repeated to `batch` rows.
@@ -351,9 +517,84 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        let batch = x.shape().first().copied().unwrap_or(0);
-        // Solvers pass one time per sample, usually all equal: solve the time
-        // map once per run of equal times, not once per sample.
+        let maps = self.time_maps(r)?;
+        let (scaled, t) = scale_down(x.view(), &maps);
+        let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
+        self.inner
+            .velocity_with(scaled.view(), &t, extras, inner_out.view_mut())?;
+        // ū = (ṡ/s)·x + s·ṫ·u(x/s, t_r).
+        combine(&x, &inner_out.view(), &mut out, |i| {
+            let m = map_of(&maps, i);
+            Ok((m.ds / m.s, m.s * m.dt))
+        })
+    }
+
+    fn provides_jvp(&self) -> bool {
+        self.inner.provides_jvp()
+    }
+
+    fn jvp(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        self.jvp_with(x, t, &Extras::new(), v, out)
+    }
+
+    /// J̄·v = (ṡ/s)·v + s·ṫ·J_u(x/s)·(v/s) = (ṡ/s)·v + ṫ·J_u(x/s)·v.
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        r: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        mut out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        let maps = self.time_maps(r)?;
+        let (scaled, t) = scale_down(x.view(), &maps);
+        let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
+        self.inner
+            .jvp_with(scaled.view(), &t, extras, v.view(), inner_out.view_mut())?;
+        combine(&v, &inner_out.view(), &mut out, |i| {
+            let m = map_of(&maps, i);
+            Ok((m.ds / m.s, m.dt))
+        })
+    }
+
+    fn provides_divergence(&self) -> bool {
+        self.inner.provides_divergence()
+    }
+
+    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
+        self.divergence_with(x, t, &Extras::new(), out)
+    }
+
+    /// div ū = D·ṡ/s + ṫ·div u(x/s, t_r).
+    fn divergence_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        r: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> Result<()> {
+        let maps = self.time_maps(r)?;
+        let (scaled, t) = scale_down(x.view(), &maps);
+        self.inner.divergence_with(scaled.view(), &t, extras, out)?;
+        let dim: usize = self.inner.state_shape().iter().product();
+        for (i, d) in out.iter_mut().enumerate() {
+            let m = map_of(&maps, i);
+            *d = dim as f64 * m.ds / m.s + m.dt * *d;
+        }
+        Ok(())
+    }
+}
+
+impl ScheduleChange {
+    /// The time map of each sampling time in `r`, solved once per run of
+    /// equal times (solvers pass one time per sample, usually all equal).
+    fn time_maps(&self, r: &[f64]) -> Result<Vec<TimeMap>> {
         let mut maps: Vec<TimeMap> = Vec::with_capacity(r.len());
         for (i, &ri) in r.iter().enumerate() {
             let map = match maps.last() {
@@ -362,28 +603,21 @@ impl VelocityField for ScheduleChange {
             };
             maps.push(map);
         }
-        let mut scaled = x.to_owned();
-        for (i, mut row) in scaled.outer_iter_mut().enumerate().take(batch) {
-            let s = maps[if maps.len() == 1 { 0 } else { i }].s;
-            row.mapv_inplace(|v| (f64::from(v) / s) as f32);
-        }
-        let t: Vec<f64> = maps.iter().map(|m| m.t).collect();
-        let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner
-            .velocity_with(scaled.view(), &t, extras, inner_out.view_mut())?;
-        for (i, ((mut o, xi), ui)) in out
-            .outer_iter_mut()
-            .zip(x.outer_iter())
-            .zip(inner_out.outer_iter())
-            .enumerate()
-        {
-            let m = maps[if maps.len() == 1 { 0 } else { i }];
-            let (a, b) = (m.ds / m.s, m.s * m.dt);
-            Zip::from(&mut o)
-                .and(&xi)
-                .and(&ui)
-                .for_each(|o, &xv, &uv| *o = (a * f64::from(xv) + b * f64::from(uv)) as f32);
-        }
-        Ok(())
+        Ok(maps)
     }
+}
+
+/// The map of sample `i` (`maps` holds one for all samples or one each).
+fn map_of(maps: &[TimeMap], i: usize) -> TimeMap {
+    maps[if maps.len() == 1 { 0 } else { i }]
+}
+
+/// x/s_r per sample and the training times t_r.
+fn scale_down(x: ArrayViewD<'_, f32>, maps: &[TimeMap]) -> (ArrayD<f32>, Vec<f64>) {
+    let mut scaled = x.to_owned();
+    for (i, mut row) in scaled.outer_iter_mut().enumerate() {
+        let s = map_of(maps, i).s;
+        row.mapv_inplace(|v| (f64::from(v) / s) as f32);
+    }
+    (scaled, maps.iter().map(|m| m.t).collect())
 }
