@@ -11,15 +11,24 @@ use std::sync::Arc;
 use ndarray::{concatenate, ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
 use crate::field::{ExtraTensor, Extras, VelocityField};
-use crate::path::{combine, time_of, AffinePath, Prediction};
+use crate::path::{check_times, combine, time_of, AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
 
 /// A field whose model predicts x1 or x0, seen as a velocity field through the
 /// affine path of the schedule it was trained with (design.md §1).
 ///
-/// x1-prediction is singular where σ = 0 (t = 1) and x0-prediction where α = 0
-/// (t = 0); evaluating there is an error naming t.
+/// The velocity is u(x, t) = α'(t)·x̂1 + σ'(t)·x̂0, with the model giving one
+/// estimate and the path the other: for an x1 model x̂1 = m and
+/// x̂0 = (x − α·m)/σ; for an x0 model x̂0 = m and x̂1 = (x − σ·m)/α. This is the
+/// usual conversion, but it divides by σ = 0 at t = 1 (x1) and by α = 0 at
+/// t = 0 (x0), times every solver evaluates. So within
+/// [`ENDPOINT_MARGIN`](Self::ENDPOINT_MARGIN) of the singular end the model
+/// and the path are evaluated at the edge of the margin, t_c = 1 − ε (resp.
+/// ε), while α′ and σ′ stay at t: the velocity of the straight continuation
+/// between the model's estimates. For an x1 model the sample at t = 1 is
+/// then the model's own x1 prediction at 1 − ε; for an x0 model the start
+/// uses the model's estimate at ε. Elsewhere nothing changes.
 pub struct Predicted {
     inner: Arc<dyn VelocityField>,
     path: AffinePath,
@@ -27,6 +36,10 @@ pub struct Predicted {
 }
 
 impl Predicted {
+    /// The margin ε by the singular end (t = 1 for x1, t = 0 for x0 models)
+    /// inside which the model is evaluated at the margin's edge.
+    pub const ENDPOINT_MARGIN: f64 = 1e-3;
+
     /// Converts the outputs of `inner`, which predicts `prediction`, into velocities
     /// along the path of `trained_with`.
     pub fn new(
@@ -39,6 +52,61 @@ impl Predicted {
             path: AffinePath::new(trained_with),
             prediction,
         }
+    }
+
+    /// The time the model is evaluated at for time `t` (see the type's docs).
+    fn model_time(&self, t: f64) -> f64 {
+        match self.prediction {
+            Prediction::X1 => t.min(1.0 - Self::ENDPOINT_MARGIN),
+            Prediction::X0 => t.max(Self::ENDPOINT_MARGIN),
+            Prediction::Velocity => t,
+        }
+    }
+
+    /// (a, b) with u = a·x + b·m at time `t`, the model evaluated at `t_c`.
+    fn coefficients(&self, t: f64, t_c: f64) -> Result<(f64, f64)> {
+        let now = self.path.coefficients(t)?;
+        let at = self.path.coefficients(t_c)?;
+        let singular = |what: &str| {
+            Error::InvalidArgument(format!(
+                "cannot convert a {} prediction to a velocity at t = {t}: {what} at t = {t_c}",
+                self.prediction
+            ))
+        };
+        match self.prediction {
+            // u = α'·m + σ'·(x − α_c·m)/σ_c
+            Prediction::X1 if at.sigma == 0.0 => Err(singular("sigma = 0")),
+            Prediction::X1 => Ok((
+                now.d_sigma / at.sigma,
+                now.d_alpha - now.d_sigma * at.alpha / at.sigma,
+            )),
+            // u = σ'·m + α'·(x − σ_c·m)/α_c
+            Prediction::X0 if at.alpha == 0.0 => Err(singular("alpha = 0")),
+            Prediction::X0 => Ok((
+                now.d_alpha / at.alpha,
+                now.d_sigma - now.d_alpha * at.sigma / at.alpha,
+            )),
+            Prediction::Velocity => Ok((0.0, 1.0)),
+        }
+    }
+
+    /// The model's times for the times `t`.
+    fn model_times(&self, t: &[f64]) -> Vec<f64> {
+        t.iter().map(|&ti| self.model_time(ti)).collect()
+    }
+
+    /// out = a·p + b·q per sample, with the conversion's coefficients at `t`.
+    fn convert(
+        &self,
+        p: ArrayViewD<'_, f32>,
+        q: ArrayViewD<'_, f32>,
+        t: &[f64],
+        mut out: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        combine(&p, &q, &mut out, |i| {
+            let ti = time_of(t, i);
+            self.coefficients(ti, self.model_time(ti))
+        })
     }
 }
 
@@ -66,11 +134,11 @@ impl VelocityField for Predicted {
         if self.prediction == Prediction::Velocity {
             return self.inner.velocity_with(x, t, extras, out);
         }
+        check_times(t, x.shape().first().copied().unwrap_or(0))?;
         let mut raw = ArrayD::<f32>::zeros(x.raw_dim());
         self.inner
-            .velocity_with(x.view(), t, extras, raw.view_mut())?;
-        self.path
-            .to_velocity(self.prediction, raw.view(), x, t, out)
+            .velocity_with(x.view(), &self.model_times(t), extras, raw.view_mut())?;
+        self.convert(x, raw.view(), t, out)
     }
 
     fn provides_jvp(&self) -> bool {
@@ -100,9 +168,11 @@ impl VelocityField for Predicted {
         if self.prediction == Prediction::Velocity {
             return self.inner.jvp_with(x, t, extras, v, out);
         }
+        check_times(t, x.shape().first().copied().unwrap_or(0))?;
         let mut jm = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner.jvp_with(x, t, extras, v.view(), jm.view_mut())?;
-        self.path.to_velocity(self.prediction, jm.view(), v, t, out)
+        self.inner
+            .jvp_with(x, &self.model_times(t), extras, v.view(), jm.view_mut())?;
+        self.convert(v, jm.view(), t, out)
     }
 
     fn provides_divergence(&self) -> bool {
@@ -121,17 +191,16 @@ impl VelocityField for Predicted {
         extras: &Extras,
         out: &mut [f64],
     ) -> Result<()> {
-        self.inner.divergence_with(x, t, extras, out)?;
         if self.prediction == Prediction::Velocity {
-            return Ok(());
+            return self.inner.divergence_with(x, t, extras, out);
         }
+        check_times(t, x.shape().first().copied().unwrap_or(0))?;
+        self.inner
+            .divergence_with(x, &self.model_times(t), extras, out)?;
         let dim: usize = self.inner.state_shape().iter().product();
         for (i, d) in out.iter_mut().enumerate() {
-            let (a, b) = self.path.conversion_coefficients(
-                self.prediction,
-                Prediction::Velocity,
-                time_of(t, i),
-            )?;
+            let ti = time_of(t, i);
+            let (a, b) = self.coefficients(ti, self.model_time(ti))?;
             *d = dim as f64 * a + b * *d;
         }
         Ok(())
