@@ -171,6 +171,21 @@ typedef struct fmrt_extras fmrt_extras;
 typedef struct fmrt_field fmrt_field;
 
 /*
+ A model opened from a file: the network, the schedule it was trained with,
+ what it predicts, and the field to integrate. Immutable; may be shared by
+ any number of threads.
+ */
+typedef struct fmrt_model fmrt_model;
+
+/*
+ Settings that override a model's metadata, or add adapters. Made by
+ `fmrt_model_options_new` (nothing overridden, no guidance), changed by the
+ `fmrt_model_options_set_*` calls, released by `fmrt_model_options_free`.
+ Not to be changed while another thread reads it.
+ */
+typedef struct fmrt_model_options fmrt_model_options;
+
+/*
  A sampler: a velocity field integrated with a solver configuration, noise
  from the standard normal (opaque). Immutable: one handle may be used from
  any number of threads at once; each call allocates its own buffers.
@@ -742,6 +757,161 @@ fmrt_status fmrt_most_probable_time(const fmrt_field *field,
                                     size_t out_t_len,
                                     double *out_log_p,
                                     size_t out_log_p_len);
+
+/*
+ Makes options that override nothing into `*out`.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_model_options_new(fmrt_model_options **out);
+
+/*
+ Releases options. NULL is a no-op.
+
+ # Safety
+
+ `options` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_model_options_free(fmrt_model_options *options);
+
+/*
+ What the network predicts: `"velocity"`, `"x1"` or `"x0"` (overrides the
+ model's `fmrt.prediction`).
+
+ # Safety
+
+ `options` must be a live handle; `prediction` NUL-terminated.
+ */
+fmrt_status fmrt_model_options_set_prediction(fmrt_model_options *options, const char *prediction);
+
+/*
+ The schedule the model was trained with (overrides `fmrt.scheduler`). The
+ options keep their own reference.
+
+ # Safety
+
+ `options` and `scheduler` must be live handles.
+ */
+fmrt_status fmrt_model_options_set_scheduler(fmrt_model_options *options,
+                                             const fmrt_scheduler *scheduler);
+
+/*
+ Sample along `scheduler` instead of the training schedule (a schedule
+ change). The options keep their own reference.
+
+ # Safety
+
+ `options` and `scheduler` must be live handles.
+ */
+fmrt_status fmrt_model_options_set_sample_scheduler(fmrt_model_options *options,
+                                                    const fmrt_scheduler *scheduler);
+
+/*
+ Classifier-free guidance with scale `w` (0: none). Guidance needs a null
+ condition: the model's `fmrt.null_condition`, or
+ `fmrt_model_options_set_null_label`.
+
+ # Safety
+
+ `options` must be a live handle.
+ */
+fmrt_status fmrt_model_options_set_guidance(fmrt_model_options *options, double w);
+
+/*
+ The null label `label` of the int64 input `input` for guidance
+ (overrides `fmrt.null_condition`).
+
+ # Safety
+
+ `options` must be a live handle; `input` NUL-terminated.
+ */
+fmrt_status fmrt_model_options_set_null_label(fmrt_model_options *options,
+                                              const char *input,
+                                              int64_t label);
+
+/*
+ Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
+ the model settings `options` (each NULL: defaults). The model's
+ `fmrt.*` metadata decide what the options leave open. A missing file is
+ `FMRT_STATUS_IO`, a model that does not load `FMRT_STATUS_MODEL`, a
+ missing ONNX Runtime `FMRT_STATUS_RUNTIME_NOT_FOUND`, an adapter without
+ what it needs (an x1 model without a known training schedule, guidance
+ without a null condition) `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `path` must be NUL-terminated; `onnx_options` NULL or readable; `options`
+ NULL or a live handle; `out` writable.
+ */
+fmrt_status fmrt_model_open(const char *path,
+                            const fmrt_onnx_options *onnx_options,
+                            const fmrt_model_options *options,
+                            fmrt_model **out);
+
+/*
+ Releases a model. NULL is a no-op. Fields taken from it stay usable.
+
+ # Safety
+
+ `model` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_model_free(fmrt_model *model);
+
+/*
+ The field to integrate (the network with its adapters) as a new field
+ handle, for `fmrt_sampler_new`, `fmrt_log_likelihood` and the rest; free
+ it with `fmrt_field_free`.
+
+ # Safety
+
+ `model` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_model_field(const fmrt_model *model, fmrt_field **out);
+
+/*
+ Copies the model's metadata value of `key` (`"fmrt.scheduler"`,
+ `"fmrt.prediction"`, `"fmrt.null_condition"`, or any other
+ `metadata_props` key) into `buf` as a NUL-terminated string, like
+ `fmrt_last_error_copy`: `*out_len` (if not NULL) receives the bytes needed,
+ NUL included. A key the model does not have is `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `model` must be a live handle; `key` NUL-terminated; `buf` NULL or
+ `buf_len` writable bytes; `out_len` NULL or writable.
+ */
+fmrt_status fmrt_model_metadata(const fmrt_model *model,
+                                const char *key,
+                                char *buf,
+                                size_t buf_len,
+                                size_t *out_len);
+
+/*
+ Copies what the network predicts (`"velocity"`, `"x1"` or `"x0"`, after
+ the options) into `buf`, as `fmrt_model_metadata` does.
+
+ # Safety
+
+ As for `fmrt_model_metadata`.
+ */
+fmrt_status fmrt_model_prediction(const fmrt_model *model,
+                                  char *buf,
+                                  size_t buf_len,
+                                  size_t *out_len);
+
+/*
+ Derives the network's tangent model now (otherwise the first derivative
+ call does): `FMRT_STATUS_OK` when the model's field has Jacobian–vector
+ products, `FMRT_STATUS_UNSUPPORTED` with the reason (an operator and its
+ node) when not.
+
+ # Safety
+
+ `model` must be a live handle.
+ */
+fmrt_status fmrt_model_prepare_derivatives(const fmrt_model *model);
 
 /*
  Writes the default ONNX options (every field zero or NULL) into `*out`.

@@ -34,6 +34,7 @@ pub mod error;
 pub mod extras;
 pub mod field;
 pub mod likelihood;
+pub mod model;
 pub mod onnx;
 pub mod panic;
 pub mod path;

@@ -79,7 +79,7 @@ pub unsafe extern "C" fn fmrt_onnx_options_default(out: *mut fmrt_onnx_options) 
 /// # Safety
 ///
 /// `options` must be NULL or readable, with valid strings and shape.
-unsafe fn builder(options: *const fmrt_onnx_options) -> FfiResult<OnnxFieldBuilder> {
+pub(crate) unsafe fn builder(options: *const fmrt_onnx_options) -> FfiResult<OnnxFieldBuilder> {
     let mut b = OnnxField::builder();
     // SAFETY: the caller's contract.
     let Some(o) = (unsafe { options.as_ref() }) else {

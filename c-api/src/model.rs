@@ -1,0 +1,340 @@
+//! Models as exported: `fmrt_model` handles (an ONNX network with its
+//! metadata and adapters, [`fmrt::model::Model`]) and the opaque
+//! `fmrt_model_options` they are opened with.
+//!
+//! The options are an opaque handle with setters, not a struct, so that new
+//! settings never change a layout that compiled programs rely on.
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use fmrt::model::{Model, ModelOptions};
+use fmrt::path::Prediction;
+use fmrt::Error;
+
+use crate::error::{fmrt_status, FfiError};
+use crate::field::fmrt_field;
+use crate::onnx::{builder, fmrt_onnx_options};
+use crate::panic::{guard, guard_or};
+use crate::scheduler::fmrt_scheduler;
+use crate::{c_str, check_out, free_handle, handle, handle_mut, put_handle, write_c_string};
+
+/// Settings that override a model's metadata, or add adapters. Made by
+/// `fmrt_model_options_new` (nothing overridden, no guidance), changed by the
+/// `fmrt_model_options_set_*` calls, released by `fmrt_model_options_free`.
+/// Not to be changed while another thread reads it.
+pub struct fmrt_model_options {
+    inner: ModelOptions,
+    /// A null label to build once the model's label input is known.
+    null_label: Option<(String, i64)>,
+}
+
+/// A model opened from a file: the network, the schedule it was trained with,
+/// what it predicts, and the field to integrate. Immutable; may be shared by
+/// any number of threads.
+pub struct fmrt_model {
+    inner: Model,
+}
+
+/// Makes options that override nothing into `*out`.
+///
+/// # Safety
+///
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_new(out: *mut *mut fmrt_model_options) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        let options = fmrt_model_options {
+            inner: ModelOptions::default(),
+            null_label: None,
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_handle(options, out) };
+        Ok(())
+    })
+}
+
+/// Releases options. NULL is a no-op.
+///
+/// # Safety
+///
+/// `options` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_free(options: *mut fmrt_model_options) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(options) })
+}
+
+/// What the network predicts: `"velocity"`, `"x1"` or `"x0"` (overrides the
+/// model's `fmrt.prediction`).
+///
+/// # Safety
+///
+/// `options` must be a live handle; `prediction` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_prediction(
+    options: *mut fmrt_model_options,
+    prediction: *const c_char,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { c_str(prediction, "prediction") }?;
+        o.inner.prediction = Some(p.parse::<Prediction>()?);
+        Ok(())
+    })
+}
+
+/// The schedule the model was trained with (overrides `fmrt.scheduler`). The
+/// options keep their own reference.
+///
+/// # Safety
+///
+/// `options` and `scheduler` must be live handles.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_scheduler(
+    options: *mut fmrt_model_options,
+    scheduler: *const fmrt_scheduler,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(scheduler, "scheduler") }?;
+        o.inner.scheduler = Some(s.inner.clone());
+        Ok(())
+    })
+}
+
+/// Sample along `scheduler` instead of the training schedule (a schedule
+/// change). The options keep their own reference.
+///
+/// # Safety
+///
+/// `options` and `scheduler` must be live handles.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_sample_scheduler(
+    options: *mut fmrt_model_options,
+    scheduler: *const fmrt_scheduler,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(scheduler, "scheduler") }?;
+        o.inner.sample_scheduler = Some(s.inner.clone());
+        Ok(())
+    })
+}
+
+/// Classifier-free guidance with scale `w` (0: none). Guidance needs a null
+/// condition: the model's `fmrt.null_condition`, or
+/// `fmrt_model_options_set_null_label`.
+///
+/// # Safety
+///
+/// `options` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_guidance(
+    options: *mut fmrt_model_options,
+    w: f64,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        if !w.is_finite() {
+            return Err(FfiError::invalid(format!(
+                "guidance scale {w} is not finite"
+            )));
+        }
+        o.inner.guidance = w;
+        Ok(())
+    })
+}
+
+/// The null label `label` of the int64 input `input` for guidance
+/// (overrides `fmrt.null_condition`).
+///
+/// # Safety
+///
+/// `options` must be a live handle; `input` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_null_label(
+    options: *mut fmrt_model_options,
+    input: *const c_char,
+    label: i64,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        // SAFETY: the caller's contract.
+        let name = unsafe { c_str(input, "input") }?;
+        o.null_label = Some((name.to_string(), label));
+        Ok(())
+    })
+}
+
+/// Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
+/// the model settings `options` (each NULL: defaults). The model's
+/// `fmrt.*` metadata decide what the options leave open. A missing file is
+/// `FMRT_STATUS_IO`, a model that does not load `FMRT_STATUS_MODEL`, a
+/// missing ONNX Runtime `FMRT_STATUS_RUNTIME_NOT_FOUND`, an adapter without
+/// what it needs (an x1 model without a known training schedule, guidance
+/// without a null condition) `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `path` must be NUL-terminated; `onnx_options` NULL or readable; `options`
+/// NULL or a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_open(
+    path: *const c_char,
+    onnx_options: *const fmrt_onnx_options,
+    options: *const fmrt_model_options,
+    out: *mut *mut fmrt_model,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let path = unsafe { c_str(path, "path") }?;
+        // SAFETY: the caller's contract.
+        let b = unsafe { builder(onnx_options) }?;
+        // SAFETY: the caller's contract.
+        let o = unsafe { options.as_ref() };
+        let network = Arc::new(b.load_file(path)?);
+        let mut settings = o.map(|o| o.inner.clone()).unwrap_or_default();
+        if let Some((input, label)) = o.and_then(|o| o.null_label.clone()) {
+            settings.null_condition = Some(
+                fmrt::field::Extras::new().with(input, fmrt::field::ExtraTensor::labels(&[label])),
+            );
+        }
+        let model = Model::new(network, settings)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_handle(fmrt_model { inner: model }, out) };
+        Ok(())
+    })
+}
+
+/// Releases a model. NULL is a no-op. Fields taken from it stay usable.
+///
+/// # Safety
+///
+/// `model` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_free(model: *mut fmrt_model) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(model) })
+}
+
+/// The field to integrate (the network with its adapters) as a new field
+/// handle, for `fmrt_sampler_new`, `fmrt_log_likelihood` and the rest; free
+/// it with `fmrt_field_free`.
+///
+/// # Safety
+///
+/// `model` must be a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_field(
+    model: *const fmrt_model,
+    out: *mut *mut fmrt_field,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        let field = fmrt_field {
+            inner: m.inner.field(),
+            provider: Some(m.inner.network().provider().to_string()),
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_handle(field, out) };
+        Ok(())
+    })
+}
+
+/// Copies the model's metadata value of `key` (`"fmrt.scheduler"`,
+/// `"fmrt.prediction"`, `"fmrt.null_condition"`, or any other
+/// `metadata_props` key) into `buf` as a NUL-terminated string, like
+/// `fmrt_last_error_copy`: `*out_len` (if not NULL) receives the bytes needed,
+/// NUL included. A key the model does not have is `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `model` must be a live handle; `key` NUL-terminated; `buf` NULL or
+/// `buf_len` writable bytes; `out_len` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_metadata(
+    model: *const fmrt_model,
+    key: *const c_char,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        // SAFETY: the caller's contract.
+        let key = unsafe { c_str(key, "key") }?;
+        let value = m.inner.network().metadata_value(key).ok_or_else(|| {
+            FfiError::from(Error::InvalidArgument(format!(
+                "{} has no metadata `{key}`",
+                m.inner.network().file()
+            )))
+        })?;
+        // SAFETY: the caller's contract on `buf` and `out_len`.
+        unsafe { write_c_string(value.as_bytes(), buf, buf_len, out_len) }
+    })
+}
+
+/// Copies what the network predicts (`"velocity"`, `"x1"` or `"x0"`, after
+/// the options) into `buf`, as `fmrt_model_metadata` does.
+///
+/// # Safety
+///
+/// As for `fmrt_model_metadata`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_prediction(
+    model: *const fmrt_model,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        let name = m.inner.prediction().to_string();
+        // SAFETY: the caller's contract on `buf` and `out_len`.
+        unsafe { write_c_string(name.as_bytes(), buf, buf_len, out_len) }
+    })
+}
+
+/// Derives the network's tangent model now (otherwise the first derivative
+/// call does): `FMRT_STATUS_OK` when the model's field has Jacobian–vector
+/// products, `FMRT_STATUS_UNSUPPORTED` with the reason (an operator and its
+/// node) when not.
+///
+/// # Safety
+///
+/// `model` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_prepare_derivatives(model: *const fmrt_model) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        if m.inner.field().provides_jvp() {
+            return Ok(());
+        }
+        let reason = m
+            .inner
+            .network()
+            .jvp_unavailable_reason()
+            .unwrap_or("an adapter of the model provides none")
+            .to_string();
+        Err(FfiError::from(Error::unsupported(format!(
+            "{}: no Jacobian-vector products: {reason}",
+            m.inner.network().file()
+        ))))
+    })
+}
