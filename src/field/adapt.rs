@@ -450,6 +450,15 @@ pub struct TimeMap {
 /// ends, where ρ is 0 or infinite: ṫ_r = −∂_r g / ∂_t g by implicit
 /// differentiation, and s_r is taken as ᾱ/α(t_r) or σ̄/σ(t_r), whichever divides
 /// by the larger number.
+///
+/// Where the sampling schedule's ᾱ′ or σ̄′ is infinite at an end (σ̄′ of vp
+/// and linear_vp at r = 1, ᾱ′ of poly with n < 1 at r = 0), ū is too, and
+/// every solver evaluates the ends. Within
+/// [`ENDPOINT_MARGIN`](Self::ENDPOINT_MARGIN) of such an end the velocity is
+/// the secant one, ū = (Δᾱ/Δr)·x̂1 + (Δσ̄/Δr)·x̂0 across the margin, with the
+/// estimates x̂1, x̂0 that the inner field gives at the margin's inner edge:
+/// finite, and it carries the point exactly onto the sampling path's end
+/// value for those estimates.
 pub struct ScheduleChange {
     inner: Arc<dyn VelocityField>,
     trained: Arc<dyn Schedule>,
@@ -586,15 +595,15 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        let maps = self.time_maps(r)?;
+        let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
         self.inner
             .velocity_with(scaled.view(), &t, extras, inner_out.view_mut())?;
-        // ū = (ṡ/s)·x + s·ṫ·u(x/s, t_r).
+        // ū = a·x + b·u(x/s, t).
         combine(&x, &inner_out.view(), &mut out, |i| {
             let m = map_of(&maps, i);
-            Ok((m.ds / m.s, m.s * m.dt))
+            Ok((m.a, m.b))
         })
     }
 
@@ -612,7 +621,7 @@ impl VelocityField for ScheduleChange {
         self.jvp_with(x, t, &Extras::new(), v, out)
     }
 
-    /// J̄·v = (ṡ/s)·v + s·ṫ·J_u(x/s)·(v/s) = (ṡ/s)·v + ṫ·J_u(x/s)·v.
+    /// J̄·v = a·v + (b/s)·J_u(x/s)·v (away from a margin: (ṡ/s)·v + ṫ·J_u·v).
     fn jvp_with(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -621,14 +630,14 @@ impl VelocityField for ScheduleChange {
         v: ArrayViewD<'_, f32>,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        let maps = self.time_maps(r)?;
+        let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
         self.inner
             .jvp_with(scaled.view(), &t, extras, v.view(), inner_out.view_mut())?;
         combine(&v, &inner_out.view(), &mut out, |i| {
             let m = map_of(&maps, i);
-            Ok((m.ds / m.s, m.dt))
+            Ok((m.a, m.b / m.s))
         })
     }
 
@@ -640,7 +649,7 @@ impl VelocityField for ScheduleChange {
         self.divergence_with(x, t, &Extras::new(), out)
     }
 
-    /// div ū = D·ṡ/s + ṫ·div u(x/s, t_r).
+    /// div ū = D·a + (b/s)·div u(x/s, t).
     fn divergence_with(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -648,41 +657,106 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         out: &mut [f64],
     ) -> Result<()> {
-        let maps = self.time_maps(r)?;
+        let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         self.inner.divergence_with(scaled.view(), &t, extras, out)?;
         let dim: usize = self.inner.state_shape().iter().product();
         for (i, d) in out.iter_mut().enumerate() {
             let m = map_of(&maps, i);
-            *d = dim as f64 * m.ds / m.s + m.dt * *d;
+            *d = dim as f64 * m.a + m.b / m.s * *d;
         }
         Ok(())
     }
 }
 
+/// ū(x, r) = a·x + b·u(x/s, t) at one sampling time: the inner field is
+/// read at training time `t` on the state scaled by 1/`s`.
+#[derive(Clone, Copy, Debug)]
+struct AffineMap {
+    t: f64,
+    s: f64,
+    a: f64,
+    b: f64,
+}
+
 impl ScheduleChange {
-    /// The time map of each sampling time in `r`, solved once per run of
+    /// The margin ε by an end of [0, 1] where the sampling schedule's α′ or σ′
+    /// is infinite (σ̄′ of vp and linear_vp at r = 1, ᾱ′ of poly with n < 1
+    /// at r = 0), inside which the velocity is the secant one (see
+    /// [`ScheduleChange`]).
+    pub const ENDPOINT_MARGIN: f64 = 1e-5;
+
+    /// The affine map of each sampling time in `r`, solved once per run of
     /// equal times (solvers pass one time per sample, usually all equal).
-    fn time_maps(&self, r: &[f64]) -> Result<Vec<TimeMap>> {
-        let mut maps: Vec<TimeMap> = Vec::with_capacity(r.len());
+    fn affine_maps(&self, r: &[f64]) -> Result<Vec<AffineMap>> {
+        let mut maps: Vec<AffineMap> = Vec::with_capacity(r.len());
         for (i, &ri) in r.iter().enumerate() {
             let map = match maps.last() {
                 Some(&previous) if i > 0 && r[i - 1] == ri => previous,
-                _ => self.time_map(ri)?,
+                _ => self.affine_map(ri)?,
             };
             maps.push(map);
         }
         Ok(maps)
     }
+
+    /// The affine map at sampling time `r`: the time map's, or within the
+    /// margin of a singular end the secant velocity ū = Δᾱ/Δr·x̂1 + Δσ̄/Δr·x̂0
+    /// across the margin, with the estimates x̂1, x̂0 of the inner field at the
+    /// margin's inner edge.
+    fn affine_map(&self, r: f64) -> Result<AffineMap> {
+        let eps = Self::ENDPOINT_MARGIN;
+        let singular_at = |end: f64| {
+            let c = self.sampled.coefficients(end);
+            !(c.d_alpha.is_finite() && c.d_sigma.is_finite())
+        };
+        let (edge, end) = if r > 1.0 - eps && singular_at(1.0) {
+            (1.0 - eps, 1.0)
+        } else if r < eps && singular_at(0.0) {
+            (eps, 0.0)
+        } else {
+            let m = self.time_map(r)?;
+            return Ok(AffineMap {
+                t: m.t,
+                s: m.s,
+                a: m.ds / m.s,
+                b: m.s * m.dt,
+            });
+        };
+        let m = self.time_map(edge)?;
+        let (at_edge, at_end) = (
+            self.sampled.coefficients(edge),
+            self.sampled.coefficients(end),
+        );
+        if !(at_end.alpha.is_finite() && at_end.sigma.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "the sampling schedule is not finite at r = {end}: α = {}, σ = {}",
+                at_end.alpha, at_end.sigma
+            )));
+        }
+        let slope_alpha = (at_end.alpha - at_edge.alpha) / (end - edge);
+        let slope_sigma = (at_end.sigma - at_edge.sigma) / (end - edge);
+        // The estimates at the training point y = x/s, time t, from the
+        // velocity u there: x̂1 = c1·y + d1·u, x̂0 = c0·y + d0·u.
+        let path = AffinePath::new(self.trained.clone());
+        let (c1, d1) = path.conversion_coefficients(Prediction::Velocity, Prediction::X1, m.t)?;
+        let (c0, d0) = path.conversion_coefficients(Prediction::Velocity, Prediction::X0, m.t)?;
+        Ok(AffineMap {
+            t: m.t,
+            s: m.s,
+            a: (slope_alpha * c1 + slope_sigma * c0) / m.s,
+            b: slope_alpha * d1 + slope_sigma * d0,
+        })
+    }
 }
 
 /// The map of sample `i` (`maps` holds one for all samples or one each).
-fn map_of(maps: &[TimeMap], i: usize) -> TimeMap {
+fn map_of(maps: &[AffineMap], i: usize) -> AffineMap {
     maps[if maps.len() == 1 { 0 } else { i }]
 }
 
 /// x/s_r per sample and the training times t_r.
-fn scale_down(x: ArrayViewD<'_, f32>, maps: &[TimeMap]) -> (ArrayD<f32>, Vec<f64>) {
+fn scale_down(x: ArrayViewD<'_, f32>, maps: &[AffineMap]) -> (ArrayD<f32>, Vec<f64>) {
     let mut scaled = x.to_owned();
     for (i, mut row) in scaled.outer_iter_mut().enumerate() {
         let s = map_of(maps, i).s;
