@@ -826,3 +826,40 @@ fn kernel_shares_common_subexpressions() {
         kernel.map(|k| k.len())
     );
 }
+
+/// Renders the diagnostics of `src` as `fmrt check` would.
+fn rendered(src: &str) -> String {
+    scheduler::check_source(src, "le.fm", &[]).rendered()
+}
+
+#[test]
+fn crlf_errors_at_line_ends_point_where_lf_ones_do() {
+    // Errors found at the end of a line (where the `\r` of a CRLF is) used to
+    // panic in the renderer; they must render exactly like their LF twins.
+    let cases = [
+        "alpha = t +\r\nsigma = 1 - t\r\n",
+        "alpha = t\r\nsigma = 1 -\r\n",
+        "alpha = t\r\nsigma = (1 - t\r\n",
+        "alpha = t\r\nsigma = 1 - t\r\nlet\r\n",
+        "alpha = t\r\nsigma = 1 -\r",
+        "alpha = t +\r\r\nsigma = 1 - t",
+    ];
+    for crlf in cases {
+        let lf = crlf.replace("\r\n", "\n").replace('\r', "");
+        let (got, want) = (rendered(crlf), rendered(&lf));
+        assert!(!want.is_empty(), "{crlf:?} should have an error");
+        assert_eq!(got, want, "{crlf:?}");
+    }
+    let text = rendered("alpha = t +\r\nsigma = 1 - t\r\n");
+    assert!(text.contains("--> le.fm:1:12"), "{text}");
+    let text = rendered("alpha = t\r\nsigma = 1 -\r");
+    assert!(text.contains("--> le.fm:2:12"), "{text}");
+}
+
+#[test]
+fn a_lone_carriage_return_is_a_space() {
+    // Inside a line a `\r` separates tokens like a space and is shown as one.
+    let src = "alpha = t\r+\r\rsigma = 1 - t\n";
+    assert_eq!(rendered(src), rendered(&src.replace('\r', " ")));
+    assert!(rendered("alpha = t\rx\nsigma = 1 - t\n").contains("--> le.fm:1:11"));
+}
