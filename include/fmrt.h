@@ -982,7 +982,8 @@ fmrt_status fmrt_scheduler_from_source(const char *source,
 /*
  Loads a scheduler from the `.fm` file at `path` (any name, with or without the
  `.fm` extension); see `fmrt_scheduler_from_source` for `params` and `out`. An
- unreadable file is `FMRT_STATUS_IO`.
+ unreadable file is `FMRT_STATUS_IO`; a file over the 1 MiB limit of a `.fm`
+ source is `FMRT_STATUS_SCHEDULER`, without being read whole.
 
  # Safety
 
