@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ndarray::{concatenate, ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
 use crate::field::{ExtraTensor, Extras, VelocityField};
-use crate::path::{AffinePath, Prediction};
+use crate::path::{check_times, AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
 
@@ -63,6 +63,7 @@ impl VelocityField for Predicted {
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, t, &out)?;
         if self.prediction == Prediction::Velocity {
             return self.inner.velocity_with(x, t, extras, out);
         }
@@ -140,10 +141,10 @@ impl VelocityField for Guided {
         extras: &Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        let batch = check_call(&x, t, &out)?;
         if self.scale == 0.0 {
             return self.inner.velocity_with(x, t, extras, out);
         }
-        let batch = x.shape().first().copied().unwrap_or(0);
         let null_rows = repeat_rows(&self.null, batch)?;
         let both_extras = extras.concat(&null_rows)?;
         let both_x = concatenate(Axis(0), &[x.view(), x.view()])
@@ -164,6 +165,28 @@ impl VelocityField for Guided {
             .for_each(|o, &c, &u| *o = ((1.0 + w) * f64::from(c) - w * f64::from(u)) as f32);
         Ok(())
     }
+}
+
+/// Checks the arguments of a velocity call before an adapter indexes them:
+/// `x` has a batch axis, `out` has the shape of `x`, and `t` holds one time for
+/// all samples or one per sample (all finite). Returns the batch size.
+fn check_call(x: &ArrayViewD<'_, f32>, t: &[f64], out: &ArrayViewMutD<'_, f32>) -> Result<usize> {
+    let Some(&batch) = x.shape().first() else {
+        return Err(Error::Shape {
+            tensor: "x".to_string(),
+            expected: "[B, ...] (a batch axis first)".to_string(),
+            actual: x.shape().to_vec(),
+        });
+    };
+    if out.shape() != x.shape() {
+        return Err(Error::Shape {
+            tensor: "out".to_string(),
+            expected: format!("{:?} (the shape of x)", x.shape()),
+            actual: out.shape().to_vec(),
+        });
+    }
+    check_times(t, batch)?;
+    Ok(batch)
 }
 
 /// `extras` (one row each) repeated to `batch` rows.
@@ -351,7 +374,7 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        let batch = x.shape().first().copied().unwrap_or(0);
+        let batch = check_call(&x, r, &out)?;
         // Solvers pass one time per sample, usually all equal: solve the time
         // map once per run of equal times, not once per sample.
         let mut maps: Vec<TimeMap> = Vec::with_capacity(r.len());
