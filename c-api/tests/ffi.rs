@@ -2830,6 +2830,42 @@ mod likelihood {
     }
 
     #[test]
+    fn probe_counts_whose_buffers_overflow_are_an_error() {
+        // n × probes × dim used to wrap (or overflow isize) before allocating.
+        let h = Handles::new();
+        let mut log_p = [7f64; 3];
+        for probes in [1usize << 63, 1 << 62, 1 << 61] {
+            let mut o = options(&h, c"hutchinson");
+            o.probes = probes;
+            // SAFETY: valid handles; buffers with the stated lengths.
+            unsafe {
+                assert_fails(
+                    fmrt_log_likelihood(
+                        h.field,
+                        &o,
+                        X.as_ptr(),
+                        6,
+                        3,
+                        &1.0,
+                        1,
+                        null(),
+                        log_p.as_mut_ptr(),
+                        3,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    ),
+                    InvalidArgument,
+                    "overflows",
+                );
+            }
+        }
+        assert!(log_p.iter().all(|&v| v == 7.0), "nothing written");
+    }
+
+    #[test]
     fn options_default_and_validation() {
         let h = Handles::new();
         let mut log_p = [0f64; 3];
