@@ -641,7 +641,8 @@ fmrt_status fmrt_field_state_shape(const fmrt_field *field,
 
 /*
  Writes the number of floats in one state (the product of the state shape)
- into `*out_size`.
+ into `*out_size`; a product that overflows `size_t` is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
 
