@@ -605,7 +605,7 @@ mod plots {
     #[test]
     fn a_npy_claiming_more_data_than_it_holds_is_refused_before_reading() {
         // 10^9 rows over 64 bytes used to allocate 8 GB and abort.
-        let png = scratch("never.png");
+        let png = scratch("hostile.png");
         for (descr, shape, what) in [
             (
                 "<f4",
