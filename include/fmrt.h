@@ -656,7 +656,8 @@ fmrt_status fmrt_field_state_shape(const fmrt_field *field,
 
 /*
  Writes the number of floats in one state (the product of the state shape)
- into `*out_size`.
+ into `*out_size`; a product that overflows `size_t` is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
 
@@ -1152,7 +1153,8 @@ fmrt_status fmrt_scheduler_from_source(const char *source,
 /*
  Loads a scheduler from the `.fm` file at `path` (any name, with or without the
  `.fm` extension); see `fmrt_scheduler_from_source` for `params` and `out`. An
- unreadable file is `FMRT_STATUS_IO`.
+ unreadable file is `FMRT_STATUS_IO`; a file over the 1 MiB limit of a `.fm`
+ source is `FMRT_STATUS_SCHEDULER`, without being read whole.
 
  # Safety
 

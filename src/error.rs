@@ -138,6 +138,21 @@ pub enum Error {
     },
 }
 
+/// The product of `factors` (a shape's element count, `n × k × dim`), or an
+/// [`Error::InvalidArgument`] naming `what` when it overflows `usize` (or
+/// exceeds `isize::MAX`, the most elements an array may hold), instead of a
+/// wrapped size.
+pub(crate) fn checked_product(factors: &[usize], what: &str) -> crate::Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .filter(|&n| isize::try_from(n).is_ok())
+        .ok_or_else(|| {
+            let shown: Vec<String> = factors.iter().map(usize::to_string).collect();
+            Error::InvalidArgument(format!("{what} overflows: {}", shown.join(" × ")))
+        })
+}
+
 impl Error {
     /// A [`Error::Field`] for the field `field`.
     pub fn field(field: impl AsRef<str>, reason: impl Into<String>) -> Self {
@@ -186,3 +201,23 @@ fn more_ops(others: &[crate::graph::UnsupportedOp]) -> String {
 
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_product_refuses_what_would_wrap_or_exceed_isize() {
+        assert_eq!(checked_product(&[3, 4, 5], "x").ok(), Some(60));
+        assert_eq!(checked_product(&[], "x").ok(), Some(1));
+        assert_eq!(checked_product(&[0, usize::MAX], "x").ok(), Some(0));
+        for factors in [[usize::MAX, 2, 1], [1 << 62, 2, 1], [3, 1 << 62, 2]] {
+            match checked_product(&factors, "n × dim") {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.starts_with("n × dim overflows"), "{m}")
+                }
+                other => panic!("{factors:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -126,6 +126,7 @@ impl Sampler {
     pub fn draw_noise(&self, n: usize, seed: u64) -> Result<ArrayD<f32>> {
         let mut shape = vec![n];
         shape.extend_from_slice(self.field.state_shape());
+        crate::error::checked_product(&shape, "n × state size")?;
         self.source.sample(&shape, seed)
     }
 
@@ -154,7 +155,7 @@ impl Sampler {
         let state_shape = self.field.state_shape().to_vec();
         check_state_shape("x0", x0.shape(), &state_shape)?;
         let batch = x0.shape()[0];
-        let dim: usize = state_shape.iter().product();
+        let dim = crate::error::checked_product(&state_shape, "the state size")?;
         self.extras.check_batch(batch)?;
 
         let y0 = to_f64_rows(x0, batch, dim)?;

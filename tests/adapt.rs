@@ -671,3 +671,59 @@ fn schedule_changed_fields_have_the_derivatives_of_the_time_map() {
     let labels = Extras::new().with("label", ExtraTensor::labels(&[3, 2, 1, 0, 3, 2]));
     check_derivatives(&chain, &random_points(6, 7), &interior_times(6), &labels);
 }
+
+#[test]
+fn adapters_check_times_and_shapes_instead_of_panicking() {
+    // A schedule change called with no time, or 2 times for 3 samples, used
+    // to index past the end of its time maps.
+    let inner = ring(builtin("ot"));
+    let adapters: Vec<(&str, Box<dyn VelocityField>)> = vec![
+        (
+            "schedule change",
+            Box::new(ScheduleChange::new(
+                inner.clone(),
+                builtin("ot"),
+                builtin("cosine"),
+            )),
+        ),
+        (
+            "predicted",
+            Box::new(Predicted::new(inner.clone(), builtin("ot"), Prediction::X1)),
+        ),
+        (
+            "guided",
+            Box::new(
+                Guided::new(inner.clone(), 1.0, Guided::null_label("label", 4)).expect("guided"),
+            ),
+        ),
+    ];
+    let x = random_points(3, 1);
+    let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
+    for (name, field) in &adapters {
+        for t in [&[][..], &[0.1, 0.2][..], &[0.1, 0.2, 0.3, 0.4][..]] {
+            let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+            let r = field.velocity_with(x.view(), t, &labels, out.view_mut());
+            assert!(
+                matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t"),
+                "{name}, {} times: {r:?}",
+                t.len()
+            );
+        }
+        let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+        let r = field.velocity_with(x.view(), &[f64::NAN], &labels, out.view_mut());
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{name}: {r:?}");
+        let mut short = ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 2]));
+        let r = field.velocity_with(x.view(), &[0.5], &labels, short.view_mut());
+        assert!(
+            matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "out"),
+            "{name}: {r:?}"
+        );
+        let scalar = ArrayD::<f32>::zeros(ndarray::IxDyn(&[]));
+        let mut out = scalar.clone();
+        let r = field.velocity_with(scalar.view(), &[0.5], &labels, out.view_mut());
+        assert!(
+            matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "x"),
+            "{name}: {r:?}"
+        );
+    }
+}

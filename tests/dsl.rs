@@ -826,3 +826,194 @@ fn kernel_shares_common_subexpressions() {
         kernel.map(|k| k.len())
     );
 }
+
+/// Renders the diagnostics of `src` as `fmrt check` would.
+fn rendered(src: &str) -> String {
+    scheduler::check_source(src, "le.fm", &[]).rendered()
+}
+
+#[test]
+fn crlf_errors_at_line_ends_point_where_lf_ones_do() {
+    // Errors found at the end of a line (where the `\r` of a CRLF is) used to
+    // panic in the renderer; they must render exactly like their LF twins.
+    let cases = [
+        "alpha = t +\r\nsigma = 1 - t\r\n",
+        "alpha = t\r\nsigma = 1 -\r\n",
+        "alpha = t\r\nsigma = (1 - t\r\n",
+        "alpha = t\r\nsigma = 1 - t\r\nlet\r\n",
+        "alpha = t\r\nsigma = 1 -\r",
+        "alpha = t +\r\r\nsigma = 1 - t",
+    ];
+    for crlf in cases {
+        let lf = crlf.replace("\r\n", "\n").replace('\r', "");
+        let (got, want) = (rendered(crlf), rendered(&lf));
+        assert!(!want.is_empty(), "{crlf:?} should have an error");
+        assert_eq!(got, want, "{crlf:?}");
+    }
+    let text = rendered("alpha = t +\r\nsigma = 1 - t\r\n");
+    assert!(text.contains("--> le.fm:1:12"), "{text}");
+    let text = rendered("alpha = t\r\nsigma = 1 -\r");
+    assert!(text.contains("--> le.fm:2:12"), "{text}");
+}
+
+#[test]
+fn a_lone_carriage_return_is_a_space() {
+    // Inside a line a `\r` separates tokens like a space and is shown as one.
+    let src = "alpha = t\r+\r\rsigma = 1 - t\n";
+    assert_eq!(rendered(src), rendered(&src.replace('\r', " ")));
+    assert!(rendered("alpha = t\rx\nsigma = 1 - t\n").contains("--> le.fm:1:11"));
+}
+
+/// `n` copies of `term` joined by `op`, in parenthesised groups of `group`
+/// (so the tree stays shallow): `(t + t) + (t + t)`.
+fn grouped(term: &str, op: &str, n: usize, group: usize) -> String {
+    let groups: Vec<String> = (0..n.div_ceil(group))
+        .map(|g| {
+            let k = group.min(n - g * group);
+            format!("({})", vec![term; k].join(op))
+        })
+        .collect();
+    groups.join(op)
+}
+
+#[test]
+fn long_flat_chains_are_an_error_not_a_stack_overflow() {
+    // A left-deep chain of N terms is N levels deep; 200,000 of them used to
+    // overflow the stack in the passes after the parser (and in dropping the tree).
+    for op in ["+", "*", "-", "/", "^"] {
+        let chain = vec!["t"; 200_000].join(op);
+        let src = format!("alpha = {chain}\nsigma = 1 - t\n");
+        let report = scheduler::check_source(&src, "chain.fm", &[]);
+        let text = report.rendered();
+        assert!(report.has_errors(), "{op}");
+        assert!(text.contains("256 levels"), "{op}: {text}");
+        assert!(text.contains("--> chain.fm:1:"), "{op}: {text}");
+        assert!(parse_expr(&chain).is_err(), "{op}");
+        let err = Scheduler::from_source(&src, "chain.fm", &[]).err();
+        assert!(
+            matches!(err, Some(fmrt::Error::Scheduler { .. })),
+            "{op}: {err:?}"
+        );
+    }
+    // The error points at the operator that makes the tree 257 levels deep:
+    // `alpha = ` is 8 characters, operator k is at column 8 + 2k.
+    let src = format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 1000].join("+"));
+    let text = rendered(&src);
+    assert!(text.contains("--> le.fm:1:520"), "{text}");
+    assert!(
+        text.contains("expression too deep: more than 256 levels"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_depth_limit_is_256_levels_of_the_tree() {
+    for op in ["+", "*", "-", "/", "^"] {
+        let ok = vec!["t"; 256].join(op);
+        assert!(parse_expr(&ok).is_ok(), "{op}: 256 terms must parse");
+        let too_deep = vec!["t"; 257].join(op);
+        assert!(parse_expr(&too_deep).is_err(), "{op}: 257 terms must not");
+    }
+    assert!(parse_expr(&format!("{}t", "-".repeat(255))).is_ok());
+    assert!(parse_expr(&format!("{}t", "-".repeat(256))).is_err());
+    // Parentheses add no level to the tree but count as nesting.
+    assert!(parse_expr(&format!("{}t{}", "(".repeat(256), ")".repeat(256))).is_ok());
+    assert!(parse_expr(&format!("{}t{}", "(".repeat(257), ")".repeat(257))).is_err());
+    // 256 levels go through every later pass, with lets inlined and derivatives.
+    // `a` is 255 levels deep (254 operations), `alpha` 256 once `a` is inlined.
+    let src = format!(
+        "let a = t{}\nalpha = a + 0\nsigma = 1 - t\n",
+        " + t - t".repeat(127)
+    );
+    let r = scheduler::check_source(&src, "deep.fm", &[]);
+    assert!(r.scheduler.is_some(), "{}", r.rendered());
+}
+
+#[test]
+fn expressions_have_at_most_5000_nodes() {
+    // 2,500 terms make 4,999 nodes; 2,501 make 5,001.
+    assert!(parse_expr(&grouped("t", " + ", 2500, 50)).is_ok());
+    let src = format!("alpha = {}\nsigma = 1 - t\n", grouped("t", " + ", 2501, 50));
+    let text = rendered(&src);
+    assert!(
+        text.contains("expression too large: more than 5000 nodes")
+            && text.contains("--> le.fm:1:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_large_let_used_many_times_is_refused_before_it_is_expanded() {
+    // The case of the issue: a let of 4,000 terms used 20,000 times (40 KB).
+    let src = format!(
+        "let a = {}\nalpha = {}\nsigma = 1 - t\n",
+        vec!["t"; 4000].join("+"),
+        vec!["a"; 20_000].join("+")
+    );
+    let report = scheduler::check_source(&src, "big.fm", &[]);
+    assert!(report.has_errors());
+    assert!(
+        report.rendered().contains("256 levels"),
+        "{}",
+        report.rendered()
+    );
+    // The same, grouped so every line is within the parser's limits: a let of
+    // 3,999 nodes used 2,000 times would expand to 7,999,999 nodes.
+    let src = format!(
+        "let a = {}\nlet b = {}\nalpha = t\nsigma = 1 - t + 0 * b\n",
+        grouped("t", "+", 2000, 40),
+        grouped("a", "+", 2000, 40)
+    );
+    let text = rendered(&src);
+    assert!(
+        text.contains(
+            "error: `b` is too large once its lets are expanded: 7999999 nodes, more than the limit of 5000"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("uses `a` (3999 nodes, 89 levels) 2000 times"),
+        "{text}"
+    );
+    assert!(text.contains("--> le.fm:2:9"), "{text}");
+    // Doubling a let 60 times would be 2^60 nodes.
+    let mut src = String::from("let a0 = t\n");
+    for k in 1..=60 {
+        src.push_str(&format!("let a{k} = a{} * a{}\n", k - 1, k - 1));
+    }
+    src.push_str("alpha = a60\nsigma = 1 - t\n");
+    let text = rendered(&src);
+    assert!(text.contains("error: `a12` is too large"), "{text}");
+    assert_eq!(text.matches("error:").count(), 1, "{text}");
+}
+
+#[test]
+fn sources_over_1_mib_are_refused_unread() {
+    let big = format!("alpha = t\nsigma = 1 - t\n{}", "#".repeat(1 << 20));
+    let text = rendered(&big);
+    assert!(text.contains("the source is too large"), "{text}");
+    assert!(text.contains("limit of 1 MiB"), "{text}");
+    assert_eq!(text.matches("error:").count(), 1, "{text}");
+    assert!(parse_expr(&" ".repeat((1 << 20) + 1)).is_err());
+    let ok = format!("alpha = t\nsigma = 1 - t\n{}", "#".repeat((1 << 20) - 24));
+    assert!(scheduler::check_source(&ok, "ok.fm", &[])
+        .scheduler
+        .is_some());
+    // Files are not read past the limit.
+    let path = std::env::temp_dir().join(format!("fmrt-big-{}.fm", std::process::id()));
+    std::fs::write(&path, &big).unwrap();
+    let path_str = path.to_string_lossy().to_string();
+    let opened = Scheduler::open(&path_str, &[]);
+    let read = scheduler::read_source_file(&path_str);
+    let _ = std::fs::remove_file(&path);
+    match opened {
+        Err(fmrt::Error::Scheduler { report, .. }) => {
+            assert!(
+                report.contains("is too large") && report.contains("1 MiB"),
+                "{report}"
+            )
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(matches!(read, Err(fmrt::Error::Scheduler { .. })));
+}

@@ -10,7 +10,10 @@ use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
 use crate::panic::{guard, guard_or};
 use crate::scheduler::fmrt_scheduler;
-use crate::{c_str, c_str_opt, check_out, free_handle, handle, mul, put_handle, slice, slice_out};
+use crate::{
+    c_str, c_str_opt, check_out, check_times_len, free_handle, handle, mul, put_handle, slice,
+    slice_out,
+};
 use fmrt::field::adapt::{Guided, Predicted, ScheduleChange};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::plugin::PluginField;
@@ -27,9 +30,13 @@ pub struct fmrt_field {
 }
 
 impl fmrt_field {
-    /// The number of floats in one state (product of the state shape).
-    pub(crate) fn state_size(&self) -> usize {
-        self.inner.state_shape().iter().product()
+    /// The number of floats in one state (product of the state shape), or an
+    /// error when that product overflows.
+    pub(crate) fn state_size(&self) -> FfiResult<usize> {
+        self.inner
+            .state_shape()
+            .iter()
+            .try_fold(1usize, |acc, &d| mul(acc, d, "the state size"))
     }
 }
 
@@ -292,7 +299,8 @@ pub unsafe extern "C" fn fmrt_field_state_shape(
 }
 
 /// Writes the number of floats in one state (the product of the state shape)
-/// into `*out_size`.
+/// into `*out_size`; a product that overflows `size_t` is
+/// `FMRT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -306,8 +314,9 @@ pub unsafe extern "C" fn fmrt_field_state_size(
         // SAFETY: the caller's contract.
         let f = unsafe { handle(field, "field") }?;
         check_out(out_size, "out_size")?;
+        let size = f.state_size()?;
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { *out_size = f.state_size() };
+        unsafe { *out_size = size };
         Ok(())
     })
 }
@@ -331,7 +340,7 @@ pub(crate) unsafe fn extras_or_empty<'a>(extras: *const fmrt_extras) -> &'a Extr
 pub(crate) fn batch_shape(field: &fmrt_field, n: usize) -> FfiResult<(Vec<usize>, usize)> {
     let mut shape = vec![n];
     shape.extend_from_slice(field.inner.state_shape());
-    let len = mul(n, field.state_size(), "n × state size")?;
+    let len = mul(n, field.state_size()?, "n × state size")?;
     Ok((shape, len))
 }
 
@@ -374,6 +383,7 @@ pub unsafe extern "C" fn fmrt_field_velocity(
                 extras_or_empty(extras),
             )
         };
+        check_times_len(t_len, n, "t")?;
         if len > 0 {
             check_out(out, "out")?;
         }

@@ -221,3 +221,16 @@ pub(crate) fn mul(a: usize, b: usize, what: &str) -> FfiResult<usize> {
     a.checked_mul(b)
         .ok_or_else(|| FfiError::invalid(format!("{what} overflows: {a} × {b}")))
 }
+
+/// Checks that the parameter `name` holds `t_len` times for `n` samples: one
+/// for all samples or one per sample (checked here, before any field indexes
+/// them).
+pub(crate) fn check_times_len(t_len: usize, n: usize, name: &str) -> FfiResult<()> {
+    if t_len == 1 || t_len == n {
+        Ok(())
+    } else {
+        Err(FfiError::shape(format!(
+            "`{name}` holds {t_len} times; give one for all samples or one per sample ({n})"
+        )))
+    }
+}

@@ -5,7 +5,7 @@ use ndarray::{ArrayViewD, IxDyn};
 use crate::error::{fmrt_status, FfiError};
 use crate::panic::guard;
 use crate::scheduler::fmrt_scheduler;
-use crate::{handle, slice, slice_out};
+use crate::{check_times_len, handle, slice, slice_out};
 use fmrt::path::AffinePath;
 
 /// Builds a flow-matching training batch along the path of `scheduler`: for
@@ -51,6 +51,7 @@ pub unsafe extern "C" fn fmrt_path_training_batch(
                 slice_out(out_target, out_target_len, len, "out_target")?,
             )
         };
+        check_times_len(t_len, n, "t")?;
         let shape = IxDyn(&[n, len / n]);
         let view = |a| {
             ArrayViewD::from_shape(shape.clone(), a).map_err(|e| FfiError::shape(e.to_string()))

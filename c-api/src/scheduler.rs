@@ -133,7 +133,8 @@ pub unsafe extern "C" fn fmrt_scheduler_from_source(
 
 /// Loads a scheduler from the `.fm` file at `path` (any name, with or without the
 /// `.fm` extension); see `fmrt_scheduler_from_source` for `params` and `out`. An
-/// unreadable file is `FMRT_STATUS_IO`.
+/// unreadable file is `FMRT_STATUS_IO`; a file over the 1 MiB limit of a `.fm`
+/// source is `FMRT_STATUS_SCHEDULER`, without being read whole.
 ///
 /// # Safety
 ///
@@ -148,10 +149,7 @@ pub unsafe extern "C" fn fmrt_scheduler_from_file(
     guard(|| {
         // SAFETY: the caller's contract.
         let path = unsafe { c_str(path, "path") }?;
-        let source = std::fs::read_to_string(path).map_err(|e| fmrt::Error::Io {
-            path: path.to_string(),
-            source: e,
-        })?;
+        let source = fmrt::scheduler::read_source_file(path)?;
         // SAFETY: forwarded contract.
         unsafe {
             finish(

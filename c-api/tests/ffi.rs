@@ -2830,6 +2830,42 @@ mod likelihood {
     }
 
     #[test]
+    fn probe_counts_whose_buffers_overflow_are_an_error() {
+        // n × probes × dim used to wrap (or overflow isize) before allocating.
+        let h = Handles::new();
+        let mut log_p = [7f64; 3];
+        for probes in [1usize << 63, 1 << 62, 1 << 61] {
+            let mut o = options(&h, c"hutchinson");
+            o.probes = probes;
+            // SAFETY: valid handles; buffers with the stated lengths.
+            unsafe {
+                assert_fails(
+                    fmrt_log_likelihood(
+                        h.field,
+                        &o,
+                        X.as_ptr(),
+                        6,
+                        3,
+                        &1.0,
+                        1,
+                        null(),
+                        log_p.as_mut_ptr(),
+                        3,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    ),
+                    InvalidArgument,
+                    "overflows",
+                );
+            }
+        }
+        assert!(log_p.iter().all(|&v| v == 7.0), "nothing written");
+    }
+
+    #[test]
     fn options_default_and_validation() {
         let h = Handles::new();
         let mut log_p = [0f64; 3];
@@ -3325,6 +3361,75 @@ mod likelihood {
         let mut plain = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
         gmm.velocity(xa, &t, plain.view_mut()).unwrap();
         assert_ne!(expect, plain, "the adapter changes the velocity");
+    }
+
+    #[test]
+    fn times_that_do_not_fit_the_samples_are_a_shape_error_not_a_panic() {
+        // A schedule change with t_len 0, or 2 times for 3 samples, used to
+        // panic (caught, but printed on the host's stderr).
+        let h = Handles::new();
+        let mut cosine = null_mut();
+        let mut adapted = null_mut();
+        let t = [0.2, 0.5, 0.8, 0.9];
+        let mut u = [7f32; 6];
+        let x1 = [1.0f32; 6];
+        let (mut xt, mut target) = ([7f32; 6], [7f32; 6]);
+        // SAFETY: valid pointers; buffers with the stated lengths.
+        unsafe {
+            assert_ok(fmrt_scheduler_builtin(
+                c"cosine".as_ptr(),
+                null(),
+                0,
+                &mut cosine,
+            ));
+            assert_ok(fmrt_field_schedule_change(
+                h.field,
+                h.scheduler,
+                cosine,
+                &mut adapted,
+            ));
+            for field in [adapted, h.field] {
+                for t_len in [0, 2, 4] {
+                    assert_fails(
+                        fmrt_field_velocity(
+                            field,
+                            X.as_ptr(),
+                            6,
+                            3,
+                            t.as_ptr(),
+                            t_len,
+                            null(),
+                            u.as_mut_ptr(),
+                            6,
+                        ),
+                        ShapeMismatch,
+                        &format!("`t` holds {t_len} times"),
+                    );
+                }
+            }
+            assert!(u.iter().all(|&v| v == 7.0), "nothing written");
+            for t_len in [0, 2] {
+                assert_fails(
+                    fmrt_path_training_batch(
+                        h.scheduler,
+                        x1.as_ptr(),
+                        X.as_ptr(),
+                        6,
+                        3,
+                        t.as_ptr(),
+                        t_len,
+                        xt.as_mut_ptr(),
+                        6,
+                        target.as_mut_ptr(),
+                        6,
+                    ),
+                    ShapeMismatch,
+                    &format!("`t` holds {t_len} times"),
+                );
+            }
+            fmrt_field_free(adapted);
+            fmrt_scheduler_free(cosine);
+        }
     }
 }
 

@@ -47,8 +47,115 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, Failure> {
     }
 }
 
+/// The shape and item size a `.npy` header claims, and where its data starts.
+#[derive(Debug, PartialEq)]
+struct NpyHeader {
+    shape: Vec<u64>,
+    item_size: u64,
+    data_start: u64,
+}
+
+/// Reads the header of the `.npy` file `file` (of `file_len` bytes) without
+/// trusting any length in it: the header is read only as far as the file goes.
+/// `None` when the file does not look like a `.npy` (the reader then says why).
+fn npy_header(file: &File, file_len: u64) -> Option<NpyHeader> {
+    use std::io::Read as _;
+    let mut reader = BufReader::new(file);
+    let mut prefix = [0u8; 8];
+    reader.read_exact(&mut prefix).ok()?;
+    if &prefix[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (header_len, fixed) = match prefix[6] {
+        1 => {
+            let mut n = [0u8; 2];
+            reader.read_exact(&mut n).ok()?;
+            (u64::from(u16::from_le_bytes(n)), 10)
+        }
+        _ => {
+            let mut n = [0u8; 4];
+            reader.read_exact(&mut n).ok()?;
+            (u64::from(u32::from_le_bytes(n)), 12)
+        }
+    };
+    if header_len > file_len.saturating_sub(fixed) {
+        return None;
+    }
+    let mut text = String::new();
+    reader.take(header_len).read_to_string(&mut text).ok()?;
+    let descr = dict_value(&text, "descr")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let item_size = descr
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(1);
+    let shape = dict_value(&text, "shape")?;
+    let shape = shape.strip_prefix('(')?.strip_suffix(')')?;
+    let shape = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<u64>().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    Some(NpyHeader {
+        shape,
+        item_size,
+        data_start: fixed + header_len,
+    })
+}
+
+/// The text of the value of `key` in a `.npy` header's dict literal
+/// (`{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }`).
+fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let at = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))?;
+    let rest = text[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
+    Some(rest[..end].trim())
+}
+
+/// Refuses a `.npy` whose header claims more data than the file holds, before
+/// anything is allocated for it (a 64-byte file claiming 10^9 rows would
+/// otherwise allocate gigabytes).
+fn check_npy_size(path: &Path, file: &File) -> Result<(), Failure> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| fail!("{}: cannot read: {e}", path.display()))?
+        .len();
+    let Some(header) = npy_header(file, file_len) else {
+        return Ok(());
+    };
+    let needed = header
+        .shape
+        .iter()
+        .try_fold(header.item_size, |acc, &d| acc.checked_mul(d));
+    let available = file_len.saturating_sub(header.data_start);
+    let shape = format!("{:?}", header.shape);
+    match needed {
+        Some(n) if n <= available => Ok(()),
+        Some(n) => Err(fail!(
+            "{}: the .npy header claims shape {shape} ({n} bytes of data), but the file is {file_len} bytes",
+            path.display()
+        )),
+        None => Err(fail!(
+            "{}: the .npy header claims shape {shape}, whose size overflows; the file is {file_len} bytes",
+            path.display()
+        )),
+    }
+}
+
 /// Reads a `.npy` of float32, or of float64 converted to the nearest float32.
 fn read_npy(path: &Path, file: File) -> Result<ArrayD<f32>, Failure> {
+    check_npy_size(path, &file)?;
+    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
     let unreadable = |e: ReadNpyError| format!("{}: not a readable .npy file: {e}", path.display());
     match ArrayD::<f32>::read_npy(BufReader::new(file)) {
         Ok(array) => Ok(array),
@@ -86,7 +193,9 @@ fn narrow(path: &Path, wide: &ArrayD<f64>) -> Result<ArrayD<f32>, Failure> {
 
 /// Reads a CSV of numbers, one sample per row, into an array [rows, columns].
 /// Empty lines and lines starting with `#` are skipped; a first line that is
-/// not numeric is taken as a header.
+/// not numeric is taken as a header. Memory is bounded by the file's own size
+/// (the text, and at most one float per two bytes of it): nothing in a CSV
+/// claims a size.
 fn read_csv(path: &Path, file: File) -> Result<ArrayD<f32>, Failure> {
     let text = std::io::read_to_string(BufReader::new(file))
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;

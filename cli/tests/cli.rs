@@ -587,6 +587,60 @@ mod plots {
         })
     }
 
+    /// A `.npy` (version 1) whose header claims `shape` of `descr` over `data`.
+    fn npy_claiming(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    #[test]
+    fn a_npy_claiming_more_data_than_it_holds_is_refused_before_reading() {
+        // 10^9 rows over 64 bytes used to allocate 8 GB and abort.
+        let png = scratch("hostile.png");
+        for (descr, shape, what) in [
+            (
+                "<f4",
+                "(1000000000, 2)",
+                "[1000000000, 2] (8000000000 bytes of data)",
+            ),
+            (
+                "<f8",
+                "(1000000000, 2)",
+                "[1000000000, 2] (16000000000 bytes of data)",
+            ),
+            ("<f4", "(4294967296, 4294967296, 4)", "whose size overflows"),
+            ("<f4", "(9, 2)", "[9, 2] (72 bytes of data)"),
+        ] {
+            let npy = scratch("hostile.npy");
+            let bytes = npy_claiming(descr, shape, &[0u8; 64]);
+            std::fs::write(&npy, &bytes).expect("write");
+            let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{shape}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains("hostile.npy"), "{err}");
+            assert!(err.contains(what), "{shape}: {err}");
+            assert!(
+                err.contains(&format!("the file is {} bytes", bytes.len())),
+                "{err}"
+            );
+        }
+        // The header check lets honest files through: 8 rows of 2 float32.
+        let npy = scratch("honest.npy");
+        std::fs::write(&npy, npy_claiming("<f4", "(8, 2)", &[0u8; 64])).expect("write");
+        let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+
     #[test]
     fn scatter_density_and_csv_input() {
         let npy = scratch("ring.npy");

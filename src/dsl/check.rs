@@ -31,10 +31,14 @@ pub const GRID: usize = 2000;
 pub const BOUNDARY_ERROR: f64 = 0.05;
 /// Boundary values further than this (but within [`BOUNDARY_ERROR`]) are warnings.
 pub const BOUNDARY_WARNING: f64 = 1e-9;
-/// Largest expression (in nodes) that inlining lets may produce.
-pub const MAX_NODES: usize = 5000;
-/// Deepest expression (in levels) that inlining lets may produce.
-pub const MAX_INLINED_DEPTH: usize = 400;
+/// Largest expression (in nodes) that inlining lets may produce: the parser's
+/// [`MAX_NODES`](super::parser::MAX_NODES). The size of a definition once its
+/// lets are inlined is computed (a use of a let counts as the let's whole
+/// expanded body) before anything is inlined.
+pub const MAX_NODES: usize = super::parser::MAX_NODES;
+/// Deepest expression (in levels) that inlining lets may produce: the parser's
+/// [`MAX_DEPTH`](super::parser::MAX_DEPTH), computed before inlining.
+pub const MAX_INLINED_DEPTH: usize = super::parser::MAX_DEPTH;
 
 /// Names that cannot be defined by `param` or `let`.
 pub const RESERVED: [&str; 7] = ["t", "pi", "e", "alpha", "sigma", "param", "let"];
@@ -60,45 +64,54 @@ pub struct Analysis {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-#[derive(Clone, Debug)]
-enum Def {
+#[derive(Clone, Copy, Debug)]
+enum Def<'p> {
     Param,
     /// A let, `alpha` or `sigma`; `None` when its definition had errors.
-    Value(Option<Expr>),
+    Value(Option<Value<'p>>),
 }
 
-struct Entry {
-    def: Def,
+/// A checked definition, kept as written: only α and σ are ever inlined.
+#[derive(Clone, Copy, Debug)]
+struct Value<'p> {
+    /// The definition as parsed (its names all refer to earlier definitions).
+    body: &'p Expr,
+    /// Node count and depth of the body with every let inlined.
+    size: Size,
+}
+
+/// Node count and depth of a tree (saturating, so hostile sizes cannot wrap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Size {
+    nodes: usize,
+    depth: usize,
+}
+
+impl Size {
+    const LEAF: Size = Size { nodes: 1, depth: 1 };
+
+    /// A node over children of these sizes.
+    fn over(children: impl IntoIterator<Item = Size>) -> Size {
+        children.into_iter().fold(Size::LEAF, |acc, c| Size {
+            nodes: acc.nodes.saturating_add(c.nodes),
+            depth: acc.depth.max(c.depth.saturating_add(1)),
+        })
+    }
+}
+
+struct Entry<'p> {
+    def: Def<'p>,
     name_span: Span,
     /// The whole statement, for numeric diagnostics.
     stmt_span: Span,
 }
 
 struct Resolver<'p> {
-    scope: HashMap<String, Entry>,
+    scope: HashMap<String, Entry<'p>>,
     order: Vec<String>,
     /// First definition of every name in the file, to tell "defined later" from unknown.
     all: HashMap<&'p str, Span>,
     diags: Vec<Diagnostic>,
-}
-
-/// Number of nodes and depth of a tree.
-fn size(e: &Expr) -> (usize, usize) {
-    match &e.kind {
-        ExprKind::Num(_) | ExprKind::Name(_) => (1, 1),
-        ExprKind::Neg(a) => {
-            let (n, d) = size(a);
-            (n + 1, d + 1)
-        }
-        ExprKind::Binary(_, a, b) => {
-            let ((n1, d1), (n2, d2)) = (size(a), size(b));
-            (n1 + n2 + 1, d1.max(d2) + 1)
-        }
-        ExprKind::Call { args, .. } => args
-            .iter()
-            .map(size)
-            .fold((1, 1), |(n, d), (n2, d2)| (n + n2, d.max(d2 + 1))),
-    }
 }
 
 fn stmt_name(s: &Stmt) -> &super::ast::Ident {
@@ -115,36 +128,66 @@ impl<'p> Resolver<'p> {
         c
     }
 
-    /// Resolves and inlines `e`; `None` if it has errors (already reported).
-    fn resolve(&mut self, e: &Expr) -> Option<Expr> {
-        let kind = match &e.kind {
-            ExprKind::Num(v) => ExprKind::Num(*v),
-            ExprKind::Name(n) => return self.resolve_name(n, e.span),
-            ExprKind::Neg(a) => ExprKind::Neg(Box::new(self.resolve(a)?)),
-            ExprKind::Binary(op, a, b) => {
-                let a = self.resolve(a);
-                let b = self.resolve(b);
-                ExprKind::Binary(*op, Box::new(a?), Box::new(b?))
+    /// Checks the names and calls of `e`, reporting what is wrong; returns the
+    /// size `e` will have once its lets are inlined (`None` if it has errors).
+    /// Nothing is inlined here, so a let used many times costs nothing yet.
+    fn measure(&mut self, e: &Expr, uses: &mut HashMap<String, usize>) -> Option<Size> {
+        match &e.kind {
+            ExprKind::Num(_) => Some(Size::LEAF),
+            ExprKind::Name(n) => {
+                let size = self.measure_name(n, e.span)?;
+                if size != Size::LEAF {
+                    *uses.entry(n.clone()).or_default() += 1;
+                }
+                Some(size)
+            }
+            ExprKind::Neg(a) => Some(Size::over([self.measure(a, uses)?])),
+            ExprKind::Binary(_, a, b) => {
+                let a = self.measure(a, uses);
+                let b = self.measure(b, uses);
+                Some(Size::over([a?, b?]))
             }
             ExprKind::Call {
                 name,
                 name_span,
                 args,
             } => {
-                let resolved: Vec<Option<Expr>> = args.iter().map(|a| self.resolve(a)).collect();
+                let sizes: Vec<Option<Size>> = args.iter().map(|a| self.measure(a, uses)).collect();
                 let ok = self.check_call(name, *name_span, e.span, args.len());
-                let args: Option<Vec<Expr>> = resolved.into_iter().collect();
+                let sizes: Option<Vec<Size>> = sizes.into_iter().collect();
                 if !ok {
                     return None;
                 }
-                ExprKind::Call {
-                    name: name.clone(),
-                    name_span: *name_span,
-                    args: args?,
-                }
+                Some(Size::over(sizes?))
             }
+        }
+    }
+
+    /// `e` with every let, `alpha` and `sigma` replaced by its definition. Only
+    /// called on definitions that [`Resolver::measure`] accepted, so the result
+    /// is within [`MAX_NODES`] and [`MAX_INLINED_DEPTH`].
+    fn inline(&self, e: &Expr) -> Expr {
+        let kind = match &e.kind {
+            ExprKind::Num(v) => ExprKind::Num(*v),
+            ExprKind::Name(n) => match self.scope.get(n.as_str()).map(|entry| entry.def) {
+                Some(Def::Value(Some(v))) => return self.inline(v.body),
+                _ => ExprKind::Name(n.clone()),
+            },
+            ExprKind::Neg(a) => ExprKind::Neg(Box::new(self.inline(a))),
+            ExprKind::Binary(op, a, b) => {
+                ExprKind::Binary(*op, Box::new(self.inline(a)), Box::new(self.inline(b)))
+            }
+            ExprKind::Call {
+                name,
+                name_span,
+                args,
+            } => ExprKind::Call {
+                name: name.clone(),
+                name_span: *name_span,
+                args: args.iter().map(|a| self.inline(a)).collect(),
+            },
         };
-        Some(Expr { kind, span: e.span })
+        Expr { kind, span: e.span }
     }
 
     fn check_call(&mut self, name: &str, name_span: Span, span: Span, n: usize) -> bool {
@@ -184,20 +227,14 @@ impl<'p> Resolver<'p> {
         true
     }
 
-    fn resolve_name(&mut self, n: &str, span: Span) -> Option<Expr> {
+    fn measure_name(&mut self, n: &str, span: Span) -> Option<Size> {
         if matches!(n, "t" | "pi" | "e") {
-            return Some(Expr {
-                kind: ExprKind::Name(n.to_string()),
-                span,
-            });
+            return Some(Size::LEAF);
         }
         if let Some(entry) = self.scope.get(n) {
             return match &entry.def {
-                Def::Param => Some(Expr {
-                    kind: ExprKind::Name(n.to_string()),
-                    span,
-                }),
-                Def::Value(v) => v.clone(),
+                Def::Param => Some(Size::LEAF),
+                Def::Value(v) => v.map(|v| v.size),
             };
         }
         if let Some(def_span) = self.all.get(n) {
@@ -225,7 +262,14 @@ impl<'p> Resolver<'p> {
     }
 
     /// Registers a definition, reporting reserved and duplicate names.
-    fn define(&mut self, name: &str, name_span: Span, stmt_span: Span, def: Def, user_name: bool) {
+    fn define(
+        &mut self,
+        name: &str,
+        name_span: Span,
+        stmt_span: Span,
+        def: Def<'p>,
+        user_name: bool,
+    ) {
         if user_name && (RESERVED.contains(&name) || Func::from_name(name).is_some()) {
             self.diags.push(
                 Diagnostic::error(format!("`{name}` is a reserved name"))
@@ -255,22 +299,54 @@ impl<'p> Resolver<'p> {
         );
     }
 
-    /// Resolves a definition and enforces [`MAX_NODES`] and [`MAX_INLINED_DEPTH`].
-    fn resolve_def(&mut self, name: &str, value: &Expr) -> Option<Expr> {
-        let e = self.resolve(value)?;
-        let (n, depth) = size(&e);
-        if n > MAX_NODES || depth > MAX_INLINED_DEPTH {
-            self.diags.push(
-                Diagnostic::error(format!(
-                    "`{name}` is too large once its lets are expanded ({n} nodes and {depth} levels; at most {MAX_NODES} and {MAX_INLINED_DEPTH})"
-                ))
-                .at(value.span)
-                .label("expands to a very large expression")
-                .hint("lets are inlined; avoid using a let many times inside the next one"),
-            );
-            return None;
+    /// Checks a definition and enforces [`MAX_NODES`] and [`MAX_INLINED_DEPTH`]
+    /// on its size once its lets are inlined, before inlining anything.
+    fn resolve_def(&mut self, name: &str, value: &'p Expr) -> Option<Value<'p>> {
+        let mut uses = HashMap::new();
+        let size = self.measure(value, &mut uses)?;
+        if size.nodes <= MAX_NODES && size.depth <= MAX_INLINED_DEPTH {
+            return Some(Value { body: value, size });
         }
-        Some(e)
+        let what = if size.nodes > MAX_NODES {
+            format!("{} nodes, more than the limit of {MAX_NODES}", size.nodes)
+        } else {
+            format!(
+                "{} levels deep, more than the limit of {MAX_INLINED_DEPTH}",
+                size.depth
+            )
+        };
+        // The let that contributes most, to say where the size comes from.
+        let biggest = uses
+            .iter()
+            .filter_map(
+                |(n, &count)| match self.scope.get(n.as_str()).map(|e| e.def) {
+                    Some(Def::Value(Some(v))) => {
+                        Some((v.size.nodes.saturating_mul(count), n, count, v))
+                    }
+                    _ => None,
+                },
+            )
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+        let label = match biggest {
+            Some((_, n, 1, v)) => format!(
+                "uses `{n}` ({} nodes, {} levels) once",
+                v.size.nodes, v.size.depth
+            ),
+            Some((_, n, count, v)) => format!(
+                "uses `{n}` ({} nodes, {} levels) {count} times",
+                v.size.nodes, v.size.depth
+            ),
+            None => "expands to a very large expression".to_string(),
+        };
+        self.diags.push(
+            Diagnostic::error(format!(
+                "`{name}` is too large once its lets are expanded: {what} (at most {MAX_NODES} nodes and {MAX_INLINED_DEPTH} levels)"
+            ))
+            .at(value.span)
+            .label(label)
+            .hint("lets are inlined: every use copies the whole definition; avoid using a large let many times"),
+        );
+        None
     }
 }
 
@@ -314,6 +390,12 @@ fn non_finite_word(v: f64) -> &'static str {
 /// Parses, checks, differentiates, simplifies and compiles a `.fm` source with
 /// the given param overrides, collecting every diagnostic.
 pub fn analyze(src: &str, overrides: &[(String, f64)]) -> Analysis {
+    if let Some(d) = super::parser::source_too_large(src.len()) {
+        return Analysis {
+            compiled: None,
+            diagnostics: vec![d],
+        };
+    }
     let (program, mut diags) = super::parser::parse_program(src);
     let (compiled, more) = check_program(&program, overrides);
     diags.extend(more);
@@ -444,8 +526,8 @@ pub fn check_program(
         return (None, r.diags);
     };
     let spans = [alpha.stmt_span, sigma.stmt_span];
-    let a = simplify(a);
-    let s = simplify(s);
+    let a = simplify(&r.inline(a.body));
+    let s = simplify(&r.inline(s.body));
     let da = derivative(&a);
     let ds = derivative(&s);
     let exprs = [a, s, da, ds];

@@ -150,9 +150,11 @@ pub fn render_all(diags: &[Diagnostic], file: &str, src: &str) -> String {
     parts.join("\n")
 }
 
-/// The 1-based line and character column of byte offset `pos` (clamped to the text).
+/// The 1-based line and character column of byte offset `pos` (clamped to the
+/// text). A position in the `\r` of a `\r\n` line end (or on the `\n` after it)
+/// counts as the end of the line's text, as it would with a plain `\n`.
 pub fn line_col(src: &str, pos: usize) -> (usize, usize) {
-    let pos = floor_boundary(src, pos);
+    let pos = visible_pos(src, pos);
     let before = &src[..pos];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -168,18 +170,34 @@ fn floor_boundary(src: &str, pos: usize) -> usize {
     pos
 }
 
+/// The start and end (excluding trailing `\r`s) of the line holding byte `pos`.
+fn line_bounds(src: &str, pos: usize) -> (usize, usize) {
+    let start = src[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[pos..].find('\n').map_or(src.len(), |i| pos + i);
+    (start, start + src[start..end].trim_end_matches('\r').len())
+}
+
+/// `pos` on a character boundary and no further than the end of its line's
+/// text: positions in a trailing `\r` run (a CRLF line end, or a `\r` ending the
+/// file) or on the `\n` move back to where the text ends.
+fn visible_pos(src: &str, pos: usize) -> usize {
+    let pos = floor_boundary(src, pos);
+    pos.min(line_bounds(src, pos).1)
+}
+
 fn digits(n: usize) -> usize {
     n.to_string().len()
 }
 
 fn snippet(out: &mut String, file: &str, src: &str, span: Span, label: Option<&str>, w: usize) {
-    let start = floor_boundary(src, span.start);
+    let start = visible_pos(src, span.start);
     let (line, col) = line_col(src, start);
     let _ = writeln!(out, "{:w$}--> {file}:{line}:{col}", "", w = w + 1);
-    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
-    let text = src[line_start..line_end].trim_end_matches('\r');
-    let end = floor_boundary(src, span.end.clamp(start, line_start + text.len()));
+    let (line_start, text_end) = line_bounds(src, start);
+    // A lone `\r` inside the line is shown as a space so it cannot move the
+    // terminal's cursor and the carets stay under the text.
+    let text = src[line_start..text_end].replace('\r', " ");
+    let end = floor_boundary(src, span.end.clamp(start, text_end));
     let pad: String = src[line_start..start]
         .chars()
         .map(|c| if c == '\t' { '\t' } else { ' ' })

@@ -6,6 +6,15 @@
 //! shared subexpressions) → numeric checks ([`check`]).
 //! Problems are reported as [`diag::Diagnostic`]s with spans; [`print`] turns
 //! expressions back into source text.
+//!
+//! **Limits.** Hostile sources are ordinary errors, never a crash of the host:
+//! a source is at most [`parser::MAX_SOURCE_BYTES`] (1 MiB); an expression at
+//! most [`parser::MAX_DEPTH`] (256) levels deep, counted on its tree (a chain
+//! of N operations is N levels deep), and at most [`parser::MAX_NODES`] (5,000)
+//! nodes. The parser checks them while it builds a tree, so no recursive pass
+//! (the checks, [`deriv`], [`simplify`], [`eval`], dropping the tree) sees a
+//! deeper one; [`check`] enforces the same limits on the size a definition will
+//! have once its lets are inlined, computed before anything is inlined.
 
 pub mod ast;
 pub mod check;

@@ -12,8 +12,20 @@ use nom::character::complete::{char, digit1, satisfy};
 use nom::error::{ErrorKind, ParseError};
 use nom::{IResult, Parser};
 
-/// Deepest nesting of parentheses, unary minus and calls accepted in one expression.
-pub const MAX_DEPTH: usize = 200;
+/// Deepest expression accepted, in levels of its tree: a left-deep chain of N
+/// operations (`t + t + … + t`) is N levels deep, and so are N nested
+/// parentheses, unary minuses, exponents or calls. Checked while parsing, on the
+/// way down (nesting) and on the tree as it is built, so no later pass (the
+/// checks, the derivative, the simplifier, the kernel, dropping the tree) ever
+/// sees a deeper tree; the same limit holds after lets are inlined.
+pub const MAX_DEPTH: usize = 256;
+
+/// Largest expression accepted, in nodes (numbers, names, operators and calls),
+/// one statement at a time; the same limit holds after lets are inlined.
+pub const MAX_NODES: usize = 5000;
+
+/// Largest `.fm` source accepted, in bytes (1 MiB); checked before parsing.
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 
 /// A parse error; positions are "bytes left" until [`PErr::into_diagnostic`].
 #[derive(Debug)]
@@ -88,6 +100,76 @@ impl ParseError<&str> for PErr {
 }
 
 type Res<'a, T> = IResult<&'a str, T, PErr>;
+
+/// An expression being parsed, with the depth and node count of its tree.
+struct Node {
+    expr: Expr,
+    depth: usize,
+    nodes: usize,
+}
+
+impl Node {
+    fn leaf(kind: ExprKind, span: Span) -> Node {
+        Node {
+            expr: Expr { kind, span },
+            depth: 1,
+            nodes: 1,
+        }
+    }
+
+    /// Depth and node count.
+    fn size(&self) -> (usize, usize) {
+        (self.depth, self.nodes)
+    }
+
+    /// A node over children of the given sizes, refused when it would make the tree deeper than
+    /// [`MAX_DEPTH`] or larger than [`MAX_NODES`]; `at` is the input where the
+    /// operator (or call) that makes it starts, for the diagnostic.
+    fn over(
+        at: &str,
+        children: &[(usize, usize)],
+        build: impl FnOnce() -> Expr,
+    ) -> Result<Node, nom::Err<PErr>> {
+        let depth = 1 + children.iter().map(|c| c.0).max().unwrap_or(0);
+        let nodes = 1 + children.iter().map(|c| c.1).sum::<usize>();
+        if depth > MAX_DEPTH {
+            return Err(nom::Err::Failure(
+                PErr::at(at, format!("expression too deep: more than {MAX_DEPTH} levels"))
+                    .label(format!("here the expression gets more than {MAX_DEPTH} levels deep"))
+                    .hint(format!(
+                        "a chain of N operations is N levels deep; group terms with parentheses, e.g. `(a + b) + (c + d)` (the limit is {MAX_DEPTH} levels)"
+                    )),
+            ));
+        }
+        if nodes > MAX_NODES {
+            return Err(nom::Err::Failure(
+                PErr::at(at, format!("expression too large: more than {MAX_NODES} nodes"))
+                    .label(format!("here the expression gets more than {MAX_NODES} nodes"))
+                    .hint(format!(
+                        "numbers, names, operators and calls count as one node each; at most {MAX_NODES} per expression"
+                    )),
+            ));
+        }
+        Ok(Node {
+            expr: build(),
+            depth,
+            nodes,
+        })
+    }
+}
+
+fn binary_node(
+    at: &str,
+    op: BinOp,
+    lhs: Node,
+    rhs: Node,
+    span: Span,
+) -> Result<Node, nom::Err<PErr>> {
+    Node::over(at, &[lhs.size(), rhs.size()], || Expr {
+        kind: ExprKind::Binary(op, Box::new(lhs.expr), Box::new(rhs.expr)),
+        span,
+    })
+}
 
 fn fail<T>(e: PErr) -> Res<'static, T> {
     Err(nom::Err::Failure(e))
@@ -209,7 +291,7 @@ fn number(i: &str) -> Res<'_, (f64, Span)> {
 }
 
 /// `expr = term { ("+" | "-") term }`
-fn expr(i: &str, depth: usize) -> Res<'_, Expr> {
+fn expr(i: &str, depth: usize) -> Res<'_, Node> {
     let (mut rest, mut lhs) = term(i, depth)?;
     loop {
         let j = ws(rest);
@@ -219,17 +301,14 @@ fn expr(i: &str, depth: usize) -> Res<'_, Expr> {
             _ => return Ok((rest, lhs)),
         };
         let (r, rhs) = term(&j[1..], depth)?;
-        let span = raw_cover(lhs.span, rhs.span);
-        lhs = Expr {
-            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-            span,
-        };
+        let span = raw_cover(lhs.expr.span, rhs.expr.span);
+        lhs = binary_node(j, op, lhs, rhs, span)?;
         rest = r;
     }
 }
 
 /// `term = unary { ("*" | "/") unary }`
-fn term(i: &str, depth: usize) -> Res<'_, Expr> {
+fn term(i: &str, depth: usize) -> Res<'_, Node> {
     let (mut rest, mut lhs) = unary(i, depth)?;
     loop {
         let j = ws(rest);
@@ -239,11 +318,8 @@ fn term(i: &str, depth: usize) -> Res<'_, Expr> {
             _ => return Ok((rest, lhs)),
         };
         let (r, rhs) = unary(&j[1..], depth)?;
-        let span = raw_cover(lhs.span, rhs.span);
-        lhs = Expr {
-            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-            span,
-        };
+        let span = raw_cover(lhs.expr.span, rhs.expr.span);
+        lhs = binary_node(j, op, lhs, rhs, span)?;
         rest = r;
     }
 }
@@ -254,7 +330,7 @@ fn raw_cover(a: Span, b: Span) -> Span {
 }
 
 /// `unary = "-" unary | power`
-fn unary(i: &str, depth: usize) -> Res<'_, Expr> {
+fn unary(i: &str, depth: usize) -> Res<'_, Node> {
     let i = ws(i);
     if depth > MAX_DEPTH {
         return fail(
@@ -265,38 +341,30 @@ fn unary(i: &str, depth: usize) -> Res<'_, Expr> {
     if let Ok((r, _)) = char::<&str, PErr>('-')(i) {
         let (rest, inner) = unary(r, depth + 1)?;
         let span = raw(i, rest);
-        return Ok((
-            rest,
-            Expr {
-                kind: ExprKind::Neg(Box::new(inner)),
-                span,
-            },
-        ));
+        let node = Node::over(i, &[inner.size()], || Expr {
+            kind: ExprKind::Neg(Box::new(inner.expr)),
+            span,
+        })?;
+        return Ok((rest, node));
     }
     power(i, depth)
 }
 
 /// `power = primary [ "^" unary ]` (right-associative; `-t^2` is `-(t^2)`)
-fn power(i: &str, depth: usize) -> Res<'_, Expr> {
+fn power(i: &str, depth: usize) -> Res<'_, Node> {
     let (rest, base) = primary(i, depth)?;
     let j = ws(rest);
     if let Ok((r, _)) = char::<&str, PErr>('^')(j) {
         let (rest, exp) = unary(r, depth + 1)?;
         let span = raw(i, rest);
-        return Ok((
-            rest,
-            Expr {
-                kind: ExprKind::Binary(BinOp::Pow, Box::new(base), Box::new(exp)),
-                span,
-            },
-        ));
+        return Ok((rest, binary_node(j, BinOp::Pow, base, exp, span)?));
     }
     Ok((rest, base))
 }
 
 /// `primary = number | call | name | "(" expr ")"`;
 /// `call = name "(" [ expr { "," expr } ] ")"`
-fn primary(i: &str, depth: usize) -> Res<'_, Expr> {
+fn primary(i: &str, depth: usize) -> Res<'_, Node> {
     let i = ws(i);
     let c = i.chars().next();
     match c {
@@ -311,13 +379,7 @@ fn primary(i: &str, depth: usize) -> Res<'_, Expr> {
                 }
                 Err(e) => return Err(e),
             };
-            Ok((
-                rest,
-                Expr {
-                    kind: ExprKind::Num(v),
-                    span,
-                },
-            ))
+            Ok((rest, Node::leaf(ExprKind::Num(v), span)))
         }
         Some(c) if is_ident_start(c) => {
             let (rest, id) = ident(i)?;
@@ -353,25 +415,18 @@ fn primary(i: &str, depth: usize) -> Res<'_, Expr> {
                     }
                 }
                 let span = raw(i, r);
-                return Ok((
-                    r,
-                    Expr {
-                        kind: ExprKind::Call {
-                            name: id.name,
-                            name_span: id.span,
-                            args,
-                        },
-                        span,
+                let sizes: Vec<(usize, usize)> = args.iter().map(Node::size).collect();
+                let node = Node::over(i, &sizes, || Expr {
+                    kind: ExprKind::Call {
+                        name: id.name,
+                        name_span: id.span,
+                        args: args.into_iter().map(|a| a.expr).collect(),
                     },
-                ));
+                    span,
+                })?;
+                return Ok((r, node));
             }
-            Ok((
-                rest,
-                Expr {
-                    kind: ExprKind::Name(id.name),
-                    span: id.span,
-                },
-            ))
+            Ok((rest, Node::leaf(ExprKind::Name(id.name), id.span)))
         }
         Some('(') => {
             let (r, inner) = expr(&i[1..], depth + 1)?;
@@ -379,9 +434,12 @@ fn primary(i: &str, depth: usize) -> Res<'_, Expr> {
             match r2.strip_prefix(')') {
                 Some(rest) => Ok((
                     rest,
-                    Expr {
-                        kind: inner.kind,
-                        span: raw(i, rest),
+                    Node {
+                        expr: Expr {
+                            kind: inner.expr.kind,
+                            span: raw(i, rest),
+                        },
+                        ..inner
                     },
                 )),
                 None => fail(
@@ -569,7 +627,7 @@ fn assign_stmt(i: &str, target: Ident) -> Result<Stmt, (PErr, Option<Ident>)> {
 /// An expression that must be followed by the end of the line.
 fn full_expr(i: &str) -> Result<(&str, Expr), PErr> {
     let (rest, e) = match expr(i, 0) {
-        Ok(x) => x,
+        Ok((rest, node)) => (rest, node.expr),
         Err(nom::Err::Error(e)) | Err(nom::Err::Failure(e)) => return Err(e),
         Err(nom::Err::Incomplete(_)) => return Err(PErr::at(i, "incomplete expression")),
     };
@@ -621,11 +679,28 @@ fn fix_stmt(s: &mut Stmt, total: usize) {
     }
 }
 
+/// The error for a source of `len` bytes when that is more than
+/// [`MAX_SOURCE_BYTES`].
+pub fn source_too_large(len: usize) -> Option<Diagnostic> {
+    (len > MAX_SOURCE_BYTES).then(|| {
+        Diagnostic::error(format!(
+            "the source is too large: {len} bytes, more than the limit of 1 MiB ({MAX_SOURCE_BYTES} bytes)"
+        ))
+        .hint("a scheduler is a few lines of `.fm`")
+    })
+}
+
 /// Parses a whole file: `program = { line }`, `line = [ statement ] [ comment ] newline`.
 ///
 /// Returns every statement that parsed (plus [`Stmt::Broken`] placeholders) and
-/// one diagnostic per line that did not.
+/// one diagnostic per line that did not. A source of more than
+/// [`MAX_SOURCE_BYTES`] is not parsed: it gives one error and no statements. An
+/// expression deeper than [`MAX_DEPTH`] or larger than [`MAX_NODES`] is an error
+/// on its line, found before its tree is complete.
 pub fn parse_program(src: &str) -> (Program, Vec<Diagnostic>) {
+    if let Some(d) = source_too_large(src.len()) {
+        return (Program::default(), vec![d]);
+    }
     let total = src.len();
     let mut program = Program::default();
     let mut diags = Vec::new();
@@ -657,6 +732,9 @@ pub fn parse_program(src: &str) -> (Program, Vec<Diagnostic>) {
 
 /// Parses a single expression occupying all of `src` (surrounding spaces allowed).
 pub fn parse_expr(src: &str) -> Result<Expr, Box<Diagnostic>> {
+    if let Some(d) = source_too_large(src.len()) {
+        return Err(Box::new(d));
+    }
     let total = src.len();
     let (rest, mut e) = full_expr(src).map_err(|e| Box::new(e.into_diagnostic(total)))?;
     if !rest.trim().is_empty() {

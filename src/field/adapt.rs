@@ -131,10 +131,10 @@ impl VelocityField for Predicted {
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, t, &out)?;
         if self.prediction == Prediction::Velocity {
             return self.inner.velocity_with(x, t, extras, out);
         }
-        check_times(t, x.shape().first().copied().unwrap_or(0))?;
         let mut raw = ArrayD::<f32>::zeros(x.raw_dim());
         self.inner
             .velocity_with(x.view(), &self.model_times(t), extras, raw.view_mut())?;
@@ -165,10 +165,10 @@ impl VelocityField for Predicted {
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, t, &out)?;
         if self.prediction == Prediction::Velocity {
             return self.inner.jvp_with(x, t, extras, v, out);
         }
-        check_times(t, x.shape().first().copied().unwrap_or(0))?;
         let mut jm = ArrayD::<f32>::zeros(x.raw_dim());
         self.inner
             .jvp_with(x, &self.model_times(t), extras, v.view(), jm.view_mut())?;
@@ -273,6 +273,7 @@ impl VelocityField for Guided {
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, t, &out)?;
         if self.scale == 0.0 {
             return self.inner.velocity_with(x, t, extras, out);
         }
@@ -307,6 +308,7 @@ impl VelocityField for Guided {
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, t, &out)?;
         if self.scale == 0.0 {
             return self.inner.jvp_with(x, t, extras, v, out);
         }
@@ -399,6 +401,28 @@ impl Guided {
 fn stack_twice(a: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
     concatenate(Axis(0), &[a.view(), a.view()])
         .map_err(|e| Error::InvalidArgument(format!("cannot stack the state: {e}")))
+}
+
+/// Checks the arguments of a velocity call before an adapter indexes them:
+/// `x` has a batch axis, `out` has the shape of `x`, and `t` holds one time for
+/// all samples or one per sample (all finite). Returns the batch size.
+fn check_call(x: &ArrayViewD<'_, f32>, t: &[f64], out: &ArrayViewMutD<'_, f32>) -> Result<usize> {
+    let Some(&batch) = x.shape().first() else {
+        return Err(Error::Shape {
+            tensor: "x".to_string(),
+            expected: "[B, ...] (a batch axis first)".to_string(),
+            actual: x.shape().to_vec(),
+        });
+    };
+    if out.shape() != x.shape() {
+        return Err(Error::Shape {
+            tensor: "out".to_string(),
+            expected: format!("{:?} (the shape of x)", x.shape()),
+            actual: out.shape().to_vec(),
+        });
+    }
+    check_times(t, batch)?;
+    Ok(batch)
 }
 
 /// `extras` (one row each) repeated to `batch` rows.
@@ -595,6 +619,7 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, r, &out)?;
         let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
@@ -630,6 +655,7 @@ impl VelocityField for ScheduleChange {
         v: ArrayViewD<'_, f32>,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        check_call(&x, r, &out)?;
         let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());

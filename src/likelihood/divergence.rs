@@ -12,6 +12,7 @@
 
 use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 
+use crate::error::checked_product;
 use crate::field::{row_chunks, ExtraTensor, Extras, VelocityField};
 use crate::random::SeededRng;
 use crate::{Error, Result};
@@ -181,9 +182,10 @@ pub(crate) fn draw_probes(
     dim: usize,
     distribution: ProbeDistribution,
     seed: u64,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
+    let len = checked_product(&[n, k, dim], "probes × samples × state size")?;
     let mut rng = SeededRng::new(seed);
-    let mut values = vec![0.0f32; n * k * dim];
+    let mut values = vec![0.0f32; len];
     match distribution {
         ProbeDistribution::Rademacher => {
             for v in values.iter_mut() {
@@ -192,7 +194,7 @@ pub(crate) fn draw_probes(
         }
         ProbeDistribution::Gaussian => rng.fill_normal_f32(values.iter_mut()),
     }
-    values
+    Ok(values)
 }
 
 /// Rows `indices` of every extra, in that order (rows may repeat).
@@ -275,7 +277,7 @@ impl ProbeEstimator {
         extras: &Extras,
         limits: ChunkLimits,
     ) -> Result<Self> {
-        let dim: usize = state_shape.iter().product();
+        let dim = checked_product(state_shape, "the state size")?;
         let (product, basis) = match mode {
             Divergence::Exact => (Product::Jvp, true),
             Divergence::Hutchinson { .. } => (Product::Jvp, false),
@@ -294,7 +296,7 @@ impl ProbeEstimator {
             let values = random.ok_or_else(|| {
                 Error::InvalidArgument("random probes are missing for this solve".to_string())
             })?;
-            if values.len() != n * k * dim {
+            if values.len() != checked_product(&[n, k, dim], "samples × probes × state size")? {
                 return Err(Error::Shape {
                     tensor: "probes".to_string(),
                     expected: format!("[{n}, {k}, {dim}]"),
@@ -303,7 +305,7 @@ impl ProbeEstimator {
             }
             (Probes::Random(values), k)
         };
-        let total = n * per_sample;
+        let total = checked_product(&[n, per_sample], "samples × probes")?;
         // Rows of one call and the f32 tensors of that shape it touches: a JVP
         // call reads x and v and writes out; a central difference reads and
         // writes two rows per direction.
@@ -311,7 +313,11 @@ impl ProbeEstimator {
             Product::Jvp => (1, 3),
             Product::Central(_) => (2, 2),
         };
-        let bytes_per_row = (tensors * dim * std::mem::size_of::<f32>()).max(1);
+        let bytes_per_row = checked_product(
+            &[tensors, dim, std::mem::size_of::<f32>()],
+            "the bytes of one row",
+        )?
+        .max(1);
         let call_rows = limits.max_rows.min(limits.max_bytes / bytes_per_row);
         let chunk_rows = (call_rows / rows_per_direction).max(1).min(total.max(1));
         let mut chunks = Vec::with_capacity(total.div_ceil(chunk_rows));

@@ -202,7 +202,7 @@ impl Likelihood {
         let starts = expand_times("t_start", t_start, batch)?;
         self.check_mode()?;
         let y0 = state_rows(x.view(), batch, dim)?;
-        let probes = self.draw_probes(batch, dim);
+        let probes = self.draw_probes(batch, dim)?;
         let solved = self.solve_rows(y0.view(), &starts, &self.extras, probes)?;
         self.finish(solved, starts, x.shape())
     }
@@ -218,7 +218,7 @@ impl Likelihood {
                 actual: shape.to_vec(),
             });
         }
-        let dim: usize = state_shape.iter().product();
+        let dim = crate::error::checked_product(state_shape, "the state size")?;
         if dim == 0 {
             return Err(Error::InvalidArgument(format!(
                 "the field's state shape {state_shape:?} has no elements"
@@ -252,10 +252,11 @@ impl Likelihood {
     }
 
     /// The random probes of `n` samples, when the mode uses them.
-    fn draw_probes(&self, n: usize, dim: usize) -> Option<Vec<f32>> {
+    fn draw_probes(&self, n: usize, dim: usize) -> Result<Option<Vec<f32>>> {
         self.divergence
             .random_probes()
             .map(|(k, distribution)| draw_probes(n, k, dim, distribution, self.seed))
+            .transpose()
     }
 
     /// Integrates the augmented states `[N, D + 1]` (L = 0) from `starts` to 0.

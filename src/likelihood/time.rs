@@ -90,7 +90,7 @@ impl Likelihood {
         let (batch, dim) = self.check_input(x.shape())?;
         self.check_mode()?;
         let y0 = state_rows(x, batch, dim)?;
-        let probes = self.draw_probes(batch, dim);
+        let probes = self.draw_probes(batch, dim)?;
         let mut stats = Stats::default();
         let mut calls = FieldCalls::default();
         let mut solves = 0;
