@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use ndarray::{concatenate, ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
+use crate::field::{check_times, time_of};
 use crate::field::{ExtraTensor, Extras, VelocityField};
-use crate::path::{check_times, combine, time_of, AffinePath, Prediction};
+use crate::path::{combine, AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Ix2};
 
 use crate::field::VelocityField;
-use crate::path::{check_times, time_of};
+use crate::field::{check_times, time_of};
 use crate::random::SeededRng;
 use crate::scheduler::{Coefficients, Schedule};
 use crate::source::LN_2PI;

@@ -6,8 +6,10 @@ mod chunks;
 mod extras;
 pub mod onnx;
 pub mod plugin;
+mod times;
 
 pub(crate) use chunks::row_chunks;
+pub(crate) use times::{check_times, time_of};
 
 pub use extras::{ExtraTensor, Extras};
 

@@ -246,7 +246,7 @@ impl PluginField {
                 });
             }
         }
-        crate::path::check_times(t, x[0])?;
+        crate::field::check_times(t, x[0])?;
         Ok(x[0])
     }
 
