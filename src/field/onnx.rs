@@ -37,7 +37,7 @@ use std::path::Path;
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-pub use builder::OnnxFieldBuilder;
+pub use builder::{OnnxFieldBuilder, MAX_STATE_ELEMENTS};
 pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, TimeLayout};
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{

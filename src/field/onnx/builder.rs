@@ -435,5 +435,70 @@ pub(super) fn state_layout(
                 )
             })?,
     };
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_STATE_ELEMENTS);
+    if elements.is_none() {
+        return Err(Error::model_load(
+            file,
+            format!(
+                "the state input `{}` declares a sample of shape {shape:?}, more than the \
+                 {MAX_STATE_ELEMENTS} floats per sample fmrt accepts (fmrt::field::onnx::MAX_STATE_ELEMENTS)",
+                state.name
+            ),
+        ));
+    }
     Ok((shape, fixed_batch))
+}
+
+/// The most floats one sample's state may have (2^28, 1 GiB as f32): a
+/// model declaring more is refused at load, before anything is allocated.
+pub const MAX_STATE_ELEMENTS: usize = 1 << 28;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dims: Vec<Dim>) -> TensorInfo {
+        TensorInfo {
+            name: "x".to_string(),
+            dtype: "float32".to_string(),
+            dims,
+            element: Some(TensorElementType::Float32),
+        }
+    }
+
+    /// A model may declare any state shape; one that is too large (or whose
+    /// size overflows) is a load error naming the input and the bound.
+    #[test]
+    fn huge_declared_states_are_refused_by_name() {
+        let batch = || Dim::Symbolic("B".to_string());
+        for dims in [
+            vec![
+                batch(),
+                Dim::Fixed(2_147_483_647),
+                Dim::Fixed(2_147_483_647),
+            ],
+            vec![batch(), Dim::Fixed(50_000), Dim::Fixed(50_000)],
+            vec![batch(), Dim::Fixed(usize::MAX), Dim::Fixed(2)],
+        ] {
+            let err = state_layout("big.onnx", &state(dims), None).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, Error::ModelLoad { .. }), "{message}");
+            assert!(
+                message.contains("`x`") && message.contains("268435456"),
+                "{message}"
+            );
+        }
+        let ok = state_layout(
+            "ok.onnx",
+            &state(vec![batch(), Dim::Fixed(3), Dim::Fixed(64)]),
+            None,
+        );
+        assert_eq!(ok.unwrap(), (vec![3, 64], false));
+        // A shape given by the caller is held to the same bound.
+        let dynamic = state(vec![batch(), Dim::Dynamic, Dim::Dynamic]);
+        assert!(state_layout("d.onnx", &dynamic, Some(&[1 << 20, 1 << 20])).is_err());
+    }
 }
