@@ -261,10 +261,7 @@ impl VelocityField for Guided {
         _t: &[f64],
         _out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        Err(Error::InvalidArgument(format!(
-            "classifier-free guidance needs a condition: pass {} with each call",
-            self.null.describe()
-        )))
+        Err(self.missing_condition())
     }
 
     fn velocity_with(
@@ -292,12 +289,12 @@ impl VelocityField for Guided {
 
     fn jvp(
         &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
+        _x: ArrayViewD<'_, f32>,
+        _t: &[f64],
         _v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
+        _out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        self.velocity(x, t, out)
+        Err(self.missing_condition())
     }
 
     /// J = (1 + w)·J_c − w·J_∅, both halves in one batched JVP call.
@@ -331,9 +328,8 @@ impl VelocityField for Guided {
         self.inner.provides_divergence()
     }
 
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], _out: &mut [f64]) -> Result<()> {
-        let mut unused = ArrayD::<f32>::zeros(x.raw_dim());
-        self.velocity(x, t, unused.view_mut())
+    fn divergence(&self, _x: ArrayViewD<'_, f32>, _t: &[f64], _out: &mut [f64]) -> Result<()> {
+        Err(self.missing_condition())
     }
 
     /// div = (1 + w)·div_c − w·div_∅, both halves in one batched call.
@@ -369,6 +365,14 @@ struct Stacked {
 }
 
 impl Guided {
+    /// The error for a call without the condition guidance steers towards.
+    fn missing_condition(&self) -> Error {
+        Error::InvalidArgument(format!(
+            "classifier-free guidance needs a condition: pass {} with each call",
+            self.null.describe()
+        ))
+    }
+
     /// The batch `x` twice, with the caller's condition on the first half and
     /// the null condition on the second.
     fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
