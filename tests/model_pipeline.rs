@@ -25,45 +25,69 @@ fn open(path: &str, options: ModelOptions) -> fmrt::Result<Model> {
     Model::open(repo_file(path), options)
 }
 
-/// The x1 export of the Gaussian-mixture field declares `fmrt.prediction =
-/// x1` and its scheduler: opened as a model it samples like the velocity
-/// export from the same noise, also with the methods that evaluate t = 1
-/// (dopri5, the default, and rk4), where the x1 conversion divides by σ = 0.
+/// The x1 and x0 exports of the Gaussian-mixture field, each once with its
+/// `fmrt.prediction` and `fmrt.scheduler` metadata and once bare, with the
+/// caller naming the prediction and the training scheduler.
+fn prediction_exports() -> Vec<(&'static str, Model)> {
+    let told = |prediction| ModelOptions {
+        prediction: Some(prediction),
+        scheduler: Some(Arc::new(Scheduler::builtin("ot", &[]).unwrap())),
+        ..ModelOptions::default()
+    };
+    [
+        ("gmm_ot_x1.onnx", Prediction::X1, ModelOptions::default()),
+        ("gmm_ot_x1_bare.onnx", Prediction::X1, told(Prediction::X1)),
+        ("gmm_ot_x0.onnx", Prediction::X0, ModelOptions::default()),
+        ("gmm_ot_x0_bare.onnx", Prediction::X0, told(Prediction::X0)),
+    ]
+    .into_iter()
+    .map(|(file, prediction, options)| {
+        let model = open(&format!("tests/fixtures/{file}"), options).unwrap();
+        assert_eq!(model.prediction(), prediction, "{file}");
+        assert_eq!(model.adapters(), &[Adapter::Prediction(prediction)], "{file}");
+        assert!(model.trained_schedule().is_some(), "{file}");
+        (file, model)
+    })
+    .collect()
+}
+
+/// Opened as models, the x1 and x0 exports sample like the velocity export
+/// from the same noise, also with the methods that evaluate the singular end
+/// (dopri5, the default, and rk4 evaluate t = 1, where the x1 conversion
+/// divides by σ = 0; every method evaluates t = 0, where the x0 conversion
+/// divides by α = 0).
 #[test]
-fn an_x1_model_is_converted_from_its_metadata() {
-    let x1 = open("tests/fixtures/gmm_ot_x1.onnx", ModelOptions::default()).unwrap();
-    assert_eq!(x1.prediction(), Prediction::X1);
-    assert_eq!(x1.adapters(), &[Adapter::Prediction(Prediction::X1)]);
-    assert!(x1.trained_schedule().is_some());
+fn x1_and_x0_models_sample_like_the_velocity_model() {
     let velocity = open("tests/fixtures/gmm_ot.onnx", ModelOptions::default()).unwrap();
     assert!(velocity.adapters().is_empty());
-
+    let exports = prediction_exports();
     for solver in [
         SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5),
         SolverConfig::fixed(Method::Rk4, Steps::Count(50)),
         SolverConfig::fixed(Method::Midpoint, Steps::Count(50)),
     ] {
-        let a = x1.sampler(solver.clone()).sample(256, 5).unwrap().x;
         let b = velocity.sampler(solver.clone()).sample(256, 5).unwrap().x;
-        let diff = a
-            .iter()
-            .zip(b.iter())
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        println!("{:?}: x1 vs velocity samples {diff:e}", solver.method);
-        assert!(
-            diff <= 2e-3,
-            "{:?}: x1 and velocity samples differ by {diff}",
-            solver.method
-        );
+        for (file, model) in &exports {
+            let a = model.sampler(solver.clone()).sample(256, 5).unwrap().x;
+            let diff = a
+                .iter()
+                .zip(b.iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            println!("{:?}: {file} vs velocity samples {diff:e}", solver.method);
+            assert!(
+                diff <= 2e-3,
+                "{:?}: {file} and velocity samples differ by {diff}",
+                solver.method
+            );
+        }
     }
 }
 
-/// The x1 model's exact-divergence log-likelihoods (through its tangent graph
-/// and the x1 conversion) match the mixture's exact log-density.
+/// The x1 and x0 models' exact-divergence log-likelihoods (through their
+/// tangent graphs and the conversion) match the mixture's exact log-density.
 #[test]
-fn an_x1_model_gives_the_exact_log_density() {
-    let x1 = open("tests/fixtures/gmm_ot_x1.onnx", ModelOptions::default()).unwrap();
+fn x1_and_x0_models_give_the_exact_log_density() {
     let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
     let ring = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
     let solver = SolverConfig::adaptive(Method::Dopri5, 1e-6, 1e-6);
@@ -74,20 +98,22 @@ fn an_x1_model_gives_the_exact_log_density() {
     let exact = ring
         .log_density(data.view().into_dimensionality().unwrap(), &[1.0])
         .unwrap();
-    let got = x1
-        .likelihood(solver)
-        .with_divergence(Divergence::Exact)
-        .log_likelihood(data.view())
-        .unwrap()
-        .log_p;
-    let mae = got
-        .iter()
-        .zip(&exact)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f64>()
-        / 200.0;
-    println!("x1 ONNX model: log p mean absolute error {mae:e}");
-    assert!(mae <= 2e-4, "log p MAE {mae:e}");
+    for (file, model) in prediction_exports() {
+        let got = model
+            .likelihood(solver.clone())
+            .with_divergence(Divergence::Exact)
+            .log_likelihood(data.view())
+            .unwrap()
+            .log_p;
+        let mae = got
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 200.0;
+        println!("{file}: log p mean absolute error {mae:e}");
+        assert!(mae <= 2e-4, "{file}: log p MAE {mae:e}");
+    }
 }
 
 /// Caller settings override the metadata, and an adapter that needs the
