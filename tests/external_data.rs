@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use fmrt::field::onnx::{self, OnnxField};
 use fmrt::field::VelocityField;
-use fmrt::graph::proto::{StringStringEntryProto, TensorProto};
-use fmrt::graph::{decode_model, encode_model};
 use fmrt::likelihood::{Divergence, Likelihood};
 use fmrt::random::SeededRng;
 use fmrt::sampler::Sampler;
 use fmrt::solver::{Method, SolverConfig, Steps};
 use ndarray::ArrayD;
+
+#[path = "support/external_data.rs"]
+mod support;
+use support::save_with_external_data;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,63 +27,6 @@ fn fixture(name: &str) -> PathBuf {
 fn runtime() {
     onnx::ensure_runtime_for_development(Path::new(env!("CARGO_MANIFEST_DIR")))
         .expect("ONNX Runtime is available");
-}
-
-fn entry(key: &str, value: String) -> StringStringEntryProto {
-    StringStringEntryProto {
-        key: Some(key.to_string()),
-        value: Some(value),
-    }
-}
-
-/// Writes `model` into `dir` as `name` with every initializer of at least
-/// 64 bytes moved to the external file `name.data` (offsets aligned to 4 KiB,
-/// as onnx does for large tensors); returns the model's path and how many
-/// bytes went external.
-fn save_with_external_data(model: &Path, dir: &Path, name: &str) -> (PathBuf, usize) {
-    let mut proto = decode_model(&std::fs::read(model).unwrap()).unwrap();
-    let data_name = format!("{name}.data");
-    let mut data: Vec<u8> = Vec::new();
-    let graph = proto.graph.as_mut().expect("a graph");
-    let mut moved = 0;
-    for tensor in &mut graph.initializer {
-        let raw = match tensor.raw_data.take() {
-            Some(raw) => raw,
-            None if !tensor.float_data.is_empty() => {
-                let raw = tensor
-                    .float_data
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
-                tensor.float_data.clear();
-                raw
-            }
-            None => continue,
-        };
-        if raw.len() < 64 {
-            tensor.raw_data = Some(raw);
-            continue;
-        }
-        data.resize(data.len().div_ceil(4096) * 4096, 0);
-        let offset = data.len();
-        data.extend_from_slice(&raw);
-        moved += raw.len();
-        externalize(tensor, &data_name, offset, raw.len());
-    }
-    assert!(moved > 0, "{}: no initializer was moved", model.display());
-    std::fs::write(dir.join(&data_name), &data).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, encode_model(&proto)).unwrap();
-    (path, moved)
-}
-
-fn externalize(tensor: &mut TensorProto, location: &str, offset: usize, length: usize) {
-    tensor.data_location = Some(1);
-    tensor.external_data = vec![
-        entry("location", location.to_string()),
-        entry("offset", offset.to_string()),
-        entry("length", length.to_string()),
-    ];
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -174,4 +119,140 @@ fn the_tangent_model_is_derived_on_first_use() {
     assert!(!field.provides_jvp());
     let reason = field.jvp_unavailable_reason().expect("a reason");
     assert!(reason.contains("Hardmax"), "{reason}");
+}
+
+/// Hidden width of the widened benchmark MLP: its two N×N layers hold
+/// 2·N²·4 bytes = 210 MB, the weights of a model worth storing externally.
+const WIDE: usize = 5120;
+
+/// Writes the benchmark MLP widened to [`WIDE`] hidden units, its weights
+/// (random, scaled 1/√fan-in so activations stay O(1)) in an external-data
+/// file; returns the model's path and the bytes of weights.
+fn write_wide_external_mlp(dir: &Path) -> (PathBuf, usize) {
+    use std::io::Write;
+    let mut proto =
+        fmrt::graph::decode_model(&std::fs::read(fixture("mlp256.onnx")).unwrap()).unwrap();
+    let data_name = "wide.onnx.data";
+    let mut data = std::io::BufWriter::new(std::fs::File::create(dir.join(data_name)).unwrap());
+    let mut rng = SeededRng::new(11);
+    let mut written = 0usize;
+    for tensor in &mut proto.graph.as_mut().unwrap().initializer {
+        let dims: Vec<usize> = tensor.dims.iter().map(|&d| d as usize).collect();
+        let wide = |d: usize| if d == 256 { WIDE } else { d };
+        let dims: Vec<usize> = dims.into_iter().map(wide).collect();
+        let count: usize = dims.iter().product();
+        let fan_in = *dims.last().unwrap() as f64;
+        let bytes: Vec<u8> = (0..count)
+            .flat_map(|_| {
+                (((rng.uniform() * 2.0 - 1.0) * (3.0 / fan_in).sqrt()) as f32).to_le_bytes()
+            })
+            .collect();
+        tensor.dims = dims.iter().map(|&d| d as i64).collect();
+        tensor.raw_data = None;
+        tensor.float_data.clear();
+        let pad = written.div_ceil(4096) * 4096 - written;
+        data.write_all(&vec![0; pad]).unwrap();
+        support::externalize(tensor, data_name, written + pad, bytes.len());
+        data.write_all(&bytes).unwrap();
+        written += pad + bytes.len();
+    }
+    data.flush().unwrap();
+    let path = dir.join("wide.onnx");
+    std::fs::write(&path, fmrt::graph::encode_model(&proto)).unwrap();
+    let weights = 2 * WIDE * WIDE * 4;
+    (path, weights)
+}
+
+/// The process's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kb: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a number of kB");
+    kb * 1024
+}
+
+/// Peak resident memory of a process that opens a model with 210 MB of
+/// external weights and samples from it stays under 2.5× the weights: ONNX
+/// Runtime reads the weights from their file, fmrt holds no copy. Measured in
+/// a child process (this test binary, running only
+/// [`peak_memory_of_one_model`]), so nothing else of the test run counts.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_large_external_data_model_loads_within_its_memory_budget() {
+    runtime();
+    let dir = scratch("external-wide");
+    let (path, weights) = write_wide_external_mlp(&dir);
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "external_data::peak_memory_of_one_model",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FMRT_PEAK_MEMORY_MODEL", &path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let figure = |key: &str| -> f64 {
+        let line = out
+            .lines()
+            .find_map(|l| l.split_once(key))
+            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"));
+        line.1.trim().parse::<f64>().unwrap() / weights as f64
+    };
+    let (runtime, sampled, derived) = (
+        figure("peak after loading ONNX Runtime:"),
+        figure("peak after sampling:"),
+        figure("peak after a JVP:"),
+    );
+    println!(
+        "{} MB of external weights: peak RSS {runtime:.2}× the weights with ONNX Runtime \
+         loaded, {sampled:.2}× after opening and sampling, {derived:.2}× after a JVP \
+         (tangent model)",
+        weights / 1_000_000
+    );
+    assert!(
+        sampled < 2.5,
+        "opening and sampling peaked at {sampled:.2}× the weights"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The child of [`a_large_external_data_model_loads_within_its_memory_budget`]:
+/// runs only when it names a model in `FMRT_PEAK_MEMORY_MODEL`.
+#[test]
+#[ignore = "run by a_large_external_data_model_loads_within_its_memory_budget in its own process"]
+fn peak_memory_of_one_model() {
+    let Some(path) = std::env::var_os("FMRT_PEAK_MEMORY_MODEL") else {
+        return;
+    };
+    runtime();
+    println!("peak after loading ONNX Runtime: {}", peak_rss());
+    let model = fmrt::model::Model::open(&path, fmrt::model::ModelOptions::default()).unwrap();
+    let samples = model
+        .sampler(SolverConfig::fixed(Method::Euler, Steps::Count(2)))
+        .sample(8, 1)
+        .unwrap();
+    assert!(samples.x.iter().all(|v| v.is_finite()));
+    println!("peak after sampling: {}", peak_rss());
+    let field = model.field();
+    let x = samples.x;
+    let mut out = ArrayD::zeros(x.raw_dim());
+    field
+        .jvp(x.view(), &[0.5], x.view(), out.view_mut())
+        .unwrap();
+    println!("peak after a JVP: {}", peak_rss());
 }

@@ -44,7 +44,11 @@ fn prediction_exports() -> Vec<(&'static str, Model)> {
     .map(|(file, prediction, options)| {
         let model = open(&format!("tests/fixtures/{file}"), options).unwrap();
         assert_eq!(model.prediction(), prediction, "{file}");
-        assert_eq!(model.adapters(), &[Adapter::Prediction(prediction)], "{file}");
+        assert_eq!(
+            model.adapters(),
+            &[Adapter::Prediction(prediction)],
+            "{file}"
+        );
         assert!(model.trained_schedule().is_some(), "{file}");
         (file, model)
     })

@@ -75,6 +75,10 @@ mod header {
 
 /// The `target/<profile>/` folder of this test run (the test binary lives in
 /// its `deps/`).
+#[path = "../../tests/support/external_data.rs"]
+mod external_data;
+use external_data::save_with_external_data;
+
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.parent()
@@ -83,37 +87,46 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `cargo build -p <package>` for the profile of this test run, into
+/// this run's target folder, and returns its `target/<profile>/` folder
+/// (cargo has released its lock while tests run; the library is already
+/// built, so this mostly links).
+fn cargo_build(package: &str) -> PathBuf {
+    let dir = profile_dir();
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => "release",
+        _ => "test",
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--profile", profile])
+        .current_dir(root());
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    if cfg!(feature = "cuda") {
+        cmd.args(["--features", "cuda"]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {package}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
 /// The folder holding a `libfmrt.so` freshly built from this source tree.
 ///
-/// Cargo builds no cdylib for unit tests, so the first call runs
-/// `cargo build -p fmrt-c-api` for the profile of this test run (cargo has
-/// released its lock while tests run; the library it depends on is already
-/// built, so this only links). Built once per test process.
+/// Cargo builds no cdylib for unit tests, so the first call builds
+/// `fmrt-c-api` ([`cargo_build`]). Built once per test process.
 fn lib_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = profile_dir();
-            let profile = match dir.file_name().and_then(|n| n.to_str()) {
-                Some("release") => "release",
-                _ => "test",
-            };
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "fmrt-c-api", "--profile", profile])
-                .current_dir(root());
-            if let Some(target) = dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
-            }
-            if cfg!(feature = "cuda") {
-                cmd.args(["--features", "cuda"]);
-            }
-            let out = cmd.output().expect("cannot run cargo to build libfmrt.so");
-            assert!(
-                out.status.success(),
-                "{cmd:?} failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let dir = cargo_build("fmrt-c-api");
             assert!(
                 dir.join("libfmrt.so").is_file(),
                 "{} has no libfmrt.so after building fmrt-c-api",
@@ -121,6 +134,15 @@ fn lib_dir() -> PathBuf {
             );
             dir
         })
+        .clone()
+}
+
+/// The `fmrt` command-line tool built from this source tree, to compare the C
+/// API's numbers with the CLI's.
+fn cli_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| cargo_build("fmrt-cli").join("fmrt"))
         .clone()
 }
 
@@ -3435,6 +3457,9 @@ mod likelihood {
 
 mod model {
     use super::*;
+    use crate::likelihood::{
+        fmrt_likelihood_options, fmrt_likelihood_options_default, fmrt_log_likelihood,
+    };
     use crate::model::*;
     use fmrt::field::onnx::ensure_runtime_for_development;
     use fmrt::model::{Model, ModelOptions};
@@ -3588,5 +3613,116 @@ mod model {
             fmrt_model_free(null_mut());
             fmrt_model_options_free(null_mut());
         }
+    }
+
+    /// Samples `n` points with `seed` from the model at `path` opened through
+    /// the C API with its metadata and the fixed-step `method` (adaptive
+    /// dopri5 with the default tolerances when `steps` is 0); returns them
+    /// with the exact log-likelihoods of those samples under the same solver.
+    fn sample_and_score_through_c(
+        path: &Path,
+        method: &str,
+        steps: usize,
+        n: usize,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<f64>) {
+        let path = c(path.to_str().unwrap());
+        let method = c(method);
+        let (mut model, mut field, mut solver, mut sampler) =
+            (null_mut(), null_mut(), null_mut(), null_mut());
+        let mut x = vec![0.0f32; n * 2];
+        let mut log_p = vec![0.0f64; n];
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_model_open(path.as_ptr(), null(), null(), &mut model));
+            assert_ok(fmrt_model_field(model, &mut field));
+            if steps == 0 {
+                assert_ok(fmrt_solver_adaptive(method.as_ptr(), null(), &mut solver));
+            } else {
+                assert_ok(fmrt_solver_fixed(method.as_ptr(), steps, &mut solver));
+            }
+            assert_ok(fmrt_sampler_new(field, solver, &mut sampler));
+            assert_ok(fmrt_sampler_sample(
+                sampler,
+                n,
+                seed,
+                null(),
+                0,
+                null(),
+                x.as_mut_ptr(),
+                x.len(),
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            // SAFETY: all-zero is a valid value of this plain C struct.
+            let mut options: fmrt_likelihood_options = std::mem::zeroed();
+            assert_ok(fmrt_likelihood_options_default(&mut options));
+            options.solver = solver;
+            assert_ok(fmrt_log_likelihood(
+                field,
+                &options,
+                x.as_ptr(),
+                x.len(),
+                n,
+                [1.0].as_ptr(),
+                1,
+                null(),
+                log_p.as_mut_ptr(),
+                log_p.len(),
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            fmrt_sampler_free(sampler);
+            fmrt_solver_free(solver);
+            fmrt_field_free(field);
+            fmrt_model_free(model);
+        }
+        (x, log_p)
+    }
+
+    /// A model whose weights are in an external-data file, opened from C,
+    /// samples bit for bit like its inline twin and gives the same exact
+    /// log-likelihoods (1e-5).
+    #[test]
+    fn an_external_data_model_opened_from_c_matches_the_inline_one() {
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let dir = scratch().join("external-data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let inline = fixture("mlp256.onnx");
+        let (external, _) = save_with_external_data(&inline, &dir, "mlp256_external.onnx");
+        let (x_inline, lp_inline) = sample_and_score_through_c(&inline, "midpoint", 20, 32, 7);
+        let (x_external, lp_external) =
+            sample_and_score_through_c(&external, "midpoint", 20, 32, 7);
+        assert_eq!(x_inline, x_external, "samples differ");
+        for (a, b) in lp_inline.iter().zip(&lp_external) {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "log p {a} (inline) vs {b} (external)"
+            );
+        }
+    }
+
+    /// The x1 export opened from C with its metadata samples bit for bit like
+    /// `fmrt sample` with its defaults (dopri5, the same seed).
+    #[test]
+    fn a_model_opened_from_c_samples_like_the_cli() {
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let model = fixture("gmm_ot_x1.onnx");
+        let out = scratch().join("cli_x1_samples.npy");
+        let o = Command::new(cli_binary())
+            .args(["sample", "--model"])
+            .arg(&model)
+            .args(["-n", "64", "--seed", "11", "--quiet", "-o"])
+            .arg(&out)
+            .output()
+            .expect("the fmrt CLI runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cli: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("a float32 .npy");
+        let (from_c, _) = sample_and_score_through_c(&model, "dopri5", 0, 64, 11);
+        assert_eq!(cli.iter().copied().collect::<Vec<_>>(), from_c);
     }
 }

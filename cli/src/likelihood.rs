@@ -12,7 +12,8 @@ use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
 use crate::sample::{
-    check_batch_shape, condition, describe_solver, fit_rows, open_model, solver_config,
+    check_batch_shape, condition, describe_adapters, describe_solver, fit_rows, open_model,
+    solver_config,
 };
 
 /// The command-line name of a divergence mode.
@@ -105,6 +106,12 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             "  mean log p {:.6} nats, {:.6} bits/dim",
             mean(&result.log_p),
             mean(&result.bits_per_dim)
+        );
+        eprintln!(
+            "  model {} on {}{}",
+            model.file(),
+            model.provider(),
+            describe_adapters(&opened)
         );
         eprintln!(
             "  solver {}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",

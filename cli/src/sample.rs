@@ -191,7 +191,13 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
 
 /// `, x1 prediction, guidance w = 2` for the summary line.
 pub fn describe_adapters(model: &Model) -> String {
-    model.adapters().iter().map(|a| format!(", {a}")).collect()
+    let mut text: String = model.adapters().iter().map(|a| format!(", {a}")).collect();
+    if model.network().prediction().is_none() && model.prediction() == Prediction::Velocity {
+        // A model exported without fmrt's metadata: say what was assumed, so
+        // an x1/x0 model read as a velocity does not go unnoticed.
+        text.push_str(", output read as velocity (no `fmrt.prediction` metadata; --prediction x1|x0 if it predicts data or noise)");
+    }
+    text
 }
 
 /// The class labels of `--label` for `n` samples, if given.

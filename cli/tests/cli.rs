@@ -4,6 +4,9 @@ use std::process::{Command, Output};
 
 use fmrt::scheduler::{Schedule, Scheduler};
 
+#[path = "../../tests/support/external_data.rs"]
+mod support;
+
 fn fmrt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fmrt"))
         .args(args)
@@ -144,6 +147,8 @@ mod models {
     use ndarray_npy::{read_npy, write_npy};
 
     use super::{fmrt, stderr, stdout};
+
+    use super::support::save_with_external_data;
 
     fn repo(path: &str) -> String {
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -508,6 +513,58 @@ mod models {
             );
         }
         assert!(!Path::new(out).exists(), "a failed run left an output file");
+    }
+
+    /// A model whose weights are in an external-data file samples bit for bit
+    /// like its inline twin, and its exact log-likelihoods agree to 1e-5.
+    #[test]
+    fn an_external_data_model_samples_and_scores_like_the_inline_one() {
+        runtime();
+        let dir = scratch("external");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let inline = repo("tests/fixtures/mlp256.onnx");
+        let (external, _) =
+            save_with_external_data(Path::new(&inline), &dir, "mlp256_external.onnx");
+        let external = external.display().to_string();
+        let run = |model: &str, name: &str| {
+            let samples = dir.join(format!("{name}.npy"));
+            let samples = samples.to_str().expect("utf-8").to_string();
+            let o = fmrt(&[
+                "sample", "--model", model, "-n", "32", "--seed", "7", "--solver", "midpoint",
+                "--steps", "20", "-o", &samples, "--quiet",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            let log_p = dir.join(format!("{name}_logp.npy"));
+            let o = fmrt(&[
+                "likelihood",
+                "--model",
+                model,
+                "--data",
+                &samples,
+                "--solver",
+                "midpoint",
+                "--steps",
+                "20",
+                "--divergence",
+                "exact",
+                "-o",
+                log_p.to_str().expect("utf-8"),
+                "--quiet",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            let x: ArrayD<f32> = read_npy(&samples).expect("samples");
+            let log_p: ndarray::Array1<f64> = read_npy(&log_p).expect("log p");
+            (x, log_p)
+        };
+        let (x_inline, lp_inline) = run(&inline, "inline");
+        let (x_external, lp_external) = run(&external, "external");
+        assert_eq!(x_inline, x_external, "samples differ");
+        for (a, b) in lp_inline.iter().zip(&lp_external) {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "log p {a} (inline) vs {b} (external)"
+            );
+        }
     }
 }
 
