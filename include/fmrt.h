@@ -124,6 +124,36 @@ typedef uint32_t fmrt_status;
 #endif // __cplusplus
 
 /*
+ What a model input is for.
+ */
+enum fmrt_input_role
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   The state x.
+   */
+  FMRT_INPUT_ROLE_STATE = 0,
+  /*
+   The time t.
+   */
+  FMRT_INPUT_ROLE_TIME = 1,
+  /*
+   Conditioning the caller passes as `fmrt_extras` (a class label, a
+   context tensor), under the input's name.
+   */
+  FMRT_INPUT_ROLE_EXTRA = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fmrt_input_role fmrt_input_role;
+#else
+typedef uint32_t fmrt_input_role;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  Which printed expression `fmrt_scheduler_expression` returns.
  */
 enum fmrt_quantity
@@ -901,6 +931,56 @@ fmrt_status fmrt_model_prediction(const fmrt_model *model,
                                   char *buf,
                                   size_t buf_len,
                                   size_t *out_len);
+
+/*
+ Writes how many inputs the network declares into `*out_count`; each is
+ described by `fmrt_model_input` and `fmrt_model_input_shape`.
+
+ # Safety
+
+ `model` must be a live handle; `out_count` writable.
+ */
+fmrt_status fmrt_model_input_count(const fmrt_model *model, size_t *out_count);
+
+/*
+ Describes input `index`: its role into `*out_role` (NULL: not wanted), its
+ element type (`"float32"`, `"int64"`, …) into `dtype_buf` and its name
+ into `name_buf`, each a NUL-terminated string copied as
+ `fmrt_model_metadata` does (`*out_dtype_len` and `*out_name_len`, if not
+ NULL, receive the bytes needed). An extra input's name is the name to give
+ its tensor in `fmrt_extras`.
+
+ # Safety
+
+ `model` must be a live handle; each buffer NULL or writable for its
+ length; each out-pointer NULL or writable.
+ */
+fmrt_status fmrt_model_input(const fmrt_model *model,
+                             size_t index,
+                             fmrt_input_role *out_role,
+                             char *name_buf,
+                             size_t name_buf_len,
+                             size_t *out_name_len,
+                             char *dtype_buf,
+                             size_t dtype_buf_len,
+                             size_t *out_dtype_len);
+
+/*
+ Writes the declared shape of input `index` into `dims[0..dims_len]`, −1
+ for a dynamic axis (such as the batch), and its rank into `*out_rank` (if
+ not NULL; always written, also when `dims_len` is too small, which is
+ `FMRT_STATUS_BUFFER_TOO_SMALL`).
+
+ # Safety
+
+ `model` must be a live handle; `dims` NULL or writable for `dims_len`
+ values; `out_rank` NULL or writable.
+ */
+fmrt_status fmrt_model_input_shape(const fmrt_model *model,
+                                   size_t index,
+                                   int64_t *dims,
+                                   size_t dims_len,
+                                   size_t *out_rank);
 
 /*
  Derives the network's tangent model now (otherwise the first derivative

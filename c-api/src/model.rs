@@ -8,16 +8,19 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
+use fmrt::field::onnx::TensorInfo;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::Error;
 
-use crate::error::{fmrt_status, FfiError};
+use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::field::fmrt_field;
 use crate::onnx::{builder, fmrt_onnx_options};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::fmrt_scheduler;
-use crate::{c_str, check_out, free_handle, handle, handle_mut, put_handle, write_c_string};
+use crate::{
+    c_str, check_out, free_handle, handle, handle_mut, put_handle, slice_out, write_c_string,
+};
 
 /// Settings that override a model's metadata, or add adapters. Made by
 /// `fmrt_model_options_new` (nothing overridden, no guidance), changed by the
@@ -307,6 +310,157 @@ pub unsafe extern "C" fn fmrt_model_prediction(
         let name = m.inner.prediction().to_string();
         // SAFETY: the caller's contract on `buf` and `out_len`.
         unsafe { write_c_string(name.as_bytes(), buf, buf_len, out_len) }
+    })
+}
+
+/// What a model input is for.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum fmrt_input_role {
+    /// The state x.
+    State = 0,
+    /// The time t.
+    Time = 1,
+    /// Conditioning the caller passes as `fmrt_extras` (a class label, a
+    /// context tensor), under the input's name.
+    Extra = 2,
+}
+
+/// The network's input `index` (0-based, in the model's order), or
+/// `FMRT_STATUS_INVALID_ARGUMENT` naming the count when there is none.
+fn input_at(m: &fmrt_model, index: usize) -> FfiResult<&TensorInfo> {
+    let inputs = m.inner.network().inputs();
+    inputs.get(index).ok_or_else(|| {
+        FfiError::invalid(format!(
+            "input index {index} is out of range: {} has {} inputs",
+            m.inner.network().file(),
+            inputs.len()
+        ))
+    })
+}
+
+/// Writes how many inputs the network declares into `*out_count`; each is
+/// described by `fmrt_model_input` and `fmrt_model_input_shape`.
+///
+/// # Safety
+///
+/// `model` must be a live handle; `out_count` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_input_count(
+    model: *const fmrt_model,
+    out_count: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out_count, "out_count")?;
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { *out_count = m.inner.network().inputs().len() };
+        Ok(())
+    })
+}
+
+/// Describes input `index`: its role into `*out_role` (NULL: not wanted), its
+/// element type (`"float32"`, `"int64"`, …) into `dtype_buf` and its name
+/// into `name_buf`, each a NUL-terminated string copied as
+/// `fmrt_model_metadata` does (`*out_dtype_len` and `*out_name_len`, if not
+/// NULL, receive the bytes needed). An extra input's name is the name to give
+/// its tensor in `fmrt_extras`.
+///
+/// # Safety
+///
+/// `model` must be a live handle; each buffer NULL or writable for its
+/// length; each out-pointer NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_input(
+    model: *const fmrt_model,
+    index: usize,
+    out_role: *mut fmrt_input_role,
+    name_buf: *mut c_char,
+    name_buf_len: usize,
+    out_name_len: *mut usize,
+    dtype_buf: *mut c_char,
+    dtype_buf_len: usize,
+    out_dtype_len: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        let input = input_at(m, index)?;
+        let mapping = m.inner.network().mapping();
+        let role = if input.name == mapping.state {
+            fmrt_input_role::State
+        } else if input.name == mapping.time {
+            fmrt_input_role::Time
+        } else {
+            fmrt_input_role::Extra
+        };
+        let (name, dtype) = (input.name.as_bytes(), input.dtype.as_bytes());
+        // SAFETY: the caller's contract on each buffer and out-pointer.
+        unsafe {
+            for (need, out) in [
+                (name.len() + 1, out_name_len),
+                (dtype.len() + 1, out_dtype_len),
+            ] {
+                if !out.is_null() {
+                    *out = need;
+                }
+            }
+            // Both buffers are checked before either is written.
+            slice_out(
+                name_buf.cast::<u8>(),
+                name_buf_len,
+                name.len() + 1,
+                "name_buf",
+            )?;
+            slice_out(
+                dtype_buf.cast::<u8>(),
+                dtype_buf_len,
+                dtype.len() + 1,
+                "dtype_buf",
+            )?;
+            write_c_string(name, name_buf, name_buf_len, std::ptr::null_mut())?;
+            write_c_string(dtype, dtype_buf, dtype_buf_len, std::ptr::null_mut())?;
+            if !out_role.is_null() {
+                *out_role = role;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes the declared shape of input `index` into `dims[0..dims_len]`, −1
+/// for a dynamic axis (such as the batch), and its rank into `*out_rank` (if
+/// not NULL; always written, also when `dims_len` is too small, which is
+/// `FMRT_STATUS_BUFFER_TOO_SMALL`).
+///
+/// # Safety
+///
+/// `model` must be a live handle; `dims` NULL or writable for `dims_len`
+/// values; `out_rank` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_input_shape(
+    model: *const fmrt_model,
+    index: usize,
+    dims: *mut i64,
+    dims_len: usize,
+    out_rank: *mut usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        let input = input_at(m, index)?;
+        let rank = input.dims.len();
+        if !out_rank.is_null() {
+            // SAFETY: the caller's contract.
+            unsafe { *out_rank = rank };
+        }
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(dims, dims_len, rank, "dims") }?;
+        for (o, d) in out.iter_mut().zip(&input.dims) {
+            *o = d.fixed().and_then(|n| i64::try_from(n).ok()).unwrap_or(-1);
+        }
+        Ok(())
     })
 }
 

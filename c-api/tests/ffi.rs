@@ -367,6 +367,55 @@ mod programs {
         assert!(out.contains(&format!("cpp-error {}\n", fmrt_status::Scheduler as u32)));
     }
 
+    /// `examples/c/model.c` opens the x0 export through `fmrt_model`, lists
+    /// its inputs, and samples and scores like `fmrt::model::Model`: samples
+    /// bit for bit, log p to printing precision.
+    #[test]
+    fn c_model_example_matches_the_rust_model() {
+        use fmrt::field::onnx::ensure_runtime_for_development;
+        use fmrt::model::{Model, ModelOptions};
+
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let exe = build_program("cc", "c11", &[root().join("examples/c/model.c")], "model");
+        let model = root().join("tests/fixtures/gmm_ot_x0.onnx");
+        // As a host would: the runtime found through ORT_DYLIB_PATH.
+        let o = Command::new(&exe)
+            .arg(&model)
+            .args(["8", "5"])
+            .env("ORT_DYLIB_PATH", &runtime.library)
+            .output()
+            .unwrap();
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.starts_with("prediction x0\n"), "{out}");
+        assert!(out.contains("input 0 state x float32 -1 2\n"), "{out}");
+        assert!(out.contains("input 1 time t float32 -1\n"), "{out}");
+
+        let rust = Model::open(&model, ModelOptions::default()).unwrap();
+        let solver = SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5);
+        let samples = rust.sampler(solver.clone()).sample(8, 5).unwrap().x;
+        let printed = rows(&out, "sample");
+        assert_eq!(printed.len(), 8, "{out}");
+        for (row, expected) in printed.iter().zip(samples.outer_iter()) {
+            let row: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+            assert_eq!(row, expected.iter().copied().collect::<Vec<_>>(), "{out}");
+        }
+        let log_p = rust
+            .likelihood(solver)
+            .log_likelihood(samples.view())
+            .unwrap()
+            .log_p;
+        let printed = rows(&out, "log_p");
+        for (row, expected) in printed.iter().zip(&log_p) {
+            assert!(
+                (row[0] - expected).abs() <= 1e-12,
+                "C {} vs Rust {expected}",
+                row[0]
+            );
+        }
+    }
+
     #[test]
     fn c_likelihood_example_matches_the_rust_api_and_the_analytic_density() {
         use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
@@ -3724,5 +3773,97 @@ mod model {
         let cli: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("a float32 .npy");
         let (from_c, _) = sample_and_score_through_c(&model, "dopri5", 0, 64, 11);
         assert_eq!(cli.iter().copied().collect::<Vec<_>>(), from_c);
+    }
+
+    /// A C host learns from the model which inputs it has, which one takes
+    /// its conditioning, and how they are shaped.
+    #[test]
+    fn a_model_describes_its_inputs() {
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = c(root()
+            .join("examples/models/conditional.onnx")
+            .to_str()
+            .unwrap());
+        let mut model = null_mut();
+        let mut count = 0;
+        let mut described = Vec::new();
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_model_open(path.as_ptr(), null(), null(), &mut model));
+            assert_ok(fmrt_model_input_count(model, &mut count));
+            for index in 0..count {
+                let mut role = fmrt_input_role::State;
+                let (mut name_len, mut dtype_len) = (0, 0);
+                assert_fails(
+                    fmrt_model_input(
+                        model,
+                        index,
+                        &mut role,
+                        null_mut(),
+                        0,
+                        &mut name_len,
+                        null_mut(),
+                        0,
+                        &mut dtype_len,
+                    ),
+                    BufferTooSmall,
+                    "name_buf",
+                );
+                let mut name = vec![0 as c_char; name_len];
+                let mut dtype = vec![0 as c_char; dtype_len];
+                assert_ok(fmrt_model_input(
+                    model,
+                    index,
+                    &mut role,
+                    name.as_mut_ptr(),
+                    name.len(),
+                    null_mut(),
+                    dtype.as_mut_ptr(),
+                    dtype.len(),
+                    null_mut(),
+                ));
+                let mut rank = 0;
+                assert_fails(
+                    fmrt_model_input_shape(model, index, null_mut(), 0, &mut rank),
+                    BufferTooSmall,
+                    "dims",
+                );
+                let mut dims = vec![0i64; rank];
+                assert_ok(fmrt_model_input_shape(
+                    model,
+                    index,
+                    dims.as_mut_ptr(),
+                    dims.len(),
+                    null_mut(),
+                ));
+                let text = |b: &[c_char]| CStr::from_ptr(b.as_ptr()).to_str().unwrap().to_string();
+                described.push((role, text(&name), text(&dtype), dims));
+            }
+            assert_fails(
+                fmrt_model_input(
+                    model,
+                    count,
+                    null_mut(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "out of range",
+            );
+            fmrt_model_free(model);
+        }
+        use fmrt_input_role::{Extra, State, Time};
+        assert_eq!(
+            described,
+            [
+                (State, "x".into(), "float32".into(), vec![-1, 2]),
+                (Time, "t".into(), "float32".into(), vec![-1]),
+                (Extra, "label".into(), "int64".into(), vec![-1]),
+            ]
+        );
     }
 }
