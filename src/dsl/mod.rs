@@ -4,7 +4,7 @@
 //! [`parser`] → [`check`] (names, arity, inlining of lets) → [`deriv`] (symbolic
 //! d/dt) → [`simplify`] → [`eval`] (one register kernel for α, σ, α', σ' with
 //! shared subexpressions) → numeric checks ([`check`]).
-//! Problems are reported as [`diag::Diagnostic`]s with spans; [`print`] turns
+//! Problems are reported as [`diag::Diagnostic`]s with spans; [`print()`] turns
 //! expressions back into source text.
 //!
 //! **Limits.** Hostile sources are ordinary errors, never a crash of the host:

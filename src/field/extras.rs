@@ -173,7 +173,7 @@ impl Extras {
         Ok(Extras { inputs })
     }
 
-    /// A short description, e.g. "`label` int64 [4]".
+    /// A short description, e.g. "`label` int64 \[4\]".
     pub fn describe(&self) -> String {
         self.iter()
             .map(|(n, t)| format!("`{n}` {} {:?}", t.dtype_name(), t.shape()))
