@@ -77,6 +77,19 @@ fn an_external_data_model_matches_its_inline_twin() {
     external.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0, "JVPs differ");
 
+    // One copy of the weights for all sessions: the same numbers up to the
+    // rounding of unpacked matrix products.
+    let shared = OnnxField::builder()
+        .share_weights(true)
+        .load_file(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    inline.velocity(x.view(), &t, a.view_mut()).unwrap();
+    shared.velocity(x.view(), &t, b.view_mut()).unwrap();
+    assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight velocities differ");
+    inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
+    shared.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+    assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight JVPs differ");
+
     let solver = SolverConfig::fixed(Method::Midpoint, Steps::Count(20));
     let s_inline = Sampler::new(inline.clone(), solver.clone())
         .sample(32, 7)
@@ -179,54 +192,70 @@ fn peak_rss() -> usize {
 }
 
 /// Peak resident memory of a process that opens a model with 210 MB of
-/// external weights and samples from it stays under 2.5× the weights: ONNX
-/// Runtime reads the weights from their file, fmrt holds no copy. Measured in
-/// a child process (this test binary, running only
-/// [`peak_memory_of_one_model`]), so nothing else of the test run counts.
+/// external weights, samples, and then takes a JVP (which creates the tangent
+/// model's session), measured in a child process (this test binary, running
+/// only [`peak_memory_of_one_model`]) so nothing else of the test run counts:
+/// under 2.5× the weights after sampling by default, since ONNX Runtime reads
+/// the weights from their file and fmrt holds no copy; and with
+/// `share_weights` one copy for both sessions (a second copy would add 1×).
 #[test]
 #[cfg(target_os = "linux")]
 fn a_large_external_data_model_loads_within_its_memory_budget() {
     runtime();
     let dir = scratch("external-wide");
     let (path, weights) = write_wide_external_mlp(&dir);
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "external_data::peak_memory_of_one_model",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FMRT_PEAK_MEMORY_MODEL", &path)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
-    let figure = |key: &str| -> f64 {
-        let line = out
-            .lines()
-            .find_map(|l| l.split_once(key))
-            .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"));
-        line.1.trim().parse::<f64>().unwrap() / weights as f64
+    let measure = |share: bool| {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "external_data::peak_memory_of_one_model",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FMRT_PEAK_MEMORY_MODEL", &path)
+            .env("FMRT_PEAK_MEMORY_SHARE", if share { "1" } else { "0" })
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout).into_owned();
+        assert!(
+            child.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let figure = |key: &str| -> f64 {
+            let line = out
+                .lines()
+                .find_map(|l| l.split_once(key))
+                .unwrap_or_else(|| panic!("no `{key}` line in:\n{out}"));
+            line.1.trim().parse::<f64>().unwrap() / weights as f64
+        };
+        let figures = (
+            figure("peak after loading ONNX Runtime:"),
+            figure("peak after sampling:"),
+            figure("peak after a JVP:"),
+        );
+        println!(
+            "{} MB of external weights, share_weights({share}): peak RSS {:.2}× the weights \
+             with ONNX Runtime loaded, {:.2}× after opening and sampling, {:.2}× after a JVP \
+             (tangent model)",
+            weights / 1_000_000,
+            figures.0,
+            figures.1,
+            figures.2
+        );
+        figures
     };
-    let (runtime, sampled, derived) = (
-        figure("peak after loading ONNX Runtime:"),
-        figure("peak after sampling:"),
-        figure("peak after a JVP:"),
-    );
-    println!(
-        "{} MB of external weights: peak RSS {runtime:.2}× the weights with ONNX Runtime \
-         loaded, {sampled:.2}× after opening and sampling, {derived:.2}× after a JVP \
-         (tangent model)",
-        weights / 1_000_000
-    );
+    let (_, sampled, _) = measure(false);
     assert!(
         sampled < 2.5,
         "opening and sampling peaked at {sampled:.2}× the weights"
+    );
+    let (_, sampled, derived) = measure(true);
+    assert!(
+        sampled < 1.5 && derived < 1.5,
+        "with shared weights, sampling peaked at {sampled:.2}× and a JVP at {derived:.2}× \
+         the weights: a second copy was made"
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -239,9 +268,12 @@ fn peak_memory_of_one_model() {
     let Some(path) = std::env::var_os("FMRT_PEAK_MEMORY_MODEL") else {
         return;
     };
+    let share = std::env::var("FMRT_PEAK_MEMORY_SHARE").as_deref() == Ok("1");
     runtime();
     println!("peak after loading ONNX Runtime: {}", peak_rss());
-    let model = fmrt::model::Model::open(&path, fmrt::model::ModelOptions::default()).unwrap();
+    let builder = OnnxField::builder().share_weights(share);
+    let model = fmrt::model::Model::open_with(builder, &path, fmrt::model::ModelOptions::default())
+        .unwrap();
     let samples = model
         .sampler(SolverConfig::fixed(Method::Euler, Steps::Count(2)))
         .sample(8, 1)

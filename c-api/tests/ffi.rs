@@ -387,7 +387,11 @@ mod programs {
             .output()
             .unwrap();
         let out = String::from_utf8(o.stdout).unwrap();
-        assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(out.starts_with("prediction x0\n"), "{out}");
         assert!(out.contains("input 0 state x float32 -1 2\n"), "{out}");
         assert!(out.contains("input 1 time t float32 -1\n"), "{out}");

@@ -32,6 +32,7 @@ mod null_condition;
 mod pool;
 pub mod provider;
 pub mod runtime;
+mod weights;
 
 use std::path::Path;
 
