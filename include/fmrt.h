@@ -863,6 +863,18 @@ fmrt_status fmrt_model_options_set_null_label(fmrt_model_options *options,
                                               int64_t label);
 
 /*
+ Whether to keep one copy of the model's external-data weights for all its
+ ONNX Runtime sessions (`share` nonzero; default 0): less memory for a model that also
+ computes derivatives, slower model calls at small batches (see
+ `OnnxFieldBuilder::share_weights` in the Rust documentation).
+
+ # Safety
+
+ `options` must be a live handle.
+ */
+fmrt_status fmrt_model_options_set_share_weights(fmrt_model_options *options, int32_t share);
+
+/*
  Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
  the model settings `options` (each NULL: defaults). The model's
  `fmrt.*` metadata decide what the options leave open. A missing file is

@@ -85,7 +85,10 @@ fn an_external_data_model_matches_its_inline_twin() {
         .unwrap_or_else(|e| panic!("{e}"));
     inline.velocity(x.view(), &t, a.view_mut()).unwrap();
     shared.velocity(x.view(), &t, b.view_mut()).unwrap();
-    assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight velocities differ");
+    assert!(
+        max_abs_diff(&a, &b) <= 1e-5,
+        "shared-weight velocities differ"
+    );
     inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
     shared.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
     assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight JVPs differ");

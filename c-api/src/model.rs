@@ -30,6 +30,8 @@ pub struct fmrt_model_options {
     inner: ModelOptions,
     /// A null label to build once the model's label input is known.
     null_label: Option<(String, i64)>,
+    /// One copy of external weights for all sessions (`share_weights`).
+    share_weights: bool,
 }
 
 /// A model opened from a file: the network, the schedule it was trained with,
@@ -51,6 +53,7 @@ pub unsafe extern "C" fn fmrt_model_options_new(out: *mut *mut fmrt_model_option
         let options = fmrt_model_options {
             inner: ModelOptions::default(),
             null_label: None,
+            share_weights: false,
         };
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_handle(options, out) };
@@ -179,6 +182,27 @@ pub unsafe extern "C" fn fmrt_model_options_set_null_label(
     })
 }
 
+/// Whether to keep one copy of the model's external-data weights for all its
+/// ONNX Runtime sessions (`share` nonzero; default 0): less memory for a model that also
+/// computes derivatives, slower model calls at small batches (see
+/// `OnnxFieldBuilder::share_weights` in the Rust documentation).
+///
+/// # Safety
+///
+/// `options` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_share_weights(
+    options: *mut fmrt_model_options,
+    share: i32,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        o.share_weights = share != 0;
+        Ok(())
+    })
+}
+
 /// Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
 /// the model settings `options` (each NULL: defaults). The model's
 /// `fmrt.*` metadata decide what the options leave open. A missing file is
@@ -206,7 +230,8 @@ pub unsafe extern "C" fn fmrt_model_open(
         let b = unsafe { builder(onnx_options) }?;
         // SAFETY: the caller's contract.
         let o = unsafe { options.as_ref() };
-        let network = Arc::new(b.load_file(path)?);
+        let share = o.is_some_and(|o| o.share_weights);
+        let network = Arc::new(b.share_weights(share).load_file(path)?);
         let mut settings = o.map(|o| o.inner.clone()).unwrap_or_default();
         if let Some((input, label)) = o.and_then(|o| o.null_label.clone()) {
             settings.null_condition = Some(

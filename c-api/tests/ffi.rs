@@ -3674,6 +3674,7 @@ mod model {
     /// with the exact log-likelihoods of those samples under the same solver.
     fn sample_and_score_through_c(
         path: &Path,
+        share_weights: bool,
         method: &str,
         steps: usize,
         n: usize,
@@ -3687,7 +3688,14 @@ mod model {
         let mut log_p = vec![0.0f64; n];
         // SAFETY: valid or NULL pointers; handles freed once.
         unsafe {
-            assert_ok(fmrt_model_open(path.as_ptr(), null(), null(), &mut model));
+            let mut options = null_mut();
+            assert_ok(fmrt_model_options_new(&mut options));
+            assert_ok(fmrt_model_options_set_share_weights(
+                options,
+                share_weights.into(),
+            ));
+            assert_ok(fmrt_model_open(path.as_ptr(), null(), options, &mut model));
+            fmrt_model_options_free(options);
             assert_ok(fmrt_model_field(model, &mut field));
             if steps == 0 {
                 assert_ok(fmrt_solver_adaptive(method.as_ptr(), null(), &mut solver));
@@ -3747,9 +3755,10 @@ mod model {
         std::fs::create_dir_all(&dir).unwrap();
         let inline = fixture("mlp256.onnx");
         let (external, _) = save_with_external_data(&inline, &dir, "mlp256_external.onnx");
-        let (x_inline, lp_inline) = sample_and_score_through_c(&inline, "midpoint", 20, 32, 7);
+        let (x_inline, lp_inline) =
+            sample_and_score_through_c(&inline, false, "midpoint", 20, 32, 7);
         let (x_external, lp_external) =
-            sample_and_score_through_c(&external, "midpoint", 20, 32, 7);
+            sample_and_score_through_c(&external, false, "midpoint", 20, 32, 7);
         assert_eq!(x_inline, x_external, "samples differ");
         for (a, b) in lp_inline.iter().zip(&lp_external) {
             assert!(
@@ -3757,6 +3766,25 @@ mod model {
                 "log p {a} (inline) vs {b} (external)"
             );
         }
+        // One copy of the weights for all sessions: the same numbers up to
+        // the rounding of unpacked matrix products.
+        let (x_shared, lp_shared) =
+            sample_and_score_through_c(&external, true, "midpoint", 20, 32, 7);
+        let dx = x_inline
+            .iter()
+            .zip(&x_shared)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let dlp = lp_inline
+            .iter()
+            .zip(&lp_shared)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f64, f64::max);
+        println!("shared weights: samples within {dx:e}, log p within {dlp:e}");
+        assert!(
+            dx <= 1e-6 && dlp <= 1e-6,
+            "samples {dx:e}, log p {dlp:e} apart"
+        );
     }
 
     /// The x1 export opened from C with its metadata samples bit for bit like
@@ -3775,7 +3803,7 @@ mod model {
             .expect("the fmrt CLI runs");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let cli: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("a float32 .npy");
-        let (from_c, _) = sample_and_score_through_c(&model, "dopri5", 0, 64, 11);
+        let (from_c, _) = sample_and_score_through_c(&model, false, "dopri5", 0, 64, 11);
         assert_eq!(cli.iter().copied().collect::<Vec<_>>(), from_c);
     }
 

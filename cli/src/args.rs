@@ -126,6 +126,9 @@ pub struct ModelArgs {
     /// Largest batch per model call; larger batches are split.
     #[arg(long = "max-batch", value_name = "N")]
     pub max_batch: Option<usize>,
+    /// One copy of the model's external-data weights for all its sessions (less memory, slower small batches).
+    #[arg(long = "share-weights")]
+    pub share_weights: bool,
 }
 
 impl ModelArgs {
@@ -401,6 +404,7 @@ impl InspectArgs {
             ep_policy: self.ep_policy,
             threads: None,
             max_batch: None,
+            share_weights: false,
         }
     }
 }

@@ -150,6 +150,7 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, Failure> {
     if let Some(threads) = args.threads {
         builder = builder.intra_threads(threads);
     }
+    builder = builder.share_weights(args.share_weights);
     if let Some(max_batch) = args.max_batch {
         builder = builder.max_batch(max_batch);
     }

@@ -565,6 +565,32 @@ mod models {
                 "log p {a} (inline) vs {b} (external)"
             );
         }
+        // --share-weights: one copy of the weights, the same samples up to
+        // the rounding of unpacked matrix products.
+        let shared = dir.join("shared.npy");
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &external,
+            "--share-weights",
+            "-n",
+            "32",
+            "--seed",
+            "7",
+            "--solver",
+            "midpoint",
+            "--steps",
+            "20",
+            "-o",
+            shared.to_str().expect("utf-8"),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let x_shared: ArrayD<f32> = read_npy(&shared).expect("samples");
+        let diff = (&x_shared - &x_inline)
+            .mapv(f32::abs)
+            .fold(0.0f32, |m, &v| m.max(v));
+        assert!(diff <= 1e-6, "--share-weights samples differ by {diff}");
     }
 }
 
