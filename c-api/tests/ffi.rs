@@ -725,6 +725,99 @@ mod machinery {
         assert_fails(status, fmrt_status::Panic, "deliberate test panic");
     }
 
+    /// Set in the child process of the test below.
+    const QUIET_PANIC_CHILD: &str = "FMRT_QUIET_PANIC_CHILD";
+
+    /// A panic caught at the boundary prints nothing on the host's stderr,
+    /// whether the host left Rust's default hook in place or installed its
+    /// own; the host's own hook still sees the host's panics and only those.
+    /// Checked in child processes (this test binary re-run for this one test,
+    /// output not captured) so that the stderr is a real one and the hooks
+    /// are the child's own.
+    #[test]
+    fn a_caught_panic_prints_nothing_and_the_hosts_hook_stays() {
+        if let Some(mode) = std::env::var_os(QUIET_PANIC_CHILD) {
+            quiet_panic_child(mode == "host-hook");
+            return;
+        }
+        for mode in ["default-hook", "host-hook"] {
+            let exe = std::env::current_exe().unwrap();
+            let out = Command::new(exe)
+                .args([
+                    "tests::machinery::a_caught_panic_prints_nothing_and_the_hosts_hook_stays",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(QUIET_PANIC_CHILD, mode)
+                .env("RUST_BACKTRACE", "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{mode}: child failed:\n{stdout}\n{stderr}"
+            );
+            assert!(
+                stdout.contains("1 passed"),
+                "{mode}: the child ran the test:\n{stdout}"
+            );
+            assert_eq!(stderr, "", "{mode}: nothing on the host's stderr");
+            assert!(stdout.contains("status: Panic"), "{mode}:\n{stdout}");
+            let message = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("message: "))
+                .expect("the child prints the message");
+            assert!(
+                message.contains("fmrt panicked")
+                    && message.contains("quiet test panic")
+                    && message.contains("panic.rs:"),
+                "{mode}: message with text and location: {message}"
+            );
+            if mode == "host-hook" {
+                for line in [
+                    "host hook calls after fmrt's panic: 0",
+                    "host hook calls after the host's panic: 1",
+                ] {
+                    assert!(stdout.contains(line), "`{line}` in:\n{stdout}");
+                }
+            }
+        }
+    }
+
+    /// The child of the test above: a host with Rust's default panic hook,
+    /// or with a hook of its own (`host_hook`) installed before any fmrt call.
+    fn quiet_panic_child(host_hook: bool) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static HOST_HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+        if host_hook {
+            std::panic::set_hook(Box::new(|_| {
+                HOST_HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        let status = crate::panic::panic_status_for_tests("quiet test panic");
+        println!("status: {status:?}");
+        println!("message: {}", last_error());
+        if !host_hook {
+            return;
+        }
+        println!(
+            "host hook calls after fmrt's panic: {}",
+            HOST_HOOK_CALLS.load(Ordering::SeqCst)
+        );
+        let host = std::panic::catch_unwind(|| panic!("the host's own panic"));
+        assert!(host.is_err());
+        println!(
+            "host hook calls after the host's panic: {}",
+            HOST_HOOK_CALLS.load(Ordering::SeqCst)
+        );
+        // Later calls run normally: the hook is installed once.
+        let again = crate::panic::panic_status_for_tests("second");
+        assert_eq!(again, fmrt_status::Panic);
+        assert_eq!(HOST_HOOK_CALLS.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn last_error_is_per_thread_and_copies_into_checked_buffers() {
         // SAFETY: NULL name is checked by the call.
