@@ -2670,6 +2670,64 @@ mod onnx {
         root().join("tests/fixtures").join(name)
     }
 
+    /// The inputs of issue 12 that crashed the host through the C API (a
+    /// panic, a stack overflow, an abort on allocation) are statuses with a
+    /// message naming the input. Times that do not fit the samples and
+    /// overflowing counts have their own tests (`field`, `likelihood`).
+    #[test]
+    fn the_inputs_that_crashed_fmrt_are_statuses() {
+        let sources = [
+            ("alpha = t +\r\nsigma = 1 - t\r\n".to_string(), "bad.fm:1:"),
+            (
+                format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("+")),
+                "256 levels",
+            ),
+            (
+                format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("*")),
+                "256 levels",
+            ),
+            (
+                format!(
+                    "let a = {}\nalpha = {}\nsigma = 1 - t\n",
+                    vec!["t"; 4000].join("+"),
+                    vec!["a"; 20_000].join("+")
+                ),
+                "bad.fm:1:",
+            ),
+        ];
+        for (source, needle) in &sources {
+            let source = c(source);
+            let mut out = null_mut();
+            // SAFETY: NUL-terminated strings; `out` writable.
+            let status = unsafe {
+                fmrt_scheduler_from_source(source.as_ptr(), c"bad.fm".as_ptr(), null(), 0, &mut out)
+            };
+            assert_fails(status, fmrt_status::Scheduler, needle);
+            assert!(out.is_null(), "nothing written on failure");
+        }
+
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = fixture("huge_state.onnx");
+        let bytes = std::fs::read(&path).unwrap();
+        let path = c(path.to_str().unwrap());
+        let mut out = null_mut();
+        // SAFETY: valid strings and buffers; `out` writable.
+        unsafe {
+            assert_fails(
+                fmrt_field_onnx_file(path.as_ptr(), null(), &mut out),
+                fmrt_status::Model,
+                "268435456",
+            );
+            assert!(last_error().contains("`x`"), "{}", last_error());
+            assert_fails(
+                fmrt_field_onnx_bytes(bytes.as_ptr(), bytes.len(), null(), &mut out),
+                fmrt_status::Model,
+                "268435456",
+            );
+        }
+        assert!(out.is_null(), "nothing written on failure");
+    }
+
     #[test]
     fn onnx_fields_from_file_and_bytes_match_the_rust_loader() {
         ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
