@@ -456,6 +456,27 @@ mod programs {
         assert!(run(&exe, &[gmm_plugin()]).starts_with("threads ok 8 x 4"));
     }
 
+    /// 16 C threads share one ONNX field and one sampler, build handles of
+    /// their own on them and free those in random orders while the main
+    /// thread frees the shared field, schedulers and solver under them; every
+    /// result equals the main thread's own. `scripts/valgrind-c-examples.sh`
+    /// runs the same program under memcheck.
+    #[test]
+    fn sixteen_c_threads_share_an_onnx_field_and_free_handles_in_any_order() {
+        use fmrt::field::onnx::ensure_runtime_for_development;
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let exe = build_program(
+            "cc",
+            "c11",
+            &[crate_dir().join("tests/c/onnx_threads.c")],
+            "onnx_threads",
+        );
+        let model = root().join("tests/fixtures/gmm_ot.onnx");
+        let out = run(&exe, &[model.as_path(), runtime.library.as_path()]);
+        assert!(out.starts_with("onnx threads ok: 16 threads"), "{out}");
+    }
+
     #[test]
     fn headers_included_twice_compile_warning_free_as_c_and_cpp() {
         let src = scratch().join("double_include.c");
