@@ -735,6 +735,37 @@ mod plots {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
 
+    /// Found by the `npy_csv` fuzz target: a version-3 header claiming a
+    /// 3.7 GB header made the reader allocate it before reading (an abort
+    /// under a memory limit). A header is trusted only when it fits in the
+    /// file and holds one `descr` and one `shape` (a second `shape` could
+    /// differ from the one checked).
+    #[test]
+    fn a_npy_header_longer_than_its_file_or_ambiguous_is_refused() {
+        let png = scratch("header.png");
+        let mut long_header = b"\x93NUMPY\x03\x00\xdd\xdd\xdd\xdd".to_vec();
+        long_header.extend_from_slice(b"{'descr': '<f4', 'shape': (2,), }\n");
+        let two_shapes = npy_claiming("<f4", "(1,), 'shape': (1000000000, 2)", &[0u8; 64]);
+        let no_shape = b"\x93NUMPY\x01\x00\x14\x00{'descr': '<f4', }  \n".to_vec();
+        for (name, bytes, what) in [
+            (
+                "long_header.npy",
+                long_header,
+                "the .npy header claims to be 3722304989 bytes long, but the file is 46 bytes",
+            ),
+            ("two_shapes.npy", two_shapes, "one readable `shape`"),
+            ("no_shape.npy", no_shape, "one readable `shape`"),
+        ] {
+            let npy = scratch(name);
+            std::fs::write(&npy, &bytes).expect("write");
+            let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(name) && err.contains(what), "{name}: {err}");
+        }
+    }
+
     #[test]
     fn scatter_density_and_csv_input() {
         let npy = scratch("ring.npy");
