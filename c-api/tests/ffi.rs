@@ -1461,6 +1461,12 @@ mod field {
                 InvalidArgument,
                 "radius",
             );
+            // Found by the c_abi fuzz target: this count panicked in ndarray.
+            assert_fails(
+                fmrt_field_gaussian_ring(h.scheduler, usize::MAX, 4.0, 0.3, &mut f),
+                InvalidArgument,
+                "MAX_RING_COMPONENTS",
+            );
         }
         assert!(f.is_null());
     }
