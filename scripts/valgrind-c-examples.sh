@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the C examples and the plugin against target/debug/libfmrt.so and runs
-# them under valgrind memcheck; fails on any leak, invalid access or
-# uninitialised read. Usage: scripts/valgrind-c-examples.sh (from anywhere).
+# Builds the C examples, the plugin and the 16-thread ONNX test program
+# (c-api/tests/c/onnx_threads.c) against target/debug/libfmrt.so and runs them
+# under valgrind memcheck; fails on any leak, invalid access or uninitialised
+# read. Usage: scripts/valgrind-c-examples.sh (from anywhere; the ONNX program
+# needs ONNX Runtime in .ort/lib, from scripts/fetch-onnxruntime.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --lib
@@ -10,13 +12,15 @@ out="$PWD/target/valgrind-c-examples"
 mkdir -p "$out"
 cc -shared -fPIC -O1 -g -Wall -Wextra -Werror -I include examples/plugins/gmm_plugin.c \
   -o "$out/libgmm_plugin.so" -lm
-# examples/c/likelihood.c is left out: it loads ONNX Runtime, whose own
-# initialisation trips memcheck (overlapping memcpy inside libonnxruntime), so
-# a run would fail for reasons outside fmrt. tests/ffi.rs compiles and runs it.
-for ex in sample threads; do
-  cc -std=c11 -O1 -g -Wall -Wextra -Werror -I include "examples/c/$ex.c" -o "$out/$ex" \
+# Programs that load ONNX Runtime run with scripts/valgrind-onnxruntime.supp:
+# its own initialisation trips memcheck (overlapping memcpy inside
+# libonnxruntime); the file suppresses reports inside that library only.
+for src in examples/c/sample.c examples/c/threads.c c-api/tests/c/onnx_threads.c; do
+  ex="$(basename "$src" .c)"
+  cc -std=c11 -O1 -g -Wall -Wextra -Werror -I include "$src" -o "$out/$ex" \
     -L"$lib" -lfmrt -Wl,-rpath,"$lib" -lpthread
 done
+ort="$(ls "$PWD"/.ort/lib/libonnxruntime.so* 2>/dev/null | head -n 1 || true)"
 # Rust's std keeps a few process-lifetime allocations (thread-local destructors
 # registration, the main thread's info): "still reachable" is not counted as
 # an error, only definite, indirect and possible leaks are.
@@ -32,4 +36,13 @@ run "$out/sample"
 run "$out/sample" "$out/libgmm_plugin.so"
 run "$out/threads"
 run "$out/threads" "$out/libgmm_plugin.so"
+if [[ -n "$ort" ]]; then
+  # 16 threads sharing one ONNX field and one sampler, freeing handles in
+  # random order while the others run.
+  vg+=(--suppressions=scripts/valgrind-onnxruntime.supp)
+  run "$out/onnx_threads" tests/fixtures/gmm_ot.onnx "$ort"
+else
+  echo "valgrind: no ONNX Runtime in .ort/lib (scripts/fetch-onnxruntime.sh); onnx_threads skipped" >&2
+  exit 1
+fi
 echo "valgrind: no errors, no leaks"

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use fmrt::field::analytic::GaussianMixture;
+use fmrt::field::analytic::{GaussianMixture, MAX_RING_COMPONENTS};
 use fmrt::field::VelocityField;
 use fmrt::random::SeededRng;
 use fmrt::scheduler::Schedule;
@@ -430,6 +430,16 @@ fn invalid_parameters_are_rejected() {
     invalid(GaussianMixture::ring(0, 1.0, 0.1, s.clone()));
     invalid(GaussianMixture::ring(3, -1.0, 0.1, s.clone()));
     invalid(GaussianMixture::ring(3, 1.0, f64::NAN, s.clone()));
+    // Found by the c_abi fuzz target: a ring of usize::MAX components
+    // panicked in ndarray (its shape overflows); 2^32 would allocate 64 GB.
+    for k in [usize::MAX, 1 << 32, MAX_RING_COMPONENTS + 1] {
+        match GaussianMixture::ring(k, 1.0, 0.1, s.clone()) {
+            Err(Error::InvalidArgument(m)) => {
+                assert!(m.contains(&k.to_string()) && m.contains("1048576"), "{m}")
+            }
+            other => panic!("ring({k}): expected an invalid argument, got {other:?}"),
+        }
+    }
     match GaussianMixture::new(&[1.0], means.view(), &[1.0, 1.0], s.clone()) {
         Err(Error::Shape { tensor, actual, .. }) => {
             assert_eq!((tensor.as_str(), actual), ("weights", vec![1]))

@@ -531,6 +531,27 @@ mod programs {
         assert!(run(&exe, &[gmm_plugin()]).starts_with("threads ok 8 x 4"));
     }
 
+    /// 16 C threads share one ONNX field and one sampler, build handles of
+    /// their own on them and free those in random orders while the main
+    /// thread frees the shared field, schedulers and solver under them; every
+    /// result equals the main thread's own. `scripts/valgrind-c-examples.sh`
+    /// runs the same program under memcheck.
+    #[test]
+    fn sixteen_c_threads_share_an_onnx_field_and_free_handles_in_any_order() {
+        use fmrt::field::onnx::ensure_runtime_for_development;
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let exe = build_program(
+            "cc",
+            "c11",
+            &[crate_dir().join("tests/c/onnx_threads.c")],
+            "onnx_threads",
+        );
+        let model = root().join("tests/fixtures/gmm_ot.onnx");
+        let out = run(&exe, &[model.as_path(), runtime.library.as_path()]);
+        assert!(out.starts_with("onnx threads ok: 16 threads"), "{out}");
+    }
+
     #[test]
     fn headers_included_twice_compile_warning_free_as_c_and_cpp() {
         let src = scratch().join("double_include.c");
@@ -798,6 +819,99 @@ mod machinery {
     fn a_panic_becomes_the_panic_status_with_its_message() {
         let status = crate::panic::panic_status_for_tests("deliberate test panic");
         assert_fails(status, fmrt_status::Panic, "deliberate test panic");
+    }
+
+    /// Set in the child process of the test below.
+    const QUIET_PANIC_CHILD: &str = "FMRT_QUIET_PANIC_CHILD";
+
+    /// A panic caught at the boundary prints nothing on the host's stderr,
+    /// whether the host left Rust's default hook in place or installed its
+    /// own; the host's own hook still sees the host's panics and only those.
+    /// Checked in child processes (this test binary re-run for this one test,
+    /// output not captured) so that the stderr is a real one and the hooks
+    /// are the child's own.
+    #[test]
+    fn a_caught_panic_prints_nothing_and_the_hosts_hook_stays() {
+        if let Some(mode) = std::env::var_os(QUIET_PANIC_CHILD) {
+            quiet_panic_child(mode == "host-hook");
+            return;
+        }
+        for mode in ["default-hook", "host-hook"] {
+            let exe = std::env::current_exe().unwrap();
+            let out = Command::new(exe)
+                .args([
+                    "tests::machinery::a_caught_panic_prints_nothing_and_the_hosts_hook_stays",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(QUIET_PANIC_CHILD, mode)
+                .env("RUST_BACKTRACE", "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{mode}: child failed:\n{stdout}\n{stderr}"
+            );
+            assert!(
+                stdout.contains("1 passed"),
+                "{mode}: the child ran the test:\n{stdout}"
+            );
+            assert_eq!(stderr, "", "{mode}: nothing on the host's stderr");
+            assert!(stdout.contains("status: Panic"), "{mode}:\n{stdout}");
+            let message = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("message: "))
+                .expect("the child prints the message");
+            assert!(
+                message.contains("fmrt panicked")
+                    && message.contains("quiet test panic")
+                    && message.contains("panic.rs:"),
+                "{mode}: message with text and location: {message}"
+            );
+            if mode == "host-hook" {
+                for line in [
+                    "host hook calls after fmrt's panic: 0",
+                    "host hook calls after the host's panic: 1",
+                ] {
+                    assert!(stdout.contains(line), "`{line}` in:\n{stdout}");
+                }
+            }
+        }
+    }
+
+    /// The child of the test above: a host with Rust's default panic hook,
+    /// or with a hook of its own (`host_hook`) installed before any fmrt call.
+    fn quiet_panic_child(host_hook: bool) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static HOST_HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+        if host_hook {
+            std::panic::set_hook(Box::new(|_| {
+                HOST_HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        let status = crate::panic::panic_status_for_tests("quiet test panic");
+        println!("status: {status:?}");
+        println!("message: {}", last_error());
+        if !host_hook {
+            return;
+        }
+        println!(
+            "host hook calls after fmrt's panic: {}",
+            HOST_HOOK_CALLS.load(Ordering::SeqCst)
+        );
+        let host = std::panic::catch_unwind(|| panic!("the host's own panic"));
+        assert!(host.is_err());
+        println!(
+            "host hook calls after the host's panic: {}",
+            HOST_HOOK_CALLS.load(Ordering::SeqCst)
+        );
+        // Later calls run normally: the hook is installed once.
+        let again = crate::panic::panic_status_for_tests("second");
+        assert_eq!(again, fmrt_status::Panic);
+        assert_eq!(HOST_HOOK_CALLS.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -1421,6 +1535,12 @@ mod field {
                 fmrt_field_gaussian_ring(h.scheduler, 8, f64::NAN, 0.3, &mut f),
                 InvalidArgument,
                 "radius",
+            );
+            // Found by the c_abi fuzz target: this count panicked in ndarray.
+            assert_fails(
+                fmrt_field_gaussian_ring(h.scheduler, usize::MAX, 4.0, 0.3, &mut f),
+                InvalidArgument,
+                "MAX_RING_COMPONENTS",
             );
         }
         assert!(f.is_null());
@@ -2650,6 +2770,64 @@ mod onnx {
 
     fn fixture(name: &str) -> PathBuf {
         root().join("tests/fixtures").join(name)
+    }
+
+    /// The inputs of issue 12 that crashed the host through the C API (a
+    /// panic, a stack overflow, an abort on allocation) are statuses with a
+    /// message naming the input. Times that do not fit the samples and
+    /// overflowing counts have their own tests (`field`, `likelihood`).
+    #[test]
+    fn the_inputs_that_crashed_fmrt_are_statuses() {
+        let sources = [
+            ("alpha = t +\r\nsigma = 1 - t\r\n".to_string(), "bad.fm:1:"),
+            (
+                format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("+")),
+                "256 levels",
+            ),
+            (
+                format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("*")),
+                "256 levels",
+            ),
+            (
+                format!(
+                    "let a = {}\nalpha = {}\nsigma = 1 - t\n",
+                    vec!["t"; 4000].join("+"),
+                    vec!["a"; 20_000].join("+")
+                ),
+                "bad.fm:1:",
+            ),
+        ];
+        for (source, needle) in &sources {
+            let source = c(source);
+            let mut out = null_mut();
+            // SAFETY: NUL-terminated strings; `out` writable.
+            let status = unsafe {
+                fmrt_scheduler_from_source(source.as_ptr(), c"bad.fm".as_ptr(), null(), 0, &mut out)
+            };
+            assert_fails(status, fmrt_status::Scheduler, needle);
+            assert!(out.is_null(), "nothing written on failure");
+        }
+
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = fixture("huge_state.onnx");
+        let bytes = std::fs::read(&path).unwrap();
+        let path = c(path.to_str().unwrap());
+        let mut out = null_mut();
+        // SAFETY: valid strings and buffers; `out` writable.
+        unsafe {
+            assert_fails(
+                fmrt_field_onnx_file(path.as_ptr(), null(), &mut out),
+                fmrt_status::Model,
+                "268435456",
+            );
+            assert!(last_error().contains("`x`"), "{}", last_error());
+            assert_fails(
+                fmrt_field_onnx_bytes(bytes.as_ptr(), bytes.len(), null(), &mut out),
+                fmrt_status::Model,
+                "268435456",
+            );
+        }
+        assert!(out.is_null(), "nothing written on failure");
     }
 
     #[test]

@@ -57,51 +57,74 @@ struct NpyHeader {
 
 /// Reads the header of the `.npy` file `file` (of `file_len` bytes) without
 /// trusting any length in it: the header is read only as far as the file goes.
-/// `None` when the file does not look like a `.npy` (the reader then says why).
-fn npy_header(file: &File, file_len: u64) -> Option<NpyHeader> {
+/// `Ok(None)` when the file does not start like a `.npy` (the reader then says
+/// why); an error when it does but its header cannot be trusted: longer than
+/// the file, not text, or without exactly one `descr` and one `shape` (the
+/// reader, which parses the header again, must not see a shape this check did
+/// not).
+fn npy_header(file: &File, file_len: u64) -> Result<Option<NpyHeader>, String> {
     use std::io::Read as _;
     let mut reader = BufReader::new(file);
     let mut prefix = [0u8; 8];
-    reader.read_exact(&mut prefix).ok()?;
-    if &prefix[..6] != b"\x93NUMPY" {
-        return None;
+    if reader.read_exact(&mut prefix).is_err() || &prefix[..6] != b"\x93NUMPY" {
+        return Ok(None);
     }
     let (header_len, fixed) = match prefix[6] {
         1 => {
             let mut n = [0u8; 2];
-            reader.read_exact(&mut n).ok()?;
+            if reader.read_exact(&mut n).is_err() {
+                return Ok(None);
+            }
             (u64::from(u16::from_le_bytes(n)), 10)
         }
         _ => {
             let mut n = [0u8; 4];
-            reader.read_exact(&mut n).ok()?;
+            if reader.read_exact(&mut n).is_err() {
+                return Ok(None);
+            }
             (u64::from(u32::from_le_bytes(n)), 12)
         }
     };
     if header_len > file_len.saturating_sub(fixed) {
-        return None;
+        return Err(format!(
+            "the .npy header claims to be {header_len} bytes long, but the file is {file_len} bytes"
+        ));
     }
     let mut text = String::new();
-    reader.take(header_len).read_to_string(&mut text).ok()?;
-    let descr = dict_value(&text, "descr")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    reader
+        .take(header_len)
+        .read_to_string(&mut text)
+        .map_err(|_| "the .npy header is not text".to_string())?;
+    let field = |key: &str| {
+        let single = text.matches(&format!("'{key}'")).count()
+            + text.matches(&format!("\"{key}\"")).count()
+            == 1;
+        single
+            .then(|| dict_value(&text, key))
+            .flatten()
+            .ok_or_else(|| format!("the .npy header does not hold one readable `{key}`"))
+    };
+    let descr = field("descr")?.trim_matches(|c| c == '\'' || c == '"');
     let item_size = descr
         .trim_start_matches(|c: char| !c.is_ascii_digit())
         .parse()
         .unwrap_or(1);
-    let shape = dict_value(&text, "shape")?;
-    let shape = shape.strip_prefix('(')?.strip_suffix(')')?;
-    let shape = shape
+    let unreadable_shape = || "the .npy header does not hold one readable `shape`".to_string();
+    let shape = field("shape")?
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(unreadable_shape)?
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .map(|d| d.parse::<u64>().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    Some(NpyHeader {
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(unreadable_shape)?;
+    Ok(Some(NpyHeader {
         shape,
         item_size,
         data_start: fixed + header_len,
-    })
+    }))
 }
 
 /// The text of the value of `key` in a `.npy` header's dict literal
@@ -122,15 +145,18 @@ fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Refuses a `.npy` whose header claims more data than the file holds, before
-/// anything is allocated for it (a 64-byte file claiming 10^9 rows would
-/// otherwise allocate gigabytes).
+/// Refuses a `.npy` whose header claims more data than the file holds, or a
+/// header longer than the file, before anything is allocated for it (a 64-byte
+/// file claiming 10^9 rows, or a header of 3.7 GB, would otherwise allocate
+/// gigabytes in the reader).
 fn check_npy_size(path: &Path, file: &File) -> Result<(), Failure> {
     let file_len = file
         .metadata()
         .map_err(|e| fail!("{}: cannot read: {e}", path.display()))?
         .len();
-    let Some(header) = npy_header(file, file_len) else {
+    let header = npy_header(file, file_len)
+        .map_err(|why| fail!("{}: not a readable .npy file: {why}", path.display()))?;
+    let Some(header) = header else {
         return Ok(());
     };
     let needed = header

@@ -592,6 +592,100 @@ mod models {
             .fold(0.0f32, |m, &v| m.max(v));
         assert!(diff <= 1e-6, "--share-weights samples differ by {diff}");
     }
+
+    /// The inputs of issue 12 that used to crash fmrt (a panic, a stack
+    /// overflow, an abort on allocation) fail with exit code 1 and an error
+    /// naming the input. Scheduler errors are rendered diagnostics (a line
+    /// with file:line:column, then the source line and a caret); the others
+    /// are one line. The `.npy` header case is the test above.
+    #[test]
+    fn the_inputs_that_crashed_fmrt_fail_with_exit_code_1() {
+        runtime();
+        let out = scratch("hostile-out.npy");
+        let out = out.to_str().expect("utf-8");
+        let fm = |name: &str, source: &str| {
+            let path = scratch(name);
+            std::fs::write(&path, source).expect("write");
+            path
+        };
+        let schedulers = [
+            (
+                fm("crlf.fm", "alpha = t +\r\nsigma = 1 - t\r\n"),
+                "crlf.fm:1:",
+            ),
+            (
+                fm(
+                    "sum.fm",
+                    &format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("+")),
+                ),
+                "256 levels",
+            ),
+            (
+                fm(
+                    "product.fm",
+                    &format!("alpha = {}\nsigma = 1 - t\n", vec!["t"; 200_000].join("*")),
+                ),
+                "256 levels",
+            ),
+            (
+                fm(
+                    "let.fm",
+                    &format!(
+                        "let a = {}\nalpha = {}\nsigma = 1 - t\n",
+                        vec!["t"; 4000].join("+"),
+                        vec!["a"; 20_000].join("+")
+                    ),
+                ),
+                "let.fm:1:",
+            ),
+        ];
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        for (path, needle) in &schedulers {
+            for args in [
+                vec!["check", path.to_str().expect("utf-8")],
+                vec![
+                    "sample",
+                    "--model",
+                    &model,
+                    "--scheduler",
+                    path.to_str().expect("utf-8"),
+                    "-o",
+                    out,
+                ],
+            ] {
+                let o = fmrt(&args);
+                let err = format!("{}{}", stdout(&o), stderr(&o));
+                assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+                assert!(err.contains("error"), "{args:?}: {err}");
+                assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
+                assert!(!err.contains("panicked"), "{args:?}: {err}");
+            }
+        }
+        // A declared state too large to hold (tests/fixtures/huge_state.onnx),
+        // and a sample count whose state buffer overflows.
+        let huge = repo("tests/fixtures/huge_state.onnx");
+        let o = fmrt(&["sample", "--model", &huge, "-n", "1", "-o", out]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("huge_state.onnx") && err.contains("`x`") && err.contains("268435456"),
+            "{err}"
+        );
+        let o = fmrt(&[
+            "sample",
+            "--model",
+            &model,
+            "-n",
+            "18446744073709551615",
+            "-o",
+            out,
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!Path::new(out).exists(), "a failed run left an output file");
+    }
 }
 
 /// Every subcommand's `--help` shows at least one example command line.
@@ -722,6 +816,37 @@ mod plots {
         std::fs::write(&npy, npy_claiming("<f4", "(8, 2)", &[0u8; 64])).expect("write");
         let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+
+    /// Found by the `npy_csv` fuzz target: a version-3 header claiming a
+    /// 3.7 GB header made the reader allocate it before reading (an abort
+    /// under a memory limit). A header is trusted only when it fits in the
+    /// file and holds one `descr` and one `shape` (a second `shape` could
+    /// differ from the one checked).
+    #[test]
+    fn a_npy_header_longer_than_its_file_or_ambiguous_is_refused() {
+        let png = scratch("header.png");
+        let mut long_header = b"\x93NUMPY\x03\x00\xdd\xdd\xdd\xdd".to_vec();
+        long_header.extend_from_slice(b"{'descr': '<f4', 'shape': (2,), }\n");
+        let two_shapes = npy_claiming("<f4", "(1,), 'shape': (1000000000, 2)", &[0u8; 64]);
+        let no_shape = b"\x93NUMPY\x01\x00\x14\x00{'descr': '<f4', }  \n".to_vec();
+        for (name, bytes, what) in [
+            (
+                "long_header.npy",
+                long_header,
+                "the .npy header claims to be 3722304989 bytes long, but the file is 46 bytes",
+            ),
+            ("two_shapes.npy", two_shapes, "one readable `shape`"),
+            ("no_shape.npy", no_shape, "one readable `shape`"),
+        ] {
+            let npy = scratch(name);
+            std::fs::write(&npy, &bytes).expect("write");
+            let o = fmrt(&["plot", s(&npy), "-o", s(&png)]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(name) && err.contains(what), "{name}: {err}");
+        }
     }
 
     #[test]

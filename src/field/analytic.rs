@@ -113,6 +113,10 @@ enum At {
     Data,
 }
 
+/// The most components [`GaussianMixture::ring`] builds (2^20): far more than
+/// any test or demo needs, and at most about 100 MiB of parameters and scratch.
+pub const MAX_RING_COMPONENTS: usize = 1 << 20;
+
 impl GaussianMixture {
     /// A mixture with weights `weights` (any positive finite values; normalised
     /// internally), means `means` (`[K, D]`) and standard deviations `stds`
@@ -193,11 +197,21 @@ impl GaussianMixture {
     /// `k` equally weighted components with standard deviation `std`, their means
     /// evenly spaced on the circle of radius `radius` in 2-D, the first at
     /// (radius, 0): μ_j = radius·(cos 2πj/k, sin 2πj/k).
+    ///
+    /// `k` is at most [`MAX_RING_COMPONENTS`]: the ring allocates its means
+    /// from the count alone, so a count from outside (the C API) must not
+    /// decide how much memory is taken.
     pub fn ring(k: usize, radius: f64, std: f64, schedule: Arc<dyn Schedule>) -> Result<Self> {
         if k == 0 {
             return Err(Error::InvalidArgument(
                 "a ring needs at least one component".to_string(),
             ));
+        }
+        if k > MAX_RING_COMPONENTS {
+            return Err(Error::InvalidArgument(format!(
+                "a ring of {k} components is more than the {MAX_RING_COMPONENTS} \
+                 fmrt accepts (fmrt::field::analytic::MAX_RING_COMPONENTS)"
+            )));
         }
         if !(radius.is_finite() && radius >= 0.0) {
             return Err(Error::InvalidArgument(format!(
