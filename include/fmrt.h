@@ -995,8 +995,9 @@ fmrt_status fmrt_path_training_batch(const fmrt_scheduler *scheduler,
 
 /*
  Fills `out[0..len]` with standard normal draws from a generator seeded with
- `seed`. The same seed gives the noise `fmrt_sampler_sample` starts from, so
- `fmrt_sampler_integrate` on these numbers reproduces it. Thread-safe.
+ `seed`. This is the noise of sample 0 of `fmrt_sampler_sample` with that
+ seed (each sample has its own stream); `fmrt_sampler_draw_noise` gives the
+ noise of a whole batch. Thread-safe.
 
  # Safety
 
@@ -1051,6 +1052,23 @@ fmrt_status fmrt_sampler_draw_noise(const fmrt_sampler *sampler,
                                     size_t out_len);
 
 /*
+ Writes the source points of samples `first_index .. first_index + n` of
+ the run `seed` defines into `out` (`n × state size` floats of `out_len`).
+ Sample i's noise depends on (seed, i) only, so shards drawn separately
+ concatenate to the unsharded draw.
+
+ # Safety
+
+ `sampler` must be a live handle; `out` must hold `out_len` writable floats.
+ */
+fmrt_status fmrt_sampler_draw_noise_rows(const fmrt_sampler *sampler,
+                                         uint64_t first_index,
+                                         size_t n,
+                                         uint64_t seed,
+                                         float *out,
+                                         size_t out_len);
+
+/*
  Draws `n` source points with `seed` and integrates them from t = 0 to 1.
 
  - `times[0..n_times]` (may be NULL when `n_times` is 0): times in [0, 1] at
@@ -1080,6 +1098,30 @@ fmrt_status fmrt_sampler_sample(const fmrt_sampler *sampler,
                                 float *out_trajectory,
                                 size_t out_trajectory_len,
                                 fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample`, for samples `first_index .. first_index + n`
+ of the run `seed` defines: a shard. With fixed steps and a field that
+ treats each sample independently of the batch, shards concatenate to the
+ unsharded run bit for bit (adaptive solvers pick one step sequence per
+ batch, so their shards agree within the tolerance only).
+
+ # Safety
+
+ As for `fmrt_sampler_sample`.
+ */
+fmrt_status fmrt_sampler_sample_rows(const fmrt_sampler *sampler,
+                                     uint64_t first_index,
+                                     size_t n,
+                                     uint64_t seed,
+                                     const double *times,
+                                     size_t n_times,
+                                     const fmrt_extras *extras,
+                                     float *out_x,
+                                     size_t out_x_len,
+                                     float *out_trajectory,
+                                     size_t out_trajectory_len,
+                                     fmrt_stats *out_stats);
 
 /*
  Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be

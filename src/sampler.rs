@@ -122,12 +122,21 @@ impl Sampler {
         &self.solver
     }
 
-    /// Draws `n` source points with `seed` (`[n, ...state_shape]`).
+    /// Draws `n` source points with `seed` (`[n, ...state_shape]`): rows
+    /// `0..n` of [`draw_noise_rows`](Self::draw_noise_rows).
     pub fn draw_noise(&self, n: usize, seed: u64) -> Result<ArrayD<f32>> {
+        self.draw_noise_rows(0, n, seed)
+    }
+
+    /// Draws the source points of samples `first..first + n` of the run that
+    /// `seed` defines. Sample i's noise depends on (seed, i) only (see
+    /// [`Source::sample_rows`]), so shards drawn separately concatenate to the
+    /// unsharded draw bit for bit.
+    pub fn draw_noise_rows(&self, first: u64, n: usize, seed: u64) -> Result<ArrayD<f32>> {
         let mut shape = vec![n];
         shape.extend_from_slice(self.field.state_shape());
         crate::error::checked_product(&shape, "n × state size")?;
-        self.source.sample(&shape, seed)
+        self.source.sample_rows(&shape, seed, first)
     }
 
     /// Draws `n` source points with `seed` and integrates them from t = 0 to 1.
@@ -137,7 +146,18 @@ impl Sampler {
 
     /// Like [`sample`](Self::sample), also saving the states at `times` in [0, 1].
     pub fn sample_at(&self, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
-        let x0 = self.draw_noise(n, seed)?;
+        self.sample_rows(0, n, seed, times)
+    }
+
+    /// Samples `first..first + n` of the run that `seed` defines, saving the
+    /// states at `times` in [0, 1]: a shard of a larger run. With fixed steps
+    /// and a field that computes each sample independently of the batch (the
+    /// analytic fields do), shards concatenate to the unsharded run bit for
+    /// bit. Adaptive methods choose one step sequence for the whole batch, so
+    /// their shards agree with the unsharded run within the tolerance only;
+    /// an ONNX model may round differently at another batch size.
+    pub fn sample_rows(&self, first: u64, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
+        let x0 = self.draw_noise_rows(first, n, seed)?;
         self.integrate(x0.view(), &TimeSpan::Full, times)
     }
 

@@ -23,7 +23,7 @@ use crate::{fmrt_status, fmrt_version};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::AffinePath;
-use fmrt::random::SeededRng;
+use fmrt::random::{Lane, SeededRng};
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
@@ -1956,11 +1956,21 @@ mod sampler {
                 noise.as_mut_ptr(),
                 6,
             ));
-            assert_ok(fmrt_random_normal(5, direct.as_mut_ptr(), 6));
+            // Sample 0 is the plain seeded stream.
+            assert_ok(fmrt_random_normal(5, direct.as_mut_ptr(), 2));
+            // Rows 1..3 on their own are rows 1..3 of the batch.
+            assert_ok(fmrt_sampler_draw_noise_rows(
+                h.sampler,
+                1,
+                2,
+                5,
+                direct[2..].as_mut_ptr(),
+                4,
+            ));
         }
         assert_eq!(noise, direct);
-        let mut rng = SeededRng::new(5);
-        assert_eq!(noise[0], rng.normal() as f32);
+        let mut rng = SeededRng::for_sample(5, 2, Lane::Source);
+        assert_eq!(noise[4], rng.normal() as f32);
     }
 
     #[test]
@@ -2150,7 +2160,13 @@ mod sampler {
         let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
         // SAFETY: lengths as stated.
         unsafe {
-            assert_ok(fmrt_random_normal(11, x0.as_mut_ptr(), 8));
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                4,
+                11,
+                x0.as_mut_ptr(),
+                8,
+            ));
             assert_fails(
                 fmrt_sampler_integrate(
                     null(),

@@ -220,6 +220,11 @@ pub struct SampleArgs {
     /// Seed of the source noise.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
+    /// Index of the first sample: writes samples I..I+n of the run the seed
+    /// defines (sample i's noise depends on the seed and i only), so shards
+    /// run anywhere concatenate to the unsharded run.
+    #[arg(long = "first-index", value_name = "I", default_value_t = 0)]
+    pub first_index: u64,
     /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,

@@ -29,6 +29,11 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let field = opened.field();
 
     let noise = match &args.noise {
+        Some(_) if args.first_index != 0 => {
+            return Err(fail!(
+                "--first-index selects rows of the seeded noise; it cannot be used with --noise"
+            ))
+        }
         Some(path) => {
             let x0 = fit_rows(npy::read_f32(path)?, field.state_shape());
             check_batch_shape(path, &x0, field.state_shape())?;
@@ -46,7 +51,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     }
     let x0 = match noise {
         Some(x0) => x0,
-        None => sampler.draw_noise(n, args.seed)?,
+        None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
     };
     let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &args.times);
     progress.finish();

@@ -268,6 +268,54 @@ mod models {
         assert!(diff < 1e-4, "max difference {diff}");
     }
 
+    /// `--first-index I -n K` writes rows I..I+K of the unsharded run, and the
+    /// README's `xargs -P 4` script concatenates 4 parallel shards to it.
+    #[test]
+    fn shards_concatenate_to_the_unsharded_run() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |first: &str, n: &str, name: &str| {
+            let out = scratch(name);
+            let o = fmrt(&[
+                "sample",
+                "--model",
+                &model,
+                "--seed",
+                "5",
+                "--solver",
+                "euler",
+                "--steps",
+                "8",
+                "--first-index",
+                first,
+                "-n",
+                n,
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--quiet",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            read_npy::<_, ArrayD<f32>>(&out).expect("a float32 .npy")
+        };
+        let whole = run("0", "13", "whole.npy");
+        let a = run("0", "5", "shard_a.npy");
+        let b = run("5", "8", "shard_b.npy");
+        let joined: Vec<f32> = a.iter().chain(b.iter()).copied().collect();
+        assert_eq!(joined, whole.iter().copied().collect::<Vec<_>>());
+
+        let o = std::process::Command::new("bash")
+            .arg(repo("scripts/sample-shards.sh"))
+            .args([&model, "30", env!("CARGO_BIN_EXE_fmrt")])
+            .output()
+            .expect("bash runs");
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("4 shards of 30 samples"),
+            "{}",
+            stdout(&o)
+        );
+    }
+
     #[test]
     fn guided_conditional_sampling() {
         runtime();
