@@ -821,6 +821,20 @@ fmrt_status fmrt_model_options_set_sample_scheduler(fmrt_model_options *options,
 fmrt_status fmrt_model_options_set_guidance(fmrt_model_options *options, double w);
 
 /*
+ Applies guidance only for times t in [`start`, `end`] (times of the
+ model's own training schedule); outside, the field is the plain
+ conditional one. Needs finite ends with `start` ≤ `end`, and a guidance
+ scale ≠ 0 when the model is opened.
+
+ # Safety
+
+ `options` must be a live handle.
+ */
+fmrt_status fmrt_model_options_set_guidance_interval(fmrt_model_options *options,
+                                                     double start,
+                                                     double end);
+
+/*
  The null label `label` of the int64 input `input` for guidance
  (overrides `fmrt.null_condition`).
 

@@ -52,6 +52,10 @@ pub struct ModelOptions {
     pub prediction: Option<Prediction>,
     /// The classifier-free guidance scale w (0: no guidance, the default).
     pub guidance: f64,
+    /// Apply guidance only for times t in [a, b] (default: every time); the
+    /// times are those of the model's own (training) schedule, which the
+    /// guidance adapter sees. Needs `guidance` ≠ 0.
+    pub guidance_interval: Option<[f64; 2]>,
     /// The null condition for guidance, one row per extra input (default:
     /// `fmrt.null_condition`).
     pub null_condition: Option<Extras>,
@@ -66,6 +70,7 @@ impl std::fmt::Debug for ModelOptions {
             .field("scheduler_params", &self.scheduler_params)
             .field("prediction", &self.prediction)
             .field("guidance", &self.guidance)
+            .field("guidance_interval", &self.guidance_interval)
             .field(
                 "null_condition",
                 &self.null_condition.as_ref().map(Extras::describe),
@@ -186,8 +191,17 @@ impl Model {
                     ))
                 })?,
             };
-            field = Arc::new(Guided::new(field, options.guidance, null)?);
+            let mut guided = Guided::new(field, options.guidance, null)?;
+            if let Some([a, b]) = options.guidance_interval {
+                guided = guided.with_interval(a, b)?;
+            }
+            field = Arc::new(guided);
             adapters.push(Adapter::Guidance(options.guidance));
+        }
+        if options.guidance == 0.0 && options.guidance_interval.is_some() {
+            return Err(Error::InvalidArgument(
+                "a guidance interval needs a guidance scale w ≠ 0 (--guidance W)".to_string(),
+            ));
         }
         if let Some(sampled) = options.sample_scheduler {
             let schedule = trained

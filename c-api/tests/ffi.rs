@@ -3587,6 +3587,19 @@ mod model {
                 InvalidArgument,
                 "null condition",
             );
+            assert_fails(
+                fmrt_model_options_set_guidance_interval(options, 0.8, 0.2),
+                InvalidArgument,
+                "start ≤ end",
+            );
+            assert_ok(fmrt_model_options_set_guidance_interval(options, 0.2, 0.8));
+            // An interval without guidance is refused when the model opens.
+            assert_ok(fmrt_model_options_set_guidance(options, 0.0));
+            assert_fails(
+                fmrt_model_open(plain.as_ptr(), null(), options, &mut model),
+                InvalidArgument,
+                "guidance interval",
+            );
             fmrt_model_options_free(options);
 
             assert_ok(fmrt_model_open(

@@ -51,6 +51,20 @@ pub struct SchedulerArgs {
     pub params: Vec<(String, f64)>,
 }
 
+/// `A,B` as two numbers.
+fn parse_interval(s: &str) -> Result<[f64; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [a, b] = parts.as_slice() else {
+        return Err(format!("expected A,B (two numbers), got `{s}`"));
+    };
+    let number = |p: &str| {
+        p.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("`{p}` is not a number: {e}"))
+    };
+    Ok([number(a)?, number(b)?])
+}
+
 /// Arguments of `fmrt check`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3")]
@@ -193,6 +207,10 @@ pub struct AdaptArgs {
         allow_negative_numbers = true
     )]
     pub guidance: f64,
+    /// Apply guidance only for times t in [A, B] (the model's own time; plain
+    /// conditional sampling outside), e.g. `--guidance-interval 0.2,0.8`.
+    #[arg(long = "guidance-interval", value_name = "A,B", value_parser = parse_interval)]
+    pub guidance_interval: Option<[f64; 2]>,
     /// The null label for guidance (default: the model's `fmrt.null_condition`).
     #[arg(long = "null-label", value_name = "L")]
     pub null_label: Option<i64>,

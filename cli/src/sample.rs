@@ -171,6 +171,9 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
             "--guidance needs --label: guidance steers towards a condition"
         ));
     }
+    if adapt.guidance_interval.is_some() && adapt.guidance == 0.0 {
+        return Err(fail!("--guidance-interval needs --guidance W"));
+    }
     let options = ModelOptions {
         scheduler: match &adapt.scheduler {
             Some(spec) => Some(Arc::new(Scheduler::open(spec, &adapt.params)?)),
@@ -182,6 +185,7 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
             None => None,
         },
         guidance: adapt.guidance,
+        guidance_interval: adapt.guidance_interval,
         null_condition: match adapt.null_label {
             Some(label) => Some(label_extras(&network, label, 1)?),
             None => None,

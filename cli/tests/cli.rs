@@ -316,6 +316,53 @@ mod models {
         );
     }
 
+    /// `--guidance-interval 0,1` is plain guidance; a narrower one changes the
+    /// samples; an interval without `--guidance` is a usage error.
+    #[test]
+    fn guidance_interval_on_the_command_line() {
+        runtime();
+        let model = repo("examples/models/conditional.onnx");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec![
+                "sample", "--model", &model, "-n", "50", "--label", "1", "--solver", "euler",
+                "--steps", "10", "--quiet", "-o",
+            ];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            let o = fmrt(&args);
+            (o, out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let (o, plain) = run(&["--guidance", "2"], "gi_plain.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (o, full) = run(
+            &["--guidance", "2", "--guidance-interval", "0,1"],
+            "gi_full.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&plain), read(&full));
+        let (o, part) = run(
+            &["--guidance", "2", "--guidance-interval", "0.5,1"],
+            "gi_part.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_ne!(read(&plain), read(&part));
+        let (o, _) = run(&["--guidance-interval", "0.2,0.8"], "gi_none.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("--guidance-interval needs --guidance"),
+            "{}",
+            stderr(&o)
+        );
+        let (o, _) = run(
+            &["--guidance", "2", "--guidance-interval", "0.2"],
+            "gi_bad.npy",
+        );
+        assert_ne!(o.status.code(), Some(0));
+        assert!(stderr(&o).contains("A,B"), "{}", stderr(&o));
+    }
+
     #[test]
     fn guided_conditional_sampling() {
         runtime();
