@@ -1305,6 +1305,44 @@ fmrt_status fmrt_scheduler_expression(const fmrt_scheduler *scheduler,
 fmrt_status fmrt_solver_fixed(const char *method, size_t steps, fmrt_solver **out);
 
 /*
+ A fixed-step solver whose `steps` steps lie on a time grid: step i ends at
+ t(i/steps). `grid` is a built-in grid name (`"uniform"`, `"shift"`,
+ `"sway"`, `"cosine"`) or the path of a `.fm` grid file (`grid = …` over
+ `u`); `params[0..n_params]` override its params (`params` may be NULL when
+ `n_params` is 0). A grid that does not load is `FMRT_STATUS_SCHEDULER`
+ with every rendered diagnostic (file, line, column) in the last-error
+ message; an unreadable file is `FMRT_STATUS_IO`.
+
+ # Safety
+
+ Strings must be NUL-terminated; `params` must hold `n_params` entries;
+ `out` writable.
+ */
+fmrt_status fmrt_solver_time_grid(const char *method,
+                                  const char *grid,
+                                  const fmrt_param *params,
+                                  size_t n_params,
+                                  size_t steps,
+                                  fmrt_solver **out);
+
+/*
+ Like `fmrt_solver_time_grid`, with the grid given as `.fm` source text;
+ `file_name` (may be NULL: `"<source>"`) names it in diagnostics.
+
+ # Safety
+
+ Strings must be NUL-terminated (`file_name` may be NULL); `params` must
+ hold `n_params` entries; `out` writable.
+ */
+fmrt_status fmrt_solver_time_grid_source(const char *method,
+                                         const char *source,
+                                         const char *file_name,
+                                         const fmrt_param *params,
+                                         size_t n_params,
+                                         size_t steps,
+                                         fmrt_solver **out);
+
+/*
  A fixed-step solver on an explicit grid `grid[0..n_grid]` of normalised
  times s ∈ [0, 1] (s = 0 at the interval's start, 1 at its end), strictly
  increasing from 0 to 1.

@@ -20,6 +20,8 @@
 //! Modules, one per concept:
 //! - [`dsl`]: the `.fm` scheduler language (parser, symbolic derivatives, checks).
 //! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
+//! - [`grid`]: time grids t(u) in `.fm` (uniform, shift, sway, cosine) that
+//!   place the steps of fixed-step solvers.
 //! - [`path`]: the affine path, prediction conversions and the training loss.
 //! - [`source`]: the source distribution (seeded standard normal).
 //! - [`random`]: [`random::SeededRng`], reproducible random numbers.
@@ -38,6 +40,7 @@ pub mod dsl;
 pub mod error;
 pub mod field;
 pub mod graph;
+pub mod grid;
 pub mod likelihood;
 pub mod model;
 pub mod path;

@@ -1836,6 +1836,78 @@ mod solver {
     }
 
     #[test]
+    fn solvers_from_named_and_fm_time_grids() {
+        let mut s = null_mut();
+        let mu = c"mu";
+        let params = [fmrt_param {
+            name: mu.as_ptr(),
+            value: 2.0,
+        }];
+        // SAFETY: valid strings and lengths; handles freed once.
+        unsafe {
+            assert_ok(fmrt_solver_time_grid(
+                c"euler".as_ptr(),
+                c"shift".as_ptr(),
+                params.as_ptr(),
+                1,
+                28,
+                &mut s,
+            ));
+            let want = fmrt::grid::TimeGrid::builtin("shift", &[("mu".into(), 2.0)])
+                .unwrap()
+                .points(28)
+                .unwrap();
+            assert_eq!((*s).config().steps, Steps::Grid(want));
+            fmrt_solver_free(s);
+
+            let src = c"let s = 1 - u\ngrid = 1 - 2 * s / (1 + s)\n";
+            assert_ok(fmrt_solver_time_grid_source(
+                c"rk4".as_ptr(),
+                src.as_ptr(),
+                null(),
+                null(),
+                0,
+                4,
+                &mut s,
+            ));
+            let Steps::Grid(points) = &(*s).config().steps else {
+                panic!("not a grid")
+            };
+            assert_eq!(points.len(), 5);
+            fmrt_solver_free(s);
+
+            assert_fails(
+                fmrt_solver_time_grid_source(
+                    c"euler".as_ptr(),
+                    c"# wrong end\ngrid = 2 * u\n".as_ptr(),
+                    c"g.fm".as_ptr(),
+                    null(),
+                    0,
+                    4,
+                    &mut s,
+                ),
+                fmrt_status::Scheduler,
+                "g.fm:2:1",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), c"shfit".as_ptr(), null(), 0, 4, &mut s),
+                fmrt_status::Scheduler,
+                "did you mean `shift`",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), null(), null(), 0, 4, &mut s),
+                NullParameter,
+                "`grid`",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), c"uniform".as_ptr(), null(), 0, 0, &mut s),
+                InvalidArgument,
+                "at least 1 step",
+            );
+        }
+    }
+
+    #[test]
     fn adaptive_options_default_and_validation() {
         let mut o = fmrt_adaptive_options {
             rtol: 0.0,

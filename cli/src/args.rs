@@ -67,11 +67,20 @@ fn parse_interval(s: &str) -> Result<[f64; 2], String> {
 
 /// Arguments of `fmrt check`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3")]
+#[command(
+    after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3\n  fmrt check --grid shift --param mu=2 --steps 10"
+)]
 pub struct CheckArgs {
     /// The scheduler to check.
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    /// Check a time grid (a built-in grid name or a `.fm` grid file) and
+    /// print its points; a file with a `grid = …` statement is a grid anyway.
+    #[arg(long = "grid")]
+    pub grid: bool,
+    /// The number of steps whose grid points are printed (grids only).
+    #[arg(long = "steps", value_name = "N", default_value_t = 28)]
+    pub steps: usize,
 }
 
 /// Arguments of `fmrt eval`.
@@ -178,6 +187,13 @@ pub struct SolverArgs {
     /// Absolute tolerance of adaptive methods.
     #[arg(long = "atol", default_value_t = 1e-5)]
     pub atol: f64,
+    /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
+    /// cosine) or a `.fm` grid file; with --steps N, step i ends at t(i/N).
+    #[arg(long = "grid", value_name = "NAME|FILE.fm")]
+    pub grid: Option<String>,
+    /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.
+    #[arg(long = "grid-param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub grid_params: Vec<(String, f64)>,
 }
 
 /// How a model's output becomes the velocity to integrate; the same options

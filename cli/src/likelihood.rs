@@ -31,6 +31,11 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let model = opened.network().clone();
     let field = opened.field();
     let data = npy::read_f32(&args.data)?;
+    if args.solver.grid.is_some() {
+        return Err(crate::failure::fail!(
+            "--grid places the steps of sampling (t from 0 to 1); likelihoods integrate backwards and take --steps or adaptive steps"
+        ));
+    }
     let solver = solver_config(&args.solver)?;
     if args.probes == 0 {
         return Err(fail!("--probes must be at least 1"));

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::{ExtraTensor, Extras};
+use fmrt::grid::TimeGrid;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, TimeSpan};
@@ -238,6 +239,14 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
         .solver
         .parse()
         .map_err(|e: fmrt::Error| e.to_string())?;
+    if args.grid.is_none() && !args.grid_params.is_empty() {
+        return Err(fail!("--grid-param needs --grid"));
+    }
+    if args.grid.is_some() && method.is_adaptive() && args.steps.is_none() {
+        return Err(fail!(
+            "--grid places fixed steps: give --steps N (or a fixed-step --solver such as euler)"
+        ));
+    }
     if method.is_adaptive() && args.steps.is_none() {
         Ok(SolverConfig::adaptive_with(
             method,
@@ -252,7 +261,11 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
         if steps == 0 {
             return Err(fail!("--steps must be at least 1"));
         }
-        Ok(SolverConfig::fixed(method, Steps::Count(steps)))
+        let placed = match &args.grid {
+            Some(spec) => TimeGrid::open(spec, &args.grid_params)?.steps(steps)?,
+            None => Steps::Count(steps),
+        };
+        Ok(SolverConfig::fixed(method, placed))
     }
 }
 
@@ -266,6 +279,11 @@ pub fn describe_solver(config: &SolverConfig) -> String {
             a.atol
         ),
         (None, Steps::Count(n)) => format!("{} ({n} steps)", config.method.name()),
+        (None, Steps::Grid(points)) => format!(
+            "{} ({} steps on a grid)",
+            config.method.name(),
+            points.len().saturating_sub(1)
+        ),
         (None, steps) => format!("{} ({steps:?})", config.method.name()),
     }
 }

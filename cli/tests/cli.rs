@@ -58,6 +58,30 @@ fn check_fails_on_a_broken_file_with_location_and_hint() {
 }
 
 #[test]
+fn check_prints_a_grids_points_and_locates_broken_grids() {
+    let out = fmrt(&[
+        "check", "--grid", "shift", "--param", "mu=1", "--steps", "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("param mu = 1"), "{text}");
+    for line in ["t(0/4) = 0", "t(1/4) = 0.25", "t(2/4) = 0.5", "t(4/4) = 1"] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    let dir = std::env::temp_dir().join(format!("fmrt-cli-grid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("wobble.fm");
+    std::fs::write(&file, "# overshoots\ngrid = u + 0.5 * sin(2 * pi * u)\n").expect("write");
+    // A grid file is recognised without --grid.
+    let out = fmrt(&["check", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("wobble.fm:2:1"), "{text}");
+    assert!(text.contains("not strictly increasing"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn check_rejects_an_unknown_param_override() {
     let out = fmrt(&["check", "poly", "--param", "m=3"]);
     assert_eq!(out.status.code(), Some(1));
@@ -266,6 +290,57 @@ mod models {
         .expect("sampling");
         let diff = (&x - &want.x).iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    /// `--grid shift` equals the same grid written in a user `.fm` file, and
+    /// differs from uniform steps; bad grid options are one-line errors.
+    #[test]
+    fn sample_on_a_time_grid() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let file = scratch("my_shift.fm");
+        std::fs::write(
+            &file,
+            "param mu = 3\nlet s = 1 - u\ngrid = 1 - mu * s / (1 + (mu - 1) * s)\n",
+        )
+        .expect("write");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec![
+                "sample", "--model", &model, "-n", "20", "--solver", "euler", "--steps", "28", "-o",
+            ];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let (o, builtin) = run(
+            &["--grid", "shift", "--grid-param", "mu=3"],
+            "g_builtin.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("28 steps on a grid"), "{}", stderr(&o));
+        let (o, user) = run(&["--grid", file.to_str().expect("utf-8")], "g_user.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&builtin), read(&user));
+        let (o, uniform) = run(&[], "g_uniform.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_ne!(read(&builtin), read(&uniform));
+
+        let (o, _) = run(&["--grid", "shfit"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("did you mean `shift`"),
+            "{}",
+            stderr(&o)
+        );
+        let (o, _) = run(&["--grid-param", "mu=2"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("--grid-param needs --grid"),
+            "{}",
+            stderr(&o)
+        );
     }
 
     /// `--first-index I -n K` writes rows I..I+K of the unsharded run, and the
