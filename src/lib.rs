@@ -31,6 +31,7 @@
 //!   tangent (Jacobian–vector product) transform.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
+//! - [`stochastic`]: SDE sampling with the ODE's marginals (Euler–Maruyama).
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
 //! - [`model`]: [`model::Model`], an exported network with its metadata and
 //!   adapters composed into the field to integrate (used by the CLI and C).
@@ -49,6 +50,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod solver;
 pub mod source;
+pub mod stochastic;
 
 pub use error::{Error, Result};
 

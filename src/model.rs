@@ -106,6 +106,7 @@ impl std::fmt::Display for Adapter {
 pub struct Model {
     network: Arc<OnnxField>,
     trained: Option<Arc<dyn Schedule>>,
+    sampled: Option<Arc<dyn Schedule>>,
     prediction: Prediction,
     adapters: Vec<Adapter>,
     field: Arc<dyn VelocityField>,
@@ -203,16 +204,19 @@ impl Model {
                 "a guidance interval needs a guidance scale w ≠ 0 (--guidance W)".to_string(),
             ));
         }
-        if let Some(sampled) = options.sample_scheduler {
+        let mut sampled = trained.clone();
+        if let Some(along) = options.sample_scheduler {
             let schedule = trained
                 .clone()
                 .ok_or_else(|| need_schedule("sampling along another schedule"))?;
-            field = Arc::new(ScheduleChange::new(field, schedule, sampled));
+            field = Arc::new(ScheduleChange::new(field, schedule, along.clone()));
             adapters.push(Adapter::ScheduleChange);
+            sampled = Some(along);
         }
         Ok(Model {
             network,
             trained,
+            sampled,
             prediction,
             adapters,
             field,
@@ -232,6 +236,13 @@ impl Model {
     /// The schedule the model was trained with, if known.
     pub fn trained_schedule(&self) -> Option<&Arc<dyn Schedule>> {
         self.trained.as_ref()
+    }
+
+    /// The schedule of the field's time: the sampling schedule when the
+    /// model is sampled along another one, else the training schedule (if
+    /// known). Stochastic sampling needs it.
+    pub fn sampling_schedule(&self) -> Option<&Arc<dyn Schedule>> {
+        self.sampled.as_ref()
     }
 
     /// What the network predicts.

@@ -259,6 +259,11 @@ pub struct SampleArgs {
     /// run anywhere concatenate to the unsharded run.
     #[arg(long = "first-index", value_name = "I", default_value_t = 0)]
     pub first_index: u64,
+    /// Sample the SDE with the ODE's marginals and noise scale G (0: the ODE)
+    /// by Euler–Maruyama; needs `--solver euler` (any --steps or --grid) and
+    /// the model's schedule.
+    #[arg(long = "sde", value_name = "G")]
+    pub sde: Option<f64>,
     /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,

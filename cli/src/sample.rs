@@ -12,6 +12,7 @@ use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, TimeSpan};
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use fmrt::stochastic::Stochastic;
 use ndarray::ArrayD;
 use serde_json::json;
 
@@ -44,17 +45,30 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     };
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
     let mut sampler = Sampler::new(progress.clone(), solver.clone());
+    if let Some(g) = args.sde {
+        if args.noise.is_some() {
+            return Err(fail!(
+                "--sde draws its noise from --seed; it cannot start from --noise"
+            ));
+        }
+        let schedule = opened.sampling_schedule().ok_or_else(|| {
+            fail!(
+                "--sde needs the model's schedule for the score, and {} has no `fmrt.scheduler` metadata: give --scheduler FILE.fm|BUILTIN",
+                model.file()
+            )
+        })?;
+        sampler = sampler.with_sde(Stochastic::new(schedule.clone(), g)?);
+    }
     let n = noise
         .as_ref()
         .map_or(args.n, |x| x.shape().first().copied().unwrap_or(0));
     if let Some(extras) = condition(&opened, &args.adapt, n)? {
         sampler = sampler.with_extras(extras);
     }
-    let x0 = match noise {
-        Some(x0) => x0,
-        None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
+    let samples = match noise {
+        Some(x0) => sampler.integrate(x0.view(), &TimeSpan::Full, &args.times),
+        None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
     };
-    let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &args.times);
     progress.finish();
     let samples = samples?;
 
@@ -72,6 +86,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "model": model.file(),
             "provider": model.provider().to_string(),
             "solver": describe_solver(&solver),
+            "sde": args.sde,
             "nfe": samples.stats.nfe,
             "accepted_steps": samples.stats.accepted,
             "rejected_steps": samples.stats.rejected,

@@ -343,6 +343,36 @@ mod models {
         );
     }
 
+    /// `--sde 0` is the Euler ODE sampler; `--sde 1` adds noise; the SDE
+    /// needs the Euler method.
+    #[test]
+    fn sde_sampling_on_the_command_line() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec!["sample", "--model", &model, "-n", "30", "--quiet", "-o"];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let euler = ["--solver", "euler", "--steps", "50"];
+        let (o, ode) = run(&euler, "sde_ode.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (o, zero) = run(&[&euler[..], &["--sde", "0"]].concat(), "sde_0.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&ode), read(&zero));
+        let (o, one) = run(&[&euler[..], &["--sde", "1"]].concat(), "sde_1.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let one = read(&one);
+        assert_ne!(read(&ode), one);
+        assert!(one.iter().all(|v| v.is_finite()));
+        let (o, _) = run(&["--sde", "1"], "sde_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("Euler–Maruyama"), "{}", stderr(&o));
+    }
+
     /// `--first-index I -n K` writes rows I..I+K of the unsharded run, and the
     /// README's `xargs -P 4` script concatenates 4 parallel shards to it.
     #[test]
