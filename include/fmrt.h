@@ -733,6 +733,33 @@ fmrt_status fmrt_log_likelihood(const fmrt_field *field,
                                 fmrt_likelihood_stats *out_stats);
 
 /*
+ Samples the `n` noise states `x0[0..x0_len]` (`n × state size` floats,
+ e.g. from `fmrt_sampler_draw_noise`) from t = 0 to 1 and integrates the
+ divergence alongside in the same solve, so that log p of each sample
+ comes without a second pass: log p1(x1) = log N(x0; 0, I) − ∫₀¹ div u dt.
+ `options` (NULL: defaults) give the solver and the divergence mode as for
+ `fmrt_log_likelihood`; `extras` (NULL: none) hold one row per sample.
+ Writes the samples into `out_x` (`n × state size` floats of `out_x_len`)
+ and log p into `out_log_p[0..n]`; `out_stats` may be NULL. Every buffer is
+ checked before any work.
+
+ # Safety
+
+ As for `fmrt_log_likelihood`.
+ */
+fmrt_status fmrt_sample_with_log_prob(const fmrt_field *field,
+                                      const fmrt_likelihood_options *options,
+                                      const float *x0,
+                                      size_t x0_len,
+                                      size_t n,
+                                      const fmrt_extras *extras,
+                                      float *out_x,
+                                      size_t out_x_len,
+                                      double *out_log_p,
+                                      size_t out_log_p_len,
+                                      fmrt_likelihood_stats *out_stats);
+
+/*
  Finds, for each of the `n` states `x[0..x_len]`, the time t in
  [`lower`, `upper`] (0 ≤ lower < upper ≤ 1) at which it is most likely under
  p_t, by a golden-section search per sample down to `tolerance` (> 0) that

@@ -136,6 +136,16 @@ impl Sampler {
         &self.solver
     }
 
+    /// The source distribution the noise is drawn from.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// The conditioning inputs passed with every call.
+    pub fn extras(&self) -> &Extras {
+        &self.extras
+    }
+
     /// Draws `n` source points with `seed` (`[n, ...state_shape]`): rows
     /// `0..n` of [`draw_noise_rows`](Self::draw_noise_rows).
     pub fn draw_noise(&self, n: usize, seed: u64) -> Result<ArrayD<f32>> {

@@ -3060,6 +3060,60 @@ mod likelihood {
     }
 
     #[test]
+    fn sample_with_log_prob_matches_the_exact_density() {
+        let h = Handles::new();
+        let mut x0 = [0f32; 8];
+        let (mut x, mut log_p, mut bad) = ([0f32; 8], [0f64; 4], [0f64; 3]);
+        let mut stats = fmrt_likelihood_stats::default();
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_ok(fmrt_sampler_draw_noise(h.sampler, 4, 3, x0.as_mut_ptr(), 8));
+            assert_fails(
+                fmrt_sample_with_log_prob(
+                    h.field,
+                    null(),
+                    x0.as_ptr(),
+                    8,
+                    4,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    bad.as_mut_ptr(),
+                    3,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "`out_log_p`",
+            );
+            assert_ok(fmrt_sample_with_log_prob(
+                h.field,
+                null(),
+                x0.as_ptr(),
+                8,
+                4,
+                null(),
+                x.as_mut_ptr(),
+                8,
+                log_p.as_mut_ptr(),
+                4,
+                &mut stats,
+            ));
+        }
+        assert!(stats.nfe > 0 && stats.divergence_calls > 0);
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let oracle = GaussianMixture::ring(8, 4.0, 0.3, ot)
+            .unwrap()
+            .log_density(ndarray::ArrayView2::from_shape((4, 2), &x).unwrap(), &[1.0])
+            .unwrap();
+        for i in 0..4 {
+            assert!(
+                (log_p[i] - oracle[i]).abs() < 1e-3,
+                "{log_p:?} vs {oracle:?}"
+            );
+        }
+    }
+
+    #[test]
     fn log_likelihood_checks_buffers_before_working_and_matches_rust() {
         let h = Handles::new();
         let o = options(&h, c"hutchinson");

@@ -264,6 +264,13 @@ pub struct SampleArgs {
     /// the model's schedule.
     #[arg(long = "sde", value_name = "G")]
     pub sde: Option<f64>,
+    /// Also write log p of each sample (float64 [N]), integrated along with
+    /// the samples in the same solve (see --divergence; probes use --seed).
+    #[arg(long = "log-prob", value_name = "LOGP.npy|LOGP.csv")]
+    pub log_prob: Option<PathBuf>,
+    /// How the divergence is computed for --log-prob.
+    #[command(flatten)]
+    pub divergence: DivergenceArgs,
     /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,
@@ -301,6 +308,23 @@ pub enum ProbeChoice {
     Gaussian,
 }
 
+/// How the divergence is computed (`fmrt likelihood`, `fmrt sample --log-prob`).
+#[derive(Debug, Args)]
+pub struct DivergenceArgs {
+    /// How the divergence is computed.
+    #[arg(long = "divergence", value_enum, default_value = "exact")]
+    pub divergence: DivergenceChoice,
+    /// Hutchinson probes per sample.
+    #[arg(long = "probes", value_name = "K", default_value_t = 1)]
+    pub probes: usize,
+    /// The distribution of Hutchinson probes.
+    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
+    pub probe_dist: ProbeChoice,
+    /// Step of the finite-difference divergence.
+    #[arg(long = "epsilon", default_value_t = 1e-3)]
+    pub epsilon: f64,
+}
+
 /// Arguments of `fmrt likelihood`.
 #[derive(Debug, Args)]
 #[command(
@@ -318,17 +342,8 @@ pub struct LikelihoodArgs {
     #[arg(long = "data", value_name = "X.npy|X.csv")]
     pub data: PathBuf,
     /// How the divergence is computed.
-    #[arg(long = "divergence", value_enum, default_value = "exact")]
-    pub divergence: DivergenceChoice,
-    /// Hutchinson probes per sample.
-    #[arg(long = "probes", value_name = "K", default_value_t = 1)]
-    pub probes: usize,
-    /// The distribution of Hutchinson probes.
-    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
-    pub probe_dist: ProbeChoice,
-    /// Step of the finite-difference divergence.
-    #[arg(long = "epsilon", default_value_t = 1e-3)]
-    pub epsilon: f64,
+    #[command(flatten)]
+    pub divergence: DivergenceArgs,
     /// Solver settings.
     #[command(flatten)]
     pub solver: SolverArgs,

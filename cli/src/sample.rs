@@ -7,9 +7,10 @@ use std::time::Instant;
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::{ExtraTensor, Extras};
 use fmrt::grid::TimeGrid;
+use fmrt::likelihood::Likelihood;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
-use fmrt::sampler::{Sampler, TimeSpan};
+use fmrt::sampler::{Sampler, Samples, TimeSpan};
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 use fmrt::stochastic::Stochastic;
@@ -18,6 +19,7 @@ use serde_json::json;
 
 use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
+use crate::likelihood::{check_divergence_available, divergence_of};
 use crate::npy;
 use crate::progress::Progress;
 
@@ -43,6 +45,20 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         }
         None => None,
     };
+    if args.log_prob.is_some() {
+        if args.sde.is_some() {
+            return Err(fail!(
+                "--log-prob integrates the divergence along the ODE; it cannot be used with --sde"
+            ));
+        }
+        if !args.times.is_empty() {
+            return Err(fail!(
+                "--log-prob writes the final samples and their log p; it cannot be used with --times"
+            ));
+        }
+        npy::check_output(args.log_prob.as_deref().unwrap_or(&args.output))?;
+        check_divergence_available(&opened, args.divergence.divergence)?;
+    }
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
     let mut sampler = Sampler::new(progress.clone(), solver.clone());
     if let Some(g) = args.sde {
@@ -65,9 +81,19 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     if let Some(extras) = condition(&opened, &args.adapt, n)? {
         sampler = sampler.with_extras(extras);
     }
-    let samples = match noise {
-        Some(x0) => sampler.integrate(x0.view(), &TimeSpan::Full, &args.times),
-        None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
+    let samples = match &args.log_prob {
+        Some(path) => {
+            let x0 = match noise {
+                Some(x0) => x0,
+                None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
+            };
+            sample_with_log_prob(args, &sampler, progress.clone(), x0, path)
+        }
+        None => match noise {
+            Some(x0) => sampler.integrate(x0.view(), &TimeSpan::Full, &args.times),
+            None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
+        }
+        .map_err(Failure::from),
     };
     progress.finish();
     let samples = samples?;
@@ -118,6 +144,35 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Samples `x0` with log p of each in one forward solve (the sampler's
+/// field, solver and extras; `--divergence` options; probes from `--seed`),
+/// writing log p to `path`.
+fn sample_with_log_prob(
+    args: &SampleArgs,
+    sampler: &Sampler,
+    field: Arc<Progress>,
+    x0: ArrayD<f32>,
+    path: &std::path::Path,
+) -> Result<Samples, Failure> {
+    let likelihood = Likelihood::new(field, sampler.solver().clone())
+        .with_divergence(divergence_of(&args.divergence)?)
+        .with_seed(args.seed)
+        .with_extras(sampler.extras().clone())
+        .with_source(sampler.source().clone());
+    let out = likelihood.sample_with_log_prob(x0.view())?;
+    let n = out.log_p.len();
+    let log_p =
+        ArrayD::from_shape_vec(vec![n], out.log_p).map_err(|e| format!("internal error: {e}"))?;
+    npy::write(path, &log_p)?;
+    let mut shape = vec![0];
+    shape.extend_from_slice(out.x.shape());
+    Ok(Samples {
+        x: out.x,
+        trajectory: ArrayD::zeros(shape),
+        stats: out.stats,
+    })
 }
 
 /// Rows of flattened states ([N, prod(state shape)], as a CSV holds them)

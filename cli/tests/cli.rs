@@ -373,6 +373,96 @@ mod models {
         assert!(stderr(&o).contains("Euler–Maruyama"), "{}", stderr(&o));
     }
 
+    /// `--log-prob` (dopri5) writes log p of the generated samples: within
+    /// 2e-4 nats MAE of the exact mixture density and 1e-3 of `fmrt
+    /// likelihood` on the same samples; the samples are the plain run's.
+    #[test]
+    fn log_prob_while_sampling() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let (out, logp, plain) = (
+            scratch("lp_x.npy"),
+            scratch("lp_logp.npy"),
+            scratch("lp_plain.npy"),
+        );
+        let common = [
+            "sample", "--model", &model, "-n", "200", "--seed", "4", "--rtol", "1e-7", "--atol",
+            "1e-7", "--quiet",
+        ];
+        let o = fmrt(
+            &[
+                &common[..],
+                &[
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--log-prob",
+                    logp.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let o = fmrt(&[&common[..], &["-o", plain.to_str().unwrap()]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let x: ArrayD<f32> = read_npy(&out).expect("samples");
+        let lp: ArrayD<f64> = read_npy(&logp).expect("log p");
+        let want: ArrayD<f32> = read_npy(&plain).expect("plain samples");
+        let dx = (&x - &want).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(dx < 1e-4, "samples differ by {dx}");
+
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).expect("built-in"));
+        let exact = GaussianMixture::ring(8, 4.0, 0.3, ot).expect("mixture");
+        let x2 = x.view().into_dimensionality::<Ix2>().expect("2-D");
+        let want = exact.log_density(x2, &[1.0]).expect("log q");
+        let mae = lp
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 200.0;
+        assert!(mae < 2e-4, "MAE {mae}");
+
+        let rev = scratch("lp_rev.npy");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &model,
+            "--data",
+            out.to_str().unwrap(),
+            "--rtol",
+            "1e-7",
+            "--atol",
+            "1e-7",
+            "--quiet",
+            "-o",
+            rev.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let rev: ArrayD<f64> = read_npy(&rev).expect("log p");
+        let worst = lp
+            .iter()
+            .zip(&rev)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-3, "vs fmrt likelihood: {worst}");
+
+        let o = fmrt(
+            &[
+                &common[..],
+                &[
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--log-prob",
+                    logp.to_str().unwrap(),
+                    "--sde",
+                    "1",
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("--sde"), "{}", stderr(&o));
+    }
+
     /// `--first-index I -n K` writes rows I..I+K of the unsharded run, and the
     /// README's `xargs -P 4` script concatenates 4 parallel shards to it.
     #[test]
