@@ -384,16 +384,27 @@ pub struct PlotArgs {
     /// Samples [N, D] or trajectories [T, N, D] as .npy or .csv (D > 2: the first two axes are drawn).
     #[arg(
         value_name = "X.npy|X.csv",
-        required_unless_present = "scheduler",
-        conflicts_with = "scheduler"
+        required_unless_present_any = ["scheduler", "grid"],
+        conflicts_with_all = ["scheduler", "grid"]
     )]
     pub input: Option<PathBuf>,
     /// Draw α, σ, α', σ' of this scheduler over [0, 1] instead of data.
-    #[arg(long = "scheduler", value_name = "FILE.fm|BUILTIN")]
+    #[arg(
+        long = "scheduler",
+        value_name = "FILE.fm|BUILTIN",
+        conflicts_with = "grid"
+    )]
     pub scheduler: Option<String>,
-    /// Override a param of the scheduler (repeatable).
-    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param, requires = "scheduler")]
+    /// Draw the time grid t(u) of a built-in grid or `.fm` grid file, with the
+    /// points of --steps steps.
+    #[arg(long = "grid", value_name = "NAME|FILE.fm")]
+    pub grid: Option<String>,
+    /// Override a param of the scheduler or grid (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, f64)>,
+    /// The number of steps whose points a grid plot marks.
+    #[arg(long = "steps", value_name = "N", default_value_t = 28)]
+    pub steps: usize,
     /// What to draw (default: trajectory for a 3-D array, else scatter).
     #[arg(long = "kind", value_enum)]
     pub kind: Option<PlotKind>,

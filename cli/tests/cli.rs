@@ -1018,6 +1018,43 @@ mod plots {
     }
 
     #[test]
+    fn grid_plot_draws_the_curve_and_its_points() {
+        let png = scratch("shift.png");
+        let o = fmrt(&[
+            "plot",
+            "--grid",
+            "shift",
+            "--param",
+            "mu=3",
+            "--steps",
+            "10",
+            "-o",
+            s(&png),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, h, inked, colours) = decode(&png);
+        assert_eq!((w, h), (800, 800));
+        assert!(inked > 3_000, "{inked} non-white pixels");
+        assert!(
+            colours > 3,
+            "{colours} colours: curve, diagonal and points expected"
+        );
+        let o = fmrt(&["plot", "--grid", "shift", "--param", "mu=-1", "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("shift.fm:"), "{}", stderr(&o));
+        let o = fmrt(&[
+            "plot",
+            "--grid",
+            "shift",
+            "--scheduler",
+            "ot",
+            "-o",
+            s(&png),
+        ]);
+        assert_ne!(o.status.code(), Some(0));
+    }
+
+    #[test]
     fn bad_plot_inputs_give_one_line_errors() {
         let one_d = scratch("one_d.npy");
         write_npy(&one_d, &ArrayD::<f32>::zeros(vec![10])).expect("write");
