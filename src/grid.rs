@@ -15,6 +15,9 @@
 //! | `sway` | u + c·(cos(πu/2) − 1 + u) (F5-TTS sway sampling) | c = −1 |
 //! | `cosine` | (1 − cos πu) / 2 | |
 //!
+//! The EDM (Karras) spacing depends on a schedule's SNR and on the step count
+//! itself, so it is [`EdmGrid`], computed in Rust, not a `.fm` grid.
+//!
 //! **Dynamic shift** (FLUX) is the `shift` grid with μ = exp(m), m linear in
 //! the image sequence length L: m = m₁ + (L − L₁)·(m₂ − m₁)/(L₂ − L₁) (FLUX.1:
 //! L₁ = 256, m₁ = 0.5, L₂ = 4096, m₂ = 1.15); compute μ and pass it as the
@@ -246,4 +249,135 @@ impl TimeGrid {
     pub fn steps(&self, steps: usize) -> Result<Steps> {
         Ok(Steps::Grid(self.points(steps)?))
     }
+}
+
+/// The EDM (Karras et al. 2022) step spacing, mapped to fmrt's time through a
+/// schedule's signal-to-noise ratio. It depends on the schedule and on the
+/// step count N itself, so it is not a `.fm` grid t(u).
+///
+/// Karras's noise levels are σ_i = (σ_max^{1/ρ} + i/(N−1)·(σ_min^{1/ρ} −
+/// σ_max^{1/ρ}))^ρ, i = 0‥N−1, followed by σ_N = 0. The EDM noise level is
+/// the inverse SNR, σ_edm = σ(t)/α(t), so t_i = SNR⁻¹(1/σ_i), found by
+/// bisection (the SNR strictly increases, which the scheduler checks ensure).
+/// fmrt's grid starts at pure noise: t_0 = 0 stands in for σ_max (exact in
+/// the limit σ_max → ∞), and t_N = 1 is Karras's final σ = 0. For the CondOT
+/// schedule (α = t, σ = 1 − t) this is t_i = 1/(1 + σ_i).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdmGrid {
+    /// σ_min (default 0.002).
+    pub sigma_min: f64,
+    /// σ_max (default 80).
+    pub sigma_max: f64,
+    /// ρ (default 7).
+    pub rho: f64,
+}
+
+impl Default for EdmGrid {
+    fn default() -> Self {
+        Self {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 7.0,
+        }
+    }
+}
+
+impl EdmGrid {
+    /// The defaults with `overrides` (`sigma_min`, `sigma_max`, `rho`) applied;
+    /// an unknown name or invalid values are errors.
+    pub fn with_params(overrides: &[(String, f64)]) -> Result<Self> {
+        let mut grid = EdmGrid::default();
+        for (name, value) in overrides {
+            match name.as_str() {
+                "sigma_min" => grid.sigma_min = *value,
+                "sigma_max" => grid.sigma_max = *value,
+                "rho" => grid.rho = *value,
+                other => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the edm grid has no param `{other}`; its params are sigma_min, \
+                         sigma_max, rho"
+                    )))
+                }
+            }
+        }
+        let ok = grid.sigma_min.is_finite()
+            && grid.sigma_max.is_finite()
+            && 0.0 < grid.sigma_min
+            && grid.sigma_min < grid.sigma_max
+            && grid.rho.is_finite()
+            && grid.rho > 0.0;
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "the edm grid needs 0 < sigma_min < sigma_max (finite) and rho > 0, got \
+                 sigma_min = {}, sigma_max = {}, rho = {}",
+                grid.sigma_min, grid.sigma_max, grid.rho
+            )));
+        }
+        Ok(grid)
+    }
+
+    /// The `steps + 1` times t_0 = 0 < t_1 < … < t_N = 1 along `schedule`.
+    pub fn points(
+        &self,
+        schedule: &dyn crate::scheduler::Schedule,
+        steps: usize,
+    ) -> Result<Vec<f64>> {
+        if steps == 0 {
+            return Err(Error::InvalidArgument(
+                "a grid needs at least 1 step".to_string(),
+            ));
+        }
+        let (lo, hi) = (
+            self.sigma_max.powf(1.0 / self.rho),
+            self.sigma_min.powf(1.0 / self.rho),
+        );
+        let mut points = vec![0.0];
+        for i in 1..steps {
+            let frac = i as f64 / (steps - 1) as f64;
+            let sigma = (lo + frac * (hi - lo)).powf(self.rho);
+            points.push(snr_inverse(schedule, 1.0 / sigma)?);
+        }
+        points.push(1.0);
+        if let Some(i) = points
+            .windows(2)
+            .position(|w| w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the edm grid with {steps} steps is not strictly increasing at point {}: \
+                 {} follows {} (is the schedule's SNR increasing?)",
+                i + 1,
+                points[i + 1],
+                points[i]
+            )));
+        }
+        Ok(points)
+    }
+}
+
+/// The time t in (0, 1) with α(t)/σ(t) = `snr`, by bisection.
+fn snr_inverse(schedule: &dyn crate::scheduler::Schedule, snr: f64) -> Result<f64> {
+    let ratio = |t: f64| {
+        let c = schedule.coefficients(t);
+        c.alpha / c.sigma
+    };
+    let (mut a, mut b) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let m = 0.5 * (a + b);
+        if m <= a || m >= b {
+            break;
+        }
+        let r = ratio(m);
+        if r.is_nan() {
+            return Err(Error::NonFinite {
+                which: "the schedule's SNR α/σ".to_string(),
+                location: format!("at t = {m} (edm grid)"),
+            });
+        }
+        if r < snr {
+            a = m;
+        } else {
+            b = m;
+        }
+    }
+    Ok(0.5 * (a + b))
 }

@@ -135,3 +135,32 @@ fn grid_sources_are_told_from_schedulers() {
     assert_eq!(g.params(), &[("mu".to_string(), 3.0)]);
     assert!(g.expression().contains("mu"), "{}", g.expression());
 }
+
+/// The EDM grid equals Karras's spacing mapped through the SNR: for CondOT
+/// t_i = 1/(1 + σ_i), for the cosine schedule t_i = (2/π)·atan(1/σ_i).
+#[test]
+fn edm_grid_equals_karras_through_the_snr() {
+    let edm = grid::EdmGrid::default();
+    let karras = |i: usize| {
+        let (lo, hi) = (80f64.powf(1.0 / 7.0), 0.002f64.powf(1.0 / 7.0));
+        (lo + i as f64 / (N - 1) as f64 * (hi - lo)).powf(7.0)
+    };
+    for (name, closed) in [
+        ("ot", (|s: f64| 1.0 / (1.0 + s)) as fn(f64) -> f64),
+        ("cosine", |s: f64| 2.0 / PI * (1.0 / s).atan()),
+    ] {
+        let schedule = Scheduler::builtin(name, &[]).unwrap();
+        let points = edm.points(&schedule, N).unwrap();
+        assert_eq!(points.len(), N + 1);
+        assert_eq!((points[0], points[N]), (0.0, 1.0));
+        for (i, &t) in points.iter().enumerate().take(N).skip(1) {
+            let want = closed(karras(i));
+            assert!((t - want).abs() < 1e-12, "{name}: t_{i} = {t}, want {want}");
+        }
+    }
+    let bad = [("sigma_min".to_string(), 100.0)];
+    assert!(grid::EdmGrid::with_params(&bad).is_err());
+    assert!(grid::EdmGrid::with_params(&[("mu".to_string(), 1.0)]).is_err());
+    let rho3 = grid::EdmGrid::with_params(&[("rho".to_string(), 3.0)]).unwrap();
+    assert_eq!(rho3.rho, 3.0);
+}

@@ -188,7 +188,9 @@ pub struct SolverArgs {
     #[arg(long = "atol", default_value_t = 1e-5)]
     pub atol: f64,
     /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
-    /// cosine) or a `.fm` grid file; with --steps N, step i ends at t(i/N).
+    /// cosine), `edm` (Karras spacing through the model's SNR; params
+    /// sigma_min, sigma_max, rho) or a `.fm` grid file; with --steps N, step i
+    /// ends at t(i/N).
     #[arg(long = "grid", value_name = "NAME|FILE.fm")]
     pub grid: Option<String>,
     /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.

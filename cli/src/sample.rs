@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::{ExtraTensor, Extras};
-use fmrt::grid::TimeGrid;
+use fmrt::grid::{EdmGrid, TimeGrid};
 use fmrt::likelihood::Likelihood;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, Samples, TimeSpan};
+use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 use fmrt::stochastic::Stochastic;
@@ -27,8 +28,8 @@ use crate::progress::Progress;
 pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
-    let solver = solver_config(&args.solver)?;
     let opened = open_model(&args.model, &args.adapt)?;
+    let solver = solver_config_with(&args.solver, opened.sampling_schedule())?;
     let model = opened.network().clone();
     let field = opened.field();
 
@@ -303,8 +304,18 @@ pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, F
     }
 }
 
-/// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`.
+/// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`
+/// and `--grid` (without a schedule: `--grid edm` is refused).
 pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
+    solver_config_with(args, None)
+}
+
+/// Like [`solver_config`], with the schedule of the field's time for
+/// `--grid edm` (whose steps follow the schedule's SNR).
+pub fn solver_config_with(
+    args: &SolverArgs,
+    schedule: Option<&Arc<dyn Schedule>>,
+) -> Result<SolverConfig, Failure> {
     let method: Method = args
         .solver
         .parse()
@@ -331,7 +342,14 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
         if steps == 0 {
             return Err(fail!("--steps must be at least 1"));
         }
-        let placed = match &args.grid {
+        let placed = match args.grid.as_deref() {
+            Some("edm") => {
+                let schedule = schedule.ok_or_else(|| {
+                    fail!("--grid edm follows the model's schedule (SNR), which is unknown: give --scheduler FILE.fm|BUILTIN")
+                })?;
+                let edm = EdmGrid::with_params(&args.grid_params)?;
+                Steps::Grid(edm.points(schedule.as_ref(), steps)?)
+            }
             Some(spec) => TimeGrid::open(spec, &args.grid_params)?.steps(steps)?,
             None => Steps::Count(steps),
         };

@@ -327,6 +327,16 @@ mod models {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert_ne!(read(&builtin), read(&uniform));
 
+        // edm follows the model's CondOT schedule: t_i = 1/(1 + σ_i).
+        let (o, _) = run(
+            &["--grid", "edm", "--grid-param", "rho=5", "--json"],
+            "g_edm.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("28 steps on a grid"), "{}", stdout(&o));
+        let (o, _) = run(&["--grid", "edm", "--grid-param", "mu=1"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("sigma_min"), "{}", stderr(&o));
         let (o, _) = run(&["--grid", "shfit"], "g_bad.npy");
         assert_eq!(o.status.code(), Some(1));
         assert!(
