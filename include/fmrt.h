@@ -763,6 +763,33 @@ fmrt_status fmrt_log_likelihood(const fmrt_field *field,
                                 fmrt_likelihood_stats *out_stats);
 
 /*
+ Samples the `n` noise states `x0[0..x0_len]` (`n × state size` floats,
+ e.g. from `fmrt_sampler_draw_noise`) from t = 0 to 1 and integrates the
+ divergence alongside in the same solve, so that log p of each sample
+ comes without a second pass: log p1(x1) = log N(x0; 0, I) − ∫₀¹ div u dt.
+ `options` (NULL: defaults) give the solver and the divergence mode as for
+ `fmrt_log_likelihood`; `extras` (NULL: none) hold one row per sample.
+ Writes the samples into `out_x` (`n × state size` floats of `out_x_len`)
+ and log p into `out_log_p[0..n]`; `out_stats` may be NULL. Every buffer is
+ checked before any work.
+
+ # Safety
+
+ As for `fmrt_log_likelihood`.
+ */
+fmrt_status fmrt_sample_with_log_prob(const fmrt_field *field,
+                                      const fmrt_likelihood_options *options,
+                                      const float *x0,
+                                      size_t x0_len,
+                                      size_t n,
+                                      const fmrt_extras *extras,
+                                      float *out_x,
+                                      size_t out_x_len,
+                                      double *out_log_p,
+                                      size_t out_log_p_len,
+                                      fmrt_likelihood_stats *out_stats);
+
+/*
  Finds, for each of the `n` states `x[0..x_len]`, the time t in
  [`lower`, `upper`] (0 ≤ lower < upper ≤ 1) at which it is most likely under
  p_t, by a golden-section search per sample down to `tolerance` (> 0) that
@@ -849,6 +876,20 @@ fmrt_status fmrt_model_options_set_sample_scheduler(fmrt_model_options *options,
  `options` must be a live handle.
  */
 fmrt_status fmrt_model_options_set_guidance(fmrt_model_options *options, double w);
+
+/*
+ Applies guidance only for times t in [`start`, `end`] (times of the
+ model's own training schedule); outside, the field is the plain
+ conditional one. Needs finite ends with `start` ≤ `end`, and a guidance
+ scale ≠ 0 when the model is opened.
+
+ # Safety
+
+ `options` must be a live handle.
+ */
+fmrt_status fmrt_model_options_set_guidance_interval(fmrt_model_options *options,
+                                                     double start,
+                                                     double end);
 
 /*
  The null label `label` of the int64 input `input` for guidance
@@ -1087,8 +1128,9 @@ fmrt_status fmrt_path_training_batch(const fmrt_scheduler *scheduler,
 
 /*
  Fills `out[0..len]` with standard normal draws from a generator seeded with
- `seed`. The same seed gives the noise `fmrt_sampler_sample` starts from, so
- `fmrt_sampler_integrate` on these numbers reproduces it. Thread-safe.
+ `seed`. This is the noise of sample 0 of `fmrt_sampler_sample` with that
+ seed (each sample has its own stream); `fmrt_sampler_draw_noise` gives the
+ noise of a whole batch. Thread-safe.
 
  # Safety
 
@@ -1143,6 +1185,23 @@ fmrt_status fmrt_sampler_draw_noise(const fmrt_sampler *sampler,
                                     size_t out_len);
 
 /*
+ Writes the source points of samples `first_index .. first_index + n` of
+ the run `seed` defines into `out` (`n × state size` floats of `out_len`).
+ Sample i's noise depends on (seed, i) only, so shards drawn separately
+ concatenate to the unsharded draw.
+
+ # Safety
+
+ `sampler` must be a live handle; `out` must hold `out_len` writable floats.
+ */
+fmrt_status fmrt_sampler_draw_noise_rows(const fmrt_sampler *sampler,
+                                         uint64_t first_index,
+                                         size_t n,
+                                         uint64_t seed,
+                                         float *out,
+                                         size_t out_len);
+
+/*
  Draws `n` source points with `seed` and integrates them from t = 0 to 1.
 
  - `times[0..n_times]` (may be NULL when `n_times` is 0): times in [0, 1] at
@@ -1172,6 +1231,30 @@ fmrt_status fmrt_sampler_sample(const fmrt_sampler *sampler,
                                 float *out_trajectory,
                                 size_t out_trajectory_len,
                                 fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample`, for samples `first_index .. first_index + n`
+ of the run `seed` defines: a shard. With fixed steps and a field that
+ treats each sample independently of the batch, shards concatenate to the
+ unsharded run bit for bit (adaptive solvers pick one step sequence per
+ batch, so their shards agree within the tolerance only).
+
+ # Safety
+
+ As for `fmrt_sampler_sample`.
+ */
+fmrt_status fmrt_sampler_sample_rows(const fmrt_sampler *sampler,
+                                     uint64_t first_index,
+                                     size_t n,
+                                     uint64_t seed,
+                                     const double *times,
+                                     size_t n_times,
+                                     const fmrt_extras *extras,
+                                     float *out_x,
+                                     size_t out_x_len,
+                                     float *out_trajectory,
+                                     size_t out_trajectory_len,
+                                     fmrt_stats *out_stats);
 
 /*
  Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be
@@ -1339,6 +1422,44 @@ fmrt_status fmrt_scheduler_expression(const fmrt_scheduler *scheduler,
  `method` must be NUL-terminated; `out` writable.
  */
 fmrt_status fmrt_solver_fixed(const char *method, size_t steps, fmrt_solver **out);
+
+/*
+ A fixed-step solver whose `steps` steps lie on a time grid: step i ends at
+ t(i/steps). `grid` is a built-in grid name (`"uniform"`, `"shift"`,
+ `"sway"`, `"cosine"`) or the path of a `.fm` grid file (`grid = …` over
+ `u`); `params[0..n_params]` override its params (`params` may be NULL when
+ `n_params` is 0). A grid that does not load is `FMRT_STATUS_SCHEDULER`
+ with every rendered diagnostic (file, line, column) in the last-error
+ message; an unreadable file is `FMRT_STATUS_IO`.
+
+ # Safety
+
+ Strings must be NUL-terminated; `params` must hold `n_params` entries;
+ `out` writable.
+ */
+fmrt_status fmrt_solver_time_grid(const char *method,
+                                  const char *grid,
+                                  const fmrt_param *params,
+                                  size_t n_params,
+                                  size_t steps,
+                                  fmrt_solver **out);
+
+/*
+ Like `fmrt_solver_time_grid`, with the grid given as `.fm` source text;
+ `file_name` (may be NULL: `"<source>"`) names it in diagnostics.
+
+ # Safety
+
+ Strings must be NUL-terminated (`file_name` may be NULL); `params` must
+ hold `n_params` entries; `out` writable.
+ */
+fmrt_status fmrt_solver_time_grid_source(const char *method,
+                                         const char *source,
+                                         const char *file_name,
+                                         const fmrt_param *params,
+                                         size_t n_params,
+                                         size_t steps,
+                                         fmrt_solver **out);
 
 /*
  A fixed-step solver on an explicit grid `grid[0..n_grid]` of normalised

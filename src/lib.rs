@@ -20,6 +20,8 @@
 //! Modules, one per concept:
 //! - [`dsl`]: the `.fm` scheduler language (parser, symbolic derivatives, checks).
 //! - [`scheduler`]: schedules α(t), σ(t) and their derivatives, built-ins by name.
+//! - [`grid`]: time grids t(u) in `.fm` (uniform, shift, sway, cosine) that
+//!   place the steps of fixed-step solvers.
 //! - [`path`]: the affine path, prediction conversions and the training loss.
 //! - [`source`]: the source distribution (seeded standard normal).
 //! - [`random`]: [`random::SeededRng`], reproducible random numbers.
@@ -29,6 +31,7 @@
 //!   tangent (Jacobian–vector product) transform.
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
+//! - [`stochastic`]: SDE sampling with the ODE's marginals (Euler–Maruyama).
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
 //! - [`model`]: [`model::Model`], an exported network with its metadata and
 //!   adapters composed into the field to integrate (used by the CLI and C).
@@ -38,6 +41,7 @@ pub mod dsl;
 pub mod error;
 pub mod field;
 pub mod graph;
+pub mod grid;
 pub mod likelihood;
 pub mod model;
 pub mod path;
@@ -46,6 +50,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod solver;
 pub mod source;
+pub mod stochastic;
 
 pub use error::{Error, Result};
 

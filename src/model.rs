@@ -52,6 +52,10 @@ pub struct ModelOptions {
     pub prediction: Option<Prediction>,
     /// The classifier-free guidance scale w (0: no guidance, the default).
     pub guidance: f64,
+    /// Apply guidance only for times t in [a, b] (default: every time); the
+    /// times are those of the model's own (training) schedule, which the
+    /// guidance adapter sees. Needs `guidance` ≠ 0.
+    pub guidance_interval: Option<[f64; 2]>,
     /// The null condition for guidance, one row per extra input (default:
     /// `fmrt.null_condition`).
     pub null_condition: Option<Extras>,
@@ -66,6 +70,7 @@ impl std::fmt::Debug for ModelOptions {
             .field("scheduler_params", &self.scheduler_params)
             .field("prediction", &self.prediction)
             .field("guidance", &self.guidance)
+            .field("guidance_interval", &self.guidance_interval)
             .field(
                 "null_condition",
                 &self.null_condition.as_ref().map(Extras::describe),
@@ -101,6 +106,7 @@ impl std::fmt::Display for Adapter {
 pub struct Model {
     network: Arc<OnnxField>,
     trained: Option<Arc<dyn Schedule>>,
+    sampled: Option<Arc<dyn Schedule>>,
     prediction: Prediction,
     adapters: Vec<Adapter>,
     field: Arc<dyn VelocityField>,
@@ -186,19 +192,31 @@ impl Model {
                     ))
                 })?,
             };
-            field = Arc::new(Guided::new(field, options.guidance, null)?);
+            let mut guided = Guided::new(field, options.guidance, null)?;
+            if let Some([a, b]) = options.guidance_interval {
+                guided = guided.with_interval(a, b)?;
+            }
+            field = Arc::new(guided);
             adapters.push(Adapter::Guidance(options.guidance));
         }
-        if let Some(sampled) = options.sample_scheduler {
+        if options.guidance == 0.0 && options.guidance_interval.is_some() {
+            return Err(Error::InvalidArgument(
+                "a guidance interval needs a guidance scale w ≠ 0 (--guidance W)".to_string(),
+            ));
+        }
+        let mut sampled = trained.clone();
+        if let Some(along) = options.sample_scheduler {
             let schedule = trained
                 .clone()
                 .ok_or_else(|| need_schedule("sampling along another schedule"))?;
-            field = Arc::new(ScheduleChange::new(field, schedule, sampled));
+            field = Arc::new(ScheduleChange::new(field, schedule, along.clone()));
             adapters.push(Adapter::ScheduleChange);
+            sampled = Some(along);
         }
         Ok(Model {
             network,
             trained,
+            sampled,
             prediction,
             adapters,
             field,
@@ -218,6 +236,13 @@ impl Model {
     /// The schedule the model was trained with, if known.
     pub fn trained_schedule(&self) -> Option<&Arc<dyn Schedule>> {
         self.trained.as_ref()
+    }
+
+    /// The schedule of the field's time: the sampling schedule when the
+    /// model is sampled along another one, else the training schedule (if
+    /// known). Stochastic sampling needs it.
+    pub fn sampling_schedule(&self) -> Option<&Arc<dyn Schedule>> {
+        self.sampled.as_ref()
     }
 
     /// What the network predicts.

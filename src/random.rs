@@ -24,8 +24,16 @@ use rand_core::{RngCore, SeedableRng};
 ///   fused multiply–add is used, so results do not depend on the platform.
 /// - f32 values are the f64 values rounded to nearest (`as f32`).
 ///
-/// Changing any of this is a breaking change; a test pins the first values for
-/// seed 0.
+/// - Per-sample streams ([`for_sample`](Self::for_sample)): the generator of
+///   sample i in a batch is the one above with `ChaCha8Rng::set_stream(i)` and
+///   then `set_word_pos` at the lane's first word ([`Lane::word_offset`]). Each
+///   of the 2⁶⁴ streams is an independent ChaCha8 key stream, so the numbers of
+///   sample i depend on (seed, i, lane) only, never on the batch it is drawn in:
+///   this is what makes sampling shardable. Stream 0, lane
+///   [`Lane::Source`] is exactly [`SeededRng::new`]`(seed)`.
+///
+/// Changing any of this is a breaking change; tests pin the first values for
+/// seed 0 and for per-sample streams.
 #[derive(Clone, Debug)]
 pub struct SeededRng {
     rng: ChaCha8Rng,
@@ -39,6 +47,18 @@ impl SeededRng {
             rng: ChaCha8Rng::seed_from_u64(seed),
             spare: None,
         }
+    }
+
+    /// The generator of sample `index` for `lane`: the ChaCha8 stream `index`
+    /// of `seed`, starting at the lane's first word (see the type's
+    /// reproducibility contract). Sampling draws the noise of sample i from
+    /// `for_sample(seed, i, Lane::Source)`, so rows `I..I+K` of a run can be
+    /// drawn on their own.
+    pub fn for_sample(seed: u64, index: u64, lane: Lane) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(index);
+        rng.set_word_pos(lane.word_offset());
+        Self { rng, spare: None }
     }
 
     /// The next raw 64-bit word of the ChaCha8 stream.
@@ -73,6 +93,27 @@ impl SeededRng {
     pub fn fill_normal_f32<'a>(&mut self, out: impl IntoIterator<Item = &'a mut f32>) {
         for o in out {
             *o = self.normal() as f32;
+        }
+    }
+}
+
+/// Which draws of a sample a per-sample stream serves
+/// ([`SeededRng::for_sample`]). Lanes start far apart in the same ChaCha8
+/// stream, so they never overlap in practice (a lane would need 2⁶⁶ 32-bit words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The source noise x0 (word 0 of the stream).
+    Source,
+    /// The Brownian increments of stochastic sampling (word 2⁶⁶).
+    Diffusion,
+}
+
+impl Lane {
+    /// The first 32-bit word of the lane in its ChaCha8 stream.
+    pub fn word_offset(self) -> u128 {
+        match self {
+            Lane::Source => 0,
+            Lane::Diffusion => 1 << 66,
         }
     }
 }

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
 use crate::field::{Extras, VelocityField};
-use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
+use crate::random::{Lane, SeededRng};
+use crate::solver::{self, Interval, Method, OdeSystem, SolverConfig, Stats, Steps};
 use crate::source::{Source, StandardNormal};
+use crate::stochastic::Stochastic;
 use crate::{Error, Result};
 
 /// Samples a velocity field by integrating it from noise to data.
@@ -26,6 +28,7 @@ pub struct Sampler {
     solver: SolverConfig,
     source: Arc<dyn Source>,
     extras: Extras,
+    sde: Option<Stochastic>,
 }
 
 /// What a sampling run returns.
@@ -90,7 +93,18 @@ impl Sampler {
             solver,
             source,
             extras: Extras::new(),
+            sde: None,
         }
+    }
+
+    /// Samples the SDE of `sde` (same marginals as the ODE, noise scale G)
+    /// with Euler–Maruyama on the solver's fixed steps instead of the ODE;
+    /// see [`crate::stochastic`]. Needs fixed steps of the Euler method and a
+    /// seeded run ([`sample`](Self::sample), [`sample_rows`](Self::sample_rows));
+    /// G = 0 runs the ODE with the Euler solver itself.
+    pub fn with_sde(mut self, sde: Stochastic) -> Self {
+        self.sde = Some(sde);
+        self
     }
 
     /// Replaces the source distribution the noise is drawn from.
@@ -122,12 +136,31 @@ impl Sampler {
         &self.solver
     }
 
-    /// Draws `n` source points with `seed` (`[n, ...state_shape]`).
+    /// The source distribution the noise is drawn from.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// The conditioning inputs passed with every call.
+    pub fn extras(&self) -> &Extras {
+        &self.extras
+    }
+
+    /// Draws `n` source points with `seed` (`[n, ...state_shape]`): rows
+    /// `0..n` of [`draw_noise_rows`](Self::draw_noise_rows).
     pub fn draw_noise(&self, n: usize, seed: u64) -> Result<ArrayD<f32>> {
+        self.draw_noise_rows(0, n, seed)
+    }
+
+    /// Draws the source points of samples `first..first + n` of the run that
+    /// `seed` defines. Sample i's noise depends on (seed, i) only (see
+    /// [`Source::sample_rows`]), so shards drawn separately concatenate to the
+    /// unsharded draw bit for bit.
+    pub fn draw_noise_rows(&self, first: u64, n: usize, seed: u64) -> Result<ArrayD<f32>> {
         let mut shape = vec![n];
         shape.extend_from_slice(self.field.state_shape());
         crate::error::checked_product(&shape, "n × state size")?;
-        self.source.sample(&shape, seed)
+        self.source.sample_rows(&shape, seed, first)
     }
 
     /// Draws `n` source points with `seed` and integrates them from t = 0 to 1.
@@ -137,8 +170,81 @@ impl Sampler {
 
     /// Like [`sample`](Self::sample), also saving the states at `times` in [0, 1].
     pub fn sample_at(&self, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
-        let x0 = self.draw_noise(n, seed)?;
-        self.integrate(x0.view(), &TimeSpan::Full, times)
+        self.sample_rows(0, n, seed, times)
+    }
+
+    /// Samples `first..first + n` of the run that `seed` defines, saving the
+    /// states at `times` in [0, 1]: a shard of a larger run. With fixed steps
+    /// and a field that computes each sample independently of the batch (the
+    /// analytic fields do), shards concatenate to the unsharded run bit for
+    /// bit. Adaptive methods choose one step sequence for the whole batch, so
+    /// their shards agree with the unsharded run within the tolerance only;
+    /// an ONNX model may round differently at another batch size.
+    pub fn sample_rows(&self, first: u64, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
+        let x0 = self.draw_noise_rows(first, n, seed)?;
+        match &self.sde {
+            Some(sde) => {
+                let points = euler_maruyama_points(&self.solver)?;
+                if sde.scale() == 0.0 {
+                    // G = 0 is the ODE: the Euler solver on the same steps.
+                    return self.integrate(x0.view(), &TimeSpan::Full, times);
+                }
+                if !times.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "stochastic sampling saves no trajectories; sample without times"
+                            .to_string(),
+                    ));
+                }
+                self.euler_maruyama(sde, x0, &points, first, seed)
+            }
+            None => self.integrate(x0.view(), &TimeSpan::Full, times),
+        }
+    }
+
+    /// Euler–Maruyama from `x0` (samples `first..`) over the times `points`.
+    fn euler_maruyama(
+        &self,
+        sde: &Stochastic,
+        x0: ArrayD<f32>,
+        points: &[f64],
+        first: u64,
+        seed: u64,
+    ) -> Result<Samples> {
+        let batch = x0.shape()[0];
+        self.extras.check_batch(batch)?;
+        let mut rngs: Vec<SeededRng> = (0..batch as u64)
+            .map(|i| SeededRng::for_sample(seed, first + i, Lane::Diffusion))
+            .collect();
+        let mut x: Vec<f64> = x0.iter().map(|&v| f64::from(v)).collect();
+        let mut x32 = x0;
+        let mut v32 = ArrayD::<f32>::zeros(x32.raw_dim());
+        let mut stats = Stats::default();
+        for w in points.windows(2) {
+            let (t, h) = (w[0], w[1] - w[0]);
+            self.field
+                .velocity_with(x32.view(), &[t], &self.extras, v32.view_mut())?;
+            stats.nfe += 1;
+            let v = v32.as_slice().ok_or_else(|| layout_error("velocity"))?;
+            sde.step(&mut x, v, t, h, &mut rngs)?;
+            let dim = x.len().checked_div(batch).unwrap_or(0).max(1);
+            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    which: format!("state of sample {}", i / dim),
+                    location: format!("after the Euler–Maruyama step from t = {t} to t = {}", w[1]),
+                });
+            }
+            for (dst, &src) in x32.iter_mut().zip(&x) {
+                *dst = src as f32;
+            }
+            stats.accepted += 1;
+        }
+        let mut shape = vec![0, batch];
+        shape.extend_from_slice(&x32.shape()[1..]);
+        Ok(Samples {
+            x: x32,
+            trajectory: ArrayD::zeros(IxDyn(&shape)),
+            stats,
+        })
     }
 
     /// Integrates the caller's starting points `x0` (`[N, ...state_shape]`)
@@ -182,6 +288,57 @@ impl Sampler {
             trajectory,
             stats: solution.stats,
         })
+    }
+}
+
+fn layout_error(what: &str) -> Error {
+    Error::InvalidArgument(format!("the {what} is not contiguous"))
+}
+
+/// The times of the fixed Euler steps of `solver` from 0 to 1, for
+/// Euler–Maruyama; an error for other methods or adaptive steps.
+fn euler_maruyama_points(solver: &SolverConfig) -> Result<Vec<f64>> {
+    if solver.is_adaptive() || solver.method != Method::Euler {
+        return Err(Error::InvalidArgument(format!(
+            "stochastic sampling integrates with Euler–Maruyama on fixed steps; use the \
+             euler method with fixed steps (or a grid), not {}{}",
+            solver.method,
+            if solver.is_adaptive() {
+                " with adaptive steps"
+            } else {
+                ""
+            }
+        )));
+    }
+    match &solver.steps {
+        Steps::Count(0) => Err(Error::InvalidArgument(
+            "the step count must be at least 1".to_string(),
+        )),
+        Steps::Count(n) => Ok((0..=*n).map(|k| k as f64 / *n as f64).collect()),
+        Steps::Grid(points) => {
+            let ok = points.len() >= 2
+                && points[0] == 0.0
+                && points[points.len() - 1] == 1.0
+                && points.windows(2).all(|w| w[1] > w[0]);
+            if ok {
+                Ok(points.clone())
+            } else {
+                Err(Error::InvalidArgument(
+                    "a step grid must run from 0 to 1, strictly increasing".to_string(),
+                ))
+            }
+        }
+        Steps::Size(h) => {
+            if !(h.is_finite() && *h > 0.0 && *h >= 1e-9) {
+                return Err(Error::InvalidArgument(format!(
+                    "the step size must be positive, finite and at least 1e-9, got {h}"
+                )));
+            }
+            let n = (1.0 / h - 1e-9).ceil().max(1.0) as usize;
+            Ok((0..=n)
+                .map(|k| if k == n { 1.0 } else { k as f64 * h })
+                .collect())
+        }
     }
 }
 

@@ -238,7 +238,7 @@ pub fn read_source_file(path: &str) -> Result<String> {
     }
 }
 
-fn looks_like_path(spec: &str) -> bool {
+pub(crate) fn looks_like_path(spec: &str) -> bool {
     spec.ends_with(".fm") || spec.contains('/') || spec.contains(std::path::MAIN_SEPARATOR)
 }
 

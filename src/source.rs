@@ -7,9 +7,9 @@
 
 use std::fmt::Debug;
 
-use crate::random::SeededRng;
+use crate::random::{Lane, SeededRng};
 use crate::{Error, Result};
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 
 /// ln(2π) as an f64 literal (not computed at run time, so it is the same everywhere).
 pub const LN_2PI: f64 = 1.837_877_066_409_345_3;
@@ -39,12 +39,30 @@ pub trait Source: Send + Sync + Debug {
         self.log_density_f64(x64.view())
     }
 
-    /// Draws a fresh batch of shape `shape` (`[B, ...]`) from a new
-    /// [`SeededRng`] seeded with `seed`.
+    /// Draws a fresh batch of shape `shape` (`[B, ...]`): rows `0..B` of
+    /// [`sample_rows`](Self::sample_rows).
     fn sample(&self, shape: &[usize], seed: u64) -> Result<ArrayD<f32>> {
+        self.sample_rows(shape, seed, 0)
+    }
+
+    /// Draws rows `first..first + B` of the batch a seed defines (`shape` is
+    /// `[B, ...]`): row r comes from its own generator
+    /// [`SeededRng::for_sample`]`(seed, first + r, Lane::Source)` through
+    /// [`sample_into`](Self::sample_into) with a one-row view. The noise of a
+    /// sample therefore depends on (seed, index) only, and shards of a run
+    /// concatenate to the unsharded run bit for bit.
+    fn sample_rows(&self, shape: &[usize], seed: u64, first: u64) -> Result<ArrayD<f32>> {
+        check_batch_shape("out", shape, self.state_shape())?;
         let mut out = ArrayD::zeros(IxDyn(shape));
-        let mut rng = SeededRng::new(seed);
-        self.sample_into(&mut rng, out.view_mut())?;
+        for (r, row) in out.axis_chunks_iter_mut(Axis(0), 1).enumerate() {
+            let index = first.checked_add(r as u64).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "sample index {first} + {r} does not fit in 64 bits"
+                ))
+            })?;
+            let mut rng = SeededRng::for_sample(seed, index, Lane::Source);
+            self.sample_into(&mut rng, row)?;
+        }
         Ok(out)
     }
 }

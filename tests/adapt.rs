@@ -342,6 +342,86 @@ fn guidance_combines_both_halves_in_one_call() {
     }
 }
 
+/// A guidance interval [a, b]: [0, 1] is plain guidance bit for bit; a sample
+/// whose time is outside is the conditional field exactly, velocity, JVP and
+/// divergence alike; a call with every time outside costs one plain call.
+#[test]
+fn guidance_interval_guides_only_inside() {
+    let inner = Arc::new(LabelledMixture::new(builtin("cosine")));
+    let x = random_points(6, 3);
+    let t = [0.1, 0.3, 0.5, 0.7, 0.9, 0.95];
+    let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 0, 1]));
+    let null = Guided::null_label("label", 4);
+    let plain = Guided::new(inner.clone(), 2.0, null.clone()).expect("guided");
+    let full = Guided::new(inner.clone(), 2.0, null.clone())
+        .and_then(|g| g.with_interval(0.0, 1.0))
+        .expect("guided");
+    let part = Guided::new(inner.clone(), 2.0, null.clone())
+        .and_then(|g| g.with_interval(0.25, 0.75))
+        .expect("guided");
+    let velocity = |f: &dyn VelocityField, t: &[f64]| {
+        let mut out = ArrayD::zeros(x.raw_dim());
+        f.velocity_with(x.view(), t, &labels, out.view_mut())
+            .expect("velocity");
+        out
+    };
+    let v = random_points(6, 8);
+    let jvp = |f: &dyn VelocityField, t: &[f64]| {
+        let mut out = ArrayD::zeros(x.raw_dim());
+        f.jvp_with(x.view(), t, &labels, v.view(), out.view_mut())
+            .expect("jvp");
+        out
+    };
+    let div = |f: &dyn VelocityField, t: &[f64]| {
+        let mut out = vec![0.0; 6];
+        f.divergence_with(x.view(), t, &labels, &mut out)
+            .expect("divergence");
+        out
+    };
+    assert_eq!(velocity(&full, &t), velocity(&plain, &t));
+    assert_eq!(jvp(&full, &t), jvp(&plain, &t));
+    assert_eq!(div(&full, &t), div(&plain, &t));
+
+    let (vc, jc, dc) = (velocity(&*inner, &t), jvp(&*inner, &t), div(&*inner, &t));
+    let (vg, jg, dg) = (velocity(&plain, &t), jvp(&plain, &t), div(&plain, &t));
+    let (vp, jp, dp) = (velocity(&part, &t), jvp(&part, &t), div(&part, &t));
+    for (i, &ti) in t.iter().enumerate() {
+        let inside = (0.25..=0.75).contains(&ti);
+        let (want_v, want_j, want_d) = if inside {
+            (&vg, &jg, &dg)
+        } else {
+            (&vc, &jc, &dc)
+        };
+        assert_eq!(
+            vp.index_axis(Axis(0), i),
+            want_v.index_axis(Axis(0), i),
+            "t = {ti}"
+        );
+        assert_eq!(
+            jp.index_axis(Axis(0), i),
+            want_j.index_axis(Axis(0), i),
+            "t = {ti}"
+        );
+        assert_eq!(dp[i], want_d[i], "t = {ti}");
+    }
+    // Guidance does change the inside rows, so the comparison above has power.
+    assert_ne!(vg.index_axis(Axis(0), 2), vc.index_axis(Axis(0), 2));
+
+    // One time for all samples, outside: one plain call of 6 rows.
+    let rows_before = inner.rows.load(Ordering::SeqCst);
+    assert_eq!(velocity(&part, &[0.9]), velocity(&*inner, &[0.9]));
+    assert_eq!(inner.rows.load(Ordering::SeqCst) - rows_before, 12);
+
+    // Bad intervals are errors.
+    for (a, b) in [(0.6, 0.4), (f64::NAN, 1.0), (0.0, f64::INFINITY)] {
+        assert!(Guided::new(inner.clone(), 2.0, null.clone())
+            .and_then(|g| g.with_interval(a, b))
+            .is_err());
+    }
+    // Derivatives follow finite differences across the interval's edge.
+    check_derivatives(&part, &x, &t, &labels);
+}
+
 #[test]
 fn guidance_needs_a_condition() {
     let inner = Arc::new(LabelledMixture::new(builtin("ot")));

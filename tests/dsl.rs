@@ -552,8 +552,11 @@ fn golden_diagnostics() {
                 continue;
             }
         };
-        let report = scheduler::check_source(&src, &name, &overrides);
-        let got = report.rendered();
+        let got = if name.starts_with("grid_") {
+            fmrt::grid::check_grid_source(&src, &name, &overrides).rendered()
+        } else {
+            scheduler::check_source(&src, &name, &overrides).rendered()
+        };
         if got.is_empty() {
             failures.push(format!(
                 "{name}: no diagnostics at all (every golden file is broken)"

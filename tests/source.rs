@@ -1,13 +1,14 @@
 //! Source distributions and the reproducible generator.
 
-use fmrt::random::SeededRng;
+use fmrt::random::{Lane, SeededRng};
 use fmrt::source::{Source, StandardNormal, LN_2PI};
 use fmrt::Error;
 use ndarray::{arr2, ArrayD, IxDyn};
 
 /// The first draws for seed 0, computed once with the documented algorithm
 /// (ChaCha8 `seed_from_u64(0)`, 53-bit uniforms, Marsaglia's polar method with
-/// `libm::log`). If this test fails, the reproducibility contract changed.
+/// `libm::log`; per-sample ChaCha8 streams). If this test fails, the
+/// reproducibility contract changed.
 #[test]
 fn seed_zero_draws_are_pinned() {
     let mut rng = SeededRng::new(0);
@@ -20,45 +21,70 @@ fn seed_zero_draws_are_pinned() {
     assert_eq!(second as f32, -0.298_165_68_f32);
     assert_eq!(rng.normal(), 0.154_287_945_767_716_23);
 
+    let mut stream1 = SeededRng::for_sample(0, 1, Lane::Source);
+    assert_eq!(stream1.next_u64(), 13_937_087_304_575_520_531);
+
     let x = StandardNormal::new().sample(&[2, 3], 0).unwrap();
     let pinned: [f32; 6] = [
         1.829_291_7,
         -0.298_165_68,
         0.154_287_95,
-        -0.340_761_18,
-        1.027_256,
-        0.134_212_23,
+        // Row 1 comes from stream 1 (per-sample streams).
+        0.876_374_66,
+        0.816_650_33,
+        0.176_845_37,
     ];
     assert_eq!(x.iter().copied().collect::<Vec<_>>(), pinned);
 }
 
 #[test]
-fn same_seed_same_draws_and_row_major_fill() {
+fn same_seed_same_draws_and_one_stream_per_sample() {
     let n = StandardNormal::new();
     let a = n.sample(&[4, 3], 7).unwrap();
     let b = n.sample(&[4, 3], 7).unwrap();
     assert_eq!(a, b);
     let c = n.sample(&[4, 3], 8).unwrap();
     assert_ne!(a, c);
-    // The fill order is row-major, so the per-sample shape does not change the stream.
-    let flat = n.sample(&[12], 7).unwrap();
-    assert_eq!(
-        a.iter().copied().collect::<Vec<_>>(),
-        flat.iter().copied().collect::<Vec<_>>()
-    );
-    let deep = n.sample(&[2, 2, 3], 7).unwrap();
+    // Row i is drawn from stream i, filled in row-major order within the row.
+    for (i, row) in a.outer_iter().enumerate() {
+        let mut rng = SeededRng::for_sample(7, i as u64, Lane::Source);
+        let want: Vec<f32> = (0..3).map(|_| rng.normal() as f32).collect();
+        assert_eq!(row.iter().copied().collect::<Vec<_>>(), want, "row {i}");
+    }
+    // Stream 0 of the source lane is the plain generator.
+    let mut plain = SeededRng::new(7);
+    let mut first = SeededRng::for_sample(7, 0, Lane::Source);
+    for _ in 0..5 {
+        assert_eq!(plain.next_u64(), first.next_u64());
+    }
+    // Streams and lanes differ.
+    let mut s1 = SeededRng::for_sample(7, 1, Lane::Source);
+    let mut d0 = SeededRng::for_sample(7, 0, Lane::Diffusion);
+    let w = SeededRng::new(7).next_u64();
+    assert_ne!(s1.next_u64(), w);
+    assert_ne!(d0.next_u64(), w);
+    // The per-sample shape only regroups a row's own draws.
+    let deep = n.sample(&[4, 1, 3], 7).unwrap();
     assert_eq!(
         deep.iter().copied().collect::<Vec<_>>(),
-        flat.iter().copied().collect::<Vec<_>>()
+        a.iter().copied().collect::<Vec<_>>()
     );
-    // Continuing with one generator gives the next values of the same stream.
-    let mut rng = SeededRng::new(7);
-    let mut first = ArrayD::zeros(IxDyn(&[1, 5]));
-    let mut rest = ArrayD::zeros(IxDyn(&[1, 7]));
-    n.sample_into(&mut rng, first.view_mut()).unwrap();
-    n.sample_into(&mut rng, rest.view_mut()).unwrap();
-    let joined: Vec<f32> = first.iter().chain(rest.iter()).copied().collect();
-    assert_eq!(joined, flat.iter().copied().collect::<Vec<_>>());
+}
+
+#[test]
+fn shards_concatenate_to_the_whole_batch() {
+    let n = StandardNormal::with_shape(&[3]);
+    let whole = n.sample(&[10, 3], 42).unwrap();
+    let mut joined = Vec::new();
+    for (first, len) in [(0u64, 3usize), (3, 4), (7, 0), (7, 3)] {
+        let shard = n.sample_rows(&[len, 3], 42, first).unwrap();
+        joined.extend(shard.iter().copied());
+    }
+    assert_eq!(joined, whole.iter().copied().collect::<Vec<_>>());
+    // An index past 2^64 is an error, not a wrap-around.
+    let err = n.sample_rows(&[2, 3], 42, u64::MAX).unwrap_err();
+    assert!(err.to_string().contains("64 bits"), "{err}");
+    assert!(n.sample_rows(&[1, 3], 42, u64::MAX).is_ok());
 }
 
 #[test]

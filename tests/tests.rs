@@ -5,6 +5,7 @@ mod dsl;
 mod external_data;
 mod gmm;
 mod graph;
+mod grid;
 mod likelihood;
 mod model_pipeline;
 mod models;

@@ -284,19 +284,85 @@ pub unsafe extern "C" fn fmrt_log_likelihood(
         if let Some(dst) = bpd {
             dst.copy_from_slice(&r.bits_per_dim);
         }
-        if !out_stats.is_null() {
-            let stats = fmrt_likelihood_stats {
-                nfe: r.stats.nfe as u64,
-                accepted: r.stats.accepted as u64,
-                rejected: r.stats.rejected as u64,
-                velocity_calls: r.calls.velocity as u64,
-                jvp_calls: r.calls.jvp as u64,
-                divergence_calls: r.calls.divergence as u64,
-                solves: 1,
-            };
-            // SAFETY: non-NULL; writable by contract.
-            unsafe { *out_stats = stats };
-        }
+        // SAFETY: NULL or writable by contract.
+        unsafe { write_stats(out_stats, &r.stats, &r.calls) };
+        Ok(())
+    })
+}
+
+/// Writes the counters of one solve into `out` unless it is NULL.
+///
+/// # Safety
+///
+/// `out` must be NULL or writable.
+unsafe fn write_stats(
+    out: *mut fmrt_likelihood_stats,
+    stats: &fmrt::solver::Stats,
+    calls: &fmrt::likelihood::FieldCalls,
+) {
+    if !out.is_null() {
+        let stats = fmrt_likelihood_stats {
+            nfe: stats.nfe as u64,
+            accepted: stats.accepted as u64,
+            rejected: stats.rejected as u64,
+            velocity_calls: calls.velocity as u64,
+            jvp_calls: calls.jvp as u64,
+            divergence_calls: calls.divergence as u64,
+            solves: 1,
+        };
+        // SAFETY: non-NULL; writable by the caller's contract.
+        unsafe { *out = stats };
+    }
+}
+
+/// Samples the `n` noise states `x0[0..x0_len]` (`n × state size` floats,
+/// e.g. from `fmrt_sampler_draw_noise`) from t = 0 to 1 and integrates the
+/// divergence alongside in the same solve, so that log p of each sample
+/// comes without a second pass: log p1(x1) = log N(x0; 0, I) − ∫₀¹ div u dt.
+/// `options` (NULL: defaults) give the solver and the divergence mode as for
+/// `fmrt_log_likelihood`; `extras` (NULL: none) hold one row per sample.
+/// Writes the samples into `out_x` (`n × state size` floats of `out_x_len`)
+/// and log p into `out_log_p[0..n]`; `out_stats` may be NULL. Every buffer is
+/// checked before any work.
+///
+/// # Safety
+///
+/// As for `fmrt_log_likelihood`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sample_with_log_prob(
+    field: *const fmrt_field,
+    options: *const fmrt_likelihood_options,
+    x0: *const f32,
+    x0_len: usize,
+    n: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_log_p: *mut f64,
+    out_log_p_len: usize,
+    out_stats: *mut fmrt_likelihood_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let f = unsafe { handle(field, "field") }?;
+        let shape = check_x(f, x0_len, n)?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (x0, out_x, log_p) = unsafe {
+            (
+                slice(x0, x0_len, "x0")?,
+                slice_out(out_x, out_x_len, x0_len, "out_x")?,
+                slice_out(out_log_p, out_log_p_len, n, "out_log_p")?,
+            )
+        };
+        // SAFETY: the caller's contract.
+        let lik = unsafe { likelihood(f, options, extras) }?;
+        let xv = ArrayViewD::from_shape(IxDyn(&shape), x0)
+            .map_err(|e| FfiError::shape(e.to_string()))?;
+        let r = lik.sample_with_log_prob(xv)?;
+        out_x.iter_mut().zip(r.x.iter()).for_each(|(d, s)| *d = *s);
+        log_p.copy_from_slice(&r.log_p);
+        // SAFETY: NULL or writable by contract.
+        unsafe { write_stats(out_stats, &r.stats, &r.calls) };
         Ok(())
     })
 }

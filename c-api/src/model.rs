@@ -160,6 +160,29 @@ pub unsafe extern "C" fn fmrt_model_options_set_guidance(
     })
 }
 
+/// Applies guidance only for times t in [`start`, `end`] (times of the
+/// model's own training schedule); outside, the field is the plain
+/// conditional one. Needs finite ends with `start` ≤ `end`, and a guidance
+/// scale ≠ 0 when the model is opened.
+///
+/// # Safety
+///
+/// `options` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_guidance_interval(
+    options: *mut fmrt_model_options,
+    start: f64,
+    end: f64,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        fmrt::field::adapt::check_guidance_interval(start, end)?;
+        o.inner.guidance_interval = Some([start, end]);
+        Ok(())
+    })
+}
+
 /// The null label `label` of the int64 input `input` for guidance
 /// (overrides `fmrt.null_condition`).
 ///

@@ -7,8 +7,9 @@ use crate::slice_out;
 use fmrt::random::SeededRng;
 
 /// Fills `out[0..len]` with standard normal draws from a generator seeded with
-/// `seed`. The same seed gives the noise `fmrt_sampler_sample` starts from, so
-/// `fmrt_sampler_integrate` on these numbers reproduces it. Thread-safe.
+/// `seed`. This is the noise of sample 0 of `fmrt_sampler_sample` with that
+/// seed (each sample has its own stream); `fmrt_sampler_draw_noise` gives the
+/// noise of a whole batch. Thread-safe.
 ///
 /// # Safety
 ///

@@ -85,13 +85,34 @@ pub unsafe extern "C" fn fmrt_sampler_draw_noise(
     out: *mut f32,
     out_len: usize,
 ) -> fmrt_status {
+    // SAFETY: the caller's contract.
+    unsafe { fmrt_sampler_draw_noise_rows(sampler, 0, n, seed, out, out_len) }
+}
+
+/// Writes the source points of samples `first_index .. first_index + n` of
+/// the run `seed` defines into `out` (`n × state size` floats of `out_len`).
+/// Sample i's noise depends on (seed, i) only, so shards drawn separately
+/// concatenate to the unsharded draw.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `out` must hold `out_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_draw_noise_rows(
+    sampler: *const fmrt_sampler,
+    first_index: u64,
+    n: usize,
+    seed: u64,
+    out: *mut f32,
+    out_len: usize,
+) -> fmrt_status {
     guard(|| {
         // SAFETY: the caller's contract.
         let s = unsafe { handle(sampler, "sampler") }?;
         let (_, len) = batch_shape(&s.field, n)?;
         // SAFETY: the caller's contract.
         let out = unsafe { slice_out(out, out_len, len, "out") }?;
-        let noise = s.inner.draw_noise(n, seed)?;
+        let noise = s.inner.draw_noise_rows(first_index, n, seed)?;
         out.iter_mut().zip(noise.iter()).for_each(|(o, &v)| *o = v);
         Ok(())
     })
@@ -203,6 +224,49 @@ pub unsafe extern "C" fn fmrt_sampler_sample(
     out_trajectory_len: usize,
     out_stats: *mut fmrt_stats,
 ) -> fmrt_status {
+    // SAFETY: the caller's contract.
+    unsafe {
+        fmrt_sampler_sample_rows(
+            sampler,
+            0,
+            n,
+            seed,
+            times,
+            n_times,
+            extras,
+            out_x,
+            out_x_len,
+            out_trajectory,
+            out_trajectory_len,
+            out_stats,
+        )
+    }
+}
+
+/// Like `fmrt_sampler_sample`, for samples `first_index .. first_index + n`
+/// of the run `seed` defines: a shard. With fixed steps and a field that
+/// treats each sample independently of the batch, shards concatenate to the
+/// unsharded run bit for bit (adaptive solvers pick one step sequence per
+/// batch, so their shards agree within the tolerance only).
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_sample`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_sample_rows(
+    sampler: *const fmrt_sampler,
+    first_index: u64,
+    n: usize,
+    seed: u64,
+    times: *const f64,
+    n_times: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_trajectory: *mut f32,
+    out_trajectory_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
     guard(|| {
         // SAFETY: the caller's contract, for each pointer.
         let (s, times) = unsafe { (handle(sampler, "sampler")?, slice(times, n_times, "times")?) };
@@ -219,7 +283,7 @@ pub unsafe extern "C" fn fmrt_sampler_sample(
                 out_stats,
             )
         }?;
-        let samples = with_extras(s, extras).sample_at(n, seed, times)?;
+        let samples = with_extras(s, extras).sample_rows(first_index, n, seed, times)?;
         outputs.write(&samples);
         Ok(())
     })

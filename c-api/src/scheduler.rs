@@ -61,7 +61,10 @@ pub enum fmrt_quantity {
 ///
 /// `params` must be NULL (with `n_params` 0) or point to `n_params` entries whose
 /// names are NUL-terminated strings.
-unsafe fn overrides(params: *const fmrt_param, n_params: usize) -> FfiResult<Vec<(String, f64)>> {
+pub(crate) unsafe fn overrides(
+    params: *const fmrt_param,
+    n_params: usize,
+) -> FfiResult<Vec<(String, f64)>> {
     // SAFETY: the caller's contract.
     let params = unsafe { slice(params, n_params, "params") }?;
     params

@@ -4,7 +4,9 @@ use std::ffi::c_char;
 
 use crate::error::{fmrt_status, FfiError};
 use crate::panic::{guard, guard_or};
-use crate::{c_str, check_out, free_handle, handle, put_handle, slice};
+use crate::scheduler::{fmrt_param, overrides};
+use crate::{c_str, c_str_opt, check_out, free_handle, handle, put_handle, slice};
+use fmrt::grid::TimeGrid;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 
 /// A solver configuration (opaque). Immutable: one handle may be used from any
@@ -101,6 +103,76 @@ pub unsafe extern "C" fn fmrt_solver_fixed(
         unsafe {
             make(method, out, |m| {
                 Ok(SolverConfig::fixed(m, Steps::Count(steps)))
+            })
+        }
+    })
+}
+
+/// A fixed-step solver whose `steps` steps lie on a time grid: step i ends at
+/// t(i/steps). `grid` is a built-in grid name (`"uniform"`, `"shift"`,
+/// `"sway"`, `"cosine"`) or the path of a `.fm` grid file (`grid = …` over
+/// `u`); `params[0..n_params]` override its params (`params` may be NULL when
+/// `n_params` is 0). A grid that does not load is `FMRT_STATUS_SCHEDULER`
+/// with every rendered diagnostic (file, line, column) in the last-error
+/// message; an unreadable file is `FMRT_STATUS_IO`.
+///
+/// # Safety
+///
+/// Strings must be NUL-terminated; `params` must hold `n_params` entries;
+/// `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_time_grid(
+    method: *const c_char,
+    grid: *const c_char,
+    params: *const fmrt_param,
+    n_params: usize,
+    steps: usize,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (spec, overrides) = unsafe { (c_str(grid, "grid")?, overrides(params, n_params)?) };
+        let grid = TimeGrid::open(spec, &overrides)?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            make(method, out, |m| {
+                Ok(SolverConfig::fixed(m, grid.steps(steps)?))
+            })
+        }
+    })
+}
+
+/// Like `fmrt_solver_time_grid`, with the grid given as `.fm` source text;
+/// `file_name` (may be NULL: `"<source>"`) names it in diagnostics.
+///
+/// # Safety
+///
+/// Strings must be NUL-terminated (`file_name` may be NULL); `params` must
+/// hold `n_params` entries; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_time_grid_source(
+    method: *const c_char,
+    source: *const c_char,
+    file_name: *const c_char,
+    params: *const fmrt_param,
+    n_params: usize,
+    steps: usize,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (source, file, overrides) = unsafe {
+            (
+                c_str(source, "source")?,
+                c_str_opt(file_name, "file_name")?.unwrap_or("<source>"),
+                overrides(params, n_params)?,
+            )
+        };
+        let grid = TimeGrid::from_source(source, file, &overrides)?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            make(method, out, |m| {
+                Ok(SolverConfig::fixed(m, grid.steps(steps)?))
             })
         }
     })

@@ -23,7 +23,7 @@ use crate::{fmrt_status, fmrt_version};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::AffinePath;
-use fmrt::random::SeededRng;
+use fmrt::random::{Lane, SeededRng};
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
@@ -2031,6 +2031,78 @@ mod solver {
     }
 
     #[test]
+    fn solvers_from_named_and_fm_time_grids() {
+        let mut s = null_mut();
+        let mu = c"mu";
+        let params = [fmrt_param {
+            name: mu.as_ptr(),
+            value: 2.0,
+        }];
+        // SAFETY: valid strings and lengths; handles freed once.
+        unsafe {
+            assert_ok(fmrt_solver_time_grid(
+                c"euler".as_ptr(),
+                c"shift".as_ptr(),
+                params.as_ptr(),
+                1,
+                28,
+                &mut s,
+            ));
+            let want = fmrt::grid::TimeGrid::builtin("shift", &[("mu".into(), 2.0)])
+                .unwrap()
+                .points(28)
+                .unwrap();
+            assert_eq!((*s).config().steps, Steps::Grid(want));
+            fmrt_solver_free(s);
+
+            let src = c"let s = 1 - u\ngrid = 1 - 2 * s / (1 + s)\n";
+            assert_ok(fmrt_solver_time_grid_source(
+                c"rk4".as_ptr(),
+                src.as_ptr(),
+                null(),
+                null(),
+                0,
+                4,
+                &mut s,
+            ));
+            let Steps::Grid(points) = &(*s).config().steps else {
+                panic!("not a grid")
+            };
+            assert_eq!(points.len(), 5);
+            fmrt_solver_free(s);
+
+            assert_fails(
+                fmrt_solver_time_grid_source(
+                    c"euler".as_ptr(),
+                    c"# wrong end\ngrid = 2 * u\n".as_ptr(),
+                    c"g.fm".as_ptr(),
+                    null(),
+                    0,
+                    4,
+                    &mut s,
+                ),
+                fmrt_status::Scheduler,
+                "g.fm:2:1",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), c"shfit".as_ptr(), null(), 0, 4, &mut s),
+                fmrt_status::Scheduler,
+                "did you mean `shift`",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), null(), null(), 0, 4, &mut s),
+                NullParameter,
+                "`grid`",
+            );
+            assert_fails(
+                fmrt_solver_time_grid(c"euler".as_ptr(), c"uniform".as_ptr(), null(), 0, 0, &mut s),
+                InvalidArgument,
+                "at least 1 step",
+            );
+        }
+    }
+
+    #[test]
     fn adaptive_options_default_and_validation() {
         let mut o = fmrt_adaptive_options {
             rtol: 0.0,
@@ -2151,11 +2223,21 @@ mod sampler {
                 noise.as_mut_ptr(),
                 6,
             ));
-            assert_ok(fmrt_random_normal(5, direct.as_mut_ptr(), 6));
+            // Sample 0 is the plain seeded stream.
+            assert_ok(fmrt_random_normal(5, direct.as_mut_ptr(), 2));
+            // Rows 1..3 on their own are rows 1..3 of the batch.
+            assert_ok(fmrt_sampler_draw_noise_rows(
+                h.sampler,
+                1,
+                2,
+                5,
+                direct[2..].as_mut_ptr(),
+                4,
+            ));
         }
         assert_eq!(noise, direct);
-        let mut rng = SeededRng::new(5);
-        assert_eq!(noise[0], rng.normal() as f32);
+        let mut rng = SeededRng::for_sample(5, 2, Lane::Source);
+        assert_eq!(noise[4], rng.normal() as f32);
     }
 
     #[test]
@@ -2345,7 +2427,13 @@ mod sampler {
         let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
         // SAFETY: lengths as stated.
         unsafe {
-            assert_ok(fmrt_random_normal(11, x0.as_mut_ptr(), 8));
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                4,
+                11,
+                x0.as_mut_ptr(),
+                8,
+            ));
             assert_fails(
                 fmrt_sampler_integrate(
                     null(),
@@ -3225,6 +3313,60 @@ mod likelihood {
     }
 
     #[test]
+    fn sample_with_log_prob_matches_the_exact_density() {
+        let h = Handles::new();
+        let mut x0 = [0f32; 8];
+        let (mut x, mut log_p, mut bad) = ([0f32; 8], [0f64; 4], [0f64; 3]);
+        let mut stats = fmrt_likelihood_stats::default();
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_ok(fmrt_sampler_draw_noise(h.sampler, 4, 3, x0.as_mut_ptr(), 8));
+            assert_fails(
+                fmrt_sample_with_log_prob(
+                    h.field,
+                    null(),
+                    x0.as_ptr(),
+                    8,
+                    4,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    bad.as_mut_ptr(),
+                    3,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "`out_log_p`",
+            );
+            assert_ok(fmrt_sample_with_log_prob(
+                h.field,
+                null(),
+                x0.as_ptr(),
+                8,
+                4,
+                null(),
+                x.as_mut_ptr(),
+                8,
+                log_p.as_mut_ptr(),
+                4,
+                &mut stats,
+            ));
+        }
+        assert!(stats.nfe > 0 && stats.divergence_calls > 0);
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let oracle = GaussianMixture::ring(8, 4.0, 0.3, ot)
+            .unwrap()
+            .log_density(ndarray::ArrayView2::from_shape((4, 2), &x).unwrap(), &[1.0])
+            .unwrap();
+        for i in 0..4 {
+            assert!(
+                (log_p[i] - oracle[i]).abs() < 1e-3,
+                "{log_p:?} vs {oracle:?}"
+            );
+        }
+    }
+
+    #[test]
     fn log_likelihood_checks_buffers_before_working_and_matches_rust() {
         let h = Handles::new();
         let o = options(&h, c"hutchinson");
@@ -3826,6 +3968,19 @@ mod model {
                 fmrt_model_open(plain.as_ptr(), null(), options, &mut model),
                 InvalidArgument,
                 "null condition",
+            );
+            assert_fails(
+                fmrt_model_options_set_guidance_interval(options, 0.8, 0.2),
+                InvalidArgument,
+                "start ≤ end",
+            );
+            assert_ok(fmrt_model_options_set_guidance_interval(options, 0.2, 0.8));
+            // An interval without guidance is refused when the model opens.
+            assert_ok(fmrt_model_options_set_guidance(options, 0.0));
+            assert_fails(
+                fmrt_model_open(plain.as_ptr(), null(), options, &mut model),
+                InvalidArgument,
+                "guidance interval",
             );
             fmrt_model_options_free(options);
 

@@ -51,13 +51,36 @@ pub struct SchedulerArgs {
     pub params: Vec<(String, f64)>,
 }
 
+/// `A,B` as two numbers.
+fn parse_interval(s: &str) -> Result<[f64; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [a, b] = parts.as_slice() else {
+        return Err(format!("expected A,B (two numbers), got `{s}`"));
+    };
+    let number = |p: &str| {
+        p.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("`{p}` is not a number: {e}"))
+    };
+    Ok([number(a)?, number(b)?])
+}
+
 /// Arguments of `fmrt check`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3")]
+#[command(
+    after_help = "Examples:\n  fmrt check my_schedule.fm\n  fmrt check poly --param n=3\n  fmrt check --grid shift --param mu=2 --steps 10"
+)]
 pub struct CheckArgs {
     /// The scheduler to check.
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    /// Check a time grid (a built-in grid name or a `.fm` grid file) and
+    /// print its points; a file with a `grid = …` statement is a grid anyway.
+    #[arg(long = "grid")]
+    pub grid: bool,
+    /// The number of steps whose grid points are printed (grids only).
+    #[arg(long = "steps", value_name = "N", default_value_t = 28)]
+    pub steps: usize,
 }
 
 /// Arguments of `fmrt eval`.
@@ -167,6 +190,15 @@ pub struct SolverArgs {
     /// Absolute tolerance of adaptive methods.
     #[arg(long = "atol", default_value_t = 1e-5)]
     pub atol: f64,
+    /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
+    /// cosine), `edm` (Karras spacing through the model's SNR; params
+    /// sigma_min, sigma_max, rho) or a `.fm` grid file; with --steps N, step i
+    /// ends at t(i/N).
+    #[arg(long = "grid", value_name = "NAME|FILE.fm")]
+    pub grid: Option<String>,
+    /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.
+    #[arg(long = "grid-param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub grid_params: Vec<(String, f64)>,
 }
 
 /// How a model's output becomes the velocity to integrate; the same options
@@ -196,6 +228,10 @@ pub struct AdaptArgs {
         allow_negative_numbers = true
     )]
     pub guidance: f64,
+    /// Apply guidance only for times t in [A, B] (the model's own time; plain
+    /// conditional sampling outside), e.g. `--guidance-interval 0.2,0.8`.
+    #[arg(long = "guidance-interval", value_name = "A,B", value_parser = parse_interval)]
+    pub guidance_interval: Option<[f64; 2]>,
     /// The null label for guidance (default: the model's `fmrt.null_condition`).
     #[arg(long = "null-label", value_name = "L")]
     pub null_label: Option<i64>,
@@ -223,6 +259,23 @@ pub struct SampleArgs {
     /// Seed of the source noise.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
+    /// Index of the first sample: writes samples I..I+n of the run the seed
+    /// defines (sample i's noise depends on the seed and i only), so shards
+    /// run anywhere concatenate to the unsharded run.
+    #[arg(long = "first-index", value_name = "I", default_value_t = 0)]
+    pub first_index: u64,
+    /// Sample the SDE with the ODE's marginals and noise scale G (0: the ODE)
+    /// by Euler–Maruyama; needs `--solver euler` (any --steps or --grid) and
+    /// the model's schedule.
+    #[arg(long = "sde", value_name = "G")]
+    pub sde: Option<f64>,
+    /// Also write log p of each sample (float64 [N]), integrated along with
+    /// the samples in the same solve (see --divergence; probes use --seed).
+    #[arg(long = "log-prob", value_name = "LOGP.npy|LOGP.csv")]
+    pub log_prob: Option<PathBuf>,
+    /// How the divergence is computed for --log-prob.
+    #[command(flatten)]
+    pub divergence: DivergenceArgs,
     /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,
@@ -260,6 +313,23 @@ pub enum ProbeChoice {
     Gaussian,
 }
 
+/// How the divergence is computed (`fmrt likelihood`, `fmrt sample --log-prob`).
+#[derive(Debug, Args)]
+pub struct DivergenceArgs {
+    /// How the divergence is computed.
+    #[arg(long = "divergence", value_enum, default_value = "exact")]
+    pub divergence: DivergenceChoice,
+    /// Hutchinson probes per sample.
+    #[arg(long = "probes", value_name = "K", default_value_t = 1)]
+    pub probes: usize,
+    /// The distribution of Hutchinson probes.
+    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
+    pub probe_dist: ProbeChoice,
+    /// Step of the finite-difference divergence.
+    #[arg(long = "epsilon", default_value_t = 1e-3)]
+    pub epsilon: f64,
+}
+
 /// Arguments of `fmrt likelihood`.
 #[derive(Debug, Args)]
 #[command(
@@ -277,17 +347,8 @@ pub struct LikelihoodArgs {
     #[arg(long = "data", value_name = "X.npy|X.csv")]
     pub data: PathBuf,
     /// How the divergence is computed.
-    #[arg(long = "divergence", value_enum, default_value = "exact")]
-    pub divergence: DivergenceChoice,
-    /// Hutchinson probes per sample.
-    #[arg(long = "probes", value_name = "K", default_value_t = 1)]
-    pub probes: usize,
-    /// The distribution of Hutchinson probes.
-    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
-    pub probe_dist: ProbeChoice,
-    /// Step of the finite-difference divergence.
-    #[arg(long = "epsilon", default_value_t = 1e-3)]
-    pub epsilon: f64,
+    #[command(flatten)]
+    pub divergence: DivergenceArgs,
     /// Solver settings.
     #[command(flatten)]
     pub solver: SolverArgs,
@@ -328,16 +389,27 @@ pub struct PlotArgs {
     /// Samples [N, D] or trajectories [T, N, D] as .npy or .csv (D > 2: the first two axes are drawn).
     #[arg(
         value_name = "X.npy|X.csv",
-        required_unless_present = "scheduler",
-        conflicts_with = "scheduler"
+        required_unless_present_any = ["scheduler", "grid"],
+        conflicts_with_all = ["scheduler", "grid"]
     )]
     pub input: Option<PathBuf>,
     /// Draw α, σ, α', σ' of this scheduler over [0, 1] instead of data.
-    #[arg(long = "scheduler", value_name = "FILE.fm|BUILTIN")]
+    #[arg(
+        long = "scheduler",
+        value_name = "FILE.fm|BUILTIN",
+        conflicts_with = "grid"
+    )]
     pub scheduler: Option<String>,
-    /// Override a param of the scheduler (repeatable).
-    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param, requires = "scheduler")]
+    /// Draw the time grid t(u) of a built-in grid or `.fm` grid file, with the
+    /// points of --steps steps.
+    #[arg(long = "grid", value_name = "NAME|FILE.fm")]
+    pub grid: Option<String>,
+    /// Override a param of the scheduler or grid (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, f64)>,
+    /// The number of steps whose points a grid plot marks.
+    #[arg(long = "steps", value_name = "N", default_value_t = 28)]
+    pub steps: usize,
     /// What to draw (default: trajectory for a 3-D array, else scatter).
     #[arg(long = "kind", value_enum)]
     pub kind: Option<PlotKind>,

@@ -1,15 +1,19 @@
-//! `fmrt check`: print a scheduler's expressions and every diagnostic.
+//! `fmrt check`: print a scheduler's expressions (or a time grid's points)
+//! and every diagnostic.
 
 use std::process::ExitCode;
 
 use fmrt::dsl::Severity;
-use fmrt::scheduler;
+use fmrt::{grid, scheduler};
 
 use crate::args::CheckArgs;
 use crate::failure::Failure;
 
 /// Runs `fmrt check`; exit code 0 without errors, 1 with errors.
 pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
+    if args.grid || is_grid_file(&args.scheduler.scheduler) {
+        return run_grid(args);
+    }
     let report = scheduler::check(&args.scheduler.scheduler, &args.scheduler.params);
     if let Some(loaded) = &report.scheduler {
         println!("{}", loaded.file());
@@ -22,9 +26,45 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         println!("alpha' = {}", e.d_alpha);
         println!("sigma' = {}", e.d_sigma);
     }
-    let rendered = report.rendered();
+    Ok(finish(
+        &report.rendered(),
+        &report.diagnostics,
+        report.scheduler.is_some(),
+    ))
+}
+
+/// Whether `spec` names an existing `.fm` file that defines a time grid.
+fn is_grid_file(spec: &str) -> bool {
+    std::fs::read_to_string(spec).is_ok_and(|src| grid::is_grid_source(&src))
+}
+
+/// `fmrt check` of a time grid: its params, expression and the points of
+/// `--steps` steps, then every diagnostic.
+fn run_grid(args: &CheckArgs) -> Result<ExitCode, Failure> {
+    let report = grid::check_grid(&args.scheduler.scheduler, &args.scheduler.params);
+    if let Some(loaded) = &report.grid {
+        println!("{} (time grid)", loaded.file());
+        for (name, value) in loaded.params() {
+            println!("param {name} = {value}");
+        }
+        println!("grid = {}", loaded.expression());
+        let points = loaded.points(args.steps)?;
+        println!("{} steps:", args.steps);
+        for (i, t) in points.iter().enumerate() {
+            println!("  t({i}/{}) = {t}", args.steps);
+        }
+    }
+    Ok(finish(
+        &report.rendered(),
+        &report.diagnostics,
+        report.grid.is_some(),
+    ))
+}
+
+/// Prints the rendered diagnostics and the summary line; the exit code.
+fn finish(rendered: &str, diagnostics: &[fmrt::dsl::Diagnostic], loaded: bool) -> ExitCode {
     if !rendered.is_empty() {
-        if report.scheduler.is_some() {
+        if loaded {
             println!();
         }
         println!(
@@ -32,20 +72,20 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             crate::color::diagnostics(rendered.trim_end(), crate::color::enabled(true))
         );
     }
-    let errors = count(&report.diagnostics, Severity::Error);
-    let warnings = count(&report.diagnostics, Severity::Warning);
+    let errors = count(diagnostics, Severity::Error);
+    let warnings = count(diagnostics, Severity::Warning);
     println!();
     println!(
         "{}: {errors} error{}, {warnings} warning{}",
-        if report.has_errors() { "failed" } else { "ok" },
+        if errors > 0 { "failed" } else { "ok" },
         plural(errors),
         plural(warnings)
     );
-    Ok(if report.has_errors() {
+    if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 fn count(diagnostics: &[fmrt::dsl::Diagnostic], severity: Severity) -> usize {

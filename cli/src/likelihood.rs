@@ -7,7 +7,7 @@ use fmrt::likelihood::{Divergence, Likelihood, ProbeDistribution};
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{DivergenceChoice, LikelihoodArgs, ProbeChoice};
+use crate::args::{DivergenceArgs, DivergenceChoice, LikelihoodArgs, ProbeChoice};
 use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
@@ -24,15 +24,9 @@ fn divergence_name(choice: DivergenceChoice) -> String {
         .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
-/// Runs `fmrt likelihood`.
-pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
-    let started = Instant::now();
-    npy::check_output(&args.output)?;
-    let opened = open_model(&args.model, &args.adapt)?;
-    let model = opened.network().clone();
-    let field = opened.field();
-    let data = npy::read_f32(&args.data)?;
-    let solver = solver_config(&args.solver)?;
+/// The divergence mode of the command line's `--divergence`, `--probes`,
+/// `--probe-dist` and `--epsilon`.
+pub fn divergence_of(args: &DivergenceArgs) -> Result<Divergence, Failure> {
     if args.probes == 0 {
         return Err(fail!("--probes must be at least 1"));
     }
@@ -40,21 +34,28 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         ProbeChoice::Rademacher => ProbeDistribution::Rademacher,
         ProbeChoice::Gaussian => ProbeDistribution::Gaussian,
     };
-    let divergence = match args.divergence {
+    Ok(match args.divergence {
         DivergenceChoice::Exact => Divergence::Exact,
         DivergenceChoice::Hutchinson => Divergence::Hutchinson {
             probes: args.probes,
             distribution,
         },
         DivergenceChoice::FiniteDifference => Divergence::finite_difference(args.epsilon),
-    };
-    let state_shape = field.state_shape().to_vec();
-    let data = fit_rows(data, &state_shape);
-    check_batch_shape(&args.data, &data, &state_shape)?;
-    if args.divergence != DivergenceChoice::FiniteDifference
+    })
+}
+
+/// Fails with the reason when `choice` needs Jacobian–vector products the
+/// model cannot provide.
+pub fn check_divergence_available(
+    opened: &fmrt::model::Model,
+    choice: DivergenceChoice,
+) -> Result<(), Failure> {
+    let field = opened.field();
+    if choice != DivergenceChoice::FiniteDifference
         && !field.provides_jvp()
-        && !(args.divergence == DivergenceChoice::Exact && field.provides_divergence())
+        && !(choice == DivergenceChoice::Exact && field.provides_divergence())
     {
+        let model = opened.network();
         let reason = model
             .jvp_unavailable_reason()
             .unwrap_or("the model has no tangent graph");
@@ -62,10 +63,31 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             "{}: the {} divergence needs Jacobian-vector products, which are unavailable: {reason}; \
              use --divergence finite-difference (biased) for this model",
             model.file(),
-            divergence_name(args.divergence)
+            divergence_name(choice)
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Runs `fmrt likelihood`.
+pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
+    let started = Instant::now();
+    npy::check_output(&args.output)?;
+    let opened = open_model(&args.model, &args.adapt)?;
+    let field = opened.field();
+    let data = npy::read_f32(&args.data)?;
+    if args.solver.grid.is_some() {
+        return Err(crate::failure::fail!(
+            "--grid places the steps of sampling (t from 0 to 1); likelihoods integrate backwards and take --steps or adaptive steps"
+        ));
+    }
+    let solver = solver_config(&args.solver)?;
+    let divergence = divergence_of(&args.divergence)?;
+    let state_shape = field.state_shape().to_vec();
+    let data = fit_rows(data, &state_shape);
+    check_batch_shape(&args.data, &data, &state_shape)?;
+    check_divergence_available(&opened, args.divergence.divergence)?;
     let n = data.shape()[0];
     let progress = Progress::new(field.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
@@ -88,7 +110,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         "samples": n,
         "mean_log_p": mean(&result.log_p),
         "mean_bits_per_dim": mean(&result.bits_per_dim),
-        "divergence": divergence_name(args.divergence),
+        "divergence": divergence_name(args.divergence.divergence),
         "solver": describe_solver(&solver),
         "nfe": result.stats.nfe,
         "accepted_steps": result.stats.accepted,
@@ -109,8 +131,8 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         );
         eprintln!(
             "  model {} on {}{}",
-            model.file(),
-            model.provider(),
+            opened.network().file(),
+            opened.network().provider(),
             describe_adapters(&opened)
         );
         eprintln!(

@@ -1,4 +1,4 @@
-//! `fmrt plot`: samples, 2-D histograms, trajectories and scheduler
+//! `fmrt plot`: samples, 2-D histograms, trajectories, time grids and scheduler
 //! coefficients as PNG images, drawn with plotters and an embedded font
 //! (DejaVu Sans), so no system fonts are needed.
 
@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Once;
 
+use fmrt::grid::TimeGrid;
 use fmrt::scheduler::{Schedule, Scheduler};
 use ndarray::{ArrayD, Axis};
 use plotters::prelude::*;
@@ -33,7 +34,17 @@ pub fn run(args: &PlotArgs) -> Result<ExitCode, Failure> {
             args.size
         ));
     }
-    if let Some(spec) = &args.scheduler {
+    if !args.params.is_empty() && args.scheduler.is_none() && args.grid.is_none() {
+        return Err(fail!("--param needs --scheduler or --grid"));
+    }
+    if let Some(spec) = &args.grid {
+        let grid = TimeGrid::open(spec, &args.params)?;
+        let title = args
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("time grid {spec}, {} steps", args.steps));
+        grid_png(&grid, args.steps, &title, &args.output, args.size)?;
+    } else if let Some(spec) = &args.scheduler {
         let scheduler = Scheduler::open(spec, &args.params)?;
         let title = args
             .title
@@ -377,6 +388,80 @@ pub fn scheduler_png(
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
         }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| draw(&e))?;
+        root.present().map_err(|e| draw(&e))?;
+    }
+    write_png(output, &buffer, size)
+}
+
+/// Draws the time grid t(u) over [0, 1], the diagonal t = u for reference,
+/// and the points (i/steps, t(i/steps)) where the steps end.
+pub fn grid_png(
+    grid: &TimeGrid,
+    steps: usize,
+    title: &str,
+    output: &Path,
+    size: u32,
+) -> Result<(), Failure> {
+    let points = grid.points(steps)?;
+    let samples = 501;
+    let curve: Vec<(f64, f64)> = (0..samples)
+        .map(|i| {
+            let u = i as f64 / (samples - 1) as f64;
+            (u, grid.time(u))
+        })
+        .collect();
+    fonts()?;
+    let mut buffer = vec![0u8; (size as usize) * (size as usize) * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (size, size)).into_drawing_area();
+        let draw = |e: &dyn std::fmt::Display| format!("internal error: drawing failed: {e}");
+        root.fill(&WHITE).map_err(|e| draw(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 24))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(|e| draw(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("u = i / N")
+            .y_desc("t")
+            .label_style((FONT, 14))
+            .draw()
+            .map_err(|e| draw(&e))?;
+        let grey = RGBColor(170, 170, 170);
+        chart
+            .draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], grey))
+            .map_err(|e| draw(&e))?
+            .label("uniform")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+        let blue = RGBColor(31, 119, 180);
+        chart
+            .draw_series(LineSeries::new(curve, blue.stroke_width(2)))
+            .map_err(|e| draw(&e))?
+            .label("t(u)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+            });
+        let red = RGBColor(214, 39, 40);
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| Circle::new((i as f64 / steps as f64, t), 3, red.filled())),
+            )
+            .map_err(|e| draw(&e))?
+            .label(format!("{steps} steps"))
+            .legend(move |(x, y)| Circle::new((x + 10, y), 3, red.filled()));
         chart
             .configure_series_labels()
             .label_font((FONT, 14))

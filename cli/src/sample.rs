@@ -6,16 +6,21 @@ use std::time::Instant;
 
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::{ExtraTensor, Extras};
+use fmrt::grid::{EdmGrid, TimeGrid};
+use fmrt::likelihood::Likelihood;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
-use fmrt::sampler::{Sampler, TimeSpan};
+use fmrt::sampler::{Sampler, Samples, TimeSpan};
+use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use fmrt::stochastic::Stochastic;
 use ndarray::ArrayD;
 use serde_json::json;
 
 use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
+use crate::likelihood::{check_divergence_available, divergence_of};
 use crate::npy;
 use crate::progress::Progress;
 
@@ -23,12 +28,17 @@ use crate::progress::Progress;
 pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
-    let solver = solver_config(&args.solver)?;
     let opened = open_model(&args.model, &args.adapt)?;
+    let solver = solver_config_with(&args.solver, opened.sampling_schedule())?;
     let model = opened.network().clone();
     let field = opened.field();
 
     let noise = match &args.noise {
+        Some(_) if args.first_index != 0 => {
+            return Err(fail!(
+                "--first-index selects rows of the seeded noise; it cannot be used with --noise"
+            ))
+        }
         Some(path) => {
             let x0 = fit_rows(npy::read_f32(path)?, field.state_shape());
             check_batch_shape(path, &x0, field.state_shape())?;
@@ -36,19 +46,56 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         }
         None => None,
     };
+    if args.log_prob.is_some() {
+        if args.sde.is_some() {
+            return Err(fail!(
+                "--log-prob integrates the divergence along the ODE; it cannot be used with --sde"
+            ));
+        }
+        if !args.times.is_empty() {
+            return Err(fail!(
+                "--log-prob writes the final samples and their log p; it cannot be used with --times"
+            ));
+        }
+        npy::check_output(args.log_prob.as_deref().unwrap_or(&args.output))?;
+        check_divergence_available(&opened, args.divergence.divergence)?;
+    }
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
     let mut sampler = Sampler::new(progress.clone(), solver.clone());
+    if let Some(g) = args.sde {
+        if args.noise.is_some() {
+            return Err(fail!(
+                "--sde draws its noise from --seed; it cannot start from --noise"
+            ));
+        }
+        let schedule = opened.sampling_schedule().ok_or_else(|| {
+            fail!(
+                "--sde needs the model's schedule for the score, and {} has no `fmrt.scheduler` metadata: give --scheduler FILE.fm|BUILTIN",
+                model.file()
+            )
+        })?;
+        sampler = sampler.with_sde(Stochastic::new(schedule.clone(), g)?);
+    }
     let n = noise
         .as_ref()
         .map_or(args.n, |x| x.shape().first().copied().unwrap_or(0));
     if let Some(extras) = condition(&opened, &args.adapt, n)? {
         sampler = sampler.with_extras(extras);
     }
-    let x0 = match noise {
-        Some(x0) => x0,
-        None => sampler.draw_noise(n, args.seed)?,
+    let samples = match &args.log_prob {
+        Some(path) => {
+            let x0 = match noise {
+                Some(x0) => x0,
+                None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
+            };
+            sample_with_log_prob(args, &sampler, progress.clone(), x0, path)
+        }
+        None => match noise {
+            Some(x0) => sampler.integrate(x0.view(), &TimeSpan::Full, &args.times),
+            None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
+        }
+        .map_err(Failure::from),
     };
-    let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &args.times);
     progress.finish();
     let samples = samples?;
 
@@ -66,6 +113,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "model": model.file(),
             "provider": model.provider().to_string(),
             "solver": describe_solver(&solver),
+            "sde": args.sde,
             "nfe": samples.stats.nfe,
             "accepted_steps": samples.stats.accepted,
             "rejected_steps": samples.stats.rejected,
@@ -97,6 +145,35 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Samples `x0` with log p of each in one forward solve (the sampler's
+/// field, solver and extras; `--divergence` options; probes from `--seed`),
+/// writing log p to `path`.
+fn sample_with_log_prob(
+    args: &SampleArgs,
+    sampler: &Sampler,
+    field: Arc<Progress>,
+    x0: ArrayD<f32>,
+    path: &std::path::Path,
+) -> Result<Samples, Failure> {
+    let likelihood = Likelihood::new(field, sampler.solver().clone())
+        .with_divergence(divergence_of(&args.divergence)?)
+        .with_seed(args.seed)
+        .with_extras(sampler.extras().clone())
+        .with_source(sampler.source().clone());
+    let out = likelihood.sample_with_log_prob(x0.view())?;
+    let n = out.log_p.len();
+    let log_p =
+        ArrayD::from_shape_vec(vec![n], out.log_p).map_err(|e| format!("internal error: {e}"))?;
+    npy::write(path, &log_p)?;
+    let mut shape = vec![0];
+    shape.extend_from_slice(out.x.shape());
+    Ok(Samples {
+        x: out.x,
+        trajectory: ArrayD::zeros(shape),
+        stats: out.stats,
+    })
 }
 
 /// Rows of flattened states ([N, prod(state shape)], as a CSV holds them)
@@ -167,6 +244,9 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
             "--guidance needs --label: guidance steers towards a condition"
         ));
     }
+    if adapt.guidance_interval.is_some() && adapt.guidance == 0.0 {
+        return Err(fail!("--guidance-interval needs --guidance W"));
+    }
     let options = ModelOptions {
         scheduler: match &adapt.scheduler {
             Some(spec) => Some(Arc::new(Scheduler::open(spec, &adapt.params)?)),
@@ -178,6 +258,7 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
             None => None,
         },
         guidance: adapt.guidance,
+        guidance_interval: adapt.guidance_interval,
         null_condition: match adapt.null_label {
             Some(label) => Some(label_extras(&network, label, 1)?),
             None => None,
@@ -230,12 +311,30 @@ pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, F
     }
 }
 
-/// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`.
+/// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`
+/// and `--grid` (without a schedule: `--grid edm` is refused).
 pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
+    solver_config_with(args, None)
+}
+
+/// Like [`solver_config`], with the schedule of the field's time for
+/// `--grid edm` (whose steps follow the schedule's SNR).
+pub fn solver_config_with(
+    args: &SolverArgs,
+    schedule: Option<&Arc<dyn Schedule>>,
+) -> Result<SolverConfig, Failure> {
     let method: Method = args
         .solver
         .parse()
         .map_err(|e: fmrt::Error| e.to_string())?;
+    if args.grid.is_none() && !args.grid_params.is_empty() {
+        return Err(fail!("--grid-param needs --grid"));
+    }
+    if args.grid.is_some() && method.is_adaptive() && args.steps.is_none() {
+        return Err(fail!(
+            "--grid places fixed steps: give --steps N (or a fixed-step --solver such as euler)"
+        ));
+    }
     if method.is_adaptive() && args.steps.is_none() {
         Ok(SolverConfig::adaptive_with(
             method,
@@ -250,7 +349,18 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
         if steps == 0 {
             return Err(fail!("--steps must be at least 1"));
         }
-        Ok(SolverConfig::fixed(method, Steps::Count(steps)))
+        let placed = match args.grid.as_deref() {
+            Some("edm") => {
+                let schedule = schedule.ok_or_else(|| {
+                    fail!("--grid edm follows the model's schedule (SNR), which is unknown: give --scheduler FILE.fm|BUILTIN")
+                })?;
+                let edm = EdmGrid::with_params(&args.grid_params)?;
+                Steps::Grid(edm.points(schedule.as_ref(), steps)?)
+            }
+            Some(spec) => TimeGrid::open(spec, &args.grid_params)?.steps(steps)?,
+            None => Steps::Count(steps),
+        };
+        Ok(SolverConfig::fixed(method, placed))
     }
 }
 
@@ -264,6 +374,11 @@ pub fn describe_solver(config: &SolverConfig) -> String {
             a.atol
         ),
         (None, Steps::Count(n)) => format!("{} ({n} steps)", config.method.name()),
+        (None, Steps::Grid(points)) => format!(
+            "{} ({} steps on a grid)",
+            config.method.name(),
+            points.len().saturating_sub(1)
+        ),
         (None, steps) => format!("{} ({steps:?})", config.method.name()),
     }
 }

@@ -61,6 +61,30 @@ fn check_fails_on_a_broken_file_with_location_and_hint() {
 }
 
 #[test]
+fn check_prints_a_grids_points_and_locates_broken_grids() {
+    let out = fmrt(&[
+        "check", "--grid", "shift", "--param", "mu=1", "--steps", "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("param mu = 1"), "{text}");
+    for line in ["t(0/4) = 0", "t(1/4) = 0.25", "t(2/4) = 0.5", "t(4/4) = 1"] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+    let dir = std::env::temp_dir().join(format!("fmrt-cli-grid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("wobble.fm");
+    std::fs::write(&file, "# overshoots\ngrid = u + 0.5 * sin(2 * pi * u)\n").expect("write");
+    // A grid file is recognised without --grid.
+    let out = fmrt(&["check", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("wobble.fm:2:1"), "{text}");
+    assert!(text.contains("not strictly increasing"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn check_rejects_an_unknown_param_override() {
     let out = fmrt(&["check", "poly", "--param", "m=3"]);
     assert_eq!(out.status.code(), Some(1));
@@ -271,6 +295,282 @@ mod models {
         .expect("sampling");
         let diff = (&x - &want.x).iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    /// `--grid shift` equals the same grid written in a user `.fm` file, and
+    /// differs from uniform steps; bad grid options are one-line errors.
+    #[test]
+    fn sample_on_a_time_grid() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let file = scratch("my_shift.fm");
+        std::fs::write(
+            &file,
+            "param mu = 3\nlet s = 1 - u\ngrid = 1 - mu * s / (1 + (mu - 1) * s)\n",
+        )
+        .expect("write");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec![
+                "sample", "--model", &model, "-n", "20", "--solver", "euler", "--steps", "28", "-o",
+            ];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let (o, builtin) = run(
+            &["--grid", "shift", "--grid-param", "mu=3"],
+            "g_builtin.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("28 steps on a grid"), "{}", stderr(&o));
+        let (o, user) = run(&["--grid", file.to_str().expect("utf-8")], "g_user.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&builtin), read(&user));
+        let (o, uniform) = run(&[], "g_uniform.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_ne!(read(&builtin), read(&uniform));
+
+        // edm follows the model's CondOT schedule: t_i = 1/(1 + σ_i).
+        let (o, _) = run(
+            &["--grid", "edm", "--grid-param", "rho=5", "--json"],
+            "g_edm.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("28 steps on a grid"), "{}", stdout(&o));
+        let (o, _) = run(&["--grid", "edm", "--grid-param", "mu=1"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("sigma_min"), "{}", stderr(&o));
+        let (o, _) = run(&["--grid", "shfit"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("did you mean `shift`"),
+            "{}",
+            stderr(&o)
+        );
+        let (o, _) = run(&["--grid-param", "mu=2"], "g_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("--grid-param needs --grid"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    /// `--sde 0` is the Euler ODE sampler; `--sde 1` adds noise; the SDE
+    /// needs the Euler method.
+    #[test]
+    fn sde_sampling_on_the_command_line() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec!["sample", "--model", &model, "-n", "30", "--quiet", "-o"];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let euler = ["--solver", "euler", "--steps", "50"];
+        let (o, ode) = run(&euler, "sde_ode.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (o, zero) = run(&[&euler[..], &["--sde", "0"]].concat(), "sde_0.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&ode), read(&zero));
+        let (o, one) = run(&[&euler[..], &["--sde", "1"]].concat(), "sde_1.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let one = read(&one);
+        assert_ne!(read(&ode), one);
+        assert!(one.iter().all(|v| v.is_finite()));
+        let (o, _) = run(&["--sde", "1"], "sde_bad.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("Euler–Maruyama"), "{}", stderr(&o));
+    }
+
+    /// `--log-prob` (dopri5) writes log p of the generated samples: within
+    /// 2e-4 nats MAE of the exact mixture density and 1e-3 of `fmrt
+    /// likelihood` on the same samples; the samples are the plain run's.
+    #[test]
+    fn log_prob_while_sampling() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let (out, logp, plain) = (
+            scratch("lp_x.npy"),
+            scratch("lp_logp.npy"),
+            scratch("lp_plain.npy"),
+        );
+        let common = [
+            "sample", "--model", &model, "-n", "200", "--seed", "4", "--rtol", "1e-7", "--atol",
+            "1e-7", "--quiet",
+        ];
+        let o = fmrt(
+            &[
+                &common[..],
+                &[
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--log-prob",
+                    logp.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let o = fmrt(&[&common[..], &["-o", plain.to_str().unwrap()]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let x: ArrayD<f32> = read_npy(&out).expect("samples");
+        let lp: ArrayD<f64> = read_npy(&logp).expect("log p");
+        let want: ArrayD<f32> = read_npy(&plain).expect("plain samples");
+        let dx = (&x - &want).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(dx < 1e-4, "samples differ by {dx}");
+
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).expect("built-in"));
+        let exact = GaussianMixture::ring(8, 4.0, 0.3, ot).expect("mixture");
+        let x2 = x.view().into_dimensionality::<Ix2>().expect("2-D");
+        let want = exact.log_density(x2, &[1.0]).expect("log q");
+        let mae = lp
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 200.0;
+        assert!(mae < 2e-4, "MAE {mae}");
+
+        let rev = scratch("lp_rev.npy");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &model,
+            "--data",
+            out.to_str().unwrap(),
+            "--rtol",
+            "1e-7",
+            "--atol",
+            "1e-7",
+            "--quiet",
+            "-o",
+            rev.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let rev: ArrayD<f64> = read_npy(&rev).expect("log p");
+        let worst = lp
+            .iter()
+            .zip(&rev)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-3, "vs fmrt likelihood: {worst}");
+
+        let o = fmrt(
+            &[
+                &common[..],
+                &[
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--log-prob",
+                    logp.to_str().unwrap(),
+                    "--sde",
+                    "1",
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("--sde"), "{}", stderr(&o));
+    }
+
+    /// `--first-index I -n K` writes rows I..I+K of the unsharded run, and the
+    /// README's `xargs -P 4` script concatenates 4 parallel shards to it.
+    #[test]
+    fn shards_concatenate_to_the_unsharded_run() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |first: &str, n: &str, name: &str| {
+            let out = scratch(name);
+            let o = fmrt(&[
+                "sample",
+                "--model",
+                &model,
+                "--seed",
+                "5",
+                "--solver",
+                "euler",
+                "--steps",
+                "8",
+                "--first-index",
+                first,
+                "-n",
+                n,
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--quiet",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            read_npy::<_, ArrayD<f32>>(&out).expect("a float32 .npy")
+        };
+        let whole = run("0", "13", "whole.npy");
+        let a = run("0", "5", "shard_a.npy");
+        let b = run("5", "8", "shard_b.npy");
+        let joined: Vec<f32> = a.iter().chain(b.iter()).copied().collect();
+        assert_eq!(joined, whole.iter().copied().collect::<Vec<_>>());
+
+        let o = std::process::Command::new("bash")
+            .arg(repo("scripts/sample-shards.sh"))
+            .args([&model, "30", env!("CARGO_BIN_EXE_fmrt")])
+            .output()
+            .expect("bash runs");
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stdout(&o).contains("4 shards of 30 samples"),
+            "{}",
+            stdout(&o)
+        );
+    }
+
+    /// `--guidance-interval 0,1` is plain guidance; a narrower one changes the
+    /// samples; an interval without `--guidance` is a usage error.
+    #[test]
+    fn guidance_interval_on_the_command_line() {
+        runtime();
+        let model = repo("examples/models/conditional.onnx");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec![
+                "sample", "--model", &model, "-n", "50", "--label", "1", "--solver", "euler",
+                "--steps", "10", "--quiet", "-o",
+            ];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            let o = fmrt(&args);
+            (o, out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let (o, plain) = run(&["--guidance", "2"], "gi_plain.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (o, full) = run(
+            &["--guidance", "2", "--guidance-interval", "0,1"],
+            "gi_full.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(read(&plain), read(&full));
+        let (o, part) = run(
+            &["--guidance", "2", "--guidance-interval", "0.5,1"],
+            "gi_part.npy",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_ne!(read(&plain), read(&part));
+        let (o, _) = run(&["--guidance-interval", "0.2,0.8"], "gi_none.npy");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("--guidance-interval needs --guidance"),
+            "{}",
+            stderr(&o)
+        );
+        let (o, _) = run(
+            &["--guidance", "2", "--guidance-interval", "0.2"],
+            "gi_bad.npy",
+        );
+        assert_ne!(o.status.code(), Some(0));
+        assert!(stderr(&o).contains("A,B"), "{}", stderr(&o));
     }
 
     #[test]
@@ -933,6 +1233,43 @@ mod plots {
         ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert!(png.exists());
+    }
+
+    #[test]
+    fn grid_plot_draws_the_curve_and_its_points() {
+        let png = scratch("shift.png");
+        let o = fmrt(&[
+            "plot",
+            "--grid",
+            "shift",
+            "--param",
+            "mu=3",
+            "--steps",
+            "10",
+            "-o",
+            s(&png),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (w, h, inked, colours) = decode(&png);
+        assert_eq!((w, h), (800, 800));
+        assert!(inked > 3_000, "{inked} non-white pixels");
+        assert!(
+            colours > 3,
+            "{colours} colours: curve, diagonal and points expected"
+        );
+        let o = fmrt(&["plot", "--grid", "shift", "--param", "mu=-1", "-o", s(&png)]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("shift.fm:"), "{}", stderr(&o));
+        let o = fmrt(&[
+            "plot",
+            "--grid",
+            "shift",
+            "--scheduler",
+            "ot",
+            "-o",
+            s(&png),
+        ]);
+        assert_ne!(o.status.code(), Some(0));
     }
 
     #[test]

@@ -263,9 +263,10 @@ pub enum Stmt {
         /// Its definition.
         value: Expr,
     },
-    /// `alpha = expr` or `sigma = expr`; `target.name` is `alpha` or `sigma`.
+    /// `alpha = expr`, `sigma = expr` or `grid = expr`; `target.name` is
+    /// `alpha`, `sigma` or `grid`.
     Assign {
-        /// `alpha` or `sigma`, with the keyword's span.
+        /// `alpha`, `sigma` or `grid`, with the keyword's span.
         target: Ident,
         /// The definition.
         value: Expr,

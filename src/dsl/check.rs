@@ -43,6 +43,46 @@ pub const MAX_INLINED_DEPTH: usize = super::parser::MAX_DEPTH;
 /// Names that cannot be defined by `param` or `let`.
 pub const RESERVED: [&str; 7] = ["t", "pi", "e", "alpha", "sigma", "param", "let"];
 
+/// What a `.fm` file defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A scheduler: `alpha` and `sigma` over the time `t`.
+    Scheduler,
+    /// A time grid: `grid` over the uniform position `u` ∈ [0, 1].
+    Grid,
+}
+
+impl FileKind {
+    /// The variable of the file's expressions (`t` or `u`).
+    pub fn variable(self) -> &'static str {
+        match self {
+            FileKind::Scheduler => "t",
+            FileKind::Grid => "u",
+        }
+    }
+
+    /// The names the file must assign (`alpha`, `sigma`; or `grid`).
+    pub fn targets(self) -> &'static [&'static str] {
+        match self {
+            FileKind::Scheduler => &["alpha", "sigma"],
+            FileKind::Grid => &["grid"],
+        }
+    }
+
+    /// Names that cannot be defined by `param` or `let` in such a file.
+    pub fn reserved(self) -> &'static [&'static str] {
+        match self {
+            FileKind::Scheduler => &RESERVED,
+            FileKind::Grid => &GRID_RESERVED,
+        }
+    }
+}
+
+/// Names that cannot be defined by `param` or `let` in a grid file.
+pub const GRID_RESERVED: [&str; 9] = [
+    "u", "pi", "e", "grid", "t", "alpha", "sigma", "param", "let",
+];
+
 /// A schedule that passed every check.
 #[derive(Clone, Debug)]
 pub struct Compiled {
@@ -107,6 +147,8 @@ struct Entry<'p> {
 }
 
 struct Resolver<'p> {
+    /// What the file defines: a scheduler (over `t`) or a time grid (over `u`).
+    kind: FileKind,
     scope: HashMap<String, Entry<'p>>,
     order: Vec<String>,
     /// First definition of every name in the file, to tell "defined later" from unknown.
@@ -123,7 +165,7 @@ fn stmt_name(s: &Stmt) -> &super::ast::Ident {
 
 impl<'p> Resolver<'p> {
     fn candidates(&self) -> Vec<&str> {
-        let mut c: Vec<&str> = vec!["t", "pi", "e"];
+        let mut c: Vec<&str> = vec![self.kind.variable(), "pi", "e"];
         c.extend(self.order.iter().map(String::as_str));
         c
     }
@@ -197,9 +239,10 @@ impl<'p> Resolver<'p> {
                 .label("not a known function");
             d = match did_you_mean(name, Func::ALL.map(Func::name)) {
                 Some(h) => d.hint(h),
-                None if self.scope.contains_key(name) || RESERVED.contains(&name) => d.hint(
-                    format!("`{name}` is a value, not a function; use `*` to multiply"),
-                ),
+                None if self.scope.contains_key(name) || self.kind.reserved().contains(&name) => d
+                    .hint(format!(
+                        "`{name}` is a value, not a function; use `*` to multiply"
+                    )),
                 None => {
                     d.hint("the functions are sin, cos, tan, exp, log, sqrt, tanh, sigmoid and pow")
                 }
@@ -228,7 +271,7 @@ impl<'p> Resolver<'p> {
     }
 
     fn measure_name(&mut self, n: &str, span: Span) -> Option<Size> {
-        if matches!(n, "t" | "pi" | "e") {
+        if n == self.kind.variable() || matches!(n, "pi" | "e") {
             return Some(Size::LEAF);
         }
         if let Some(entry) = self.scope.get(n) {
@@ -255,7 +298,10 @@ impl<'p> Resolver<'p> {
             None if Func::from_name(n).is_some() => {
                 d.hint(format!("`{n}` is a function; call it as `{n}(…)`"))
             }
-            None => d.hint("names are `t`, `pi`, `e`, and params or lets defined above"),
+            None => d.hint(format!(
+                "names are `{}`, `pi`, `e`, and params or lets defined above",
+                self.kind.variable()
+            )),
         };
         self.diags.push(d);
         None
@@ -270,12 +316,17 @@ impl<'p> Resolver<'p> {
         def: Def<'p>,
         user_name: bool,
     ) {
-        if user_name && (RESERVED.contains(&name) || Func::from_name(name).is_some()) {
+        let reserved = self.kind.reserved();
+        if user_name && (reserved.contains(&name) || Func::from_name(name).is_some()) {
+            let listed: Vec<String> = reserved.iter().map(|r| format!("`{r}`")).collect();
             self.diags.push(
                 Diagnostic::error(format!("`{name}` is a reserved name"))
                     .at(name_span)
                     .label("cannot be defined")
-                    .hint("pick another name; `t`, `pi`, `e`, `alpha`, `sigma`, `param`, `let` and function names are built in"),
+                    .hint(format!(
+                        "pick another name; {} and function names are built in",
+                        listed.join(", ")
+                    )),
             );
             return;
         }
@@ -412,12 +463,25 @@ pub fn check_program(
     program: &Program,
     overrides: &[(String, f64)],
 ) -> (Option<Compiled>, Vec<Diagnostic>) {
+    let (r, params) = resolve(program, overrides, FileKind::Scheduler);
+    compile_scheduler(r, params)
+}
+
+/// Resolves the names of `program` as a file of `kind` and applies the param
+/// overrides. Returns the resolver (with its diagnostics) and the effective
+/// params.
+fn resolve<'p>(
+    program: &'p Program,
+    overrides: &[(String, f64)],
+    kind: FileKind,
+) -> (Resolver<'p>, Vec<(String, f64)>) {
     let mut all = HashMap::new();
     for s in &program.stmts {
         let id = stmt_name(s);
         all.entry(id.name.as_str()).or_insert(id.span);
     }
     let mut r = Resolver {
+        kind,
         scope: HashMap::new(),
         order: Vec::new(),
         all,
@@ -454,6 +518,10 @@ pub fn check_program(
                 );
             }
             Stmt::Assign { target, value } => {
+                if !kind.targets().contains(&target.name.as_str()) {
+                    r.diags.push(misplaced_target(kind, target));
+                    continue;
+                }
                 let e = r.resolve_def(&target.name, value);
                 r.define(
                     &target.name,
@@ -464,31 +532,32 @@ pub fn check_program(
                 );
             }
             Stmt::Broken { name } => {
-                let user = !matches!(name.name.as_str(), "alpha" | "sigma");
+                let user = !matches!(name.name.as_str(), "alpha" | "sigma" | "grid");
                 r.define(&name.name, name.span, name.span, Def::Value(None), user);
             }
         }
     }
-    for target in ["alpha", "sigma"] {
+    for &target in kind.targets() {
         if !r.scope.contains_key(target) {
-            let example = if target == "alpha" {
-                "alpha = t"
-            } else {
-                "sigma = 1 - t"
+            let hint = match target {
+                "alpha" => "every scheduler defines both alpha and sigma, e.g. `alpha = t`",
+                "sigma" => "every scheduler defines both alpha and sigma, e.g. `sigma = 1 - t`",
+                _ => "a grid file defines the time of each uniform position u, e.g. `grid = u^2`",
             };
-            r.diags.push(
-                Diagnostic::error(format!("`{target}` is never defined")).hint(format!(
-                    "every scheduler defines both alpha and sigma, e.g. `{example}`"
-                )),
-            );
+            r.diags
+                .push(Diagnostic::error(format!("`{target}` is never defined")).hint(hint));
         }
     }
     for (name, value) in overrides {
         let Some(slot) = params.iter_mut().find(|(p, _)| p == name) else {
             let names: Vec<&str> = params.iter().map(|(p, _)| p.as_str()).collect();
+            let what_file = match kind {
+                FileKind::Scheduler => "scheduler",
+                FileKind::Grid => "grid",
+            };
             let hint = did_you_mean(name, names.iter().copied()).or_else(|| {
                 Some(if names.is_empty() {
-                    "this scheduler has no params".to_string()
+                    format!("this {what_file} has no params")
                 } else {
                     format!("its params are: {}", names.join(", "))
                 })
@@ -516,6 +585,33 @@ pub fn check_program(
         }
         slot.1 = *value;
     }
+    (r, params)
+}
+
+/// The error for `alpha`/`sigma` in a grid file or `grid` in a scheduler.
+fn misplaced_target(kind: FileKind, target: &super::ast::Ident) -> Diagnostic {
+    let (label, hint) = match kind {
+        FileKind::Scheduler => (
+            "a scheduler defines alpha and sigma",
+            "`grid = …` belongs in a time-grid file (used with --grid), not in a scheduler",
+        ),
+        FileKind::Grid => (
+            "a grid file defines only `grid`",
+            "alpha and sigma belong in a scheduler file; a grid maps u = i/N to the time t",
+        ),
+    };
+    Diagnostic::error(format!("`{}` cannot be defined here", target.name))
+        .at(target.span)
+        .label(label)
+        .hint(hint)
+}
+
+/// The scheduler part of [`check_program`]: α, σ and their derivatives
+/// compiled and checked numerically.
+fn compile_scheduler(
+    mut r: Resolver<'_>,
+    params: Vec<(String, f64)>,
+) -> (Option<Compiled>, Vec<Diagnostic>) {
     if r.diags.iter().any(Diagnostic::is_error) {
         return (None, r.diags);
     }
@@ -667,5 +763,181 @@ fn numeric_checks(program: &Kernel, spans: [Span; 2], diags: &mut Vec<Diagnostic
             }
             prev = cur;
         }
+    }
+}
+
+/// A time grid that passed every check.
+#[derive(Clone, Debug)]
+pub struct CompiledGrid {
+    /// Every param with its effective value, in source order.
+    pub params: Vec<(String, f64)>,
+    /// The simplified grid expression over `u` (params symbolic).
+    pub expr: Expr,
+    /// The expression compiled with the effective param values; its one
+    /// output is t(u) (the kernel's variable is `u`).
+    pub program: Kernel,
+}
+
+/// Everything [`analyze_grid`] found out about a grid source.
+#[derive(Clone, Debug)]
+pub struct GridAnalysis {
+    /// The compiled grid, present exactly when there is no error.
+    pub compiled: Option<CompiledGrid>,
+    /// Every diagnostic, errors and warnings, in the order found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Grid endpoints further than this from 0 and 1 are errors.
+pub const GRID_ENDPOINT_ERROR: f64 = 1e-9;
+
+/// Parses and checks a time-grid source (`grid = EXPR` over `u`, with params
+/// and lets) with the given param overrides, collecting every diagnostic.
+///
+/// Numeric checks on u = i / [`GRID`], i = 0‥=GRID: t(0) = 0 and t(1) = 1
+/// within [`GRID_ENDPOINT_ERROR`]; t finite everywhere; t strictly increasing
+/// from each point to the next. Each is an error at the `grid` statement
+/// naming the first u where it fails.
+pub fn analyze_grid(src: &str, overrides: &[(String, f64)]) -> GridAnalysis {
+    if let Some(d) = super::parser::source_too_large(src.len()) {
+        return GridAnalysis {
+            compiled: None,
+            diagnostics: vec![d],
+        };
+    }
+    let (program, mut diags) = super::parser::parse_program(src);
+    let (r, params) = resolve(&program, overrides, FileKind::Grid);
+    let (compiled, more) = compile_grid(r, params);
+    diags.extend(more);
+    let has_error = diags.iter().any(Diagnostic::is_error);
+    GridAnalysis {
+        compiled: if has_error { None } else { compiled },
+        diagnostics: diags,
+    }
+}
+
+fn compile_grid(
+    mut r: Resolver<'_>,
+    params: Vec<(String, f64)>,
+) -> (Option<CompiledGrid>, Vec<Diagnostic>) {
+    if r.diags.iter().any(Diagnostic::is_error) {
+        return (None, r.diags);
+    }
+    let Some(entry) = r.scope.get("grid") else {
+        return (None, r.diags);
+    };
+    let (Def::Value(Some(g)), span) = (&entry.def, entry.stmt_span) else {
+        return (None, r.diags);
+    };
+    let expr = simplify(&r.inline(g.body));
+    // The kernel's variable is `t`; a grid's is `u`.
+    let lookup = |n: &str| params.iter().find(|(p, _)| p == n).map(|(_, v)| *v);
+    let program = match Kernel::compile(&[rename(&expr, "u", "t")], &lookup) {
+        Ok(p) => p,
+        Err(msg) => {
+            r.diags
+                .push(Diagnostic::error(format!("cannot compile the grid: {msg}")).at(span));
+            return (None, r.diags);
+        }
+    };
+    grid_checks(&program, span, &mut r.diags);
+    let ok = !r.diags.iter().any(Diagnostic::is_error);
+    let compiled = ok.then_some(CompiledGrid {
+        params,
+        expr,
+        program,
+    });
+    (compiled, r.diags)
+}
+
+/// `e` with every name `from` replaced by `to`.
+fn rename(e: &Expr, from: &str, to: &str) -> Expr {
+    let kind = match &e.kind {
+        ExprKind::Num(v) => ExprKind::Num(*v),
+        ExprKind::Name(n) if n == from => ExprKind::Name(to.to_string()),
+        ExprKind::Name(n) => ExprKind::Name(n.clone()),
+        ExprKind::Neg(a) => ExprKind::Neg(Box::new(rename(a, from, to))),
+        ExprKind::Binary(op, a, b) => ExprKind::Binary(
+            *op,
+            Box::new(rename(a, from, to)),
+            Box::new(rename(b, from, to)),
+        ),
+        ExprKind::Call {
+            name,
+            name_span,
+            args,
+        } => ExprKind::Call {
+            name: name.clone(),
+            name_span: *name_span,
+            args: args.iter().map(|a| rename(a, from, to)).collect(),
+        },
+    };
+    Expr { kind, span: e.span }
+}
+
+fn grid_checks(program: &Kernel, span: Span, diags: &mut Vec<Diagnostic>) {
+    let at = |u: f64| {
+        let mut out = [0.0];
+        program.eval_into(u, &mut out);
+        out[0]
+    };
+    let mut ok = true;
+    for (u, want) in [(0.0, 0.0), (1.0, 1.0)] {
+        let v = at(u);
+        let off = (v - want).abs();
+        if off.is_nan() || off > GRID_ENDPOINT_ERROR {
+            diags.push(
+                Diagnostic::error(format!(
+                    "wrong endpoint: t({}) = {}, expected {}",
+                    fmt_val(u),
+                    fmt_precise(v),
+                    fmt_val(want)
+                ))
+                .at(span)
+                .label(format!("t({}) must be {}", fmt_val(u), fmt_val(want)))
+                .hint("a grid runs from the noise (t(0) = 0) to the data (t(1) = 1)"),
+            );
+            ok = false;
+        }
+    }
+    for i in 1..GRID {
+        let u = i as f64 / GRID as f64;
+        let v = at(u);
+        if !v.is_finite() {
+            diags.push(
+                Diagnostic::error(format!(
+                    "t is {} at u = {}, inside (0, 1)",
+                    non_finite_word(v),
+                    fmt_val(u)
+                ))
+                .at(span)
+                .label("t(u) is defined here")
+                .hint("a grid must be finite on all of [0, 1]"),
+            );
+            return;
+        }
+    }
+    if !ok {
+        return;
+    }
+    let mut prev = at(0.0);
+    for i in 1..=GRID {
+        let u = i as f64 / GRID as f64;
+        let cur = at(u);
+        if cur.partial_cmp(&prev) != Some(std::cmp::Ordering::Greater) {
+            diags.push(
+                Diagnostic::error(format!(
+                    "the grid is not strictly increasing: t goes from {} at u = {} to {} at u = {}",
+                    fmt_precise(prev),
+                    fmt_val((i - 1) as f64 / GRID as f64),
+                    fmt_precise(cur),
+                    fmt_val(u)
+                ))
+                .at(span)
+                .label("t(u) must increase with u")
+                .hint("steps go forward in time: every step must end after it starts"),
+            );
+            return;
+        }
+        prev = cur;
     }
 }

@@ -26,7 +26,7 @@ pub mod print;
 pub mod simplify;
 
 pub use ast::{Expr, Span};
-pub use check::{analyze, Analysis, Compiled};
+pub use check::{analyze, analyze_grid, Analysis, Compiled, CompiledGrid, FileKind, GridAnalysis};
 pub use diag::{render_all, Diagnostic, Severity};
 pub use eval::{Kernel, Tape};
 pub use parser::{parse_expr, parse_program};

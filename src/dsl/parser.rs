@@ -505,7 +505,7 @@ fn statement(i: &str) -> Result<Stmt, (PErr, Option<Ident>)> {
     match kw.name.as_str() {
         "param" => param_stmt(rest, &kw),
         "let" => let_stmt(rest),
-        "alpha" | "sigma" => assign_stmt(rest, kw),
+        "alpha" | "sigma" | "grid" => assign_stmt(rest, kw),
         _ => {
             let is_assign = ws(rest).starts_with('=');
             let mut e = if is_assign {
@@ -613,7 +613,7 @@ fn let_stmt(i: &str) -> Result<Stmt, (PErr, Option<Ident>)> {
     })
 }
 
-/// `assign_stmt = ("alpha" | "sigma") "=" expr`
+/// `assign_stmt = ("alpha" | "sigma" | "grid") "=" expr`
 fn assign_stmt(i: &str, target: Ident) -> Result<Stmt, (PErr, Option<Ident>)> {
     let broken = |e: PErr| (e, Some(target.clone()));
     let rest = equals(i, &format!("`{}`", target.name)).map_err(broken)?;

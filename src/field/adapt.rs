@@ -215,10 +215,17 @@ impl VelocityField for Predicted {
 /// [`Extras`]; the null condition ∅ is fixed here, one row per extra, repeated
 /// for every sample. w = 0 is plain conditional sampling and costs one ordinary
 /// call.
+///
+/// A guidance interval [a, b] ([`with_interval`](Guided::with_interval))
+/// applies guidance only to samples whose time t (the time this field is
+/// called with) lies in [a, b]; elsewhere the field is the plain conditional
+/// u(x, t, c), exactly, and its JVP and divergence follow the same rule. A call
+/// in which no sample is inside the interval costs one ordinary call.
 pub struct Guided {
     inner: Arc<dyn VelocityField>,
     scale: f64,
     null: Extras,
+    interval: [f64; 2],
 }
 
 impl Guided {
@@ -236,7 +243,26 @@ impl Guided {
             ));
         }
         null.check_batch(1)?;
-        Ok(Self { inner, scale, null })
+        Ok(Self {
+            inner,
+            scale,
+            null,
+            interval: [f64::NEG_INFINITY, f64::INFINITY],
+        })
+    }
+
+    /// Applies guidance only for t in [`start`, `end`] (see the type's
+    /// documentation). Errors unless both are finite and `start` ≤ `end`.
+    pub fn with_interval(mut self, start: f64, end: f64) -> Result<Self> {
+        check_guidance_interval(start, end)?;
+        self.interval = [start, end];
+        Ok(self)
+    }
+
+    /// The guidance interval [a, b] (infinite ends when guidance applies at
+    /// every time).
+    pub fn interval(&self) -> [f64; 2] {
+        self.interval
     }
 
     /// A null label `null_label` for the int64 input `input` (shape `[1]`).
@@ -271,15 +297,15 @@ impl VelocityField for Guided {
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        check_call(&x, t, &out)?;
-        if self.scale == 0.0 {
+        let batch = check_call(&x, t, &out)?;
+        let Some(weights) = self.weights(t, batch) else {
             return self.inner.velocity_with(x, t, extras, out);
-        }
+        };
         let both = self.stack(x, t, extras)?;
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
         self.inner
             .velocity_with(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
-        self.mix(both_out, both.batch, out);
+        mix(both_out, &weights, out);
         Ok(())
     }
 
@@ -306,10 +332,10 @@ impl VelocityField for Guided {
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        check_call(&x, t, &out)?;
-        if self.scale == 0.0 {
+        let batch = check_call(&x, t, &out)?;
+        let Some(weights) = self.weights(t, batch) else {
             return self.inner.jvp_with(x, t, extras, v, out);
-        }
+        };
         let both = self.stack(x, t, extras)?;
         let both_v = stack_twice(v)?;
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
@@ -320,7 +346,7 @@ impl VelocityField for Guided {
             both_v.view(),
             both_out.view_mut(),
         )?;
-        self.mix(both_out, both.batch, out);
+        mix(both_out, &weights, out);
         Ok(())
     }
 
@@ -340,16 +366,22 @@ impl VelocityField for Guided {
         extras: &Extras,
         out: &mut [f64],
     ) -> Result<()> {
-        if self.scale == 0.0 {
+        let batch = x.shape().first().copied().unwrap_or(0);
+        check_times(t, batch)?;
+        let Some(weights) = self.weights(t, batch) else {
             return self.inner.divergence_with(x, t, extras, out);
-        }
+        };
         let both = self.stack(x, t, extras)?;
         let mut both_out = vec![0.0; 2 * both.batch];
         self.inner
             .divergence_with(both.x.view(), &both.t, &both.extras, &mut both_out)?;
-        let w = self.scale;
         let (conditional, unconditional) = both_out.split_at(both.batch);
-        for ((o, c), u) in out.iter_mut().zip(conditional).zip(unconditional) {
+        for (((o, c), u), w) in out
+            .iter_mut()
+            .zip(conditional)
+            .zip(unconditional)
+            .zip(&weights)
+        {
             *o = (1.0 + w) * c - w * u;
         }
         Ok(())
@@ -391,13 +423,51 @@ impl Guided {
         })
     }
 
-    /// (1 + w)·conditional − w·unconditional into `out`.
-    fn mix(&self, both: ArrayD<f32>, batch: usize, mut out: ArrayViewMutD<'_, f32>) {
-        let (conditional, unconditional) = both.view().split_at(Axis(0), batch);
-        let w = self.scale;
-        Zip::from(&mut out)
-            .and(&conditional)
-            .and(&unconditional)
+    /// The guidance scale of each of the `batch` samples at times `t`: w inside
+    /// the interval, 0 outside; `None` when no sample is guided (w = 0, or
+    /// every time outside the interval), so the caller makes one plain call.
+    fn weights(&self, t: &[f64], batch: usize) -> Option<Vec<f64>> {
+        let [a, b] = self.interval;
+        let weight = |t: f64| {
+            if (a..=b).contains(&t) {
+                self.scale
+            } else {
+                0.0
+            }
+        };
+        let weights: Vec<f64> = if t.len() == 1 {
+            vec![weight(t[0]); batch]
+        } else {
+            t.iter().map(|&t| weight(t)).collect()
+        };
+        weights.iter().any(|&w| w != 0.0).then_some(weights)
+    }
+}
+
+/// Checks a guidance interval [start, end]: finite ends, start ≤ end.
+pub fn check_guidance_interval(start: f64, end: f64) -> Result<()> {
+    if !(start.is_finite() && end.is_finite() && start <= end) {
+        return Err(Error::InvalidArgument(format!(
+            "guidance interval [{start}, {end}] needs finite ends with start ≤ end"
+        )));
+    }
+    Ok(())
+}
+
+/// (1 + w_i)·conditional − w_i·unconditional into `out`, row i with weight
+/// `weights[i]`; `both` holds the conditional rows, then the unconditional.
+/// A row with w_i = 0 is the conditional row exactly.
+fn mix(both: ArrayD<f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f32>) {
+    let (conditional, unconditional) = both.view().split_at(Axis(0), weights.len());
+    for (((mut o, c), u), &w) in out
+        .outer_iter_mut()
+        .zip(conditional.outer_iter())
+        .zip(unconditional.outer_iter())
+        .zip(weights)
+    {
+        Zip::from(&mut o)
+            .and(&c)
+            .and(&u)
             .for_each(|o, &c, &u| *o = ((1.0 + w) * f64::from(c) - w * f64::from(u)) as f32);
     }
 }

@@ -35,6 +35,7 @@
 //! ```
 
 mod divergence;
+mod forward;
 mod time;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
 pub use divergence::{Directions, Divergence, FieldCalls, ProbeDistribution};
+pub use forward::SamplesWithLogProb;
 pub use time::{MostProbableTime, TimeSearch};
 
 use crate::field::{Extras, VelocityField};
@@ -203,7 +205,7 @@ impl Likelihood {
         self.check_mode()?;
         let y0 = state_rows(x.view(), batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
-        let solved = self.solve_rows(y0.view(), &starts, &self.extras, probes)?;
+        let solved = self.solve_rows(y0.view(), &starts, 0.0, &self.extras, probes)?;
         self.finish(solved, starts, x.shape())
     }
 
@@ -259,11 +261,13 @@ impl Likelihood {
             .transpose()
     }
 
-    /// Integrates the augmented states `[N, D + 1]` (L = 0) from `starts` to 0.
+    /// Integrates the augmented states `[N, D + 1]` (L = 0) from `starts` to
+    /// `end` (0 for likelihoods, 1 for sampling with log-probabilities).
     fn solve_rows(
         &self,
         y0: ArrayView2<'_, f64>,
         starts: &[f64],
+        end: f64,
         extras: &Extras,
         probes: Option<Vec<f32>>,
     ) -> Result<Solved> {
@@ -290,7 +294,7 @@ impl Likelihood {
         let mut system = Augmented::new(self.field.as_ref(), extras, state_shape, n, estimator);
         let interval = Interval::PerSample {
             starts: starts.to_vec(),
-            ends: vec![0.0; n],
+            ends: vec![end; n],
         };
         let solution = solver::solve(&mut system, y0, &self.solver, &interval, &[])?;
         Ok(Solved {

@@ -190,7 +190,7 @@ impl Likelihood {
         stats: &mut Stats,
     ) -> Result<(Vec<f64>, FieldCalls)> {
         let starts = expand_times("t_start", starts, rows.nrows())?;
-        let solved = self.solve_rows(rows, &starts, extras, probes)?;
+        let solved = self.solve_rows(rows, &starts, 0.0, extras, probes)?;
         stats.nfe += solved.stats.nfe;
         stats.accepted += solved.stats.accepted;
         stats.rejected += solved.stats.rejected;
