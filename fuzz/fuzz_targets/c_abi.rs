@@ -52,6 +52,11 @@ impl Bytes<'_> {
         self.0.is_empty()
     }
 
+    /// True with a chance of one in `n` (for uniform bytes).
+    fn one_in(&mut self, n: u8) -> bool {
+        self.u8().is_multiple_of(n)
+    }
+
     fn below(&mut self, n: usize) -> usize {
         usize::from(self.u8()) % n.max(1)
     }
@@ -70,7 +75,7 @@ impl Bytes<'_> {
     /// A length near `expected` (the right one, off by one, zero, another).
     fn length(&mut self, expected: usize) -> usize {
         match self.u8() % 8 {
-            0 | 1 | 2 => expected,
+            0..=2 => expected,
             3 => expected.wrapping_add(1),
             4 => expected.wrapping_sub(1),
             5 => 0,
@@ -272,7 +277,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
             }
             1 => {
                 let source = bytes.string(SOURCES);
-                let file = if bytes.u8() % 2 == 0 {
+                let file = if bytes.one_in(2) {
                     c"f.fm".as_ptr()
                 } else {
                     null()
@@ -283,7 +288,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
             }
             2 => {
                 let s = pick(bytes, &h.schedulers);
-                let t = Buffer::new(bytes.count(), bytes.u8() % 5 == 0, || 0.5);
+                let t = Buffer::new(bytes.count(), bytes.one_in(5), || 0.5);
                 let out_len = bytes.length(t.len);
                 let mut out = Buffer::new(out_len, false, || fmrt_coefficients {
                     alpha: 0.0,
@@ -305,7 +310,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let s = pick(bytes, &h.schedulers);
                 let quantity = u32::from(bytes.u8() % 6);
                 let buf_len = bytes.below(48);
-                let mut buf = Buffer::new(buf_len, bytes.u8() % 4 == 0, || 0 as c_char);
+                let mut buf = Buffer::new(buf_len, bytes.one_in(4), || 0 as c_char);
                 let mut need = 0;
                 check(fmrt_scheduler_expression(
                     s,
@@ -367,7 +372,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
             9 => {
                 let method = bytes.string(METHODS);
                 let mut out = null_mut();
-                let status = if bytes.u8() % 2 == 0 {
+                let status = if bytes.one_in(2) {
                     fmrt_solver_fixed(method.as_ptr(), bytes.below(17), &mut out)
                 } else {
                     let grid = Buffer::new(bytes.below(6), false, || bytes.f64());
@@ -403,11 +408,9 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let size = if f.is_null() { 0 } else { state_size(f) };
                 let n = bytes.count();
                 let want = n.saturating_mul(size);
-                let x = Buffer::new(bytes.length(want), bytes.u8() % 9 == 0, || {
-                    bytes.f64() as f32
-                });
-                let t = Buffer::new(bytes.length(n), bytes.u8() % 9 == 0, || bytes.f64());
-                let mut out = Buffer::new(bytes.length(want), bytes.u8() % 9 == 0, || 0f32);
+                let x = Buffer::new(bytes.length(want), bytes.one_in(9), || bytes.f64() as f32);
+                let t = Buffer::new(bytes.length(n), bytes.one_in(9), || bytes.f64());
+                let mut out = Buffer::new(bytes.length(want), bytes.one_in(9), || 0f32);
                 let status = fmrt_field_velocity(
                     f,
                     x.ptr(),
@@ -428,10 +431,10 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let n = bytes.count();
                 let times = Buffer::new(bytes.below(4), false, || bytes.f64());
                 let want = n.saturating_mul(size);
-                let mut out_x = Buffer::new(bytes.length(want), bytes.u8() % 9 == 0, || 0f32);
+                let mut out_x = Buffer::new(bytes.length(want), bytes.one_in(9), || 0f32);
                 let mut trajectory = Buffer::new(
                     bytes.length(want.saturating_mul(times.len)),
-                    bytes.u8() % 9 == 0,
+                    bytes.one_in(9),
                     || 0f32,
                 );
                 let mut stats = MaybeUninit::uninit();
@@ -460,7 +463,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let mut out_x = Buffer::new(bytes.length(want), false, || 0f32);
                 let mut trajectory =
                     Buffer::new(bytes.length(want.saturating_mul(times.len)), false, || 0f32);
-                let status = if bytes.u8() % 2 == 0 {
+                let status = if bytes.one_in(2) {
                     fmrt_sampler_integrate(
                         sampler,
                         x0.ptr(),
@@ -519,14 +522,12 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 }
                 let n = bytes.count();
                 let want = n.saturating_mul(size);
-                let x = Buffer::new(bytes.length(want), bytes.u8() % 9 == 0, || {
-                    bytes.f64() as f32
-                });
-                let mut log_p = Buffer::new(bytes.length(n), bytes.u8() % 9 == 0, || 0f64);
-                let status = if bytes.u8() % 4 != 0 {
+                let x = Buffer::new(bytes.length(want), bytes.one_in(9), || bytes.f64() as f32);
+                let mut log_p = Buffer::new(bytes.length(n), bytes.one_in(9), || 0f64);
+                let status = if !bytes.one_in(4) {
                     let t = Buffer::new(bytes.length(n), false, || bytes.f64());
-                    let mut x0 = Buffer::new(bytes.length(want), bytes.u8() % 2 == 0, || 0f32);
-                    let mut bpd = Buffer::new(bytes.length(n), bytes.u8() % 2 == 0, || 0f64);
+                    let mut x0 = Buffer::new(bytes.length(want), bytes.one_in(2), || 0f32);
+                    let mut bpd = Buffer::new(bytes.length(n), bytes.one_in(2), || 0f64);
                     let mut stats = MaybeUninit::uninit();
                     fmrt_log_likelihood(
                         f,
@@ -581,7 +582,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                     return;
                 }
                 let name = bytes.string(&["label", "cond", "x"]);
-                if bytes.u8() % 2 == 0 {
+                if bytes.one_in(2) {
                     let labels = Buffer::new(bytes.count(), false, || i64::from(bytes.u8()));
                     check(fmrt_extras_set_labels(
                         e,
@@ -604,7 +605,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
             }
             19 => {
                 let f = pick(bytes, &h.fields);
-                let mut shape = Buffer::new(bytes.below(4), bytes.u8() % 3 == 0, || 0usize);
+                let mut shape = Buffer::new(bytes.below(4), bytes.one_in(3), || 0usize);
                 let mut rank = 0;
                 check(fmrt_field_state_shape(
                     f,
@@ -627,9 +628,9 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                     out.mut_ptr(),
                     out.len,
                 ));
-                let mut noise = Buffer::new(bytes.count(), bytes.u8() % 3 == 0, || 0f32);
+                let mut noise = Buffer::new(bytes.count(), bytes.one_in(3), || 0f32);
                 check(fmrt_random_normal(1, noise.mut_ptr(), noise.len));
-                let mut uniform = Buffer::new(bytes.count(), bytes.u8() % 3 == 0, || 0f64);
+                let mut uniform = Buffer::new(bytes.count(), bytes.one_in(3), || 0f64);
                 check(fmrt_random_uniform(2, uniform.mut_ptr(), uniform.len));
             }
             _ => {
@@ -638,7 +639,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let want = n.saturating_mul(bytes.count());
                 let len = bytes.length(want);
                 let x1 = Buffer::new(len, false, || bytes.f64() as f32);
-                let x0 = Buffer::new(len, bytes.u8() % 5 == 0, || bytes.f64() as f32);
+                let x0 = Buffer::new(len, bytes.one_in(5), || bytes.f64() as f32);
                 let t = Buffer::new(bytes.length(n), false, || bytes.f64());
                 let mut xt = Buffer::new(bytes.length(want), false, || 0f32);
                 let mut target = Buffer::new(bytes.length(want), false, || 0f32);
@@ -657,7 +658,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 ));
                 let name = fmrt_status_name(u32::from(bytes.u8()) * 7);
                 assert!(!name.is_null());
-                let mut buf = Buffer::new(bytes.below(32), bytes.u8() % 3 == 0, || 0 as c_char);
+                let mut buf = Buffer::new(bytes.below(32), bytes.one_in(3), || 0 as c_char);
                 let mut need = 0;
                 let _ = fmrt_last_error_copy(buf.mut_ptr(), buf.len, &mut need);
             }
