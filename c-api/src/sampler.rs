@@ -7,9 +7,11 @@ use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
 use crate::field::{batch_shape, extras_or_empty, fmrt_field};
 use crate::panic::{guard, guard_or};
+use crate::scheduler::fmrt_scheduler;
 use crate::solver::fmrt_solver;
 use crate::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
 use fmrt::sampler::{Sampler, Samples, TimeSpan};
+use fmrt::stochastic::Stochastic;
 
 /// A sampler: a velocity field integrated with a solver configuration, noise
 /// from the standard normal (opaque). Immutable: one handle may be used from
@@ -50,12 +52,61 @@ pub unsafe extern "C" fn fmrt_sampler_new(
         // SAFETY: the caller's contract, for each pointer.
         let (f, s) = unsafe { (handle(field, "field")?, handle(solver, "solver")?) };
         let inner = Sampler::new(f.inner.clone(), s.inner.clone());
-        let field = fmrt_field {
-            inner: f.inner.clone(),
-            provider: f.provider.clone(),
-        };
         // SAFETY: checked non-NULL; writable by contract.
-        unsafe { put_handle(fmrt_sampler { inner, field }, out) };
+        unsafe { put_sampler(f, inner, out) };
+        Ok(())
+    })
+}
+
+/// Writes a new sampler handle for `inner`, a sampler of `field`, to `*out`.
+///
+/// # Safety
+///
+/// `out` must be non-NULL and writable.
+unsafe fn put_sampler(field: &fmrt_field, inner: Sampler, out: *mut *mut fmrt_sampler) {
+    let field = fmrt_field {
+        inner: field.inner.clone(),
+        provider: field.provider.clone(),
+    };
+    // SAFETY: the caller's contract.
+    unsafe { put_handle(fmrt_sampler { inner, field }, out) };
+}
+
+/// Creates a stochastic sampler into `*out`: the SDE with the same marginals
+/// as the ODE of `field`, noise scale `scale` (G ≥ 0; 0 is the ODE), its
+/// score derived from the velocity and `schedule` (the schedule the field's
+/// time follows: a model's sampling schedule), integrated by Euler–Maruyama
+/// on the fixed steps of `solver`, which must use the Euler method. The
+/// Brownian increments of sample i come from its own stream of the seed given
+/// to `fmrt_sampler_sample`, so runs shard like the ODE's. A negative or
+/// non-finite `scale` is `FMRT_STATUS_INVALID_ARGUMENT`; the solver is
+/// checked when sampling.
+///
+/// # Safety
+///
+/// Handles must be live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_new_stochastic(
+    field: *const fmrt_field,
+    solver: *const fmrt_solver,
+    schedule: *const fmrt_scheduler,
+    scale: f64,
+    out: *mut *mut fmrt_sampler,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, s, schedule) = unsafe {
+            (
+                handle(field, "field")?,
+                handle(solver, "solver")?,
+                handle(schedule, "schedule")?,
+            )
+        };
+        let sde = Stochastic::new(schedule.inner.clone(), scale)?;
+        let inner = Sampler::new(f.inner.clone(), s.inner.clone()).with_sde(sde);
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_sampler(f, inner, out) };
         Ok(())
     })
 }

@@ -2194,6 +2194,82 @@ mod sampler {
         assert!(s.is_null());
     }
 
+    /// A stochastic sampler from C samples like `Sampler::with_sde` bit for
+    /// bit, G = 0 is the Euler ODE, and a bad scale or method is refused.
+    #[test]
+    fn stochastic_samplers_match_rust_and_reduce_to_the_ode_at_zero() {
+        use fmrt::stochastic::Stochastic;
+        let h = Handles::new();
+        let mut euler = null_mut();
+        let sample = |sampler: *const fmrt_sampler| {
+            let mut x = [0f32; 16 * 2];
+            // SAFETY: a live sampler; buffers with the stated lengths.
+            let status = unsafe {
+                fmrt_sampler_sample(
+                    sampler,
+                    16,
+                    9,
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                )
+            };
+            (status, x)
+        };
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_solver_fixed(c"euler".as_ptr(), 50, &mut euler));
+            let (mut ode, mut sde0, mut sde) = (null_mut(), null_mut(), null_mut());
+            assert_ok(fmrt_sampler_new(h.field, euler, &mut ode));
+            assert_ok(fmrt_sampler_new_stochastic(h.field, euler, h.scheduler, 0.0, &mut sde0));
+            assert_ok(fmrt_sampler_new_stochastic(h.field, euler, h.scheduler, 0.5, &mut sde));
+            let (status, x_ode) = sample(ode);
+            assert_ok(status);
+            let (status, x_sde0) = sample(sde0);
+            assert_ok(status);
+            assert_eq!(x_ode, x_sde0, "G = 0 is not the ODE");
+            let (status, x_sde) = sample(sde);
+            assert_ok(status);
+            assert_ne!(x_ode, x_sde, "G = 0.5 added no noise");
+
+            let ot: Arc<dyn Schedule> = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+            let ring = GaussianMixture::ring(8, 4.0, 0.3, ot.clone()).unwrap();
+            let rust = Sampler::new(Arc::new(ring), SolverConfig::fixed(Method::Euler, Steps::Count(50)))
+                .with_sde(Stochastic::new(ot, 0.5).unwrap())
+                .sample(16, 9)
+                .unwrap()
+                .x;
+            assert_eq!(x_sde.to_vec(), rust.iter().copied().collect::<Vec<_>>());
+
+            let mut refused = null_mut();
+            assert_fails(
+                fmrt_sampler_new_stochastic(h.field, euler, h.scheduler, -1.0, &mut refused),
+                InvalidArgument,
+                "noise scale",
+            );
+            assert_fails(
+                fmrt_sampler_new_stochastic(h.field, euler, null(), 0.5, &mut refused),
+                NullParameter,
+                "`schedule`",
+            );
+            assert!(refused.is_null());
+            let mut rk4_sde = null_mut();
+            assert_ok(fmrt_sampler_new_stochastic(h.field, h.solver, h.scheduler, 0.5, &mut rk4_sde));
+            let (status, _) = sample(rk4_sde);
+            assert_ne!(status, fmrt_status::Ok, "an SDE on RK4 steps was accepted");
+            fmrt_sampler_free(rk4_sde);
+            fmrt_sampler_free(sde);
+            fmrt_sampler_free(sde0);
+            fmrt_sampler_free(ode);
+            fmrt_solver_free(euler);
+        }
+    }
+
     #[test]
     fn draw_noise_is_the_seeded_normal_stream() {
         let h = Handles::new();
