@@ -419,6 +419,36 @@ fn cases() -> Vec<Case> {
         g.n("Sin", &["r"], &["q"], vec![]);
         g.n("Reshape", &["q", "xs"], &["y"], vec![]);
     }));
+    v.push(case("Mul(x,sum0(x))", 17, &[3, 4], std, |g| {
+        // A rank-1 value depending on x broadcast against a rank-2 one.
+        g.ci("ax", &[0]);
+        g.n("ReduceSum", &["x", "ax"], &["r"], vec![a_i("keepdims", 0)]);
+        g.n("Mul", &["x", "r"], &["y"], vec![]);
+    }));
+    v.push(case("Gemm(xT,WT,sum1(x))", 17, &[5, 3], std, |g| {
+        // Y = ½·xᵀ·Wᵀ + 2·sin(Σ₁ x): C is a rank-1 value depending on x.
+        g.c("w", &[4, 5], -1.0, 1.0);
+        g.ci("ax", &[1]);
+        g.n("ReduceSum", &["x", "ax"], &["r"], vec![a_i("keepdims", 0)]);
+        g.c("w2", &[5, 4], -1.0, 1.0);
+        g.n("Sin", &["r"], &["s"], vec![]);
+        g.n("Unsqueeze", &["s", "ax"], &["s2"], vec![]);
+        g.n("Mul", &["s2", "w2"], &["c2"], vec![]);
+        g.ci("ax0", &[0]);
+        g.n(
+            "ReduceSum",
+            &["c2", "ax0"],
+            &["c"],
+            vec![a_i("keepdims", 0)],
+        );
+        let attrs = vec![
+            a_i("transA", 1),
+            a_i("transB", 1),
+            a_f("alpha", 0.5),
+            a_f("beta", 2.0),
+        ];
+        g.n("Gemm", &["x", "w", "c"], &["y"], attrs);
+    }));
     v.push(case("Unsqueeze+Squeeze", 17, &[3, 4], std, |g| {
         g.ci("a0", &[0]);
         g.ci("a1", &[2]);
@@ -693,6 +723,109 @@ fn every_tangent_rule_matches_central_differences() {
         }
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+}
+
+/// The stacked form (P = 3 directions on a leading axis, the primal given
+/// once) equals the per-direction tangent, itself checked against central
+/// differences above, on every case it covers; the cases it refuses are
+/// refused by name.
+#[test]
+fn stacked_tangents_equal_per_direction_tangents() {
+    let stacked = TangentOptions {
+        stacked: true,
+        ..Default::default()
+    };
+    let (mut checked, mut refused, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    let p = 3;
+    for c in cases() {
+        let m = model(c.opset, data_type::FLOAT, &c.x, &*c.build);
+        let Ok(single) = tangent_model(&m, &TangentOptions::default()) else {
+            continue;
+        };
+        let together = match tangent_model(&m, &stacked) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(e.to_string().contains("stacked"), "{}: {e}", c.name);
+                refused.push(c.name);
+                continue;
+            }
+        };
+        let (Ok(mut s1), Ok(mut sp)) = (
+            session(&encode_model(&single)),
+            session(&encode_model(&together)),
+        ) else {
+            continue;
+        };
+        let x = random(&c.x, c.lo, c.hi, 7);
+        let mut shape = vec![p];
+        shape.extend_from_slice(&c.x);
+        let v = random(&shape, -1.0, 1.0, 8);
+        let all = run(
+            &mut sp,
+            data_type::FLOAT,
+            &[("x", &x), ("x_dot", &v)],
+            "y_dot",
+        );
+        let mut err = 0.0f64;
+        for k in 0..p {
+            let vk = v.index_axis(ndarray::Axis(0), k).to_owned();
+            let one = run(
+                &mut s1,
+                data_type::FLOAT,
+                &[("x", &x), ("x_dot", &vk)],
+                "y_dot",
+            );
+            let got = all.index_axis(ndarray::Axis(0), k);
+            if got.shape() != one.shape() {
+                failures.push(format!(
+                    "{}: shape {:?} vs {:?}",
+                    c.name,
+                    got.shape(),
+                    one.shape()
+                ));
+                err = f64::NAN;
+                break;
+            }
+            let scale = one.iter().fold(1.0f64, |m, a| m.max(a.abs()));
+            err = got
+                .iter()
+                .zip(&one)
+                .fold(err, |m, (a, b)| m.max((a - b).abs() / scale));
+        }
+        if !(err <= 1e-5) {
+            failures.push(format!("{}: relative difference {err:e}", c.name));
+        }
+        checked.push(c.name);
+    }
+    println!(
+        "stacked: {} cases checked, refused: {refused:?}",
+        checked.len()
+    );
+    assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+    // The operators of exported MLPs and of the mixture fixtures are covered.
+    for name in [
+        "Sigmoid",
+        "Tanh",
+        "Softplus",
+        "Erf",
+        "MatMul(x,W)",
+        "MatMul(W,x)",
+        "MatMul(x,xT)",
+        "Gemm(x,W,C)",
+        "Gemm(xT,WT,sum1(x))",
+        "Mul(x,sum0(x))",
+        "Concat",
+        "Softmax[2,3,4]",
+        "ReduceSum",
+        "ReduceMean",
+        "Unsqueeze+Squeeze",
+        "Reshape(Shape)",
+    ] {
+        assert!(
+            checked.contains(&name),
+            "{name} was not checked in stacked form"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1071,8 +1204,10 @@ fn likelihood_error(name: &str, exact: &GaussianMixture, n: usize) -> f64 {
     let lik = Likelihood::new(field, solver);
     let x = mixture_points(exact, n, 77);
     let got = lik.log_likelihood(x.view()).unwrap();
-    // All D basis directions of a stage go through one tangent-graph call.
-    assert_eq!(got.calls.jvp, got.calls.velocity);
+    // The velocity and all D basis directions of a stage go through one
+    // call of the stacked tangent graph.
+    assert_eq!(got.calls.stacked, got.stats.nfe);
+    assert_eq!((got.calls.velocity, got.calls.jvp), (0, 0));
     let x2 = x.view().into_dimensionality::<ndarray::Ix2>().unwrap();
     let want = exact.log_density(x2, &[1.0]).unwrap();
     let mae = got

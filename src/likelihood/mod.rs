@@ -35,6 +35,7 @@
 //! ```
 
 mod divergence;
+mod stacked;
 mod time;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
 use divergence::{draw_probes, ChunkLimits, ProbeEstimator};
+use stacked::StackedEstimator;
 
 /// Default bound on the rows of one derivative call.
 const DEFAULT_MAX_ROWS: usize = 65_536;
@@ -276,9 +278,29 @@ impl Likelihood {
                 calls: FieldCalls::default(),
             });
         }
-        let estimator = match self.divergence {
-            Divergence::Exact if self.field.provides_divergence() => None,
-            _ => Some(ProbeEstimator::new(
+        let stacked = || self.field.provides_stacked_jvp();
+        let estimator = match &self.divergence {
+            Divergence::Exact if self.field.provides_divergence() => Estimator::Exact,
+            Divergence::Exact if stacked() => Estimator::Stacked(StackedEstimator::new(
+                None,
+                n,
+                state_shape,
+                extras,
+                self.limits,
+            )?),
+            Divergence::Hutchinson { probes: k, .. } if stacked() => {
+                let values = probes.ok_or_else(|| {
+                    Error::InvalidArgument("random probes are missing for this solve".to_string())
+                })?;
+                Estimator::Stacked(StackedEstimator::new(
+                    Some((*k, values)),
+                    n,
+                    state_shape,
+                    extras,
+                    self.limits,
+                )?)
+            }
+            _ => Estimator::Probes(ProbeEstimator::new(
                 &self.divergence,
                 probes,
                 n,
@@ -379,6 +401,17 @@ fn state_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2
     Ok(y)
 }
 
+/// How the augmented system gets the divergence.
+enum Estimator {
+    /// The field's exact divergence, beside a velocity call.
+    Exact,
+    /// Directional derivatives (JVPs or finite differences), beside a
+    /// velocity call.
+    Probes(ProbeEstimator),
+    /// The velocity and all directions' JVPs in one call.
+    Stacked(StackedEstimator),
+}
+
 /// The augmented system (x, L) seen by the solver: dx/dt = u, dL/dt = div u.
 /// Its buffers are allocated once per solve.
 struct Augmented<'a> {
@@ -393,8 +426,7 @@ struct Augmented<'a> {
     v32: Vec<f32>,
     /// The divergences, `[N]`.
     div: Vec<f64>,
-    /// `None`: the field's exact divergence.
-    estimator: Option<ProbeEstimator>,
+    estimator: Estimator,
     calls: FieldCalls,
 }
 
@@ -404,7 +436,7 @@ impl<'a> Augmented<'a> {
         extras: &'a Extras,
         state_shape: &[usize],
         n: usize,
-        estimator: Option<ProbeEstimator>,
+        estimator: Estimator,
     ) -> Self {
         let dim: usize = state_shape.iter().product();
         let mut shape = vec![n];
@@ -436,20 +468,30 @@ impl OdeSystem for Augmented<'_> {
                 *d = v as f32;
             }
         }
-        {
+        if let Estimator::Stacked(estimator) = &mut self.estimator {
+            estimator.evaluate(
+                self.field,
+                &self.x32,
+                t,
+                &mut self.v32,
+                &mut self.div,
+                &mut self.calls,
+            )?;
+        } else {
             let x = divergence::view(&self.shape, &self.x32, "x")?;
             let out = divergence::view_mut(&self.shape, &mut self.v32)?;
             self.field.velocity_with(x, t, self.extras, out)?;
             self.calls.velocity += 1;
         }
         match &mut self.estimator {
-            None => {
+            Estimator::Stacked(_) => {}
+            Estimator::Exact => {
                 let x = divergence::view(&self.shape, &self.x32, "x")?;
                 self.field
                     .divergence_with(x, t, self.extras, &mut self.div)?;
                 self.calls.divergence += 1;
             }
-            Some(estimator) => {
+            Estimator::Probes(estimator) => {
                 estimator.estimate(self.field, y, &self.x32, t, &mut self.div, &mut self.calls)?
             }
         }

@@ -20,13 +20,18 @@
 //! `reductions`, `normalisation`, `shape`).
 
 mod builder;
+mod rank;
 mod rules;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::proto::{data_type, GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use super::proto::{
+    data_type, type_proto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
+    ValueInfoProto,
+};
 use crate::{Error, Result};
 use builder::Builder;
+use rank::Ranks;
 use rules::{rule, Out};
 
 /// What to transform and how to name the new input and output.
@@ -44,6 +49,14 @@ pub struct TangentOptions {
     pub tangent_output: Option<String>,
     /// Remove the original outputs, keeping only the tangent output.
     pub drop_outputs: bool,
+    /// The stacked form: the tangent input carries a leading tangent axis,
+    /// `[P, ...shape of x]`, so P directions share one evaluation of the
+    /// primal, and the tangent output is `[P, ...shape of the output]`. It
+    /// covers the operators of MLPs and attention-free fields (elementwise
+    /// functions, MatMul, Gemm, Concat, axis and reshape operators,
+    /// Softmax); any other operator on the state's path makes the transform
+    /// fail, naming it, and the per-direction form remains available.
+    pub stacked: bool,
 }
 
 /// An operator on the state's path that has no tangent rule.
@@ -301,6 +314,10 @@ fn transform(
     used.insert(tangent_output.clone());
 
     let mut b = Builder::new(graph.node.len() * 4, used, opset);
+    let mut ranks = options.stacked.then(|| Ranks::of_graph(&graph));
+    if options.stacked {
+        b.stack_on(&tangent_input);
+    }
     let mut tan: HashMap<String, Tan> = HashMap::new();
     let mut dtypes: HashMap<String, i32> = HashMap::new();
     tan.insert(state_name.clone(), Tan::Value(tangent_input.clone()));
@@ -309,6 +326,9 @@ fn transform(
 
     for node in &graph.node {
         b.nodes.push(node.clone());
+        if let Some(ranks) = &mut ranks {
+            ranks.record(node);
+        }
         let mut opaque: BTreeSet<usize> = BTreeSet::new();
         let mut varying = false;
         for i in &node.input {
@@ -362,7 +382,7 @@ fn transform(
                 .find_map(|i| tangent_of(i))
                 .and_then(|t| dtypes.get(&t).copied())
                 .unwrap_or(state_dtype);
-            rule(&mut b, node, &tangent_of, dt).map(|outs| (outs, dt))
+            rule(&mut b, node, &tangent_of, dt, ranks.as_ref()).map(|outs| (outs, dt))
         };
         match result {
             Ok((outs, dt)) => {
@@ -418,7 +438,11 @@ fn transform(
         }
         None => {
             let dt = output.elem_type().unwrap_or(state_dtype);
-            b.zeros_like(&output_name, dt)
+            if b.is_stacked() {
+                b.stacked_zeros_like(&output_name, dt).map_err(fail)?
+            } else {
+                b.zeros_like(&output_name, dt)
+            }
         }
     };
     let final_name = b.fresh("fmrt_tangent_output");
@@ -436,6 +460,10 @@ fn transform(
     let mut v_dot = output.clone();
     v_dot.name = Some(tangent_output);
     v_dot.doc_string = Some("Jacobian-vector product of the output".to_string());
+    if options.stacked {
+        with_tangent_axis(&mut x_dot);
+        with_tangent_axis(&mut v_dot);
+    }
     graph.node = b.nodes;
     // The tangent input goes right after the state input.
     let at = graph
@@ -451,4 +479,22 @@ fn transform(
     let mut out = model.clone();
     out.graph = Some(graph);
     Ok((Some(out), problems))
+}
+
+/// Prepends the tangent axis `P` to a declared tensor shape (stacked form).
+fn with_tangent_axis(value: &mut ValueInfoProto) {
+    let Some(type_proto::Value::TensorType(t)) =
+        value.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        return;
+    };
+    if let Some(shape) = &mut t.shape {
+        shape.dim.insert(
+            0,
+            Dimension {
+                value: Some(DimensionValue::DimParam("P".to_string())),
+                denotation: None,
+            },
+        );
+    }
 }
