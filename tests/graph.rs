@@ -419,6 +419,28 @@ fn cases() -> Vec<Case> {
         g.n("Sin", &["r"], &["q"], vec![]);
         g.n("Reshape", &["q", "xs"], &["y"], vec![]);
     }));
+    v.push(case("SiLU(x·σ(x))", 17, &[3, 4], (-4.0, 4.0), |g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["y"], vec![]);
+    }));
+    v.push(case("SiLU(σ(Wx)·Wx)", 17, &[3, 4], (-4.0, 4.0), |g| {
+        g.c("w", &[4, 4], -1.0, 1.0);
+        g.n("MatMul", &["x", "w"], &["h"], vec![]);
+        g.n("Sigmoid", &["h"], &["s"], vec![]);
+        g.n("Mul", &["s", "h"], &["y"], vec![]);
+    }));
+    v.push(case(
+        "σ(x) shared by SiLU and Add",
+        17,
+        &[3, 4],
+        std,
+        |g| {
+            // The Sigmoid has a second consumer: not fused.
+            g.n("Sigmoid", &["x"], &["s"], vec![]);
+            g.n("Mul", &["x", "s"], &["m"], vec![]);
+            g.n("Add", &["m", "s"], &["y"], vec![]);
+        },
+    ));
     v.push(case("Mul(x,sum0(x))", 17, &[3, 4], std, |g| {
         // A rank-1 value depending on x broadcast against a rank-2 one.
         g.ci("ax", &[0]);
@@ -805,6 +827,9 @@ fn stacked_tangents_equal_per_direction_tangents() {
     // The operators of exported MLPs and of the mixture fixtures are covered.
     for name in [
         "Sigmoid",
+        "SiLU(x·σ(x))",
+        "SiLU(σ(Wx)·Wx)",
+        "σ(x) shared by SiLU and Add",
         "Tanh",
         "Softplus",
         "Erf",
@@ -824,6 +849,51 @@ fn stacked_tangents_equal_per_direction_tangents() {
         assert!(
             checked.contains(&name),
             "{name} was not checked in stacked form"
+        );
+    }
+}
+
+/// A SiLU's tangent is one fused expression: fewer nodes than the product
+/// rule through the Sigmoid's own tangent (which it still gets when the
+/// Sigmoid has other consumers). Prints the node counts of the fixtures'
+/// forward, tangent and stacked tangent graphs.
+#[test]
+fn silu_tangents_are_fused_and_node_counts_are_reported() {
+    let added = |build: &dyn Fn(&mut G)| {
+        let m = model(17, data_type::FLOAT, &[3, 4], build);
+        let t = tangent_model(&m, &TangentOptions::default()).unwrap();
+        let count = |m: &ModelProto| m.graph.as_ref().unwrap().node.len();
+        count(&t) - count(&m)
+    };
+    let fused = added(&|g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["y"], vec![]);
+    });
+    let unfused = added(&|g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["m"], vec![]);
+        g.n("Identity", &["s"], &["s2"], vec![]);
+        g.n("Mul", &["m", "s2"], &["y"], vec![]);
+    });
+    // The unfused graph adds one more Mul's tangent (3 nodes) on top.
+    assert!(fused + 3 < unfused, "fused {fused} vs unfused {unfused}");
+    println!("fixture            forward  tangent  stacked  (nodes)");
+    for name in FIXTURES {
+        let m = decode_model(&read(name)).unwrap();
+        let count = |m: &ModelProto| m.graph.as_ref().unwrap().node.len().to_string();
+        let single = tangent_model(&m, &TangentOptions::default());
+        let stacked = tangent_model(
+            &m,
+            &TangentOptions {
+                stacked: true,
+                ..Default::default()
+            },
+        );
+        println!(
+            "{name:<20} {:>6} {:>8} {:>8}",
+            count(&m),
+            single.map_or("-".into(), |t| count(&t)),
+            stacked.map_or("-".into(), |t| count(&t)),
         );
     }
 }

@@ -318,6 +318,7 @@ fn transform(
     if options.stacked {
         b.stack_on(&tangent_input);
     }
+    let silu = silu_patterns(&graph);
     let mut tan: HashMap<String, Tan> = HashMap::new();
     let mut dtypes: HashMap<String, i32> = HashMap::new();
     tan.insert(state_name.clone(), Tan::Value(tangent_input.clone()));
@@ -363,6 +364,21 @@ fn transform(
         if !opaque.is_empty() {
             mark_opaque(&mut tan, &opaque);
             continue;
+        }
+        if let Some(pattern) = silu.get(node.output.first().map_or("", String::as_str)) {
+            match (op, tan.get(&pattern.input)) {
+                // The Sigmoid of a SiLU: its tangent is folded into the Mul's.
+                ("Sigmoid", _) => continue,
+                ("Mul", Some(Tan::Value(ad))) => {
+                    let ad = ad.clone();
+                    let dt = dtypes.get(&ad).copied().unwrap_or(state_dtype);
+                    let name = rules::silu(&mut b, &ad, &pattern.input, &pattern.sigmoid, dt);
+                    dtypes.insert(name.clone(), dt);
+                    tan.insert(node.output[0].clone(), Tan::Value(name));
+                    continue;
+                }
+                _ => {}
+            }
         }
         let mark = b.nodes.len();
         let result = if !default_domain {
@@ -479,6 +495,78 @@ fn transform(
     let mut out = model.clone();
     out.graph = Some(graph);
     Ok((Some(out), problems))
+}
+
+/// A SiLU as exported, y = a·σ(a): a Sigmoid node whose only consumer is
+/// `Mul(a, σ(a))` (either order).
+struct Silu {
+    /// a.
+    input: String,
+    /// σ(a).
+    sigmoid: String,
+}
+
+/// The SiLU patterns of `graph`, keyed by both the Sigmoid's and the Mul's
+/// output: their tangent is emitted as one fused expression,
+/// ẏ = ȧ·σ(a)·(1 + a·(1 − σ(a))), with the derivative computed on the
+/// primal alone (once for all directions in the stacked form).
+fn silu_patterns(graph: &GraphProto) -> HashMap<String, Silu> {
+    // How often each value is read; a read by a nested graph counts twice,
+    // so such a value is never fused.
+    let mut consumers: HashMap<String, usize> = HashMap::new();
+    for node in &graph.node {
+        for i in &node.input {
+            *consumers.entry(i.clone()).or_default() += 1;
+        }
+        let mut reads = HashSet::new();
+        for a in &node.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                subgraph_reads(g, &mut reads);
+            }
+        }
+        for r in reads {
+            *consumers.entry(r).or_default() += 2;
+        }
+    }
+    let outputs: HashSet<&str> = graph
+        .output
+        .iter()
+        .filter_map(|o| o.name.as_deref())
+        .collect();
+    let sigmoid_of: HashMap<&str, &str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op() == "Sigmoid" && is_default_domain(n) && n.input.len() == 1)
+        .filter_map(|n| Some((n.output.first()?.as_str(), n.input[0].as_str())))
+        .collect();
+    let mut found = HashMap::new();
+    for node in &graph.node {
+        if node.op() != "Mul" || !is_default_domain(node) || node.input.len() != 2 {
+            continue;
+        }
+        let (p, q) = (node.input[0].as_str(), node.input[1].as_str());
+        let (a, s) = match (sigmoid_of.get(q), sigmoid_of.get(p)) {
+            (Some(&arg), _) if arg == p => (p, q),
+            (_, Some(&arg)) if arg == q => (q, p),
+            _ => continue,
+        };
+        if consumers.get(s) != Some(&1) || outputs.contains(s) {
+            continue;
+        }
+        let pattern = || Silu {
+            input: a.to_string(),
+            sigmoid: s.to_string(),
+        };
+        found.insert(s.to_string(), pattern());
+        if let Some(y) = node.output.first() {
+            found.insert(y.clone(), pattern());
+        }
+    }
+    found
+}
+
+fn is_default_domain(node: &NodeProto) -> bool {
+    matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx"))
 }
 
 /// Prepends the tangent axis `P` to a declared tensor shape (stacked form).

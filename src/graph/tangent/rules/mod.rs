@@ -66,6 +66,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
+pub(super) use elementwise::silu;
+
 /// A single output's tangent `s`.
 fn one(s: String) -> RuleResult {
     Ok(vec![Out::Tangent(s)])
