@@ -9,7 +9,9 @@
 //!   and the K directions on a leading axis.
 //!
 //! for K = 1, 4 and 16 Hutchinson probes and for the exact divergence (the
-//! D = 2 basis directions). Medians of repeated runs; nothing is asserted.
+//! D = 2 basis directions). Then, for K = 1, both stages with ONNX Runtime's
+//! intra-op threads spinning (its default) and not spinning. Medians of
+//! repeated runs; nothing is asserted.
 //! Set `FMRT_BENCH_MODEL` to time another model with a `[B, D]` state and a
 //! `[B]` time.
 
@@ -44,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("tests/fixtures/mlp256.onnx"));
     let field = OnnxField::load_file(&path)?;
+    let quiet = OnnxField::builder().spinning(false).load_file(&path)?;
     let dim = field.state_shape().iter().product::<usize>();
     if !field.provides_stacked_jvp() {
         println!(
@@ -56,7 +59,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = SeededRng::new(5);
     let x = Array2::<f32>::from_shape_fn((BATCH, dim), |_| rng.normal() as f32).into_dyn();
     let t = vec![0.5; BATCH];
-    let extras = Extras::new();
     let mut out = x.clone();
     let forward = median(|| field.velocity(x.view(), &t, out.view_mut()).unwrap());
     println!(
@@ -71,10 +73,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     cases.push((format!("exact (D = {dim})"), dim));
     for (label, p) in cases {
-        let v = Array3::<f32>::from_shape_fn((p, BATCH, dim), |_| rng.normal() as f32).into_dyn();
-        // The per-direction form: x repeated P times, directions sample-major.
-        let x_rep = ndarray::concatenate(Axis(0), &vec![x.view(); p])?;
-        let v_rep = v.to_shape((p * BATCH, dim))?.to_owned().into_dyn();
+        let (separate, stacked) = stage_times(&field, &x, p, &mut rng);
+        println!(
+            "{label:<12} {:>10.2} {:>20.2}",
+            separate / forward,
+            stacked / forward
+        );
+    }
+    let mut out_quiet = x.clone();
+    let forward_quiet = median(|| quiet.velocity(x.view(), &t, out_quiet.view_mut()).unwrap());
+    let (separate, stacked) = stage_times(&field, &x, 1, &mut rng);
+    let (separate_quiet, stacked_quiet) = stage_times(&quiet, &x, 1, &mut rng);
+    println!("K = 1, seconds:    forward    per-direction    stacked");
+    println!(
+        "spinning        {forward:>9.4} {separate:>12.4} {stacked:>12.4}\n\
+         not spinning    {forward_quiet:>9.4} {separate_quiet:>12.4} {stacked_quiet:>12.4}"
+    );
+    Ok(())
+}
+
+/// The median times of the per-direction and the stacked stage with `p`
+/// directions per sample at `x`.
+fn stage_times(
+    field: &OnnxField,
+    x: &ndarray::ArrayD<f32>,
+    p: usize,
+    rng: &mut SeededRng,
+) -> (f64, f64) {
+    let dim = x.shape()[1];
+    let t = vec![0.5; BATCH];
+    let extras = Extras::new();
+    let mut out = x.clone();
+    let v = Array3::<f32>::from_shape_fn((p, BATCH, dim), |_| rng.normal() as f32).into_dyn();
+    // The per-direction form: x repeated P times, directions sample-major.
+    let x_rep = ndarray::concatenate(Axis(0), &vec![x.view(); p]).expect("repeat x");
+    let v_rep = v
+        .to_shape((p * BATCH, dim))
+        .expect("reshape v")
+        .to_owned()
+        .into_dyn();
+    {
         let t_rep = vec![0.5; p * BATCH];
         let mut jv_rep = x_rep.clone();
         let separate = median(|| {
@@ -96,11 +134,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
                 .unwrap();
         });
-        println!(
-            "{label:<12} {:>10.2} {:>20.2}",
-            separate / forward,
-            stacked / forward
-        );
+        (separate, stacked)
     }
-    Ok(())
 }

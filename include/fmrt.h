@@ -275,6 +275,12 @@ typedef struct {
    Augmented solves run (1 for a log-likelihood; several for a time search).
    */
   uint64_t solves;
+  /*
+   Calls returning the velocity and the products of all directions at
+   once (ONNX models whose stacked tangent model exists), each in place
+   of one velocity call and one Jacobian–vector product call.
+   */
+  uint64_t stacked_calls;
 } fmrt_likelihood_stats;
 
 /*

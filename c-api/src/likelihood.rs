@@ -70,6 +70,10 @@ pub struct fmrt_likelihood_stats {
     pub divergence_calls: u64,
     /// Augmented solves run (1 for a log-likelihood; several for a time search).
     pub solves: u64,
+    /// Calls returning the velocity and the products of all directions at
+    /// once (ONNX models whose stacked tangent model exists), each in place
+    /// of one velocity call and one Jacobian–vector product call.
+    pub stacked_calls: u64,
 }
 
 /// Writes the default likelihood options into `*out`: no solver (adaptive
@@ -293,6 +297,7 @@ pub unsafe extern "C" fn fmrt_log_likelihood(
                 jvp_calls: r.calls.jvp as u64,
                 divergence_calls: r.calls.divergence as u64,
                 solves: 1,
+                stacked_calls: r.calls.stacked as u64,
             };
             // SAFETY: non-NULL; writable by contract.
             unsafe { *out_stats = stats };

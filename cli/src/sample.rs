@@ -10,11 +10,11 @@ use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, TimeSpan};
 use fmrt::scheduler::Scheduler;
-use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Steps};
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
+use crate::args::{AdaptArgs, ErrorNormChoice, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
 use crate::npy;
 use crate::progress::Progress;
@@ -235,6 +235,10 @@ pub fn solver_config(args: &SolverArgs) -> Result<SolverConfig, Failure> {
             AdaptiveOptions {
                 rtol: args.rtol,
                 atol: args.atol,
+                norm: match args.error_norm {
+                    ErrorNormChoice::Sample => ErrorNorm::PerSample,
+                    ErrorNormChoice::Batch => ErrorNorm::Batch,
+                },
                 ..AdaptiveOptions::default()
             },
         ))

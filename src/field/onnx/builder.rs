@@ -42,6 +42,7 @@ pub struct OnnxFieldBuilder {
     max_batch: usize,
     sessions: usize,
     intra_threads: Option<usize>,
+    spinning: Option<bool>,
     provider: ExecutionProvider,
     policy: ProviderPolicy,
     ort_library: Option<PathBuf>,
@@ -58,6 +59,7 @@ impl Default for OnnxFieldBuilder {
             max_batch: usize::MAX,
             sessions: 1,
             intra_threads: None,
+            spinning: None,
             provider: ExecutionProvider::Cpu,
             policy: ProviderPolicy::Require,
             ort_library: None,
@@ -112,6 +114,14 @@ impl OnnxFieldBuilder {
     /// one per physical core).
     pub fn intra_threads(mut self, threads: usize) -> Self {
         self.intra_threads = Some(threads);
+        self
+    }
+
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work
+    /// (default: ONNX Runtime's choice, which is to spin). Spinning answers
+    /// back-to-back calls sooner but keeps the cores busy between them.
+    pub fn spinning(mut self, spinning: bool) -> Self {
+        self.spinning = Some(spinning);
         self
     }
 
@@ -345,6 +355,11 @@ impl OnnxFieldBuilder {
         let mut builder = Session::builder(environment).map_err(|e| fail(&e))?;
         if let Some(n) = self.intra_threads {
             builder = builder.with_intra_threads(n).map_err(|e| fail(&e))?;
+        }
+        if let Some(spinning) = self.spinning {
+            builder = builder
+                .with_intra_op_spinning(spinning)
+                .map_err(|e| fail(&e))?;
         }
         let mut builder = provider::register(builder, provider, &info.library)
             .map_err(|message| (Box::new(Error::model_load(file, message)), true))?;
