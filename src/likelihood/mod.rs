@@ -9,7 +9,10 @@
 //! Any [`SolverConfig`] works, adaptive ones included: L is part of the state,
 //! so the step control measures its error too. The divergence comes from the
 //! field's exact divergence, basis-direction or Hutchinson Jacobian–vector
-//! products, or finite differences ([`Divergence`]).
+//! products, or finite differences ([`Divergence`]). A field with stacked
+//! Jacobian–vector products
+//! ([`VelocityField::velocity_and_jvps`](crate::field::VelocityField::velocity_and_jvps))
+//! gets the velocity and every direction's product of a stage from one call.
 //!
 //! [`Likelihood::most_probable_time`] searches, per sample, the time t at
 //! which the sample is most likely under p_t.
@@ -154,18 +157,21 @@ impl Likelihood {
     }
 
     /// Bounds the rows (batch entries) of one derivative call: Jacobian–vector
-    /// product calls of B·P rows (P directions per sample) and finite-difference
+    /// product calls of B·P rows (P directions per sample), stacked calls of
+    /// B samples with P directions each (B·P rows), and finite-difference
     /// velocity calls of 2·B·P rows are split so that none exceeds `max_rows`
-    /// (at least one direction per call). Default 65 536.
+    /// (at least one direction, or for stacked calls one sample, per call).
+    /// Default 65 536.
     pub fn with_max_rows(mut self, max_rows: usize) -> Self {
         self.limits.max_rows = max_rows;
         self
     }
 
     /// Bounds the memory of one derivative call: the f32 state-shaped tensors it
-    /// reads and writes (x, v and J·v for a JVP call; the stacked x ± εv and
-    /// their velocities for finite differences) stay under `max_bytes` (at least
-    /// one direction per call). Default 256 MiB.
+    /// reads and writes (x, v and J·v for a JVP call; x, its velocity and the
+    /// P directions and products of a stacked call; the stacked x ± εv and
+    /// their velocities for finite differences) stay under `max_bytes` (at
+    /// least one direction, or one sample, per call). Default 256 MiB.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.limits.max_bytes = max_bytes;
         self
