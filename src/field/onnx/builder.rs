@@ -117,12 +117,23 @@ impl OnnxFieldBuilder {
         self
     }
 
-    /// Whether ONNX Runtime's intra-op threads spin while waiting for work
-    /// (default: ONNX Runtime's choice, which is to spin). Spinning answers
-    /// back-to-back calls sooner but keeps the cores busy between them.
+    /// Whether ONNX Runtime's intra-op threads spin while waiting for work.
+    /// Spinning answers back-to-back calls sooner but keeps the cores busy
+    /// between them. Default: ONNX Runtime's choice (spin) for the velocity
+    /// sessions, no spinning for the tangent sessions of derivatives, which
+    /// measured 2–3× faster per likelihood stage without it on a busy 2-core
+    /// machine (`cargo bench --bench stage_cost`).
     pub fn spinning(mut self, spinning: bool) -> Self {
         self.spinning = Some(spinning);
         self
+    }
+
+    /// The settings of the tangent sessions: these, with spinning off unless
+    /// the caller chose.
+    pub(super) fn for_tangent(&self) -> OnnxFieldBuilder {
+        let mut builder = self.clone();
+        builder.spinning = builder.spinning.or(Some(false));
+        builder
     }
 
     /// Where to run the model (default [`ExecutionProvider::Cpu`]).

@@ -202,6 +202,7 @@ impl LazyTangent {
         };
         let session = self
             .builder
+            .for_tangent()
             .make_session(self.environment, &source, file, self.provider, self.info)
             .map_err(|(e, _)| {
                 let reason = match *e {
