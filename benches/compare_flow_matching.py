@@ -13,7 +13,7 @@ the ratio flow_matching / fmrt (above 1: fmrt is faster). Exact likelihoods
 must agree to 1e-4 (relative to max(1, |log p|)); Hutchinson draws different
 probes in each library, so only their mean difference is shown.
 
-Needs `pip install torch flow-matching==1.0.10 torchdiffeq onnx` (several GB,
+Needs `pip install torch flow-matching==1.0.10 torchdiffeq onnx tqdm` (several GB,
 never needed by CI); without them it says so and exits with status 0.
 Build fmrt first: `cargo build --release -p fmrt-cli`.
 
@@ -38,9 +38,10 @@ try:
     from flow_matching.solver import ODESolver
     from flow_matching.utils import ModelWrapper
     import onnx  # noqa: F401  (torch.onnx.export needs it)
+    import tqdm  # noqa: F401  (flow_matching imports it)
 except ImportError as missing:
     print(f"skipped: {missing.name} is not installed "
-          "(pip install torch flow-matching==1.0.10 torchdiffeq onnx)")
+          "(pip install torch flow-matching==1.0.10 torchdiffeq onnx tqdm)")
     sys.exit(0)
 
 import warnings
