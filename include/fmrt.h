@@ -1162,6 +1162,27 @@ fmrt_status fmrt_sampler_new(const fmrt_field *field,
                              fmrt_sampler **out);
 
 /*
+ Creates a stochastic sampler into `*out`: the SDE with the same marginals
+ as the ODE of `field`, noise scale `scale` (G ≥ 0; 0 is the ODE), its
+ score derived from the velocity and `schedule` (the schedule the field's
+ time follows: a model's sampling schedule), integrated by Euler–Maruyama
+ on the fixed steps of `solver`, which must use the Euler method. The
+ Brownian increments of sample i come from its own stream of the seed given
+ to `fmrt_sampler_sample`, so runs shard like the ODE's. A negative or
+ non-finite `scale` is `FMRT_STATUS_INVALID_ARGUMENT`; the solver is
+ checked when sampling.
+
+ # Safety
+
+ Handles must be live; `out` writable.
+ */
+fmrt_status fmrt_sampler_new_stochastic(const fmrt_field *field,
+                                        const fmrt_solver *solver,
+                                        const fmrt_scheduler *schedule,
+                                        double scale,
+                                        fmrt_sampler **out);
+
+/*
  Releases a sampler. NULL is a no-op.
 
  # Safety

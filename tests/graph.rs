@@ -419,6 +419,58 @@ fn cases() -> Vec<Case> {
         g.n("Sin", &["r"], &["q"], vec![]);
         g.n("Reshape", &["q", "xs"], &["y"], vec![]);
     }));
+    v.push(case("SiLU(x·σ(x))", 17, &[3, 4], (-4.0, 4.0), |g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["y"], vec![]);
+    }));
+    v.push(case("SiLU(σ(Wx)·Wx)", 17, &[3, 4], (-4.0, 4.0), |g| {
+        g.c("w", &[4, 4], -1.0, 1.0);
+        g.n("MatMul", &["x", "w"], &["h"], vec![]);
+        g.n("Sigmoid", &["h"], &["s"], vec![]);
+        g.n("Mul", &["s", "h"], &["y"], vec![]);
+    }));
+    v.push(case(
+        "σ(x) shared by SiLU and Add",
+        17,
+        &[3, 4],
+        std,
+        |g| {
+            // The Sigmoid has a second consumer: not fused.
+            g.n("Sigmoid", &["x"], &["s"], vec![]);
+            g.n("Mul", &["x", "s"], &["m"], vec![]);
+            g.n("Add", &["m", "s"], &["y"], vec![]);
+        },
+    ));
+    v.push(case("Mul(x,sum0(x))", 17, &[3, 4], std, |g| {
+        // A rank-1 value depending on x broadcast against a rank-2 one.
+        g.ci("ax", &[0]);
+        g.n("ReduceSum", &["x", "ax"], &["r"], vec![a_i("keepdims", 0)]);
+        g.n("Mul", &["x", "r"], &["y"], vec![]);
+    }));
+    v.push(case("Gemm(xT,WT,sum1(x))", 17, &[5, 3], std, |g| {
+        // Y = ½·xᵀ·Wᵀ + 2·sin(Σ₁ x): C is a rank-1 value depending on x.
+        g.c("w", &[4, 5], -1.0, 1.0);
+        g.ci("ax", &[1]);
+        g.n("ReduceSum", &["x", "ax"], &["r"], vec![a_i("keepdims", 0)]);
+        g.c("w2", &[5, 4], -1.0, 1.0);
+        g.n("Sin", &["r"], &["s"], vec![]);
+        g.n("Unsqueeze", &["s", "ax"], &["s2"], vec![]);
+        g.n("Mul", &["s2", "w2"], &["c2"], vec![]);
+        g.ci("ax0", &[0]);
+        g.n(
+            "ReduceSum",
+            &["c2", "ax0"],
+            &["c"],
+            vec![a_i("keepdims", 0)],
+        );
+        let attrs = vec![
+            a_i("transA", 1),
+            a_i("transB", 1),
+            a_f("alpha", 0.5),
+            a_f("beta", 2.0),
+        ];
+        g.n("Gemm", &["x", "w", "c"], &["y"], attrs);
+    }));
     v.push(case("Unsqueeze+Squeeze", 17, &[3, 4], std, |g| {
         g.ci("a0", &[0]);
         g.ci("a1", &[2]);
@@ -695,6 +747,157 @@ fn every_tangent_rule_matches_central_differences() {
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
 }
 
+/// The stacked form (P = 3 directions on a leading axis, the primal given
+/// once) equals the per-direction tangent, itself checked against central
+/// differences above, on every case it covers; the cases it refuses are
+/// refused by name.
+#[test]
+fn stacked_tangents_equal_per_direction_tangents() {
+    let stacked = TangentOptions {
+        stacked: true,
+        ..Default::default()
+    };
+    let (mut checked, mut refused, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    let p = 3;
+    for c in cases() {
+        let m = model(c.opset, data_type::FLOAT, &c.x, &*c.build);
+        let Ok(single) = tangent_model(&m, &TangentOptions::default()) else {
+            continue;
+        };
+        let together = match tangent_model(&m, &stacked) {
+            Ok(t) => t,
+            Err(e) => {
+                assert!(e.to_string().contains("stacked"), "{}: {e}", c.name);
+                refused.push(c.name);
+                continue;
+            }
+        };
+        let (Ok(mut s1), Ok(mut sp)) = (
+            session(&encode_model(&single)),
+            session(&encode_model(&together)),
+        ) else {
+            continue;
+        };
+        let x = random(&c.x, c.lo, c.hi, 7);
+        let mut shape = vec![p];
+        shape.extend_from_slice(&c.x);
+        let v = random(&shape, -1.0, 1.0, 8);
+        let all = run(
+            &mut sp,
+            data_type::FLOAT,
+            &[("x", &x), ("x_dot", &v)],
+            "y_dot",
+        );
+        let mut err = 0.0f64;
+        for k in 0..p {
+            let vk = v.index_axis(ndarray::Axis(0), k).to_owned();
+            let one = run(
+                &mut s1,
+                data_type::FLOAT,
+                &[("x", &x), ("x_dot", &vk)],
+                "y_dot",
+            );
+            let got = all.index_axis(ndarray::Axis(0), k);
+            if got.shape() != one.shape() {
+                failures.push(format!(
+                    "{}: shape {:?} vs {:?}",
+                    c.name,
+                    got.shape(),
+                    one.shape()
+                ));
+                err = f64::NAN;
+                break;
+            }
+            let scale = one.iter().fold(1.0f64, |m, a| m.max(a.abs()));
+            err = got
+                .iter()
+                .zip(&one)
+                .fold(err, |m, (a, b)| m.max((a - b).abs() / scale));
+        }
+        if err.is_nan() || err > 1e-5 {
+            failures.push(format!("{}: relative difference {err:e}", c.name));
+        }
+        checked.push(c.name);
+    }
+    println!(
+        "stacked: {} cases checked, refused: {refused:?}",
+        checked.len()
+    );
+    assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+    // The operators of exported MLPs and of the mixture fixtures are covered.
+    for name in [
+        "Sigmoid",
+        "SiLU(x·σ(x))",
+        "SiLU(σ(Wx)·Wx)",
+        "σ(x) shared by SiLU and Add",
+        "Tanh",
+        "Softplus",
+        "Erf",
+        "MatMul(x,W)",
+        "MatMul(W,x)",
+        "MatMul(x,xT)",
+        "Gemm(x,W,C)",
+        "Gemm(xT,WT,sum1(x))",
+        "Mul(x,sum0(x))",
+        "Concat",
+        "Softmax[2,3,4]",
+        "ReduceSum",
+        "ReduceMean",
+        "Unsqueeze+Squeeze",
+        "Reshape(Shape)",
+    ] {
+        assert!(
+            checked.contains(&name),
+            "{name} was not checked in stacked form"
+        );
+    }
+}
+
+/// A SiLU's tangent is one fused expression: fewer nodes than the product
+/// rule through the Sigmoid's own tangent (which it still gets when the
+/// Sigmoid has other consumers). Prints the node counts of the fixtures'
+/// forward, tangent and stacked tangent graphs.
+#[test]
+fn silu_tangents_are_fused_and_node_counts_are_reported() {
+    let added = |build: &dyn Fn(&mut G)| {
+        let m = model(17, data_type::FLOAT, &[3, 4], build);
+        let t = tangent_model(&m, &TangentOptions::default()).unwrap();
+        let count = |m: &ModelProto| m.graph.as_ref().unwrap().node.len();
+        count(&t) - count(&m)
+    };
+    let fused = added(&|g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["y"], vec![]);
+    });
+    let unfused = added(&|g| {
+        g.n("Sigmoid", &["x"], &["s"], vec![]);
+        g.n("Mul", &["x", "s"], &["m"], vec![]);
+        g.n("Identity", &["s"], &["s2"], vec![]);
+        g.n("Mul", &["m", "s2"], &["y"], vec![]);
+    });
+    // The unfused graph adds one more Mul's tangent (3 nodes) on top.
+    assert!(fused + 3 < unfused, "fused {fused} vs unfused {unfused}");
+    println!("fixture            forward  tangent  stacked  (nodes)");
+    for name in FIXTURES {
+        let m = decode_model(&read(name)).unwrap();
+        let count = |m: &ModelProto| m.graph.as_ref().unwrap().node.len().to_string();
+        let single = tangent_model(&m, &TangentOptions::default());
+        let stacked = tangent_model(
+            &m,
+            &TangentOptions {
+                stacked: true,
+                ..Default::default()
+            },
+        );
+        println!(
+            "{name:<20} {:>6} {:>8} {:>8}",
+            count(&m),
+            single.map_or("-".into(), |t| count(&t)),
+            stacked.map_or("-".into(), |t| count(&t)),
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Protobuf round trip.
 
@@ -938,6 +1141,115 @@ fn the_attention_block_jvp_equals_pytorch_forward_mode() {
     assert!(err < 1e-4 * size.max(1.0), "{err:e}");
 }
 
+/// An ONNX field seen without its stacked JVPs: likelihoods through it take
+/// the per-direction form (a velocity call and a JVP call on the states
+/// repeated per direction).
+struct PerDirection(OnnxField);
+
+impl VelocityField for PerDirection {
+    fn state_shape(&self) -> &[usize] {
+        self.0.state_shape()
+    }
+    fn velocity(
+        &self,
+        x: ndarray::ArrayViewD<'_, f32>,
+        t: &[f64],
+        out: ndarray::ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity(x, t, out)
+    }
+    fn velocity_with(
+        &self,
+        x: ndarray::ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: ndarray::ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity_with(x, t, extras, out)
+    }
+    fn provides_jvp(&self) -> bool {
+        true
+    }
+    fn jvp(
+        &self,
+        x: ndarray::ArrayViewD<'_, f32>,
+        t: &[f64],
+        v: ndarray::ArrayViewD<'_, f32>,
+        out: ndarray::ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.jvp(x, t, v, out)
+    }
+    fn jvp_with(
+        &self,
+        x: ndarray::ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ndarray::ArrayViewD<'_, f32>,
+        out: ndarray::ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.jvp_with(x, t, extras, v, out)
+    }
+}
+
+/// Likelihoods through the stacked tangent model (one call per stage) equal
+/// those through the per-direction form, for the exact divergence and for
+/// Hutchinson's estimator (the same probes reach the same samples), with
+/// extras, scalar-time models and chunking by memory; a model outside the
+/// stacked set says why it has none.
+#[test]
+fn stacked_likelihoods_equal_per_direction_likelihoods() {
+    use fmrt::likelihood::Divergence;
+    let cases: &[(&str, usize)] = &[
+        ("mlp256.onnx", usize::MAX),
+        ("gmm16_ot.onnx", usize::MAX),
+        ("label_input.onnx", usize::MAX),
+        ("time_scalar.onnx", usize::MAX),
+        ("time_concat.onnx", 3 * 4 * 4 * 5),
+    ];
+    for &(name, max_bytes) in cases {
+        let stacked = Arc::new(load(name));
+        assert!(stacked.provides_stacked_jvp(), "{name}");
+        let plain = Arc::new(PerDirection(load(name)));
+        let b = 6;
+        let dim: usize = stacked.state_shape().iter().product();
+        let x = normal(&[b, dim], 1.0, 41);
+        let starts: Vec<f64> = (0..b).map(|i| 0.4 + 0.1 * i as f64).collect();
+        for divergence in [Divergence::Exact, Divergence::hutchinson(3)] {
+            let run = |field: Arc<dyn VelocityField>| {
+                Likelihood::new(
+                    field,
+                    SolverConfig::fixed(Method::Rk4, fmrt::solver::Steps::Count(8)),
+                )
+                .with_divergence(divergence.clone())
+                .with_extras(extras_for(name, b))
+                .with_seed(9)
+                .with_max_bytes(max_bytes)
+                .log_likelihood_at(x.view(), &starts)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+            };
+            let one = run(stacked.clone());
+            let per = run(plain.clone());
+            assert_eq!(one.calls.velocity + one.calls.jvp, 0, "{name}");
+            assert!(one.calls.stacked >= one.stats.nfe, "{name}");
+            assert_eq!(per.calls.stacked, 0, "{name}");
+            for i in 0..b {
+                let (a, c) = (one.log_p[i], per.log_p[i]);
+                assert!(
+                    (a - c).abs() <= 1e-5 * c.abs().max(1.0),
+                    "{name} {divergence:?} sample {i}: stacked {a} vs per direction {c}"
+                );
+            }
+        }
+    }
+    let conv = load("image_state.onnx");
+    assert!(!conv.provides_stacked_jvp());
+    let reason = conv.stacked_jvp_unavailable_reason().unwrap();
+    assert!(
+        reason.contains("Conv") && reason.contains("stacked"),
+        "{reason}"
+    );
+}
+
 fn ot() -> Arc<dyn Schedule> {
     Arc::new(Scheduler::builtin("ot", &[]).expect("ot"))
 }
@@ -1071,8 +1383,10 @@ fn likelihood_error(name: &str, exact: &GaussianMixture, n: usize) -> f64 {
     let lik = Likelihood::new(field, solver);
     let x = mixture_points(exact, n, 77);
     let got = lik.log_likelihood(x.view()).unwrap();
-    // All D basis directions of a stage go through one tangent-graph call.
-    assert_eq!(got.calls.jvp, got.calls.velocity);
+    // The velocity and all D basis directions of a stage go through one
+    // call of the stacked tangent graph.
+    assert_eq!(got.calls.stacked, got.stats.nfe);
+    assert_eq!((got.calls.velocity, got.calls.jvp), (0, 0));
     let x2 = x.view().into_dimensionality::<ndarray::Ix2>().unwrap();
     let want = exact.log_density(x2, &[1.0]).unwrap();
     let mae = got

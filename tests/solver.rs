@@ -2,8 +2,8 @@
 //! and per-sample intervals, saved states, and every invalid input.
 
 use fmrt::solver::{
-    solve, AdaptiveOptions, ButcherTableau, Interval, Method, OdeSystem, Solution, SolverConfig,
-    Stats, Steps,
+    solve, AdaptiveOptions, ButcherTableau, ErrorNorm, Interval, Method, OdeSystem, Solution,
+    SolverConfig, Stats, Steps,
 };
 use fmrt::{Error, Result};
 use ndarray::{array, Array2, ArrayView2, ArrayViewMut2};
@@ -680,4 +680,76 @@ fn an_empty_batch_is_solved_trivially() {
         assert_eq!(sol.y.shape(), &[0, 2]);
         assert_eq!(sol.saved.shape(), &[1, 0, 2]);
     }
+}
+
+/// y' = −λᵢ·y per sample: 15 easy samples (λ = 1) and one stiff-ish one
+/// (λ = 40). Closed form y(t) = exp(−λᵢ t).
+struct Decay(Vec<f64>);
+
+impl OdeSystem for Decay {
+    fn rhs(
+        &mut self,
+        _t: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for ((lambda, y), mut dy) in self.0.iter().zip(y.rows()).zip(dy.rows_mut()) {
+            dy[0] = -lambda * y[0];
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_batch_norm_takes_fewer_steps_and_lets_a_hard_sample_drift() {
+    let mut lambdas = vec![1.0; 15];
+    lambdas.push(40.0);
+    let y = Array2::<f64>::ones((16, 1));
+    let solve_with = |norm: ErrorNorm| {
+        let config = SolverConfig::adaptive_with(
+            Method::Dopri5,
+            AdaptiveOptions {
+                rtol: 1e-6,
+                atol: 1e-6,
+                norm,
+                ..AdaptiveOptions::default()
+            },
+        );
+        let interval = Interval::Common {
+            start: 0.0,
+            end: 1.0,
+        };
+        let sol = solve(
+            &mut Decay(lambdas.clone()),
+            y.view(),
+            &config,
+            &interval,
+            &[],
+        )
+        .unwrap();
+        let errors: Vec<f64> = lambdas
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (sol.y[[i, 0]] - (-l).exp()).abs())
+            .collect();
+        (sol.stats.nfe, errors)
+    };
+    let (nfe_sample, err_sample) = solve_with(ErrorNorm::PerSample);
+    let (nfe_batch, err_batch) = solve_with(ErrorNorm::Batch);
+    for (norm, nfe, err) in [
+        ("per sample", nfe_sample, &err_sample),
+        ("batch", nfe_batch, &err_batch),
+    ] {
+        println!(
+            "{norm}: NFE {nfe}, error easy {:.1e}, hard {:.1e}",
+            err[0], err[15]
+        );
+    }
+    assert!(nfe_batch < nfe_sample, "{nfe_batch} vs {nfe_sample}");
+    // The hard sample is integrated less accurately under the batch norm.
+    assert!(
+        err_batch[15] > err_sample[15],
+        "{err_batch:?} vs {err_sample:?}"
+    );
+    assert!(err_sample.iter().all(|&e| e < 1e-5), "{err_sample:?}");
 }

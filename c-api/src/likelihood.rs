@@ -305,8 +305,11 @@ unsafe fn write_stats(
             nfe: stats.nfe as u64,
             accepted: stats.accepted as u64,
             rejected: stats.rejected as u64,
-            velocity_calls: calls.velocity as u64,
-            jvp_calls: calls.jvp as u64,
+            // A stacked call (the velocity and the products of all
+            // directions in one model call) counts as one of each, so the
+            // struct keeps the layout compiled programs rely on.
+            velocity_calls: (calls.velocity + calls.stacked) as u64,
+            jvp_calls: (calls.jvp + calls.stacked) as u64,
             divergence_calls: calls.divergence as u64,
             solves: 1,
         };

@@ -262,6 +262,7 @@ pub unsafe extern "C" fn fmrt_solver_adaptive(
                 max_factor: o.max_factor,
                 max_steps: usize::try_from(o.max_steps).unwrap_or(usize::MAX),
                 initial_step: (o.initial_step != 0.0).then_some(o.initial_step),
+                ..AdaptiveOptions::default()
             }
         };
         if !(o.rtol.is_finite() && o.rtol >= 0.0 && o.atol.is_finite() && o.atol > 0.0) {

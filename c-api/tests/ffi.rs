@@ -2226,8 +2226,20 @@ mod sampler {
             assert_ok(fmrt_solver_fixed(c"euler".as_ptr(), 50, &mut euler));
             let (mut ode, mut sde0, mut sde) = (null_mut(), null_mut(), null_mut());
             assert_ok(fmrt_sampler_new(h.field, euler, &mut ode));
-            assert_ok(fmrt_sampler_new_stochastic(h.field, euler, h.scheduler, 0.0, &mut sde0));
-            assert_ok(fmrt_sampler_new_stochastic(h.field, euler, h.scheduler, 0.5, &mut sde));
+            assert_ok(fmrt_sampler_new_stochastic(
+                h.field,
+                euler,
+                h.scheduler,
+                0.0,
+                &mut sde0,
+            ));
+            assert_ok(fmrt_sampler_new_stochastic(
+                h.field,
+                euler,
+                h.scheduler,
+                0.5,
+                &mut sde,
+            ));
             let (status, x_ode) = sample(ode);
             assert_ok(status);
             let (status, x_sde0) = sample(sde0);
@@ -2239,11 +2251,14 @@ mod sampler {
 
             let ot: Arc<dyn Schedule> = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
             let ring = GaussianMixture::ring(8, 4.0, 0.3, ot.clone()).unwrap();
-            let rust = Sampler::new(Arc::new(ring), SolverConfig::fixed(Method::Euler, Steps::Count(50)))
-                .with_sde(Stochastic::new(ot, 0.5).unwrap())
-                .sample(16, 9)
-                .unwrap()
-                .x;
+            let rust = Sampler::new(
+                Arc::new(ring),
+                SolverConfig::fixed(Method::Euler, Steps::Count(50)),
+            )
+            .with_sde(Stochastic::new(ot, 0.5).unwrap())
+            .sample(16, 9)
+            .unwrap()
+            .x;
             assert_eq!(x_sde.to_vec(), rust.iter().copied().collect::<Vec<_>>());
 
             let mut refused = null_mut();
@@ -2259,7 +2274,13 @@ mod sampler {
             );
             assert!(refused.is_null());
             let mut rk4_sde = null_mut();
-            assert_ok(fmrt_sampler_new_stochastic(h.field, h.solver, h.scheduler, 0.5, &mut rk4_sde));
+            assert_ok(fmrt_sampler_new_stochastic(
+                h.field,
+                h.solver,
+                h.scheduler,
+                0.5,
+                &mut rk4_sde,
+            ));
             let (status, _) = sample(rk4_sde);
             assert_ne!(status, fmrt_status::Ok, "an SDE on RK4 steps was accepted");
             fmrt_sampler_free(rk4_sde);

@@ -199,6 +199,20 @@ pub struct SolverArgs {
     /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.
     #[arg(long = "grid-param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub grid_params: Vec<(String, f64)>,
+    /// How adaptive methods measure a step's error: per sample (every sample
+    /// meets the tolerance) or one RMS over the batch (torchdiffeq's norm:
+    /// fewer steps, but a sample's accuracy depends on its batch mates).
+    #[arg(long = "error-norm", value_enum, default_value = "sample")]
+    pub error_norm: ErrorNormChoice,
+}
+
+/// The error norm of adaptive steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ErrorNormChoice {
+    /// The RMS per sample, maximised over the batch.
+    Sample,
+    /// One RMS over the whole batch.
+    Batch,
 }
 
 /// How a model's output becomes the velocity to integrate; the same options

@@ -13,12 +13,12 @@ use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, Samples, TimeSpan};
 use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
-use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Steps};
 use fmrt::stochastic::Stochastic;
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
+use crate::args::{AdaptArgs, ErrorNormChoice, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
 use crate::likelihood::{check_divergence_available, divergence_of};
 use crate::npy;
@@ -341,6 +341,10 @@ pub fn solver_config_with(
             AdaptiveOptions {
                 rtol: args.rtol,
                 atol: args.atol,
+                norm: match args.error_norm {
+                    ErrorNormChoice::Sample => ErrorNorm::PerSample,
+                    ErrorNormChoice::Batch => ErrorNorm::Batch,
+                },
                 ..AdaptiveOptions::default()
             },
         ))

@@ -118,6 +118,38 @@ pub trait VelocityField: Send + Sync {
         }
     }
 
+    /// Whether [`velocity_and_jvps`](Self::velocity_and_jvps) is implemented
+    /// (default: `false`).
+    fn provides_stacked_jvp(&self) -> bool {
+        false
+    }
+
+    /// Writes u(x, t, extras) into `velocity` and the P Jacobian–vector
+    /// products J·vₚ into `products`, in one evaluation that computes the
+    /// field's primal part once: `v` and `products` are `[P, B, ...]` (a
+    /// leading direction axis before the batch), `x` and `velocity`
+    /// `[B, ...]`. A likelihood stage is then one call instead of a velocity
+    /// call plus a JVP call on P copies of the states.
+    ///
+    /// The default returns [`Error::Unsupported`]; callers check
+    /// [`provides_stacked_jvp`](Self::provides_stacked_jvp) and otherwise use
+    /// [`velocity_with`](Self::velocity_with) and
+    /// [`jvp_with`](Self::jvp_with).
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        velocity: ArrayViewMutD<'_, f32>,
+        products: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        let _ = (x, t, extras, v, velocity, products);
+        Err(Error::unsupported(
+            "this velocity field does not provide stacked Jacobian-vector products",
+        ))
+    }
+
     /// Whether [`divergence`](Self::divergence) is implemented (default: `false`).
     fn provides_divergence(&self) -> bool {
         false

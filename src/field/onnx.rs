@@ -174,6 +174,13 @@ impl OnnxField {
         self.jvp.unavailable_reason(&self.file)
     }
 
+    /// Why the field provides no stacked Jacobian–vector products (`None`
+    /// when it does; see [`VelocityField::velocity_and_jvps`]): an operator
+    /// of the model without a stacked tangent rule, or `with_jvp(false)`.
+    pub fn stacked_jvp_unavailable_reason(&self) -> Option<String> {
+        self.jvp.stacked_unavailable_reason(&self.file)
+    }
+
     /// Everything about the model for display (`fmrt inspect`).
     pub fn describe(&self) -> ModelDescription {
         ModelDescription {
@@ -236,6 +243,22 @@ impl VelocityField for OnnxField {
 
     fn provides_jvp(&self) -> bool {
         self.jvp.available(&self.file)
+    }
+
+    fn provides_stacked_jvp(&self) -> bool {
+        self.jvp.stacked_available(&self.file)
+    }
+
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        velocity: ArrayViewMutD<'_, f32>,
+        products: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        jvp::velocity_and_jvps(self, x, t, extras, v, velocity, products)
     }
 
     fn jvp(

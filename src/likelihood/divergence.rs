@@ -158,6 +158,10 @@ pub struct FieldCalls {
     pub jvp: usize,
     /// Exact divergence calls.
     pub divergence: usize,
+    /// Calls returning the velocity and the products of all directions at
+    /// once ([`VelocityField::velocity_and_jvps`](crate::field::VelocityField::velocity_and_jvps)),
+    /// each in place of one velocity and one JVP call.
+    pub stacked: usize,
 }
 
 impl FieldCalls {
@@ -166,6 +170,7 @@ impl FieldCalls {
         self.velocity += other.velocity;
         self.jvp += other.jvp;
         self.divergence += other.divergence;
+        self.stacked += other.stacked;
     }
 }
 
@@ -449,7 +454,7 @@ impl ProbeEstimator {
 }
 
 /// Σ a·b in f64.
-fn dot(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(&x, &y)| f64::from(x) * f64::from(y))

@@ -9,7 +9,10 @@
 //! Any [`SolverConfig`] works, adaptive ones included: L is part of the state,
 //! so the step control measures its error too. The divergence comes from the
 //! field's exact divergence, basis-direction or Hutchinson Jacobian–vector
-//! products, or finite differences ([`Divergence`]).
+//! products, or finite differences ([`Divergence`]). A field with stacked
+//! Jacobian–vector products
+//! ([`VelocityField::velocity_and_jvps`](crate::field::VelocityField::velocity_and_jvps))
+//! gets the velocity and every direction's product of a stage from one call.
 //!
 //! [`Likelihood::most_probable_time`] searches, per sample, the time t at
 //! which the sample is most likely under p_t.
@@ -36,6 +39,7 @@
 
 mod divergence;
 mod forward;
+mod stacked;
 mod time;
 
 use std::sync::Arc;
@@ -51,6 +55,7 @@ use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
 use divergence::{draw_probes, ChunkLimits, ProbeEstimator};
+use stacked::StackedEstimator;
 
 /// Default bound on the rows of one derivative call.
 const DEFAULT_MAX_ROWS: usize = 65_536;
@@ -154,18 +159,21 @@ impl Likelihood {
     }
 
     /// Bounds the rows (batch entries) of one derivative call: Jacobian–vector
-    /// product calls of B·P rows (P directions per sample) and finite-difference
+    /// product calls of B·P rows (P directions per sample), stacked calls of
+    /// B samples with P directions each (B·P rows), and finite-difference
     /// velocity calls of 2·B·P rows are split so that none exceeds `max_rows`
-    /// (at least one direction per call). Default 65 536.
+    /// (at least one direction, or for stacked calls one sample, per call).
+    /// Default 65 536.
     pub fn with_max_rows(mut self, max_rows: usize) -> Self {
         self.limits.max_rows = max_rows;
         self
     }
 
     /// Bounds the memory of one derivative call: the f32 state-shaped tensors it
-    /// reads and writes (x, v and J·v for a JVP call; the stacked x ± εv and
-    /// their velocities for finite differences) stay under `max_bytes` (at least
-    /// one direction per call). Default 256 MiB.
+    /// reads and writes (x, v and J·v for a JVP call; x, its velocity and the
+    /// P directions and products of a stacked call; the stacked x ± εv and
+    /// their velocities for finite differences) stay under `max_bytes` (at
+    /// least one direction, or one sample, per call). Default 256 MiB.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.limits.max_bytes = max_bytes;
         self
@@ -280,9 +288,29 @@ impl Likelihood {
                 calls: FieldCalls::default(),
             });
         }
-        let estimator = match self.divergence {
-            Divergence::Exact if self.field.provides_divergence() => None,
-            _ => Some(ProbeEstimator::new(
+        let stacked = || self.field.provides_stacked_jvp();
+        let estimator = match &self.divergence {
+            Divergence::Exact if self.field.provides_divergence() => Estimator::Exact,
+            Divergence::Exact if stacked() => Estimator::Stacked(StackedEstimator::new(
+                None,
+                n,
+                state_shape,
+                extras,
+                self.limits,
+            )?),
+            Divergence::Hutchinson { probes: k, .. } if stacked() => {
+                let values = probes.ok_or_else(|| {
+                    Error::InvalidArgument("random probes are missing for this solve".to_string())
+                })?;
+                Estimator::Stacked(StackedEstimator::new(
+                    Some((*k, values)),
+                    n,
+                    state_shape,
+                    extras,
+                    self.limits,
+                )?)
+            }
+            _ => Estimator::Probes(ProbeEstimator::new(
                 &self.divergence,
                 probes,
                 n,
@@ -383,6 +411,17 @@ fn state_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2
     Ok(y)
 }
 
+/// How the augmented system gets the divergence.
+enum Estimator {
+    /// The field's exact divergence, beside a velocity call.
+    Exact,
+    /// Directional derivatives (JVPs or finite differences), beside a
+    /// velocity call.
+    Probes(ProbeEstimator),
+    /// The velocity and all directions' JVPs in one call.
+    Stacked(StackedEstimator),
+}
+
 /// The augmented system (x, L) seen by the solver: dx/dt = u, dL/dt = div u.
 /// Its buffers are allocated once per solve.
 struct Augmented<'a> {
@@ -397,8 +436,7 @@ struct Augmented<'a> {
     v32: Vec<f32>,
     /// The divergences, `[N]`.
     div: Vec<f64>,
-    /// `None`: the field's exact divergence.
-    estimator: Option<ProbeEstimator>,
+    estimator: Estimator,
     calls: FieldCalls,
 }
 
@@ -408,7 +446,7 @@ impl<'a> Augmented<'a> {
         extras: &'a Extras,
         state_shape: &[usize],
         n: usize,
-        estimator: Option<ProbeEstimator>,
+        estimator: Estimator,
     ) -> Self {
         let dim: usize = state_shape.iter().product();
         let mut shape = vec![n];
@@ -440,20 +478,30 @@ impl OdeSystem for Augmented<'_> {
                 *d = v as f32;
             }
         }
-        {
+        if let Estimator::Stacked(estimator) = &mut self.estimator {
+            estimator.evaluate(
+                self.field,
+                &self.x32,
+                t,
+                &mut self.v32,
+                &mut self.div,
+                &mut self.calls,
+            )?;
+        } else {
             let x = divergence::view(&self.shape, &self.x32, "x")?;
             let out = divergence::view_mut(&self.shape, &mut self.v32)?;
             self.field.velocity_with(x, t, self.extras, out)?;
             self.calls.velocity += 1;
         }
         match &mut self.estimator {
-            None => {
+            Estimator::Stacked(_) => {}
+            Estimator::Exact => {
                 let x = divergence::view(&self.shape, &self.x32, "x")?;
                 self.field
                     .divergence_with(x, t, self.extras, &mut self.div)?;
                 self.calls.divergence += 1;
             }
-            Some(estimator) => {
+            Estimator::Probes(estimator) => {
                 estimator.estimate(self.field, y, &self.x32, t, &mut self.div, &mut self.calls)?
             }
         }

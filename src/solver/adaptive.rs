@@ -60,7 +60,7 @@ pub(super) fn integrate(
         let s_new = if s + h >= 1.0 - MIN_STEP { 1.0 } else { s + h };
         let h_step = s_new - s;
         stepper.step(rhs, s, s_new)?;
-        let (err, worst) = stepper.error_norm(h_step, options.rtol, options.atol);
+        let (err, worst) = stepper.error_norm(h_step, options.rtol, options.atol, options.norm);
         if !err.is_finite() {
             let sample = stepper.non_finite_sample().unwrap_or(worst);
             return Err(rhs.non_finite(sample, s, s_new));

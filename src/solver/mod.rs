@@ -140,12 +140,31 @@ pub enum Steps {
     Grid(Vec<f64>),
 }
 
+/// How the error of an adaptive step is reduced over the batch.
+///
+/// Both take the scaled error `err / (atol + rtol·max(|y_n|, |y_n+1|))` of
+/// every component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorNorm {
+    /// The RMS over each sample's components, maximised over the batch: every
+    /// sample meets its tolerance, and a sample's accuracy does not depend on
+    /// its batch mates (the default). Costs more steps when one sample is
+    /// hard.
+    #[default]
+    PerSample,
+    /// One RMS over every component of the batch, as torchdiffeq (and with it
+    /// PyTorch's `flow_matching`) measures it: fewer steps when most samples
+    /// are easy, but a hard sample may exceed its tolerance, and its
+    /// accuracy then depends on which samples share its batch.
+    Batch,
+}
+
 /// Step-size control for adaptive methods.
 ///
-/// The error of a step is measured per sample as the RMS over its components
-/// of `err / (atol + rtol·max(|y_n|, |y_n+1|))`, then maximised over the
-/// batch, so every sample meets its tolerance; a step is accepted when that is
-/// at most 1. `rtol` must be finite and ≥ 0, `atol` finite and > 0.
+/// The error of a step is measured as [`ErrorNorm`] says (by default per
+/// sample, then maximised over the batch, so every sample meets its
+/// tolerance); a step is accepted when it is at most 1. `rtol` must be finite
+/// and ≥ 0, `atol` finite and > 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveOptions {
     /// Relative tolerance.
@@ -162,6 +181,8 @@ pub struct AdaptiveOptions {
     pub max_steps: usize,
     /// First step in normalised time; `None` selects it automatically.
     pub initial_step: Option<f64>,
+    /// How the error is reduced over the batch (default: per sample).
+    pub norm: ErrorNorm,
 }
 
 impl Default for AdaptiveOptions {
@@ -174,6 +195,7 @@ impl Default for AdaptiveOptions {
             max_factor: 10.0,
             max_steps: 100_000,
             initial_step: None,
+            norm: ErrorNorm::PerSample,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-use super::{ButcherTableau, OdeSystem};
+use super::{ButcherTableau, ErrorNorm, OdeSystem};
 use crate::{Error, Result};
 
 /// The caller's system seen in normalised time s ∈ [0, 1]:
@@ -253,12 +253,13 @@ impl Stepper {
             .position(|row| row.iter().any(|v| !v.is_finite()))
     }
 
-    /// The error norm of the last step of size `h`: per sample the RMS over
-    /// its components of `err / (atol + rtol·max(|y|, |y_new|))`, then the
-    /// maximum over samples, so that every sample meets the tolerance.
-    /// Returns the norm and the sample attaining it (a non-finite per-sample
-    /// norm wins, so the caller can name it).
-    pub fn error_norm(&mut self, h: f64, rtol: f64, atol: f64) -> (f64, usize) {
+    /// The error norm of the last step of size `h`, of the scaled errors
+    /// `err / (atol + rtol·max(|y|, |y_new|))`: per sample the RMS over its
+    /// components, then the maximum over samples, so that every sample meets
+    /// the tolerance ([`ErrorNorm::PerSample`]); or one RMS over the whole
+    /// batch ([`ErrorNorm::Batch`]). Returns the norm and the sample with the
+    /// largest own norm (a non-finite one wins, so the caller can name it).
+    pub fn error_norm(&mut self, h: f64, rtol: f64, atol: f64, norm: ErrorNorm) -> (f64, usize) {
         let Some(e) = self.tableau.error_weights() else {
             return (0.0, 0);
         };
@@ -274,7 +275,9 @@ impl Stepper {
             r * r
         };
         let mut worst: (f64, usize) = (0.0, 0);
+        let mut total = 0.0;
         let mut consider = |i: usize, sum: f64| {
+            total += sum;
             let norm = (sum / dim.max(1) as f64).sqrt();
             // The first non-finite sample wins and is kept.
             if worst.0.is_finite() && (norm.is_nan() || norm > worst.0) {
@@ -309,7 +312,15 @@ impl Stepper {
                 }
             }
         }
-        worst
+        match norm {
+            ErrorNorm::PerSample => worst,
+            ErrorNorm::Batch => {
+                let values = (self.y.nrows() * dim).max(1) as f64;
+                let batch = (total / values).sqrt();
+                // A non-finite sample still makes the batch norm non-finite.
+                (if worst.0.is_finite() { batch } else { worst.0 }, worst.1)
+            }
+        }
     }
 
     /// Writes the state at `s + θ·h` within the last step into `out`: the

@@ -57,6 +57,35 @@ pub(super) enum Times<'a> {
     PerSample(&'a [f32]),
 }
 
+impl Times<'_> {
+    /// The times of the samples `rows`.
+    pub(super) fn rows(&self, rows: std::ops::Range<usize>) -> Times<'_> {
+        match self {
+            Times::One(v) => Times::One(*v),
+            Times::PerSample(ts) => Times::PerSample(&ts[rows]),
+        }
+    }
+}
+
+/// The rows `rows` of the batched extras (unbatched ones whole).
+pub(super) fn chunk_extras<'a>(
+    extras: &'a [ExtraArg<'_>],
+    rows: std::ops::Range<usize>,
+) -> Vec<ExtraArg<'a>> {
+    extras
+        .iter()
+        .map(|e| ExtraArg {
+            name: e.name,
+            batched: e.batched,
+            data: if e.batched {
+                e.data.rows(rows.clone())
+            } else {
+                e.data.view()
+            },
+        })
+        .collect()
+}
+
 impl OnnxField {
     /// Checks the shapes of one call and returns its batch size B: `x` is
     /// `[B, ...state shape]`, each of `like_x` (named) is shaped like `x`, and
@@ -272,36 +301,29 @@ impl OnnxField {
         let x = x.as_standard_layout();
         for rows in row_chunks(batch, self.max_batch) {
             let xc = x.slice_axis(Axis(0), Slice::from(rows.clone()));
-            let tc = match t {
-                Times::One(v) => Times::One(*v),
-                Times::PerSample(ts) => Times::PerSample(&ts[rows.clone()]),
-            };
-            let ec: Vec<ExtraArg<'_>> = extras
-                .iter()
-                .map(|e| ExtraArg {
-                    name: e.name,
-                    batched: e.batched,
-                    data: if e.batched {
-                        e.data.rows(rows.clone())
-                    } else {
-                        e.data.view()
-                    },
-                })
-                .collect();
+            let tc = t.rows(rows.clone());
+            let ec = chunk_extras(extras, rows.clone());
             let oc = out.slice_axis_mut(Axis(0), Slice::from(rows));
-            self.run_once(session, xc, &tc, &ec, oc)?;
+            self.run_once(
+                session,
+                xc,
+                &tc,
+                &ec,
+                &mut [(self.mapping.output.as_str(), oc)],
+            )?;
         }
         Ok(())
     }
 
-    /// One model call on a batch of at most `max_batch` samples.
-    fn run_once(
+    /// One model call on a batch of at most `max_batch` samples, writing the
+    /// named float32 outputs into `outputs` (the first is the velocity).
+    pub(super) fn run_once(
         &self,
         session: &mut Session,
         x: ArrayViewD<'_, f32>,
         t: &Times<'_>,
         extras: &[ExtraArg<'_>],
-        mut out: ArrayViewMutD<'_, f32>,
+        outputs: &mut [(&str, ArrayViewMutD<'_, f32>)],
     ) -> Result<()> {
         let file = &self.file;
         let ort_err = |what: &str, e: ort::Error| Error::field(file, format!("{what}: {e}"));
@@ -363,28 +385,40 @@ impl OnnxField {
             inputs.push((Cow::Borrowed(*name), value));
         }
 
-        let outputs = session
+        let results = session
             .run(inputs)
             .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))?;
-        let name = &self.mapping.output;
-        let value = outputs
-            .get(name)
-            .ok_or_else(|| Error::field(file, format!("the model returned no output `{name}`")))?;
-        let v = value.try_extract_array::<f32>().map_err(|e| {
-            Error::field(
-                file,
-                format!("the output `{name}` is not a float32 tensor: {e}"),
-            )
-        })?;
-        if v.shape() != out.shape() {
-            return Err(Error::field(file, format!("the output `{name}` has shape {:?}, expected {:?} (shaped like the state input `{}`; \
-                 a velocity model returns one velocity per state entry)",
-                v.shape(),
-                out.shape(),
-                self.mapping.state
-            )));
+        for (k, (name, out)) in outputs.iter_mut().enumerate() {
+            let value = results.get(*name).ok_or_else(|| {
+                Error::field(file, format!("the model returned no output `{name}`"))
+            })?;
+            let v = value.try_extract_array::<f32>().map_err(|e| {
+                Error::field(
+                    file,
+                    format!("the output `{name}` is not a float32 tensor: {e}"),
+                )
+            })?;
+            if v.shape() != out.shape() {
+                let why = if k == 0 {
+                    format!(
+                        "shaped like the state input `{}`; a velocity model returns one \
+                         velocity per state entry",
+                        self.mapping.state
+                    )
+                } else {
+                    "one product per direction and state entry".to_string()
+                };
+                return Err(Error::field(
+                    file,
+                    format!(
+                        "the output `{name}` has shape {:?}, expected {:?} ({why})",
+                        v.shape(),
+                        out.shape(),
+                    ),
+                ));
+            }
+            out.assign(&v);
         }
-        out.assign(&v);
         Ok(())
     }
 }

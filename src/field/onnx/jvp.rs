@@ -10,17 +10,26 @@
 //! model keeps every input of the model, takes the direction as one more
 //! input and returns J·v under the name of the velocity output, so calls run
 //! through the same chunking and time grouping as velocity calls.
+//!
+//! Where the model's operators allow it, a second, stacked tangent model is
+//! derived on the first request for it: it takes P directions per sample
+//! with a leading tangent axis, `[P, B, ...]`, beside the state `[B, ...]`
+//! given once, and returns both the velocity and the P products. One call
+//! then serves a whole likelihood stage, the network's primal part computed
+//! once instead of once per direction.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use ndarray::{ArrayViewD, ArrayViewMutD, CowArray};
+use ndarray::{ArrayViewD, ArrayViewMutD, Axis, CowArray, Slice};
 use ort::session::Session;
 
 use super::builder::ModelSource;
-use super::call::{ExtraArg, ExtraData, Times};
-use super::{ExecutionProvider, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo};
-use crate::field::Extras;
+use super::call::{chunk_extras, ExtraArg, ExtraData, Times};
+use super::{
+    ExecutionProvider, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo, TimeLayout,
+};
+use crate::field::{row_chunks, Extras, VelocityField};
 use crate::graph::{decode_model, encode_model, tangent_model, TangentOptions};
 use crate::{Error, Result};
 
@@ -42,11 +51,15 @@ pub(super) struct LazyTangent {
     environment: &'static ort::environment::Environment,
     info: &'static RuntimeInfo,
     built: OnceLock<std::result::Result<Tangent, Box<Unavailable>>>,
+    stacked: OnceLock<std::result::Result<Tangent, Box<Unavailable>>>,
 }
 
 /// A tangent model's session, ready to run.
 pub(super) struct Tangent {
     input: String,
+    /// The output holding the products (the stacked model also returns the
+    /// velocity under its own name).
+    output: String,
     session: Mutex<Session>,
 }
 
@@ -88,6 +101,7 @@ impl Jvp {
             environment,
             info,
             built: OnceLock::new(),
+            stacked: OnceLock::new(),
         }))
     }
 
@@ -97,9 +111,38 @@ impl Jvp {
             Jvp::Disabled => Err(None),
             Jvp::Lazy(lazy) => lazy
                 .built
-                .get_or_init(|| lazy.derive(file))
+                .get_or_init(|| lazy.derive(file, false))
                 .as_ref()
                 .map_err(|u| Some(u.as_ref())),
+        }
+    }
+
+    /// The stacked tangent session (see the module documentation), deriving
+    /// it on the first call; `None` when the model has none.
+    fn stacked(&self, file: &str) -> Option<&Tangent> {
+        match self {
+            Jvp::Disabled => None,
+            Jvp::Lazy(lazy) => lazy
+                .stacked
+                .get_or_init(|| lazy.derive(file, true))
+                .as_ref()
+                .ok(),
+        }
+    }
+
+    /// Whether the stacked tangent model is available (deriving it if needed).
+    pub(super) fn stacked_available(&self, file: &str) -> bool {
+        self.stacked(file).is_some()
+    }
+
+    /// Why the stacked tangent model is unavailable (`None` when it is).
+    pub(super) fn stacked_unavailable_reason(&self, file: &str) -> Option<String> {
+        match self {
+            Jvp::Disabled => Some("Jacobian-vector products were switched off".to_string()),
+            Jvp::Lazy(lazy) => match lazy.stacked.get_or_init(|| lazy.derive(file, true)) {
+                Ok(_) => None,
+                Err(u) => Some(u.message.clone()),
+            },
         }
     }
 
@@ -120,8 +163,9 @@ impl Jvp {
 }
 
 impl LazyTangent {
-    /// Reads the model, derives its tangent model and opens a session on it.
-    fn derive(&self, file: &str) -> std::result::Result<Tangent, Box<Unavailable>> {
+    /// Reads the model, derives its tangent model (stacked or per direction)
+    /// and opens a session on it.
+    fn derive(&self, file: &str, stacked: bool) -> std::result::Result<Tangent, Box<Unavailable>> {
         let (model, folder) = match &self.source {
             ModelSource::File(path) => {
                 let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -135,12 +179,18 @@ impl LazyTangent {
             ModelSource::Derived { bytes, folder } => (decode_model(bytes)?, Some(folder.clone())),
         };
         let input = format!("{}_dot", self.state_input);
+        let output = if stacked {
+            format!("{}__fmrt_stacked_dot", self.output)
+        } else {
+            self.output.clone()
+        };
         let options = TangentOptions {
             state_input: Some(self.state_input.clone()),
             output: Some(self.output.clone()),
             tangent_input: Some(input.clone()),
-            tangent_output: Some(self.output.clone()),
-            drop_outputs: true,
+            tangent_output: Some(output.clone()),
+            drop_outputs: !stacked,
+            stacked,
         };
         let tangent = tangent_model(&model, &options)?;
         drop(model);
@@ -152,6 +202,7 @@ impl LazyTangent {
         };
         let session = self
             .builder
+            .for_tangent()
             .make_session(self.environment, &source, file, self.provider, self.info)
             .map_err(|(e, _)| {
                 let reason = match *e {
@@ -165,6 +216,7 @@ impl LazyTangent {
             })?;
         Ok(Tangent {
             input,
+            output,
             session: Mutex::new(session),
         })
     }
@@ -235,4 +287,93 @@ pub(super) fn jvp_with(
     };
     let mut session = tangent.session();
     field.run_call(&mut session, x, &times, &args, out)
+}
+
+/// u(x, t, extras) into `velocity` and J·vₚ for the P directions `v`
+/// (`[P, B, ...]`) into `products` (`[P, B, ...]`), for [`OnnxField`]'s
+/// `velocity_and_jvps`: one call of the stacked tangent model per chunk of
+/// samples. A scalar-time model given different times per sample, which the
+/// stacked model cannot group, runs per direction instead.
+pub(super) fn velocity_and_jvps(
+    field: &OnnxField,
+    x: ArrayViewD<'_, f32>,
+    t: &[f64],
+    extras: &Extras,
+    v: ArrayViewD<'_, f32>,
+    mut velocity: ArrayViewMutD<'_, f32>,
+    mut products: ArrayViewMutD<'_, f32>,
+) -> Result<()> {
+    let batch = field.check_call(x.shape(), &[("velocity", velocity.shape())], t)?;
+    let directions = v.shape().first().copied().unwrap_or(0);
+    let mut stacked_shape = vec![directions];
+    stacked_shape.extend_from_slice(x.shape());
+    for (name, shape) in [("v", v.shape()), ("products", products.shape())] {
+        if shape != stacked_shape.as_slice() {
+            return Err(Error::Shape {
+                tensor: name.to_string(),
+                expected: format!("{stacked_shape:?} (P directions of the shape of x)"),
+                actual: shape.to_vec(),
+            });
+        }
+    }
+    let Some(tangent) = field.jvp.stacked(&field.file) else {
+        return Err(Error::unsupported(format!(
+            "{}: no stacked Jacobian-vector products: {}",
+            field.file,
+            field
+                .jvp
+                .stacked_unavailable_reason(&field.file)
+                .unwrap_or_default()
+        )));
+    };
+    let args = field.extra_args(extras, batch)?;
+    if batch == 0 || directions == 0 {
+        if batch > 0 {
+            return field.velocity_with(x, t, extras, velocity);
+        }
+        return Ok(());
+    }
+    let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
+    let times = if t32.iter().all(|s| s.to_bits() == t32[0].to_bits()) {
+        Times::One(t32[0])
+    } else if field.mapping.time_layout == TimeLayout::Scalar {
+        field.velocity_with(x.view(), t, extras, velocity)?;
+        for p in 0..directions {
+            let vp = v.index_axis(Axis(0), p);
+            let op = products.index_axis_mut(Axis(0), p);
+            jvp_with(field, x.view(), t, extras, vp, op)?;
+        }
+        return Ok(());
+    } else {
+        Times::PerSample(&t32)
+    };
+    let x = x.as_standard_layout();
+    let mut session = tangent.session();
+    for rows in row_chunks(batch, field.max_batch) {
+        let slice = Slice::from(rows.clone());
+        let vc = v.slice_axis(Axis(1), slice);
+        let mut chunk = chunk_extras(&args, rows.clone());
+        chunk.push(ExtraArg {
+            name: &tangent.input,
+            batched: false,
+            data: ExtraData::Float32(vc.as_standard_layout()),
+        });
+        field.run_once(
+            &mut session,
+            x.slice_axis(Axis(0), slice),
+            &times.rows(rows),
+            &chunk,
+            &mut [
+                (
+                    field.mapping.output.as_str(),
+                    velocity.slice_axis_mut(Axis(0), slice),
+                ),
+                (
+                    tangent.output.as_str(),
+                    products.slice_axis_mut(Axis(1), slice),
+                ),
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -12,6 +12,9 @@ pub(super) struct Builder {
     counter: usize,
     pub(super) opset: i64,
     consts: HashMap<(i32, u64), String>,
+    /// In the stacked form, the `[P]` int64 tensor holding the number of
+    /// tangents (the size of the leading tangent axis).
+    lead: Option<String>,
 }
 
 impl Builder {
@@ -24,7 +27,50 @@ impl Builder {
             counter: 0,
             opset,
             consts: HashMap::new(),
+            lead: None,
         }
+    }
+
+    /// Switches to the stacked form, whose tangent input `x_dot` carries a
+    /// leading tangent axis: records that axis's size.
+    pub(super) fn stack_on(&mut self, x_dot: &str) {
+        let shape = self.op1("Shape", x_dot);
+        let first = self.ints(&[0]);
+        self.lead = Some(self.op2("Gather", &shape, &first));
+    }
+
+    /// The `[P]` size of the tangent axis (stacked form only).
+    pub(super) fn lead(&self) -> std::result::Result<String, String> {
+        self.lead
+            .clone()
+            .ok_or_else(|| "internal: not building a stacked tangent".to_string())
+    }
+
+    /// Whether tangents carry a leading tangent axis.
+    pub(super) fn is_stacked(&self) -> bool {
+        self.lead.is_some()
+    }
+
+    /// Zeros shaped like the stacked tangent of `a`: `[P, ...shape of a]`.
+    pub(super) fn stacked_zeros_like(
+        &mut self,
+        a: &str,
+        dtype: i32,
+    ) -> std::result::Result<String, String> {
+        let lead = self.lead()?;
+        let shape = self.op1("Shape", a);
+        let full = self.emit(
+            "Concat",
+            &[&lead, &shape],
+            vec![AttributeProto::int("axis", 0)],
+        );
+        let mut value = TensorProto::scalar("", dtype, 0.0);
+        value.dims = vec![1];
+        Ok(self.emit(
+            "ConstantOfShape",
+            &[&full],
+            vec![AttributeProto::tensor("value", value)],
+        ))
     }
 
     pub(super) fn fresh(&mut self, base: &str) -> String {

@@ -20,13 +20,18 @@
 //! `reductions`, `normalisation`, `shape`).
 
 mod builder;
+mod rank;
 mod rules;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::proto::{data_type, GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use super::proto::{
+    data_type, type_proto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
+    ValueInfoProto,
+};
 use crate::{Error, Result};
 use builder::Builder;
+use rank::Ranks;
 use rules::{rule, Out};
 
 /// What to transform and how to name the new input and output.
@@ -44,6 +49,14 @@ pub struct TangentOptions {
     pub tangent_output: Option<String>,
     /// Remove the original outputs, keeping only the tangent output.
     pub drop_outputs: bool,
+    /// The stacked form: the tangent input carries a leading tangent axis,
+    /// `[P, ...shape of x]`, so P directions share one evaluation of the
+    /// primal, and the tangent output is `[P, ...shape of the output]`. It
+    /// covers the operators of MLPs and attention-free fields (elementwise
+    /// functions, MatMul, Gemm, Concat, axis and reshape operators,
+    /// Softmax); any other operator on the state's path makes the transform
+    /// fail, naming it, and the per-direction form remains available.
+    pub stacked: bool,
 }
 
 /// An operator on the state's path that has no tangent rule.
@@ -301,6 +314,11 @@ fn transform(
     used.insert(tangent_output.clone());
 
     let mut b = Builder::new(graph.node.len() * 4, used, opset);
+    let mut ranks = options.stacked.then(|| Ranks::of_graph(&graph));
+    if options.stacked {
+        b.stack_on(&tangent_input);
+    }
+    let silu = silu_patterns(&graph);
     let mut tan: HashMap<String, Tan> = HashMap::new();
     let mut dtypes: HashMap<String, i32> = HashMap::new();
     tan.insert(state_name.clone(), Tan::Value(tangent_input.clone()));
@@ -309,6 +327,9 @@ fn transform(
 
     for node in &graph.node {
         b.nodes.push(node.clone());
+        if let Some(ranks) = &mut ranks {
+            ranks.record(node);
+        }
         let mut opaque: BTreeSet<usize> = BTreeSet::new();
         let mut varying = false;
         for i in &node.input {
@@ -344,6 +365,21 @@ fn transform(
             mark_opaque(&mut tan, &opaque);
             continue;
         }
+        if let Some(pattern) = silu.get(node.output.first().map_or("", String::as_str)) {
+            match (op, tan.get(&pattern.input)) {
+                // The Sigmoid of a SiLU: its tangent is folded into the Mul's.
+                ("Sigmoid", _) => continue,
+                ("Mul", Some(Tan::Value(ad))) => {
+                    let ad = ad.clone();
+                    let dt = dtypes.get(&ad).copied().unwrap_or(state_dtype);
+                    let name = rules::silu(&mut b, &ad, &pattern.input, &pattern.sigmoid, dt);
+                    dtypes.insert(name.clone(), dt);
+                    tan.insert(node.output[0].clone(), Tan::Value(name));
+                    continue;
+                }
+                _ => {}
+            }
+        }
         let mark = b.nodes.len();
         let result = if !default_domain {
             Err(format!(
@@ -362,7 +398,7 @@ fn transform(
                 .find_map(|i| tangent_of(i))
                 .and_then(|t| dtypes.get(&t).copied())
                 .unwrap_or(state_dtype);
-            rule(&mut b, node, &tangent_of, dt).map(|outs| (outs, dt))
+            rule(&mut b, node, &tangent_of, dt, ranks.as_ref()).map(|outs| (outs, dt))
         };
         match result {
             Ok((outs, dt)) => {
@@ -418,7 +454,11 @@ fn transform(
         }
         None => {
             let dt = output.elem_type().unwrap_or(state_dtype);
-            b.zeros_like(&output_name, dt)
+            if b.is_stacked() {
+                b.stacked_zeros_like(&output_name, dt).map_err(fail)?
+            } else {
+                b.zeros_like(&output_name, dt)
+            }
         }
     };
     let final_name = b.fresh("fmrt_tangent_output");
@@ -436,6 +476,10 @@ fn transform(
     let mut v_dot = output.clone();
     v_dot.name = Some(tangent_output);
     v_dot.doc_string = Some("Jacobian-vector product of the output".to_string());
+    if options.stacked {
+        with_tangent_axis(&mut x_dot);
+        with_tangent_axis(&mut v_dot);
+    }
     graph.node = b.nodes;
     // The tangent input goes right after the state input.
     let at = graph
@@ -451,4 +495,94 @@ fn transform(
     let mut out = model.clone();
     out.graph = Some(graph);
     Ok((Some(out), problems))
+}
+
+/// A SiLU as exported, y = a·σ(a): a Sigmoid node whose only consumer is
+/// `Mul(a, σ(a))` (either order).
+struct Silu {
+    /// a.
+    input: String,
+    /// σ(a).
+    sigmoid: String,
+}
+
+/// The SiLU patterns of `graph`, keyed by both the Sigmoid's and the Mul's
+/// output: their tangent is emitted as one fused expression,
+/// ẏ = ȧ·σ(a)·(1 + a·(1 − σ(a))), with the derivative computed on the
+/// primal alone (once for all directions in the stacked form).
+fn silu_patterns(graph: &GraphProto) -> HashMap<String, Silu> {
+    // How often each value is read; a read by a nested graph counts twice,
+    // so such a value is never fused.
+    let mut consumers: HashMap<String, usize> = HashMap::new();
+    for node in &graph.node {
+        for i in &node.input {
+            *consumers.entry(i.clone()).or_default() += 1;
+        }
+        let mut reads = HashSet::new();
+        for a in &node.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                subgraph_reads(g, &mut reads);
+            }
+        }
+        for r in reads {
+            *consumers.entry(r).or_default() += 2;
+        }
+    }
+    let outputs: HashSet<&str> = graph
+        .output
+        .iter()
+        .filter_map(|o| o.name.as_deref())
+        .collect();
+    let sigmoid_of: HashMap<&str, &str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op() == "Sigmoid" && is_default_domain(n) && n.input.len() == 1)
+        .filter_map(|n| Some((n.output.first()?.as_str(), n.input[0].as_str())))
+        .collect();
+    let mut found = HashMap::new();
+    for node in &graph.node {
+        if node.op() != "Mul" || !is_default_domain(node) || node.input.len() != 2 {
+            continue;
+        }
+        let (p, q) = (node.input[0].as_str(), node.input[1].as_str());
+        let (a, s) = match (sigmoid_of.get(q), sigmoid_of.get(p)) {
+            (Some(&arg), _) if arg == p => (p, q),
+            (_, Some(&arg)) if arg == q => (q, p),
+            _ => continue,
+        };
+        if consumers.get(s) != Some(&1) || outputs.contains(s) {
+            continue;
+        }
+        let pattern = || Silu {
+            input: a.to_string(),
+            sigmoid: s.to_string(),
+        };
+        found.insert(s.to_string(), pattern());
+        if let Some(y) = node.output.first() {
+            found.insert(y.clone(), pattern());
+        }
+    }
+    found
+}
+
+fn is_default_domain(node: &NodeProto) -> bool {
+    matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx"))
+}
+
+/// Prepends the tangent axis `P` to a declared tensor shape (stacked form).
+fn with_tangent_axis(value: &mut ValueInfoProto) {
+    let Some(type_proto::Value::TensorType(t)) =
+        value.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        return;
+    };
+    if let Some(shape) = &mut t.shape {
+        shape.dim.insert(
+            0,
+            Dimension {
+                value: Some(DimensionValue::DimParam("P".to_string())),
+                denotation: None,
+            },
+        );
+    }
 }

@@ -225,6 +225,24 @@ pub(super) fn activation(b: &mut Builder, cx: &Ctx) -> RuleResult {
     one(b.op2("Mul", &ad, &d))
 }
 
+/// The tangent of a SiLU y = a·σ(a) (exported as Sigmoid and Mul), given
+/// a's tangent `ad` and σ(a) `s`: ȧ·σ(a)·(1 + a·(1 − σ(a))), the derivative
+/// computed on the primal alone, so the tangent costs one product.
+pub(in crate::graph::tangent) fn silu(
+    b: &mut Builder,
+    ad: &str,
+    a: &str,
+    s: &str,
+    dt: i32,
+) -> String {
+    let one_c = b.scalar(dt, 1.0);
+    let c = b.op2("Sub", &one_c, s);
+    let ac = b.op2("Mul", a, &c);
+    let p = b.op2("Add", &ac, &one_c);
+    let d = b.op2("Mul", s, &p);
+    b.op2("Mul", ad, &d)
+}
+
 /// Clip: the tangent where the input is not clipped, else 0.
 pub(super) fn clip(b: &mut Builder, cx: &Ctx) -> RuleResult {
     let y = cx.y;

@@ -7,8 +7,10 @@ mod linear;
 mod normalisation;
 mod reductions;
 mod shape;
+mod stacked;
 
 use super::builder::Builder;
+use super::rank::Ranks;
 use crate::graph::proto::NodeProto;
 
 /// The tangents of a node's outputs as a rule computes them.
@@ -23,6 +25,7 @@ pub(super) enum Out {
 type RuleResult = std::result::Result<Vec<Out>, String>;
 
 /// The node a rule differentiates, with its inputs' tangents.
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     node: &'a NodeProto,
     /// The operator type.
@@ -63,17 +66,21 @@ impl<'a> Ctx<'a> {
     }
 }
 
+pub(super) use elementwise::silu;
+
 /// A single output's tangent `s`.
 fn one(s: String) -> RuleResult {
     Ok(vec![Out::Tangent(s)])
 }
 
-/// The tangent rule of one node; `Err` holds why there is none.
+/// The tangent rule of one node; `Err` holds why there is none. `ranks` is
+/// given for the stacked form (a leading tangent axis, see `stacked`).
 pub(super) fn rule(
     b: &mut Builder,
     node: &NodeProto,
     tangent_of: &dyn Fn(&str) -> Option<String>,
     dt: i32,
+    ranks: Option<&Ranks>,
 ) -> RuleResult {
     let cx = Ctx {
         node,
@@ -84,42 +91,48 @@ pub(super) fn rule(
         dt,
         tangent_of,
     };
+    match ranks {
+        Some(ranks) => stacked::rule(b, &cx, ranks),
+        None => ordinary(b, &cx),
+    }
+}
+
+/// The rule of one node with tangents shaped like their primals.
+fn ordinary(b: &mut Builder, cx: &Ctx) -> RuleResult {
     if linear::LINEAR_FIRST.contains(&cx.op) {
-        return linear::first_input(b, &cx);
+        return linear::first_input(b, cx);
     }
     match cx.op {
-        "Dropout" => shape::dropout(b, &cx),
-        "Pad" => shape::pad(b, &cx),
-        "Cast" => shape::cast(b, &cx),
-        "CastLike" => shape::cast_like(b, &cx),
-        "Concat" => shape::concat(b, &cx),
-        "Add" | "Sub" => linear::add_sub(b, &cx),
-        "Sum" => linear::sum(b, &cx),
-        "Mean" => linear::mean(b, &cx),
-        "MatMul" => linear::matmul(b, &cx),
-        "Gemm" => linear::gemm(b, &cx),
-        "Conv" | "ConvTranspose" => linear::conv(b, &cx),
-        "Einsum" => linear::einsum(b, &cx),
-        "Mul" => elementwise::mul(b, &cx),
-        "Div" => elementwise::div(b, &cx),
-        "Pow" => elementwise::pow(b, &cx),
-        "Relu" | "LeakyRelu" | "PRelu" | "Elu" => elementwise::rectifier(b, &cx),
+        "Dropout" => shape::dropout(b, cx),
+        "Pad" => shape::pad(b, cx),
+        "Cast" => shape::cast(b, cx),
+        "CastLike" => shape::cast_like(b, cx),
+        "Concat" => shape::concat(b, cx),
+        "Add" | "Sub" => linear::add_sub(b, cx),
+        "Sum" => linear::sum(b, cx),
+        "Mean" => linear::mean(b, cx),
+        "MatMul" => linear::matmul(b, cx),
+        "Gemm" => linear::gemm(b, cx),
+        "Conv" | "ConvTranspose" => linear::conv(b, cx),
+        "Einsum" => linear::einsum(b, cx),
+        "Mul" => elementwise::mul(b, cx),
+        "Div" => elementwise::div(b, cx),
+        "Pow" => elementwise::pow(b, cx),
+        "Relu" | "LeakyRelu" | "PRelu" | "Elu" => elementwise::rectifier(b, cx),
         "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Reciprocal" | "Erf" | "Softplus" | "Sin"
         | "Cos" | "Abs" | "Gelu" | "Tan" | "Atan" | "Sinh" | "Cosh" | "Softsign" | "Mish"
-        | "HardSigmoid" | "HardSwish" | "Selu" | "Celu" => elementwise::activation(b, &cx),
-        "Clip" => elementwise::clip(b, &cx),
-        "Max" | "Min" => elementwise::max_min(b, &cx),
-        "Where" => elementwise::select(b, &cx),
+        | "HardSigmoid" | "HardSwish" | "Selu" | "Celu" => elementwise::activation(b, cx),
+        "Clip" => elementwise::clip(b, cx),
+        "Max" | "Min" => elementwise::max_min(b, cx),
+        "Where" => elementwise::select(b, cx),
         "ReduceMax" | "ReduceMin" | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => {
-            reductions::reduce(b, &cx)
+            reductions::reduce(b, cx)
         }
-        "MaxPool" => reductions::max_pool(b, &cx),
-        "Softmax" | "LogSoftmax" => reductions::softmax(b, &cx),
-        "LayerNormalization" => normalisation::layer_norm(b, &cx),
-        "InstanceNormalization" | "GroupNormalization" => {
-            normalisation::instance_group_norm(b, &cx)
-        }
-        "BatchNormalization" => normalisation::batch_norm(b, &cx),
+        "MaxPool" => reductions::max_pool(b, cx),
+        "Softmax" | "LogSoftmax" => reductions::softmax(b, cx),
+        "LayerNormalization" => normalisation::layer_norm(b, cx),
+        "InstanceNormalization" | "GroupNormalization" => normalisation::instance_group_norm(b, cx),
+        "BatchNormalization" => normalisation::batch_norm(b, cx),
         _ => Err("no tangent rule for this operator".into()),
     }
 }

@@ -1,0 +1,191 @@
+//! Static ranks of a graph's values, as far as they follow from the declared
+//! inputs, the initializers and the constants.
+//!
+//! The stacked tangent form (a leading tangent axis, see
+//! [`TangentOptions::stacked`](super::TangentOptions::stacked)) needs them:
+//! ONNX broadcasting aligns shapes from the right, so before a tangent of a
+//! lower-rank value meets a higher-rank one, its leading tangent axis must be
+//! moved out of the way. Where a rank does not follow from these rules it is
+//! unknown, and a stacked rule that needs it refuses the node (the caller
+//! then falls back to the per-direction form).
+
+use std::collections::HashMap;
+
+use crate::graph::proto::{type_proto, GraphProto, NodeProto, TensorProto};
+
+/// The ranks (and, for constant 1-D tensors, lengths) known so far.
+#[derive(Default)]
+pub(super) struct Ranks {
+    rank: HashMap<String, usize>,
+    /// The lengths of 1-D tensors whose length is known: constants
+    /// (initializers, `Constant` outputs) and `Shape` outputs.
+    lengths: HashMap<String, usize>,
+}
+
+impl Ranks {
+    /// The ranks of the graph's inputs and initializers.
+    pub(super) fn of_graph(graph: &GraphProto) -> Ranks {
+        let mut r = Ranks::default();
+        for t in &graph.initializer {
+            if let Some(name) = &t.name {
+                r.constant(name, t);
+            }
+        }
+        for input in &graph.input {
+            let Some(name) = &input.name else { continue };
+            if let Some(type_proto::Value::TensorType(t)) =
+                input.r#type.as_ref().and_then(|t| t.value.as_ref())
+            {
+                if let Some(shape) = &t.shape {
+                    r.rank.entry(name.clone()).or_insert(shape.dim.len());
+                }
+            }
+        }
+        r
+    }
+
+    fn constant(&mut self, name: &str, t: &TensorProto) {
+        self.rank.insert(name.to_string(), t.dims.len());
+        if let [n] = t.dims.as_slice() {
+            if let Ok(n) = usize::try_from(*n) {
+                self.lengths.insert(name.to_string(), n);
+            }
+        }
+    }
+
+    /// The rank of `name`, if known.
+    pub(super) fn get(&self, name: &str) -> Option<usize> {
+        self.rank.get(name).copied()
+    }
+
+    /// The number of entries of a 1-D tensor `name` (axes lists, shapes).
+    fn length(&self, name: &str) -> Option<usize> {
+        self.lengths.get(name).copied()
+    }
+
+    /// How many axes a node lists, from its `axes` attribute or its input `k`.
+    fn axes_count(&self, node: &NodeProto, k: usize) -> Option<usize> {
+        match node.attr_ints("axes") {
+            Some(list) => Some(list.len()),
+            None => self.length(node.input.get(k)?),
+        }
+    }
+
+    /// Records the ranks of `node`'s outputs that follow from its inputs.
+    pub(super) fn record(&mut self, node: &NodeProto) {
+        let input = |k: usize| node.input.get(k).filter(|s| !s.is_empty());
+        let rank_of = |k: usize| input(k).and_then(|n| self.get(n));
+        let max_rank = || {
+            let known: Option<Vec<usize>> = node
+                .input
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|n| self.get(n))
+                .collect();
+            known.and_then(|v| v.into_iter().max())
+        };
+        let out: Option<usize> = match node.op() {
+            "Constant" => {
+                if let Some(t) = node.attr("value").and_then(|a| a.t.as_ref()) {
+                    if let Some(name) = node.output.first() {
+                        let t = t.clone();
+                        self.constant(name, &t);
+                    }
+                    return;
+                }
+                None
+            }
+            "Identity"
+            | "Neg"
+            | "Relu"
+            | "LeakyRelu"
+            | "Elu"
+            | "Sigmoid"
+            | "Tanh"
+            | "Exp"
+            | "Log"
+            | "Sqrt"
+            | "Reciprocal"
+            | "Erf"
+            | "Softplus"
+            | "Sin"
+            | "Cos"
+            | "Abs"
+            | "Gelu"
+            | "Tan"
+            | "Atan"
+            | "Sinh"
+            | "Cosh"
+            | "Softsign"
+            | "Mish"
+            | "HardSigmoid"
+            | "HardSwish"
+            | "Selu"
+            | "Celu"
+            | "Cast"
+            | "CastLike"
+            | "Dropout"
+            | "Softmax"
+            | "LogSoftmax"
+            | "Transpose"
+            | "Clip"
+            | "Conv"
+            | "ConvTranspose"
+            | "LayerNormalization"
+            | "InstanceNormalization"
+            | "GroupNormalization"
+            | "BatchNormalization"
+            | "Floor"
+            | "Ceil"
+            | "Round"
+            | "Sign" => rank_of(0),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "PRelu" | "Where" | "Max" | "Min" | "Sum"
+            | "Mean" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
+                max_rank()
+            }
+            "Gemm" | "Flatten" => Some(2),
+            "MatMul" => match (rank_of(0), rank_of(1)) {
+                (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                _ => None,
+            },
+            "Shape" => {
+                // Without start/end, a shape's length is its input's rank.
+                let whole = node.attr("start").is_none() && node.attr("end").is_none();
+                if let (Some(r), Some(name), true) = (rank_of(0), node.output.first(), whole) {
+                    self.lengths.insert(name.clone(), r);
+                }
+                Some(1)
+            }
+            "Concat" => {
+                let known: Option<Vec<usize>> = node
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|n| self.get(n))
+                    .collect();
+                known.and_then(|v| v.first().copied())
+            }
+            "Unsqueeze" => rank_of(0).zip(self.axes_count(node, 1)).map(|(r, n)| r + n),
+            "Squeeze" => rank_of(0)
+                .zip(self.axes_count(node, 1))
+                .and_then(|(r, n)| r.checked_sub(n)),
+            "Reshape" => input(1).and_then(|n| self.length(n)),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceL2"
+            | "ReduceSumSquare" | "ReduceLogSumExp" => {
+                if node.attr_i("keepdims", 1) == 1 {
+                    rank_of(0)
+                } else {
+                    rank_of(0)
+                        .zip(self.axes_count(node, 1))
+                        .and_then(|(r, n)| r.checked_sub(n))
+                }
+            }
+            _ => None,
+        };
+        if let (Some(r), Some(name)) = (out, node.output.first()) {
+            if !name.is_empty() {
+                self.rank.insert(name.clone(), r);
+            }
+        }
+    }
+}
