@@ -6,8 +6,9 @@
 #   SECONDS  per target (default 60)
 #   TARGET   fm_source, onnx_tangent, npy_csv, c_abi (default: all four)
 #
-# Needs `cargo install cargo-fuzz` and a nightly toolchain (FUZZ_TOOLCHAIN,
-# default `nightly`). Each target starts from its committed seeds in
+# Installs cargo-fuzz when it is missing; uses the nightly toolchain when
+# there is one (FUZZ_TOOLCHAIN picks another), else the default toolchain with
+# RUSTC_BOOTSTRAP=1. Each target starts from its committed seeds in
 # fuzz/corpus/<target>/ and grows a working corpus in
 # fuzz/target/corpus/<target>/ (not committed); crashes land in
 # fuzz/artifacts/<target>/ and fail the run. The last libFuzzer stats line
@@ -22,7 +23,21 @@ if [[ $# -gt 0 ]]; then
 else
   targets=(fm_source onnx_tangent npy_csv c_abi)
 fi
-toolchain="+${FUZZ_TOOLCHAIN:-nightly}"
+# cargo-fuzz needs nightly's -Z flags: the nightly toolchain when there is
+# one, else the default toolchain with RUSTC_BOOTSTRAP=1 (same flags, no
+# second toolchain to install).
+if [[ -n "${FUZZ_TOOLCHAIN:-}" ]]; then
+  toolchain="+$FUZZ_TOOLCHAIN"
+elif rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  toolchain="+nightly"
+else
+  toolchain="+$(rustup show active-toolchain | cut -d' ' -f1)"
+  export RUSTC_BOOTSTRAP=1
+fi
+if ! cargo fuzz --version > /dev/null 2>&1; then
+  echo "fuzz: installing cargo-fuzz from crates.io" >&2
+  cargo install cargo-fuzz --locked
+fi
 mkdir -p target/logs
 cargo "$toolchain" fuzz build --debug-assertions
 failed=()
