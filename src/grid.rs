@@ -60,40 +60,9 @@ pub struct TimeGrid {
     warnings: Vec<Diagnostic>,
 }
 
-/// The outcome of checking a grid: every diagnostic, and the grid when there
-/// was no error.
-#[derive(Debug)]
-pub struct GridReport {
-    /// The file name used in the diagnostics (`<builtin>.fm` for built-ins).
-    pub file: String,
-    /// The source text that was checked (empty when it could not be read).
-    pub source: String,
-    /// Every error and warning, in the order found.
-    pub diagnostics: Vec<Diagnostic>,
-    /// The loaded grid, `None` when there was an error.
-    pub grid: Option<TimeGrid>,
-}
-
-impl GridReport {
-    /// Whether any diagnostic is an error (the grid did not load).
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-    }
-
-    /// Every diagnostic rendered with file, line, column, source line and
-    /// carets; empty when there are none.
-    pub fn rendered(&self) -> String {
-        dsl::render_all(&self.diagnostics, &self.file, &self.source)
-    }
-
-    fn into_result(self) -> Result<TimeGrid> {
-        let rendered = self.rendered();
-        self.grid.ok_or(Error::Scheduler {
-            name: self.file,
-            report: rendered,
-        })
-    }
-}
+/// The outcome of checking a grid: every diagnostic, and the grid (in
+/// `loaded`) when there was no error.
+pub type GridReport = dsl::CheckReport<TimeGrid>;
 
 /// Checks grid source text; `file` names it in diagnostics.
 pub fn check_grid_source(source: &str, file: &str, overrides: &[(String, f64)]) -> GridReport {
@@ -115,7 +84,7 @@ pub fn check_grid_source(source: &str, file: &str, overrides: &[(String, f64)]) 
         file: file.to_string(),
         source: source.to_string(),
         diagnostics: analysis.diagnostics,
-        grid,
+        loaded: grid,
     }
 }
 
@@ -126,11 +95,8 @@ pub fn check_grid(spec: &str, overrides: &[(String, f64)]) -> GridReport {
             return check_grid_source(src, &format!("{spec}.fm"), overrides);
         }
     }
-    let unread = |message: String, hint: Option<String>| GridReport {
-        file: spec.to_string(),
-        source: String::new(),
-        diagnostics: vec![Diagnostic::error(message).maybe_hint(hint)],
-        grid: None,
+    let unread = |message: String, hint: Option<String>| {
+        GridReport::unread(spec, Diagnostic::error(message).maybe_hint(hint))
     };
     if !looks_like_path(spec) && !std::path::Path::new(spec).exists() {
         let hint = dsl::diag::did_you_mean(spec, BUILTIN_GRIDS).unwrap_or_else(|| {

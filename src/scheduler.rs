@@ -19,7 +19,7 @@
 //!
 //! // What `fmrt check` needs: all diagnostics, and the scheduler if it loaded.
 //! let report = check("vp", &[]);
-//! assert!(!report.has_errors() && report.scheduler.is_some());
+//! assert!(!report.has_errors() && report.loaded.is_some());
 //! assert!(report.rendered().contains("σ' is infinite at t = 1"));
 //! # Ok::<(), fmrt::Error>(())
 //! ```
@@ -98,32 +98,9 @@ pub struct Scheduler {
     warnings: Vec<Diagnostic>,
 }
 
-/// The outcome of checking a scheduler: every diagnostic, and the scheduler when
-/// there was no error.
-#[derive(Debug)]
-pub struct CheckReport {
-    /// The file name used in the diagnostics (`<builtin>.fm` for built-ins).
-    pub file: String,
-    /// The source text that was checked (empty when it could not be read).
-    pub source: String,
-    /// Every error and warning, in the order found.
-    pub diagnostics: Vec<Diagnostic>,
-    /// The loaded scheduler, `None` when there was an error.
-    pub scheduler: Option<Scheduler>,
-}
-
-impl CheckReport {
-    /// Whether any diagnostic is an error (the scheduler did not load).
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-    }
-
-    /// Every diagnostic rendered with file, line, column, source line and carets,
-    /// separated by blank lines; empty when there are none.
-    pub fn rendered(&self) -> String {
-        dsl::render_all(&self.diagnostics, &self.file, &self.source)
-    }
-}
+/// The outcome of checking a scheduler: every diagnostic, and the scheduler
+/// (in `loaded`) when there was no error.
+pub type CheckReport = dsl::CheckReport<Scheduler>;
 
 /// Checks `.fm` source text; `file` names it in diagnostics.
 pub fn check_source(source: &str, file: &str, overrides: &[(String, f64)]) -> CheckReport {
@@ -153,7 +130,7 @@ pub fn check_source(source: &str, file: &str, overrides: &[(String, f64)]) -> Ch
         file: file.to_string(),
         source: source.to_string(),
         diagnostics: analysis.diagnostics,
-        scheduler,
+        loaded: scheduler,
     }
 }
 
@@ -172,22 +149,15 @@ pub fn check(spec: &str, overrides: &[(String, f64)]) -> CheckReport {
                 BUILTIN_NAMES.join(", ")
             )
         });
-        return CheckReport {
-            file: spec.to_string(),
-            source: String::new(),
-            diagnostics: vec![Diagnostic::error(format!(
+        return CheckReport::unread(
+            spec,
+            Diagnostic::error(format!(
                 "`{spec}` is neither a built-in scheduler nor an existing file"
             ))
-            .hint(hint)],
-            scheduler: None,
-        };
+            .hint(hint),
+        );
     }
-    let unread = |d: Diagnostic| CheckReport {
-        file: spec.to_string(),
-        source: String::new(),
-        diagnostics: vec![d],
-        scheduler: None,
-    };
+    let unread = |d: Diagnostic| CheckReport::unread(spec, d);
     match read_limited(spec) {
         Ok(Ok(src)) => check_source(&src, spec, overrides),
         Ok(Err(too_large)) => unread(too_large),
@@ -242,19 +212,11 @@ pub(crate) fn looks_like_path(spec: &str) -> bool {
     spec.ends_with(".fm") || spec.contains('/') || spec.contains(std::path::MAIN_SEPARATOR)
 }
 
-fn into_result(report: CheckReport) -> Result<Scheduler> {
-    let rendered = report.rendered();
-    report.scheduler.ok_or(Error::Scheduler {
-        name: report.file.clone(),
-        report: rendered,
-    })
-}
-
 impl Scheduler {
     /// Loads a scheduler from `.fm` source text; `file` names it in diagnostics.
     /// Errors become [`Error::Scheduler`] holding every rendered diagnostic.
     pub fn from_source(source: &str, file: &str, overrides: &[(String, f64)]) -> Result<Scheduler> {
-        into_result(check_source(source, file, overrides))
+        check_source(source, file, overrides).into_result()
     }
 
     /// Loads the built-in scheduler `name` (see [`builtin_names`]).
@@ -278,7 +240,7 @@ impl Scheduler {
     /// path separator, in which case it is a file path; a name that is not a
     /// built-in is tried as a path. Read failures are reported naming the file.
     pub fn open(spec: &str, overrides: &[(String, f64)]) -> Result<Scheduler> {
-        into_result(check(spec, overrides))
+        check(spec, overrides).into_result()
     }
 
     /// The file name used in diagnostics.

@@ -495,10 +495,10 @@ fn scheduler_is_send_sync_and_checks_return_everything() {
     assert_send_sync::<Scheduler>();
     assert_send_sync::<Tape>();
     let r = scheduler::check("poly", &[("n".into(), 0.5)]);
-    assert!(!r.has_errors() && r.scheduler.is_some());
+    assert!(!r.has_errors() && r.loaded.is_some());
     assert_eq!(r.diagnostics.len(), 2, "{}", r.rendered());
     let r = scheduler::check_source("alpha = t\n", "x.fm", &[]);
-    assert!(r.has_errors() && r.scheduler.is_none());
+    assert!(r.has_errors() && r.loaded.is_none());
 }
 
 // ---------------------------------------------------------------- golden files
@@ -595,7 +595,7 @@ fn golden_builtin_expressions() {
     for name in builtin_names() {
         let r = scheduler::check(name, &[]);
         got.push_str(&format!("== {name}\n"));
-        match &r.scheduler {
+        match &r.loaded {
             Some(s) => {
                 for (p, v) in s.params() {
                     got.push_str(&format!("param {p} = {v}\n"));
@@ -685,7 +685,7 @@ proptest! {
     fn arbitrary_source_never_panics(src in "[a-z0-9_ .,+*/^()#=\\-\\t\\n×é]{0,80}") {
         let r = scheduler::check_source(&src, "fuzz.fm", &[]);
         let text = r.rendered();
-        prop_assert_eq!(r.scheduler.is_some(), !r.has_errors());
+        prop_assert_eq!(r.loaded.is_some(), !r.has_errors());
         prop_assert!(r.diagnostics.is_empty() || !text.is_empty());
     }
 
@@ -703,7 +703,7 @@ proptest! {
         }
         let mutated: String = chars.into_iter().collect();
         let r = scheduler::check_source(&mutated, "m.fm", &[("n".into(), 2.0)]);
-        prop_assert_eq!(r.scheduler.is_some(), !r.has_errors());
+        prop_assert_eq!(r.loaded.is_some(), !r.has_errors());
         let _ = r.rendered();
     }
 }
@@ -801,14 +801,14 @@ proptest! {
 fn kernel_shares_common_subexpressions() {
     // VP's α, σ, α', σ' repeat T and exp(-T): the kernel computes each once.
     let s = scheduler::check("vp", &[]);
-    assert!(s.scheduler.is_some());
+    assert!(s.loaded.is_some());
     let lookup = |n: &str| match n {
         "beta_min" => Some(0.1),
         "beta_max" => Some(20.0),
         _ => None,
     };
     let exprs: Vec<Expr> = s
-        .scheduler
+        .loaded
         .iter()
         .flat_map(|s| {
             let e = s.expressions();
@@ -929,7 +929,7 @@ fn the_depth_limit_is_256_levels_of_the_tree() {
         " + t - t".repeat(127)
     );
     let r = scheduler::check_source(&src, "deep.fm", &[]);
-    assert!(r.scheduler.is_some(), "{}", r.rendered());
+    assert!(r.loaded.is_some(), "{}", r.rendered());
 }
 
 #[test]
@@ -999,9 +999,7 @@ fn sources_over_1_mib_are_refused_unread() {
     assert_eq!(text.matches("error:").count(), 1, "{text}");
     assert!(parse_expr(&" ".repeat((1 << 20) + 1)).is_err());
     let ok = format!("alpha = t\nsigma = 1 - t\n{}", "#".repeat((1 << 20) - 24));
-    assert!(scheduler::check_source(&ok, "ok.fm", &[])
-        .scheduler
-        .is_some());
+    assert!(scheduler::check_source(&ok, "ok.fm", &[]).loaded.is_some());
     // Files are not read past the limit.
     let path = std::env::temp_dir().join(format!("fmrt-big-{}.fm", std::process::id()));
     std::fs::write(&path, &big).unwrap();

@@ -15,7 +15,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         return run_grid(args);
     }
     let report = scheduler::check(&args.scheduler.scheduler, &args.scheduler.params);
-    if let Some(loaded) = &report.scheduler {
+    if let Some(loaded) = &report.loaded {
         println!("{}", loaded.file());
         for (name, value) in loaded.params() {
             println!("param {name} = {value}");
@@ -29,7 +29,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     Ok(finish(
         &report.rendered(),
         &report.diagnostics,
-        report.scheduler.is_some(),
+        report.loaded.is_some(),
     ))
 }
 
@@ -42,7 +42,7 @@ fn is_grid_file(spec: &str) -> bool {
 /// `--steps` steps, then every diagnostic.
 fn run_grid(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let report = grid::check_grid(&args.scheduler.scheduler, &args.scheduler.params);
-    if let Some(loaded) = &report.grid {
+    if let Some(loaded) = &report.loaded {
         println!("{} (time grid)", loaded.file());
         for (name, value) in loaded.params() {
             println!("param {name} = {value}");
@@ -57,7 +57,7 @@ fn run_grid(args: &CheckArgs) -> Result<ExitCode, Failure> {
     Ok(finish(
         &report.rendered(),
         &report.diagnostics,
-        report.grid.is_some(),
+        report.loaded.is_some(),
     ))
 }
 

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let report = check_source(source, "fuzz.fm", &overrides);
     // Rendering walks every diagnostic's span over the source (CRLF, UTF-8).
     let rendered = report.rendered();
-    if let Some(scheduler) = report.scheduler {
+    if let Some(scheduler) = report.loaded {
         for t in TIMES {
             let _ = scheduler.coefficients(t);
         }

@@ -23,6 +23,7 @@ pub mod diag;
 pub mod eval;
 pub mod parser;
 pub mod print;
+pub mod report;
 pub mod simplify;
 
 pub use ast::{Expr, Span};
@@ -31,3 +32,4 @@ pub use diag::{render_all, Diagnostic, Severity};
 pub use eval::{Kernel, Tape};
 pub use parser::{parse_expr, parse_program};
 pub use print::print;
+pub use report::CheckReport;

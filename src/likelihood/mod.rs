@@ -11,7 +11,7 @@
 //! field's exact divergence, basis-direction or Hutchinson Jacobian–vector
 //! products, or finite differences ([`Divergence`]). A field with stacked
 //! Jacobian–vector products
-//! ([`VelocityField::velocity_and_jvps`](crate::field::VelocityField::velocity_and_jvps))
+//! ([`VelocityField::velocity_and_jvps`])
 //! gets the velocity and every direction's product of a stage from one call.
 //!
 //! [`Likelihood::most_probable_time`] searches, per sample, the time t at
