@@ -114,6 +114,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "provider": model.provider().to_string(),
             "solver": describe_solver(&solver),
             "sde": args.sde,
+            "log_prob": args.log_prob.as_ref().map(|p| p.display().to_string()),
             "nfe": samples.stats.nfe,
             "accepted_steps": samples.stats.accepted,
             "rejected_steps": samples.stats.rejected,
@@ -126,14 +127,23 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             args.output.display(),
             written.shape()
         );
+        if let Some(path) = &args.log_prob {
+            eprintln!(
+                "wrote {} [{n}] float64 (log p per sample, nats)",
+                path.display()
+            );
+        }
         eprintln!(
             "  model {} on {}{}",
             model.file(),
             model.provider(),
             describe_adapters(&opened)
         );
+        let sde = args
+            .sde
+            .map_or_else(String::new, |g| format!(", stochastic (SDE, G = {g})"));
         eprintln!(
-            "  solver {}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
+            "  solver {}{sde}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
             describe_solver(&solver),
             samples.stats.nfe,
             samples.stats.accepted,
