@@ -704,6 +704,129 @@ fn check_derivatives(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extr
     }
 }
 
+/// Gives a field stacked Jacobian–vector products
+/// ([`VelocityField::velocity_and_jvps`]) made of its own velocity and JVP
+/// calls, so that an adapter around it must pass the stacked call through.
+struct Stacking(Arc<dyn VelocityField>);
+
+impl VelocityField for Stacking {
+    fn state_shape(&self) -> &[usize] {
+        self.0.state_shape()
+    }
+
+    fn velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity(x, t, out)
+    }
+
+    fn velocity_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity_with(x, t, extras, out)
+    }
+
+    fn provides_jvp(&self) -> bool {
+        self.0.provides_jvp()
+    }
+
+    fn jvp_with(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        out: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.jvp_with(x, t, extras, v, out)
+    }
+
+    fn provides_stacked_jvp(&self) -> bool {
+        true
+    }
+
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        velocity: ArrayViewMutD<'_, f32>,
+        mut products: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.0.velocity_with(x.view(), t, extras, velocity)?;
+        for (v_p, products_p) in v.outer_iter().zip(products.outer_iter_mut()) {
+            self.0.jvp_with(x.view(), t, extras, v_p, products_p)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `field` passes stacked calls through: its
+/// `velocity_and_jvps` gives its own velocity and JVPs along 3 directions.
+fn check_stacked(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extras: &Extras) {
+    assert!(field.provides_stacked_jvp(), "the stacked call is lost");
+    let directions = 3;
+    let mut stacked_shape = vec![directions];
+    stacked_shape.extend_from_slice(x.shape());
+    let v = ArrayD::from_shape_vec(
+        stacked_shape,
+        (0..directions)
+            .flat_map(|p| random_points(x.shape()[0], 40 + p as u64).into_iter())
+            .collect(),
+    )
+    .expect("directions");
+    let mut velocity = ArrayD::zeros(x.raw_dim());
+    let mut products = ArrayD::zeros(v.raw_dim());
+    field
+        .velocity_and_jvps(
+            x.view(),
+            t,
+            extras,
+            v.view(),
+            velocity.view_mut(),
+            products.view_mut(),
+        )
+        .expect("stacked call");
+    let mut expected = ArrayD::zeros(x.raw_dim());
+    field
+        .velocity_with(x.view(), t, extras, expected.view_mut())
+        .unwrap();
+    assert!(max_abs_diff(&velocity, &expected) <= 1e-5);
+    for p in 0..directions {
+        field
+            .jvp_with(
+                x.view(),
+                t,
+                extras,
+                v.index_axis(Axis(0), p),
+                expected.view_mut(),
+            )
+            .unwrap();
+        let got = products.index_axis(Axis(0), p).to_owned();
+        let err = max_abs_diff(&got, &expected);
+        assert!(err <= 1e-5, "direction {p}: stacked vs separate {err:e}");
+    }
+    // A direction tensor of the wrong shape is an error, not a panic.
+    let mut wrong = ArrayD::zeros(x.raw_dim());
+    let r = field.velocity_and_jvps(
+        x.view(),
+        t,
+        extras,
+        x.view(),
+        velocity.view_mut(),
+        wrong.view_mut(),
+    );
+    assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
+}
+
 fn interior_times(n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| 0.1 + 0.8 * i as f64 / (n - 1) as f64)
@@ -720,6 +843,8 @@ fn predicted_fields_have_the_derivatives_of_their_conversion() {
         assert!(field.provides_divergence());
         let x = random_points(12, 4);
         check_derivatives(&field, &x, &interior_times(12), &Extras::new());
+        let stacking = Predicted::new(Arc::new(Stacking(ring(ot.clone()))), ot.clone(), prediction);
+        check_stacked(&stacking, &x, &interior_times(12), &Extras::new());
     }
 }
 
@@ -731,6 +856,13 @@ fn guided_fields_have_the_derivatives_of_both_halves() {
         let guided = Guided::new(inner.clone(), w, Guided::null_label("label", 4)).unwrap();
         let x = random_points(8, 5);
         check_derivatives(&guided, &x, &interior_times(8), &labels);
+        let stacking = Guided::new(
+            Arc::new(Stacking(inner.clone())),
+            w,
+            Guided::null_label("label", 4),
+        )
+        .unwrap();
+        check_stacked(&stacking, &x, &interior_times(8), &labels);
     }
 }
 
@@ -750,6 +882,19 @@ fn schedule_changed_fields_have_the_derivatives_of_the_time_map() {
     );
     let labels = Extras::new().with("label", ExtraTensor::labels(&[3, 2, 1, 0, 3, 2]));
     check_derivatives(&chain, &random_points(6, 7), &interior_times(6), &labels);
+
+    // Stacked calls pass through a schedule change, alone and in the chain.
+    let ot = builtin("ot");
+    let stacking = ScheduleChange::new(Arc::new(Stacking(ring(ot.clone()))), ot, builtin("cosine"));
+    check_stacked(&stacking, &x, &interior_times(10), &Extras::new());
+    let cosine = builtin("cosine");
+    let inner = Arc::new(Stacking(Arc::new(LabelledMixture::new(cosine.clone()))));
+    let chain = ScheduleChange::new(
+        Arc::new(Guided::new(inner, 2.0, Guided::null_label("label", 4)).unwrap()),
+        cosine,
+        builtin("ot"),
+    );
+    check_stacked(&chain, &random_points(6, 7), &interior_times(6), &labels);
 }
 
 #[test]

@@ -115,6 +115,12 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         "nfe": result.stats.nfe,
         "accepted_steps": result.stats.accepted,
         "rejected_steps": result.stats.rejected,
+        "model_calls": {
+            "velocity": result.calls.velocity,
+            "jvp": result.calls.jvp,
+            "stacked": result.calls.stacked,
+            "divergence": result.calls.divergence,
+        },
         "seconds": started.elapsed().as_secs_f64(),
     });
     if args.json {
@@ -143,6 +149,27 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             result.stats.rejected,
             started.elapsed().as_secs_f64()
         );
+        eprintln!("  model calls: {}", describe_calls(&result.calls));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The model calls of a likelihood run, e.g. "200 stacked (velocity and
+/// J·v in one call)" or "200 velocity, 200 J·v".
+fn describe_calls(calls: &fmrt::likelihood::FieldCalls) -> String {
+    let parts: Vec<String> = [
+        (calls.stacked, "stacked (velocity and J·v in one call)"),
+        (calls.velocity, "velocity"),
+        (calls.jvp, "J·v"),
+        (calls.divergence, "divergence"),
+    ]
+    .iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    }
 }

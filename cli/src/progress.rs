@@ -131,6 +131,24 @@ impl VelocityField for Progress {
         self.inner.jvp_with(x, t, extras, v, out)
     }
 
+    fn provides_stacked_jvp(&self) -> bool {
+        self.inner.provides_stacked_jvp()
+    }
+
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        velocity: ArrayViewMutD<'_, f32>,
+        products: ArrayViewMutD<'_, f32>,
+    ) -> fmrt::Result<()> {
+        self.tick(t);
+        self.inner
+            .velocity_and_jvps(x, t, extras, v, velocity, products)
+    }
+
     fn provides_divergence(&self) -> bool {
         self.inner.provides_divergence()
     }

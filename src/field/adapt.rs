@@ -176,6 +176,49 @@ impl VelocityField for Predicted {
         self.convert(v, jm.view(), t, out)
     }
 
+    fn provides_stacked_jvp(&self) -> bool {
+        self.inner.provides_stacked_jvp()
+    }
+
+    /// The velocity and each product converted as in
+    /// [`velocity_with`](Self::velocity_with) and [`jvp_with`](Self::jvp_with),
+    /// from one stacked call of the model.
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        mut velocity: ArrayViewMutD<'_, f32>,
+        mut products: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        check_stacked_call(&x, t, &v, &velocity, &products)?;
+        if self.prediction == Prediction::Velocity {
+            return self
+                .inner
+                .velocity_and_jvps(x, t, extras, v, velocity, products);
+        }
+        let mut raw = ArrayD::<f32>::zeros(x.raw_dim());
+        let mut jm = ArrayD::<f32>::zeros(v.raw_dim());
+        self.inner.velocity_and_jvps(
+            x.view(),
+            &self.model_times(t),
+            extras,
+            v.view(),
+            raw.view_mut(),
+            jm.view_mut(),
+        )?;
+        self.convert(x, raw.view(), t, velocity.view_mut())?;
+        for ((v_p, jm_p), products_p) in v
+            .outer_iter()
+            .zip(jm.outer_iter())
+            .zip(products.outer_iter_mut())
+        {
+            self.convert(v_p, jm_p, t, products_p)?;
+        }
+        Ok(())
+    }
+
     fn provides_divergence(&self) -> bool {
         self.inner.provides_divergence()
     }
@@ -305,7 +348,7 @@ impl VelocityField for Guided {
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
         self.inner
             .velocity_with(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
-        mix(both_out, &weights, out);
+        mix(both_out.view(), &weights, out);
         Ok(())
     }
 
@@ -346,7 +389,48 @@ impl VelocityField for Guided {
             both_v.view(),
             both_out.view_mut(),
         )?;
-        mix(both_out, &weights, out);
+        mix(both_out.view(), &weights, out);
+        Ok(())
+    }
+
+    fn provides_stacked_jvp(&self) -> bool {
+        self.inner.provides_stacked_jvp()
+    }
+
+    /// Both halves of the velocity and of every product in one stacked call,
+    /// each mixed as in [`velocity_with`](Self::velocity_with).
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        velocity: ArrayViewMutD<'_, f32>,
+        mut products: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        let (batch, _) = check_stacked_call(&x, t, &v, &velocity, &products)?;
+        let Some(weights) = self.weights(t, batch) else {
+            return self
+                .inner
+                .velocity_and_jvps(x, t, extras, v, velocity, products);
+        };
+        let both = self.stack(x, t, extras)?;
+        let both_v = concatenate(Axis(1), &[v.view(), v.view()])
+            .map_err(|e| Error::InvalidArgument(format!("cannot stack the directions: {e}")))?;
+        let mut both_velocity = ArrayD::<f32>::zeros(both.x.raw_dim());
+        let mut both_products = ArrayD::<f32>::zeros(both_v.raw_dim());
+        self.inner.velocity_and_jvps(
+            both.x.view(),
+            &both.t,
+            &both.extras,
+            both_v.view(),
+            both_velocity.view_mut(),
+            both_products.view_mut(),
+        )?;
+        mix(both_velocity.view(), &weights, velocity);
+        for (both_p, products_p) in both_products.outer_iter().zip(products.outer_iter_mut()) {
+            mix(both_p, &weights, products_p);
+        }
         Ok(())
     }
 
@@ -457,8 +541,8 @@ pub fn check_guidance_interval(start: f64, end: f64) -> Result<()> {
 /// (1 + w_i)·conditional − w_i·unconditional into `out`, row i with weight
 /// `weights[i]`; `both` holds the conditional rows, then the unconditional.
 /// A row with w_i = 0 is the conditional row exactly.
-fn mix(both: ArrayD<f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f32>) {
-    let (conditional, unconditional) = both.view().split_at(Axis(0), weights.len());
+fn mix(both: ArrayViewD<'_, f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f32>) {
+    let (conditional, unconditional) = both.split_at(Axis(0), weights.len());
     for (((mut o, c), u), &w) in out
         .outer_iter_mut()
         .zip(conditional.outer_iter())
@@ -498,6 +582,37 @@ fn check_call(x: &ArrayViewD<'_, f32>, t: &[f64], out: &ArrayViewMutD<'_, f32>) 
     }
     check_times(t, batch)?;
     Ok(batch)
+}
+
+/// Checks the arguments of a stacked call
+/// ([`VelocityField::velocity_and_jvps`]) as [`check_call`] does, and that
+/// `v` and `products` are `[P, ...shape of x]`. Returns the batch size and P.
+fn check_stacked_call(
+    x: &ArrayViewD<'_, f32>,
+    t: &[f64],
+    v: &ArrayViewD<'_, f32>,
+    velocity: &ArrayViewMutD<'_, f32>,
+    products: &ArrayViewMutD<'_, f32>,
+) -> Result<(usize, usize)> {
+    let batch = check_call(x, t, velocity)?;
+    let stacked_like_x = |shape: &[usize]| shape.len() == x.ndim() + 1 && shape[1..] == *x.shape();
+    for (name, shape) in [("v", v.shape()), ("products", products.shape())] {
+        if !stacked_like_x(shape) || shape[0] != v.shape()[0] {
+            return Err(Error::Shape {
+                tensor: name.to_string(),
+                expected: format!(
+                    "[P, {}] (P directions, each shaped like x)",
+                    x.shape()
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                actual: shape.to_vec(),
+            });
+        }
+    }
+    Ok((batch, v.shape()[0]))
 }
 
 /// `extras` (one row each) repeated to `batch` rows.
@@ -740,6 +855,52 @@ impl VelocityField for ScheduleChange {
             let m = map_of(&maps, i);
             Ok((m.a, m.b / m.s))
         })
+    }
+
+    fn provides_stacked_jvp(&self) -> bool {
+        self.inner.provides_stacked_jvp()
+    }
+
+    /// The velocity and each product mapped as in
+    /// [`velocity_with`](Self::velocity_with) and [`jvp_with`](Self::jvp_with),
+    /// from one stacked call of the inner field.
+    fn velocity_and_jvps(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        r: &[f64],
+        extras: &Extras,
+        v: ArrayViewD<'_, f32>,
+        mut velocity: ArrayViewMutD<'_, f32>,
+        mut products: ArrayViewMutD<'_, f32>,
+    ) -> Result<()> {
+        check_stacked_call(&x, r, &v, &velocity, &products)?;
+        let maps = self.affine_maps(r)?;
+        let (scaled, t) = scale_down(x.view(), &maps);
+        let mut inner_velocity = ArrayD::<f32>::zeros(x.raw_dim());
+        let mut inner_products = ArrayD::<f32>::zeros(v.raw_dim());
+        self.inner.velocity_and_jvps(
+            scaled.view(),
+            &t,
+            extras,
+            v.view(),
+            inner_velocity.view_mut(),
+            inner_products.view_mut(),
+        )?;
+        combine(&x, &inner_velocity.view(), &mut velocity, |i| {
+            let m = map_of(&maps, i);
+            Ok((m.a, m.b))
+        })?;
+        for ((v_p, inner_p), mut products_p) in v
+            .outer_iter()
+            .zip(inner_products.outer_iter())
+            .zip(products.outer_iter_mut())
+        {
+            combine(&v_p, &inner_p, &mut products_p, |i| {
+                let m = map_of(&maps, i);
+                Ok((m.a, m.b / m.s))
+            })?;
+        }
+        Ok(())
     }
 
     fn provides_divergence(&self) -> bool {
