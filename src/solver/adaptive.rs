@@ -11,7 +11,7 @@
 use ndarray::{Array3, Axis};
 
 use super::stepper::{Rhs, Stepper};
-use super::{AdaptiveOptions, SavePlan, Stats};
+use super::{AdaptiveOptions, ErrorNorm, SavePlan, Stats};
 use crate::{Error, Result};
 
 /// Steps below this (in normalised time, where the interval has length 1)
@@ -138,48 +138,87 @@ fn validate(o: &AdaptiveOptions) -> Result<()> {
 }
 
 /// Hairer's starting-step heuristic (Hairer, Nørsett & Wanner, *Solving ODEs
-/// I*, §II.4), per sample with the solver's weighted RMS norm, then the
-/// smallest over the batch. Costs one evaluation besides f(0, y0).
+/// I*, §II.4) with the solver's error norm: per sample, then the smallest
+/// over the batch ([`ErrorNorm::PerSample`]), or with one RMS over the whole
+/// batch ([`ErrorNorm::Batch`]). Costs one evaluation besides f(0, y0).
 fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -> Result<f64> {
     let order = stepper.tableau().order() as f64;
     let (y0, f0, y1, f1) = stepper.scratch();
-    let dim = y0.ncols().max(1) as f64;
     let scale = |y: f64| o.atol + o.rtol * y.abs();
-    let rms = |v: &mut dyn Iterator<Item = f64>| (v.map(|x| x * x).sum::<f64>() / dim).sqrt();
-    // h0: first guess, the smallest over samples.
-    let mut h0 = f64::INFINITY;
-    for (y, f) in y0.rows().into_iter().zip(f0.rows()) {
-        let d0 = rms(&mut y.iter().map(|&y| y / scale(y)));
-        let d1 = rms(&mut y.iter().zip(f).map(|(&y, f)| f / scale(y)));
-        let guess = if d0 < 1e-5 || d1 < 1e-5 {
+    // The weighted RMS norms of one group of rows (a sample, or the batch).
+    let first_norms = |rows: &mut dyn Iterator<Item = (f64, f64)>| {
+        let (mut count, mut sum_y, mut sum_f) = (0usize, 0.0, 0.0);
+        for (y, f) in rows {
+            let w = scale(y);
+            sum_y += (y / w) * (y / w);
+            sum_f += (f / w) * (f / w);
+            count += 1;
+        }
+        let n = count.max(1) as f64;
+        ((sum_y / n).sqrt(), (sum_f / n).sqrt())
+    };
+    let guess = |(d0, d1): (f64, f64)| {
+        if d0 < 1e-5 || d1 < 1e-5 {
             1e-6
         } else {
             0.01 * d0 / d1
-        };
-        h0 = h0.min(guess);
-    }
+        }
+    };
+    // h0: first guess.
+    let h0 = match o.norm {
+        ErrorNorm::PerSample => y0
+            .rows()
+            .into_iter()
+            .zip(f0.rows())
+            .map(|(y, f)| guess(first_norms(&mut y.iter().copied().zip(f.iter().copied()))))
+            .fold(f64::INFINITY, f64::min),
+        ErrorNorm::Batch => guess(first_norms(&mut y0.iter().copied().zip(f0.iter().copied()))),
+    };
     let h0 = if h0.is_finite() { h0.min(1.0) } else { 1e-6 };
     y1.assign(y0);
     y1.scaled_add(h0, f0);
     rhs.eval(h0, y1.view(), f1.view_mut())?;
-    let mut h = f64::INFINITY;
-    let rows = y0.rows().into_iter().zip(f0.rows()).zip(f1.rows());
-    for ((y, f0), f1) in rows {
-        let d1 = rms(&mut y.iter().zip(f0).map(|(&y, f)| f / scale(y)));
-        let d2 = rms(&mut y
-            .iter()
-            .zip(f0)
-            .zip(f1)
-            .map(|((&y, a), b)| (b - a) / scale(y)))
-            / h0;
+    // The norms of f0 and of (f1 − f0)/h0, then the step they allow.
+    let second_norms = |rows: &mut dyn Iterator<Item = (f64, f64, f64)>| {
+        let (mut count, mut sum_f, mut sum_d) = (0usize, 0.0, 0.0);
+        for (y, a, b) in rows {
+            let w = scale(y);
+            sum_f += (a / w) * (a / w);
+            sum_d += ((b - a) / w) * ((b - a) / w);
+            count += 1;
+        }
+        let n = count.max(1) as f64;
+        ((sum_f / n).sqrt(), (sum_d / n).sqrt() / h0)
+    };
+    let step = |(d1, d2): (f64, f64)| {
         let dmax = d1.max(d2);
         let h1 = if dmax <= 1e-15 {
             (h0 * 1e-3).max(1e-6)
         } else {
             (0.01 / dmax).powf(1.0 / (order + 1.0))
         };
-        h = h.min((100.0 * h0).min(h1));
-    }
+        (100.0 * h0).min(h1)
+    };
+    let h = match o.norm {
+        ErrorNorm::PerSample => y0
+            .rows()
+            .into_iter()
+            .zip(f0.rows())
+            .zip(f1.rows())
+            .map(|((y, a), b)| {
+                step(second_norms(
+                    &mut y.iter().zip(a).zip(b).map(|((&y, &a), &b)| (y, a, b)),
+                ))
+            })
+            .fold(f64::INFINITY, f64::min),
+        ErrorNorm::Batch => step(second_norms(
+            &mut y0
+                .iter()
+                .zip(f0.iter())
+                .zip(f1.iter())
+                .map(|((&y, &a), &b)| (y, a, b)),
+        )),
+    };
     // An empty batch, or a non-finite slope that the first step will report.
     Ok(if h.is_finite() { h } else { 1e-6 })
 }

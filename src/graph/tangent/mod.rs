@@ -372,7 +372,14 @@ fn transform(
                 ("Mul", Some(Tan::Value(ad))) => {
                     let ad = ad.clone();
                     let dt = dtypes.get(&ad).copied().unwrap_or(state_dtype);
-                    let name = rules::silu(&mut b, &ad, &pattern.input, &pattern.sigmoid, dt);
+                    let name = rules::silu(
+                        &mut b,
+                        &ad,
+                        &pattern.input,
+                        &pattern.sigmoid,
+                        &node.output[0],
+                        dt,
+                    );
                     dtypes.insert(name.clone(), dt);
                     tan.insert(node.output[0].clone(), Tan::Value(name));
                     continue;
