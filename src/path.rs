@@ -111,12 +111,32 @@ fn check_batch(tensor: &str, shape: &[usize]) -> Result<()> {
 }
 
 /// Writes `out = a·p + b·q` sample by sample, with `(a, b)` from `coef(i)`.
+///
+/// Contiguous arrays (the usual case) are combined as flat rows; others
+/// through ndarray's iterators.
 pub(crate) fn combine(
     p: &ArrayViewD<'_, f32>,
     q: &ArrayViewD<'_, f32>,
     out: &mut ArrayViewMutD<'_, f32>,
     mut coef: impl FnMut(usize) -> Result<(f64, f64)>,
 ) -> Result<()> {
+    let batch = out.shape().first().copied().unwrap_or(0);
+    let row = out.len().checked_div(batch).unwrap_or(0);
+    if let (Some(p), Some(q), Some(o)) = (p.as_slice(), q.as_slice(), out.as_slice_mut()) {
+        if row > 0 && p.len() == o.len() && q.len() == o.len() {
+            let rows = o
+                .chunks_exact_mut(row)
+                .zip(p.chunks_exact(row))
+                .zip(q.chunks_exact(row));
+            for (i, ((o, p), q)) in rows.enumerate() {
+                let (a, b) = coef(i)?;
+                for ((o, &pv), &qv) in o.iter_mut().zip(p).zip(q) {
+                    *o = (a * f64::from(pv) + b * f64::from(qv)) as f32;
+                }
+            }
+            return Ok(());
+        }
+    }
     for (i, ((p_i, q_i), mut o_i)) in p
         .outer_iter()
         .zip(q.outer_iter())

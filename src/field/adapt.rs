@@ -104,9 +104,19 @@ impl Predicted {
         t: &[f64],
         mut out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        // Solvers pass one time per sample, usually all equal: the
+        // coefficients are computed once per run of equal times.
+        let mut last: Option<(f64, (f64, f64))> = None;
         combine(&p, &q, &mut out, |i| {
             let ti = time_of(t, i);
-            self.coefficients(ti, self.model_time(ti))
+            match last {
+                Some((at, c)) if at.to_bits() == ti.to_bits() => Ok(c),
+                _ => {
+                    let c = self.coefficients(ti, self.model_time(ti))?;
+                    last = Some((ti, c));
+                    Ok(c)
+                }
+            }
         })
     }
 }
