@@ -48,6 +48,8 @@ import warnings
 
 warnings.filterwarnings("ignore")
 OPSET = 17
+# Seconds of rest before each timed run.
+PAUSE = 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -248,7 +250,11 @@ def main():
             np.save(data_path, data)
             fm_times, fmrt_times = [], []
             for _ in range(args.repeats):
+                # A pause before each timed run, so that neither library
+                # starts while the other's worker threads still spin.
+                time.sleep(PAUSE)
                 t_fm, ref = run_flow_matching(case, module, data)
+                time.sleep(PAUSE)
                 t_rt, got = run_fmrt(case, args.fmrt, model, data_path, out_path)
                 fm_times.append(t_fm)
                 fmrt_times.append(t_rt)

@@ -9,6 +9,12 @@
 //!   else `python3`), `benches/python_midpoint.py` runs the same midpoint loop
 //!   with Python onnxruntime, and the throughput ratio is printed.
 //!
+//! - then, for a cheap field under adaptive steps, the same overhead for
+//!   `tests/fixtures/gmm_ot.onnx` (the exact velocity of an 8-component
+//!   mixture, a few hundred flops per sample) with dopri5 at rtol = atol =
+//!   1e-5, with the per-sample and the batch error norm: there the solver's
+//!   own work per stage is no longer hidden behind the network.
+//!
 //! Medians of repeated runs; nothing is asserted.
 
 use std::path::PathBuf;
@@ -18,7 +24,7 @@ use std::time::Instant;
 
 use fmrt::field::onnx::{ensure_runtime_for_development, ort_environment, OnnxField};
 use fmrt::sampler::{Sampler, TimeSpan};
-use fmrt::solver::{Method, SolverConfig, Steps};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Steps};
 use ndarray::{Array1, Array2};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -111,6 +117,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * (bare_after / bare - 1.0)
     );
 
+    cheap_field_overhead(environment)?;
+
     let python = std::env::var("FMRT_BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let has_onnxruntime = Command::new(&python)
         .args(["-c", "import onnxruntime, numpy"])
@@ -147,5 +155,65 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         python_seconds * 1e3,
         midpoint_seconds / python_seconds
     );
+    Ok(())
+}
+
+/// The overhead of adaptive dopri5 sampling on the cheap mixture field.
+fn cheap_field_overhead(
+    environment: &ort::environment::Environment,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let model_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gmm_ot.onnx");
+    let mut session = Session::builder(environment)?.commit_from_file(&model_path)?;
+    let field = Arc::new(OnnxField::load_file(&model_path)?);
+    let sampler = Sampler::new(field, SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5));
+    let x0 = sampler.draw_noise(BATCH, 1)?;
+    let x = x0.clone().into_dimensionality::<ndarray::Ix2>()?;
+    let t = Array1::<f32>::from_elem(BATCH, 0.5);
+    let mut bare_call = move || -> Result<f64, Box<dyn std::error::Error>> {
+        let started = Instant::now();
+        let outputs = session.run(ort::inputs![
+            "x" => TensorRef::from_array_view(x.view())?,
+            "t" => TensorRef::from_array_view(t.view())?,
+        ])?;
+        let v = outputs["v"].try_extract_array::<f32>()?;
+        std::hint::black_box(v.sum());
+        Ok(started.elapsed().as_secs_f64())
+    };
+    for _ in 0..3 {
+        bare_call()?;
+    }
+    let bare = median((0..30).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    println!(
+        "gmm_ot, batch {BATCH}: bare Session::run {:.3} ms",
+        bare * 1e3
+    );
+    for (name, norm) in [
+        ("dopri5, per-sample norm", ErrorNorm::PerSample),
+        ("dopri5, batch norm", ErrorNorm::Batch),
+    ] {
+        let sampler = sampler.clone().with_solver(SolverConfig::adaptive_with(
+            Method::Dopri5,
+            AdaptiveOptions {
+                rtol: 1e-5,
+                atol: 1e-5,
+                norm,
+                ..AdaptiveOptions::default()
+            },
+        ));
+        let mut nfe = 0;
+        let mut times = Vec::new();
+        for _ in 0..REPEATS {
+            let started = Instant::now();
+            let samples = sampler.integrate(x0.view(), &TimeSpan::Full, &[])?;
+            times.push(started.elapsed().as_secs_f64());
+            nfe = samples.stats.nfe;
+        }
+        let total = median(times);
+        println!(
+            "{name:<24} {nfe:>4} NFE {:>8.1} ms  overhead {:.3}",
+            total * 1e3,
+            total / (nfe as f64 * bare)
+        );
+    }
     Ok(())
 }
