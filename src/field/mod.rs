@@ -120,6 +120,12 @@ pub trait VelocityField: Send + Sync {
 
     /// Whether [`velocity_and_jvps`](Self::velocity_and_jvps) is implemented
     /// (default: `false`).
+    ///
+    /// A field that wraps another (an adapter, a progress or logging layer)
+    /// should forward this and `velocity_and_jvps` to its inner field: with
+    /// the defaults, likelihoods through the wrapper still work but fall
+    /// back to a velocity call plus a JVP call on P copies of the states,
+    /// which replays the network's primal part once per direction.
     fn provides_stacked_jvp(&self) -> bool {
         false
     }
