@@ -144,6 +144,7 @@ CASES = [
     ("likelihood, MLP 2-D, batch 1024, midpoint 100, exact", "likelihood", "mlp2", (2,), 1024, "midpoint", 100, "exact"),
     ("likelihood, MLP 2-D, batch 1024, midpoint 100, Hutchinson 1", "likelihood", "mlp2", (2,), 1024, "midpoint", 100, "hutchinson"),
     ("likelihood, MLP 64-D, batch 256, midpoint 20, exact", "likelihood", "mlp64", (64,), 256, "midpoint", 20, "exact"),
+    ("likelihood, conv 1x28x28, batch 64, Euler 50, Hutchinson 1", "likelihood", "conv", (1, 28, 28), 64, "euler", 50, "hutchinson"),
     ("likelihood, mixture, batch 1024, dopri5 1e-5, exact", "likelihood", "gmm", (2,), 1024, "dopri5", None, "exact"),
     ("likelihood, mixture, batch 1024, dopri5 1e-5, exact, fmrt --error-norm batch", "likelihood", "gmm", (2,), 1024, "dopri5", None, "exact", ["--error-norm", "batch"]),
     ("sample, mixture, batch 4096, dopri5 1e-5", "sample", "gmm", (2,), 4096, "dopri5", None, None),

@@ -8,8 +8,10 @@
 //! are once the tangents of lower-rank operands are unsqueezed to the
 //! output's rank (after the tangent axis); operators that name axes get them
 //! shifted by one; reshapes reshape to `[P, ...output shape]`; Gemm, which is
-//! 2-D only, becomes MatMul. Operators outside this set have no stacked rule:
-//! the transform then fails and the caller uses the per-direction form.
+//! 2-D only, becomes MatMul; convolutions, which want `[N, C, ...]`, run on
+//! the tangent axis merged into the batch axis. Operators outside this set
+//! have no stacked rule: the transform then fails and the caller uses the
+//! per-direction form.
 
 use std::collections::HashMap;
 
@@ -75,6 +77,8 @@ pub(super) fn supported(op: &str) -> bool {
                 | "Flatten"
                 | "Softmax"
                 | "LogSoftmax"
+                | "Conv"
+                | "ConvTranspose"
         )
 }
 
@@ -119,6 +123,7 @@ pub(super) fn rule(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         "Unsqueeze" | "Squeeze" | "ReduceSum" | "ReduceMean" => with_axes(b, cx),
         "Transpose" => transpose(b, cx, ranks),
         "Softmax" | "LogSoftmax" => softmax(b, cx),
+        "Conv" | "ConvTranspose" => conv(b, cx),
         // Reshape and Flatten: the tangent reshaped to [P, ...output shape].
         _ => {
             let ad = cx.only_first("a shape")?;
@@ -318,4 +323,37 @@ fn softmax(b: &mut Builder, cx: &Ctx) -> RuleResult {
     } else {
         c
     })
+}
+
+/// Conv and ConvTranspose of the state (constant weights): linear in x, and
+/// every sample of the batch axis is convolved alike, so the tangent axis
+/// is merged into the batch axis (`[P·B, C, ...]`), convolved without the
+/// bias, and split off again (`[P, ...shape of y]`): one convolution for all
+/// P directions.
+fn conv(b: &mut Builder, cx: &Ctx) -> RuleResult {
+    if cx.t(1).is_some() || cx.t(2).is_some() {
+        return Err("a convolution whose weights or bias depend on the state".into());
+    }
+    let xd = cx.only_first("weights")?;
+    // [-1, ...shape of x after its batch axis]
+    let x_shape = b.op1("Shape", cx.a);
+    let (start, end, axis) = (b.ints(&[1]), b.ints(&[i64::MAX]), b.ints(&[0]));
+    let per_sample = b.emit("Slice", &[&x_shape, &start, &end, &axis], vec![]);
+    let merged_batch = b.ints(&[-1]);
+    let merged_shape = b.emit(
+        "Concat",
+        &[&merged_batch, &per_sample],
+        vec![AttributeProto::int("axis", 0)],
+    );
+    let merged = b.op2("Reshape", &xd, &merged_shape);
+    let w = cx.input(1).unwrap_or("");
+    let convolved = b.emit(cx.op, &[&merged, w], cx.node.attribute.clone());
+    let lead = b.lead()?;
+    let y_shape = b.op1("Shape", cx.y);
+    let split_shape = b.emit(
+        "Concat",
+        &[&lead, &y_shape],
+        vec![AttributeProto::int("axis", 0)],
+    );
+    one(b.op2("Reshape", &convolved, &split_shape))
 }
