@@ -485,9 +485,19 @@ fn cases() -> Vec<Case> {
         g.ci("ax", &[1]);
         g.n("Slice", &["x", "st", "en", "ax"], &["y"], vec![]);
     }));
+    v.push(case("Slice(default axes, steps)", 17, &[3, 4], std, |g| {
+        g.ci("st", &[2, 3]);
+        g.ci("en", &[0, 0]);
+        g.n("Slice", &["x", "st", "en", "", "sp"], &["y"], vec![]);
+        g.ci("sp", &[-1, -2]);
+    }));
     v.push(case("Gather", 17, &[3, 4], std, |g| {
         g.ci("i", &[2, 0, 2]);
         g.n("Gather", &["x", "i"], &["y"], vec![a_i("axis", 1)]);
+    }));
+    v.push(case("Gather(axis -1)", 17, &[3, 4], std, |g| {
+        g.ci("i", &[3, 1]);
+        g.n("Gather", &["x", "i"], &["y"], vec![a_i("axis", -1)]);
     }));
     v.push(case("Expand", 17, &[3, 1], std, |g| {
         g.ci("s", &[2, 3, 4]);
@@ -847,6 +857,15 @@ fn stacked_tangents_equal_per_direction_tangents() {
         "Reshape(Shape)",
         "Conv",
         "ConvTranspose",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization(21, f32)",
+        "GroupNormalization(18)",
+        "Slice",
+        "Slice(default axes, steps)",
+        "Gather",
+        "Gather(axis -1)",
+        "Split+Mul",
     ] {
         assert!(
             checked.contains(&name),
@@ -1196,8 +1215,8 @@ impl VelocityField for PerDirection {
 /// Likelihoods through the stacked tangent model (one call per stage) equal
 /// those through the per-direction form, for the exact divergence and for
 /// Hutchinson's estimator (the same probes reach the same samples), with
-/// extras, scalar-time models and chunking by memory; a model outside the
-/// stacked set says why it has none.
+/// extras, scalar-time models and chunking by memory, for MLPs, the mixture,
+/// convolutions, instance normalisation and an attention block.
 #[test]
 fn stacked_likelihoods_equal_per_direction_likelihoods() {
     use fmrt::likelihood::Divergence;
@@ -1209,6 +1228,11 @@ fn stacked_likelihoods_equal_per_direction_likelihoods() {
         ("time_concat.onnx", 3 * 4 * 4 * 5),
         // Convolutions: the tangent axis merged into the batch axis.
         ("image_state.onnx", usize::MAX),
+        // Convolutions and instance normalisations.
+        ("conv_norm.onnx", usize::MAX),
+        // Attention: LayerNormalization, Slice, Softmax, MatMul of two
+        // varying operands.
+        ("attention_block.onnx", usize::MAX),
     ];
     for &(name, max_bytes) in cases {
         let stacked = Arc::new(load(name));
@@ -1249,13 +1273,6 @@ fn stacked_likelihoods_equal_per_direction_likelihoods() {
             }
         }
     }
-    let normalised = load("conv_norm.onnx");
-    assert!(!normalised.provides_stacked_jvp());
-    let reason = normalised.stacked_jvp_unavailable_reason().unwrap();
-    assert!(
-        reason.contains("InstanceNormalization") && reason.contains("stacked"),
-        "{reason}"
-    );
 }
 
 fn ot() -> Arc<dyn Schedule> {

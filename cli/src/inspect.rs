@@ -34,6 +34,14 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {
     }
     if model.provides_jvp() {
         println!("derivatives: exact JVPs through the tangent graph (likelihood --divergence exact|hutchinson)");
+        match model.stacked_jvp_unavailable_reason() {
+            None => println!(
+                "  likelihood stages: one call (velocity and every direction's J·v, the network's primal part once)"
+            ),
+            Some(reason) => println!(
+                "  likelihood stages: a velocity call plus a J·v call per stage (no stacked form: {reason})"
+            ),
+        }
     } else {
         let reason = model
             .jvp_unavailable_reason()

@@ -620,6 +620,7 @@ mod models {
             "extra",
             "fmrt.null_condition = 3",
             "provider: CPU",
+            "likelihood stages: one call",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in\n{text}");
         }

@@ -51,6 +51,32 @@ impl Builder {
         self.lead.is_some()
     }
 
+    /// The shape of the stacked tangent of `a`, `[P, ...shape of a]`, as an
+    /// int64 tensor (stacked form only).
+    pub(super) fn stacked_shape_of(&mut self, a: &str) -> std::result::Result<String, String> {
+        let lead = self.lead()?;
+        let shape = self.op1("Shape", a);
+        Ok(self.emit(
+            "Concat",
+            &[&lead, &shape],
+            vec![AttributeProto::int("axis", 0)],
+        ))
+    }
+
+    /// `[-1, ...shape of a after its first axis]`: the shape that merges a
+    /// stacked tangent's tangent axis into `a`'s batch axis.
+    pub(super) fn merged_shape_of(&mut self, a: &str) -> String {
+        let shape = self.op1("Shape", a);
+        let (start, end, axis) = (self.ints(&[1]), self.ints(&[i64::MAX]), self.ints(&[0]));
+        let per_sample = self.emit("Slice", &[&shape, &start, &end, &axis], vec![]);
+        let merged = self.ints(&[-1]);
+        self.emit(
+            "Concat",
+            &[&merged, &per_sample],
+            vec![AttributeProto::int("axis", 0)],
+        )
+    }
+
     /// Zeros shaped like the stacked tangent of `a`: `[P, ...shape of a]`.
     pub(super) fn stacked_zeros_like(
         &mut self,

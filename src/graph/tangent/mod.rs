@@ -52,10 +52,12 @@ pub struct TangentOptions {
     /// The stacked form: the tangent input carries a leading tangent axis,
     /// `[P, ...shape of x]`, so P directions share one evaluation of the
     /// primal, and the tangent output is `[P, ...shape of the output]`. It
-    /// covers the operators of MLPs and attention-free fields (elementwise
-    /// functions, MatMul, Gemm, Concat, axis and reshape operators,
-    /// Softmax); any other operator on the state's path makes the transform
-    /// fail, naming it, and the per-direction form remains available.
+    /// covers the operators of MLPs, convolutional nets and attention blocks
+    /// (elementwise functions, MatMul, Gemm, Conv, ConvTranspose, Concat,
+    /// Slice, Gather, Split, axis and reshape operators, Softmax, Layer-,
+    /// Instance- and GroupNormalization); any other operator on the state's
+    /// path (pooling, Resize, Expand, Tile...) makes the transform fail,
+    /// naming it, and the per-direction form remains available.
     pub stacked: bool,
 }
 

@@ -18,7 +18,9 @@ use crate::graph::proto::{type_proto, GraphProto, NodeProto, TensorProto};
 pub(super) struct Ranks {
     rank: HashMap<String, usize>,
     /// The lengths of 1-D tensors whose length is known: constants
-    /// (initializers, `Constant` outputs) and `Shape` outputs.
+    /// (initializers, `Constant` outputs), `Shape` outputs, scalars
+    /// unsqueezed to 1-D and concatenations of known lengths (the shape
+    /// arithmetic of exported reshapes).
     lengths: HashMap<String, usize>,
 }
 
@@ -138,7 +140,20 @@ impl Ranks {
             | "Floor"
             | "Ceil"
             | "Round"
-            | "Sign" => rank_of(0),
+            | "Sign"
+            | "Slice" => rank_of(0),
+            "Split" => {
+                // Every part has the input's rank.
+                if let Some(r) = rank_of(0) {
+                    for name in node.output.iter().filter(|s| !s.is_empty()) {
+                        self.rank.insert(name.clone(), r);
+                    }
+                }
+                return;
+            }
+            "Gather" => rank_of(0)
+                .zip(rank_of(1))
+                .and_then(|(data, indices)| (data + indices).checked_sub(1)),
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "PRelu" | "Where" | "Max" | "Min" | "Sum"
             | "Mean" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
                 max_rank()
@@ -163,9 +178,25 @@ impl Ranks {
                     .filter(|s| !s.is_empty())
                     .map(|n| self.get(n))
                     .collect();
+                let lengths: Option<Vec<usize>> = node
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|n| self.length(n))
+                    .collect();
+                if let (Some(lengths), Some(name)) = (lengths, node.output.first()) {
+                    self.lengths.insert(name.clone(), lengths.iter().sum());
+                }
                 known.and_then(|v| v.first().copied())
             }
-            "Unsqueeze" => rank_of(0).zip(self.axes_count(node, 1)).map(|(r, n)| r + n),
+            "Unsqueeze" => {
+                let out = rank_of(0).zip(self.axes_count(node, 1)).map(|(r, n)| r + n);
+                // A scalar unsqueezed to 1-D has as many entries as axes added.
+                if let (Some(0), Some(1), Some(name)) = (rank_of(0), out, node.output.first()) {
+                    self.lengths.insert(name.clone(), 1);
+                }
+                out
+            }
             "Squeeze" => rank_of(0)
                 .zip(self.axes_count(node, 1))
                 .and_then(|(r, n)| r.checked_sub(n)),

@@ -17,9 +17,19 @@ pub(super) fn layer_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
     let eps = node.attr_f("epsilon", 1e-5);
     let f = vec![AttributeProto::int("axis", axis)];
     let x2 = b.emit("Flatten", &[a], f.clone());
-    let d2 = b.emit("Flatten", &[&ad], f);
-    let n = normalized_tangent(b, &x2, &d2, &[1], eps, dt);
-    let shape = b.op1("Shape", a);
+    let d2 = if b.is_stacked() {
+        // [P, outer, inner]: Flatten would fold P into the outer axis.
+        let shape = b.stacked_shape_of(&x2)?;
+        b.op2("Reshape", &ad, &shape)
+    } else {
+        b.emit("Flatten", &[&ad], f)
+    };
+    let n = normalized_tangent(b, &x2, &d2, eps, dt);
+    let shape = if b.is_stacked() {
+        b.stacked_shape_of(a)?
+    } else {
+        b.op1("Shape", a)
+    };
     let r = b.op2("Reshape", &n, &shape);
     let mut outs = vec![Out::Tangent(b.op2("Mul", &r, cx.input(1).unwrap_or("")))];
     outs.extend((1..node.output.len()).map(|_| Out::Opaque));
@@ -43,17 +53,38 @@ pub(super) fn instance_group_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
         b.ints(&[0, groups, -1])
     };
     let x3 = b.op2("Reshape", a, &spec);
-    let d3 = b.op2("Reshape", &ad, &spec);
-    let mut n = normalized_tangent(b, &x3, &d3, &[2], eps, dt);
+    let stacked = b.is_stacked();
+    let d3 = if stacked {
+        // [P, N, groups, rest]
+        let shape = b.stacked_shape_of(&x3)?;
+        b.op2("Reshape", &ad, &shape)
+    } else {
+        b.op2("Reshape", &ad, &spec)
+    };
+    let mut n = normalized_tangent(b, &x3, &d3, eps, dt);
+    if stacked {
+        // The channel scale below wants [N, C, ...]: the tangent axis is
+        // merged into the batch axis until the end.
+        let merged = b.merged_shape_of(&x3);
+        n = b.op2("Reshape", &n, &merged);
+    }
     let scale = cx.input(1).unwrap_or("");
     let per_group = op == "GroupNormalization" && b.opset < 21;
     if per_group {
         n = channel_scale(b, &n, scale, dt);
     }
-    let shape = b.op1("Shape", a);
+    let shape = if stacked {
+        b.merged_shape_of(a)
+    } else {
+        b.op1("Shape", a)
+    };
     let mut r = b.op2("Reshape", &n, &shape);
     if !per_group {
         r = channel_scale(b, &r, scale, dt);
+    }
+    if stacked {
+        let split = b.stacked_shape_of(a)?;
+        r = b.op2("Reshape", &r, &split);
     }
     one(r)
 }
@@ -85,16 +116,12 @@ pub(super) fn batch_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
     one(r)
 }
 
-/// The tangent of the normalization of `x` over `axes`: with x̂ = (x − μ)/σ,
-/// x̂' = (ẋc − x̂·mean(x̂·ẋc))/σ where ẋc = ẋ − mean(ẋ).
-fn normalized_tangent(
-    b: &mut Builder,
-    x: &str,
-    xd: &str,
-    axes: &[i64],
-    eps: f32,
-    dt: i32,
-) -> String {
+/// The tangent of the normalization of `x` over its last axis: with
+/// x̂ = (x − μ)/σ, x̂' = (ẋc − x̂·mean(x̂·ẋc))/σ where ẋc = ẋ − mean(ẋ).
+/// `xd` may carry a leading tangent axis: every reduction is over the last
+/// axis and the rest broadcasts.
+fn normalized_tangent(b: &mut Builder, x: &str, xd: &str, eps: f32, dt: i32) -> String {
+    let axes = &[-1];
     let mu = b.reduce("ReduceMean", x, axes);
     let xc = b.op2("Sub", x, &mu);
     let sq = b.op2("Mul", &xc, &xc);

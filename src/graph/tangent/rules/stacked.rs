@@ -9,7 +9,8 @@
 //! output's rank (after the tangent axis); operators that name axes get them
 //! shifted by one; reshapes reshape to `[P, ...output shape]`; Gemm, which is
 //! 2-D only, becomes MatMul; convolutions, which want `[N, C, ...]`, run on
-//! the tangent axis merged into the batch axis. Operators outside this set
+//! the tangent axis merged into the batch axis; the normalisations reduce
+//! over trailing axes, which broadcasting leaves alone. Operators outside this set
 //! have no stacked rule: the transform then fails and the caller uses the
 //! per-direction form.
 
@@ -79,6 +80,12 @@ pub(super) fn supported(op: &str) -> bool {
                 | "LogSoftmax"
                 | "Conv"
                 | "ConvTranspose"
+                | "LayerNormalization"
+                | "InstanceNormalization"
+                | "GroupNormalization"
+                | "Slice"
+                | "Gather"
+                | "Split"
         )
 }
 
@@ -124,16 +131,17 @@ pub(super) fn rule(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         "Transpose" => transpose(b, cx, ranks),
         "Softmax" | "LogSoftmax" => softmax(b, cx),
         "Conv" | "ConvTranspose" => conv(b, cx),
+        "Slice" => slice(b, cx),
+        "Gather" | "Split" => with_axis(b, cx),
+        // The normalisations handle both forms themselves.
+        "LayerNormalization" => super::normalisation::layer_norm(b, cx),
+        "InstanceNormalization" | "GroupNormalization" => {
+            super::normalisation::instance_group_norm(b, cx)
+        }
         // Reshape and Flatten: the tangent reshaped to [P, ...output shape].
         _ => {
             let ad = cx.only_first("a shape")?;
-            let shape = b.op1("Shape", cx.y);
-            let lead = b.lead()?;
-            let target = b.emit(
-                "Concat",
-                &[&lead, &shape],
-                vec![AttributeProto::int("axis", 0)],
-            );
+            let target = b.stacked_shape_of(cx.y)?;
             one(b.op2("Reshape", &ad, &target))
         }
     }
@@ -335,25 +343,58 @@ fn conv(b: &mut Builder, cx: &Ctx) -> RuleResult {
         return Err("a convolution whose weights or bias depend on the state".into());
     }
     let xd = cx.only_first("weights")?;
-    // [-1, ...shape of x after its batch axis]
-    let x_shape = b.op1("Shape", cx.a);
-    let (start, end, axis) = (b.ints(&[1]), b.ints(&[i64::MAX]), b.ints(&[0]));
-    let per_sample = b.emit("Slice", &[&x_shape, &start, &end, &axis], vec![]);
-    let merged_batch = b.ints(&[-1]);
-    let merged_shape = b.emit(
-        "Concat",
-        &[&merged_batch, &per_sample],
-        vec![AttributeProto::int("axis", 0)],
-    );
+    let merged_shape = b.merged_shape_of(cx.a);
     let merged = b.op2("Reshape", &xd, &merged_shape);
     let w = cx.input(1).unwrap_or("");
     let convolved = b.emit(cx.op, &[&merged, w], cx.node.attribute.clone());
-    let lead = b.lead()?;
-    let y_shape = b.op1("Shape", cx.y);
-    let split_shape = b.emit(
-        "Concat",
-        &[&lead, &y_shape],
-        vec![AttributeProto::int("axis", 0)],
-    );
+    let split_shape = b.stacked_shape_of(cx.y)?;
     one(b.op2("Reshape", &convolved, &split_shape))
+}
+
+/// Slice: the same slice of the tangent, on the shifted axes (the default
+/// axes, 0 to n − 1 for n starts, become 1 to n).
+fn slice(b: &mut Builder, cx: &Ctx) -> RuleResult {
+    let ad = cx.only_first("starts, ends, axes or steps")?;
+    if b.opset < 10 {
+        let count = cx.node.attr_ints("starts").map_or(0, <[i64]>::len) as i64;
+        let shifted: Vec<i64> = match cx.node.attr_ints("axes") {
+            Some(axes) => axes.iter().map(|&a| shift(a)).collect(),
+            None => (1..=count).collect(),
+        };
+        let mut attrs = cx.node.attribute.clone();
+        attrs.retain(|a| a.name.as_deref() != Some("axes"));
+        attrs.push(AttributeProto::ints("axes", &shifted));
+        return one(b.emit("Slice", &[&ad], attrs));
+    }
+    let (Some(starts), Some(ends)) = (cx.input(1), cx.input(2)) else {
+        return Err("a Slice without starts or ends".into());
+    };
+    let axes = match cx.input(3) {
+        Some(axes) => shift_axes_input(b, axes),
+        None => {
+            let count = b.op1("Size", starts);
+            let one_c = b.scalar(data_type::INT64, 1.0);
+            let limit = b.op2("Add", &count, &one_c);
+            b.emit("Range", &[&one_c, &limit, &one_c], vec![])
+        }
+    };
+    let mut inputs = vec![ad.as_str(), starts, ends, axes.as_str()];
+    if let Some(steps) = cx.input(4) {
+        inputs.push(steps);
+    }
+    one(b.emit("Slice", &inputs, cx.node.attribute.clone()))
+}
+
+/// Gather (of the state, at constant indices) and Split: the same node on
+/// the tangent with its `axis` shifted.
+fn with_axis(b: &mut Builder, cx: &Ctx) -> RuleResult {
+    let ad = cx.only_first("indices or split sizes")?;
+    let axis = shift(cx.node.attr_i("axis", 0));
+    let mut attrs = cx.node.attribute.clone();
+    attrs.retain(|a| a.name.as_deref() != Some("axis"));
+    attrs.push(AttributeProto::int("axis", axis));
+    let mut inputs: Vec<&str> = cx.ins.iter().map(String::as_str).collect();
+    inputs[0] = &ad;
+    let outs = b.emit_n(cx.op, &inputs, cx.node.output.len(), attrs);
+    Ok(outs.into_iter().map(super::Out::Tangent).collect())
 }
