@@ -874,6 +874,31 @@ fn stacked_tangents_equal_per_direction_tangents() {
     }
 }
 
+/// A shape constant that claims 10^12 entries (and holds none) does not make
+/// the stacked transform build a list of that many axes: the rank it would
+/// give stays unknown and the transform refuses the node that needs it.
+#[test]
+fn a_huge_claimed_shape_does_not_become_a_huge_rank() {
+    let m = model(17, data_type::FLOAT, &[3, 4], &|g| {
+        g.inits.push(TensorProto {
+            name: Some("huge".into()),
+            dims: vec![1_000_000_000_000],
+            data_type: Some(data_type::INT64),
+            ..Default::default()
+        });
+        g.n("Reshape", &["x", "huge"], &["r"], vec![]);
+        g.ci("one", &[1]);
+        g.n("Unsqueeze", &["x", "one"], &["u"], vec![]);
+        g.n("Add", &["r", "u"], &["y"], vec![]);
+    });
+    let stacked = TangentOptions {
+        stacked: true,
+        ..Default::default()
+    };
+    let err = tangent_model(&m, &stacked).expect_err("the rank of r is unknown");
+    assert!(err.to_string().contains("not known statically"), "{err}");
+}
+
 /// A SiLU's tangent is one fused expression: fewer nodes than the product
 /// rule through the Sigmoid's own tangent (which it still gets when the
 /// Sigmoid has other consumers). Prints the node counts of the fixtures'

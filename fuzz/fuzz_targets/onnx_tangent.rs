@@ -14,9 +14,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = unsupported_ops(&model, None);
-    for drop_outputs in [false, true] {
+    // Per direction (with and without the original outputs) and stacked.
+    for (drop_outputs, stacked) in [(false, false), (true, false), (false, true)] {
         let options = TangentOptions {
             drop_outputs,
+            stacked,
             ..Default::default()
         };
         if let Ok(tangent) = tangent_model(&model, &options) {

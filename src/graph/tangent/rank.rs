@@ -13,6 +13,11 @@ use std::collections::HashMap;
 
 use crate::graph::proto::{type_proto, GraphProto, NodeProto, TensorProto};
 
+/// Ranks and lengths above this are left unknown: no real tensor has more
+/// axes, and a stacked rule builds lists of that many axes, which a hostile
+/// model's claimed `[10^15]`-long shape constant must not make it allocate.
+const MAX_RANK: usize = 64;
+
 /// The ranks (and, for constant 1-D tensors, lengths) known so far.
 #[derive(Default)]
 pub(super) struct Ranks {
@@ -39,7 +44,9 @@ impl Ranks {
                 input.r#type.as_ref().and_then(|t| t.value.as_ref())
             {
                 if let Some(shape) = &t.shape {
-                    r.rank.entry(name.clone()).or_insert(shape.dim.len());
+                    if shape.dim.len() <= MAX_RANK && !r.rank.contains_key(name) {
+                        r.rank.insert(name.clone(), shape.dim.len());
+                    }
                 }
             }
         }
@@ -47,11 +54,26 @@ impl Ranks {
     }
 
     fn constant(&mut self, name: &str, t: &TensorProto) {
-        self.rank.insert(name.to_string(), t.dims.len());
+        self.set_rank(name, t.dims.len());
         if let [n] = t.dims.as_slice() {
             if let Ok(n) = usize::try_from(*n) {
-                self.lengths.insert(name.to_string(), n);
+                self.set_length(name, n);
             }
+        }
+    }
+
+    /// Records a rank, unless it is beyond [`MAX_RANK`].
+    fn set_rank(&mut self, name: &str, rank: usize) {
+        if rank <= MAX_RANK {
+            self.rank.insert(name.to_string(), rank);
+        }
+    }
+
+    /// Records a 1-D tensor's length, unless it is beyond [`MAX_RANK`]
+    /// (lengths serve as ranks and axis counts only).
+    fn set_length(&mut self, name: &str, length: usize) {
+        if length <= MAX_RANK {
+            self.lengths.insert(name.to_string(), length);
         }
     }
 
@@ -146,7 +168,7 @@ impl Ranks {
                 // Every part has the input's rank.
                 if let Some(r) = rank_of(0) {
                     for name in node.output.iter().filter(|s| !s.is_empty()) {
-                        self.rank.insert(name.clone(), r);
+                        self.set_rank(name, r);
                     }
                 }
                 return;
@@ -167,7 +189,7 @@ impl Ranks {
                 // Without start/end, a shape's length is its input's rank.
                 let whole = node.attr("start").is_none() && node.attr("end").is_none();
                 if let (Some(r), Some(name), true) = (rank_of(0), node.output.first(), whole) {
-                    self.lengths.insert(name.clone(), r);
+                    self.set_length(name, r);
                 }
                 Some(1)
             }
@@ -184,8 +206,10 @@ impl Ranks {
                     .filter(|s| !s.is_empty())
                     .map(|n| self.length(n))
                     .collect();
-                if let (Some(lengths), Some(name)) = (lengths, node.output.first()) {
-                    self.lengths.insert(name.clone(), lengths.iter().sum());
+                let total =
+                    lengths.and_then(|v| v.iter().try_fold(0usize, |a, &b| a.checked_add(b)));
+                if let (Some(total), Some(name)) = (total, node.output.first()) {
+                    self.set_length(name, total);
                 }
                 known.and_then(|v| v.first().copied())
             }
@@ -193,7 +217,7 @@ impl Ranks {
                 let out = rank_of(0).zip(self.axes_count(node, 1)).map(|(r, n)| r + n);
                 // A scalar unsqueezed to 1-D has as many entries as axes added.
                 if let (Some(0), Some(1), Some(name)) = (rank_of(0), out, node.output.first()) {
-                    self.lengths.insert(name.clone(), 1);
+                    self.set_length(name, 1);
                 }
                 out
             }
@@ -215,7 +239,7 @@ impl Ranks {
         };
         if let (Some(r), Some(name)) = (out, node.output.first()) {
             if !name.is_empty() {
-                self.rank.insert(name.clone(), r);
+                self.set_rank(name, r);
             }
         }
     }

@@ -157,7 +157,9 @@ fn rank(ranks: &Ranks, name: &str) -> std::result::Result<usize, String> {
 /// An axis of a value as seen on its stacked tangent.
 fn shift(axis: i64) -> i64 {
     if axis >= 0 {
-        axis + 1
+        // Saturating: an absurd axis from a hostile model stays absurd (and
+        // is refused by ONNX Runtime) instead of overflowing.
+        axis.saturating_add(1)
     } else {
         axis
     }
@@ -231,7 +233,7 @@ fn transpose(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         None => (0..rank(ranks, cx.a)? as i64).rev().collect(),
     };
     let mut stacked = vec![0];
-    stacked.extend(perm.iter().map(|&p| p + 1));
+    stacked.extend(perm.iter().map(|&p| p.saturating_add(1)));
     one(b.emit(
         "Transpose",
         &[&ad],
