@@ -38,6 +38,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median time of `repeats` plain `Session::run` calls on (`x`, `t`),
+/// after 3 warm-up calls.
+fn bare_call_median(
+    session: &mut Session,
+    x: &Array2<f32>,
+    t: &Array1<f32>,
+    repeats: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut call = || -> Result<f64, Box<dyn std::error::Error>> {
+        let started = Instant::now();
+        let outputs = session.run(ort::inputs![
+            "x" => TensorRef::from_array_view(x.view())?,
+            "t" => TensorRef::from_array_view(t.view())?,
+        ])?;
+        let v = outputs["v"].try_extract_array::<f32>()?;
+        std::hint::black_box(v.sum());
+        Ok(started.elapsed().as_secs_f64())
+    };
+    for _ in 0..3 {
+        call()?;
+    }
+    Ok(median(
+        (0..repeats).map(|_| call()).collect::<Result<_, _>>()?,
+    ))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ensure_runtime_for_development(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let model_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mlp256.onnx");
@@ -49,20 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ((i * 31 + j * 17) % 97) as f32 / 48.0 - 1.0
     });
     let t = Array1::<f32>::from_elem(BATCH, 0.5);
-    let mut bare_call = move || -> Result<f64, Box<dyn std::error::Error>> {
-        let started = Instant::now();
-        let outputs = session.run(ort::inputs![
-            "x" => TensorRef::from_array_view(x.view())?,
-            "t" => TensorRef::from_array_view(t.view())?,
-        ])?;
-        let v = outputs["v"].try_extract_array::<f32>()?;
-        std::hint::black_box(v.sum());
-        Ok(started.elapsed().as_secs_f64())
-    };
-    for _ in 0..3 {
-        bare_call()?;
-    }
-    let bare = median((0..20).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    let bare = bare_call_median(&mut session, &x, &t, 20)?;
     println!(
         "mlp256, batch {BATCH}: bare Session::run {:.3} ms",
         bare * 1e3
@@ -110,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // calls are not interleaved with the solves: ONNX Runtime's worker threads
     // spin for a while after each run and would slow the other session.)
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let bare_after = median((0..20).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    let bare_after = bare_call_median(&mut session, &x, &t, 20)?;
     println!(
         "bare Session::run after the runs: {:.3} ms ({:+.1}% against before)",
         bare_after * 1e3,
@@ -169,20 +182,7 @@ fn cheap_field_overhead(
     let x0 = sampler.draw_noise(BATCH, 1)?;
     let x = x0.clone().into_dimensionality::<ndarray::Ix2>()?;
     let t = Array1::<f32>::from_elem(BATCH, 0.5);
-    let mut bare_call = move || -> Result<f64, Box<dyn std::error::Error>> {
-        let started = Instant::now();
-        let outputs = session.run(ort::inputs![
-            "x" => TensorRef::from_array_view(x.view())?,
-            "t" => TensorRef::from_array_view(t.view())?,
-        ])?;
-        let v = outputs["v"].try_extract_array::<f32>()?;
-        std::hint::black_box(v.sum());
-        Ok(started.elapsed().as_secs_f64())
-    };
-    for _ in 0..3 {
-        bare_call()?;
-    }
-    let bare = median((0..30).map(|_| bare_call()).collect::<Result<_, _>>()?);
+    let bare = bare_call_median(&mut session, &x, &t, 30)?;
     println!(
         "gmm_ot, batch {BATCH}: bare Session::run {:.3} ms",
         bare * 1e3
