@@ -676,6 +676,27 @@ fn cases() -> Vec<Case> {
         let attrs = vec![AttributeProto::ints("kernel_shape", &[2, 2])];
         g.n("AveragePool", &["x"], &["y"], attrs);
     }));
+    v.push(case("GlobalAveragePool", 17, &[2, 3, 4, 4], std, |g| {
+        g.n("GlobalAveragePool", &["x"], &["y"], vec![]);
+    }));
+    v.push(case("DepthToSpace", 17, &[2, 4, 2, 3], std, |g| {
+        g.n("DepthToSpace", &["x"], &["y"], vec![a_i("blocksize", 2)]);
+    }));
+    v.push(case(
+        "Resize(scales, nearest)",
+        17,
+        &[2, 2, 3, 3],
+        std,
+        |g| {
+            g.cv("sc", &[4], vec![1.0, 1.0, 2.0, 2.0]);
+            g.n("Resize", &["x", "", "sc"], &["y"], vec![]);
+        },
+    ));
+    v.push(case("Resize(sizes, linear)", 17, &[2, 2, 3, 3], std, |g| {
+        g.ci("sz", &[2, 2, 5, 4]);
+        let attrs = vec![AttributeProto::string("mode", "linear")];
+        g.n("Resize", &["x", "", "", "sz"], &["y"], attrs);
+    }));
     v
 }
 
@@ -866,6 +887,11 @@ fn stacked_tangents_equal_per_direction_tangents() {
         "Gather",
         "Gather(axis -1)",
         "Split+Mul",
+        "AveragePool",
+        "GlobalAveragePool",
+        "DepthToSpace",
+        "Resize(scales, nearest)",
+        "Resize(sizes, linear)",
     ] {
         assert!(
             checked.contains(&name),

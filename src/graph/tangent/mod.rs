@@ -53,11 +53,12 @@ pub struct TangentOptions {
     /// `[P, ...shape of x]`, so P directions share one evaluation of the
     /// primal, and the tangent output is `[P, ...shape of the output]`. It
     /// covers the operators of MLPs, convolutional nets and attention blocks
-    /// (elementwise functions, MatMul, Gemm, Conv, ConvTranspose, Concat,
-    /// Slice, Gather, Split, axis and reshape operators, Softmax, Layer-,
-    /// Instance- and GroupNormalization); any other operator on the state's
-    /// path (pooling, Resize, Expand, Tile...) makes the transform fail,
-    /// naming it, and the per-direction form remains available.
+    /// (elementwise functions, MatMul, Gemm, Conv, ConvTranspose, average
+    /// pooling, Resize, DepthToSpace, SpaceToDepth, Concat, Slice, Gather,
+    /// Split, axis and reshape operators, Softmax, Layer-, Instance- and
+    /// GroupNormalization); any other operator on the state's path (MaxPool,
+    /// Expand, Tile...) makes the transform fail, naming it, and the
+    /// per-direction form remains available.
     pub stacked: bool,
 }
 

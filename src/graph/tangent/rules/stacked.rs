@@ -8,8 +8,8 @@
 //! are once the tangents of lower-rank operands are unsqueezed to the
 //! output's rank (after the tangent axis); operators that name axes get them
 //! shifted by one; reshapes reshape to `[P, ...output shape]`; Gemm, which is
-//! 2-D only, becomes MatMul; convolutions, which want `[N, C, ...]`, run on
-//! the tangent axis merged into the batch axis; the normalisations reduce
+//! 2-D only, becomes MatMul; convolutions, pooling and Resize, which want
+//! `[N, C, ...]`, run on the tangent axis merged into the batch axis; the normalisations reduce
 //! over trailing axes, which broadcasting leaves alone. Operators outside this set
 //! have no stacked rule: the transform then fails and the caller uses the
 //! per-direction form.
@@ -61,10 +61,24 @@ const UNCHANGED: &[&str] = &[
     "Dropout",
 ];
 
+/// Operators linear in their first input that treat axis 0 as a batch of
+/// independent samples and want it first (`[N, C, ...]`): their stacked
+/// tangent runs on the tangent axis merged into the batch axis.
+const BATCHWISE: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "AveragePool",
+    "GlobalAveragePool",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Resize",
+];
+
 /// Whether `op` has a stacked rule.
 pub(super) fn supported(op: &str) -> bool {
     BROADCASTING.contains(&op)
         || UNCHANGED.contains(&op)
+        || BATCHWISE.contains(&op)
         || matches!(
             op,
             "Gemm"
@@ -78,8 +92,6 @@ pub(super) fn supported(op: &str) -> bool {
                 | "Flatten"
                 | "Softmax"
                 | "LogSoftmax"
-                | "Conv"
-                | "ConvTranspose"
                 | "LayerNormalization"
                 | "InstanceNormalization"
                 | "GroupNormalization"
@@ -130,7 +142,7 @@ pub(super) fn rule(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         "Unsqueeze" | "Squeeze" | "ReduceSum" | "ReduceMean" => with_axes(b, cx),
         "Transpose" => transpose(b, cx, ranks),
         "Softmax" | "LogSoftmax" => softmax(b, cx),
-        "Conv" | "ConvTranspose" => conv(b, cx),
+        op if BATCHWISE.contains(&op) => batchwise(b, cx),
         "Slice" => slice(b, cx),
         "Gather" | "Split" => with_axis(b, cx),
         // The normalisations handle both forms themselves.
@@ -335,22 +347,45 @@ fn softmax(b: &mut Builder, cx: &Ctx) -> RuleResult {
     })
 }
 
-/// Conv and ConvTranspose of the state (constant weights): linear in x, and
-/// every sample of the batch axis is convolved alike, so the tangent axis
-/// is merged into the batch axis (`[P·B, C, ...]`), convolved without the
-/// bias, and split off again (`[P, ...shape of y]`): one convolution for all
-/// P directions.
-fn conv(b: &mut Builder, cx: &Ctx) -> RuleResult {
-    if cx.t(1).is_some() || cx.t(2).is_some() {
-        return Err("a convolution whose weights or bias depend on the state".into());
-    }
-    let xd = cx.only_first("weights")?;
+/// The `BATCHWISE` operators (convolutions with constant weights, average
+/// pooling, depth/space rearrangements, Resize): the tangent axis is merged
+/// into the batch axis (`[P·B, C, ...]`), the operator runs once on all P
+/// directions (a convolution without its bias; a Resize given `sizes` for
+/// every axis gets the merged batch as its first size), and the tangent
+/// axis is split off again (`[P, ...shape of y]`).
+fn batchwise(b: &mut Builder, cx: &Ctx) -> RuleResult {
+    let xd = cx.only_first("a parameter (weights, bias, scales or sizes)")?;
     let merged_shape = b.merged_shape_of(cx.a);
     let merged = b.op2("Reshape", &xd, &merged_shape);
-    let w = cx.input(1).unwrap_or("");
-    let convolved = b.emit(cx.op, &[&merged, w], cx.node.attribute.clone());
+    let mut inputs: Vec<String> = cx.ins.to_vec();
+    inputs[0] = merged;
+    match cx.op {
+        // Linear in x: the bias has no tangent.
+        "Conv" | "ConvTranspose" => inputs.truncate(2),
+        "Resize" if cx.node.attr_ints("axes").is_none() => {
+            if let Some(sizes) = cx.input(3) {
+                let merged_dims = b.op1("Shape", &inputs[0]);
+                let batch = slice_1d(b, &merged_dims, 0, 1);
+                let rest = slice_1d(b, sizes, 1, i64::MAX);
+                inputs[3] = b.emit(
+                    "Concat",
+                    &[&batch, &rest],
+                    vec![AttributeProto::int("axis", 0)],
+                );
+            }
+        }
+        _ => {}
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let applied = b.emit(cx.op, &refs, cx.node.attribute.clone());
     let split_shape = b.stacked_shape_of(cx.y)?;
-    one(b.op2("Reshape", &convolved, &split_shape))
+    one(b.op2("Reshape", &applied, &split_shape))
+}
+
+/// Entries `start..end` of the 1-D tensor `t`.
+fn slice_1d(b: &mut Builder, t: &str, start: i64, end: i64) -> String {
+    let (starts, ends, axes) = (b.ints(&[start]), b.ints(&[end]), b.ints(&[0]));
+    b.emit("Slice", &[t, &starts, &ends, &axes], vec![])
 }
 
 /// Slice: the same slice of the tangent, on the shifted axes (the default
