@@ -603,6 +603,18 @@ fn cases() -> Vec<Case> {
         g.c("b", &[3], -1.0, 1.0);
         g.n("InstanceNormalization", &["x", "s", "b"], &["y"], vec![]);
     }));
+    // Before opset 11 reductions take no negative axes.
+    v.push(case(
+        "InstanceNormalization(opset 9)",
+        9,
+        &[2, 3, 4, 4],
+        std,
+        |g| {
+            g.c("s", &[3], 0.5, 1.5);
+            g.c("b", &[3], -1.0, 1.0);
+            g.n("InstanceNormalization", &["x", "s", "b"], &["y"], vec![]);
+        },
+    ));
     // Opset 21 computes in float32 (stash_type) even on float64 data: tested in f32.
     v.push(case(
         "GroupNormalization(21, f32)",

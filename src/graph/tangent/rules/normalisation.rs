@@ -24,7 +24,7 @@ pub(super) fn layer_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
     } else {
         b.emit("Flatten", &[&ad], f)
     };
-    let n = normalized_tangent(b, &x2, &d2, eps, dt);
+    let n = normalized_tangent(b, &x2, &d2, last_axis(b, 1)?, eps, dt);
     let shape = if b.is_stacked() {
         b.stacked_shape_of(a)?
     } else {
@@ -61,7 +61,7 @@ pub(super) fn instance_group_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
     } else {
         b.op2("Reshape", &ad, &spec)
     };
-    let mut n = normalized_tangent(b, &x3, &d3, eps, dt);
+    let mut n = normalized_tangent(b, &x3, &d3, last_axis(b, 2)?, eps, dt);
     if stacked {
         // The channel scale below wants [N, C, ...]: the tangent axis is
         // merged into the batch axis until the end.
@@ -116,12 +116,26 @@ pub(super) fn batch_norm(b: &mut Builder, cx: &Ctx) -> RuleResult {
     one(r)
 }
 
-/// The tangent of the normalization of `x` over its last axis: with
+/// The axis the normalisation reduces over, the last one, for an operand
+/// of rank `last + 1`: −1 from opset 11 on, which also serves a stacked
+/// tangent of one more axis; `last` before it, where reductions take no
+/// negative axes (and the stacked form is refused).
+fn last_axis(b: &Builder, last: i64) -> std::result::Result<i64, String> {
+    if b.opset >= 11 {
+        Ok(-1)
+    } else if b.is_stacked() {
+        Err("a normalisation before opset 11 with stacked tangents".into())
+    } else {
+        Ok(last)
+    }
+}
+
+/// The tangent of the normalization of `x` over its last axis `axis`: with
 /// x̂ = (x − μ)/σ, x̂' = (ẋc − x̂·mean(x̂·ẋc))/σ where ẋc = ẋ − mean(ẋ).
-/// `xd` may carry a leading tangent axis: every reduction is over the last
-/// axis and the rest broadcasts.
-fn normalized_tangent(b: &mut Builder, x: &str, xd: &str, eps: f32, dt: i32) -> String {
-    let axes = &[-1];
+/// `xd` may carry a leading tangent axis when `axis` is −1: every
+/// reduction is over the last axis and the rest broadcasts.
+fn normalized_tangent(b: &mut Builder, x: &str, xd: &str, axis: i64, eps: f32, dt: i32) -> String {
+    let axes = &[axis];
     let mu = b.reduce("ReduceMean", x, axes);
     let xc = b.op2("Sub", x, &mu);
     let sq = b.op2("Mul", &xc, &xc);
