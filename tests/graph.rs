@@ -904,6 +904,7 @@ fn stacked_tangents_equal_per_direction_tangents() {
         "DepthToSpace",
         "Resize(scales, nearest)",
         "Resize(sizes, linear)",
+        "BatchNormalization",
     ] {
         assert!(
             checked.contains(&name),

@@ -55,8 +55,8 @@ pub struct TangentOptions {
     /// covers the operators of MLPs, convolutional nets and attention blocks
     /// (elementwise functions, MatMul, Gemm, Conv, ConvTranspose, average
     /// pooling, Resize, DepthToSpace, SpaceToDepth, Concat, Slice, Gather,
-    /// Split, axis and reshape operators, Softmax, Layer-, Instance- and
-    /// GroupNormalization); any other operator on the state's path (MaxPool,
+    /// Split, axis and reshape operators, Softmax, Layer-, Instance-, Group-
+    /// and inference BatchNormalization); any other operator on the state's path (MaxPool,
     /// Expand, Tile...) makes the transform fail, naming it, and the
     /// per-direction form remains available.
     pub stacked: bool,

@@ -72,6 +72,7 @@ const BATCHWISE: &[&str] = &[
     "DepthToSpace",
     "SpaceToDepth",
     "Resize",
+    "BatchNormalization",
 ];
 
 /// Whether `op` has a stacked rule.
@@ -348,36 +349,43 @@ fn softmax(b: &mut Builder, cx: &Ctx) -> RuleResult {
 }
 
 /// The `BATCHWISE` operators (convolutions with constant weights, average
-/// pooling, depth/space rearrangements, Resize): the tangent axis is merged
-/// into the batch axis (`[P·B, C, ...]`), the operator runs once on all P
-/// directions (a convolution without its bias; a Resize given `sizes` for
-/// every axis gets the merged batch as its first size), and the tangent
-/// axis is split off again (`[P, ...shape of y]`).
+/// pooling, depth/space rearrangements, Resize, inference batch
+/// normalisation): the tangent axis is merged into the batch axis
+/// (`[P·B, C, ...]`), the operator's per-direction rule runs once on all P
+/// directions (a Resize given `sizes` for every axis gets the merged batch
+/// as its first size), and the tangent axis is split off again
+/// (`[P, ...shape of y]`).
 fn batchwise(b: &mut Builder, cx: &Ctx) -> RuleResult {
-    let xd = cx.only_first("a parameter (weights, bias, scales or sizes)")?;
+    let xd = cx.only_first("a parameter (weights, bias, scales, sizes or statistics)")?;
     let merged_shape = b.merged_shape_of(cx.a);
     let merged = b.op2("Reshape", &xd, &merged_shape);
-    let mut inputs: Vec<String> = cx.ins.to_vec();
-    inputs[0] = merged;
-    match cx.op {
-        // Linear in x: the bias has no tangent.
-        "Conv" | "ConvTranspose" => inputs.truncate(2),
-        "Resize" if cx.node.attr_ints("axes").is_none() => {
-            if let Some(sizes) = cx.input(3) {
-                let merged_dims = b.op1("Shape", &inputs[0]);
-                let batch = slice_1d(b, &merged_dims, 0, 1);
-                let rest = slice_1d(b, sizes, 1, i64::MAX);
-                inputs[3] = b.emit(
-                    "Concat",
-                    &[&batch, &rest],
-                    vec![AttributeProto::int("axis", 0)],
-                );
-            }
+    let applied = if cx.op == "Resize" {
+        let mut inputs: Vec<String> = cx.ins.to_vec();
+        inputs[0] = merged;
+        if let (Some(sizes), None) = (cx.input(3), cx.node.attr_ints("axes")) {
+            let merged_dims = b.op1("Shape", &inputs[0]);
+            let batch = slice_1d(b, &merged_dims, 0, 1);
+            let rest = slice_1d(b, sizes, 1, i64::MAX);
+            inputs[3] = b.emit(
+                "Concat",
+                &[&batch, &rest],
+                vec![AttributeProto::int("axis", 0)],
+            );
         }
-        _ => {}
-    }
-    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let applied = b.emit(cx.op, &refs, cx.node.attribute.clone());
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        b.emit(cx.op, &refs, cx.node.attribute.clone())
+    } else {
+        let first = cx.a;
+        let tangent_of = |name: &str| (name == first).then(|| merged.clone());
+        let inner = Ctx {
+            tangent_of: &tangent_of,
+            ..*cx
+        };
+        match super::ordinary(b, &inner)?.into_iter().next() {
+            Some(super::Out::Tangent(t)) => t,
+            _ => return Err(format!("{} gave no tangent", cx.op)),
+        }
+    };
     let split_shape = b.stacked_shape_of(cx.y)?;
     one(b.op2("Reshape", &applied, &split_shape))
 }
