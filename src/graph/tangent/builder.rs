@@ -67,8 +67,7 @@ impl Builder {
     /// stacked tangent's tangent axis into `a`'s batch axis.
     pub(super) fn merged_shape_of(&mut self, a: &str) -> String {
         let shape = self.op1("Shape", a);
-        let (start, end, axis) = (self.ints(&[1]), self.ints(&[i64::MAX]), self.ints(&[0]));
-        let per_sample = self.emit("Slice", &[&shape, &start, &end, &axis], vec![]);
+        let per_sample = self.slice_1d(&shape, 1, i64::MAX);
         let merged = self.ints(&[-1]);
         self.emit(
             "Concat",
@@ -77,19 +76,19 @@ impl Builder {
         )
     }
 
+    /// Entries `start..end` of the 1-D tensor `t`.
+    pub(super) fn slice_1d(&mut self, t: &str, start: i64, end: i64) -> String {
+        let (starts, ends, axes) = (self.ints(&[start]), self.ints(&[end]), self.ints(&[0]));
+        self.emit("Slice", &[t, &starts, &ends, &axes], vec![])
+    }
+
     /// Zeros shaped like the stacked tangent of `a`: `[P, ...shape of a]`.
     pub(super) fn stacked_zeros_like(
         &mut self,
         a: &str,
         dtype: i32,
     ) -> std::result::Result<String, String> {
-        let lead = self.lead()?;
-        let shape = self.op1("Shape", a);
-        let full = self.emit(
-            "Concat",
-            &[&lead, &shape],
-            vec![AttributeProto::int("axis", 0)],
-        );
+        let full = self.stacked_shape_of(a)?;
         let mut value = TensorProto::scalar("", dtype, 0.0);
         value.dims = vec![1];
         Ok(self.emit(

@@ -9,10 +9,10 @@
 //! output's rank (after the tangent axis); operators that name axes get them
 //! shifted by one; reshapes reshape to `[P, ...output shape]`; Gemm, which is
 //! 2-D only, becomes MatMul; convolutions, pooling and Resize, which want
-//! `[N, C, ...]`, run on the tangent axis merged into the batch axis; the normalisations reduce
-//! over trailing axes, which broadcasting leaves alone. Operators outside this set
-//! have no stacked rule: the transform then fails and the caller uses the
-//! per-direction form.
+//! `[N, C, ...]`, run on the tangent axis merged into the batch axis; the
+//! normalisations reduce over trailing axes, which broadcasting leaves
+//! alone. Operators outside this set have no stacked rule: the transform
+//! then fails and the caller uses the per-direction form.
 
 use std::collections::HashMap;
 
@@ -364,8 +364,8 @@ fn batchwise(b: &mut Builder, cx: &Ctx) -> RuleResult {
         inputs[0] = merged;
         if let (Some(sizes), None) = (cx.input(3), cx.node.attr_ints("axes")) {
             let merged_dims = b.op1("Shape", &inputs[0]);
-            let batch = slice_1d(b, &merged_dims, 0, 1);
-            let rest = slice_1d(b, sizes, 1, i64::MAX);
+            let batch = b.slice_1d(&merged_dims, 0, 1);
+            let rest = b.slice_1d(sizes, 1, i64::MAX);
             inputs[3] = b.emit(
                 "Concat",
                 &[&batch, &rest],
@@ -388,12 +388,6 @@ fn batchwise(b: &mut Builder, cx: &Ctx) -> RuleResult {
     };
     let split_shape = b.stacked_shape_of(cx.y)?;
     one(b.op2("Reshape", &applied, &split_shape))
-}
-
-/// Entries `start..end` of the 1-D tensor `t`.
-fn slice_1d(b: &mut Builder, t: &str, start: i64, end: i64) -> String {
-    let (starts, ends, axes) = (b.ints(&[start]), b.ints(&[end]), b.ints(&[0]));
-    b.emit("Slice", &[t, &starts, &ends, &axes], vec![])
 }
 
 /// Slice: the same slice of the tangent, on the shifted axes (the default
