@@ -30,7 +30,7 @@ const REPEATS: usize = 7;
 struct JvpOnly(Arc<GaussianMixture>);
 
 impl VelocityField for JvpOnly {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
     fn velocity(

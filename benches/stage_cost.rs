@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("tests/fixtures/mlp256.onnx"));
     let field = OnnxField::load_file(&path)?;
-    let dim = field.state_shape().iter().product::<usize>();
+    let dim = field.state_shape().unwrap().iter().product::<usize>();
     if !field.provides_stacked_jvp() {
         println!(
             "{}: no stacked JVPs: {}",

@@ -347,3 +347,44 @@ fn snr_inverse(schedule: &dyn crate::scheduler::Schedule, snr: f64) -> Result<f6
     }
     Ok(0.5 * (a + b))
 }
+
+/// The longest explicit list of times a fixed-step run accepts.
+pub const MAX_EXPLICIT_TIMES: usize = 1 << 20;
+
+/// An explicit list of times as fixed solver steps ([`Steps::Grid`]), e.g.
+/// a list diffusers' `sigmas` were converted to (t = 1 − σ): at least two
+/// times, finite, strictly increasing, within [0, 1], the last one 1. The
+/// first may be after 0: a sampler then starts there, the noise being the
+/// state at that time (diffusers' DPM-Solver++ grid starts at t = 3e-4).
+pub fn explicit_steps(times: &[f64]) -> Result<Steps> {
+    let bad = |why: String| Err(Error::InvalidArgument(format!("the time list {why}")));
+    if times.len() < 2 {
+        return bad(format!("needs at least 2 times, got {}", times.len()));
+    }
+    if times.len() > MAX_EXPLICIT_TIMES {
+        return bad(format!(
+            "has {} times, more than the {MAX_EXPLICIT_TIMES} accepted",
+            times.len()
+        ));
+    }
+    if let Some((i, v)) = times
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite() || !(0.0..=1.0).contains(*v))
+    {
+        return bad(format!("holds {v} at position {i}, outside [0, 1]"));
+    }
+    if let Some(i) = times.windows(2).position(|w| w[1] <= w[0]) {
+        return bad(format!(
+            "is not strictly increasing: {} at position {} follows {}",
+            times[i + 1],
+            i + 1,
+            times[i]
+        ));
+    }
+    let last = times[times.len() - 1];
+    if last != 1.0 {
+        return bad(format!("must end at 1 (the data end), but ends at {last}"));
+    }
+    Ok(Steps::Grid(times.to_vec()))
+}

@@ -7,9 +7,10 @@
 //! each ([`ModelOptions`]), and composes the adapters in the one right order:
 //!
 //! ```text
-//! network ──► prediction → velocity ──► guidance ──► schedule change
-//!             (Predicted, trained      (Guided)     (ScheduleChange, to the
-//!              schedule)                             sampling schedule)
+//! network ──► its clock ──► prediction → velocity ──► guidance ──► schedule change
+//!             (Clock:       (Predicted, trained      (Guided)     (ScheduleChange, to the
+//!              direction,    schedule)                             sampling schedule)
+//!              time scale)
 //! ```
 //!
 //! The CLI and the C API build their fields through it, so a model samples
@@ -31,9 +32,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::field::adapt::{Guided, Predicted, ScheduleChange};
-use crate::field::onnx::{OnnxField, OnnxFieldBuilder};
-use crate::field::{Extras, VelocityField};
+use crate::field::adapt::{Clock, Guided, Predicted, ScheduleChange, TimeDirection};
+use crate::field::onnx::{OnnxField, OnnxFieldBuilder, META_TIME_DIRECTION, META_TIME_SCALE};
+use crate::field::{Extras, NullCondition, VelocityField};
 use crate::likelihood::Likelihood;
 use crate::path::Prediction;
 use crate::sampler::Sampler;
@@ -56,11 +57,17 @@ pub struct ModelOptions {
     /// times are those of the model's own (training) schedule, which the
     /// guidance adapter sees. Needs `guidance` ≠ 0.
     pub guidance_interval: Option<[f64; 2]>,
-    /// The null condition for guidance, one row per extra input (default:
-    /// `fmrt.null_condition`).
-    pub null_condition: Option<Extras>,
+    /// The null condition for guidance: zeros, a fill value or a tensor for
+    /// each input it names (default: `fmrt.null_condition`).
+    pub null_condition: Option<NullCondition>,
     /// Sample along this schedule instead of the training one.
     pub sample_scheduler: Option<Arc<dyn Schedule>>,
+    /// Which way the network's time runs (default: `fmrt.time_direction`,
+    /// else forward); see [`Clock`].
+    pub time_direction: Option<TimeDirection>,
+    /// The factor K of the network's time input (default: `fmrt.time_scale`,
+    /// else 1; SD3: 1000).
+    pub time_scale: Option<f64>,
 }
 
 impl std::fmt::Debug for ModelOptions {
@@ -73,9 +80,11 @@ impl std::fmt::Debug for ModelOptions {
             .field("guidance_interval", &self.guidance_interval)
             .field(
                 "null_condition",
-                &self.null_condition.as_ref().map(Extras::describe),
+                &self.null_condition.as_ref().map(NullCondition::describe),
             )
             .field("sample_scheduler", &self.sample_scheduler.is_some())
+            .field("time_direction", &self.time_direction)
+            .field("time_scale", &self.time_scale)
             .finish()
     }
 }
@@ -84,6 +93,8 @@ impl std::fmt::Debug for ModelOptions {
 /// know what runs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Adapter {
+    /// The network runs on its own clock: its time direction and scale.
+    Clock(TimeDirection, f64),
     /// The network's x1 or x0 prediction is converted to a velocity.
     Prediction(Prediction),
     /// Classifier-free guidance with scale w.
@@ -95,6 +106,9 @@ pub enum Adapter {
 impl std::fmt::Display for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Adapter::Clock(direction, scale) => {
+                write!(f, "network clock: {direction}, time × {scale}")
+            }
             Adapter::Prediction(p) => write!(f, "{p} prediction"),
             Adapter::Guidance(w) => write!(f, "guidance w = {w}"),
             Adapter::ScheduleChange => f.write_str("schedule change"),
@@ -153,6 +167,7 @@ impl Model {
     /// training schedule, guidance without a null condition, or a scheduler in
     /// the metadata that does not load.
     pub fn new(network: Arc<OnnxField>, options: ModelOptions) -> Result<Model> {
+        let (direction, scale) = clock_of(&network, &options)?;
         let trained = match options.scheduler {
             Some(s) => Some(s),
             None => network
@@ -174,6 +189,10 @@ impl Model {
 
         let mut field: Arc<dyn VelocityField> = network.clone();
         let mut adapters = Vec::new();
+        if direction != TimeDirection::Forward || scale != 1.0 {
+            field = Arc::new(Clock::new(field, direction, scale, prediction)?);
+            adapters.push(Adapter::Clock(direction, scale));
+        }
         if prediction != Prediction::Velocity {
             let schedule = trained
                 .clone()
@@ -184,15 +203,16 @@ impl Model {
         if options.guidance != 0.0 {
             let null = match options.null_condition {
                 Some(null) => null,
-                None => network.null_extras(1)?.ok_or_else(|| {
+                None => network.null_condition_spec()?.ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "guidance needs a null condition, and {} declares none \
-                         (`fmrt.null_condition`): give one (--null-label L)",
+                         (`fmrt.null_condition`): give one (--null-cond NAME=zeros|fill:V|FILE.npy, \
+                         or --null-label L)",
                         network.file()
                     ))
                 })?,
             };
-            let mut guided = Guided::new(field, options.guidance, null)?;
+            let mut guided = Guided::with_null(field, options.guidance, null)?;
             if let Some([a, b]) = options.guidance_interval {
                 guided = guided.with_interval(a, b)?;
             }
@@ -255,6 +275,12 @@ impl Model {
         &self.adapters
     }
 
+    /// `extras` as the network takes them: the inputs it declares without a
+    /// batch axis marked shared (see [`OnnxField::conditioning`]).
+    pub fn conditioning(&self, extras: &Extras) -> Extras {
+        self.network.conditioning(extras)
+    }
+
     /// A sampler of the model's field with `solver`.
     pub fn sampler(&self, solver: SolverConfig) -> Sampler {
         Sampler::new(self.field(), solver)
@@ -264,4 +290,36 @@ impl Model {
     pub fn likelihood(&self, solver: SolverConfig) -> Likelihood {
         Likelihood::new(self.field(), solver)
     }
+}
+
+/// The network's clock: the caller's settings, else the model's metadata,
+/// else fmrt's own (forward, unscaled).
+fn clock_of(network: &OnnxField, options: &ModelOptions) -> Result<(TimeDirection, f64)> {
+    let bad = |key: &str, value: &str, why: String| {
+        Error::model_load(
+            network.file(),
+            format!("metadata `{key}` = `{value}`: {why}"),
+        )
+    };
+    let direction = match options.time_direction {
+        Some(d) => d,
+        None => match network.metadata_value(META_TIME_DIRECTION) {
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: Error| bad(META_TIME_DIRECTION, raw, e.to_string()))?,
+            None => TimeDirection::Forward,
+        },
+    };
+    let scale = match options.time_scale {
+        Some(k) => k,
+        None => match network.metadata_value(META_TIME_SCALE) {
+            Some(raw) => raw
+                .trim()
+                .parse::<f64>()
+                .map_err(|e| bad(META_TIME_SCALE, raw, e.to_string()))?,
+            None => 1.0,
+        },
+    };
+    crate::field::adapt::check_time_scale(scale)?;
+    Ok((direction, scale))
 }

@@ -29,6 +29,8 @@ pub struct Sampler {
     source: Arc<dyn Source>,
     extras: Extras,
     sde: Option<Stochastic>,
+    state_shape: Option<Vec<usize>>,
+    noise_scale: f64,
 }
 
 /// What a sampling run returns.
@@ -87,14 +89,48 @@ impl Sampler {
     /// A sampler for the velocity field `field`, integrated with `solver`, with
     /// noise from the standard normal (see [`with_source`](Self::with_source)).
     pub fn new(field: Arc<dyn VelocityField>, solver: SolverConfig) -> Self {
-        let source = Arc::new(StandardNormal::with_shape(field.state_shape()));
+        let state_shape = field.state_shape().map(<[usize]>::to_vec);
+        let source = Arc::new(StandardNormal::for_shape(state_shape.as_deref()));
         Self {
             field,
             solver,
             source,
             extras: Extras::new(),
             sde: None,
+            state_shape,
+            noise_scale: 1.0,
         }
+    }
+
+    /// The shape of one sample for runs that draw their noise
+    /// ([`sample`](Self::sample), [`draw_noise`](Self::draw_noise)): needed
+    /// for a field whose shape comes with each call (an ONNX model with a
+    /// dynamic length or resolution), and it replaces the field's own shape
+    /// otherwise. Runs given their starting points take the shape from them.
+    pub fn with_state_shape(mut self, shape: &[usize]) -> Self {
+        self.state_shape = Some(shape.to_vec());
+        self
+    }
+
+    /// Scales the noise: x0 = s·z with z standard normal (Matcha-TTS samples
+    /// with s = 0.667). Replaces the source with N(0, s²·I); noise given to
+    /// [`sample_from_noise`](Self::sample_from_noise) is scaled the same way.
+    /// Errors unless s is positive and finite.
+    pub fn with_noise_scale(mut self, scale: f64) -> Result<Self> {
+        self.source = Arc::new(StandardNormal::new().scaled(scale)?);
+        self.noise_scale = scale;
+        Ok(self)
+    }
+
+    /// The noise scale s (1 unless [`with_noise_scale`](Self::with_noise_scale)
+    /// set it).
+    pub fn noise_scale(&self) -> f64 {
+        self.noise_scale
+    }
+
+    /// The shape of one sample that runs drawing their noise use, if known.
+    pub fn state_shape(&self) -> Option<&[usize]> {
+        self.state_shape.as_deref()
     }
 
     /// Samples the SDE of `sde` (same marginals as the ODE, noise scale G)
@@ -157,8 +193,23 @@ impl Sampler {
     /// [`Source::sample_rows`]), so shards drawn separately concatenate to the
     /// unsharded draw bit for bit.
     pub fn draw_noise_rows(&self, first: u64, n: usize, seed: u64) -> Result<ArrayD<f32>> {
-        let mut shape = vec![n];
-        shape.extend_from_slice(self.field.state_shape());
+        let state_shape = self.state_shape.as_deref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the field's state shape comes with each call (its model has dynamic axes), \
+                 so drawing noise needs the shape of one sample: give it with \
+                 Sampler::with_state_shape(..) (--shape on the command line), or pass the \
+                 noise itself"
+                    .to_string(),
+            )
+        })?;
+        if let Some(fixed) = self.field.state_shape() {
+            check_state_shape(
+                "the sampler's state shape",
+                &with_batch(n, state_shape),
+                fixed,
+            )?;
+        }
+        let shape = with_batch(n, state_shape);
         crate::error::checked_product(&shape, "n × state size")?;
         self.source.sample_rows(&shape, seed, first)
     }
@@ -211,7 +262,7 @@ impl Sampler {
         seed: u64,
     ) -> Result<Samples> {
         let batch = x0.shape()[0];
-        self.extras.check_batch(batch)?;
+        let extras = self.extras.for_batch(batch)?;
         let mut rngs: Vec<SeededRng> = (0..batch as u64)
             .map(|i| SeededRng::for_sample(seed, first + i, Lane::Diffusion))
             .collect();
@@ -222,7 +273,7 @@ impl Sampler {
         for w in points.windows(2) {
             let (t, h) = (w[0], w[1] - w[0]);
             self.field
-                .velocity_with(x32.view(), &[t], &self.extras, v32.view_mut())?;
+                .velocity_with(x32.view(), &[t], &extras, v32.view_mut())?;
             stats.nfe += 1;
             let v = v32.as_slice().ok_or_else(|| layout_error("velocity"))?;
             sde.step(&mut x, v, t, h, &mut rngs)?;
@@ -258,18 +309,32 @@ impl Sampler {
         span: &TimeSpan,
         times: &[f64],
     ) -> Result<Samples> {
-        let state_shape = self.field.state_shape().to_vec();
-        check_state_shape("x0", x0.shape(), &state_shape)?;
+        let state_shape = match self.field.state_shape() {
+            Some(fixed) => {
+                check_state_shape("x0", x0.shape(), fixed)?;
+                fixed.to_vec()
+            }
+            None => match x0.shape().split_first() {
+                Some((_, sample)) => sample.to_vec(),
+                None => {
+                    return Err(Error::Shape {
+                        tensor: "x0".to_string(),
+                        expected: "[N, ...] (a batch axis first)".to_string(),
+                        actual: x0.shape().to_vec(),
+                    })
+                }
+            },
+        };
         let batch = x0.shape()[0];
         let dim = crate::error::checked_product(&state_shape, "the state size")?;
-        self.extras.check_batch(batch)?;
+        let extras = self.extras.for_batch(batch)?;
 
         let y0 = to_f64_rows(x0, batch, dim)?;
-        let interval = span.interval();
+        let (interval, solver) = self.resolve_span(span);
         let save_at = normalised_times(&interval, times)?;
 
-        let mut system = FieldSystem::new(self.field.as_ref(), &self.extras, &state_shape, batch);
-        let solution = solver::solve(&mut system, y0.view(), &self.solver, &interval, &save_at)?;
+        let mut system = FieldSystem::new(self.field.as_ref(), &extras, &state_shape, batch);
+        let solution = solver::solve(&mut system, y0.view(), &solver, &interval, &save_at)?;
 
         let mut x_shape = vec![batch];
         x_shape.extend_from_slice(&state_shape);
@@ -289,6 +354,51 @@ impl Sampler {
             stats: solution.stats,
         })
     }
+}
+
+impl Sampler {
+    /// Integrates the standard-normal draws `z` (`[N, ...]`) from t = 0 (or
+    /// the first time of an explicit grid) to 1 after scaling them by the
+    /// noise scale: the run [`sample`](Self::sample) makes with its own draws.
+    pub fn sample_from_noise(&self, z: ArrayViewD<'_, f32>, times: &[f64]) -> Result<Samples> {
+        if self.noise_scale == 1.0 {
+            return self.integrate(z, &TimeSpan::Full, times);
+        }
+        let s = self.noise_scale as f32;
+        let x0 = z.mapv(|v| v * s);
+        self.integrate(x0.view(), &TimeSpan::Full, times)
+    }
+
+    /// The solver's interval for `span`, and the solver configuration: a full
+    /// run whose explicit grid starts after t = 0 (diffusers' DPM-Solver++
+    /// grid starts at t = 3e-4) integrates from the grid's first time, the
+    /// noise being the state there.
+    fn resolve_span(&self, span: &TimeSpan) -> (Interval, SolverConfig) {
+        if let (TimeSpan::Full, Steps::Grid(points), false) =
+            (span, &self.solver.steps, self.solver.is_adaptive())
+        {
+            if let Some(&first) = points.first() {
+                if first > 0.0 && first < 1.0 {
+                    let length = 1.0 - first;
+                    let grid = points.iter().map(|&p| (p - first) / length).collect();
+                    let mut solver = self.solver.clone();
+                    solver.steps = Steps::Grid(grid);
+                    let interval = Interval::Common {
+                        start: first,
+                        end: 1.0,
+                    };
+                    return (interval, solver);
+                }
+            }
+        }
+        (span.interval(), self.solver.clone())
+    }
+}
+
+fn with_batch(n: usize, state_shape: &[usize]) -> Vec<usize> {
+    let mut shape = vec![n];
+    shape.extend_from_slice(state_shape);
+    shape
 }
 
 fn layout_error(what: &str) -> Error {

@@ -100,20 +100,32 @@ pub(crate) fn check_batch_shape(
     }
 }
 
-/// The standard normal distribution N(0, I).
+/// The standard normal distribution N(0, I), or N(0, s²I) with a noise scale
+/// s ([`scaled`](Self::scaled); Matcha-TTS samples its noise with s = 0.667).
 ///
 /// Draws are [`SeededRng::normal`] values rounded to f32, filled in row-major
-/// order. log N(x; 0, I) = −½‖x‖² − (D/2)·ln 2π per sample, with D the number of
-/// elements of one sample.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// order, then multiplied by s in f32 when s ≠ 1. log N(x; 0, s²I) =
+/// −½‖x/s‖² − D·ln s − (D/2)·ln 2π per sample, with D the number of elements
+/// of one sample.
+#[derive(Clone, Debug, PartialEq)]
 pub struct StandardNormal {
     shape: Option<Vec<usize>>,
+    scale: f64,
+}
+
+impl Default for StandardNormal {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StandardNormal {
     /// A standard normal over states of any shape (taken from the arrays).
     pub fn new() -> Self {
-        Self { shape: None }
+        Self {
+            shape: None,
+            scale: 1.0,
+        }
     }
 
     /// A standard normal over states of exactly `state_shape`; arrays of any other
@@ -121,25 +133,61 @@ impl StandardNormal {
     pub fn with_shape(state_shape: &[usize]) -> Self {
         Self {
             shape: Some(state_shape.to_vec()),
+            scale: 1.0,
         }
+    }
+
+    /// A standard normal over states of `state_shape` when given, else of any
+    /// shape.
+    pub fn for_shape(state_shape: Option<&[usize]>) -> Self {
+        Self {
+            shape: state_shape.map(<[usize]>::to_vec),
+            scale: 1.0,
+        }
+    }
+
+    /// The same distribution scaled by `scale`: N(0, scale²·I). The scale must
+    /// be positive and finite.
+    pub fn scaled(mut self, scale: f64) -> Result<Self> {
+        check_noise_scale(scale)?;
+        self.scale = scale;
+        Ok(self)
+    }
+
+    /// The noise scale s (1 for the standard normal).
+    pub fn scale(&self) -> f64 {
+        self.scale
     }
 
     fn log_density_impl<A: Copy + Into<f64>>(&self, x: ArrayViewD<'_, A>) -> Result<Vec<f64>> {
         check_batch_shape("x", x.shape(), self.state_shape())?;
         let dim: usize = x.shape()[1..].iter().product();
-        let norm = 0.5 * dim as f64 * LN_2PI;
+        let norm = 0.5 * dim as f64 * LN_2PI + dim as f64 * self.scale.ln();
+        let inv = 1.0 / self.scale;
         Ok(x.outer_iter()
             .map(|row| {
                 let sq: f64 = row
                     .iter()
                     .map(|&v| {
                         let v: f64 = v.into();
+                        let v = if self.scale == 1.0 { v } else { v * inv };
                         v * v
                     })
                     .sum();
                 -0.5 * sq - norm
             })
             .collect())
+    }
+}
+
+/// Checks a noise scale: positive and finite.
+pub fn check_noise_scale(scale: f64) -> Result<()> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "the noise scale must be positive and finite, got {scale}"
+        )))
     }
 }
 
@@ -151,6 +199,10 @@ impl Source for StandardNormal {
     fn sample_into(&self, rng: &mut SeededRng, mut out: ArrayViewMutD<'_, f32>) -> Result<()> {
         check_batch_shape("out", out.shape(), self.state_shape())?;
         rng.fill_normal_f32(out.iter_mut());
+        if self.scale != 1.0 {
+            let s = self.scale as f32;
+            out.iter_mut().for_each(|v| *v *= s);
+        }
         Ok(())
     }
 

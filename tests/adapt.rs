@@ -201,7 +201,7 @@ impl LabelledMixture {
 }
 
 impl VelocityField for LabelledMixture {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.whole.state_shape()
     }
 
@@ -505,7 +505,7 @@ impl AsPrediction {
 }
 
 impl VelocityField for AsPrediction {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 
@@ -710,7 +710,7 @@ fn check_derivatives(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extr
 struct Stacking(Arc<dyn VelocityField>);
 
 impl VelocityField for Stacking {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
 

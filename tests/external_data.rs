@@ -127,7 +127,7 @@ fn an_external_data_model_matches_its_inline_twin() {
 fn the_tangent_model_is_derived_on_first_use() {
     runtime();
     let field = OnnxField::load_file(fixture("unsupported_op.onnx")).expect("loads");
-    let x = ArrayD::<f32>::zeros(vec![2, field.state_shape()[0]]);
+    let x = ArrayD::<f32>::zeros(vec![2, field.state_shape().unwrap()[0]]);
     let mut out = x.clone();
     field
         .velocity(x.view(), &[0.5], out.view_mut())

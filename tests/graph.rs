@@ -1049,7 +1049,7 @@ fn every_fixture_survives_a_protobuf_round_trip_with_identical_outputs() {
         assert_eq!(a.describe().metadata, b.describe().metadata, "{name}");
         assert_eq!(a.describe().inputs, b.describe().inputs, "{name}");
         let mut shape = vec![5];
-        shape.extend_from_slice(a.state_shape());
+        shape.extend_from_slice(a.state_shape().unwrap());
         let x = normal(&shape, 1.5, 3);
         let (mut va, mut vb) = (x.clone(), x.clone());
         let extras = extras_for(name, 5);
@@ -1129,7 +1129,7 @@ fn load(name: &str) -> OnnxField {
 fn fixture_fd(field: &OnnxField, name: &str, scale: f64, eps: f32) -> (f64, f64) {
     let b = 6;
     let mut shape = vec![b];
-    shape.extend_from_slice(field.state_shape());
+    shape.extend_from_slice(field.state_shape().unwrap());
     let x = normal(&shape, scale, 11);
     let v = normal(&shape, 1.0, 12);
     let t = times(b);
@@ -1232,7 +1232,7 @@ fn the_attention_block_jvp_equals_pytorch_forward_mode() {
 struct PerDirection(OnnxField);
 
 impl VelocityField for PerDirection {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
     fn velocity(
@@ -1303,9 +1303,9 @@ fn stacked_likelihoods_equal_per_direction_likelihoods() {
         assert!(stacked.provides_stacked_jvp(), "{name}");
         let plain = Arc::new(PerDirection(load(name)));
         let b = 6;
-        let dim: usize = stacked.state_shape().iter().product();
+        let dim: usize = stacked.state_shape().unwrap().iter().product();
         let mut shape = vec![b];
-        shape.extend_from_slice(stacked.state_shape());
+        shape.extend_from_slice(stacked.state_shape().unwrap());
         let x = normal(&[b, dim], 1.0, 41)
             .into_shape_with_order(shape)
             .expect("state shape");

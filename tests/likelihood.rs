@@ -49,7 +49,7 @@ fn mixture16(schedule: Arc<dyn Schedule>) -> Arc<GaussianMixture> {
 struct JvpOnly(Arc<dyn VelocityField>);
 
 impl VelocityField for JvpOnly {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
     fn velocity(
@@ -78,7 +78,7 @@ impl VelocityField for JvpOnly {
 struct VelocityOnly(Arc<dyn VelocityField>);
 
 impl VelocityField for VelocityOnly {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
     fn velocity(
@@ -204,8 +204,8 @@ fn time_at(t: &[f64], i: usize) -> f64 {
 }
 
 impl VelocityField for Mlp {
-    fn state_shape(&self) -> &[usize] {
-        &self.shape
+    fn state_shape(&self) -> Option<&[usize]> {
+        Some(&self.shape)
     }
     fn velocity(
         &self,
@@ -629,7 +629,7 @@ impl Switch {
 }
 
 impl VelocityField for Switch {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.fields[0].state_shape()
     }
     fn velocity(

@@ -276,7 +276,7 @@ fn metadata_and_explicit_names_override_detection() {
 #[test]
 fn an_image_shaped_state_works() {
     let field = load("image_state.onnx");
-    assert_eq!(field.state_shape(), &[1, 8, 8]);
+    assert_eq!(field.state_shape(), Some(&[1, 8, 8][..]));
     let x = random(&[5, 1, 8, 8], 1.0, 3);
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
     field.velocity(x.view(), &[0.3], out.view_mut()).unwrap();
@@ -469,7 +469,7 @@ fn a_model_with_a_fixed_batch_of_one_runs_sample_by_sample() {
     // static_batch_label.onnx is label_input.onnx with every batch axis fixed to 1.
     let fixed = load("static_batch_label.onnx");
     assert_eq!(fixed.max_batch(), 1);
-    assert_eq!(fixed.state_shape(), &[2]);
+    assert_eq!(fixed.state_shape(), Some(&[2][..]));
     let dynamic = load("label_input.onnx");
     let x = random(&[5, 2], 1.0, 8);
     let t = [0.0, 0.2, 0.4, 0.6, 1.0];
@@ -604,7 +604,7 @@ fn the_gmm_model_carries_its_training_setup() {
 
     let d = field.describe();
     assert_eq!(d.provider, "CPU");
-    assert_eq!(d.state_shape, vec![2]);
+    assert_eq!(d.state_shape, Some(vec![2]));
     assert!(d
         .metadata
         .iter()

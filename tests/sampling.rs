@@ -301,7 +301,7 @@ struct X1Predictor {
 }
 
 impl VelocityField for X1Predictor {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 

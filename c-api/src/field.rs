@@ -30,11 +30,21 @@ pub struct fmrt_field {
 }
 
 impl fmrt_field {
+    /// The field's fixed per-sample state shape, or an error saying that
+    /// this field takes its shape with each call.
+    pub(crate) fn fixed_shape(&self) -> FfiResult<&[usize]> {
+        self.inner.state_shape().ok_or_else(|| {
+            FfiError::invalid(
+                "the field's state shape comes with each call (its model has dynamic axes); \
+                 use the *_shaped functions, which take the shape of one sample",
+            )
+        })
+    }
+
     /// The number of floats in one state (product of the state shape), or an
-    /// error when that product overflows.
+    /// error when that product overflows or the shape comes with each call.
     pub(crate) fn state_size(&self) -> FfiResult<usize> {
-        self.inner
-            .state_shape()
+        self.fixed_shape()?
             .iter()
             .try_fold(1usize, |acc, &d| mul(acc, d, "the state size"))
     }
@@ -286,7 +296,7 @@ pub unsafe extern "C" fn fmrt_field_state_shape(
     guard(|| {
         // SAFETY: the caller's contract.
         let f = unsafe { handle(field, "field") }?;
-        let dims = f.inner.state_shape();
+        let dims = f.fixed_shape()?;
         if !out_rank.is_null() {
             // SAFETY: writable by contract.
             unsafe { *out_rank = dims.len() };
@@ -339,7 +349,7 @@ pub(crate) unsafe fn extras_or_empty<'a>(extras: *const fmrt_extras) -> &'a Extr
 /// element count.
 pub(crate) fn batch_shape(field: &fmrt_field, n: usize) -> FfiResult<(Vec<usize>, usize)> {
     let mut shape = vec![n];
-    shape.extend_from_slice(field.inner.state_shape());
+    shape.extend_from_slice(field.fixed_shape()?);
     let len = mul(n, field.state_size()?, "n × state size")?;
     Ok((shape, len))
 }

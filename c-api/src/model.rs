@@ -257,9 +257,9 @@ pub unsafe extern "C" fn fmrt_model_open(
         let network = Arc::new(b.share_weights(share).load_file(path)?);
         let mut settings = o.map(|o| o.inner.clone()).unwrap_or_default();
         if let Some((input, label)) = o.and_then(|o| o.null_label.clone()) {
-            settings.null_condition = Some(
-                fmrt::field::Extras::new().with(input, fmrt::field::ExtraTensor::labels(&[label])),
-            );
+            settings.null_condition = Some(fmrt::field::NullCondition::from_extras(
+                &fmrt::field::Extras::new().with(input, fmrt::field::ExtraTensor::labels(&[label])),
+            ));
         }
         let model = Model::new(network, settings)?;
         // SAFETY: checked non-NULL; writable by contract.

@@ -1925,7 +1925,7 @@ mod plugin {
         // SAFETY: the example plugin follows the contract.
         let p = unsafe { PluginField::open(gmm_plugin(), Some("k=8 radius=4 std=0.3")) }.unwrap();
         assert_eq!(p.name(), "gmm-ring");
-        assert_eq!(p.state_shape(), &[2]);
+        assert_eq!(p.state_shape(), Some(&[2][..]));
         assert!(p.provides_jvp());
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let g = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
@@ -3095,13 +3095,13 @@ mod onnx {
             ));
         }
         let rust = OnnxField::load_file(&path).unwrap();
-        let dim: usize = rust.state_shape().iter().product();
+        let dim: usize = rust.state_shape().unwrap().iter().product();
         let n = 20;
         let mut rng = SeededRng::new(9);
         let x: Vec<f32> = (0..n * dim).map(|_| 2.0 * rng.normal() as f32).collect();
         let t: Vec<f64> = (0..n).map(|i| 0.05 + 0.9 * i as f64 / n as f64).collect();
         let mut shape = vec![n];
-        shape.extend_from_slice(rust.state_shape());
+        shape.extend_from_slice(rust.state_shape().unwrap());
         let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x.clone()).unwrap();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
         rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();

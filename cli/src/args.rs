@@ -152,6 +152,12 @@ pub struct ModelArgs {
     /// One copy of the model's external-data weights for all its sessions (less memory, slower small batches).
     #[arg(long = "share-weights")]
     pub share_weights: bool,
+    /// The model's state input (default: its `fmrt.state_input` metadata, else detected by name and shape).
+    #[arg(long = "state-input", value_name = "NAME")]
+    pub state_input: Option<String>,
+    /// The model's time input (default: its `fmrt.time_input` metadata, else detected by name and shape).
+    #[arg(long = "time-input", value_name = "NAME")]
+    pub time_input: Option<String>,
 }
 
 impl ModelArgs {
@@ -192,9 +198,11 @@ pub struct SolverArgs {
     pub atol: f64,
     /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
     /// cosine), `edm` (Karras spacing through the model's SNR; params
-    /// sigma_min, sigma_max, rho) or a `.fm` grid file; with --steps N, step i
-    /// ends at t(i/N).
-    #[arg(long = "grid", value_name = "NAME|FILE.fm")]
+    /// sigma_min, sigma_max, rho) or a `.fm` grid file, with --steps N: step i
+    /// ends at t(i/N); or an explicit list of times in a .npy/.csv file
+    /// (strictly increasing in [0, 1], ending at 1; it may start after 0, the
+    /// noise then being the state at its first time).
+    #[arg(long = "grid", value_name = "NAME|FILE.fm|FILE.npy|FILE.csv")]
     pub grid: Option<String>,
     /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.
     #[arg(long = "grid-param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -249,6 +257,31 @@ pub struct AdaptArgs {
     /// The null label for guidance (default: the model's `fmrt.null_condition`).
     #[arg(long = "null-label", value_name = "L")]
     pub null_label: Option<i64>,
+    /// A conditioning input (repeatable): a .npy/.csv file (converted to the
+    /// input's type where nothing is lost: 0/1 to bool, in-range integers to
+    /// int32, float32 to float16) with one row per sample or one for all, or
+    /// one number for every sample.
+    #[arg(long = "cond", value_name = "NAME=FILE.npy|NUMBER", value_parser = parse_named)]
+    pub cond: Vec<(String, String)>,
+    /// The unconditional value of a conditioning input for --guidance
+    /// (repeatable; inputs not named keep their conditional value): a
+    /// .npy/.csv file, `zeros`, or `fill:VALUE` (default: the model's
+    /// `fmrt.null_condition`).
+    #[arg(long = "null-cond", value_name = "NAME=FILE.npy|zeros|fill:VALUE", value_parser = parse_named)]
+    pub null_cond: Vec<(String, String)>,
+    /// Which way the network's time runs: forward (noise 0 → data 1, fmrt's
+    /// own) or reversed (σ = 1 − t, output dx/dσ: diffusers, SD3, FLUX)
+    /// (default: the model's `fmrt.time_direction`, else forward).
+    #[arg(long = "time-direction", value_name = "forward|reversed")]
+    pub time_direction: Option<String>,
+    /// The factor K of the network's time input (SD3: 1000) (default: the
+    /// model's `fmrt.time_scale`, else 1).
+    #[arg(long = "time-scale", value_name = "K")]
+    pub time_scale: Option<f64>,
+    /// Scale the source noise: x0 = S·z with z standard normal (Matcha-TTS:
+    /// 0.667); --noise files hold z. Likelihoods use the same source.
+    #[arg(long = "noise-scale", value_name = "S")]
+    pub noise_scale: Option<f64>,
 }
 
 /// Arguments of `fmrt sample`.
@@ -293,6 +326,10 @@ pub struct SampleArgs {
     /// Starting points: a float32/float64 .npy of shape [N, ...state shape], or a .csv with one sample per row.
     #[arg(long = "noise", value_name = "X0.npy|X0.csv")]
     pub noise: Option<PathBuf>,
+    /// The shape of one sample for -n (needed by models with a dynamic length
+    /// or resolution), e.g. `--shape 80,237`; --noise gives its own.
+    #[arg(long = "shape", value_name = "D1,D2,...", value_delimiter = ',')]
+    pub shape: Vec<usize>,
     /// Write the states at these times as [len(times), N, ...] instead of the final states.
     #[arg(long = "times", value_name = "T,...", value_delimiter = ',')]
     pub times: Vec<f64>,
@@ -477,6 +514,12 @@ pub struct InspectArgs {
     /// Fail when the provider is unavailable (require), or fall back to the CPU (prefer).
     #[arg(long = "ep-policy", value_enum, default_value = "require")]
     pub ep_policy: PolicyChoice,
+    /// The model's state input (default: metadata, else detected).
+    #[arg(long = "state-input", value_name = "NAME")]
+    pub state_input: Option<String>,
+    /// The model's time input (default: metadata, else detected).
+    #[arg(long = "time-input", value_name = "NAME")]
+    pub time_input: Option<String>,
 }
 
 impl InspectArgs {
@@ -491,6 +534,8 @@ impl InspectArgs {
             threads: None,
             max_batch: None,
             share_weights: false,
+            state_input: self.state_input.clone(),
+            time_input: self.time_input.clone(),
         }
     }
 }
@@ -512,6 +557,21 @@ fn parse_param(text: &str) -> Result<(String, f64), String> {
         return Err(format!("the value of `{name}` must be finite"));
     }
     Ok((name.to_string(), value))
+}
+
+/// Parses `NAME=VALUE` (the value kept as text).
+fn parse_named(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{text}` has no input name before `=`"));
+    }
+    if value.trim().is_empty() {
+        return Err(format!("`{text}` has no value after `=`"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
 }
 
 /// Parses a step count: a whole number of at least 1.

@@ -84,15 +84,23 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     }
     let solver = solver_config(&args.solver)?;
     let divergence = divergence_of(&args.divergence)?;
-    let state_shape = field.state_shape().to_vec();
-    let data = fit_rows(data, &state_shape);
-    check_batch_shape(&args.data, &data, &state_shape)?;
+    let data = match field.state_shape() {
+        Some(shape) => {
+            let data = fit_rows(data, shape);
+            check_batch_shape(&args.data, &data, shape)?;
+            data
+        }
+        None => data,
+    };
     check_divergence_available(&opened, args.divergence.divergence)?;
     let n = data.shape()[0];
     let progress = Progress::new(field.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
         .with_divergence(divergence)
         .with_seed(args.seed);
+    if let Some(s) = args.adapt.noise_scale {
+        likelihood = likelihood.with_noise_scale(s)?;
+    }
     if let Some(extras) = condition(&opened, &args.adapt, n)? {
         likelihood = likelihood.with_extras(extras);
     }

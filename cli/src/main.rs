@@ -9,6 +9,7 @@ mod args;
 mod check;
 mod checkout;
 mod color;
+mod condition;
 mod demo;
 mod eval;
 mod failure;

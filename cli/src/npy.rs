@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::failure::{fail, Failure};
 
+use fmrt::field::ExtraTensor;
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
@@ -330,4 +331,86 @@ fn write_csv<A: Display, W: Write>(out: &mut W, array: &ArrayD<A>) -> std::io::R
         }
     }
     Ok(())
+}
+
+/// Reads a conditioning tensor from a `.npy` (float32, float64, int64,
+/// int32, uint8 or bool) or a `.csv` (numbers, read as float32); float64 is
+/// narrowed to float32 (refusing values beyond its range) and uint8 read as
+/// int64, since conditioning inputs take neither.
+pub fn read_tensor(path: &Path) -> Result<ExtraTensor, Failure> {
+    let format = format_of(path)?;
+    let open = || File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()));
+    if format == Format::Csv {
+        return Ok(ExtraTensor::Float32(read_csv(path, open()?)?));
+    }
+    check_npy_size(path, &open()?)?;
+    let unreadable = |e: ReadNpyError| format!("{}: not a readable .npy file: {e}", path.display());
+    macro_rules! attempt {
+        ($ty:ty, $wrap:expr) => {
+            match ArrayD::<$ty>::read_npy(BufReader::new(open()?)) {
+                Ok(array) => return Ok($wrap(array)),
+                Err(ReadNpyError::WrongDescriptor(_)) => {}
+                Err(e) => return Err(unreadable(e).into()),
+            }
+        };
+    }
+    attempt!(f32, ExtraTensor::Float32);
+    attempt!(i64, ExtraTensor::Int64);
+    attempt!(i32, ExtraTensor::Int32);
+    attempt!(bool, ExtraTensor::Bool);
+    attempt!(u8, |a: ArrayD<u8>| ExtraTensor::Int64(a.mapv(i64::from)));
+    match ArrayD::<f64>::read_npy(BufReader::new(open()?)) {
+        Ok(wide) => Ok(ExtraTensor::Float32(narrow(path, &wide)?)),
+        Err(ReadNpyError::WrongDescriptor(descr)) => Err(fail!(
+            "{}: holds an array of dtype {descr}; conditioning files hold float32, float64, int64, int32, uint8 or bool",
+            path.display()
+        )),
+        Err(e) => Err(unreadable(e).into()),
+    }
+}
+
+/// Reads a list of times from a `.npy` (float64 or float32, any shape,
+/// flattened) or a `.csv` (numbers, one or more per line), in float64.
+pub fn read_times(path: &Path) -> Result<Vec<f64>, Failure> {
+    let format = format_of(path)?;
+    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+    match format {
+        Format::Npy => {
+            check_npy_size(path, &file)?;
+            let reopen =
+                || File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()));
+            match ArrayD::<f64>::read_npy(BufReader::new(reopen()?)) {
+                Ok(a) => Ok(a.iter().copied().collect()),
+                Err(ReadNpyError::WrongDescriptor(_)) => Ok(read_npy(path, reopen()?)?
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect()),
+                Err(e) => Err(fail!("{}: not a readable .npy file: {e}", path.display())),
+            }
+        }
+        Format::Csv => {
+            let text = std::io::read_to_string(BufReader::new(file))
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            let mut times = Vec::new();
+            for (line_no, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                for (col, field) in line.split(',').enumerate() {
+                    let v: f64 = field.trim().parse().map_err(|_| {
+                        fail!(
+                            "{}:{}:{}: `{}` is not a number",
+                            path.display(),
+                            line_no + 1,
+                            col + 1,
+                            field.trim()
+                        )
+                    })?;
+                    times.push(v);
+                }
+            }
+            Ok(times)
+        }
+    }
 }

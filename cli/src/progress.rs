@@ -79,7 +79,7 @@ impl Progress {
 }
 
 impl VelocityField for Progress {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 

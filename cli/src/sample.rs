@@ -4,13 +4,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fmrt::field::adapt::TimeDirection;
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
-use fmrt::field::{ExtraTensor, Extras};
-use fmrt::grid::{EdmGrid, TimeGrid};
+use fmrt::field::Extras;
+use fmrt::grid::{explicit_steps, EdmGrid, TimeGrid};
 use fmrt::likelihood::Likelihood;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
-use fmrt::sampler::{Sampler, Samples, TimeSpan};
+use fmrt::sampler::{Sampler, Samples};
 use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
 use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Steps};
@@ -40,8 +41,20 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             ))
         }
         Some(path) => {
-            let x0 = fit_rows(npy::read_f32(path)?, field.state_shape());
-            check_batch_shape(path, &x0, field.state_shape())?;
+            if !args.shape.is_empty() {
+                return Err(fail!(
+                    "--shape gives the shape for -n; --noise brings its own (drop one of them)"
+                ));
+            }
+            let x0 = npy::read_f32(path)?;
+            let x0 = match field.state_shape() {
+                Some(shape) => {
+                    let x0 = fit_rows(x0, shape);
+                    check_batch_shape(path, &x0, shape)?;
+                    x0
+                }
+                None => x0,
+            };
             Some(x0)
         }
         None => None,
@@ -62,6 +75,12 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     }
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
     let mut sampler = Sampler::new(progress.clone(), solver.clone());
+    if !args.shape.is_empty() {
+        sampler = sampler.with_state_shape(&args.shape);
+    }
+    if let Some(s) = args.adapt.noise_scale {
+        sampler = sampler.with_noise_scale(s)?;
+    }
     if let Some(g) = args.sde {
         if args.noise.is_some() {
             return Err(fail!(
@@ -85,13 +104,13 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let samples = match &args.log_prob {
         Some(path) => {
             let x0 = match noise {
-                Some(x0) => x0,
+                Some(z) => z.mapv(|v| v * sampler.noise_scale() as f32),
                 None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
             };
             sample_with_log_prob(args, &sampler, progress.clone(), x0, path)
         }
         None => match noise {
-            Some(x0) => sampler.integrate(x0.view(), &TimeSpan::Full, &args.times),
+            Some(z) => sampler.sample_from_noise(z.view(), &args.times),
             None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
         }
         .map_err(Failure::from),
@@ -241,17 +260,24 @@ pub fn load_model(args: &ModelArgs) -> Result<OnnxField, Failure> {
     if let Some(max_batch) = args.max_batch {
         builder = builder.max_batch(max_batch);
     }
+    if let Some(name) = &args.state_input {
+        builder = builder.state_input(name);
+    }
+    if let Some(name) = &args.time_input {
+        builder = builder.time_input(name);
+    }
     Ok(builder.load_file(&args.model)?)
 }
 
 /// The model with the adapters the command line asks for: `--scheduler`,
-/// `--prediction` and `--null-label` override the metadata; `--guidance` and
+/// `--prediction`, `--null-label`/`--null-cond`, `--time-direction` and
+/// `--time-scale` override the metadata; `--guidance` and
 /// `--sample-scheduler` add their adapters (composed by [`Model`]).
 pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure> {
     let network = Arc::new(load_model(model)?);
-    if adapt.guidance != 0.0 && adapt.label.is_none() {
+    if adapt.guidance != 0.0 && adapt.label.is_none() && adapt.cond.is_empty() {
         return Err(fail!(
-            "--guidance needs --label: guidance steers towards a condition"
+            "--guidance needs a condition (--label L or --cond NAME=…): guidance steers towards it"
         ));
     }
     if adapt.guidance_interval.is_some() && adapt.guidance == 0.0 {
@@ -269,14 +295,16 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
         },
         guidance: adapt.guidance,
         guidance_interval: adapt.guidance_interval,
-        null_condition: match adapt.null_label {
-            Some(label) => Some(label_extras(&network, label, 1)?),
-            None => None,
-        },
+        null_condition: crate::condition::null_condition(&network, adapt)?,
         sample_scheduler: match &adapt.sample_scheduler {
             Some(spec) => Some(Arc::new(Scheduler::open(spec, &[])?)),
             None => None,
         },
+        time_direction: match &adapt.time_direction {
+            Some(d) => Some(d.parse::<TimeDirection>()?),
+            None => None,
+        },
+        time_scale: adapt.time_scale,
     };
     Ok(Model::new(network, options)?)
 }
@@ -292,33 +320,9 @@ pub fn describe_adapters(model: &Model) -> String {
     text
 }
 
-/// The class labels of `--label` for `n` samples, if given.
+/// The conditioning of `--label` (for `n` samples) and `--cond`, if given.
 pub fn condition(model: &Model, adapt: &AdaptArgs, n: usize) -> Result<Option<Extras>, Failure> {
-    adapt
-        .label
-        .map(|label| label_extras(model.network(), label, n))
-        .transpose()
-}
-
-/// `label` for each of `n` samples, for the model's only int64 extra input.
-pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, Failure> {
-    let inputs: Vec<_> = model
-        .extra_inputs()
-        .iter()
-        .filter(|i| i.dtype == "int64")
-        .collect();
-    match inputs.as_slice() {
-        [only] => Ok(Extras::new().with(only.name.clone(), ExtraTensor::labels(&vec![label; n]))),
-        [] => Err(fail!("{} has no int64 input to take --label", model.file())),
-        many => Err(fail!(
-            "{} has several int64 inputs ({}); --label cannot tell which one is the label",
-            model.file(),
-            many.iter()
-                .map(|i| format!("`{}`", i.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
+    crate::condition::conditioning(model.network(), adapt, n)
 }
 
 /// The solver configuration from `--solver`, `--steps`, `--rtol`, `--atol`
@@ -339,6 +343,21 @@ pub fn solver_config_with(
         .map_err(|e: fmrt::Error| e.to_string())?;
     if args.grid.is_none() && !args.grid_params.is_empty() {
         return Err(fail!("--grid-param needs --grid"));
+    }
+    if let Some(spec) = args.grid.as_deref().filter(|s| is_time_list(s)) {
+        if args.steps.is_some() || !args.grid_params.is_empty() {
+            return Err(fail!(
+                "--grid {spec} is an explicit list of times, which sets the steps itself: drop --steps and --grid-param"
+            ));
+        }
+        if method.is_adaptive() {
+            return Err(fail!(
+                "--grid {spec} places fixed steps: use a fixed-step --solver (euler, midpoint, heun, rk4)"
+            ));
+        }
+        let times = npy::read_times(std::path::Path::new(spec))?;
+        let steps = explicit_steps(&times).map_err(|e| fail!("{spec}: {e}"))?;
+        return Ok(SolverConfig::fixed(method, steps));
     }
     if args.grid.is_some() && method.is_adaptive() && args.steps.is_none() {
         return Err(fail!(
@@ -376,6 +395,13 @@ pub fn solver_config_with(
         };
         Ok(SolverConfig::fixed(method, placed))
     }
+}
+
+/// Whether a `--grid` value names a file of times (`.npy`, `.csv`) rather
+/// than a grid function.
+fn is_time_list(spec: &str) -> bool {
+    let lower = spec.to_ascii_lowercase();
+    lower.ends_with(".npy") || lower.ends_with(".csv")
 }
 
 /// A short description of a solver configuration, e.g. `dopri5 (rtol 1e-5, atol 1e-5)`.

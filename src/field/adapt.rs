@@ -1,17 +1,22 @@
 //! Adapters that turn a model's output into the velocity a solver integrates.
 //!
-//! They compose: a raw model is first converted to a velocity with the
-//! schedule it was trained with ([`Predicted`]), then guided ([`Guided`]), then
-//! moved to another schedule ([`ScheduleChange`]). Guidance and schedule changes
+//! They compose: a network on its own clock is first read in fmrt's time
+//! ([`Clock`]), then converted to a velocity with the schedule it was trained
+//! with ([`Predicted`]), then guided ([`Guided`]), then moved to another
+//! schedule ([`ScheduleChange`]). Guidance and schedule changes
 //! are linear in the velocity, so only the prediction conversion has to come
 //! first.
 
 use std::sync::Arc;
 
-use ndarray::{concatenate, ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
+mod clock;
+
+pub use clock::{check_time_scale, Clock, TimeDirection};
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
 use crate::field::{check_times, time_of};
-use crate::field::{ExtraTensor, Extras, VelocityField};
+use crate::field::{ExtraTensor, Extras, NullCondition, VelocityField};
 use crate::path::{combine, AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
@@ -122,7 +127,7 @@ impl Predicted {
 }
 
 impl VelocityField for Predicted {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 
@@ -248,10 +253,9 @@ impl VelocityField for Predicted {
         if self.prediction == Prediction::Velocity {
             return self.inner.divergence_with(x, t, extras, out);
         }
-        check_times(t, x.shape().first().copied().unwrap_or(0))?;
+        let dim = check_divergence_call(&x, t, out)?;
         self.inner
             .divergence_with(x, &self.model_times(t), extras, out)?;
-        let dim: usize = self.inner.state_shape().iter().product();
         for (i, d) in out.iter_mut().enumerate() {
             let ti = time_of(t, i);
             let (a, b) = self.coefficients(ti, self.model_time(ti))?;
@@ -263,11 +267,14 @@ impl VelocityField for Predicted {
 
 /// Classifier-free guidance: u = (1 + w)·u(x, t, c) − w·u(x, t, ∅).
 ///
-/// The conditional and unconditional halves go through the inner field in one
-/// batched call of twice the batch size. The condition c comes with each call as
-/// [`Extras`]; the null condition ∅ is fixed here, one row per extra, repeated
-/// for every sample. w = 0 is plain conditional sampling and costs one ordinary
-/// call.
+/// The conditional and unconditional rows go through the inner field in one
+/// batched call of twice the batch size, side by side (sample i's conditional
+/// row, then its unconditional row), so a model exported with a fixed batch
+/// of 2 gets both rows of one sample in each call. The condition c comes with
+/// each call as [`Extras`]; the null condition ∅ is fixed here
+/// ([`NullCondition`]: zeros, a fill value or a given tensor per input; the
+/// inputs it does not name keep their conditional value). w = 0 is plain
+/// conditional sampling and costs one ordinary call.
 ///
 /// A guidance interval [a, b] ([`with_interval`](Guided::with_interval))
 /// applies guidance only to samples whose time t (the time this field is
@@ -277,14 +284,26 @@ impl VelocityField for Predicted {
 pub struct Guided {
     inner: Arc<dyn VelocityField>,
     scale: f64,
-    null: Extras,
+    null: NullCondition,
     interval: [f64; 2],
 }
 
 impl Guided {
     /// Guides `inner` with scale `scale` (w) and the null condition `null`, which
-    /// holds each conditioning input once (first axis of length 1).
+    /// holds the unconditional value of each conditioning input it names (first
+    /// axis of length 1, repeated for every sample).
     pub fn new(inner: Arc<dyn VelocityField>, scale: f64, null: Extras) -> Result<Self> {
+        null.check_batch(1)?;
+        Self::with_null(inner, scale, NullCondition::from_extras(&null))
+    }
+
+    /// Guides `inner` with scale `scale` (w) and the per-input null condition
+    /// `null`.
+    pub fn with_null(
+        inner: Arc<dyn VelocityField>,
+        scale: f64,
+        null: NullCondition,
+    ) -> Result<Self> {
         if !scale.is_finite() {
             return Err(Error::InvalidArgument(format!(
                 "guidance scale {scale} is not finite"
@@ -295,7 +314,6 @@ impl Guided {
                 "classifier-free guidance needs a null condition (e.g. the null label)".to_string(),
             ));
         }
-        null.check_batch(1)?;
         Ok(Self {
             inner,
             scale,
@@ -330,7 +348,7 @@ impl Guided {
 }
 
 impl VelocityField for Guided {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 
@@ -390,7 +408,7 @@ impl VelocityField for Guided {
             return self.inner.jvp_with(x, t, extras, v, out);
         };
         let both = self.stack(x, t, extras)?;
-        let both_v = stack_twice(v)?;
+        let both_v = interleave_rows(v, 0)?;
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
         self.inner.jvp_with(
             both.x.view(),
@@ -425,8 +443,7 @@ impl VelocityField for Guided {
                 .velocity_and_jvps(x, t, extras, v, velocity, products);
         };
         let both = self.stack(x, t, extras)?;
-        let both_v = concatenate(Axis(1), &[v.view(), v.view()])
-            .map_err(|e| Error::InvalidArgument(format!("cannot stack the directions: {e}")))?;
+        let both_v = interleave_rows(v, 1)?;
         let mut both_velocity = ArrayD::<f32>::zeros(both.x.raw_dim());
         let mut both_products = ArrayD::<f32>::zeros(both_v.raw_dim());
         self.inner.velocity_and_jvps(
@@ -469,14 +486,8 @@ impl VelocityField for Guided {
         let mut both_out = vec![0.0; 2 * both.batch];
         self.inner
             .divergence_with(both.x.view(), &both.t, &both.extras, &mut both_out)?;
-        let (conditional, unconditional) = both_out.split_at(both.batch);
-        for (((o, c), u), w) in out
-            .iter_mut()
-            .zip(conditional)
-            .zip(unconditional)
-            .zip(&weights)
-        {
-            *o = (1.0 + w) * c - w * u;
+        for ((o, pair), w) in out.iter_mut().zip(both_out.chunks_exact(2)).zip(&weights) {
+            *o = (1.0 + w) * pair[0] - w * pair[1];
         }
         Ok(())
     }
@@ -494,26 +505,27 @@ impl Guided {
     /// The error for a call without the condition guidance steers towards.
     fn missing_condition(&self) -> Error {
         Error::InvalidArgument(format!(
-            "classifier-free guidance needs a condition: pass {} with each call",
+            "classifier-free guidance needs a condition: pass the conditioning inputs \
+             (whose null condition is {}) with each call",
             self.null.describe()
         ))
     }
 
-    /// The batch `x` twice, with the caller's condition on the first half and
-    /// the null condition on the second.
+    /// Every row of `x` twice, side by side: with the caller's condition,
+    /// then with the null condition.
     fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
         let batch = x.shape().first().copied().unwrap_or(0);
-        let null_rows = repeat_rows(&self.null, batch)?;
+        let null = self.null.resolve(extras, batch)?;
         let t = if t.len() == 1 {
             t.to_vec()
         } else {
-            t.iter().chain(t.iter()).copied().collect()
+            t.iter().flat_map(|&ti| [ti, ti]).collect()
         };
         Ok(Stacked {
             batch,
-            x: stack_twice(x)?,
+            x: interleave_rows(x, 0)?,
             t,
-            extras: extras.concat(&null_rows)?,
+            extras: extras.interleave(&null)?,
         })
     }
 
@@ -549,16 +561,12 @@ pub fn check_guidance_interval(start: f64, end: f64) -> Result<()> {
 }
 
 /// (1 + w_i)·conditional − w_i·unconditional into `out`, row i with weight
-/// `weights[i]`; `both` holds the conditional rows, then the unconditional.
-/// A row with w_i = 0 is the conditional row exactly.
+/// `weights[i]`; `both` holds each sample's conditional row followed by its
+/// unconditional row. A row with w_i = 0 is the conditional row exactly.
 fn mix(both: ArrayViewD<'_, f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f32>) {
-    let (conditional, unconditional) = both.split_at(Axis(0), weights.len());
-    for (((mut o, c), u), &w) in out
-        .outer_iter_mut()
-        .zip(conditional.outer_iter())
-        .zip(unconditional.outer_iter())
-        .zip(weights)
-    {
+    let pairs = both.axis_chunks_iter(Axis(0), 2);
+    for ((mut o, pair), &w) in out.outer_iter_mut().zip(pairs).zip(weights) {
+        let (c, u) = (pair.index_axis(Axis(0), 0), pair.index_axis(Axis(0), 1));
         Zip::from(&mut o)
             .and(&c)
             .and(&u)
@@ -566,10 +574,15 @@ fn mix(both: ArrayViewD<'_, f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f3
     }
 }
 
-/// `a` stacked on itself along the batch axis.
-fn stack_twice(a: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
-    concatenate(Axis(0), &[a.view(), a.view()])
-        .map_err(|e| Error::InvalidArgument(format!("cannot stack the state: {e}")))
+/// Every row of `a` along `axis` twice in a row (rows `a₀ a₀ a₁ a₁ …`).
+fn interleave_rows(a: ArrayViewD<'_, f32>, axis: usize) -> Result<ArrayD<f32>> {
+    let rows = a.shape().get(axis).copied().ok_or_else(|| Error::Shape {
+        tensor: "x".to_string(),
+        expected: format!("at least {} axes", axis + 1),
+        actual: a.shape().to_vec(),
+    })?;
+    let order: Vec<usize> = (0..rows).flat_map(|i| [i, i]).collect();
+    Ok(a.select(Axis(axis), &order))
 }
 
 /// Checks the arguments of a velocity call before an adapter indexes them:
@@ -592,6 +605,28 @@ fn check_call(x: &ArrayViewD<'_, f32>, t: &[f64], out: &ArrayViewMutD<'_, f32>) 
     }
     check_times(t, batch)?;
     Ok(batch)
+}
+
+/// Checks the arguments of a divergence call before an adapter indexes
+/// them: `x` has a batch axis, `out` one value per sample and `t` one time
+/// for all or one per sample. Returns the number of elements of one sample.
+fn check_divergence_call(x: &ArrayViewD<'_, f32>, t: &[f64], out: &[f64]) -> Result<usize> {
+    let Some((&batch, sample)) = x.shape().split_first() else {
+        return Err(Error::Shape {
+            tensor: "x".to_string(),
+            expected: "[B, ...] (a batch axis first)".to_string(),
+            actual: x.shape().to_vec(),
+        });
+    };
+    if out.len() != batch {
+        return Err(Error::Shape {
+            tensor: "out".to_string(),
+            expected: format!("[{batch}] (one divergence per sample)"),
+            actual: vec![out.len()],
+        });
+    }
+    check_times(t, batch)?;
+    Ok(sample.iter().product())
 }
 
 /// Checks the arguments of a stacked call
@@ -623,29 +658,6 @@ fn check_stacked_call(
         }
     }
     Ok((batch, v.shape()[0]))
-}
-
-/// `extras` (one row each) repeated to `batch` rows.
-fn repeat_rows(extras: &Extras, batch: usize) -> Result<Extras> {
-    let mut repeated = Extras::new();
-    for (name, tensor) in extras.iter() {
-        let rows = match tensor {
-            ExtraTensor::Int64(a) => ExtraTensor::Int64(broadcast_first(a.view(), batch)?),
-            ExtraTensor::Float32(a) => ExtraTensor::Float32(broadcast_first(a.view(), batch)?),
-        };
-        repeated.insert(name, rows);
-    }
-    Ok(repeated)
-}
-
-fn broadcast_first<T: Clone>(a: ArrayViewD<'_, T>, batch: usize) -> Result<ArrayD<T>> {
-    let mut shape = a.shape().to_vec();
-    shape[0] = batch;
-    a.broadcast(shape.clone())
-        .map(|b| b.to_owned())
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!("cannot repeat {:?} to {shape:?}", a.shape()))
-        })
 }
 
 /// The time map of a schedule change at one sampling time r.
@@ -799,7 +811,7 @@ fn check_finite(which: &str, t: f64, c: &Coefficients) -> Result<()> {
 }
 
 impl VelocityField for ScheduleChange {
-    fn state_shape(&self) -> &[usize] {
+    fn state_shape(&self) -> Option<&[usize]> {
         self.inner.state_shape()
     }
 
@@ -929,10 +941,10 @@ impl VelocityField for ScheduleChange {
         extras: &Extras,
         out: &mut [f64],
     ) -> Result<()> {
+        let dim = check_divergence_call(&x, r, out)?;
         let maps = self.affine_maps(r)?;
         let (scaled, t) = scale_down(x.view(), &maps);
         self.inner.divergence_with(scaled.view(), &t, extras, out)?;
-        let dim: usize = self.inner.state_shape().iter().product();
         for (i, d) in out.iter_mut().enumerate() {
             let m = map_of(&maps, i);
             *d = dim as f64 * m.a + m.b / m.s * *d;

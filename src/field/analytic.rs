@@ -752,8 +752,8 @@ impl GaussianMixture {
 }
 
 impl VelocityField for GaussianMixture {
-    fn state_shape(&self) -> &[usize] {
-        &self.state_shape
+    fn state_shape(&self) -> Option<&[usize]> {
+        Some(&self.state_shape)
     }
 
     fn velocity(

@@ -4,6 +4,7 @@ pub mod adapt;
 pub mod analytic;
 mod chunks;
 mod extras;
+mod null;
 pub mod onnx;
 pub mod plugin;
 mod times;
@@ -11,7 +12,8 @@ mod times;
 pub(crate) use chunks::row_chunks;
 pub(crate) use times::{check_times, time_of};
 
-pub use extras::{ExtraTensor, Extras};
+pub use extras::{ExtraDtype, ExtraTensor, Extras};
+pub use null::{NullCondition, NullValue};
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
@@ -34,8 +36,11 @@ use crate::{Error, Result};
 /// [`provides_divergence`](Self::provides_divergence) let callers choose a
 /// strategy without trying.
 pub trait VelocityField: Send + Sync {
-    /// The shape of one sample's state, without the batch axis.
-    fn state_shape(&self) -> &[usize];
+    /// The shape of one sample's state, without the batch axis, when the
+    /// field has one fixed shape; `None` when the shape comes with each call
+    /// (an ONNX model with a dynamic length or resolution serves any shape
+    /// its declared dims allow, checked per call).
+    fn state_shape(&self) -> Option<&[usize]>;
 
     /// Writes u(x, t) into `out`.
     fn velocity(

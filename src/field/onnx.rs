@@ -62,6 +62,11 @@ pub const META_STATE_INPUT: &str = "fmrt.state_input";
 pub const META_TIME_INPUT: &str = "fmrt.time_input";
 /// Metadata key holding the null condition for classifier-free guidance.
 pub const META_NULL_CONDITION: &str = "fmrt.null_condition";
+/// Metadata key saying which way the network's time runs (`forward` |
+/// `reversed`; see [`crate::field::adapt::Clock`]).
+pub const META_TIME_DIRECTION: &str = "fmrt.time_direction";
+/// Metadata key holding the factor K of the network's time input.
+pub const META_TIME_SCALE: &str = "fmrt.time_scale";
 
 /// A velocity field evaluated by an ONNX model.
 ///
@@ -78,9 +83,14 @@ pub struct OnnxField {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     mapping: InputMapping,
-    state_shape: Vec<usize>,
+    /// The builder's per-sample shape, or the declared one when every state
+    /// dim is fixed; `None` when the shape comes with each call.
+    state_shape: Option<Vec<usize>>,
     max_batch: usize,
-    fixed_batch: bool,
+    /// The batch the model was exported with, when it is fixed.
+    fixed_batch: Option<usize>,
+    /// The extra inputs declared without a batch axis.
+    batchless: Vec<String>,
     sessions: SessionPool,
     metadata: Vec<(String, String)>,
     producer: Option<String>,
@@ -140,11 +150,36 @@ impl OnnxField {
         &self.mapping.extras
     }
 
-    /// The largest batch of one model call: the builder's setting, or 1 for a
-    /// model exported with a fixed batch of 1 (which is then run sample by
-    /// sample, extras included).
+    /// The largest batch of one model call: the builder's setting, or for a
+    /// model exported with a fixed batch N, N (calls are then made in chunks
+    /// of N rows, the last one padded with copies of its last row).
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// The batch size the model was exported with, when it is fixed
+    /// (CosyVoice's estimator: 2, the conditional and unconditional row).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
+    /// The extra inputs the model declares without a batch axis (FLUX's
+    /// `img_ids`): passed whole to every call.
+    pub fn batchless_inputs(&self) -> &[String] {
+        &self.batchless
+    }
+
+    /// `extras` with every input the model declares without a batch axis
+    /// marked shared ([`Extras::with_shared`]), so that row operations
+    /// (chunking, guidance) pass it whole: how the CLI and the C API hand a
+    /// caller's conditioning to a model.
+    pub fn conditioning(&self, extras: &Extras) -> Extras {
+        let mut out = Extras::new();
+        for (name, tensor) in extras.iter() {
+            let shared = extras.is_shared(name) || self.batchless.iter().any(|b| b == name);
+            out.insert_shared(name, tensor.clone(), shared);
+        }
+        out
     }
 
     /// The number of sessions in the pool.
@@ -189,6 +224,10 @@ impl OnnxField {
             outputs: self.outputs.clone(),
             mapping: self.mapping.clone(),
             state_shape: self.state_shape.clone(),
+            state_dims: self.state_info().dims.clone(),
+            fixed_batch: self.fixed_batch,
+            batchless: self.batchless.clone(),
+            clock: self.clock_description(),
             producer: self.producer.clone(),
             metadata: self.metadata.clone(),
             provider: self.provider.clone(),
@@ -197,17 +236,42 @@ impl OnnxField {
         }
     }
 
-    /// Whether an extra input has a batch axis: a dynamic first axis, or for a
-    /// model exported with a fixed batch of 1, a first axis of 1.
+    /// The clock the metadata declares, for display.
+    fn clock_description(&self) -> String {
+        let direction = self.metadata_value(META_TIME_DIRECTION);
+        let scale = self.metadata_value(META_TIME_SCALE);
+        if direction.is_none() && scale.is_none() {
+            return "forward, time × 1 (fmrt's own: t = 0 noise, t = 1 data; \
+                    --time-direction and --time-scale change it)"
+                .to_string();
+        }
+        format!(
+            "{}, time × {} (from metadata)",
+            direction.unwrap_or("forward").trim(),
+            scale.unwrap_or("1").trim()
+        )
+    }
+
+    /// Whether an extra input has a batch axis (decided at load, see
+    /// [`batchless_inputs`](Self::batchless_inputs)).
     fn is_batched(&self, input: &TensorInfo) -> bool {
-        input.has_dynamic_batch()
-            || (self.fixed_batch && input.dims.first() == Some(&Dim::Fixed(1)))
+        !self.batchless.contains(&input.name)
+    }
+
+    /// The element type of an extra input (checked at load).
+    fn extra_dtype(&self, input: &TensorInfo) -> Result<crate::field::ExtraDtype> {
+        crate::field::ExtraDtype::from_name(&input.dtype).ok_or_else(|| {
+            crate::Error::model_load(
+                &self.file,
+                format!("input {input} has a type fmrt cannot pass"),
+            )
+        })
     }
 }
 
 impl VelocityField for OnnxField {
-    fn state_shape(&self) -> &[usize] {
-        &self.state_shape
+    fn state_shape(&self) -> Option<&[usize]> {
+        self.state_shape.as_deref()
     }
 
     fn velocity(
@@ -226,8 +290,8 @@ impl VelocityField for OnnxField {
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        let batch = self.check_call(x.shape(), &[("out", out.shape())], t)?;
-        let args = self.extra_args(extras, batch)?;
+        let (batch, bindings) = self.check_call(x.shape(), &[("out", out.shape())], t)?;
+        let args = self.extra_args(extras, batch, bindings)?;
         if batch == 0 {
             return Ok(());
         }

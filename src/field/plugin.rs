@@ -297,8 +297,8 @@ impl Drop for PluginField {
 }
 
 impl VelocityField for PluginField {
-    fn state_shape(&self) -> &[usize] {
-        &self.state_shape
+    fn state_shape(&self) -> Option<&[usize]> {
+        Some(&self.state_shape)
     }
 
     fn velocity(

@@ -10,10 +10,10 @@
 //! so that no call exceeds the configured row and memory bounds. Every buffer is
 //! allocated when the solve starts and only overwritten at each stage.
 
-use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn};
+use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 
 use crate::error::checked_product;
-use crate::field::{row_chunks, ExtraTensor, Extras, VelocityField};
+use crate::field::{row_chunks, Extras, VelocityField};
 use crate::random::SeededRng;
 use crate::{Error, Result};
 
@@ -202,17 +202,10 @@ pub(crate) fn draw_probes(
     Ok(values)
 }
 
-/// Rows `indices` of every extra, in that order (rows may repeat).
+/// Rows `indices` of every extra, in that order (rows may repeat; shared
+/// extras whole).
 pub(crate) fn gather_extras(extras: &Extras, indices: &[usize]) -> Extras {
-    let mut out = Extras::new();
-    for (name, tensor) in extras.iter() {
-        let rows = match tensor {
-            ExtraTensor::Int64(a) => ExtraTensor::Int64(a.select(Axis(0), indices)),
-            ExtraTensor::Float32(a) => ExtraTensor::Float32(a.select(Axis(0), indices)),
-        };
-        out.insert(name, rows);
-    }
-    out
+    extras.select(indices)
 }
 
 /// Where the directions of a solve come from.

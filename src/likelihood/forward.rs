@@ -37,11 +37,18 @@ impl Likelihood {
     ///
     /// Errors: as for [`Likelihood::log_likelihood`].
     pub fn sample_with_log_prob(&self, x0: ArrayViewD<'_, f32>) -> Result<SamplesWithLogProb> {
-        let (batch, dim) = self.check_input(x0.shape())?;
+        let (batch, dim, extras) = self.check_input(x0.shape())?;
         self.check_mode()?;
         let y0 = state_rows(x0.view(), batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
-        let solved = self.solve_rows(y0.view(), &vec![0.0; batch], 1.0, &self.extras, probes)?;
+        let solved = self.solve_rows(
+            y0.view(),
+            &x0.shape()[1..],
+            &vec![0.0; batch],
+            1.0,
+            &extras,
+            probes,
+        )?;
         let x = ArrayD::from_shape_vec(
             IxDyn(x0.shape()),
             solved

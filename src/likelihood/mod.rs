@@ -112,7 +112,7 @@ impl Likelihood {
     /// Log-likelihoods under `field`, integrated with `solver`, with the exact
     /// divergence and a standard normal source.
     pub fn new(field: Arc<dyn VelocityField>, solver: SolverConfig) -> Self {
-        let source = Arc::new(StandardNormal::with_shape(field.state_shape()));
+        let source = Arc::new(StandardNormal::for_shape(field.state_shape()));
         Self {
             field,
             solver,
@@ -139,8 +139,17 @@ impl Likelihood {
         self
     }
 
+    /// Scales the source: log p0 is that of N(0, s²·I), the distribution a
+    /// sampler with the same noise scale draws from (see
+    /// [`Sampler::with_noise_scale`](crate::sampler::Sampler::with_noise_scale)).
+    /// Errors unless s is positive and finite.
+    pub fn with_noise_scale(mut self, scale: f64) -> Result<Self> {
+        self.source = Arc::new(StandardNormal::new().scaled(scale)?);
+        Ok(self)
+    }
+
     /// Conditioning inputs passed to the field with every call; each needs one
-    /// row per sample of the next computation.
+    /// row per sample of the next computation (or one row for all of them).
     pub fn with_extras(mut self, extras: Extras) -> Self {
         self.extras = extras;
         self
@@ -208,34 +217,45 @@ impl Likelihood {
         x: ArrayViewD<'_, f32>,
         t_start: &[f64],
     ) -> Result<LogLikelihood> {
-        let (batch, dim) = self.check_input(x.shape())?;
+        let (batch, dim, extras) = self.check_input(x.shape())?;
         let starts = expand_times("t_start", t_start, batch)?;
         self.check_mode()?;
         let y0 = state_rows(x.view(), batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
-        let solved = self.solve_rows(y0.view(), &starts, 0.0, &self.extras, probes)?;
+        let solved = self.solve_rows(y0.view(), &x.shape()[1..], &starts, 0.0, &extras, probes)?;
         self.finish(solved, starts, x.shape())
     }
 
-    /// Checks `x`'s shape and the extras; returns (B, D).
-    fn check_input(&self, shape: &[usize]) -> Result<(usize, usize)> {
-        let state_shape = self.field.state_shape();
-        if shape.len() != state_shape.len() + 1 || &shape[1..] != state_shape {
-            let dims: Vec<String> = state_shape.iter().map(|d| d.to_string()).collect();
+    /// Checks `x`'s shape and the extras; returns (B, D) and the extras for
+    /// B samples.
+    fn check_input(&self, shape: &[usize]) -> Result<(usize, usize, Extras)> {
+        let fits = match self.field.state_shape() {
+            Some(fixed) => shape.len() == fixed.len() + 1 && &shape[1..] == fixed,
+            None => !shape.is_empty(),
+        };
+        if !fits {
+            let expected = match self.field.state_shape() {
+                Some(fixed) => {
+                    let dims: Vec<String> = fixed.iter().map(|d| d.to_string()).collect();
+                    format!("[B, {}]", dims.join(", "))
+                }
+                None => "[B, ...] (a batch axis first)".to_string(),
+            };
             return Err(Error::Shape {
                 tensor: "x".to_string(),
-                expected: format!("[B, {}]", dims.join(", ")),
+                expected,
                 actual: shape.to_vec(),
             });
         }
+        let state_shape = &shape[1..];
         let dim = crate::error::checked_product(state_shape, "the state size")?;
         if dim == 0 {
             return Err(Error::InvalidArgument(format!(
                 "the field's state shape {state_shape:?} has no elements"
             )));
         }
-        self.extras.check_batch(shape[0])?;
-        Ok((shape[0], dim))
+        let extras = self.extras.for_batch(shape[0])?;
+        Ok((shape[0], dim, extras))
     }
 
     /// Checks the divergence mode against the field's capabilities.
@@ -246,7 +266,9 @@ impl Likelihood {
             Divergence::Hutchinson { .. } => true,
             Divergence::FiniteDifference { .. } => false,
         };
-        if needs_jvp && !self.field.provides_jvp() {
+        // The stacked form is asked first: a field offering it never builds
+        // its per-direction tangent model for this check.
+        if needs_jvp && !self.field.provides_stacked_jvp() && !self.field.provides_jvp() {
             let what = match self.divergence {
                 Divergence::Exact => "the exact divergence",
                 _ => "Hutchinson's estimator",
@@ -274,13 +296,13 @@ impl Likelihood {
     fn solve_rows(
         &self,
         y0: ArrayView2<'_, f64>,
+        state_shape: &[usize],
         starts: &[f64],
         end: f64,
         extras: &Extras,
         probes: Option<Vec<f32>>,
     ) -> Result<Solved> {
         let n = y0.nrows();
-        let state_shape = self.field.state_shape();
         if n == 0 {
             return Ok(Solved {
                 y: y0.to_owned(),

@@ -87,7 +87,8 @@ impl Likelihood {
                 "the time search tolerance must be finite and positive, got {tolerance}"
             )));
         }
-        let (batch, dim) = self.check_input(x.shape())?;
+        let (batch, dim, extras_in) = self.check_input(x.shape())?;
+        let state_shape = x.shape()[1..].to_vec();
         self.check_mode()?;
         let y0 = state_rows(x, batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
@@ -106,12 +107,18 @@ impl Likelihood {
         let (mut fc, mut fd, f_lower, f_upper) = {
             let rows = concatenate(Axis(0), &[y0.view(), y0.view(), y0.view(), y0.view()])
                 .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))?;
-            let twice = self.extras.concat(&self.extras)?;
+            let twice = extras_in.concat(&extras_in)?;
             let extras = twice.concat(&twice)?;
             let tiled = probes.as_ref().map(|p| p.repeat(4));
             let starts: Vec<f64> = c.iter().chain(&d).chain(&a).chain(&b).copied().collect();
-            let (values, used) =
-                self.log_p_rows(rows.view(), &starts, &extras, tiled, &mut stats)?;
+            let (values, used) = self.log_p_rows(
+                rows.view(),
+                &state_shape,
+                &starts,
+                &extras,
+                tiled,
+                &mut stats,
+            )?;
             solves += 1;
             calls.add(used);
             let mut parts = values.chunks_exact(batch.max(1)).map(<[f64]>::to_vec);
@@ -146,8 +153,14 @@ impl Likelihood {
                 }
                 next[i] = next[i].clamp(lower, upper);
             }
-            let (values, used) =
-                self.log_p_rows(y0.view(), &next, &self.extras, probes.clone(), &mut stats)?;
+            let (values, used) = self.log_p_rows(
+                y0.view(),
+                &state_shape,
+                &next,
+                &extras_in,
+                probes.clone(),
+                &mut stats,
+            )?;
             solves += 1;
             calls.add(used);
             for i in 0..batch {
@@ -184,19 +197,20 @@ impl Likelihood {
     fn log_p_rows(
         &self,
         rows: ndarray::ArrayView2<'_, f64>,
+        state_shape: &[usize],
         starts: &[f64],
         extras: &crate::field::Extras,
         probes: Option<Vec<f32>>,
         stats: &mut Stats,
     ) -> Result<(Vec<f64>, FieldCalls)> {
         let starts = expand_times("t_start", starts, rows.nrows())?;
-        let solved = self.solve_rows(rows, &starts, 0.0, extras, probes)?;
+        let solved = self.solve_rows(rows, state_shape, &starts, 0.0, extras, probes)?;
         stats.nfe += solved.stats.nfe;
         stats.accepted += solved.stats.accepted;
         stats.rejected += solved.stats.rejected;
         let calls = solved.calls;
         let mut shape = vec![rows.nrows()];
-        shape.extend_from_slice(self.field.state_shape());
+        shape.extend_from_slice(state_shape);
         let result = self.finish(solved, starts, &shape)?;
         Ok((result.log_p, calls))
     }

@@ -274,16 +274,15 @@ impl OnnxFieldBuilder {
             if i == state_i || i == time_i {
                 continue;
             }
-            match input.element {
-                Some(TensorElementType::Int64 | TensorElementType::Float32) => {
-                    extras.push(input.clone())
-                }
+            match crate::field::ExtraDtype::from_name(&input.dtype) {
+                Some(_) if input.element.is_some() => extras.push(input.clone()),
                 _ => {
                     return Err(Error::model_load(
                         &file,
                         format!(
-                            "input `{}` ({} {}) is neither the state nor the time, and extra \
-                         inputs must be int64 or float32 tensors. The model's inputs:\n{}",
+                            "input `{}` ({} {}) is neither the state nor the time, and \
+                         conditioning inputs must be float32, float16, int64, int32 or bool \
+                         tensors. The model's inputs:\n{}",
                             input.name,
                             input.dtype,
                             input.shape_string(),
@@ -323,7 +322,8 @@ impl OnnxFieldBuilder {
 
         let state = &inputs[state_i];
         let (state_shape, fixed_batch) = state_layout(&file, state, self.state_shape.as_deref())?;
-        let max_batch = if fixed_batch { 1 } else { self.max_batch };
+        let max_batch = fixed_batch.unwrap_or(self.max_batch);
+        let batchless = batchless_inputs(state, &inputs[time_i], &extras);
 
         let prediction = meta(META_PREDICTION)
             .map(|p| {
@@ -352,6 +352,7 @@ impl OnnxFieldBuilder {
             state_shape,
             max_batch,
             fixed_batch,
+            batchless,
             sessions: SessionPool::new(Vec::new()), // filled once the check run passed
             metadata,
             producer,
@@ -435,26 +436,67 @@ pub(super) fn describe_list(infos: &[TensorInfo]) -> String {
         .join(", ")
 }
 
-/// The per-sample state shape, and whether the batch is fixed to 1.
+/// The extras declared without a batch axis. An extra has one when its
+/// first dim is the state's batch dim (the same symbol, or the same fixed
+/// size); a first dim with another symbol counts as a batch axis too
+/// (exporters name each input's batch on its own), unless that symbol names
+/// a later axis of some input (a length: FLUX's `img_ids` `[seq, 3]` beside
+/// `hidden_states` `[batch, seq, 64]`). Scalars and a fixed first dim beside
+/// a dynamic batch have none.
+pub(super) fn batchless_inputs(
+    state: &TensorInfo,
+    time: &TensorInfo,
+    extras: &[TensorInfo],
+) -> Vec<String> {
+    let later_axis = |symbol: &str| {
+        std::iter::once(state)
+            .chain(std::iter::once(time))
+            .chain(extras)
+            .any(|i| {
+                i.dims
+                    .iter()
+                    .skip(1)
+                    .any(|d| *d == Dim::Symbolic(symbol.to_string()))
+            })
+    };
+    let batch = state.dims.first();
+    extras
+        .iter()
+        .filter(|e| {
+            let batched = match (batch, e.dims.first()) {
+                (_, None) => false,
+                (Some(b), Some(d)) if b == d && *d != Dim::Dynamic => true,
+                (Some(Dim::Fixed(_)), Some(_)) => false,
+                (_, Some(Dim::Fixed(_))) => false,
+                (_, Some(Dim::Symbolic(s))) => !later_axis(s),
+                (_, Some(Dim::Dynamic)) => true,
+            };
+            !batched
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// The per-sample state shape when it is fixed (by the builder, or by the
+/// model declaring every dim), and the batch when the model fixes it.
 pub(super) fn state_layout(
     file: &str,
     state: &TensorInfo,
     given: Option<&[usize]>,
-) -> Result<(Vec<usize>, bool)> {
+) -> Result<(Option<Vec<usize>>, Option<usize>)> {
     let fixed_batch = match &state.dims[0] {
-        Dim::Fixed(1) => true,
-        Dim::Fixed(n) => {
+        Dim::Fixed(0) => {
             return Err(Error::model_load(
                 file,
                 format!(
-                    "the state input `{}` has a fixed batch size of {n} ({}); \
-                 export the model with a dynamic batch axis",
+                    "the state input `{}` has a fixed batch size of 0 ({})",
                     state.name,
                     state.shape_string()
                 ),
             ))
         }
-        _ => false,
+        Dim::Fixed(n) => Some(*n),
+        _ => None,
     };
     let declared = &state.dims[1..];
     let shape = match given {
@@ -476,21 +518,15 @@ pub(super) fn state_layout(
             }
             shape.to_vec()
         }
-        None => declared
+        None => match declared
             .iter()
             .map(Dim::fixed)
             .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| {
-                Error::model_load(
-                    file,
-                    format!(
-                        "the state input `{}` {} has dynamic axes besides the batch; \
-                     give the per-sample shape with OnnxField::builder().state_shape(..)",
-                        state.name,
-                        state.shape_string()
-                    ),
-                )
-            })?,
+        {
+            Some(shape) => shape,
+            // Dynamic axes: the shape comes with each call.
+            None => return Ok((None, fixed_batch)),
+        },
     };
     let elements = shape
         .iter()
@@ -506,7 +542,7 @@ pub(super) fn state_layout(
             ),
         ));
     }
-    Ok((shape, fixed_batch))
+    Ok((Some(shape), fixed_batch))
 }
 
 /// The most floats one sample's state may have (2^28, 1 GiB as f32): a
@@ -553,7 +589,13 @@ mod tests {
             &state(vec![batch(), Dim::Fixed(3), Dim::Fixed(64)]),
             None,
         );
-        assert_eq!(ok.unwrap(), (vec![3, 64], false));
+        assert_eq!(ok.unwrap(), (Some(vec![3, 64]), None));
+        // Dynamic axes: the shape comes with each call; a fixed batch is kept.
+        let per_call = state(vec![Dim::Fixed(2), Dim::Fixed(80), Dim::Dynamic]);
+        assert_eq!(
+            state_layout("c.onnx", &per_call, None).unwrap(),
+            (None, Some(2))
+        );
         // A shape given by the caller is held to the same bound.
         let dynamic = state(vec![batch(), Dim::Dynamic, Dim::Dynamic]);
         assert!(state_layout("d.onnx", &dynamic, Some(&[1 << 20, 1 << 20])).is_err());

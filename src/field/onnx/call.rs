@@ -1,53 +1,98 @@
-//! Calling the model: checking and slicing extras, chunking a batch to
-//! `max_batch`, grouping samples of equal time for scalar-time models, and
-//! one ONNX Runtime run.
+//! Calling the model: checking a call's shapes against the declared dims,
+//! checking and borrowing extras, chunking a batch to `max_batch` (padding
+//! the last chunk of a fixed-batch model), grouping samples of equal time for
+//! scalar-time models, and one ONNX Runtime run.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use half::f16;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, CowArray, IxDyn, Slice};
 use ort::session::{Session, SessionInputValue};
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::TensorRef;
 
 use super::builder::describe_list;
-use super::{OnnxField, TimeLayout};
+use super::{Dim, OnnxField, TensorInfo, TimeLayout};
 use crate::field::{row_chunks, ExtraTensor, Extras};
 use crate::{Error, Result};
 
-/// An extra input's rows as passed to one model call.
+/// An extra input's values as passed to one model call.
 pub(super) enum ExtraData<'a> {
-    Int64(CowArray<'a, i64, IxDyn>),
     Float32(CowArray<'a, f32, IxDyn>),
+    Float16(CowArray<'a, f16, IxDyn>),
+    Int64(CowArray<'a, i64, IxDyn>),
+    Int32(CowArray<'a, i32, IxDyn>),
+    Bool(CowArray<'a, bool, IxDyn>),
 }
 
-impl ExtraData<'_> {
-    fn rows(&self, rows: std::ops::Range<usize>) -> ExtraData<'_> {
-        let slice = Slice::from(rows);
-        match self {
-            ExtraData::Int64(a) => ExtraData::Int64(a.slice_axis(Axis(0), slice).into()),
-            ExtraData::Float32(a) => ExtraData::Float32(a.slice_axis(Axis(0), slice).into()),
+/// Applies the same expression to the array of any variant of [`ExtraData`],
+/// rebuilding the variant from its result.
+macro_rules! map_data {
+    ($data:expr, $a:ident => $body:expr) => {
+        match $data {
+            ExtraData::Float32($a) => ExtraData::Float32($body),
+            ExtraData::Float16($a) => ExtraData::Float16($body),
+            ExtraData::Int64($a) => ExtraData::Int64($body),
+            ExtraData::Int32($a) => ExtraData::Int32($body),
+            ExtraData::Bool($a) => ExtraData::Bool($body),
+        }
+    };
+}
+
+impl<'a> ExtraData<'a> {
+    fn borrow(tensor: &'a ExtraTensor) -> ExtraData<'a> {
+        match tensor {
+            ExtraTensor::Float32(a) => ExtraData::Float32(a.view().into()),
+            ExtraTensor::Float16(a) => ExtraData::Float16(a.view().into()),
+            ExtraTensor::Int64(a) => ExtraData::Int64(a.view().into()),
+            ExtraTensor::Int32(a) => ExtraData::Int32(a.view().into()),
+            ExtraTensor::Bool(a) => ExtraData::Bool(a.view().into()),
         }
     }
 
-    fn select<'s>(&self, rows: &[usize]) -> ExtraData<'s> {
-        match self {
-            ExtraData::Int64(a) => ExtraData::Int64(a.select(Axis(0), rows).into()),
-            ExtraData::Float32(a) => ExtraData::Float32(a.select(Axis(0), rows).into()),
+    fn owned(tensor: ExtraTensor) -> ExtraData<'a> {
+        match tensor {
+            ExtraTensor::Float32(a) => ExtraData::Float32(a.into()),
+            ExtraTensor::Float16(a) => ExtraData::Float16(a.into()),
+            ExtraTensor::Int64(a) => ExtraData::Int64(a.into()),
+            ExtraTensor::Int32(a) => ExtraData::Int32(a.into()),
+            ExtraTensor::Bool(a) => ExtraData::Bool(a.into()),
         }
+    }
+
+    fn rows(&self, axis: usize, rows: std::ops::Range<usize>) -> ExtraData<'_> {
+        let slice = Slice::from(rows);
+        map_data!(self, a => a.slice_axis(Axis(axis), slice).into())
+    }
+
+    fn select<'s>(&self, axis: usize, rows: &[usize]) -> ExtraData<'s> {
+        map_data!(self, a => a.select(Axis(axis), rows).into())
     }
 
     fn view(&self) -> ExtraData<'_> {
-        match self {
-            ExtraData::Int64(a) => ExtraData::Int64(a.view().into()),
-            ExtraData::Float32(a) => ExtraData::Float32(a.view().into()),
-        }
+        map_data!(self, a => a.view().into())
+    }
+
+    fn standard(&self) -> ExtraData<'_> {
+        map_data!(self, a => a.as_standard_layout())
+    }
+
+    fn value(&self) -> std::result::Result<SessionInputValue<'_>, ort::Error> {
+        Ok(match self {
+            ExtraData::Float32(a) => TensorRef::from_array_view(a)?.into(),
+            ExtraData::Float16(a) => TensorRef::from_array_view(a)?.into(),
+            ExtraData::Int64(a) => TensorRef::from_array_view(a)?.into(),
+            ExtraData::Int32(a) => TensorRef::from_array_view(a)?.into(),
+            ExtraData::Bool(a) => TensorRef::from_array_view(a)?.into(),
+        })
     }
 }
 
-/// One extra of a call: its name, whether it has a batch axis, its rows.
+/// One extra of a call: its name, its batch axis (`None`: passed whole to
+/// every chunk), its values.
 pub(super) struct ExtraArg<'a> {
     pub(super) name: &'a str,
-    pub(super) batched: bool,
+    pub(super) batch_axis: Option<usize>,
     pub(super) data: ExtraData<'a>,
 }
 
@@ -67,7 +112,7 @@ impl Times<'_> {
     }
 }
 
-/// The rows `rows` of the batched extras (unbatched ones whole).
+/// The rows `rows` of the batched extras (the others whole).
 pub(super) fn chunk_extras<'a>(
     extras: &'a [ExtraArg<'_>],
     rows: std::ops::Range<usize>,
@@ -76,33 +121,109 @@ pub(super) fn chunk_extras<'a>(
         .iter()
         .map(|e| ExtraArg {
             name: e.name,
-            batched: e.batched,
-            data: if e.batched {
-                e.data.rows(rows.clone())
-            } else {
-                e.data.view()
+            batch_axis: e.batch_axis,
+            data: match e.batch_axis {
+                Some(axis) => e.data.rows(axis, rows.clone()),
+                None => e.data.view(),
             },
         })
         .collect()
 }
 
+/// The sizes symbolic dims take in one call, and the input that set each,
+/// so that a second input disagreeing can be named beside the first.
+#[derive(Default)]
+pub(super) struct Bindings {
+    sizes: Vec<(String, usize, String)>,
+}
+
+impl Bindings {
+    /// Checks axis `axis` of `input`, of size `size`, against its declared
+    /// dim: a fixed dim must match, a symbolic dim must agree with every other
+    /// input that names it in this call.
+    fn bind(
+        &mut self,
+        input: &TensorInfo,
+        axis: usize,
+        size: usize,
+        shape: &[usize],
+    ) -> Result<()> {
+        match &input.dims[axis] {
+            Dim::Fixed(n) if *n != size => Err(Error::Shape {
+                tensor: input.name.clone(),
+                expected: format!("{} (axis {axis} is fixed at {n})", input.shape_string()),
+                actual: shape.to_vec(),
+            }),
+            Dim::Symbolic(symbol) => match self.sizes.iter().find(|(s, _, _)| s == symbol) {
+                Some((_, bound, first)) if *bound != size => Err(Error::Shape {
+                    tensor: input.name.clone(),
+                    expected: format!(
+                        "{} with {symbol} = {bound}, as in `{first}` (the dim `{symbol}` \
+                             must have one size in a call, but `{}` has {size} and `{first}` \
+                             has {bound})",
+                        input.shape_string(),
+                        input.name
+                    ),
+                    actual: shape.to_vec(),
+                }),
+                Some(_) => Ok(()),
+                None => {
+                    self.sizes.push((symbol.clone(), size, input.name.clone()));
+                    Ok(())
+                }
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
 impl OnnxField {
-    /// Checks the shapes of one call and returns its batch size B: `x` is
-    /// `[B, ...state shape]`, each of `like_x` (named) is shaped like `x`, and
-    /// `t` holds one time for all samples or one per sample.
+    /// Checks the shapes of one call and returns its batch size B and the
+    /// sizes of the state's symbolic dims: `x` is `[B, ...]` with its rank and
+    /// fixed dims as declared (and the builder's state shape, if one was
+    /// given), each of `like_x` (named) is shaped like `x`, and `t` holds one
+    /// time for all samples or one per sample.
     pub(super) fn check_call(
         &self,
         x: &[usize],
         like_x: &[(&str, &[usize])],
         t: &[f64],
-    ) -> Result<usize> {
-        if x.len() != self.state_shape.len() + 1 || x[1..] != self.state_shape[..] {
-            let dims: Vec<String> = self.state_shape.iter().map(usize::to_string).collect();
+    ) -> Result<(usize, Bindings)> {
+        let state = self.state_info();
+        let fits_pinned = self
+            .state_shape
+            .as_deref()
+            .is_none_or(|pinned| x.len() == pinned.len() + 1 && x[1..] == *pinned);
+        if x.len() != state.dims.len() || !fits_pinned {
+            let expected = match &self.state_shape {
+                Some(pinned) => format!(
+                    "[B, {}]",
+                    pinned
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!("{} (B samples)", state.shape_string()),
+            };
             return Err(Error::Shape {
                 tensor: "x".to_string(),
-                expected: format!("[B, {}]", dims.join(", ")),
+                expected,
                 actual: x.to_vec(),
             });
+        }
+        let mut bindings = Bindings::default();
+        for (axis, &size) in x.iter().enumerate().skip(1) {
+            bindings.bind(state, axis, size, x).map_err(|e| match e {
+                Error::Shape {
+                    expected, actual, ..
+                } => Error::Shape {
+                    tensor: "x".to_string(),
+                    expected: format!("{expected} (the state input `{}`)", state.name),
+                    actual,
+                },
+                other => other,
+            })?;
         }
         for (name, shape) in like_x {
             if *shape != x {
@@ -121,13 +242,52 @@ impl OnnxField {
                 actual: vec![t.len()],
             });
         }
-        Ok(batch)
+        Ok((batch, bindings))
     }
 
-    /// Runs the model once on one sample of zeros at t = 0.5 and checks the output.
+    /// The declared state input.
+    pub(super) fn state_info(&self) -> &TensorInfo {
+        self.inputs
+            .iter()
+            .find(|i| i.name == self.mapping.state)
+            .expect("the state input is one of the model's inputs")
+    }
+
+    /// Runs the model once on one sample (the fixed batch, if the model has
+    /// one) of zeros at t = 0.5, every symbolic dim at one size for all the
+    /// inputs that name it, and checks the output.
     pub(super) fn dry_run(&self, session: &mut Session) -> Result<()> {
-        let mut shape = vec![1];
-        shape.extend_from_slice(&self.state_shape);
+        let first = self.dry_run_at(session, DRY_RUN_SIZE);
+        match first {
+            Err(e) if DRY_RUN_SIZE != 1 && self.state_shape.is_none() => {
+                // Some graphs want other lengths (a convolution without
+                // padding, a fixed table): a run at size 1 decides.
+                self.dry_run_at(session, 1).map_err(|_| e)
+            }
+            other => other,
+        }
+    }
+
+    fn dry_run_at(&self, session: &mut Session, size: usize) -> Result<()> {
+        let state = self.state_info();
+        let batch = self.fixed_batch.unwrap_or(1);
+        let mut symbols: HashMap<&str, usize> = HashMap::new();
+        if let Some(Dim::Symbolic(b)) = state.dims.first() {
+            symbols.insert(b, batch);
+        }
+        let mut shape = vec![batch];
+        for (axis, dim) in state.dims.iter().enumerate().skip(1) {
+            let n = match (&self.state_shape, dim) {
+                (Some(pinned), _) => pinned[axis - 1],
+                (None, Dim::Fixed(n)) => *n,
+                (None, Dim::Symbolic(s)) => *symbols.entry(s).or_insert(size),
+                (None, Dim::Dynamic) => size,
+            };
+            if let Dim::Symbolic(s) = dim {
+                symbols.entry(s).or_insert(n);
+            }
+            shape.push(n);
+        }
         let x = ArrayD::<f32>::zeros(shape.clone());
         let mut out = ArrayD::<f32>::zeros(shape);
         let mut extras = Vec::new();
@@ -137,22 +297,26 @@ impl OnnxField {
                 .dims
                 .iter()
                 .enumerate()
-                .map(|(i, d)| {
-                    if i == 0 && batched {
-                        1
-                    } else {
-                        d.fixed().unwrap_or(1)
-                    }
+                .map(|(i, d)| match d {
+                    _ if i == 0 && batched => batch,
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbolic(s) => *symbols.entry(s).or_insert(size),
+                    Dim::Dynamic => size,
                 })
                 .collect();
-            let data = match input.element {
-                Some(TensorElementType::Int64) => ExtraData::Int64(ArrayD::zeros(dims).into()),
-                _ => ExtraData::Float32(ArrayD::zeros(dims).into()),
-            };
+            let dtype = self.extra_dtype(input)?;
+            // Masks all true, everything else zeros: the ordinary case of a
+            // model that attends over its whole input.
+            let tensor = ExtraTensor::Float32(ArrayD::zeros(dims))
+                .convert_to(dtype)
+                .and_then(|t| match dtype {
+                    crate::field::ExtraDtype::Bool => t.filled_like(1.0),
+                    _ => Ok(t),
+                })?;
             extras.push(ExtraArg {
                 name: &input.name,
-                batched,
-                data,
+                batch_axis: batched.then_some(0),
+                data: ExtraData::owned(tensor),
             });
         }
         self.run_call(session, x.view(), &Times::One(0.5), &extras, out.view_mut())
@@ -168,11 +332,15 @@ impl OnnxField {
             })
     }
 
-    /// Checks the caller's extras against the model's and borrows their rows.
+    /// Checks the caller's extras against the model's declared inputs and
+    /// borrows them (repeating one row, or a scalar, to the batch where the
+    /// input has a batch axis); the symbolic dims they name must agree with
+    /// `bindings` (the state's) and with each other.
     pub(super) fn extra_args<'a>(
         &'a self,
         extras: &'a Extras,
         batch: usize,
+        mut bindings: Bindings,
     ) -> Result<Vec<ExtraArg<'a>>> {
         let known = |name: &str| self.mapping.extras.iter().any(|e| e.name == name);
         if let Some((name, _)) = extras.iter().find(|(name, _)| !known(name)) {
@@ -184,56 +352,77 @@ impl OnnxField {
                     describe_list(&self.mapping.extras)
                 )
             };
-            return Err(Error::field(
-                &self.file,
-                format!("`{name}` is not an input of the model; {expected}",),
-            ));
+            return Err(Error::InvalidArgument(format!(
+                "{}: `{name}` is not an input of the model; {expected}",
+                self.file
+            )));
         }
         let mut args = Vec::with_capacity(self.mapping.extras.len());
         for input in &self.mapping.extras {
             let tensor = extras.get(&input.name).ok_or_else(|| {
-                Error::field(
-                    &self.file,
-                    format!(
-                        "the model needs the extra input {input}, which was not given \
-                     (pass it with Extras::new().with(\"{}\", ..))",
-                        input.name
-                    ),
-                )
+                Error::InvalidArgument(format!(
+                    "{}: the model needs the conditioning input {input}, which was not given \
+                     (pass it with Extras::new().with(\"{}\", ..), or --cond {}=FILE.npy)",
+                    self.file, input.name, input.name
+                ))
             })?;
             if tensor.dtype_name() != input.dtype {
-                return Err(Error::field(
-                    &self.file,
-                    format!(
-                        "extra input `{}` is {} {:?}, but the model declares {input}",
-                        input.name,
-                        tensor.dtype_name(),
-                        tensor.shape(),
-                    ),
-                ));
+                return Err(Error::InvalidArgument(format!(
+                    "{}: conditioning input `{}` is {} {:?}, but the model declares {input}",
+                    self.file,
+                    input.name,
+                    tensor.dtype_name(),
+                    tensor.shape(),
+                )));
             }
             let batched = self.is_batched(input);
-            if batched && tensor.shape().first() != Some(&batch) {
+            let data = if batched {
+                self.batched_extra(input, tensor, batch)?
+            } else {
+                ExtraData::borrow(tensor)
+            };
+            let shape = map_shape(&data);
+            if shape.len() != input.dims.len() {
                 return Err(Error::Shape {
                     tensor: input.name.clone(),
-                    expected: format!(
-                        "[{batch}, ...] (one row per sample; declared {})",
-                        input.shape_string()
-                    ),
+                    expected: format!("{} (rank {})", input.shape_string(), input.dims.len()),
                     actual: tensor.shape().to_vec(),
                 });
             }
-            let data = match tensor {
-                ExtraTensor::Int64(a) => ExtraData::Int64(a.as_standard_layout()),
-                ExtraTensor::Float32(a) => ExtraData::Float32(a.as_standard_layout()),
-            };
+            let first = usize::from(batched);
+            for (axis, &size) in shape.iter().enumerate().skip(first) {
+                bindings.bind(input, axis, size, &shape)?;
+            }
             args.push(ExtraArg {
                 name: &input.name,
-                batched,
+                batch_axis: batched.then_some(0),
                 data,
             });
         }
         Ok(args)
+    }
+
+    /// An extra with a batch axis, with `batch` rows: as given, or repeated
+    /// from one row (or from a scalar, for an input declared `[B]`).
+    fn batched_extra<'a>(
+        &self,
+        input: &TensorInfo,
+        tensor: &'a ExtraTensor,
+        batch: usize,
+    ) -> Result<ExtraData<'a>> {
+        match tensor.shape().first() {
+            Some(&rows) if rows == batch => Ok(ExtraData::borrow(tensor)),
+            Some(1) => Ok(ExtraData::owned(tensor.broadcast_rows(batch)?)),
+            None if input.dims.len() == 1 => Ok(ExtraData::owned(tensor.broadcast_rows(batch)?)),
+            _ => Err(Error::Shape {
+                tensor: input.name.clone(),
+                expected: format!(
+                    "[{batch}, ...] (one row per sample, or one row for all; declared {})",
+                    input.shape_string()
+                ),
+                actual: tensor.shape().to_vec(),
+            }),
+        }
     }
 
     /// Runs a whole call (any batch size): in chunks of `max_batch`, and for a
@@ -263,11 +452,10 @@ impl OnnxField {
                     .iter()
                     .map(|e| ExtraArg {
                         name: e.name,
-                        batched: e.batched,
-                        data: if e.batched {
-                            e.data.select(&rows)
-                        } else {
-                            e.data.view()
+                        batch_axis: e.batch_axis,
+                        data: match e.batch_axis {
+                            Some(axis) => e.data.select(axis, &rows),
+                            None => e.data.view(),
                         },
                     })
                     .collect();
@@ -309,21 +497,94 @@ impl OnnxField {
                 xc,
                 &tc,
                 &ec,
-                &mut [(self.mapping.output.as_str(), oc)],
+                &mut [(self.mapping.output.as_str(), 0, oc)],
             )?;
         }
         Ok(())
     }
 
     /// One model call on a batch of at most `max_batch` samples, writing the
-    /// named float32 outputs into `outputs` (the first is the velocity).
+    /// named float32 outputs into `outputs` (name, batch axis, buffer; the
+    /// first is the velocity). A model exported with a fixed batch N gets a
+    /// chunk of fewer rows padded to N with copies of its last row, and only
+    /// the chunk's own rows of each output are kept.
     pub(super) fn run_once(
         &self,
         session: &mut Session,
         x: ArrayViewD<'_, f32>,
         t: &Times<'_>,
         extras: &[ExtraArg<'_>],
-        outputs: &mut [(&str, ArrayViewMutD<'_, f32>)],
+        outputs: &mut [(&str, usize, ArrayViewMutD<'_, f32>)],
+    ) -> Result<()> {
+        let n = x.shape()[0];
+        match self.fixed_batch {
+            Some(fixed) if n < fixed && n > 0 => {
+                self.run_padded(session, x, t, extras, outputs, fixed)
+            }
+            _ => self.run_session(session, x, t, extras, outputs),
+        }
+    }
+
+    fn run_padded(
+        &self,
+        session: &mut Session,
+        x: ArrayViewD<'_, f32>,
+        t: &Times<'_>,
+        extras: &[ExtraArg<'_>],
+        outputs: &mut [(&str, usize, ArrayViewMutD<'_, f32>)],
+        fixed: usize,
+    ) -> Result<()> {
+        let n = x.shape()[0];
+        let order: Vec<usize> = (0..fixed).map(|i| i.min(n - 1)).collect();
+        let xp = x.select(Axis(0), &order);
+        let padded_times: Vec<f32>;
+        let tp = match t {
+            Times::One(v) => Times::One(*v),
+            Times::PerSample(ts) => {
+                padded_times = order.iter().map(|&i| ts[i]).collect();
+                Times::PerSample(&padded_times)
+            }
+        };
+        let ep: Vec<ExtraArg<'_>> = extras
+            .iter()
+            .map(|e| ExtraArg {
+                name: e.name,
+                batch_axis: e.batch_axis,
+                data: match e.batch_axis {
+                    Some(axis) => e.data.select(axis, &order),
+                    None => e.data.view(),
+                },
+            })
+            .collect();
+        let mut buffers: Vec<ArrayD<f32>> = outputs
+            .iter()
+            .map(|(_, axis, out)| {
+                let mut shape = out.shape().to_vec();
+                shape[*axis] = fixed;
+                ArrayD::zeros(shape)
+            })
+            .collect();
+        {
+            let mut padded: Vec<(&str, usize, ArrayViewMutD<'_, f32>)> = outputs
+                .iter()
+                .zip(buffers.iter_mut())
+                .map(|((name, axis, _), buffer)| (*name, *axis, buffer.view_mut()))
+                .collect();
+            self.run_session(session, xp.view(), &tp, &ep, &mut padded)?;
+        }
+        for ((_, axis, out), buffer) in outputs.iter_mut().zip(&buffers) {
+            out.assign(&buffer.slice_axis(Axis(*axis), Slice::from(0..n)));
+        }
+        Ok(())
+    }
+
+    fn run_session(
+        &self,
+        session: &mut Session,
+        x: ArrayViewD<'_, f32>,
+        t: &Times<'_>,
+        extras: &[ExtraArg<'_>],
+        outputs: &mut [(&str, usize, ArrayViewMutD<'_, f32>)],
     ) -> Result<()> {
         let file = &self.file;
         let ort_err = |what: &str, e: ort::Error| Error::field(file, format!("{what}: {e}"));
@@ -348,16 +609,8 @@ impl OnnxField {
             x_owned = x.as_standard_layout().into_owned();
             x_owned.view()
         };
-        let extra_views: Vec<(&str, ExtraData<'_>)> = extras
-            .iter()
-            .map(|e| {
-                let data = match &e.data {
-                    ExtraData::Int64(a) => ExtraData::Int64(a.as_standard_layout()),
-                    ExtraData::Float32(a) => ExtraData::Float32(a.as_standard_layout()),
-                };
-                (e.name, data)
-            })
-            .collect();
+        let extra_views: Vec<(&str, ExtraData<'_>)> =
+            extras.iter().map(|e| (e.name, e.data.standard())).collect();
 
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(2 + extras.len());
@@ -374,21 +627,16 @@ impl OnnxField {
                 .into(),
         ));
         for (name, data) in &extra_views {
-            let value: SessionInputValue<'_> = match data {
-                ExtraData::Int64(a) => TensorRef::from_array_view(a)
-                    .map_err(|e| ort_err(&format!("cannot pass `{name}`"), e))?
-                    .into(),
-                ExtraData::Float32(a) => TensorRef::from_array_view(a)
-                    .map_err(|e| ort_err(&format!("cannot pass `{name}`"), e))?
-                    .into(),
-            };
+            let value = data
+                .value()
+                .map_err(|e| ort_err(&format!("cannot pass `{name}`"), e))?;
             inputs.push((Cow::Borrowed(*name), value));
         }
 
         let results = session
             .run(inputs)
             .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))?;
-        for (k, (name, out)) in outputs.iter_mut().enumerate() {
+        for (k, (name, _, out)) in outputs.iter_mut().enumerate() {
             let value = results.get(*name).ok_or_else(|| {
                 Error::field(file, format!("the model returned no output `{name}`"))
             })?;
@@ -420,5 +668,19 @@ impl OnnxField {
             out.assign(&v);
         }
         Ok(())
+    }
+}
+
+/// The size the check run at load gives each dynamic dim (one size for all
+/// inputs that name the same symbol); 1 is tried when it fails.
+const DRY_RUN_SIZE: usize = 16;
+
+fn map_shape(data: &ExtraData<'_>) -> Vec<usize> {
+    match data {
+        ExtraData::Float32(a) => a.shape().to_vec(),
+        ExtraData::Float16(a) => a.shape().to_vec(),
+        ExtraData::Int64(a) => a.shape().to_vec(),
+        ExtraData::Int32(a) => a.shape().to_vec(),
+        ExtraData::Bool(a) => a.shape().to_vec(),
     }
 }

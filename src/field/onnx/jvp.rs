@@ -269,14 +269,15 @@ pub(super) fn jvp_with(
             )))
         }
     };
-    let batch = field.check_call(x.shape(), &[("v", v.shape()), ("out", out.shape())], t)?;
-    let mut args = field.extra_args(extras, batch)?;
+    let (batch, bindings) =
+        field.check_call(x.shape(), &[("v", v.shape()), ("out", out.shape())], t)?;
+    let mut args = field.extra_args(extras, batch, bindings)?;
     if batch == 0 {
         return Ok(());
     }
     args.push(ExtraArg {
         name: &tangent.input,
-        batched: true,
+        batch_axis: Some(0),
         data: ExtraData::Float32(CowArray::from(v)),
     });
     let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
@@ -303,7 +304,7 @@ pub(super) fn velocity_and_jvps(
     mut velocity: ArrayViewMutD<'_, f32>,
     mut products: ArrayViewMutD<'_, f32>,
 ) -> Result<()> {
-    let batch = field.check_call(x.shape(), &[("velocity", velocity.shape())], t)?;
+    let (batch, bindings) = field.check_call(x.shape(), &[("velocity", velocity.shape())], t)?;
     let directions = v.shape().first().copied().unwrap_or(0);
     let mut stacked_shape = vec![directions];
     stacked_shape.extend_from_slice(x.shape());
@@ -326,7 +327,7 @@ pub(super) fn velocity_and_jvps(
                 .unwrap_or_default()
         )));
     };
-    let args = field.extra_args(extras, batch)?;
+    let args = field.extra_args(extras, batch, bindings)?;
     if batch == 0 || directions == 0 {
         if batch > 0 {
             return field.velocity_with(x, t, extras, velocity);
@@ -355,7 +356,7 @@ pub(super) fn velocity_and_jvps(
         let mut chunk = chunk_extras(&args, rows.clone());
         chunk.push(ExtraArg {
             name: &tangent.input,
-            batched: false,
+            batch_axis: Some(1),
             data: ExtraData::Float32(vc.as_standard_layout()),
         });
         field.run_once(
@@ -366,10 +367,12 @@ pub(super) fn velocity_and_jvps(
             &mut [
                 (
                     field.mapping.output.as_str(),
+                    0,
                     velocity.slice_axis_mut(Axis(0), slice),
                 ),
                 (
                     tangent.output.as_str(),
+                    1,
                     products.slice_axis_mut(Axis(1), slice),
                 ),
             ],

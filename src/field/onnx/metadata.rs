@@ -5,9 +5,9 @@ use ndarray::ArrayD;
 use ort::session::Session;
 use ort::value::TensorElementType;
 
-use super::null_condition::{self, NullCondition, NullNumber};
+use super::null_condition::{self, NullCondition as ParsedNull, NullEntry};
 use super::{OnnxField, TensorInfo, META_NULL_CONDITION, META_SCHEDULER};
-use crate::field::{ExtraTensor, Extras};
+use crate::field::{ExtraTensor, Extras, NullValue};
 use crate::path::Prediction;
 use crate::scheduler::Scheduler;
 use crate::{Error, Result};
@@ -68,14 +68,14 @@ impl OnnxField {
         self.metadata_value(META_NULL_CONDITION)
     }
 
-    /// The null condition for classifier-free guidance as extras for a batch
-    /// of `batch` samples; `Ok(None)` when the model declares none.
+    /// The null condition for classifier-free guidance from
+    /// `fmrt.null_condition`; `Ok(None)` when the model declares none.
     ///
-    /// `fmrt.null_condition` is either a number, used for the model's only
-    /// extra input (e.g. `3`: the label 3 for every sample), or a JSON object
-    /// mapping extra inputs to numbers (`{"label": 3, "mask": 0.0}`); each
-    /// tensor is filled with its number.
-    pub fn null_extras(&self, batch: usize) -> Result<Option<Extras>> {
+    /// The value is either a number, used for the model's only extra input
+    /// (e.g. `3`: the label 3 for every sample), or a JSON object giving
+    /// named inputs a number or `"zeros"` (`{"mu": "zeros", "text": -1}`);
+    /// inputs it does not name keep their conditional value.
+    pub fn null_condition_spec(&self) -> Result<Option<crate::field::NullCondition>> {
         let Some(raw) = self.null_condition() else {
             return Ok(None);
         };
@@ -85,9 +85,9 @@ impl OnnxField {
                 format!("metadata `{META_NULL_CONDITION}` = `{raw}`: {why}"),
             )
         };
-        let mut values: Vec<(&TensorInfo, NullNumber)> = Vec::new();
-        match null_condition::parse(raw).map_err(|why| bad(why.to_string()))? {
-            NullCondition::PerInput(entries) => {
+        let mut values: Vec<(&TensorInfo, NullEntry)> = Vec::new();
+        match null_condition::parse(raw).map_err(bad)? {
+            ParsedNull::PerInput(entries) => {
                 for (name, value) in entries {
                     let input = self
                         .mapping
@@ -100,8 +100,8 @@ impl OnnxField {
                     values.push((input, value));
                 }
             }
-            NullCondition::Single(value) => match self.mapping.extras.as_slice() {
-                [only] => values.push((only, value)),
+            ParsedNull::Single(value) => match self.mapping.extras.as_slice() {
+                [only] => values.push((only, NullEntry::Number(value))),
                 others => {
                     return Err(bad(format!(
                         "a single number needs exactly one extra input, the model has {}",
@@ -110,8 +110,52 @@ impl OnnxField {
                 }
             },
         }
-        let mut extras = Extras::new();
+        let mut null = crate::field::NullCondition::new();
         for (input, value) in values {
+            let value = match value {
+                NullEntry::Zeros => NullValue::Zeros,
+                NullEntry::Number(number) => {
+                    let integer = matches!(
+                        input.element,
+                        Some(TensorElementType::Int64 | TensorElementType::Int32)
+                    );
+                    if integer && number.as_i64().is_none() {
+                        return Err(bad(format!("`{}` needs an integer", input.name)));
+                    }
+                    NullValue::Fill(number.as_f64())
+                }
+            };
+            null.insert(input.name.clone(), value);
+        }
+        Ok(Some(null))
+    }
+
+    /// The null condition of `fmrt.null_condition` as extras for a batch of
+    /// `batch` samples, for a model whose conditioning inputs have fixed
+    /// dims besides the batch; `Ok(None)` when the model declares none. See
+    /// [`null_condition_spec`](Self::null_condition_spec) for the form that
+    /// serves any shape (and names only some inputs).
+    pub fn null_extras(&self, batch: usize) -> Result<Option<Extras>> {
+        let Some(spec) = self.null_condition_spec()? else {
+            return Ok(None);
+        };
+        let bad = |why: String| {
+            Error::model_load(
+                &self.file,
+                format!(
+                    "metadata `{META_NULL_CONDITION}` = `{}`: {why}",
+                    self.null_condition().unwrap_or_default()
+                ),
+            )
+        };
+        let mut extras = Extras::new();
+        for (name, value) in spec.iter() {
+            let input = self
+                .mapping
+                .extras
+                .iter()
+                .find(|e| e.name == name)
+                .expect("checked by null_condition_spec");
             let batched = self.is_batched(input);
             let mut shape = if batched { vec![batch] } else { vec![] };
             for d in input.dims.iter().skip(usize::from(batched)) {
@@ -123,19 +167,13 @@ impl OnnxField {
                     ))
                 })?);
             }
-            let tensor = match input.element {
-                Some(TensorElementType::Int64) => {
-                    let v = value
-                        .as_i64()
-                        .ok_or_else(|| bad(format!("`{}` needs an integer", input.name)))?;
-                    ExtraTensor::Int64(ArrayD::from_elem(shape, v))
-                }
-                _ => {
-                    let v = value.as_f64();
-                    ExtraTensor::Float32(ArrayD::from_elem(shape, v as f32))
-                }
+            let fill = match value {
+                NullValue::Fill(v) => *v,
+                _ => 0.0,
             };
-            extras.insert(input.name.clone(), tensor);
+            let like =
+                ExtraTensor::Float32(ArrayD::zeros(shape)).convert_to(self.extra_dtype(input)?)?;
+            extras.insert(name, like.filled_like(fill)?);
         }
         Ok(Some(extras))
     }

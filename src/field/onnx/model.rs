@@ -233,12 +233,28 @@ const TIME_NAMES: &[&str] = &[
     "timesteps",
     "time_step",
     "ts",
+    "sigma",
+    "sigmas",
 ];
 
 /// Names that mark an input as the state when several could be.
 const STATE_NAMES: &[&str] = &[
-    "x", "x_t", "xt", "state", "sample", "samples", "z", "latent", "latents", "input", "inputs",
+    "x",
+    "x_t",
+    "xt",
+    "state",
+    "sample",
+    "samples",
+    "z",
+    "latent",
+    "latents",
+    "hidden_states",
+    "input",
+    "inputs",
 ];
+
+/// A name prefix that marks an input as the state (`noisy_latents`).
+const STATE_PREFIX: &str = "noisy_";
 
 /// The explicit or metadata choice for one role.
 pub(crate) struct Choice<'a> {
@@ -388,10 +404,15 @@ fn pick(
     if let [only] = candidates {
         return Ok(*only);
     }
+    let prefix = (role == "state").then_some(STATE_PREFIX);
     let hinted: Vec<usize> = candidates
         .iter()
         .copied()
-        .filter(|&i| hints.iter().any(|h| inputs[i].name.eq_ignore_ascii_case(h)))
+        .filter(|&i| {
+            let name = &inputs[i].name;
+            hints.iter().any(|h| name.eq_ignore_ascii_case(h))
+                || prefix.is_some_and(|p| name.to_ascii_lowercase().starts_with(p))
+        })
         .collect();
     if let [only] = hinted.as_slice() {
         return Ok(*only);
@@ -433,8 +454,18 @@ pub struct ModelDescription {
     pub outputs: Vec<TensorInfo>,
     /// Which input is which.
     pub mapping: InputMapping,
-    /// The shape of one sample's state.
-    pub state_shape: Vec<usize>,
+    /// The shape of one sample's state, when it is fixed (by the model or
+    /// the builder); `None` when it comes with each call.
+    pub state_shape: Option<Vec<usize>>,
+    /// The state input's declared dims, batch first.
+    pub state_dims: Vec<Dim>,
+    /// The batch size the model was exported with, when it is fixed.
+    pub fixed_batch: Option<usize>,
+    /// The extra inputs declared without a batch axis.
+    pub batchless: Vec<String>,
+    /// The network's clock as its metadata declares it, e.g. `reversed,
+    /// time × 1000 (fmrt.time_direction, fmrt.time_scale)`, or fmrt's own.
+    pub clock: String,
     /// The model's producer (e.g. `pytorch 2.5`), if recorded.
     pub producer: Option<String>,
     /// Every `metadata_props` pair, sorted by key (including `fmrt.*`).
@@ -445,6 +476,30 @@ pub struct ModelDescription {
     pub provider_notes: Vec<String>,
     /// The ONNX Runtime library in use.
     pub library: std::path::PathBuf,
+}
+
+impl ModelDescription {
+    /// The symbolic dims named by more than one input (or twice), with the
+    /// inputs naming them: sizes that must agree within a call
+    /// (`seq_len`: `x`, `mask`, `mu`, `cond`).
+    pub fn shared_dims(&self) -> Vec<(String, Vec<String>)> {
+        let mut dims: Vec<(String, Vec<String>)> = Vec::new();
+        for input in &self.inputs {
+            for d in &input.dims {
+                if let Dim::Symbolic(s) = d {
+                    match dims.iter_mut().find(|(n, _)| n == s) {
+                        Some((_, names)) if !names.contains(&input.name) => {
+                            names.push(input.name.clone())
+                        }
+                        Some(_) => {}
+                        None => dims.push((s.clone(), vec![input.name.clone()])),
+                    }
+                }
+            }
+        }
+        dims.retain(|(_, names)| names.len() > 1);
+        dims
+    }
 }
 
 impl fmt::Display for ModelDescription {
@@ -460,8 +515,10 @@ impl fmt::Display for ModelDescription {
                 format!("state ({})", m.state_from)
             } else if i.name == m.time {
                 format!("time {} ({})", m.time_layout, m.time_from)
+            } else if self.batchless.contains(&i.name) {
+                "conditioning, no batch axis".to_string()
             } else {
-                "extra".to_string()
+                "conditioning".to_string()
             };
             writeln!(
                 f,
@@ -486,7 +543,32 @@ impl fmt::Display for ModelDescription {
                 o.shape_string()
             )?;
         }
-        writeln!(f, "state shape: {:?}", self.state_shape)?;
+        match &self.state_shape {
+            Some(shape) => writeln!(f, "state shape: {shape:?}")?,
+            None => {
+                let dims: Vec<String> =
+                    self.state_dims.iter().skip(1).map(Dim::to_string).collect();
+                writeln!(
+                    f,
+                    "state shape: [{}] (given with each call)",
+                    dims.join(", ")
+                )?
+            }
+        }
+        writeln!(f, "clock: {}", self.clock)?;
+        if let Some(n) = self.fixed_batch {
+            writeln!(
+                f,
+                "fixed batch: {n} (calls are made in chunks of {n}, the last padded)"
+            )?;
+        }
+        let shared = self.shared_dims();
+        if !shared.is_empty() {
+            writeln!(f, "tied dims:")?;
+            for (symbol, inputs) in shared {
+                writeln!(f, "  {symbol}: {}", inputs.join(", "))?;
+            }
+        }
         if self.metadata.is_empty() {
             writeln!(f, "metadata: none")?;
         } else {

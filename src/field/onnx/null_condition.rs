@@ -1,9 +1,10 @@
 //! The `fmrt.null_condition` metadata value: a number for a model's only extra
-//! input (`3`), or an object giving one number per extra input
-//! (`{"label": 3, "mask": 0.0}`), written in JSON's syntax.
+//! input (`3`), or an object giving each named input a number or `"zeros"`
+//! (`{"label": 3, "mu": "zeros", "text": -1}`), written in JSON's syntax.
 //!
 //! Only that small part of JSON is read here, so the library needs no JSON
-//! crate: numbers, and one flat object of numbers keyed by strings.
+//! crate: numbers, and one flat object of numbers or `"zeros"` keyed by
+//! strings.
 
 /// A number as written in the metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,13 +33,22 @@ impl NullNumber {
     }
 }
 
+/// One input's value in the object form.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum NullEntry {
+    /// The input filled with this number.
+    Number(NullNumber),
+    /// The input's zeros (`"zeros"`).
+    Zeros,
+}
+
 /// A parsed `fmrt.null_condition`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum NullCondition {
     /// One number, for the model's only extra input.
     Single(NullNumber),
-    /// A number per named extra input, in the order written.
-    PerInput(Vec<(String, NullNumber)>),
+    /// A value per named extra input, in the order written.
+    PerInput(Vec<(String, NullEntry)>),
 }
 
 /// Parses the metadata text; the error says what is wrong with it.
@@ -71,7 +81,7 @@ fn number(token: &str) -> Result<NullNumber, String> {
 }
 
 /// The entries of an object whose opening `{` is already consumed.
-fn parse_object(mut rest: &str) -> Result<Vec<(String, NullNumber)>, String> {
+fn parse_object(mut rest: &str) -> Result<Vec<(String, NullEntry)>, String> {
     let mut entries = Vec::new();
     rest = rest.trim_start();
     if let Some(after) = rest.strip_prefix('}') {
@@ -84,11 +94,22 @@ fn parse_object(mut rest: &str) -> Result<Vec<(String, NullNumber)>, String> {
             .strip_prefix(':')
             .ok_or_else(|| format!("expected `:` after \"{name}\""))?
             .trim_start();
-        let len = after
-            .find(|c: char| c == ',' || c == '}' || c.is_whitespace())
-            .unwrap_or(after.len());
-        entries.push((name, number(&after[..len])?));
-        let after = after[len..].trim_start();
+        let after = if after.starts_with('"') {
+            let (word, tail) = string(after)?;
+            if word != "zeros" {
+                return Err(format!(
+                    "\"{name}\": \"{word}\" is not a null value (a number or \"zeros\")"
+                ));
+            }
+            entries.push((name, NullEntry::Zeros));
+            tail.trim_start()
+        } else {
+            let len = after
+                .find(|c: char| c == ',' || c == '}' || c.is_whitespace())
+                .unwrap_or(after.len());
+            entries.push((name, NullEntry::Number(number(&after[..len])?)));
+            after[len..].trim_start()
+        };
         if let Some(next) = after.strip_prefix(',') {
             rest = next;
         } else if let Some(tail) = after.strip_prefix('}') {
@@ -99,10 +120,7 @@ fn parse_object(mut rest: &str) -> Result<Vec<(String, NullNumber)>, String> {
     }
 }
 
-fn end(
-    tail: &str,
-    entries: Vec<(String, NullNumber)>,
-) -> Result<Vec<(String, NullNumber)>, String> {
+fn end(tail: &str, entries: Vec<(String, NullEntry)>) -> Result<Vec<(String, NullEntry)>, String> {
     if tail.trim().is_empty() {
         Ok(entries)
     } else {
@@ -153,8 +171,15 @@ mod tests {
         assert_eq!(
             parse(r#"{"label": 3, "mask" : 0.0}"#),
             Ok(NullCondition::PerInput(vec![
-                ("label".into(), NullNumber::Integer(3)),
-                ("mask".into(), NullNumber::Real(0.0)),
+                ("label".into(), NullEntry::Number(NullNumber::Integer(3))),
+                ("mask".into(), NullEntry::Number(NullNumber::Real(0.0))),
+            ]))
+        );
+        assert_eq!(
+            parse(r#"{"mu": "zeros", "text": -1}"#),
+            Ok(NullCondition::PerInput(vec![
+                ("mu".into(), NullEntry::Zeros),
+                ("text".into(), NullEntry::Number(NullNumber::Integer(-1))),
             ]))
         );
         assert_eq!(parse("{}"), Ok(NullCondition::PerInput(vec![])));
@@ -176,6 +201,8 @@ mod tests {
             "{\"a\": 1} x",
             "{a: 1}",
             "--1",
+            "{\"a\": \"ones\"}",
+            "zeros",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
