@@ -1,6 +1,7 @@
 //! One integration-test binary (keeps link time low); one module per area.
 
 mod adapt;
+mod clock;
 mod dsl;
 mod external_data;
 mod gmm;
