@@ -156,7 +156,10 @@ fn a_reversed_network_samples_and_scores_like_the_mixture() {
         .log_likelihood(data.view())
         .unwrap();
     let exact = mixture
-        .log_density(data.view().into_dimensionality::<ndarray::Ix2>().unwrap(), &[1.0])
+        .log_density(
+            data.view().into_dimensionality::<ndarray::Ix2>().unwrap(),
+            &[1.0],
+        )
         .unwrap();
     let worst = exact
         .iter()

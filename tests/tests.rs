@@ -12,6 +12,7 @@ mod model_pipeline;
 mod models;
 mod onnx;
 mod path;
+mod real_models;
 mod sampling;
 mod solver;
 mod source;
