@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    quiet_on_closed_pipe();
     let result = std::panic::catch_unwind(|| match &cli.command {
         args::Command::Check(a) => check::run(a),
         args::Command::Eval(a) => eval::run(a),
@@ -58,4 +59,23 @@ fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+/// A reader that stops early (`fmrt inspect M.onnx | head`) closes the pipe;
+/// `println!` then panics with "Broken pipe". That is the reader's choice,
+/// not a failure: exit quietly with success, as other command-line tools do.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if payload.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -1607,3 +1607,224 @@ mod data_and_demo {
         assert!(inked > 5_000, "{inked} non-white pixels");
     }
 }
+
+/// The command line of one real-model case: the flags a user of that
+/// project gives (README, "Models from other projects").
+fn real_model_args(
+    spec: &serde_json::Value,
+    case: &serde_json::Value,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    grid: &std::path::Path,
+) -> Vec<String> {
+    let f = &spec["fmrt"];
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut args: Vec<String> = vec![
+        "sample".into(),
+        "--model".into(),
+        path(spec["model"].as_str().unwrap()),
+        "--state-input".into(),
+        f["state_input"].as_str().unwrap().into(),
+        "--time-input".into(),
+        f["time_input"].as_str().unwrap().into(),
+        "--time-direction".into(),
+        f["time_direction"].as_str().unwrap().into(),
+        "--time-scale".into(),
+        f["time_scale"].to_string(),
+        "--noise-scale".into(),
+        f["noise_scale"].to_string(),
+        "--solver".into(),
+        "euler".into(),
+        "--grid".into(),
+        grid.display().to_string(),
+        "--noise".into(),
+        path(case["noise"].as_str().unwrap()),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ];
+    if let Some(w) = f["guidance"].as_f64() {
+        args.extend(["--guidance".into(), w.to_string()]);
+    }
+    for (name, value) in case["cond"].as_object().unwrap() {
+        let value = match value {
+            serde_json::Value::String(file) => path(file),
+            number => number.to_string(),
+        };
+        args.extend(["--cond".into(), format!("{name}={value}")]);
+    }
+    for (name, value) in f["null_condition"].as_object().unwrap() {
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) if o.contains_key("fill") => format!("fill:{}", o["fill"]),
+            serde_json::Value::Object(o) => path(o["tensor"].as_str().unwrap()),
+            other => panic!("{other}"),
+        };
+        args.extend(["--null-cond".into(), format!("{name}={value}")]);
+    }
+    args
+}
+
+#[test]
+fn models_from_other_projects_sample_from_the_command_line_as_their_loops_do() {
+    use ndarray_npy::read_npy;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+    let tmp = std::env::temp_dir().join(format!("fmrt-cli-real-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for name in [
+        "cosyvoice_b2",
+        "cosyvoice_dyn",
+        "matcha",
+        "f5",
+        "sd3",
+        "flux",
+        "zipvoice",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.cases.json"))).unwrap();
+        let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for case in spec["cases"].as_array().unwrap() {
+            let label = case["label"].as_str().unwrap();
+            let grid = tmp.join(format!("{name}.{label}.grid.csv"));
+            let times: Vec<String> = case["grid"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| format!("{:.17e}", v.as_f64().unwrap()))
+                .collect();
+            std::fs::write(&grid, times.join("\n")).unwrap();
+            let out = tmp.join(format!("{name}.{label}.npy"));
+            let args = real_model_args(&spec, case, &dir, &out, &grid);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = fmrt(&refs);
+            assert_eq!(
+                run.status.code(),
+                Some(0),
+                "{name} {label}: {}",
+                stderr(&run)
+            );
+            let got: ndarray::ArrayD<f32> = read_npy(&out).unwrap();
+            let want: ndarray::ArrayD<f32> =
+                read_npy(dir.join(case["expected"].as_str().unwrap())).unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(got.shape(), want.shape());
+            assert!(
+                diff / (1.0 + scale) <= 1e-4,
+                "{name} {label}: off by {diff}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn bad_conditioning_on_the_command_line_exits_1_with_the_input_named() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+    let tmp = std::env::temp_dir().join(format!("fmrt-cli-badcond-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let out = tmp.join("out.npy").display().to_string();
+    let base = |model: &str, noise: &str| -> Vec<String> {
+        [
+            "sample",
+            "--model",
+            &p(model),
+            "--solver",
+            "euler",
+            "--steps",
+            "2",
+            "--noise",
+            &p(noise),
+            "-o",
+            &out,
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // seq_len of mu disagrees with the state's.
+        (
+            [
+                base("cosyvoice_dyn.onnx", "cosyvoice_dyn.T37.noise.npy"),
+                vec![
+                    "--cond".into(),
+                    format!("mu={}", p("cosyvoice_dyn.bad_mu_T36.npy")),
+                    "--cond".into(),
+                    format!("mask={}", p("cosyvoice_dyn.T37.mask.npy")),
+                    "--cond".into(),
+                    format!("spks={}", p("cosyvoice_dyn.T37.spks.npy")),
+                    "--cond".into(),
+                    format!("cond={}", p("cosyvoice_dyn.T37.cond.npy")),
+                ],
+            ]
+            .concat(),
+            "seq_len",
+        ),
+        // A conditioning input not given.
+        (
+            [
+                base("cosyvoice_dyn.onnx", "cosyvoice_dyn.T37.noise.npy"),
+                vec![
+                    "--cond".into(),
+                    format!("mu={}", p("cosyvoice_dyn.T37.mu.npy")),
+                ],
+            ]
+            .concat(),
+            "`mask`",
+        ),
+        // A bool mask given as 0.5.
+        (
+            [
+                base("f5.onnx", "f5.n37.noise.npy"),
+                vec!["--cond".into(), format!("mask={}", p("f5.bad_mask.npy"))],
+            ]
+            .concat(),
+            "mask",
+        ),
+        // A null condition of batch 3 for the fixed-batch-2 model.
+        (
+            [
+                base("cosyvoice_b2.onnx", "cosyvoice_b2.T37.noise.npy"),
+                vec![
+                    "--guidance".into(),
+                    "0.7".into(),
+                    "--cond".into(),
+                    format!("mu={}", p("cosyvoice_b2.T37.mu.npy")),
+                    "--cond".into(),
+                    format!("mask={}", p("cosyvoice_b2.T37.mask.npy")),
+                    "--cond".into(),
+                    format!("spks={}", p("cosyvoice_b2.T37.spks.npy")),
+                    "--cond".into(),
+                    format!("cond={}", p("cosyvoice_b2.T37.cond.npy")),
+                    "--null-cond".into(),
+                    format!("mu={}", p("cosyvoice_b2.bad_null_mu_b3.npy")),
+                ],
+            ]
+            .concat(),
+            "`mu`",
+        ),
+        // Not an input of the model.
+        (
+            [
+                base("matcha.onnx", "matcha.T37.noise.npy"),
+                vec!["--cond".into(), "speaker=3".into()],
+            ]
+            .concat(),
+            "`speaker`",
+        ),
+    ];
+    for (args, needle) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = fmrt(&refs);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{needle} not in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
