@@ -13,5 +13,6 @@ mod onnx;
 mod path;
 mod sampling;
 mod solver;
+mod solver_multistep;
 mod source;
 mod stats_util;
