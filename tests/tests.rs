@@ -13,6 +13,7 @@ mod onnx;
 mod path;
 mod sampling;
 mod solver;
+mod solver_control;
 mod solver_multistep;
 mod source;
 mod stats_util;

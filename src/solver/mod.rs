@@ -214,6 +214,87 @@ pub enum ErrorNorm {
     Batch,
 }
 
+/// The step-size controller of the adaptive methods.
+///
+/// With `err_n` the error norm of an accepted step (≤ 1), `k = q + 1` for an
+/// embedded estimate of order `q`, and the factor clamped to
+/// `[min_factor, max_factor]`, the next step is `h·factor` with
+///
+/// * [`Controller::I`]: `factor = safety·err_n^(−1/k)`, the classic
+///   "integral" controller (Hairer, Nørsett & Wanner, *Solving ODEs I*,
+///   2nd ed., §II.4);
+/// * [`Controller::PI`]: `factor = safety·err_n^(−β₁)·err_(n−1)^(β₂)`, the
+///   proportional–integral controller of K. Gustafsson, "Control theoretic
+///   techniques for stepsize selection in explicit Runge–Kutta methods",
+///   *ACM TOMS* 17(4), 533–554, 1991 (see also Hairer & Wanner, *Solving
+///   ODEs II*, §IV.2), with integral gain 0.3/k and proportional gain 0.4/k,
+///   that is `β₁ = 0.7/k` and `β₂ = 0.4/k` ([`PI_BETA1`], [`PI_BETA2`]).
+///   `err_(n−1)` is the norm of the previous accepted step (1 before the
+///   first; floored at 1e-4 as in Hairer's DOPRI5 code). Remembering it
+///   damps the oscillation of the step size between accepted and rejected
+///   steps that the I controller shows where stability, not accuracy,
+///   limits the step.
+///
+/// Both controllers treat a rejected step alike: `factor =
+/// safety·err_n^(−1/k)`, at most 1, and the step after a rejection may not
+/// grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Controller {
+    /// The integral controller (the only one before PI became the default).
+    I,
+    /// The proportional–integral controller (the default).
+    #[default]
+    PI,
+}
+
+/// The PI controller's weight of the current error, times `k` (see
+/// [`Controller::PI`]).
+pub const PI_BETA1: f64 = 0.7;
+
+/// The PI controller's weight of the previous error, times `k` (see
+/// [`Controller::PI`]).
+pub const PI_BETA2: f64 = 0.4;
+
+impl Controller {
+    /// Every controller.
+    pub const ALL: [Controller; 2] = [Controller::I, Controller::PI];
+
+    /// The controller's lower-case name (`"i"`, `"pi"`), accepted by
+    /// [`Controller::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::I => "i",
+            Controller::PI => "pi",
+        }
+    }
+
+    /// Looks a controller up by its name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Result<Controller> {
+        Controller::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown step-size controller `{name}`; expected i or pi"
+                ))
+            })
+    }
+}
+
+impl std::str::FromStr for Controller {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Controller::from_name(s)
+    }
+}
+
+impl std::fmt::Display for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Step-size control for adaptive methods.
 ///
 /// The error of a step is measured as [`ErrorNorm`] says (by default per
@@ -238,6 +319,8 @@ pub struct AdaptiveOptions {
     pub initial_step: Option<f64>,
     /// How the error is reduced over the batch (default: per sample).
     pub norm: ErrorNorm,
+    /// How the next step follows from the error (default: PI).
+    pub controller: Controller,
 }
 
 impl Default for AdaptiveOptions {
@@ -251,6 +334,7 @@ impl Default for AdaptiveOptions {
             max_steps: 100_000,
             initial_step: None,
             norm: ErrorNorm::PerSample,
+            controller: Controller::PI,
         }
     }
 }
