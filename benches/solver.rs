@@ -6,11 +6,19 @@
 //! factor (1 would mean stage arithmetic, copies and step control are free).
 //! The fields are far cheaper than a network, so this is a worst case.
 //! Medians of repeated runs; nothing is asserted.
+//!
+//! It then compares the step-size controllers (I and PI) of the adaptive
+//! methods: evaluations and achieved error on problems with a closed form
+//! or a tight reference solution. `cargo bench --bench solver -- controllers`
+//! (or, faster to build, `cargo test --bench solver -- controllers`) runs
+//! only that comparison.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use fmrt::solver::{solve, Interval, Method, OdeSystem, SolverConfig, Steps};
+use fmrt::solver::{
+    solve, AdaptiveOptions, Controller, Interval, Method, OdeSystem, SolverConfig, Steps,
+};
 use fmrt::Result;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
@@ -110,6 +118,15 @@ fn bare_rhs_time(system: &mut dyn OdeSystem, y: &Array2<f64>, calls: usize) -> f
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "controllers") {
+        compare_controllers();
+        return;
+    }
+    overhead();
+    compare_controllers();
+}
+
+fn overhead() {
     let y0 = Array2::from_shape_fn((BATCH, 2), |(i, j)| {
         // Deterministic spread-out starting points.
         let a = i as f64 * 0.618_033_988_75;
@@ -200,4 +217,298 @@ fn main() {
             );
         }
     }
+}
+
+/// y' = −(t/2)·y + (1 + t)·J·y: y(t) = exp(−(t² − t0²)/4)·R(Θ(t) − Θ(t0))·y0
+/// with Θ(t) = t + t²/2 (the solver tests' spiral).
+struct Spiral;
+
+impl OdeSystem for Spiral {
+    fn rhs(
+        &mut self,
+        t: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for ((&t, y), mut dy) in t.iter().zip(y.rows()).zip(dy.rows_mut()) {
+            let (a, w) = (-0.5 * t, 1.0 + t);
+            dy[0] = a * y[0] - w * y[1];
+            dy[1] = w * y[0] + a * y[1];
+        }
+        Ok(())
+    }
+}
+
+/// The Arenstorf orbit of the restricted three-body problem (Hairer,
+/// Nørsett & Wanner, *Solving ODEs I*, §II.0): periodic, so the state after
+/// one period is the initial one. The classic test of step-size control.
+struct Arenstorf;
+
+const ARENSTORF_MU: f64 = 0.012277471;
+const ARENSTORF_PERIOD: f64 = 17.065_216_560_157_96;
+
+impl OdeSystem for Arenstorf {
+    fn rhs(
+        &mut self,
+        _: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        let (mu, nu) = (ARENSTORF_MU, 1.0 - ARENSTORF_MU);
+        for (y, mut dy) in y.rows().into_iter().zip(dy.rows_mut()) {
+            let (x1, x2, v1, v2) = (y[0], y[1], y[2], y[3]);
+            let d1 = ((x1 + mu).powi(2) + x2 * x2).powf(1.5);
+            let d2 = ((x1 - nu).powi(2) + x2 * x2).powf(1.5);
+            dy[0] = v1;
+            dy[1] = v2;
+            dy[2] = x1 + 2.0 * v2 - nu * (x1 + mu) / d1 - mu * (x1 - nu) / d2;
+            dy[3] = x2 - 2.0 * v1 - nu * x2 / d1 - mu * x2 / d2;
+        }
+        Ok(())
+    }
+}
+
+/// y' = −λᵢ·y per sample: 15 samples with λ = 1, one with λ = 40.
+struct Decay;
+
+const DECAY_RATES: [f64; 16] = [
+    1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 40.0,
+];
+
+impl OdeSystem for Decay {
+    fn rhs(
+        &mut self,
+        _: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for ((lambda, y), mut dy) in DECAY_RATES.iter().zip(y.rows()).zip(dy.rows_mut()) {
+            dy[0] = -lambda * y[0];
+        }
+        Ok(())
+    }
+}
+
+/// y' = −λ·(y − cos t) with λ = 500 (one sample per λ-scaled copy): after
+/// a fast transient the solution follows the slow cos t, and the step of an
+/// explicit method is limited by stability rather than accuracy, where the
+/// I controller oscillates between accepted and rejected steps.
+/// y(t) = (λ² cos t + λ sin t)/(λ² + 1) − λ²/(λ² + 1)·exp(−λ t) from y(0) = 0.
+struct Relaxation;
+
+const RELAX_LAMBDA: f64 = 500.0;
+
+impl OdeSystem for Relaxation {
+    fn rhs(
+        &mut self,
+        t: &[f64],
+        y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for ((&t, y), mut dy) in t.iter().zip(y.rows()).zip(dy.rows_mut()) {
+            dy[0] = -RELAX_LAMBDA * (y[0] - t.cos());
+        }
+        Ok(())
+    }
+}
+
+fn relaxation_exact(t: f64) -> f64 {
+    let l = RELAX_LAMBDA;
+    (l * l * t.cos() + l * t.sin()) / (l * l + 1.0) - l * l / (l * l + 1.0) * (-l * t).exp()
+}
+
+/// One test problem: the system, its start, its interval and its exact (or
+/// reference) final state.
+struct Problem {
+    name: &'static str,
+    system: Box<dyn OdeSystem>,
+    y0: Array2<f64>,
+    end: f64,
+    exact: Array2<f64>,
+    tolerances: &'static [f64],
+}
+
+fn problems() -> Vec<Problem> {
+    let spiral_y0 = ndarray::array![[1.0, 0.0], [0.0, 2.0], [-0.5, 0.3], [3.0, -1.0]];
+    let spiral_exact = Array2::from_shape_fn((4, 2), |(i, j)| {
+        let angle = 2.0 + 0.5 * 4.0;
+        let decay = (-1.0f64).exp();
+        let (s, c) = f64::sin_cos(angle);
+        let (a, b) = (spiral_y0[[i, 0]], spiral_y0[[i, 1]]);
+        decay * if j == 0 { c * a - s * b } else { s * a + c * b }
+    });
+    let arenstorf_y0 = ndarray::array![[0.994, 0.0, 0.0, -2.001_585_106_379_082_5]];
+    let decay_y0 = Array2::ones((16, 1));
+    let decay_exact = Array2::from_shape_fn((16, 1), |(i, _)| (-DECAY_RATES[i]).exp());
+    // The mixture has no closed-form trajectory: a tight I-controlled
+    // dopri5 solve serves as the reference.
+    let mixture_y0 = Array2::from_shape_fn((256, 2), |(i, j)| {
+        let a = i as f64 * 0.618_033_988_75;
+        if j == 0 {
+            (a * 7.0).sin() * 1.5
+        } else {
+            (a * 3.0).cos() * 1.5
+        }
+    });
+    let reference = SolverConfig::adaptive_with(
+        Method::Dopri5,
+        AdaptiveOptions {
+            rtol: 1e-13,
+            atol: 1e-13,
+            controller: Controller::I,
+            ..AdaptiveOptions::default()
+        },
+    );
+    let interval = Interval::Common {
+        start: 0.0,
+        end: 1.0,
+    };
+    let mixture_exact = solve(
+        &mut Mixture::new(),
+        mixture_y0.view(),
+        &reference,
+        &interval,
+        &[],
+    )
+    .unwrap()
+    .y;
+    vec![
+        Problem {
+            name: "spiral",
+            system: Box::new(Spiral),
+            y0: spiral_y0,
+            end: 2.0,
+            exact: spiral_exact,
+            tolerances: &[1e-4, 1e-6, 1e-8],
+        },
+        Problem {
+            name: "decay 15+1",
+            system: Box::new(Decay),
+            y0: decay_y0,
+            end: 1.0,
+            exact: decay_exact,
+            tolerances: &[1e-4, 1e-6, 1e-8],
+        },
+        Problem {
+            name: "mixture 256",
+            system: Box::new(Mixture::new()),
+            y0: mixture_y0,
+            end: 1.0,
+            exact: mixture_exact,
+            tolerances: &[1e-4, 1e-6, 1e-8],
+        },
+        Problem {
+            name: "relaxation",
+            system: Box::new(Relaxation),
+            y0: Array2::zeros((1, 1)),
+            end: 2.0,
+            exact: Array2::from_elem((1, 1), relaxation_exact(2.0)),
+            tolerances: &[1e-3, 1e-4, 1e-6],
+        },
+        Problem {
+            name: "arenstorf",
+            system: Box::new(Arenstorf),
+            exact: arenstorf_y0.clone(),
+            y0: arenstorf_y0,
+            end: ARENSTORF_PERIOD,
+            tolerances: &[1e-6, 1e-8, 1e-10],
+        },
+    ]
+}
+
+/// Evaluations and achieved error (max abs) of I and PI on every problem,
+/// method and tolerance, with the totals the issue asks about.
+fn compare_controllers() {
+    println!("\nstep-size controllers: I vs PI (nfe, max abs error at the end)");
+    println!(
+        "{:<12} {:<7} {:>7} {:>6} {:>4} {:>10} {:>6} {:>4} {:>10} {:>9} {:>9}",
+        "problem",
+        "method",
+        "tol",
+        "nfe I",
+        "rej",
+        "err I",
+        "nfe PI",
+        "rej",
+        "err PI",
+        "nfe PI/I",
+        "err PI/I"
+    );
+    let mut total = [0usize; 2];
+    let mut log_err_ratio = 0.0;
+    let mut cases = 0usize;
+    let mut per_method: Vec<(Method, usize, usize)> = Vec::new();
+    for mut problem in problems() {
+        let interval = Interval::Common {
+            start: 0.0,
+            end: problem.end,
+        };
+        for method in [Method::Bosh3, Method::Dopri5, Method::Tsit5] {
+            for &tol in problem.tolerances {
+                let mut results = [(0usize, 0usize, 0.0f64); 2];
+                for (slot, controller) in [Controller::I, Controller::PI].into_iter().enumerate() {
+                    let config = SolverConfig::adaptive_with(
+                        method,
+                        AdaptiveOptions {
+                            rtol: tol,
+                            atol: tol,
+                            controller,
+                            ..AdaptiveOptions::default()
+                        },
+                    );
+                    let sol = solve(
+                        problem.system.as_mut(),
+                        problem.y0.view(),
+                        &config,
+                        &interval,
+                        &[],
+                    )
+                    .unwrap();
+                    let err = (&sol.y - &problem.exact)
+                        .iter()
+                        .fold(0.0f64, |m, v| m.max(v.abs()));
+                    results[slot] = (sol.stats.nfe, sol.stats.rejected, err);
+                }
+                let [(nfe_i, rej_i, err_i), (nfe_pi, rej_pi, err_pi)] = results;
+                println!(
+                    "{:<12} {:<7} {:>7.0e} {:>6} {:>4} {:>10.3e} {:>6} {:>4} {:>10.3e} {:>9.3} {:>9.3}",
+                    problem.name,
+                    method.name(),
+                    tol,
+                    nfe_i,
+                    rej_i,
+                    err_i,
+                    nfe_pi,
+                    rej_pi,
+                    err_pi,
+                    nfe_pi as f64 / nfe_i as f64,
+                    err_pi / err_i
+                );
+                total[0] += nfe_i;
+                total[1] += nfe_pi;
+                log_err_ratio += (err_pi / err_i).ln();
+                cases += 1;
+                match per_method.iter_mut().find(|(m, _, _)| *m == method) {
+                    Some(entry) => {
+                        entry.1 += nfe_i;
+                        entry.2 += nfe_pi;
+                    }
+                    None => per_method.push((method, nfe_i, nfe_pi)),
+                }
+            }
+        }
+    }
+    for (method, nfe_i, nfe_pi) in per_method {
+        println!(
+            "{method}: total nfe I {nfe_i}, PI {nfe_pi} (PI/I {:.3})",
+            nfe_pi as f64 / nfe_i as f64
+        );
+    }
+    println!(
+        "all: total nfe I {}, PI {} (PI/I {:.3}); geometric mean error ratio PI/I {:.3} over {cases} cases",
+        total[0],
+        total[1],
+        total[1] as f64 / total[0] as f64,
+        (log_err_ratio / cases as f64).exp()
+    );
 }

@@ -2,8 +2,8 @@
 //! and per-sample intervals, saved states, and every invalid input.
 
 use fmrt::solver::{
-    solve, AdaptiveOptions, ButcherTableau, ErrorNorm, Interval, Method, OdeSystem, Solution,
-    SolverConfig, Stats, Steps,
+    solve, AdaptiveOptions, ButcherTableau, Controller, ErrorNorm, Interval, Method, MethodKind,
+    OdeSystem, Solution, SolverConfig, Stats, Steps,
 };
 use fmrt::{Error, Result};
 use ndarray::{array, Array2, ArrayView2, ArrayViewMut2};
@@ -210,19 +210,33 @@ fn adaptive_statistics_are_pinned() {
     // Changes to step control show up here. Automatic initial step:
     let pinned = [
         // nfe = stages·attempts + 2 (f(0, y0) and the starting-step probe)
-        // minus one per attempt for first-same-as-last reuse.
-        (Method::Bosh3, 1e-6, None, (395, 131, 0)),
-        (Method::Dopri5, 1e-6, None, (110, 17, 1)),
-        (Method::Tsit5, 1e-6, None, (98, 16, 0)),
+        // minus one per attempt for first-same-as-last reuse. The I
+        // controller's pins predate the PI controller and are unchanged.
+        (Method::Bosh3, 1e-6, None, Controller::I, (395, 131, 0)),
+        (Method::Dopri5, 1e-6, None, Controller::I, (110, 17, 1)),
+        (Method::Tsit5, 1e-6, None, Controller::I, (98, 16, 0)),
         // A far too large first step forces rejections.
-        (Method::Dopri5, 1e-6, Some(1.0), (115, 17, 2)),
+        (Method::Dopri5, 1e-6, Some(1.0), Controller::I, (115, 17, 2)),
+        // The default PI controller aims at the same error as I; on this
+        // smooth problem it takes as many steps or a few more.
+        (Method::Bosh3, 1e-6, None, Controller::PI, (395, 131, 0)),
+        (Method::Dopri5, 1e-6, None, Controller::PI, (116, 18, 1)),
+        (Method::Tsit5, 1e-6, None, Controller::PI, (110, 17, 1)),
+        (
+            Method::Dopri5,
+            1e-6,
+            Some(1.0),
+            Controller::PI,
+            (121, 16, 4),
+        ),
     ];
     let mut failures = Vec::new();
-    for (method, tol, initial_step, (nfe, accepted, rejected)) in pinned {
+    for (method, tol, initial_step, controller, (nfe, accepted, rejected)) in pinned {
         let options = AdaptiveOptions {
             rtol: tol,
             atol: tol,
             initial_step,
+            controller,
             ..AdaptiveOptions::default()
         };
         let sol = run(
@@ -231,14 +245,17 @@ fn adaptive_statistics_are_pinned() {
             &[],
         )
         .unwrap();
-        println!("{method} {initial_step:?}: {:?}", sol.stats);
+        println!("{method} {initial_step:?} {controller}: {:?}", sol.stats);
         let expected = Stats {
             nfe,
             accepted,
             rejected,
         };
         if sol.stats != expected {
-            failures.push(format!("{method} {initial_step:?}: {:?}", sol.stats));
+            failures.push(format!(
+                "{method} {initial_step:?} {controller}: {:?}",
+                sol.stats
+            ));
         }
     }
     assert!(failures.is_empty(), "statistics changed: {failures:#?}");
@@ -631,7 +648,12 @@ fn methods_by_name() {
             method.to_string().to_uppercase().parse::<Method>().unwrap(),
             method
         );
-        let tableau = method.tableau();
+        let Some(tableau) = method.tableau() else {
+            assert_eq!(method.kind(), MethodKind::Multistep, "{method}");
+            assert!(!method.is_adaptive(), "{method}");
+            continue;
+        };
+        assert_eq!(method.kind(), MethodKind::RungeKutta, "{method}");
         assert_eq!(tableau.order(), method.order(), "{method}");
         assert_eq!(
             tableau.error_weights().is_some(),

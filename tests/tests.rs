@@ -15,5 +15,7 @@ mod path;
 mod real_models;
 mod sampling;
 mod solver;
+mod solver_control;
+mod solver_multistep;
 mod source;
 mod stats_util;

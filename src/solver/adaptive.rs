@@ -2,21 +2,37 @@
 //!
 //! One step size serves the whole batch (in normalised time). A step is
 //! accepted when the error norm of [`Stepper::error_norm`] is at most 1 (every
-//! sample within `atol + rtol·|y|`); the next step is then
-//! `h·clamp(safety·err^(−1/(q+1)), min_factor, max_factor)` with q the order
-//! of the embedded weights (an "integral" controller; after a rejection the
-//! step may not grow). Steps never pass s = 1 and are never shortened to hit a
-//! save time: saved states are interpolated.
+//! sample within `atol + rtol·|y|`); the next step follows from the error as
+//! [`Controller`] describes (PI by default, or the integral controller;
+//! after a rejection the step may not grow). Steps never pass s = 1 and are
+//! never shortened to hit a save time: saved states are interpolated.
 
 use ndarray::{Array3, Axis};
 
 use super::stepper::{Rhs, Stepper};
-use super::{AdaptiveOptions, ErrorNorm, SavePlan, Stats};
+use super::{AdaptiveOptions, Controller, ErrorNorm, SavePlan, Stats, PI_BETA1, PI_BETA2};
 use crate::{Error, Result};
 
 /// Steps below this (in normalised time, where the interval has length 1)
 /// are a step-size underflow: they no longer move the time reliably.
 const MIN_STEP: f64 = 16.0 * f64::EPSILON;
+
+/// The floor on the previous error in the PI controller, so that a very
+/// accurate step does not license an unbounded next one (Hairer's DOPRI5
+/// code uses the same).
+const PI_MIN_PREVIOUS_ERROR: f64 = 1e-4;
+
+/// The growth factor after an accepted step, before clamping.
+fn accepted_factor(o: &AdaptiveOptions, k: f64, err: f64, previous: f64) -> f64 {
+    match o.controller {
+        Controller::I => o.safety * err.powf(-1.0 / k),
+        Controller::PI => {
+            // Aim at the same error as the I controller, safety^k.
+            let target = o.safety.powf(k);
+            (target / err).powf(PI_BETA1 / k) * (previous / target).powf(PI_BETA2 / k)
+        }
+    }
+}
 
 pub(super) fn integrate(
     stepper: &mut Stepper,
@@ -26,7 +42,12 @@ pub(super) fn integrate(
     saved: &mut Array3<f64>,
 ) -> Result<Stats> {
     validate(options)?;
-    let exponent = -1.0 / (stepper.tableau().embedded_order().unwrap_or(1) as f64 + 1.0);
+    // k = q + 1 for an embedded estimate of order q.
+    let k = stepper.tableau().embedded_order().unwrap_or(1) as f64 + 1.0;
+    let exponent = -1.0 / k;
+    // The error norm of the last accepted step (PI controller); before the
+    // first, the neutral value.
+    let mut previous_err = options.safety.powf(k);
     let mut stats = Stats::default();
     let mut next_save = 0;
     while let Some((slot, _)) = saves.nth(next_save).filter(|(_, v)| *v <= 0.0) {
@@ -81,8 +102,10 @@ pub(super) fn integrate(
             let mut factor = if err == 0.0 {
                 options.max_factor
             } else {
-                (options.safety * err.powf(exponent)).clamp(options.min_factor, options.max_factor)
+                accepted_factor(options, k, err, previous_err)
+                    .clamp(options.min_factor, options.max_factor)
             };
+            previous_err = err.max(PI_MIN_PREVIOUS_ERROR);
             if last_rejected {
                 factor = factor.min(1.0);
             }

@@ -8,14 +8,14 @@ use crate::{Error, Result};
 
 /// Requested times closer than this to a grid point are taken at the point
 /// instead of splitting off a tiny step.
-const SNAP: f64 = 1e-12;
+pub(super) const SNAP: f64 = 1e-12;
 
 /// The most steps `Steps::Size` may imply; a smaller size is almost surely a
 /// mistake (and would run practically forever).
 const MAX_SIZE_STEPS: f64 = 1e9;
 
 /// The step grid 0 = g_0 < g_1 < … < g_n = 1 in normalised time.
-enum Grid<'a> {
+pub(super) enum Grid<'a> {
     /// g_k = k / n.
     Uniform(usize),
     /// g_k = k·h, the last point replaced by 1.
@@ -25,7 +25,7 @@ enum Grid<'a> {
 }
 
 impl<'a> Grid<'a> {
-    fn new(steps: &'a Steps) -> Result<Self> {
+    pub(super) fn new(steps: &'a Steps) -> Result<Self> {
         let bad = |msg: String| Err(Error::InvalidArgument(msg));
         match steps {
             Steps::Count(0) => bad("the step count must be at least 1".into()),
@@ -75,7 +75,7 @@ impl<'a> Grid<'a> {
     }
 
     /// The number of steps n.
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Grid::Uniform(n) | Grid::Size(_, n) => *n,
             Grid::Points(p) => p.len() - 1,
@@ -83,7 +83,7 @@ impl<'a> Grid<'a> {
     }
 
     /// Grid point k (0 ≤ k ≤ n).
-    fn point(&self, k: usize) -> f64 {
+    pub(super) fn point(&self, k: usize) -> f64 {
         if k == 0 {
             return 0.0;
         }

@@ -1,5 +1,6 @@
 //! ODE solvers: explicit Runge–Kutta methods described as data (Butcher tableaus),
-//! with fixed steps or adaptive step control.
+//! with fixed steps or adaptive step control, and variable-step Adams
+//! multistep methods on fixed grids.
 //!
 //! Solvers integrate a batch of states `y` of shape `[B, D]` in `f64`. Each sample
 //! may have its own interval `[t_start, t_end]`: internally every sample shares
@@ -9,6 +10,7 @@
 
 mod adaptive;
 mod fixed;
+mod multistep;
 mod stepper;
 mod tableau;
 
@@ -25,7 +27,8 @@ pub trait OdeSystem {
     fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, f64>, dy: ArrayViewMut2<'_, f64>) -> Result<()>;
 }
 
-/// A Runge–Kutta method by name.
+/// A solver method by name: an explicit Runge–Kutta method (see
+/// [`Method::tableau`]) or a linear multistep method of the Adams family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     /// Forward Euler, order 1.
@@ -42,11 +45,39 @@ pub enum Method {
     Dopri5,
     /// Tsitouras 5(4), adaptive.
     Tsit5,
+    /// Two-step Adams–Bashforth with variable steps, order 2: one evaluation
+    /// per step. Fixed steps only.
+    Ab2,
+    /// Three-step Adams–Bashforth with variable steps, order 3: one
+    /// evaluation per step. Fixed steps only.
+    Ab3,
+    /// Predictor–corrector in PEC mode with variable steps, order 3: a
+    /// two-step Adams–Bashforth predictor, one evaluation at the predicted
+    /// point, and the two-step (third-order) Adams–Moulton corrector, whose
+    /// slope is not re-evaluated. One evaluation per step plus one for the
+    /// initial slope. Fixed steps only.
+    Pec2,
+}
+
+/// The two families of [`Method`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodKind {
+    /// A one-step explicit Runge–Kutta method, given by its
+    /// [`ButcherTableau`]; those with an embedded error estimate also run
+    /// with adaptive steps.
+    RungeKutta,
+    /// A variable-step linear multistep (Adams) method: it reuses the slopes
+    /// of earlier steps, so it costs one evaluation per step, and runs on
+    /// fixed steps (a count, a size or any grid) only. The coefficients of
+    /// every step are computed from the actual step sizes, so the method
+    /// keeps its order on non-uniform grids. It starts with lower order
+    /// while its history fills.
+    Multistep,
 }
 
 impl Method {
     /// Every method, in the order of the enum.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 10] = [
         Method::Euler,
         Method::Midpoint,
         Method::Heun,
@@ -54,6 +85,9 @@ impl Method {
         Method::Bosh3,
         Method::Dopri5,
         Method::Tsit5,
+        Method::Ab2,
+        Method::Ab3,
+        Method::Pec2,
     ];
 
     /// The method's short lower-case name (`"dopri5"`), accepted by
@@ -67,6 +101,9 @@ impl Method {
             Method::Bosh3 => "bosh3",
             Method::Dopri5 => "dopri5",
             Method::Tsit5 => "tsit5",
+            Method::Ab2 => "ab2",
+            Method::Ab3 => "ab3",
+            Method::Pec2 => "pec2",
         }
     }
 
@@ -84,26 +121,43 @@ impl Method {
             })
     }
 
+    /// The method's family.
+    pub fn kind(self) -> MethodKind {
+        match self {
+            Method::Euler
+            | Method::Midpoint
+            | Method::Heun
+            | Method::Rk4
+            | Method::Bosh3
+            | Method::Dopri5
+            | Method::Tsit5 => MethodKind::RungeKutta,
+            Method::Ab2 | Method::Ab3 | Method::Pec2 => MethodKind::Multistep,
+        }
+    }
+
     /// Whether the method has an embedded error estimate, so it can run with
     /// adaptive steps.
     pub fn is_adaptive(self) -> bool {
         matches!(self, Method::Bosh3 | Method::Dopri5 | Method::Tsit5)
     }
 
-    /// The order of accuracy of the method's main weights.
+    /// The order of accuracy of the method (of the main weights for an
+    /// embedded Runge–Kutta pair; once its history is full for a multistep
+    /// method).
     pub fn order(self) -> usize {
         match self {
             Method::Euler => 1,
-            Method::Midpoint | Method::Heun => 2,
-            Method::Bosh3 => 3,
+            Method::Midpoint | Method::Heun | Method::Ab2 => 2,
+            Method::Bosh3 | Method::Ab3 | Method::Pec2 => 3,
             Method::Rk4 => 4,
             Method::Dopri5 | Method::Tsit5 => 5,
         }
     }
 
-    /// The method's Butcher tableau.
-    pub fn tableau(self) -> ButcherTableau {
-        match self {
+    /// The Butcher tableau of a Runge–Kutta method; `None` for a multistep
+    /// method.
+    pub fn tableau(self) -> Option<ButcherTableau> {
+        Some(match self {
             Method::Euler => ButcherTableau::euler(),
             Method::Midpoint => ButcherTableau::midpoint(),
             Method::Heun => ButcherTableau::heun(),
@@ -111,7 +165,8 @@ impl Method {
             Method::Bosh3 => ButcherTableau::bosh3(),
             Method::Dopri5 => ButcherTableau::dopri5(),
             Method::Tsit5 => ButcherTableau::tsit5(),
-        }
+            Method::Ab2 | Method::Ab3 | Method::Pec2 => return None,
+        })
     }
 }
 
@@ -159,6 +214,87 @@ pub enum ErrorNorm {
     Batch,
 }
 
+/// The step-size controller of the adaptive methods.
+///
+/// With `err_n` the error norm of an accepted step (≤ 1), `k = q + 1` for an
+/// embedded estimate of order `q`, and the factor clamped to
+/// `[min_factor, max_factor]`, the next step is `h·factor` with
+///
+/// * [`Controller::I`]: `factor = safety·err_n^(−1/k)`, the classic
+///   "integral" controller (Hairer, Nørsett & Wanner, *Solving ODEs I*,
+///   2nd ed., §II.4);
+/// * [`Controller::PI`]: `factor = safety·err_n^(−β₁)·err_(n−1)^(β₂)`, the
+///   proportional–integral controller of K. Gustafsson, "Control theoretic
+///   techniques for stepsize selection in explicit Runge–Kutta methods",
+///   *ACM TOMS* 17(4), 533–554, 1991 (see also Hairer & Wanner, *Solving
+///   ODEs II*, §IV.2), with integral gain 0.3/k and proportional gain 0.4/k,
+///   that is `β₁ = 0.7/k` and `β₂ = 0.4/k` ([`PI_BETA1`], [`PI_BETA2`]).
+///   `err_(n−1)` is the norm of the previous accepted step (1 before the
+///   first; floored at 1e-4 as in Hairer's DOPRI5 code). Remembering it
+///   damps the oscillation of the step size between accepted and rejected
+///   steps that the I controller shows where stability, not accuracy,
+///   limits the step.
+///
+/// Both controllers treat a rejected step alike: `factor =
+/// safety·err_n^(−1/k)`, at most 1, and the step after a rejection may not
+/// grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Controller {
+    /// The integral controller (the only one before PI became the default).
+    I,
+    /// The proportional–integral controller (the default).
+    #[default]
+    PI,
+}
+
+/// The PI controller's weight of the current error, times `k` (see
+/// [`Controller::PI`]).
+pub const PI_BETA1: f64 = 0.7;
+
+/// The PI controller's weight of the previous error, times `k` (see
+/// [`Controller::PI`]).
+pub const PI_BETA2: f64 = 0.4;
+
+impl Controller {
+    /// Every controller.
+    pub const ALL: [Controller; 2] = [Controller::I, Controller::PI];
+
+    /// The controller's lower-case name (`"i"`, `"pi"`), accepted by
+    /// [`Controller::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Controller::I => "i",
+            Controller::PI => "pi",
+        }
+    }
+
+    /// Looks a controller up by its name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Result<Controller> {
+        Controller::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown step-size controller `{name}`; expected i or pi"
+                ))
+            })
+    }
+}
+
+impl std::str::FromStr for Controller {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Controller::from_name(s)
+    }
+}
+
+impl std::fmt::Display for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Step-size control for adaptive methods.
 ///
 /// The error of a step is measured as [`ErrorNorm`] says (by default per
@@ -183,6 +319,8 @@ pub struct AdaptiveOptions {
     pub initial_step: Option<f64>,
     /// How the error is reduced over the batch (default: per sample).
     pub norm: ErrorNorm,
+    /// How the next step follows from the error (default: PI).
+    pub controller: Controller,
 }
 
 impl Default for AdaptiveOptions {
@@ -196,6 +334,7 @@ impl Default for AdaptiveOptions {
             max_steps: 100_000,
             initial_step: None,
             norm: ErrorNorm::PerSample,
+            controller: Controller::PI,
         }
     }
 }
@@ -203,14 +342,14 @@ impl Default for AdaptiveOptions {
 /// A complete solver configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SolverConfig {
-    /// The Runge–Kutta method.
+    /// The method.
     pub method: Method,
     /// Step placement when `adaptive` is `None`.
     pub steps: Steps,
     /// `Some` selects adaptive step control (the method needs an embedded
     /// error estimate, see [`Method::is_adaptive`]); `None` takes fixed steps
     /// placed by `steps`, with any method (embedded pairs then use their
-    /// main weights only).
+    /// main weights only; multistep methods run on fixed steps only).
     pub adaptive: Option<AdaptiveOptions>,
 }
 
@@ -297,16 +436,20 @@ pub struct Solution {
 /// the states at the normalised times `save_at` (each in [0, 1], any order,
 /// repeats allowed; for a common interval s = (t − start)/(end − start)).
 ///
-/// Saved states: fixed-step solves split a step at every requested time that
-/// is not on the step grid (times within 1e-12 of a grid point are taken at
-/// that point), so saved states have the method's full accuracy and saving on
-/// the grid changes nothing; adaptive solves never shorten a step for a
+/// Saved states: fixed-step Runge–Kutta solves split a step at every
+/// requested time that is not on the step grid (times within 1e-12 of a grid
+/// point are taken at that point), so saved states have the method's full
+/// accuracy and saving on the grid changes nothing; multistep methods keep
+/// their steps and integrate the step's own interpolating polynomial of the
+/// slopes up to the requested time (dense output of the method's order, no
+/// extra evaluations, saving changes nothing); adaptive solves never shorten a step for a
 /// requested time, they interpolate — with the method's own dense output where
 /// it has one (Dopri5) and cubic Hermite interpolation otherwise (Bosh3,
 /// Tsit5).
 ///
 /// Errors: [`Error::InvalidArgument`] for inconsistent inputs (shapes,
-/// intervals, steps, tolerances, `save_at`); when the integration fails,
+/// intervals, steps, tolerances, `save_at`, adaptive options for a multistep
+/// method); when the integration fails,
 /// [`Error::NonFinite`] (a non-finite state), [`Error::StepSizeTooSmall`] or
 /// [`Error::MaxSteps`] (more than `max_steps` attempted steps); errors of
 /// `system` are passed through.
@@ -326,10 +469,28 @@ pub fn solve(
     }
     let (starts, ends) = interval_bounds(interval, batch)?;
     let saves = SavePlan::new(save_at)?;
-    let tableau = config.method.tableau();
     let mut rhs = stepper::Rhs::new(system, starts, ends);
-    let mut stepper = stepper::Stepper::new(tableau, y0);
     let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));
+    let Some(tableau) = config.method.tableau() else {
+        if config.adaptive.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "method {} is a fixed-step multistep method and cannot run with adaptive \
+                 steps; give it fixed steps (a count, a size or a grid), or use one of \
+                 bosh3, dopri5, tsit5 for adaptive steps",
+                config.method
+            )));
+        }
+        let (y, stats) = multistep::integrate(
+            config.method,
+            y0,
+            &mut rhs,
+            &config.steps,
+            &saves,
+            &mut saved,
+        )?;
+        return Ok(Solution { y, saved, stats });
+    };
+    let mut stepper = stepper::Stepper::new(tableau, y0);
     let stats = match &config.adaptive {
         None => fixed::integrate(&mut stepper, &mut rhs, &config.steps, &saves, &mut saved)?,
         Some(options) => {

@@ -241,16 +241,7 @@ impl Stepper {
 
     /// The index of the first sample of the new state holding a non-finite value.
     pub fn non_finite_sample(&self) -> Option<usize> {
-        // Fast path: one flat pass over contiguous memory.
-        if let Some(flat) = self.y_new.as_slice() {
-            if flat.iter().all(|v| v.is_finite()) {
-                return None;
-            }
-        }
-        self.y_new
-            .rows()
-            .into_iter()
-            .position(|row| row.iter().any(|v| !v.is_finite()))
+        first_non_finite_row(&self.y_new)
     }
 
     /// The error norm of the last step of size `h`, of the scaled errors
@@ -354,6 +345,19 @@ impl Stepper {
             .and(f1)
             .for_each(|o, &y0, &f0, &y1, &f1| *o = h00 * y0 + h10 * f0 + h01 * y1 + h11 * f1);
     }
+}
+
+/// The index of the first row (sample) of `y` holding a non-finite value.
+pub(super) fn first_non_finite_row(y: &Array2<f64>) -> Option<usize> {
+    // Fast path: one flat pass over contiguous memory.
+    if let Some(flat) = y.as_slice() {
+        if flat.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+    }
+    y.rows()
+        .into_iter()
+        .position(|row| row.iter().any(|v| !v.is_finite()))
 }
 
 /// `out = base + h·Σ_j coeffs[j]·ks[j]` (skipping zero coefficients).
