@@ -183,7 +183,7 @@ impl ModelArgs {
 /// Solver settings.
 #[derive(Debug, Args)]
 pub struct SolverArgs {
-    /// euler, midpoint, heun, rk4, bosh3, dopri5 or tsit5.
+    /// euler, midpoint, heun, rk4, bosh3, dopri5, tsit5, or the multistep ab2, ab3, pec2 (fixed steps, one call per step).
     #[arg(long = "solver", default_value = "dopri5")]
     pub solver: String,
     /// Fixed step count (default 100 for fixed-step methods; with an adaptive
@@ -212,6 +212,10 @@ pub struct SolverArgs {
     /// fewer steps, but a sample's accuracy depends on its batch mates).
     #[arg(long = "error-norm", value_enum, default_value = "sample")]
     pub error_norm: ErrorNormChoice,
+    /// The step-size controller of adaptive methods: pi (proportional–integral,
+    /// Gustafsson's coefficients; the default) or i (the plain integral one).
+    #[arg(long = "controller", value_name = "pi|i")]
+    pub controller: Option<String>,
 }
 
 /// The error norm of adaptive steps.

@@ -344,6 +344,12 @@ pub fn solver_config_with(
     if args.grid.is_none() && !args.grid_params.is_empty() {
         return Err(fail!("--grid-param needs --grid"));
     }
+    let adaptive = method.is_adaptive() && args.steps.is_none() && args.grid.is_none();
+    if args.controller.is_some() && !adaptive {
+        return Err(fail!(
+            "--controller sets the step-size control of adaptive methods; this run takes fixed steps"
+        ));
+    }
     if let Some(spec) = args.grid.as_deref().filter(|s| is_time_list(s)) {
         if args.steps.is_some() || !args.grid_params.is_empty() {
             return Err(fail!(
@@ -373,6 +379,10 @@ pub fn solver_config_with(
                 norm: match args.error_norm {
                     ErrorNormChoice::Sample => ErrorNorm::PerSample,
                     ErrorNormChoice::Batch => ErrorNorm::Batch,
+                },
+                controller: match &args.controller {
+                    Some(name) => fmrt::solver::Controller::from_name(name)?,
+                    None => fmrt::solver::Controller::default(),
                 },
                 ..AdaptiveOptions::default()
             },

@@ -1828,3 +1828,94 @@ fn bad_conditioning_on_the_command_line_exits_1_with_the_input_named() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn the_readme_recipes_with_fm_grids_match_their_loops() {
+    use ndarray_npy::read_npy;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+    let grids = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grids");
+    let tmp = std::env::temp_dir().join(format!("fmrt-cli-recipes-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let cosy = grids.join("cosyvoice_cosine.fm").display().to_string();
+    let out = tmp.join("out.npy");
+    let o = out.display().to_string();
+    let recipes: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--model".into(),
+                p("cosyvoice_b2.onnx"),
+                "--noise".into(),
+                p("cosyvoice_b2.T64.noise.npy"),
+                "--cond".into(),
+                format!("mask={}", p("cosyvoice_b2.T64.mask.npy")),
+                "--cond".into(),
+                format!("mu={}", p("cosyvoice_b2.T64.mu.npy")),
+                "--cond".into(),
+                format!("spks={}", p("cosyvoice_b2.T64.spks.npy")),
+                "--cond".into(),
+                format!("cond={}", p("cosyvoice_b2.T64.cond.npy")),
+                "--guidance".into(),
+                "0.7".into(),
+                "--null-cond".into(),
+                "mu=zeros".into(),
+                "--null-cond".into(),
+                "spks=zeros".into(),
+                "--null-cond".into(),
+                "cond=zeros".into(),
+                "--solver".into(),
+                "euler".into(),
+                "--steps".into(),
+                "10".into(),
+                "--grid".into(),
+                cosy,
+            ],
+            "cosyvoice_b2.T64.final.npy",
+        ),
+        (
+            vec![
+                "--model".into(),
+                p("f5.onnx"),
+                "--noise".into(),
+                p("f5.n64.noise.npy"),
+                "--cond".into(),
+                format!("cond={}", p("f5.n64.cond.npy")),
+                "--cond".into(),
+                format!("text={}", p("f5.n64.text.npy")),
+                "--cond".into(),
+                format!("mask={}", p("f5.n64.mask.npy")),
+                "--guidance".into(),
+                "2".into(),
+                "--null-cond".into(),
+                "cond=zeros".into(),
+                "--null-cond".into(),
+                "text=fill:-1".into(),
+                "--solver".into(),
+                "euler".into(),
+                "--steps".into(),
+                "8".into(),
+                "--grid".into(),
+                "sway".into(),
+                "--grid-param".into(),
+                "c=-1".into(),
+            ],
+            "f5.n64.final.npy",
+        ),
+    ];
+    for (args, expected) in recipes {
+        let mut full: Vec<String> = vec!["sample".into(), "-q".into(), "-o".into(), o.clone()];
+        full.extend(args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let run = fmrt(&refs);
+        assert_eq!(run.status.code(), Some(0), "{expected}: {}", stderr(&run));
+        let got: ndarray::ArrayD<f32> = read_npy(&out).unwrap();
+        let want: ndarray::ArrayD<f32> = read_npy(dir.join(expected)).unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(diff / (1.0 + scale) <= 1e-4, "{expected}: off by {diff}");
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
