@@ -1,6 +1,9 @@
 //! The command line's `.npy` and `.csv` array readers (`cli/src/npy.rs`,
-//! compiled here from the CLI's own source): no file may panic or make the
-//! reader allocate beyond what the file's length justifies.
+//! compiled here from the CLI's own source): the float reader, the
+//! conditioning reader (float32/float64/int64/int32/uint8/bool, then
+//! converted to every conditioning type) and the time-list reader. No file
+//! may panic or make a reader allocate beyond what the file's length
+//! justifies.
 //!
 //! Input: the first byte picks the extension (even: `.npy`, odd: `.csv`); the
 //! rest is the file's content, written to a scratch file the reader opens.
@@ -44,6 +47,20 @@ fuzz_target!(|data: &[u8]| {
             array.len(),
             content.len()
         );
+    }
+    if let Ok(tensor) = npy::read_tensor(&path) {
+        let count: usize = tensor.shape().iter().product();
+        assert!(count <= max_values(content.len()), "{count} values from {} bytes", content.len());
+        for dtype in fmrt::field::ExtraDtype::ALL {
+            // Lossless conversions or an error; never a panic.
+            if let Ok(converted) = tensor.convert_to(dtype) {
+                assert_eq!(converted.shape(), tensor.shape());
+            }
+        }
+    }
+    if let Ok(times) = npy::read_times(&path) {
+        assert!(times.len() <= max_values(content.len()));
+        let _ = fmrt::grid::explicit_steps(&times);
     }
 });
 
