@@ -459,3 +459,87 @@ fn jacobian_vector_products_pass_through_every_new_piece() {
         assert!(e < 1e-5, "{name}: stacked products differ by {e:e}");
     }
 }
+
+/// The model of `name` with `metadata` added to its `metadata_props`, as
+/// bytes (a project that exports with fmrt's keys).
+fn with_metadata(name: &str, metadata: &[(&str, &str)]) -> Vec<u8> {
+    let bytes = std::fs::read(dir().join(format!("{name}.onnx"))).unwrap();
+    let mut model = fmrt::graph::decode_model(&bytes).unwrap();
+    for (k, v) in metadata {
+        model
+            .metadata_props
+            .push(fmrt::graph::proto::StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+            });
+    }
+    fmrt::graph::encode_model(&model)
+}
+
+#[test]
+fn the_clock_and_a_per_input_null_condition_come_from_metadata() {
+    runtime();
+    for (name, metadata, guidance) in [
+        (
+            "sd3",
+            vec![
+                ("fmrt.time_direction", "reversed"),
+                ("fmrt.time_scale", "1000"),
+                ("fmrt.state_input", "hidden_states"),
+            ],
+            0.0,
+        ),
+        (
+            "f5",
+            vec![("fmrt.null_condition", r#"{"cond": "zeros", "text": -1}"#)],
+            2.0,
+        ),
+    ] {
+        let spec = cases(name);
+        let bytes = with_metadata(name, &metadata);
+        let options = ModelOptions {
+            guidance,
+            ..ModelOptions::default()
+        };
+        let model = Model::from_bytes(OnnxField::builder(), &bytes, options).unwrap();
+        let case = &spec["cases"][0];
+        let extras = conditioning(model.network(), &case["cond"]);
+        let z = f32_array(case["noise"].as_str().unwrap());
+        let solver = SolverConfig::fixed(Method::Euler, explicit_steps(&times(case)).unwrap());
+        let got = Sampler::new(model.field(), solver)
+            .with_extras(extras)
+            .sample_from_noise(z.view(), &[])
+            .unwrap();
+        if name == "f5" {
+            let want = f32_array(case["expected"].as_str().unwrap());
+            let e = relative_error(&got.x, &want);
+            assert!(e <= 1e-4, "f5 with metadata: off by {e:e}");
+        } else {
+            // SD3 without guidance has no golden; its clock from metadata must
+            // equal the clock given as options.
+            let explicit = ModelOptions {
+                time_direction: Some(TimeDirection::Reversed),
+                time_scale: Some(1000.0),
+                ..ModelOptions::default()
+            };
+            let plain = Model::open_with(
+                OnnxField::builder().state_input("hidden_states"),
+                dir().join("sd3.onnx"),
+                explicit,
+            )
+            .unwrap();
+            let extras = conditioning(plain.network(), &case["cond"]);
+            let solver = SolverConfig::fixed(Method::Euler, explicit_steps(&times(case)).unwrap());
+            let want = Sampler::new(plain.field(), solver)
+                .with_extras(extras)
+                .sample_from_noise(z.view(), &[])
+                .unwrap();
+            assert_eq!(got.x, want.x);
+        }
+    }
+    // A malformed clock in metadata is a load error naming the key.
+    let bytes = with_metadata("sd3", &[("fmrt.time_direction", "sideways")]);
+    let err = Model::from_bytes(OnnxField::builder(), &bytes, ModelOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::ModelLoad { .. }), "{err}");
+    assert!(err.to_string().contains("fmrt.time_direction"), "{err}");
+}
