@@ -354,6 +354,29 @@ pub(crate) fn batch_shape(field: &fmrt_field, n: usize) -> FfiResult<(Vec<usize>
     Ok((shape, len))
 }
 
+/// A batch of `n` states each shaped `state_shape[0..rank]` (given with the
+/// call, for fields whose shape comes with each call): the per-sample shape,
+/// the batch shape `[n, ...]` and its element count, with overflow checks.
+///
+/// # Safety
+///
+/// `state_shape` must be NULL or hold `rank` values.
+pub(crate) unsafe fn shaped_batch(
+    state_shape: *const usize,
+    rank: usize,
+    n: usize,
+) -> FfiResult<(Vec<usize>, Vec<usize>, usize)> {
+    // SAFETY: the caller's contract.
+    let sample = unsafe { slice(state_shape, rank, "state_shape") }?.to_vec();
+    let size = sample
+        .iter()
+        .try_fold(1usize, |acc, &d| mul(acc, d, "the state size"))?;
+    let len = mul(n, size, "n × state size")?;
+    let mut batch = vec![n];
+    batch.extend_from_slice(&sample);
+    Ok((sample, batch, len))
+}
+
 /// Evaluates u(x, t, extras) for the `n` states `x[0..x_len]` (`x_len` must be
 /// `n × state size`) at `t[0..t_len]` (one time per sample, or one for all),
 /// writing `n × state size` floats into `out` (`out_len` available). `extras`
