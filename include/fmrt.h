@@ -228,7 +228,8 @@ typedef uint32_t fmrt_dtype;
 #endif // __cplusplus
 
 /*
- A set of named conditioning inputs, each with the batch first (opaque).
+ A set of named conditioning inputs (opaque), each with the batch first or
+ shared by every row of a call (`fmrt_extras_set_shared_tensor`, scalars).
 
  Setting an input needs exclusive access; a set that is no longer modified
  may be passed to any number of concurrent calls.
@@ -375,8 +376,10 @@ typedef struct {
    */
   const char *output;
   /*
-   The per-sample state shape `state_shape[0..state_rank]`, needed only for
-   models with dynamic state axes (NULL with rank 0: from the model).
+   The per-sample state shape `state_shape[0..state_rank]`, pinning the
+   dynamic state axes of a model to one shape (NULL with rank 0: from the
+   model; a model with dynamic axes then takes the shape with each call,
+   through the `*_shaped` functions).
    */
   const size_t *state_shape;
   /*
@@ -765,7 +768,9 @@ void fmrt_field_free(fmrt_field *field);
 /*
  Copies the state shape of one sample (without the batch axis) into
  `shape[0..shape_len]`; `*out_rank` (if not NULL) receives the rank on success
- and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike.
+ and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike. A field whose shape comes with
+ each call (an ONNX model with dynamic axes) has none:
+ `FMRT_STATUS_INVALID_ARGUMENT`, pointing to the `*_shaped` functions.
 
  # Safety
 
@@ -779,8 +784,8 @@ fmrt_status fmrt_field_state_shape(const fmrt_field *field,
 
 /*
  Writes the number of floats in one state (the product of the state shape)
- into `*out_size`; a product that overflows `size_t` is
- `FMRT_STATUS_INVALID_ARGUMENT`.
+ into `*out_size`; a product that overflows `size_t`, or a field whose
+ shape comes with each call, is `FMRT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
 

@@ -115,7 +115,9 @@ pub(crate) unsafe fn tensor_from_c(
     // `dtype.size()` bytes each (`slice` checks the size fits an allocation).
     let bytes = unsafe { slice(data.cast::<u8>(), n_bytes, "data") }?;
     let tensor = match dtype {
-        fmrt_dtype::Float32 => ExtraTensor::Float32(shaped(&shape, decode(bytes, f32::from_ne_bytes))?),
+        fmrt_dtype::Float32 => {
+            ExtraTensor::Float32(shaped(&shape, decode(bytes, f32::from_ne_bytes))?)
+        }
         fmrt_dtype::Float16 => ExtraTensor::Float16(shaped(
             &shape,
             decode(bytes, |b| f16::from_bits(u16::from_ne_bytes(b))),
@@ -135,7 +137,8 @@ pub(crate) unsafe fn tensor_from_c(
     Ok(tensor)
 }
 
-/// A set of named conditioning inputs, each with the batch first (opaque).
+/// A set of named conditioning inputs (opaque), each with the batch first or
+/// shared by every row of a call (`fmrt_extras_set_shared_tensor`, scalars).
 ///
 /// Setting an input needs exclusive access; a set that is no longer modified
 /// may be passed to any number of concurrent calls.

@@ -280,7 +280,9 @@ pub unsafe extern "C" fn fmrt_field_free(field: *mut fmrt_field) {
 
 /// Copies the state shape of one sample (without the batch axis) into
 /// `shape[0..shape_len]`; `*out_rank` (if not NULL) receives the rank on success
-/// and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike.
+/// and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike. A field whose shape comes with
+/// each call (an ONNX model with dynamic axes) has none:
+/// `FMRT_STATUS_INVALID_ARGUMENT`, pointing to the `*_shaped` functions.
 ///
 /// # Safety
 ///
@@ -309,8 +311,8 @@ pub unsafe extern "C" fn fmrt_field_state_shape(
 }
 
 /// Writes the number of floats in one state (the product of the state shape)
-/// into `*out_size`; a product that overflows `size_t` is
-/// `FMRT_STATUS_INVALID_ARGUMENT`.
+/// into `*out_size`; a product that overflows `size_t`, or a field whose
+/// shape comes with each call, is `FMRT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///

@@ -314,12 +314,8 @@ pub unsafe extern "C" fn fmrt_log_likelihood_shaped(
 ) -> fmrt_status {
     guard(|| {
         // SAFETY: the caller's contract, for each pointer.
-        let (f, (sample, shape, len)) = unsafe {
-            (
-                handle(field, "field")?,
-                shaped_batch(state_shape, rank, n)?,
-            )
-        };
+        let (f, (sample, shape, len)) =
+            unsafe { (handle(field, "field")?, shaped_batch(state_shape, rank, n)?) };
         if x_len != len {
             return Err(FfiError::shape(format!(
                 "x holds {x_len} floats, but {n} states of shape {sample:?} need {len}"
@@ -402,8 +398,7 @@ unsafe fn log_likelihood(
     };
     // SAFETY: the caller's contract.
     let lik = unsafe { likelihood(f, options, extras) }?;
-    let xv =
-        ArrayViewD::from_shape(IxDyn(shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+    let xv = ArrayViewD::from_shape(IxDyn(shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
     let r = lik.log_likelihood_at(xv, t_start)?;
     log_p.copy_from_slice(&r.log_p);
     if let Some(dst) = x0 {

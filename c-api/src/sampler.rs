@@ -644,8 +644,8 @@ pub unsafe extern "C" fn fmrt_sampler_integrate_shaped(
                 slice_out(out_x, out_x_len, len, "out_x")?,
             )
         };
-        let z = ArrayViewD::from_shape(IxDyn(&batch), z)
-            .map_err(|e| FfiError::shape(e.to_string()))?;
+        let z =
+            ArrayViewD::from_shape(IxDyn(&batch), z).map_err(|e| FfiError::shape(e.to_string()))?;
         let samples = with_extras(s, extras).sample_from_noise(z, &[])?;
         // SAFETY: NULL or writable by contract.
         unsafe { write_shaped(out_x, out_stats, &samples) };

@@ -4492,7 +4492,7 @@ mod typed_extras {
         let bits = [0x3c00u16, 0xc000, 0x7bff, 0x0001, 0x8000, 0x7c00, 0x7e01];
         // int64 from an odd address: the data need not be aligned.
         let ids = [5i64, -1, i64::MAX];
-        let mut unaligned = vec![0u8; 1 + 3 * 8];
+        let mut unaligned = [0u8; 1 + 3 * 8];
         for (i, v) in ids.iter().enumerate() {
             unaligned[1 + 8 * i..9 + 8 * i].copy_from_slice(&v.to_ne_bytes());
         }
@@ -4625,14 +4625,26 @@ mod shaped {
             assert!(scaled != h.sampler);
             let mut plain = [0f32; 6];
             let mut half = [0f32; 6];
-            assert_ok(fmrt_sampler_draw_noise(h.sampler, 3, 9, plain.as_mut_ptr(), 6));
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                3,
+                9,
+                plain.as_mut_ptr(),
+                6,
+            ));
             assert_ok(fmrt_sampler_draw_noise(scaled, 3, 9, half.as_mut_ptr(), 6));
             for (p, s) in plain.iter().zip(&half) {
                 assert!((p * 0.5 - s).abs() <= 1e-6, "{p} scaled by 0.5 is not {s}");
             }
             // The sampler it was made from is unchanged.
             let mut again = [0f32; 6];
-            assert_ok(fmrt_sampler_draw_noise(h.sampler, 3, 9, again.as_mut_ptr(), 6));
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                3,
+                9,
+                again.as_mut_ptr(),
+                6,
+            ));
             assert_eq!(again, plain);
             fmrt_sampler_free(scaled);
         }
@@ -4647,7 +4659,17 @@ mod shaped {
         // SAFETY: lengths as stated; NULLs where tested.
         unsafe {
             let call = |sampler, shape: *const usize, rank, n, out: *mut f32, len| {
-                fmrt_sampler_sample_shaped(sampler, shape, rank, n, 42, null(), out, len, null_mut())
+                fmrt_sampler_sample_shaped(
+                    sampler,
+                    shape,
+                    rank,
+                    n,
+                    42,
+                    null(),
+                    out,
+                    len,
+                    null_mut(),
+                )
             };
             assert_fails(
                 call(null(), shape.as_ptr(), 1, 4, x.as_mut_ptr(), 8),
@@ -4733,7 +4755,11 @@ mod shaped {
                 ShapeMismatch,
                 "z holds 6 floats, but 4 states of shape [2] need 8",
             );
-            assert_fails(call(z.as_ptr(), 8, x.as_mut_ptr(), 4), BufferTooSmall, "`out_x`");
+            assert_fails(
+                call(z.as_ptr(), 8, x.as_mut_ptr(), 4),
+                BufferTooSmall,
+                "`out_x`",
+            );
             assert_fails(
                 fmrt_sampler_integrate_shaped(
                     null(),
@@ -4909,7 +4935,16 @@ mod shaped {
                 "x holds 5 floats, but 3 states of shape [2] need 6",
             );
             assert_fails(
-                call(&o, shape.as_ptr(), x.as_ptr(), 6, null_mut(), 3, null_mut(), 0),
+                call(
+                    &o,
+                    shape.as_ptr(),
+                    x.as_ptr(),
+                    6,
+                    null_mut(),
+                    3,
+                    null_mut(),
+                    0,
+                ),
                 NullParameter,
                 "`out_log_p`",
             );
@@ -4972,17 +5007,39 @@ mod shaped {
                 0,
                 null_mut(),
             ));
-            assert_ok(call(&o, shape.as_ptr(), x.as_ptr(), 6, lp, 3, x0.as_mut_ptr(), 6));
+            assert_ok(call(
+                &o,
+                shape.as_ptr(),
+                x.as_ptr(),
+                6,
+                lp,
+                3,
+                x0.as_mut_ptr(),
+                6,
+            ));
             assert_eq!(log_p, unshaped);
             o.noise_scale = 0.5;
-            assert_ok(call(&o, shape.as_ptr(), x.as_ptr(), 6, lp, 3, null_mut(), 0));
+            assert_ok(call(
+                &o,
+                shape.as_ptr(),
+                x.as_ptr(),
+                6,
+                lp,
+                3,
+                null_mut(),
+                0,
+            ));
         }
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
         let rust = Likelihood::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
             .with_noise_scale(0.5)
             .unwrap()
-            .log_likelihood(ndarray::ArrayView2::from_shape((3, 2), &x).unwrap().into_dyn())
+            .log_likelihood(
+                ndarray::ArrayView2::from_shape((3, 2), &x)
+                    .unwrap()
+                    .into_dyn(),
+            )
             .unwrap();
         assert_eq!(log_p.as_slice(), rust.log_p.as_slice());
     }
@@ -5038,7 +5095,12 @@ mod real_model {
         unsafe {
             assert_ok(fmrt_extras_new(&mut e));
             for input in ["mask", "mu", "spks", "cond"] {
-                set(e, input, &npy(&format!("cosyvoice_b2.{label}.{input}.npy")), false);
+                set(
+                    e,
+                    input,
+                    &npy(&format!("cosyvoice_b2.{label}.{input}.npy")),
+                    false,
+                );
             }
         }
         e
@@ -5099,7 +5161,9 @@ mod real_model {
 
     /// max|got − expected| / (1 + max|expected|).
     fn relative_error(got: &[f32], expected: &ArrayD<f32>) -> f64 {
-        let scale = expected.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+        let scale = expected
+            .iter()
+            .fold(0f64, |m, &v| m.max(f64::from(v).abs()));
         let diff = got
             .iter()
             .zip(expected.iter())
@@ -5365,7 +5429,10 @@ mod real_model {
                     "time scale",
                 );
             }
-            assert_ok(fmrt_model_options_set_time_direction(o, c"reversed".as_ptr()));
+            assert_ok(fmrt_model_options_set_time_direction(
+                o,
+                c"reversed".as_ptr(),
+            ));
             fmrt_model_options_free(o);
         }
 
