@@ -187,7 +187,49 @@ typedef uint32_t fmrt_quantity;
 #endif // __cplusplus
 
 /*
- A set of named conditioning inputs, each with the batch first (opaque).
+ The element type of a tensor passed as `const void *` with a count of
+ elements (`fmrt_extras_set_tensor`, `fmrt_model_options_set_null_tensor`).
+ Calls take it as a `uint32_t`; a number that is not one of these is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
+ */
+enum fmrt_dtype
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   `float` (IEEE single precision).
+   */
+  FMRT_DTYPE_FLOAT32 = 0,
+  /*
+   IEEE half precision, passed as its bits in a `uint16_t`.
+   */
+  FMRT_DTYPE_FLOAT16 = 1,
+  /*
+   `int64_t`.
+   */
+  FMRT_DTYPE_INT64 = 2,
+  /*
+   `int32_t`.
+   */
+  FMRT_DTYPE_INT32 = 3,
+  /*
+   `uint8_t` holding 0 (false) or 1 (true); any other value is
+   `FMRT_STATUS_INVALID_ARGUMENT`.
+   */
+  FMRT_DTYPE_BOOL = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fmrt_dtype fmrt_dtype;
+#else
+typedef uint32_t fmrt_dtype;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ A set of named conditioning inputs (opaque), each with the batch first or
+ shared by every row of a call (`fmrt_extras_set_shared_tensor`, scalars).
 
  Setting an input needs exclusive access; a set that is no longer modified
  may be passed to any number of concurrent calls.
@@ -271,6 +313,14 @@ typedef struct {
    The seed of the Hutchinson probes (default 0).
    */
   uint64_t seed;
+  /*
+   The scale s of the noise the samples were drawn from, N(0, s²·I)
+   (as `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that
+   of this distribution. Positive and finite; 0 means the default, 1.
+   Appended after the fields of 0.1, so callers that start from
+   `fmrt_likelihood_options_default` keep their meaning.
+   */
+  double noise_scale;
 } fmrt_likelihood_options;
 
 /*
@@ -326,8 +376,10 @@ typedef struct {
    */
   const char *output;
   /*
-   The per-sample state shape `state_shape[0..state_rank]`, needed only for
-   models with dynamic state axes (NULL with rank 0: from the model).
+   The per-sample state shape `state_shape[0..state_rank]`, pinning the
+   dynamic state axes of a model to one shape (NULL with rank 0: from the
+   model; a model with dynamic axes then takes the shape with each call,
+   through the `*_shaped` functions).
    */
   const size_t *state_shape;
   /*
@@ -553,6 +605,50 @@ fmrt_status fmrt_extras_set_float32(fmrt_extras *extras,
                                     size_t rank);
 
 /*
+ Sets the input `name` (replacing one of that name) to the tensor of
+ element type `dtype` (an `fmrt_dtype`) at `data[0..n_elements]`, shaped
+ `shape[0..rank]` with the batch first: one row per sample, or one row for
+ every sample. Rank 0 is a scalar (`n_elements` 1, `shape` may be NULL),
+ one value for every sample. `data` holds `float`, `uint16_t` (half bits),
+ `int64_t`, `int32_t` or `uint8_t` 0/1 elements and need not be aligned;
+ the data are copied. A count that is not the shape's element count is
+ `FMRT_STATUS_SHAPE_MISMATCH`, a bool other than 0 or 1 or an unknown
+ `dtype` `FMRT_STATUS_INVALID_ARGUMENT`. The field checks the element type
+ and shape against the model's input when it is called.
+
+ # Safety
+
+ `extras` must be a live handle not used by another thread during the call;
+ `name` NUL-terminated; `data` and `shape` must hold `n_elements` elements
+ and `rank` values.
+ */
+fmrt_status fmrt_extras_set_tensor(fmrt_extras *extras,
+                                   const char *name,
+                                   uint32_t dtype,
+                                   const void *data,
+                                   size_t n_elements,
+                                   const size_t *shape,
+                                   size_t rank);
+
+/*
+ Like `fmrt_extras_set_tensor`, for an input passed as given to every
+ model call instead of row by row: an input the model declares without a
+ batch axis (FLUX's `img_ids`, `[seq, 3]`), whose `shape` is the input's
+ whole shape.
+
+ # Safety
+
+ As for `fmrt_extras_set_tensor`.
+ */
+fmrt_status fmrt_extras_set_shared_tensor(fmrt_extras *extras,
+                                          const char *name,
+                                          uint32_t dtype,
+                                          const void *data,
+                                          size_t n_elements,
+                                          const size_t *shape,
+                                          size_t rank);
+
+/*
  Sets the int64 class-label input `name` to `labels[0..n]` (shape `[n]`).
 
  # Safety
@@ -672,7 +768,9 @@ void fmrt_field_free(fmrt_field *field);
 /*
  Copies the state shape of one sample (without the batch axis) into
  `shape[0..shape_len]`; `*out_rank` (if not NULL) receives the rank on success
- and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike.
+ and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike. A field whose shape comes with
+ each call (an ONNX model with dynamic axes) has none:
+ `FMRT_STATUS_INVALID_ARGUMENT`, pointing to the `*_shaped` functions.
 
  # Safety
 
@@ -686,8 +784,8 @@ fmrt_status fmrt_field_state_shape(const fmrt_field *field,
 
 /*
  Writes the number of floats in one state (the product of the state shape)
- into `*out_size`; a product that overflows `size_t` is
- `FMRT_STATUS_INVALID_ARGUMENT`.
+ into `*out_size`; a product that overflows `size_t`, or a field whose
+ shape comes with each call, is `FMRT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
 
@@ -718,7 +816,8 @@ fmrt_status fmrt_field_velocity(const fmrt_field *field,
 
 /*
  Writes the default likelihood options into `*out`: no solver (adaptive
- `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0.
+ `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0,
+ noise scale 1.
 
  # Safety
 
@@ -761,6 +860,38 @@ fmrt_status fmrt_log_likelihood(const fmrt_field *field,
                                 double *out_bits_per_dim,
                                 size_t out_bits_per_dim_len,
                                 fmrt_likelihood_stats *out_stats);
+
+/*
+ Computes log p_t(x) of the `n` states `x[0..x_len]`, each of the
+ per-sample state shape `state_shape[0..rank]` given with the call (so
+ `x_len` must be `n × prod(state_shape)`), for a field whose state shape
+ comes with each call (an ONNX model with dynamic axes, where
+ `fmrt_log_likelihood` is `FMRT_STATUS_INVALID_ARGUMENT`); a field of
+ fixed shape checks the shape against its own. `out_x0`, if given, holds
+ `n × prod(state_shape)` floats. Everything else as for
+ `fmrt_log_likelihood`.
+
+ # Safety
+
+ As for `fmrt_log_likelihood`; `state_shape` must hold `rank` values.
+ */
+fmrt_status fmrt_log_likelihood_shaped(const fmrt_field *field,
+                                       const fmrt_likelihood_options *options,
+                                       const size_t *state_shape,
+                                       size_t rank,
+                                       const float *x,
+                                       size_t x_len,
+                                       size_t n,
+                                       const double *t_start,
+                                       size_t t_start_len,
+                                       const fmrt_extras *extras,
+                                       double *out_log_p,
+                                       size_t out_log_p_len,
+                                       float *out_x0,
+                                       size_t out_x0_len,
+                                       double *out_bits_per_dim,
+                                       size_t out_bits_per_dim_len,
+                                       fmrt_likelihood_stats *out_stats);
 
 /*
  Samples the `n` noise states `x0[0..x0_len]` (`n × state size` floats,
@@ -867,9 +998,10 @@ fmrt_status fmrt_model_options_set_sample_scheduler(fmrt_model_options *options,
                                                     const fmrt_scheduler *scheduler);
 
 /*
- Classifier-free guidance with scale `w` (0: none). Guidance needs a null
- condition: the model's `fmrt.null_condition`, or
- `fmrt_model_options_set_null_label`.
+ Classifier-free guidance with scale `w` (0: none):
+ u = (1 + w)·u(x, t, c) − w·u(x, t, ∅). Guidance needs a null condition ∅:
+ the model's `fmrt.null_condition`, or the `fmrt_model_options_set_null_*`
+ calls.
 
  # Safety
 
@@ -892,8 +1024,17 @@ fmrt_status fmrt_model_options_set_guidance_interval(fmrt_model_options *options
                                                      double end);
 
 /*
- The null label `label` of the int64 input `input` for guidance
- (overrides `fmrt.null_condition`).
+ The null condition of guidance for the int64 input `input` (a class
+ label): the label `label` for every sample.
+
+ The `fmrt_model_options_set_null_*` calls build one null condition, input
+ by input: each names one conditioning input and its unconditional value,
+ a later call for the same input replaces the earlier one (whichever call
+ it was), and inputs none of them names keep their conditional value in
+ the unconditional half. Once any of them is called, their null condition
+ replaces the model's `fmrt.null_condition` as a whole. Inputs are checked
+ when the model samples: a name that is not among the conditioning inputs
+ of a call is `FMRT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
 
@@ -902,6 +1043,82 @@ fmrt_status fmrt_model_options_set_guidance_interval(fmrt_model_options *options
 fmrt_status fmrt_model_options_set_null_label(fmrt_model_options *options,
                                               const char *input,
                                               int64_t label);
+
+/*
+ The null condition of the input `input`: zeros (false for a bool) of its
+ conditional value's type and shape (CosyVoice zeroes `mu`, `spks` and
+ `cond`). Combines with the other null setters as
+ `fmrt_model_options_set_null_label` says.
+
+ # Safety
+
+ `options` must be a live handle; `input` NUL-terminated.
+ */
+fmrt_status fmrt_model_options_set_null_zeros(fmrt_model_options *options, const char *input);
+
+/*
+ The null condition of the input `input`: its conditional value's type and
+ shape filled with `value` (F5-TTS fills its text ids with −1), which must
+ be a value of the input's type (an integer for an integer input, 0 or 1
+ for a bool; checked when the model samples). Combines with the other
+ null setters as `fmrt_model_options_set_null_label` says.
+
+ # Safety
+
+ `options` must be a live handle; `input` NUL-terminated.
+ */
+fmrt_status fmrt_model_options_set_null_fill(fmrt_model_options *options,
+                                             const char *input,
+                                             double value);
+
+/*
+ The null condition of the input `input`: the given tensor (a negative
+ prompt's embeddings), of element type `dtype` (an `fmrt_dtype`) at
+ `data[0..n_elements]` shaped `shape[0..rank]`, read as
+ `fmrt_extras_set_tensor` reads its tensor. It must have the input's type
+ and be shaped like its conditional value with 1 row (repeated for every
+ sample) or one row per sample; for an input without a batch axis, the
+ whole shape. The data are copied; type and shape are checked when the
+ model samples. Combines with the other null setters as
+ `fmrt_model_options_set_null_label` says.
+
+ # Safety
+
+ `options` must be a live handle; `input` NUL-terminated; `data` and
+ `shape` must hold `n_elements` elements and `rank` values.
+ */
+fmrt_status fmrt_model_options_set_null_tensor(fmrt_model_options *options,
+                                               const char *input,
+                                               uint32_t dtype,
+                                               const void *data,
+                                               size_t n_elements,
+                                               const size_t *shape,
+                                               size_t rank);
+
+/*
+ Which way the network's time input runs (overrides
+ `fmrt.time_direction`): `"forward"` (the network's clock is fmrt's t,
+ data at 1) or `"reversed"` (its clock is σ = 1 − t, data at 0, and it
+ returns dx/dσ, so fmrt uses its negation). Anything else is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `options` must be a live handle; `direction` NUL-terminated.
+ */
+fmrt_status fmrt_model_options_set_time_direction(fmrt_model_options *options,
+                                                  const char *direction);
+
+/*
+ The factor K by which the network's clock is multiplied before it is fed
+ to the time input (overrides `fmrt.time_scale`; SD3 takes 1000·t).
+ Positive and finite, else `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `options` must be a live handle.
+ */
+fmrt_status fmrt_model_options_set_time_scale(fmrt_model_options *options, double scale);
 
 /*
  Whether to keep one copy of the model's external-data weights for all its
@@ -1183,6 +1400,25 @@ fmrt_status fmrt_sampler_new_stochastic(const fmrt_field *field,
                                         fmrt_sampler **out);
 
 /*
+ Makes a new sampler into `*out`: `sampler` with its noise scaled by
+ `scale`, x0 = scale·z with z standard normal (Matcha-TTS samples with
+ 0.667): its seeded runs start from N(0, scale²·I), and the noise given to
+ `fmrt_sampler_integrate_shaped` is scaled the same way. `sampler` itself
+ is unchanged (samplers are immutable, so either may be used from any
+ number of threads); both may be freed in any order. `scale` must be
+ positive and finite, else `FMRT_STATUS_INVALID_ARGUMENT`. The caller's
+ starting points of `fmrt_sampler_integrate` and
+ `fmrt_sampler_integrate_per_sample` are states, used as given.
+
+ # Safety
+
+ `sampler` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_sampler_with_noise_scale(const fmrt_sampler *sampler,
+                                          double scale,
+                                          fmrt_sampler **out);
+
+/*
  Releases a sampler. NULL is a no-op.
 
  # Safety
@@ -1326,6 +1562,65 @@ fmrt_status fmrt_sampler_integrate_per_sample(const fmrt_sampler *sampler,
                                               float *out_trajectory,
                                               size_t out_trajectory_len,
                                               fmrt_stats *out_stats);
+
+/*
+ Draws `n` source points with `seed`, each of the per-sample state shape
+ `state_shape[0..rank]` (without the batch axis: `{80, T}` for a TTS
+ decoder of length T), and integrates them from t = 0 to 1, for a field
+ whose state shape comes with each call (an ONNX model with dynamic axes,
+ where `fmrt_sampler_sample` is `FMRT_STATUS_INVALID_ARGUMENT`); a field
+ of fixed shape takes its own shape here. One handle serves every length:
+ the shape is checked against the model's declared dims, and its symbolic
+ dims against the conditioning inputs of `extras` (NULL: none; one row per
+ sample, one row for all, or shared), a disagreement being
+ `FMRT_STATUS_SHAPE_MISMATCH` naming both inputs. An explicit grid that
+ starts after t = 0 (`fmrt_solver_grid`) starts there, the noise being the
+ state at that time. `out_x` receives `n × prod(state_shape)` floats (of
+ `out_x_len`); `out_stats` may be NULL. The noise of sample i depends on
+ (seed, i) and the shape only, as for `fmrt_sampler_sample`; the noise
+ scale of `fmrt_sampler_with_noise_scale` applies. Buffers are checked
+ before any work; on failure nothing is written.
+
+ # Safety
+
+ `sampler` must be a live handle, `extras` NULL or live; `state_shape`
+ must hold `rank` values, `out_x` `out_x_len` writable floats; `out_stats`
+ NULL or writable.
+ */
+fmrt_status fmrt_sampler_sample_shaped(const fmrt_sampler *sampler,
+                                       const size_t *state_shape,
+                                       size_t rank,
+                                       size_t n,
+                                       uint64_t seed,
+                                       const fmrt_extras *extras,
+                                       float *out_x,
+                                       size_t out_x_len,
+                                       fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample_shaped`, from the caller's standard-normal
+ noise `z[0..z_len]` (`z_len` must be `n × prod(state_shape)`, row-major
+ `[n, ...state_shape]`) instead of a seeded draw: the run starts from
+ x0 = s·z with s the sampler's noise scale (1 unless made by
+ `fmrt_sampler_with_noise_scale`), at t = 0 or at the first time of an
+ explicit grid, and ends at t = 1. A stochastic sampler integrates the ODE
+ here. Other parameters as for `fmrt_sampler_sample_shaped`.
+
+ # Safety
+
+ As for `fmrt_sampler_sample_shaped`; `z` must hold `z_len` floats and not
+ overlap `out_x`.
+ */
+fmrt_status fmrt_sampler_integrate_shaped(const fmrt_sampler *sampler,
+                                          const size_t *state_shape,
+                                          size_t rank,
+                                          size_t n,
+                                          const float *z,
+                                          size_t z_len,
+                                          const fmrt_extras *extras,
+                                          float *out_x,
+                                          size_t out_x_len,
+                                          fmrt_stats *out_stats);
 
 /*
  Loads a scheduler from `.fm` source text. `file_name` (may be NULL: `"<source>"`)
@@ -1485,7 +1780,14 @@ fmrt_status fmrt_solver_time_grid_source(const char *method,
 /*
  A fixed-step solver on an explicit grid `grid[0..n_grid]` of normalised
  times s ∈ [0, 1] (s = 0 at the interval's start, 1 at its end), strictly
- increasing from 0 to 1.
+ increasing and ending at 1 (at most 2^20 points). The grid may start
+ after 0 (diffusers' DPM-Solver++ grid starts at t = 3e-4): a sampling run
+ from noise (`fmrt_sampler_sample`, `_sample_rows`, `_sample_shaped`,
+ `_integrate_shaped`) then starts at the first time, the noise being the
+ state there; a run over a given interval (`fmrt_sampler_integrate`, a
+ likelihood) needs a grid from 0 and reports `FMRT_STATUS_INVALID_ARGUMENT`
+ otherwise. A grid that breaks these rules is
+ `FMRT_STATUS_INVALID_ARGUMENT` naming the offending point.
 
  # Safety
 

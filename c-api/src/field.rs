@@ -280,7 +280,9 @@ pub unsafe extern "C" fn fmrt_field_free(field: *mut fmrt_field) {
 
 /// Copies the state shape of one sample (without the batch axis) into
 /// `shape[0..shape_len]`; `*out_rank` (if not NULL) receives the rank on success
-/// and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike.
+/// and on `FMRT_STATUS_BUFFER_TOO_SMALL` alike. A field whose shape comes with
+/// each call (an ONNX model with dynamic axes) has none:
+/// `FMRT_STATUS_INVALID_ARGUMENT`, pointing to the `*_shaped` functions.
 ///
 /// # Safety
 ///
@@ -309,8 +311,8 @@ pub unsafe extern "C" fn fmrt_field_state_shape(
 }
 
 /// Writes the number of floats in one state (the product of the state shape)
-/// into `*out_size`; a product that overflows `size_t` is
-/// `FMRT_STATUS_INVALID_ARGUMENT`.
+/// into `*out_size`; a product that overflows `size_t`, or a field whose
+/// shape comes with each call, is `FMRT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -352,6 +354,29 @@ pub(crate) fn batch_shape(field: &fmrt_field, n: usize) -> FfiResult<(Vec<usize>
     shape.extend_from_slice(field.fixed_shape()?);
     let len = mul(n, field.state_size()?, "n × state size")?;
     Ok((shape, len))
+}
+
+/// A batch of `n` states each shaped `state_shape[0..rank]` (given with the
+/// call, for fields whose shape comes with each call): the per-sample shape,
+/// the batch shape `[n, ...]` and its element count, with overflow checks.
+///
+/// # Safety
+///
+/// `state_shape` must be NULL or hold `rank` values.
+pub(crate) unsafe fn shaped_batch(
+    state_shape: *const usize,
+    rank: usize,
+    n: usize,
+) -> FfiResult<(Vec<usize>, Vec<usize>, usize)> {
+    // SAFETY: the caller's contract.
+    let sample = unsafe { slice(state_shape, rank, "state_shape") }?.to_vec();
+    let size = sample
+        .iter()
+        .try_fold(1usize, |acc, &d| mul(acc, d, "the state size"))?;
+    let len = mul(n, size, "n × state size")?;
+    let mut batch = vec![n];
+    batch.extend_from_slice(&sample);
+    Ok((sample, batch, len))
 }
 
 /// Evaluates u(x, t, extras) for the `n` states `x[0..x_len]` (`x_len` must be

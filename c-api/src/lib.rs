@@ -109,8 +109,21 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> FfiR
     if ptr.is_null() {
         return Err(FfiError::null(name));
     }
-    // SAFETY: the caller's contract.
+    check_extent::<T>(len, name)?;
+    // SAFETY: the caller's contract; the extent fits an allocation.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Checks that `len` elements of `T` fit one allocation (at most `isize::MAX`
+/// bytes), as a slice of them must: a length no buffer can have is an error,
+/// not undefined behaviour.
+fn check_extent<T>(len: usize, name: &str) -> FfiResult<()> {
+    match len.checked_mul(std::mem::size_of::<T>()) {
+        Some(bytes) if isize::try_from(bytes).is_ok() => Ok(()),
+        _ => Err(FfiError::invalid(format!(
+            "the length {len} of `{name}` is larger than any buffer can be"
+        ))),
+    }
 }
 
 /// The writable array `ptr[0..len]`, which must hold at least `need` elements.
@@ -135,7 +148,9 @@ pub(crate) unsafe fn slice_out<'a, T>(
     if ptr.is_null() {
         return Err(FfiError::null(name));
     }
-    // SAFETY: the caller's contract; `need <= len`.
+    check_extent::<T>(need, name)?;
+    // SAFETY: the caller's contract; `need <= len`; the extent fits an
+    // allocation.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, need) })
 }
 

@@ -7,7 +7,7 @@ use ndarray::{ArrayViewD, IxDyn};
 
 use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
-use crate::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::field::{batch_shape, extras_or_empty, fmrt_field, shaped_batch};
 use crate::panic::guard;
 use crate::solver::fmrt_solver;
 use crate::{c_str_opt, check_out, handle, slice, slice_out};
@@ -38,6 +38,12 @@ pub struct fmrt_likelihood_options {
     pub epsilon: f64,
     /// The seed of the Hutchinson probes (default 0).
     pub seed: u64,
+    /// The scale s of the noise the samples were drawn from, N(0, s²·I)
+    /// (as `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that
+    /// of this distribution. Positive and finite; 0 means the default, 1.
+    /// Appended after the fields of 0.1, so callers that start from
+    /// `fmrt_likelihood_options_default` keep their meaning.
+    pub noise_scale: f64,
 }
 
 impl fmrt_likelihood_options {
@@ -49,6 +55,7 @@ impl fmrt_likelihood_options {
         distribution: std::ptr::null(),
         epsilon: 1e-3,
         seed: 0,
+        noise_scale: 1.0,
     };
 }
 
@@ -73,7 +80,8 @@ pub struct fmrt_likelihood_stats {
 }
 
 /// Writes the default likelihood options into `*out`: no solver (adaptive
-/// `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0.
+/// `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0,
+/// noise scale 1.
 ///
 /// # Safety
 ///
@@ -166,10 +174,15 @@ unsafe fn likelihood(
     let f = &field.inner;
     // SAFETY: the caller's contract.
     let extras = unsafe { extras_or_empty(extras) }.clone();
-    Ok(Likelihood::new(f.clone(), solver)
+    let lik = Likelihood::new(f.clone(), solver)
         .with_divergence(mode)
         .with_seed(o.seed)
-        .with_extras(extras))
+        .with_extras(extras);
+    Ok(if o.noise_scale == 0.0 {
+        lik
+    } else {
+        lik.with_noise_scale(o.noise_scale)?
+    })
 }
 
 /// Checks that `x_len` is `n × state size` and returns the batch shape.
@@ -244,50 +257,159 @@ pub unsafe extern "C" fn fmrt_log_likelihood(
         // SAFETY: the caller's contract.
         let f = unsafe { handle(field, "field") }?;
         let shape = check_x(f, x_len, n)?;
-        // SAFETY: the caller's contract, for each pointer.
-        let (x, t_start) = unsafe {
-            (
-                slice(x, x_len, "x")?,
-                slice(t_start, t_start_len, "t_start")?,
+        // SAFETY: forwarded contract.
+        unsafe {
+            log_likelihood(
+                f,
+                options,
+                &shape,
+                x,
+                x_len,
+                t_start,
+                t_start_len,
+                extras,
+                out_log_p,
+                out_log_p_len,
+                out_x0,
+                out_x0_len,
+                out_bits_per_dim,
+                out_bits_per_dim_len,
+                out_stats,
             )
-        };
-        if t_start_len != 1 && t_start_len != n {
+        }
+    })
+}
+
+/// Computes log p_t(x) of the `n` states `x[0..x_len]`, each of the
+/// per-sample state shape `state_shape[0..rank]` given with the call (so
+/// `x_len` must be `n × prod(state_shape)`), for a field whose state shape
+/// comes with each call (an ONNX model with dynamic axes, where
+/// `fmrt_log_likelihood` is `FMRT_STATUS_INVALID_ARGUMENT`); a field of
+/// fixed shape checks the shape against its own. `out_x0`, if given, holds
+/// `n × prod(state_shape)` floats. Everything else as for
+/// `fmrt_log_likelihood`.
+///
+/// # Safety
+///
+/// As for `fmrt_log_likelihood`; `state_shape` must hold `rank` values.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_log_likelihood_shaped(
+    field: *const fmrt_field,
+    options: *const fmrt_likelihood_options,
+    state_shape: *const usize,
+    rank: usize,
+    x: *const f32,
+    x_len: usize,
+    n: usize,
+    t_start: *const f64,
+    t_start_len: usize,
+    extras: *const fmrt_extras,
+    out_log_p: *mut f64,
+    out_log_p_len: usize,
+    out_x0: *mut f32,
+    out_x0_len: usize,
+    out_bits_per_dim: *mut f64,
+    out_bits_per_dim_len: usize,
+    out_stats: *mut fmrt_likelihood_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, (sample, shape, len)) =
+            unsafe { (handle(field, "field")?, shaped_batch(state_shape, rank, n)?) };
+        if x_len != len {
             return Err(FfiError::shape(format!(
-                "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
+                "x holds {x_len} floats, but {n} states of shape {sample:?} need {len}"
             )));
         }
-        if n > 0 {
-            check_out(out_log_p, "out_log_p")?;
-        }
-        // SAFETY: the caller's contract, for each output.
-        let (log_p, x0, bpd) = unsafe {
-            (
-                slice_out(out_log_p, out_log_p_len, n, "out_log_p")?,
-                optional_out(out_x0, out_x0_len, x_len, "out_x0")?,
-                optional_out(
-                    out_bits_per_dim,
-                    out_bits_per_dim_len,
-                    n,
-                    "out_bits_per_dim",
-                )?,
+        // SAFETY: forwarded contract.
+        unsafe {
+            log_likelihood(
+                f,
+                options,
+                &shape,
+                x,
+                x_len,
+                t_start,
+                t_start_len,
+                extras,
+                out_log_p,
+                out_log_p_len,
+                out_x0,
+                out_x0_len,
+                out_bits_per_dim,
+                out_bits_per_dim_len,
+                out_stats,
             )
-        };
-        // SAFETY: the caller's contract.
-        let lik = unsafe { likelihood(f, options, extras) }?;
-        let xv =
-            ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
-        let r = lik.log_likelihood_at(xv, t_start)?;
-        log_p.copy_from_slice(&r.log_p);
-        if let Some(dst) = x0 {
-            dst.iter_mut().zip(r.x0.iter()).for_each(|(d, s)| *d = *s);
         }
-        if let Some(dst) = bpd {
-            dst.copy_from_slice(&r.bits_per_dim);
-        }
-        // SAFETY: NULL or writable by contract.
-        unsafe { write_stats(out_stats, &r.stats, &r.calls) };
-        Ok(())
     })
+}
+
+/// The body of the two log-likelihood calls, for the states `x[0..x_len]`
+/// of the batch shape `shape` (`x_len` checked against it).
+///
+/// # Safety
+///
+/// As for `fmrt_log_likelihood`.
+unsafe fn log_likelihood(
+    f: &fmrt_field,
+    options: *const fmrt_likelihood_options,
+    shape: &[usize],
+    x: *const f32,
+    x_len: usize,
+    t_start: *const f64,
+    t_start_len: usize,
+    extras: *const fmrt_extras,
+    out_log_p: *mut f64,
+    out_log_p_len: usize,
+    out_x0: *mut f32,
+    out_x0_len: usize,
+    out_bits_per_dim: *mut f64,
+    out_bits_per_dim_len: usize,
+    out_stats: *mut fmrt_likelihood_stats,
+) -> FfiResult<()> {
+    let n = shape.first().copied().unwrap_or(0);
+    // SAFETY: the caller's contract, for each pointer.
+    let (x, t_start) = unsafe {
+        (
+            slice(x, x_len, "x")?,
+            slice(t_start, t_start_len, "t_start")?,
+        )
+    };
+    if t_start_len != 1 && t_start_len != n {
+        return Err(FfiError::shape(format!(
+            "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
+        )));
+    }
+    if n > 0 {
+        check_out(out_log_p, "out_log_p")?;
+    }
+    // SAFETY: the caller's contract, for each output.
+    let (log_p, x0, bpd) = unsafe {
+        (
+            slice_out(out_log_p, out_log_p_len, n, "out_log_p")?,
+            optional_out(out_x0, out_x0_len, x_len, "out_x0")?,
+            optional_out(
+                out_bits_per_dim,
+                out_bits_per_dim_len,
+                n,
+                "out_bits_per_dim",
+            )?,
+        )
+    };
+    // SAFETY: the caller's contract.
+    let lik = unsafe { likelihood(f, options, extras) }?;
+    let xv = ArrayViewD::from_shape(IxDyn(shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+    let r = lik.log_likelihood_at(xv, t_start)?;
+    log_p.copy_from_slice(&r.log_p);
+    if let Some(dst) = x0 {
+        dst.iter_mut().zip(r.x0.iter()).for_each(|(d, s)| *d = *s);
+    }
+    if let Some(dst) = bpd {
+        dst.copy_from_slice(&r.bits_per_dim);
+    }
+    // SAFETY: NULL or writable by contract.
+    unsafe { write_stats(out_stats, &r.stats, &r.calls) };
+    Ok(())
 }
 
 /// Writes the counters of one solve into `out` unless it is NULL.

@@ -5,15 +5,18 @@
 //! The options are an opaque handle with setters, not a struct, so that new
 //! settings never change a layout that compiled programs rely on.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
+use fmrt::field::adapt::{check_time_scale, TimeDirection};
 use fmrt::field::onnx::TensorInfo;
+use fmrt::field::{ExtraTensor, NullCondition, NullValue};
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
 use fmrt::Error;
 
 use crate::error::{fmrt_status, FfiError, FfiResult};
+use crate::extras::tensor_from_c;
 use crate::field::fmrt_field;
 use crate::onnx::{builder, fmrt_onnx_options};
 use crate::panic::{guard, guard_or};
@@ -28,8 +31,6 @@ use crate::{
 /// Not to be changed while another thread reads it.
 pub struct fmrt_model_options {
     inner: ModelOptions,
-    /// A null label to build once the model's label input is known.
-    null_label: Option<(String, i64)>,
     /// One copy of external weights for all sessions (`share_weights`).
     share_weights: bool,
 }
@@ -52,7 +53,6 @@ pub unsafe extern "C" fn fmrt_model_options_new(out: *mut *mut fmrt_model_option
         check_out(out, "out")?;
         let options = fmrt_model_options {
             inner: ModelOptions::default(),
-            null_label: None,
             share_weights: false,
         };
         // SAFETY: checked non-NULL; writable by contract.
@@ -135,9 +135,10 @@ pub unsafe extern "C" fn fmrt_model_options_set_sample_scheduler(
     })
 }
 
-/// Classifier-free guidance with scale `w` (0: none). Guidance needs a null
-/// condition: the model's `fmrt.null_condition`, or
-/// `fmrt_model_options_set_null_label`.
+/// Classifier-free guidance with scale `w` (0: none):
+/// u = (1 + w)·u(x, t, c) − w·u(x, t, ∅). Guidance needs a null condition ∅:
+/// the model's `fmrt.null_condition`, or the `fmrt_model_options_set_null_*`
+/// calls.
 ///
 /// # Safety
 ///
@@ -183,8 +184,39 @@ pub unsafe extern "C" fn fmrt_model_options_set_guidance_interval(
     })
 }
 
-/// The null label `label` of the int64 input `input` for guidance
-/// (overrides `fmrt.null_condition`).
+/// Sets the null condition of the input `input` to `value`.
+///
+/// # Safety
+///
+/// `options` must be a live handle; `input` NUL-terminated.
+unsafe fn set_null(
+    options: *mut fmrt_model_options,
+    input: *const c_char,
+    value: impl FnOnce() -> FfiResult<NullValue>,
+) -> FfiResult<()> {
+    // SAFETY: the caller's contract.
+    let o = unsafe { handle_mut(options, "options") }?;
+    // SAFETY: the caller's contract.
+    let name = unsafe { c_str(input, "input") }?;
+    let value = value()?;
+    o.inner
+        .null_condition
+        .get_or_insert_with(NullCondition::new)
+        .insert(name, value);
+    Ok(())
+}
+
+/// The null condition of guidance for the int64 input `input` (a class
+/// label): the label `label` for every sample.
+///
+/// The `fmrt_model_options_set_null_*` calls build one null condition, input
+/// by input: each names one conditioning input and its unconditional value,
+/// a later call for the same input replaces the earlier one (whichever call
+/// it was), and inputs none of them names keep their conditional value in
+/// the unconditional half. Once any of them is called, their null condition
+/// replaces the model's `fmrt.null_condition` as a whole. Inputs are checked
+/// when the model samples: a name that is not among the conditioning inputs
+/// of a call is `FMRT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -196,11 +228,128 @@ pub unsafe extern "C" fn fmrt_model_options_set_null_label(
     label: i64,
 ) -> fmrt_status {
     guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe {
+            set_null(options, input, || {
+                Ok(NullValue::Tensor(ExtraTensor::labels(&[label])))
+            })
+        }
+    })
+}
+
+/// The null condition of the input `input`: zeros (false for a bool) of its
+/// conditional value's type and shape (CosyVoice zeroes `mu`, `spks` and
+/// `cond`). Combines with the other null setters as
+/// `fmrt_model_options_set_null_label` says.
+///
+/// # Safety
+///
+/// `options` must be a live handle; `input` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_null_zeros(
+    options: *mut fmrt_model_options,
+    input: *const c_char,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_null(options, input, || Ok(NullValue::Zeros)) })
+}
+
+/// The null condition of the input `input`: its conditional value's type and
+/// shape filled with `value` (F5-TTS fills its text ids with −1), which must
+/// be a value of the input's type (an integer for an integer input, 0 or 1
+/// for a bool; checked when the model samples). Combines with the other
+/// null setters as `fmrt_model_options_set_null_label` says.
+///
+/// # Safety
+///
+/// `options` must be a live handle; `input` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_null_fill(
+    options: *mut fmrt_model_options,
+    input: *const c_char,
+    value: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_null(options, input, || Ok(NullValue::Fill(value))) })
+}
+
+/// The null condition of the input `input`: the given tensor (a negative
+/// prompt's embeddings), of element type `dtype` (an `fmrt_dtype`) at
+/// `data[0..n_elements]` shaped `shape[0..rank]`, read as
+/// `fmrt_extras_set_tensor` reads its tensor. It must have the input's type
+/// and be shaped like its conditional value with 1 row (repeated for every
+/// sample) or one row per sample; for an input without a batch axis, the
+/// whole shape. The data are copied; type and shape are checked when the
+/// model samples. Combines with the other null setters as
+/// `fmrt_model_options_set_null_label` says.
+///
+/// # Safety
+///
+/// `options` must be a live handle; `input` NUL-terminated; `data` and
+/// `shape` must hold `n_elements` elements and `rank` values.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_null_tensor(
+    options: *mut fmrt_model_options,
+    input: *const c_char,
+    dtype: u32,
+    data: *const c_void,
+    n_elements: usize,
+    shape: *const usize,
+    rank: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: forwarded contract, for each pointer.
+        unsafe {
+            set_null(options, input, || {
+                Ok(NullValue::Tensor(tensor_from_c(
+                    dtype, data, n_elements, shape, rank,
+                )?))
+            })
+        }
+    })
+}
+
+/// Which way the network's time input runs (overrides
+/// `fmrt.time_direction`): `"forward"` (the network's clock is fmrt's t,
+/// data at 1) or `"reversed"` (its clock is σ = 1 − t, data at 0, and it
+/// returns dx/dσ, so fmrt uses its negation). Anything else is
+/// `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `options` must be a live handle; `direction` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_time_direction(
+    options: *mut fmrt_model_options,
+    direction: *const c_char,
+) -> fmrt_status {
+    guard(|| {
         // SAFETY: the caller's contract.
         let o = unsafe { handle_mut(options, "options") }?;
         // SAFETY: the caller's contract.
-        let name = unsafe { c_str(input, "input") }?;
-        o.null_label = Some((name.to_string(), label));
+        let d = unsafe { c_str(direction, "direction") }?;
+        o.inner.time_direction = Some(d.parse::<TimeDirection>()?);
+        Ok(())
+    })
+}
+
+/// The factor K by which the network's clock is multiplied before it is fed
+/// to the time input (overrides `fmrt.time_scale`; SD3 takes 1000·t).
+/// Positive and finite, else `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `options` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_options_set_time_scale(
+    options: *mut fmrt_model_options,
+    scale: f64,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let o = unsafe { handle_mut(options, "options") }?;
+        check_time_scale(scale)?;
+        o.inner.time_scale = Some(scale);
         Ok(())
     })
 }
@@ -255,12 +404,7 @@ pub unsafe extern "C" fn fmrt_model_open(
         let o = unsafe { options.as_ref() };
         let share = o.is_some_and(|o| o.share_weights);
         let network = Arc::new(b.share_weights(share).load_file(path)?);
-        let mut settings = o.map(|o| o.inner.clone()).unwrap_or_default();
-        if let Some((input, label)) = o.and_then(|o| o.null_label.clone()) {
-            settings.null_condition = Some(fmrt::field::NullCondition::from_extras(
-                &fmrt::field::Extras::new().with(input, fmrt::field::ExtraTensor::labels(&[label])),
-            ));
-        }
+        let settings = o.map(|o| o.inner.clone()).unwrap_or_default();
         let model = Model::new(network, settings)?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_handle(fmrt_model { inner: model }, out) };

@@ -21,8 +21,10 @@ pub struct fmrt_onnx_options {
     pub time_input: *const c_char,
     /// Name of the velocity output (NULL: the first output).
     pub output: *const c_char,
-    /// The per-sample state shape `state_shape[0..state_rank]`, needed only for
-    /// models with dynamic state axes (NULL with rank 0: from the model).
+    /// The per-sample state shape `state_shape[0..state_rank]`, pinning the
+    /// dynamic state axes of a model to one shape (NULL with rank 0: from the
+    /// model; a model with dynamic axes then takes the shape with each call,
+    /// through the `*_shaped` functions).
     pub state_shape: *const usize,
     /// Number of entries of `state_shape`.
     pub state_rank: usize,

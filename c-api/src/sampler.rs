@@ -5,7 +5,7 @@ use ndarray::{ArrayViewD, IxDyn};
 
 use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
-use crate::field::{batch_shape, extras_or_empty, fmrt_field};
+use crate::field::{batch_shape, extras_or_empty, fmrt_field, shaped_batch};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::fmrt_scheduler;
 use crate::solver::fmrt_solver;
@@ -107,6 +107,36 @@ pub unsafe extern "C" fn fmrt_sampler_new_stochastic(
         let inner = Sampler::new(f.inner.clone(), s.inner.clone()).with_sde(sde);
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_sampler(f, inner, out) };
+        Ok(())
+    })
+}
+
+/// Makes a new sampler into `*out`: `sampler` with its noise scaled by
+/// `scale`, x0 = scale·z with z standard normal (Matcha-TTS samples with
+/// 0.667): its seeded runs start from N(0, scale²·I), and the noise given to
+/// `fmrt_sampler_integrate_shaped` is scaled the same way. `sampler` itself
+/// is unchanged (samplers are immutable, so either may be used from any
+/// number of threads); both may be freed in any order. `scale` must be
+/// positive and finite, else `FMRT_STATUS_INVALID_ARGUMENT`. The caller's
+/// starting points of `fmrt_sampler_integrate` and
+/// `fmrt_sampler_integrate_per_sample` are states, used as given.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_with_noise_scale(
+    sampler: *const fmrt_sampler,
+    scale: f64,
+    out: *mut *mut fmrt_sampler,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(sampler, "sampler") }?;
+        let inner = s.inner.clone().with_noise_scale(scale)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_sampler(&s.field, inner, out) };
         Ok(())
     })
 }
@@ -499,5 +529,126 @@ pub unsafe extern "C" fn fmrt_sampler_integrate_per_sample(
                 out_stats,
             )
         }
+    })
+}
+
+/// Writes the end states and counters of a shaped run.
+///
+/// # Safety
+///
+/// `stats` must be NULL or writable.
+unsafe fn write_shaped(out_x: &mut [f32], stats: *mut fmrt_stats, samples: &Samples) {
+    Outputs {
+        x: out_x,
+        trajectory: &mut [],
+        stats,
+    }
+    .write(samples);
+}
+
+/// Draws `n` source points with `seed`, each of the per-sample state shape
+/// `state_shape[0..rank]` (without the batch axis: `{80, T}` for a TTS
+/// decoder of length T), and integrates them from t = 0 to 1, for a field
+/// whose state shape comes with each call (an ONNX model with dynamic axes,
+/// where `fmrt_sampler_sample` is `FMRT_STATUS_INVALID_ARGUMENT`); a field
+/// of fixed shape takes its own shape here. One handle serves every length:
+/// the shape is checked against the model's declared dims, and its symbolic
+/// dims against the conditioning inputs of `extras` (NULL: none; one row per
+/// sample, one row for all, or shared), a disagreement being
+/// `FMRT_STATUS_SHAPE_MISMATCH` naming both inputs. An explicit grid that
+/// starts after t = 0 (`fmrt_solver_grid`) starts there, the noise being the
+/// state at that time. `out_x` receives `n × prod(state_shape)` floats (of
+/// `out_x_len`); `out_stats` may be NULL. The noise of sample i depends on
+/// (seed, i) and the shape only, as for `fmrt_sampler_sample`; the noise
+/// scale of `fmrt_sampler_with_noise_scale` applies. Buffers are checked
+/// before any work; on failure nothing is written.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle, `extras` NULL or live; `state_shape`
+/// must hold `rank` values, `out_x` `out_x_len` writable floats; `out_stats`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_sample_shaped(
+    sampler: *const fmrt_sampler,
+    state_shape: *const usize,
+    rank: usize,
+    n: usize,
+    seed: u64,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (s, (sample, _, len)) = unsafe {
+            (
+                handle(sampler, "sampler")?,
+                shaped_batch(state_shape, rank, n)?,
+            )
+        };
+        // SAFETY: the caller's contract.
+        let out_x = unsafe { slice_out(out_x, out_x_len, len, "out_x") }?;
+        let samples = with_extras(s, extras)
+            .with_state_shape(&sample)
+            .sample_rows(0, n, seed, &[])?;
+        // SAFETY: NULL or writable by contract.
+        unsafe { write_shaped(out_x, out_stats, &samples) };
+        Ok(())
+    })
+}
+
+/// Like `fmrt_sampler_sample_shaped`, from the caller's standard-normal
+/// noise `z[0..z_len]` (`z_len` must be `n × prod(state_shape)`, row-major
+/// `[n, ...state_shape]`) instead of a seeded draw: the run starts from
+/// x0 = s·z with s the sampler's noise scale (1 unless made by
+/// `fmrt_sampler_with_noise_scale`), at t = 0 or at the first time of an
+/// explicit grid, and ends at t = 1. A stochastic sampler integrates the ODE
+/// here. Other parameters as for `fmrt_sampler_sample_shaped`.
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_sample_shaped`; `z` must hold `z_len` floats and not
+/// overlap `out_x`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_integrate_shaped(
+    sampler: *const fmrt_sampler,
+    state_shape: *const usize,
+    rank: usize,
+    n: usize,
+    z: *const f32,
+    z_len: usize,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (s, (sample, batch, len)) = unsafe {
+            (
+                handle(sampler, "sampler")?,
+                shaped_batch(state_shape, rank, n)?,
+            )
+        };
+        if z_len != len {
+            return Err(FfiError::shape(format!(
+                "z holds {z_len} floats, but {n} states of shape {sample:?} need {len}"
+            )));
+        }
+        // SAFETY: the caller's contract, for each pointer.
+        let (z, out_x) = unsafe {
+            (
+                slice(z, z_len, "z")?,
+                slice_out(out_x, out_x_len, len, "out_x")?,
+            )
+        };
+        let z =
+            ArrayViewD::from_shape(IxDyn(&batch), z).map_err(|e| FfiError::shape(e.to_string()))?;
+        let samples = with_extras(s, extras).sample_from_noise(z, &[])?;
+        // SAFETY: NULL or writable by contract.
+        unsafe { write_shaped(out_x, out_stats, &samples) };
+        Ok(())
     })
 }

@@ -6,7 +6,7 @@ use crate::error::{fmrt_status, FfiError};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::{fmrt_param, overrides};
 use crate::{c_str, c_str_opt, check_out, free_handle, handle, put_handle, slice};
-use fmrt::grid::TimeGrid;
+use fmrt::grid::{explicit_steps, TimeGrid};
 use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
 
 /// A solver configuration (opaque). Immutable: one handle may be used from any
@@ -180,7 +180,14 @@ pub unsafe extern "C" fn fmrt_solver_time_grid_source(
 
 /// A fixed-step solver on an explicit grid `grid[0..n_grid]` of normalised
 /// times s ∈ [0, 1] (s = 0 at the interval's start, 1 at its end), strictly
-/// increasing from 0 to 1.
+/// increasing and ending at 1 (at most 2^20 points). The grid may start
+/// after 0 (diffusers' DPM-Solver++ grid starts at t = 3e-4): a sampling run
+/// from noise (`fmrt_sampler_sample`, `_sample_rows`, `_sample_shaped`,
+/// `_integrate_shaped`) then starts at the first time, the noise being the
+/// state there; a run over a given interval (`fmrt_sampler_integrate`, a
+/// likelihood) needs a grid from 0 and reports `FMRT_STATUS_INVALID_ARGUMENT`
+/// otherwise. A grid that breaks these rules is
+/// `FMRT_STATUS_INVALID_ARGUMENT` naming the offending point.
 ///
 /// # Safety
 ///
@@ -196,24 +203,9 @@ pub unsafe extern "C" fn fmrt_solver_grid(
     guard(|| {
         // SAFETY: the caller's contract.
         let grid = unsafe { slice(grid, n_grid, "grid") }?;
-        if grid.len() < 2 || grid[0] != 0.0 || grid[grid.len() - 1] != 1.0 {
-            return Err(FfiError::invalid(format!(
-                "the grid must run from 0 to 1 with at least 2 points, got {grid:?}"
-            )));
-        }
-        if let Some(w) = grid.windows(2).find(|w| w[0] >= w[1] || w[1].is_nan()) {
-            return Err(FfiError::invalid(format!(
-                "the grid must be strictly increasing, but {} is followed by {}",
-                w[0], w[1]
-            )));
-        }
-        let grid = grid.to_vec();
+        let steps = explicit_steps(grid)?;
         // SAFETY: forwarded contract.
-        unsafe {
-            make(method, out, |m| {
-                Ok(SolverConfig::fixed(m, Steps::Grid(grid)))
-            })
-        }
+        unsafe { make(method, out, |m| Ok(SolverConfig::fixed(m, steps))) }
     })
 }
 

@@ -552,6 +552,51 @@ mod programs {
         assert!(out.starts_with("onnx threads ok: 16 threads"), "{out}");
     }
 
+    /// `examples/cpp/tts_decoder.cpp` loads the fixed-batch CosyVoice
+    /// stand-in once and synthesises two utterances of different lengths
+    /// with the same handles (shaped sampling, guidance with zeroed null
+    /// inputs, a `.fm` cosine grid): two lines, the two lengths, the
+    /// model's channel count, finite wall times and mel values.
+    #[test]
+    fn cpp_tts_decoder_synthesises_two_lengths_with_one_model() {
+        use fmrt::field::onnx::ensure_runtime_for_development;
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let model = real_fixture("cosyvoice_b2.onnx");
+        let exe = build_program(
+            "c++",
+            "c++17",
+            &[root().join("examples/cpp/tts_decoder.cpp")],
+            "tts_decoder",
+        );
+        let out = run(&exe, &[model.as_path(), runtime.library.as_path()]);
+        assert!(
+            out.starts_with("model state x channels 80 batch 2\n"),
+            "{out}"
+        );
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .filter(|l| l.starts_with("utterance "))
+            .map(|l| l.split(' ').collect())
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        for (i, (words, frames)) in lines.iter().zip(["37", "64"]).enumerate() {
+            let field = |key: &str| {
+                let at = words.iter().position(|w| *w == key).expect(key);
+                words[at + 1]
+            };
+            assert_eq!(words[1], i.to_string(), "{out}");
+            assert_eq!(field("frames"), frames, "{out}");
+            assert_eq!(field("channels"), "80", "{out}");
+            let ms: f64 = field("ms").parse().unwrap();
+            assert!(ms.is_finite() && ms >= 0.0, "{out}");
+            let rms: f64 = field("rms").parse().unwrap();
+            assert!(rms.is_finite() && rms > 0.0, "{out}");
+            // Euler, 10 steps, each one packed batch-2 call (cond + null).
+            assert_eq!(field("nfe"), "10", "{out}");
+        }
+    }
+
     #[test]
     fn headers_included_twice_compile_warning_free_as_c_and_cpp() {
         let src = scratch().join("double_include.c");
@@ -583,6 +628,18 @@ mod programs {
             );
         }
     }
+}
+
+/// A stand-in of a real export in `tests/fixtures/real/` (made by
+/// `tests/fixtures/real/make_real_models.py`).
+fn real_fixture(name: &str) -> PathBuf {
+    let path = root().join("tests/fixtures/real").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: the stand-ins of real exports live in tests/fixtures/real/",
+        path.display()
+    );
+    path
 }
 
 // ---------------------------------------------------------------------------
@@ -1995,7 +2052,7 @@ mod solver {
     }
 
     #[test]
-    fn grid_must_increase_from_zero_to_one() {
+    fn grid_must_increase_to_one() {
         let mut s = null_mut();
         // SAFETY: lengths as stated.
         unsafe {
@@ -2007,7 +2064,7 @@ mod solver {
             assert_fails(
                 fmrt_solver_grid(c"euler".as_ptr(), [0.0, 0.5].as_ptr(), 2, &mut s),
                 InvalidArgument,
-                "from 0 to 1",
+                "must end at 1",
             );
             assert_fails(
                 fmrt_solver_grid(c"euler".as_ptr(), [0.0, 0.6, 0.5, 1.0].as_ptr(), 4, &mut s),
@@ -4327,5 +4384,1168 @@ mod model {
                 (Extra, "label".into(), "int64".into(), vec![-1]),
             ]
         );
+    }
+}
+
+mod typed_extras {
+    use super::*;
+    use fmrt::field::ExtraTensor;
+
+    /// The tensor `name` of `extras`, and whether it is shared.
+    fn stored(extras: *mut fmrt_extras, name: &str) -> (ExtraTensor, bool) {
+        // SAFETY: a live handle.
+        let e = unsafe { &*extras }.extras();
+        (e.get(name).expect(name).clone(), e.is_shared(name))
+    }
+
+    #[test]
+    fn typed_setters_check_pointers_counts_types_and_bools() {
+        let h = Handles::new();
+        let shape = [2usize, 3];
+        let data = [1.0f32; 6];
+        let d = data.as_ptr().cast::<std::ffi::c_void>();
+        let f32_ = fmrt_dtype::Float32 as u32;
+        // SAFETY: lengths as stated; NULLs where tested.
+        unsafe {
+            for set in [fmrt_extras_set_tensor, fmrt_extras_set_shared_tensor] {
+                assert_fails(
+                    set(null_mut(), c"a".as_ptr(), f32_, d, 6, shape.as_ptr(), 2),
+                    NullParameter,
+                    "`extras`",
+                );
+                assert_fails(
+                    set(h.extras, null(), f32_, d, 6, shape.as_ptr(), 2),
+                    NullParameter,
+                    "`name`",
+                );
+                assert_fails(
+                    set(h.extras, c"a".as_ptr(), f32_, null(), 6, shape.as_ptr(), 2),
+                    NullParameter,
+                    "`data`",
+                );
+                assert_fails(
+                    set(h.extras, c"a".as_ptr(), f32_, d, 6, null(), 2),
+                    NullParameter,
+                    "`shape`",
+                );
+                assert_fails(
+                    set(h.extras, c"a".as_ptr(), 9, d, 6, shape.as_ptr(), 2),
+                    InvalidArgument,
+                    "not an fmrt_dtype",
+                );
+                assert_fails(
+                    set(h.extras, c"a".as_ptr(), f32_, d, 5, shape.as_ptr(), 2),
+                    ShapeMismatch,
+                    "holds 6 elements, but n_elements is 5",
+                );
+                // Shapes whose element count or byte size overflows.
+                let huge = [usize::MAX, 2];
+                assert_fails(
+                    set(h.extras, c"a".as_ptr(), f32_, d, 6, huge.as_ptr(), 2),
+                    InvalidArgument,
+                    "overflows",
+                );
+                let half = usize::MAX / 2;
+                assert_fails(
+                    set(
+                        h.extras,
+                        c"a".as_ptr(),
+                        fmrt_dtype::Int64 as u32,
+                        d,
+                        half,
+                        [half].as_ptr(),
+                        1,
+                    ),
+                    InvalidArgument,
+                    "overflows",
+                );
+                let bad_utf8 = [0xffu8 as c_char, 0];
+                assert_fails(
+                    set(h.extras, bad_utf8.as_ptr(), f32_, d, 6, shape.as_ptr(), 2),
+                    InvalidUtf8,
+                    "`name`",
+                );
+            }
+            let bools = [1u8, 0, 2, 1];
+            assert_fails(
+                fmrt_extras_set_tensor(
+                    h.extras,
+                    c"mask".as_ptr(),
+                    fmrt_dtype::Bool as u32,
+                    bools.as_ptr().cast(),
+                    4,
+                    [4usize].as_ptr(),
+                    1,
+                ),
+                InvalidArgument,
+                "holds 2 at element 2",
+            );
+            assert!((*h.extras).extras().get("mask").is_none(), "nothing set");
+        }
+    }
+
+    #[test]
+    fn every_element_type_arrives_as_given() {
+        let h = Handles::new();
+        // Half bits: 1, -2, the largest finite, the smallest subnormal, -0,
+        // infinity and a NaN with a payload: each bit pattern survives.
+        let bits = [0x3c00u16, 0xc000, 0x7bff, 0x0001, 0x8000, 0x7c00, 0x7e01];
+        // int64 from an odd address: the data need not be aligned.
+        let ids = [5i64, -1, i64::MAX];
+        let mut unaligned = [0u8; 1 + 3 * 8];
+        for (i, v) in ids.iter().enumerate() {
+            unaligned[1 + 8 * i..9 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        // SAFETY: lengths as stated.
+        unsafe {
+            assert_ok(fmrt_extras_set_tensor(
+                h.extras,
+                c"h".as_ptr(),
+                fmrt_dtype::Float16 as u32,
+                bits.as_ptr().cast(),
+                7,
+                [1usize, 7].as_ptr(),
+                2,
+            ));
+            assert_ok(fmrt_extras_set_tensor(
+                h.extras,
+                c"ids".as_ptr(),
+                fmrt_dtype::Int64 as u32,
+                unaligned[1..].as_ptr().cast(),
+                3,
+                [3usize].as_ptr(),
+                1,
+            ));
+            assert_ok(fmrt_extras_set_tensor(
+                h.extras,
+                c"i32".as_ptr(),
+                fmrt_dtype::Int32 as u32,
+                [7i32, -8].as_ptr().cast(),
+                2,
+                [2usize, 1].as_ptr(),
+                2,
+            ));
+            assert_ok(fmrt_extras_set_tensor(
+                h.extras,
+                c"mask".as_ptr(),
+                fmrt_dtype::Bool as u32,
+                [1u8, 0].as_ptr().cast(),
+                2,
+                [2usize].as_ptr(),
+                1,
+            ));
+            // Rank 0: one value for every sample (shape may be NULL).
+            assert_ok(fmrt_extras_set_tensor(
+                h.extras,
+                c"scale".as_ptr(),
+                fmrt_dtype::Float32 as u32,
+                [3.5f32].as_ptr().cast(),
+                1,
+                null(),
+                0,
+            ));
+            // An input without a batch axis (FLUX's img_ids [seq, 3]).
+            let img_ids: Vec<f32> = (0..12).map(|v| v as f32).collect();
+            assert_ok(fmrt_extras_set_shared_tensor(
+                h.extras,
+                c"img_ids".as_ptr(),
+                fmrt_dtype::Float32 as u32,
+                img_ids.as_ptr().cast(),
+                12,
+                [4usize, 3].as_ptr(),
+                2,
+            ));
+            // The old setters still work, and replace by name.
+            assert_ok(fmrt_extras_set_labels(
+                h.extras,
+                c"i32".as_ptr(),
+                [4i64].as_ptr(),
+                1,
+            ));
+        }
+        let (t, shared) = stored(h.extras, "h");
+        let ExtraTensor::Float16(a) = t else {
+            panic!("float16 expected, got {t:?}")
+        };
+        assert_eq!(a.shape(), [1, 7]);
+        assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits);
+        assert!(!shared);
+        assert_eq!(
+            stored(h.extras, "ids").0,
+            ExtraTensor::Int64(ndarray::arr1(&ids).into_dyn())
+        );
+        assert_eq!(
+            stored(h.extras, "mask").0,
+            ExtraTensor::Bool(ndarray::arr1(&[true, false]).into_dyn())
+        );
+        assert_eq!(stored(h.extras, "scale"), (ExtraTensor::scalar(3.5), true));
+        let (ids, shared) = stored(h.extras, "img_ids");
+        assert_eq!(ids.shape(), [4, 3]);
+        assert!(shared, "set_shared_tensor marks the input shared");
+        assert_eq!(stored(h.extras, "i32").0, ExtraTensor::labels(&[4]));
+    }
+}
+
+mod shaped {
+    use super::*;
+    use crate::likelihood::*;
+    use fmrt::likelihood::Likelihood;
+
+    fn rust_ring() -> Sampler {
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
+        Sampler::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
+    }
+
+    #[test]
+    fn noise_scale_makes_a_new_sampler_and_checks_the_scale() {
+        let h = Handles::new();
+        let mut scaled = null_mut();
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_fails(
+                fmrt_sampler_with_noise_scale(null(), 2.0, &mut scaled),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                fmrt_sampler_with_noise_scale(h.sampler, 2.0, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+                assert_fails(
+                    fmrt_sampler_with_noise_scale(h.sampler, bad, &mut scaled),
+                    InvalidArgument,
+                    "",
+                );
+            }
+            assert!(scaled.is_null(), "nothing written on failure");
+            assert_ok(fmrt_sampler_with_noise_scale(h.sampler, 0.5, &mut scaled));
+            assert!(scaled != h.sampler);
+            let mut plain = [0f32; 6];
+            let mut half = [0f32; 6];
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                3,
+                9,
+                plain.as_mut_ptr(),
+                6,
+            ));
+            assert_ok(fmrt_sampler_draw_noise(scaled, 3, 9, half.as_mut_ptr(), 6));
+            for (p, s) in plain.iter().zip(&half) {
+                assert!((p * 0.5 - s).abs() <= 1e-6, "{p} scaled by 0.5 is not {s}");
+            }
+            // The sampler it was made from is unchanged.
+            let mut again = [0f32; 6];
+            assert_ok(fmrt_sampler_draw_noise(
+                h.sampler,
+                3,
+                9,
+                again.as_mut_ptr(),
+                6,
+            ));
+            assert_eq!(again, plain);
+            fmrt_sampler_free(scaled);
+        }
+    }
+
+    #[test]
+    fn sample_shaped_checks_arguments_and_matches_rust() {
+        let h = Handles::new();
+        let mut x = [0f32; 8];
+        let mut stats = fmrt_stats::default();
+        let shape = [2usize];
+        // SAFETY: lengths as stated; NULLs where tested.
+        unsafe {
+            let call = |sampler, shape: *const usize, rank, n, out: *mut f32, len| {
+                fmrt_sampler_sample_shaped(
+                    sampler,
+                    shape,
+                    rank,
+                    n,
+                    42,
+                    null(),
+                    out,
+                    len,
+                    null_mut(),
+                )
+            };
+            assert_fails(
+                call(null(), shape.as_ptr(), 1, 4, x.as_mut_ptr(), 8),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_fails(
+                call(h.sampler, null(), 1, 4, x.as_mut_ptr(), 8),
+                NullParameter,
+                "`state_shape`",
+            );
+            assert_fails(
+                call(h.sampler, shape.as_ptr(), 1, 4, null_mut(), 8),
+                NullParameter,
+                "`out_x`",
+            );
+            assert_fails(
+                call(h.sampler, shape.as_ptr(), 1, 4, x.as_mut_ptr(), 7),
+                BufferTooSmall,
+                "holds 7 elements, 8 are needed",
+            );
+            assert_fails(
+                call(h.sampler, [usize::MAX, 2].as_ptr(), 2, 1, x.as_mut_ptr(), 8),
+                InvalidArgument,
+                "overflows",
+            );
+            assert_fails(
+                call(h.sampler, shape.as_ptr(), 1, usize::MAX, x.as_mut_ptr(), 8),
+                InvalidArgument,
+                "overflows",
+            );
+            // A fixed-shape field takes only its own shape.
+            assert_fails(
+                call(h.sampler, [3usize].as_ptr(), 1, 2, x.as_mut_ptr(), 8),
+                ShapeMismatch,
+                "",
+            );
+            assert_eq!(x, [0f32; 8], "nothing written on failure");
+            assert_ok(fmrt_sampler_sample_shaped(
+                h.sampler,
+                shape.as_ptr(),
+                1,
+                4,
+                42,
+                null(),
+                x.as_mut_ptr(),
+                8,
+                &mut stats,
+            ));
+        }
+        let rust = rust_ring().sample(4, 42).unwrap();
+        assert_eq!(x.as_slice(), rust.x.as_slice().unwrap());
+        assert_eq!(stats.nfe, 40);
+    }
+
+    #[test]
+    fn integrate_shaped_scales_the_noise_and_checks_its_length() {
+        let h = Handles::new();
+        let z: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) * 0.4).collect();
+        let mut x = [0f32; 8];
+        let mut scaled = null_mut();
+        let shape = [2usize];
+        // SAFETY: lengths as stated; NULLs where tested.
+        unsafe {
+            assert_ok(fmrt_sampler_with_noise_scale(h.sampler, 0.667, &mut scaled));
+            let call = |z: *const f32, z_len, out: *mut f32, len| {
+                fmrt_sampler_integrate_shaped(
+                    scaled,
+                    shape.as_ptr(),
+                    1,
+                    4,
+                    z,
+                    z_len,
+                    null(),
+                    out,
+                    len,
+                    null_mut(),
+                )
+            };
+            assert_fails(call(null(), 8, x.as_mut_ptr(), 8), NullParameter, "`z`");
+            assert_fails(
+                call(z.as_ptr(), 6, x.as_mut_ptr(), 8),
+                ShapeMismatch,
+                "z holds 6 floats, but 4 states of shape [2] need 8",
+            );
+            assert_fails(
+                call(z.as_ptr(), 8, x.as_mut_ptr(), 4),
+                BufferTooSmall,
+                "`out_x`",
+            );
+            assert_fails(
+                fmrt_sampler_integrate_shaped(
+                    null(),
+                    shape.as_ptr(),
+                    1,
+                    4,
+                    z.as_ptr(),
+                    8,
+                    null(),
+                    x.as_mut_ptr(),
+                    8,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`sampler`",
+            );
+            assert_ok(call(z.as_ptr(), 8, x.as_mut_ptr(), 8));
+            fmrt_sampler_free(scaled);
+        }
+        let zv = ndarray::ArrayView2::from_shape((4, 2), &z).unwrap();
+        let rust = rust_ring()
+            .with_noise_scale(0.667)
+            .unwrap()
+            .sample_from_noise(zv.into_dyn(), &[])
+            .unwrap();
+        assert_eq!(x.as_slice(), rust.x.as_slice().unwrap());
+    }
+
+    /// An explicit grid may start after t = 0: sampling from noise starts
+    /// there, through every sampling entry point; a run over a given
+    /// interval refuses it with a status.
+    #[test]
+    fn a_grid_that_starts_after_zero_samples_from_its_first_time() {
+        let h = Handles::new();
+        let grid = [0.2, 0.5, 0.8, 1.0];
+        let (mut solver, mut sampler) = (null_mut(), null_mut());
+        let mut x = [0f32; 6];
+        let mut shaped = [0f32; 6];
+        let mut stats = fmrt_stats::default();
+        // SAFETY: lengths as stated; handles freed once.
+        unsafe {
+            assert_fails(
+                fmrt_solver_grid(c"euler".as_ptr(), [0.2, 0.9].as_ptr(), 2, &mut solver),
+                InvalidArgument,
+                "must end at 1",
+            );
+            assert_ok(fmrt_solver_grid(
+                c"euler".as_ptr(),
+                grid.as_ptr(),
+                4,
+                &mut solver,
+            ));
+            assert_ok(fmrt_sampler_new(h.field, solver, &mut sampler));
+            assert_ok(fmrt_sampler_sample(
+                sampler,
+                3,
+                5,
+                null(),
+                0,
+                null(),
+                x.as_mut_ptr(),
+                6,
+                null_mut(),
+                0,
+                &mut stats,
+            ));
+            assert_ok(fmrt_sampler_sample_shaped(
+                sampler,
+                [2usize].as_ptr(),
+                1,
+                3,
+                5,
+                null(),
+                shaped.as_mut_ptr(),
+                6,
+                null_mut(),
+            ));
+            let mut out = [0f32; 6];
+            assert_fails(
+                fmrt_sampler_integrate(
+                    sampler,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    out.as_mut_ptr(),
+                    6,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "grid",
+            );
+            fmrt_sampler_free(sampler);
+            fmrt_solver_free(solver);
+        }
+        assert_eq!(stats.accepted, 3, "three steps from t = 0.2");
+        let rust = rust_ring()
+            .with_solver(SolverConfig::fixed(
+                Method::Euler,
+                fmrt::grid::explicit_steps(&grid).unwrap(),
+            ))
+            .sample(3, 5)
+            .unwrap();
+        assert_eq!(x.as_slice(), rust.x.as_slice().unwrap());
+        assert_eq!(shaped, x);
+    }
+
+    #[test]
+    fn log_likelihood_shaped_checks_arguments_and_takes_a_noise_scale() {
+        let h = Handles::new();
+        let x = [4.0f32, 0.1, -2.0, 2.5, 0.3, -0.2];
+        let shape = [2usize];
+        let mut o = std::mem::MaybeUninit::uninit();
+        // SAFETY: `o` is writable.
+        let mut o: fmrt_likelihood_options = unsafe {
+            assert_ok(fmrt_likelihood_options_default(o.as_mut_ptr()));
+            o.assume_init()
+        };
+        assert_eq!(o.noise_scale, 1.0);
+        o.solver = h.solver;
+        let mut log_p = [0f64; 3];
+        let mut x0 = [0f32; 6];
+        // SAFETY: lengths as stated; NULLs where tested.
+        unsafe {
+            let call = |o: &fmrt_likelihood_options,
+                        shape: *const usize,
+                        x: *const f32,
+                        x_len,
+                        out: *mut f64,
+                        out_len,
+                        x0: *mut f32,
+                        x0_len| {
+                fmrt_log_likelihood_shaped(
+                    h.field,
+                    o,
+                    shape,
+                    1,
+                    x,
+                    x_len,
+                    3,
+                    [1.0].as_ptr(),
+                    1,
+                    null(),
+                    out,
+                    out_len,
+                    x0,
+                    x0_len,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                )
+            };
+            let lp = log_p.as_mut_ptr();
+            assert_fails(
+                call(&o, null(), x.as_ptr(), 6, lp, 3, null_mut(), 0),
+                NullParameter,
+                "`state_shape`",
+            );
+            assert_fails(
+                call(&o, shape.as_ptr(), null(), 6, lp, 3, null_mut(), 0),
+                NullParameter,
+                "`x`",
+            );
+            assert_fails(
+                call(&o, shape.as_ptr(), x.as_ptr(), 5, lp, 3, null_mut(), 0),
+                ShapeMismatch,
+                "x holds 5 floats, but 3 states of shape [2] need 6",
+            );
+            assert_fails(
+                call(
+                    &o,
+                    shape.as_ptr(),
+                    x.as_ptr(),
+                    6,
+                    null_mut(),
+                    3,
+                    null_mut(),
+                    0,
+                ),
+                NullParameter,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(&o, shape.as_ptr(), x.as_ptr(), 6, lp, 2, null_mut(), 0),
+                BufferTooSmall,
+                "`out_log_p`",
+            );
+            assert_fails(
+                call(&o, shape.as_ptr(), x.as_ptr(), 6, lp, 3, x0.as_mut_ptr(), 5),
+                BufferTooSmall,
+                "`out_x0`",
+            );
+            assert_fails(
+                fmrt_log_likelihood_shaped(
+                    null(),
+                    &o,
+                    shape.as_ptr(),
+                    1,
+                    x.as_ptr(),
+                    6,
+                    3,
+                    [1.0].as_ptr(),
+                    1,
+                    null(),
+                    lp,
+                    3,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                NullParameter,
+                "`field`",
+            );
+            let mut bad = o;
+            bad.noise_scale = -1.0;
+            assert_fails(
+                call(&bad, shape.as_ptr(), x.as_ptr(), 6, lp, 3, null_mut(), 0),
+                InvalidArgument,
+                "",
+            );
+            // The same numbers as the unshaped call, whose shape is the field's.
+            let mut unshaped = [0f64; 3];
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                &o,
+                x.as_ptr(),
+                6,
+                3,
+                [1.0].as_ptr(),
+                1,
+                null(),
+                unshaped.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            assert_ok(call(
+                &o,
+                shape.as_ptr(),
+                x.as_ptr(),
+                6,
+                lp,
+                3,
+                x0.as_mut_ptr(),
+                6,
+            ));
+            assert_eq!(log_p, unshaped);
+            o.noise_scale = 0.5;
+            assert_ok(call(
+                &o,
+                shape.as_ptr(),
+                x.as_ptr(),
+                6,
+                lp,
+                3,
+                null_mut(),
+                0,
+            ));
+        }
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let field = Arc::new(GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap());
+        let rust = Likelihood::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
+            .with_noise_scale(0.5)
+            .unwrap()
+            .log_likelihood(
+                ndarray::ArrayView2::from_shape((3, 2), &x)
+                    .unwrap()
+                    .into_dyn(),
+            )
+            .unwrap();
+        assert_eq!(log_p.as_slice(), rust.log_p.as_slice());
+    }
+}
+
+/// The fixed-batch CosyVoice stand-in (`tests/fixtures/real/cosyvoice_b2.onnx`,
+/// batch 2, length `seq_len` dynamic) through the C API: its recipe set on
+/// the options, shaped calls for two lengths on one handle, and its golden
+/// final states.
+mod real_model {
+    use super::*;
+    use crate::likelihood::*;
+    use crate::model::*;
+    use crate::onnx::{fmrt_onnx_options, fmrt_onnx_options_default};
+    use fmrt::field::onnx::ensure_runtime_for_development;
+    use ndarray::ArrayD;
+
+    fn npy(name: &str) -> ArrayD<f32> {
+        ndarray_npy::read_npy(real_fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Sets the float32 input `name` of `extras` to `a`.
+    ///
+    /// # Safety
+    ///
+    /// `extras` must be live.
+    unsafe fn set(extras: *mut fmrt_extras, name: &str, a: &ArrayD<f32>, shared: bool) {
+        let set = if shared {
+            fmrt_extras_set_shared_tensor
+        } else {
+            fmrt_extras_set_tensor
+        };
+        let name = c(name);
+        let a = a.as_standard_layout();
+        // SAFETY: the array's data and shape as stated.
+        assert_ok(unsafe {
+            set(
+                extras,
+                name.as_ptr(),
+                fmrt_dtype::Float32 as u32,
+                a.as_ptr().cast(),
+                a.len(),
+                a.shape().as_ptr(),
+                a.ndim(),
+            )
+        });
+    }
+
+    /// The conditioning of case `label` (batch 1) as a new extras handle.
+    fn case_extras(label: &str) -> *mut fmrt_extras {
+        let mut e = null_mut();
+        // SAFETY: `e` is written by the call and live afterwards.
+        unsafe {
+            assert_ok(fmrt_extras_new(&mut e));
+            for input in ["mask", "mu", "spks", "cond"] {
+                set(
+                    e,
+                    input,
+                    &npy(&format!("cosyvoice_b2.{label}.{input}.npy")),
+                    false,
+                );
+            }
+        }
+        e
+    }
+
+    /// Opens the stand-in with its recipe (x, t, forward, scale 1, guidance
+    /// 0.7, mu/spks/cond zeroed), after `configure` has set what it likes on
+    /// the options first; returns the model and its field.
+    fn open(configure: impl FnOnce(*mut fmrt_model_options)) -> (*mut fmrt_model, *mut fmrt_field) {
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = c(real_fixture("cosyvoice_b2.onnx").to_str().unwrap());
+        let lib = c(runtime.library.to_str().unwrap());
+        let mut onnx = std::mem::MaybeUninit::uninit();
+        let (mut options, mut model, mut field) = (null_mut(), null_mut(), null_mut());
+        // SAFETY: valid pointers; the options are freed once.
+        unsafe {
+            assert_ok(fmrt_onnx_options_default(onnx.as_mut_ptr()));
+            let mut onnx: fmrt_onnx_options = onnx.assume_init();
+            onnx.state_input = c"x".as_ptr();
+            onnx.time_input = c"t".as_ptr();
+            onnx.ort_library = lib.as_ptr();
+            assert_ok(fmrt_model_options_new(&mut options));
+            configure(options);
+            assert_ok(fmrt_model_options_set_guidance(options, 0.7));
+            for input in [c"mu", c"spks", c"cond"] {
+                assert_ok(fmrt_model_options_set_null_zeros(options, input.as_ptr()));
+            }
+            assert_ok(fmrt_model_options_set_time_direction(
+                options,
+                c"forward".as_ptr(),
+            ));
+            assert_ok(fmrt_model_options_set_time_scale(options, 1.0));
+            assert_ok(fmrt_model_open(path.as_ptr(), &onnx, options, &mut model));
+            fmrt_model_options_free(options);
+            assert_ok(fmrt_model_field(model, &mut field));
+        }
+        (model, field)
+    }
+
+    /// The cosine grid of the recipe, 10 Euler steps.
+    fn cosine_euler() -> *mut fmrt_solver {
+        let mut solver = null_mut();
+        // SAFETY: valid pointers.
+        assert_ok(unsafe {
+            fmrt_solver_time_grid_source(
+                c"euler".as_ptr(),
+                c"grid = 1 - cos(pi * u / 2)\n".as_ptr(),
+                null(),
+                null(),
+                0,
+                10,
+                &mut solver,
+            )
+        });
+        solver
+    }
+
+    /// max|got − expected| / (1 + max|expected|).
+    fn relative_error(got: &[f32], expected: &ArrayD<f32>) -> f64 {
+        let scale = expected
+            .iter()
+            .fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+        let diff = got
+            .iter()
+            .zip(expected.iter())
+            .fold(0f64, |m, (&g, &e)| m.max(f64::from(g - e).abs()));
+        diff / (1.0 + scale)
+    }
+
+    /// Both golden cases from one model handle and one sampler, the length
+    /// given with each call; a null condition set twice for `mu` keeps the
+    /// later value; a batched input may be given shared, whole; the calls
+    /// without a shape say to use the shaped ones.
+    #[test]
+    fn shaped_calls_reproduce_both_lengths_with_one_handle() {
+        let (model, field) = open(|o| {
+            // Replaced by the recipe's zeros for `mu`, set afterwards.
+            // SAFETY: a live handle.
+            assert_ok(unsafe { fmrt_model_options_set_null_fill(o, c"mu".as_ptr(), 5.0) });
+        });
+        let solver = cosine_euler();
+        let mut sampler = null_mut();
+        // SAFETY: valid pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_sampler_new(field, solver, &mut sampler));
+            let mut size = 0;
+            assert_fails(
+                fmrt_field_state_size(field, &mut size),
+                InvalidArgument,
+                "_shaped",
+            );
+            let mut x = [0f32; 80 * 37];
+            assert_fails(
+                fmrt_sampler_sample(
+                    sampler,
+                    1,
+                    0,
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "_shaped",
+            );
+            for (label, frames) in [("T37", 37usize), ("T64", 64)] {
+                let extras = case_extras(label);
+                let noise = npy(&format!("cosyvoice_b2.{label}.noise.npy"));
+                assert_eq!(noise.shape(), [1, 80, frames]);
+                let expected = npy(&format!("cosyvoice_b2.{label}.final.npy"));
+                let mut x = vec![0f32; 80 * frames];
+                let mut stats = fmrt_stats::default();
+                assert_ok(fmrt_sampler_integrate_shaped(
+                    sampler,
+                    [80usize, frames].as_ptr(),
+                    2,
+                    1,
+                    noise.as_ptr(),
+                    noise.len(),
+                    extras,
+                    x.as_mut_ptr(),
+                    x.len(),
+                    &mut stats,
+                ));
+                let err = relative_error(&x, &expected);
+                assert!(err < 1e-4, "{label}: relative error {err}");
+                assert_eq!(stats.nfe, 10, "one packed batch-2 call per step");
+
+                // A seeded run of the same length through the same handles.
+                let mut seeded = vec![0f32; 80 * frames];
+                assert_ok(fmrt_sampler_sample_shaped(
+                    sampler,
+                    [80usize, frames].as_ptr(),
+                    2,
+                    1,
+                    3,
+                    extras,
+                    seeded.as_mut_ptr(),
+                    seeded.len(),
+                    null_mut(),
+                ));
+                assert!(seeded.iter().all(|v| v.is_finite()));
+
+                if label == "T37" {
+                    // The mask, given whole for the packed batch-2 call and
+                    // shared: the same run.
+                    let mask = npy("cosyvoice_b2.T37.mask.npy");
+                    let both = ndarray::concatenate(ndarray::Axis(0), &[mask.view(), mask.view()])
+                        .unwrap();
+                    set(extras, "mask", &both, true);
+                    let mut again = vec![0f32; 80 * frames];
+                    assert_ok(fmrt_sampler_integrate_shaped(
+                        sampler,
+                        [80usize, frames].as_ptr(),
+                        2,
+                        1,
+                        noise.as_ptr(),
+                        noise.len(),
+                        extras,
+                        again.as_mut_ptr(),
+                        again.len(),
+                        null_mut(),
+                    ));
+                    assert_eq!(again, x, "a shared mask");
+
+                    // Log-likelihoods need the shape too (finite differences:
+                    // the divergence without derivatives of the model).
+                    let mut fd = null_mut();
+                    assert_ok(fmrt_solver_fixed(c"euler".as_ptr(), 2, &mut fd));
+                    let mut o = std::mem::MaybeUninit::uninit();
+                    assert_ok(fmrt_likelihood_options_default(o.as_mut_ptr()));
+                    let mut o: fmrt_likelihood_options = o.assume_init();
+                    o.solver = fd;
+                    o.divergence = c"finite-difference".as_ptr();
+                    let extras = case_extras(label);
+                    let mut log_p = [0f64];
+                    assert_fails(
+                        fmrt_log_likelihood(
+                            field,
+                            &o,
+                            x.as_ptr(),
+                            x.len(),
+                            1,
+                            [1.0].as_ptr(),
+                            1,
+                            extras,
+                            log_p.as_mut_ptr(),
+                            1,
+                            null_mut(),
+                            0,
+                            null_mut(),
+                            0,
+                            null_mut(),
+                        ),
+                        InvalidArgument,
+                        "_shaped",
+                    );
+                    assert_ok(fmrt_log_likelihood_shaped(
+                        field,
+                        &o,
+                        [80usize, frames].as_ptr(),
+                        2,
+                        x.as_ptr(),
+                        x.len(),
+                        1,
+                        [1.0].as_ptr(),
+                        1,
+                        extras,
+                        log_p.as_mut_ptr(),
+                        1,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                        0,
+                        null_mut(),
+                    ));
+                    assert!(log_p[0].is_finite(), "log p = {}", log_p[0]);
+                    fmrt_extras_free(extras);
+                    fmrt_solver_free(fd);
+                }
+                fmrt_extras_free(extras);
+            }
+            fmrt_sampler_free(sampler);
+            fmrt_solver_free(solver);
+            fmrt_field_free(field);
+            fmrt_model_free(model);
+        }
+    }
+
+    /// What a host can get wrong: lengths that disagree between the state
+    /// and a conditioning input (both named), a null tensor of the wrong
+    /// batch, a null condition for an input the call lacks, and the new
+    /// option setters' NULLs and domains.
+    #[test]
+    fn mismatched_lengths_and_bad_options_are_statuses() {
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            let mut o = null_mut();
+            assert_ok(fmrt_model_options_new(&mut o));
+            let one = [0f32; 4];
+            for status in [
+                fmrt_model_options_set_null_zeros(null_mut(), c"mu".as_ptr()),
+                fmrt_model_options_set_null_fill(null_mut(), c"mu".as_ptr(), 0.0),
+                fmrt_model_options_set_null_tensor(
+                    null_mut(),
+                    c"mu".as_ptr(),
+                    0,
+                    one.as_ptr().cast(),
+                    4,
+                    [4usize].as_ptr(),
+                    1,
+                ),
+                fmrt_model_options_set_time_direction(null_mut(), c"forward".as_ptr()),
+                fmrt_model_options_set_time_scale(null_mut(), 1.0),
+            ] {
+                assert_fails(status, NullParameter, "`options`");
+            }
+            assert_fails(
+                fmrt_model_options_set_null_zeros(o, null()),
+                NullParameter,
+                "`input`",
+            );
+            assert_fails(
+                fmrt_model_options_set_null_fill(o, null(), 1.0),
+                NullParameter,
+                "`input`",
+            );
+            assert_fails(
+                fmrt_model_options_set_null_tensor(
+                    o,
+                    c"mu".as_ptr(),
+                    0,
+                    null(),
+                    4,
+                    [4usize].as_ptr(),
+                    1,
+                ),
+                NullParameter,
+                "`data`",
+            );
+            assert_fails(
+                fmrt_model_options_set_null_tensor(
+                    o,
+                    c"mask".as_ptr(),
+                    fmrt_dtype::Bool as u32,
+                    [0u8, 2].as_ptr().cast(),
+                    2,
+                    [2usize].as_ptr(),
+                    1,
+                ),
+                InvalidArgument,
+                "holds 2 at element 1",
+            );
+            assert_fails(
+                fmrt_model_options_set_null_tensor(
+                    o,
+                    c"mu".as_ptr(),
+                    0,
+                    one.as_ptr().cast(),
+                    3,
+                    [4usize].as_ptr(),
+                    1,
+                ),
+                ShapeMismatch,
+                "n_elements is 3",
+            );
+            assert_fails(
+                fmrt_model_options_set_time_direction(o, null()),
+                NullParameter,
+                "`direction`",
+            );
+            assert_fails(
+                fmrt_model_options_set_time_direction(o, c"sideways".as_ptr()),
+                InvalidArgument,
+                "sideways",
+            );
+            for bad in [0.0, -1000.0, f64::NAN, f64::INFINITY] {
+                assert_fails(
+                    fmrt_model_options_set_time_scale(o, bad),
+                    InvalidArgument,
+                    "time scale",
+                );
+            }
+            assert_ok(fmrt_model_options_set_time_direction(
+                o,
+                c"reversed".as_ptr(),
+            ));
+            fmrt_model_options_free(o);
+        }
+
+        let bad_null = npy("cosyvoice_b2.bad_null_mu_b3.npy");
+        let (model, field) = open(|_| {});
+        let solver = cosine_euler();
+        let (mut sampler, mut bad_sampler) = (null_mut(), null_mut());
+        // SAFETY: valid pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_sampler_new(field, solver, &mut sampler));
+            let mut x = vec![0f32; 80 * 37];
+            let extras = case_extras("T37");
+            // mu of 36 frames beside a state of 37.
+            set(extras, "mu", &ArrayD::zeros(vec![1, 80, 36]), false);
+            let status = fmrt_sampler_sample_shaped(
+                sampler,
+                [80usize, 37].as_ptr(),
+                2,
+                1,
+                0,
+                extras,
+                x.as_mut_ptr(),
+                x.len(),
+                null_mut(),
+            );
+            assert_fails(status, ShapeMismatch, "seq_len");
+            let message = last_error();
+            assert!(
+                message.contains("`mu`") && message.contains("`x`"),
+                "{message} should name both inputs"
+            );
+            assert!(x.iter().all(|&v| v == 0.0), "nothing written");
+            fmrt_extras_free(extras);
+
+            // A null condition naming inputs the call does not give.
+            let mut e = null_mut();
+            assert_ok(fmrt_extras_new(&mut e));
+            set(e, "mask", &npy("cosyvoice_b2.T37.mask.npy"), false);
+            set(e, "mu", &npy("cosyvoice_b2.T37.mu.npy"), false);
+            assert_fails(
+                fmrt_sampler_sample_shaped(
+                    sampler,
+                    [80usize, 37].as_ptr(),
+                    2,
+                    1,
+                    0,
+                    e,
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "spks",
+            );
+            fmrt_extras_free(e);
+            fmrt_sampler_free(sampler);
+            fmrt_field_free(field);
+            fmrt_model_free(model);
+        }
+
+        // A null tensor for `mu` of batch 3: neither 1 row nor one per sample.
+        let mut o = null_mut();
+        let (mut model, mut field) = (null_mut(), null_mut());
+        let runtime =
+            ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = c(real_fixture("cosyvoice_b2.onnx").to_str().unwrap());
+        let lib = c(runtime.library.to_str().unwrap());
+        // SAFETY: valid pointers; handles freed once.
+        unsafe {
+            let mut onnx = std::mem::MaybeUninit::uninit();
+            assert_ok(fmrt_onnx_options_default(onnx.as_mut_ptr()));
+            let mut onnx: fmrt_onnx_options = onnx.assume_init();
+            onnx.state_input = c"x".as_ptr();
+            onnx.time_input = c"t".as_ptr();
+            onnx.ort_library = lib.as_ptr();
+            assert_ok(fmrt_model_options_new(&mut o));
+            assert_ok(fmrt_model_options_set_guidance(o, 0.7));
+            let bad_null = bad_null.as_standard_layout();
+            assert_ok(fmrt_model_options_set_null_tensor(
+                o,
+                c"mu".as_ptr(),
+                fmrt_dtype::Float32 as u32,
+                bad_null.as_ptr().cast(),
+                bad_null.len(),
+                bad_null.shape().as_ptr(),
+                bad_null.ndim(),
+            ));
+            assert_ok(fmrt_model_open(path.as_ptr(), &onnx, o, &mut model));
+            fmrt_model_options_free(o);
+            assert_ok(fmrt_model_field(model, &mut field));
+            assert_ok(fmrt_sampler_new(field, solver, &mut bad_sampler));
+            let extras = case_extras("T37");
+            let mut x = vec![0f32; 80 * 37];
+            assert_fails(
+                fmrt_sampler_sample_shaped(
+                    bad_sampler,
+                    [80usize, 37].as_ptr(),
+                    2,
+                    1,
+                    0,
+                    extras,
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                ),
+                ShapeMismatch,
+                "the null condition of `mu`",
+            );
+            fmrt_extras_free(extras);
+            fmrt_sampler_free(bad_sampler);
+            fmrt_solver_free(solver);
+            fmrt_field_free(field);
+            fmrt_model_free(model);
+        }
     }
 }
