@@ -1,7 +1,9 @@
 //! A sequence of C ABI calls driven by the fuzzer's bytes: schedulers from
 //! built-ins and from source, fields and their adapters, solvers, samplers,
 //! velocity, sampling and likelihood calls with fuzzed counts and lengths,
-//! NULLs where pointers go, and handles freed in any order.
+//! typed and shared extras of any element type and shape, sampling with
+//! per-call state shapes, noise scales, model options' null conditions and
+//! clock, NULLs where pointers go, and handles freed in any order.
 //!
 //! The calls keep the C contract (a pointer is NULL or holds the length
 //! stated beside it; handles are live), so anything the sanitizer or an
@@ -21,6 +23,7 @@ use fmrt_c::extras::*;
 use fmrt_c::field::*;
 use fmrt_c::fmrt_status;
 use fmrt_c::likelihood::*;
+use fmrt_c::model::*;
 use fmrt_c::path::*;
 use fmrt_c::random::*;
 use fmrt_c::sampler::*;
@@ -262,7 +265,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
     // leave `h`), every array pointer is NULL or holds the length passed
     // beside it, and outputs are distinct from inputs.
     unsafe {
-        match bytes.u8() % 22 {
+        match bytes.u8() % 25 {
             0 => {
                 let name = bytes.string(BUILTINS);
                 let param_name = bytes.string(PARAM_NAMES);
@@ -632,6 +635,97 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 check(fmrt_random_normal(1, noise.mut_ptr(), noise.len));
                 let mut uniform = Buffer::new(bytes.count(), bytes.one_in(3), || 0f64);
                 check(fmrt_random_uniform(2, uniform.mut_ptr(), uniform.len));
+            }
+            22 => {
+                // A tensor extra of any type (6 and up: unknown), rank 0..3.
+                let e = pick(bytes, &h.extras);
+                let name = bytes.string(&["x", "mask", "label", "img_ids"]);
+                let dtype = u32::from(bytes.u8() % 7);
+                let item = match dtype {
+                    1 => 2,
+                    2 => 8,
+                    4 => 1,
+                    _ => 4,
+                };
+                let rank = bytes.below(4);
+                let shape = Buffer::new(rank, bytes.one_in(9), || bytes.count());
+                let want = shape.data.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+                let n = bytes.length(want);
+                let bytes_len = n.saturating_mul(item);
+                let data = Buffer::new(bytes_len, bytes.one_in(6), || bytes.u8());
+                let data_ptr = data.ptr().cast::<std::ffi::c_void>();
+                let status = if bytes.one_in(2) {
+                    fmrt_extras_set_tensor(e, name.as_ptr(), dtype, data_ptr, n, shape.ptr(), shape.len)
+                } else {
+                    fmrt_extras_set_shared_tensor(e, name.as_ptr(), dtype, data_ptr, n, shape.ptr(), shape.len)
+                };
+                check(status);
+            }
+            23 => {
+                // Sampling with the state shape given per call.
+                let sampler = pick(bytes, &h.samplers);
+                let e = if bytes.one_in(2) { pick(bytes, &h.extras) } else { null_mut() };
+                let rank = bytes.below(3) + usize::from(bytes.one_in(8));
+                let shape = Buffer::new(rank, bytes.one_in(9), || bytes.count());
+                let per = shape.data.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+                let n = bytes.count();
+                let want = n.saturating_mul(per);
+                let mut out = Buffer::new(bytes.length(want), false, || 0f32);
+                let mut stats = MaybeUninit::<fmrt_stats>::uninit();
+                let stats_ptr = if bytes.one_in(2) { stats.as_mut_ptr() } else { null_mut() };
+                if bytes.one_in(2) {
+                    check(fmrt_sampler_sample_shaped(
+                        sampler, shape.ptr(), shape.len, n, 3, e, out.mut_ptr(), out.len, stats_ptr,
+                    ));
+                } else {
+                    let z = Buffer::new(bytes.length(want), bytes.one_in(5), || bytes.f64() as f32);
+                    check(fmrt_sampler_integrate_shaped(
+                        sampler, shape.ptr(), shape.len, n, z.ptr(), z.len, e, out.mut_ptr(), out.len, stats_ptr,
+                    ));
+                }
+            }
+            24 => {
+                // A noise-scaled copy of a sampler; model options' null
+                // conditions and clock (no model is opened).
+                let sampler = pick(bytes, &h.samplers);
+                let mut out = null_mut();
+                let status = fmrt_sampler_with_noise_scale(sampler, bytes.f64(), &mut out);
+                if status == fmrt_status::Ok {
+                    let size = h.sampler_state_size(sampler);
+                    h.sampler_sizes.insert(out as usize, size);
+                }
+                keep(status, out, &mut h.samplers);
+                let mut options = null_mut();
+                check(fmrt_model_options_new(&mut options));
+                let input = bytes.string(&["mu", "text", "mask"]);
+                let input_ptr = if bytes.one_in(7) { null() } else { input.as_ptr() };
+                match bytes.u8() % 5 {
+                    0 => check(fmrt_model_options_set_null_zeros(options, input_ptr)),
+                    1 => check(fmrt_model_options_set_null_fill(options, input_ptr, bytes.f64())),
+                    2 => {
+                        let dtype = u32::from(bytes.u8() % 7);
+                        let rank = bytes.below(3);
+                        let shape = Buffer::new(rank, bytes.one_in(9), || bytes.count());
+                        let want = shape.data.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+                        let n = bytes.length(want);
+                        let data = Buffer::new(n.saturating_mul(8), bytes.one_in(6), || bytes.u8());
+                        check(fmrt_model_options_set_null_tensor(
+                            options,
+                            input_ptr,
+                            dtype,
+                            data.ptr().cast::<std::ffi::c_void>(),
+                            n,
+                            shape.ptr(),
+                            shape.len,
+                        ));
+                    }
+                    3 => {
+                        let d = bytes.string(&["forward", "reversed", "sideways"]);
+                        check(fmrt_model_options_set_time_direction(options, d.as_ptr()));
+                    }
+                    _ => check(fmrt_model_options_set_time_scale(options, bytes.f64() * 2000.0)),
+                }
+                fmrt_model_options_free(options);
             }
             _ => {
                 let s = pick(bytes, &h.schedulers);
