@@ -209,6 +209,7 @@ impl Sampler {
                 fixed,
             )?;
         }
+        check_state_elements(state_shape)?;
         let shape = with_batch(n, state_shape);
         crate::error::checked_product(&shape, "n × state size")?;
         self.source.sample_rows(&shape, seed, first)
@@ -326,7 +327,7 @@ impl Sampler {
             },
         };
         let batch = x0.shape()[0];
-        let dim = crate::error::checked_product(&state_shape, "the state size")?;
+        let dim = check_state_elements(&state_shape)?;
         let extras = self.extras.for_batch(batch)?;
 
         let y0 = to_f64_rows(x0, batch, dim)?;
@@ -392,6 +393,18 @@ impl Sampler {
             }
         }
         (span.interval(), self.solver.clone())
+    }
+}
+
+/// The number of elements of one state of `shape`: an error when there are
+/// none (a sample without values; a batch of them would cost per-sample
+/// work and memory for nothing) or when the product overflows.
+fn check_state_elements(shape: &[usize]) -> Result<usize> {
+    match crate::error::checked_product(shape, "the state size")? {
+        0 => Err(Error::InvalidArgument(format!(
+            "the state shape {shape:?} has no elements"
+        ))),
+        n => Ok(n),
     }
 }
 

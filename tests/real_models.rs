@@ -543,3 +543,23 @@ fn the_clock_and_a_per_input_null_condition_come_from_metadata() {
     assert!(matches!(err, Error::ModelLoad { .. }), "{err}");
     assert!(err.to_string().contains("fmrt.time_direction"), "{err}");
 }
+
+#[test]
+fn a_state_shape_without_elements_is_refused_before_any_work() {
+    let (model, _) = open("matcha");
+    let sampler = Sampler::new(
+        model.field(),
+        SolverConfig::fixed(Method::Euler, fmrt::solver::Steps::Count(2)),
+    )
+    .with_state_shape(&[80, 0]);
+    for n in [1, usize::MAX] {
+        let err = sampler.sample(n, 0).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("no elements"),
+            "{err}"
+        );
+    }
+    let empty = ArrayD::<f32>::zeros(vec![3, 80, 0]);
+    let err = sampler.sample_from_noise(empty.view(), &[]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
