@@ -306,7 +306,15 @@ pub(super) fn integrate(
                     if lane.active && lane.accepted {
                         wf[r.clone()].copy_from_slice(&nf[r]);
                         times[i] = lane.s_new;
-                        lane.stats.evals += 1;
+                        // Counted where the sample uses it (not for a last
+                        // step without a save that another sample's need
+                        // brought along).
+                        let wants_save = saves
+                            .nth(lane.next_save)
+                            .is_some_and(|(_, v)| v <= lane.s_new);
+                        if wants_save || lane.s_new < 1.0 {
+                            lane.stats.evals += 1;
+                        }
                     } else {
                         wf[r.clone()].copy_from_slice(&yf[r]);
                         times[i] = lane.s;
@@ -418,4 +426,105 @@ pub(super) fn integrate(
         samples,
         failure,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2};
+
+    use super::*;
+    use crate::solver::OdeSystem;
+
+    /// y' = −λᵢ·y with λᵢ in the second column.
+    struct Decay;
+
+    impl OdeSystem for Decay {
+        fn rhs(
+            &mut self,
+            _t: &[f64],
+            y: ArrayView2<'_, f64>,
+            mut dy: ArrayViewMut2<'_, f64>,
+        ) -> Result<()> {
+            for (y, mut dy) in y.rows().into_iter().zip(dy.rows_mut()) {
+                dy[0] = -y[1] * y[0];
+                dy[1] = 0.0;
+            }
+            Ok(())
+        }
+    }
+
+    /// Heun–Euler 2(1): not first-same-as-last, so the new slope costs a
+    /// call of its own (no built-in adaptive method takes that path).
+    fn heun_euler() -> ButcherTableau {
+        ButcherTableau::new(
+            "heun-euler",
+            vec![vec![], vec![1.0]],
+            vec![0.5, 0.5],
+            vec![0.0, 1.0],
+            2,
+            Some((vec![1.0, 0.0], 1)),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn run(y0: ArrayView2<'_, f64>, save_at: &[f64]) -> (Run, Array3<f64>) {
+        let n = y0.nrows();
+        let mut system = Decay;
+        let mut rhs = Rhs::new(&mut system, vec![0.0; n], vec![1.0; n]);
+        let saves = SavePlan::new(save_at).unwrap();
+        let mut saved = Array3::zeros((save_at.len(), n, 2));
+        let options = AdaptiveOptions {
+            rtol: 1e-6,
+            atol: 1e-6,
+            ..AdaptiveOptions::default()
+        };
+        let tableau = heun_euler();
+        assert!(!tableau.is_fsal());
+        let run = integrate(tableau, y0, &mut rhs, &options, &saves, &mut saved).unwrap();
+        (run, saved)
+    }
+
+    #[test]
+    fn a_method_without_fsal_steps_each_sample_on_its_own() {
+        let y0 = Array2::from_shape_fn((6, 2), |(i, j)| {
+            if j == 0 {
+                1.0
+            } else {
+                [0.5, 8.0, 1.0, 20.0, 0.1, 3.0][i]
+            }
+        });
+        let save_at = [0.5, 0.25];
+        let (whole, saved) = run(y0.view(), &save_at);
+        for i in 0..6 {
+            let lambda = y0[[i, 1]];
+            let e = (whole.y[[i, 0]] - (-lambda).exp()).abs();
+            assert!(e < 1e-4, "sample {i}: {e:e}");
+            for (k, &s) in save_at.iter().enumerate() {
+                let e = (saved[[k, i, 0]] - (-lambda * s).exp()).abs();
+                assert!(e < 1e-4, "sample {i} at {s}: {e:e}");
+            }
+            assert_eq!(whole.samples[i].status, SampleStatus::Done);
+        }
+        assert!(whole.failure.is_none());
+        // Each piece of a split gives the same rows and counters.
+        for (rows, first) in [(0..2, 0), (2..5, 2), (5..6, 5)] {
+            let (part, part_saved) = run(y0.slice(s![rows.clone(), ..]), &save_at);
+            assert_eq!(part.y, whole.y.slice(s![rows.clone(), ..]));
+            assert_eq!(part_saved, saved.slice(s![.., rows.clone(), ..]));
+            assert_eq!(
+                part.samples[..],
+                whole.samples[rows.clone()],
+                "from {first}"
+            );
+        }
+        // Easy samples take fewer steps; the counters add up.
+        assert!(whole.samples[4].accepted * 3 < whole.samples[3].accepted);
+        let accepted: usize = whole.samples.iter().map(|p| p.accepted).sum();
+        assert_eq!(whole.stats.accepted, accepted);
+        // The batched calls cover every sample's (a last slope only one
+        // sample needed may be one more than the busiest sample's).
+        let busiest = whole.samples.iter().map(|p| p.evals).max().unwrap();
+        assert!((busiest..=busiest + 1).contains(&whole.stats.nfe));
+    }
 }
