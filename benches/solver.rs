@@ -12,12 +12,18 @@
 //! or a tight reference solution. `cargo bench --bench solver -- controllers`
 //! (or, faster to build, `cargo test --bench solver -- controllers`) runs
 //! only that comparison.
+//!
+//! Last, it compares the adaptive step modes: independent steps per sample
+//! (`ErrorNorm::Independent`, the default) against one shared step with the
+//! per-sample norm and with the batch norm: batched calls, the row
+//! evaluations that advanced a sample ("useful") against all rows evaluated,
+//! rejections, error and time. `-- steps` runs only that comparison.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use fmrt::solver::{
-    solve, AdaptiveOptions, Controller, Interval, Method, OdeSystem, SolverConfig, Steps,
+    solve, AdaptiveOptions, Controller, ErrorNorm, Interval, Method, OdeSystem, SolverConfig, Steps,
 };
 use fmrt::Result;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
@@ -122,8 +128,25 @@ fn main() {
         compare_controllers();
         return;
     }
+    if std::env::args().any(|a| a == "steps") {
+        compare_step_modes();
+        return;
+    }
     overhead();
     compare_controllers();
+    compare_step_modes();
+}
+
+fn with_norm(method: Method, tol: f64, norm: ErrorNorm) -> SolverConfig {
+    SolverConfig::adaptive_with(
+        method,
+        AdaptiveOptions {
+            rtol: tol,
+            atol: tol,
+            norm,
+            ..AdaptiveOptions::default()
+        },
+    )
 }
 
 fn overhead() {
@@ -168,6 +191,14 @@ fn overhead() {
         (
             "tsit5, tol 1e-5",
             SolverConfig::adaptive(Method::Tsit5, 1e-5, 1e-5),
+        ),
+        (
+            "dopri5, shared",
+            with_norm(Method::Dopri5, 1e-5, ErrorNorm::PerSample),
+        ),
+        (
+            "tsit5, shared",
+            with_norm(Method::Tsit5, 1e-5, ErrorNorm::PerSample),
         ),
     ];
     let fields: [(&str, &mut dyn OdeSystem); 2] = [
@@ -453,6 +484,9 @@ fn compare_controllers() {
                             rtol: tol,
                             atol: tol,
                             controller,
+                            // The shared step the comparison was first run
+                            // with, so its numbers stay reproducible.
+                            norm: ErrorNorm::PerSample,
                             ..AdaptiveOptions::default()
                         },
                     );
@@ -511,4 +545,127 @@ fn compare_controllers() {
         total[1] as f64 / total[0] as f64,
         (log_err_ratio / cases as f64).exp()
     );
+}
+
+/// Independent steps against the shared modes on every problem, method and
+/// tolerance, and on the 4096-sample mixture of the overhead table: batched
+/// calls, useful row evaluations (the sum over samples of the calls that
+/// advanced them; every row for a shared step), all rows evaluated
+/// (calls × batch), rejections (summed over samples for independent steps),
+/// max abs error and median time of five solves.
+fn compare_step_modes() {
+    println!("\nadaptive step modes: independent per sample vs one shared step");
+    println!(
+        "{:<13} {:<7} {:>6} {:<11} {:>6} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "problem", "method", "tol", "mode", "calls", "useful", "rows", "rej", "max err", "time us"
+    );
+    let modes = [
+        ("independent", ErrorNorm::Independent),
+        ("per-sample", ErrorNorm::PerSample),
+        ("batch", ErrorNorm::Batch),
+    ];
+    let mut cases = problems();
+    let big_y0 = Array2::from_shape_fn((BATCH, 2), |(i, j)| {
+        let a = i as f64 * 0.618_033_988_75;
+        if j == 0 {
+            (a * 7.0).sin() * 1.5
+        } else {
+            (a * 3.0).cos() * 1.5
+        }
+    });
+    let big_reference = solve(
+        &mut Mixture::new(),
+        big_y0.view(),
+        &SolverConfig::adaptive_with(
+            Method::Dopri5,
+            AdaptiveOptions {
+                rtol: 1e-13,
+                atol: 1e-13,
+                ..AdaptiveOptions::default()
+            },
+        ),
+        &Interval::Common {
+            start: 0.0,
+            end: 1.0,
+        },
+        &[],
+    )
+    .unwrap()
+    .y;
+    cases.push(Problem {
+        name: "mixture 4096",
+        system: Box::new(Mixture::new()),
+        y0: big_y0,
+        end: 1.0,
+        exact: big_reference,
+        tolerances: &[1e-5, 1e-8],
+    });
+    // Totals per mode: calls, useful rows, all rows, time.
+    let mut totals = [(0usize, 0usize, 0usize, 0.0f64); 3];
+    for mut problem in cases {
+        let interval = Interval::Common {
+            start: 0.0,
+            end: problem.end,
+        };
+        let batch = problem.y0.nrows();
+        for method in [Method::Bosh3, Method::Dopri5, Method::Tsit5] {
+            for &tol in problem.tolerances {
+                for (slot, (mode, norm)) in modes.iter().enumerate() {
+                    let config = with_norm(method, tol, *norm);
+                    let mut times = Vec::new();
+                    let mut last = None;
+                    for _ in 0..5 {
+                        let start = Instant::now();
+                        let sol = solve(
+                            problem.system.as_mut(),
+                            problem.y0.view(),
+                            &config,
+                            &interval,
+                            &[],
+                        )
+                        .unwrap();
+                        times.push(start.elapsed().as_secs_f64());
+                        last = Some(sol);
+                    }
+                    let sol = last.unwrap();
+                    let useful: usize = sol.samples.iter().map(|p| p.evals).sum();
+                    let rows = sol.stats.nfe * batch;
+                    let err = (&sol.y - &problem.exact)
+                        .iter()
+                        .fold(0.0f64, |m, v| m.max(v.abs()));
+                    let time = median(times);
+                    println!(
+                        "{:<13} {:<7} {:>6.0e} {:<11} {:>6} {:>9} {:>9} {:>7} {:>10.3e} {:>10.1}",
+                        problem.name,
+                        method.name(),
+                        tol,
+                        mode,
+                        sol.stats.nfe,
+                        useful,
+                        rows,
+                        sol.stats.rejected,
+                        err,
+                        time * 1e6
+                    );
+                    let total = &mut totals[slot];
+                    total.0 += sol.stats.nfe;
+                    total.1 += useful;
+                    total.2 += rows;
+                    total.3 += time;
+                }
+            }
+        }
+    }
+    let base = totals[1];
+    for ((mode, _), (calls, useful, rows, time)) in modes.iter().zip(totals) {
+        println!(
+            "{mode}: calls {calls} ({:.3} of per-sample), useful rows {useful} ({:.3}), \
+             rows evaluated {rows} ({:.3}), time {:.1} ms ({:.3})",
+            calls as f64 / base.0 as f64,
+            useful as f64 / base.1 as f64,
+            rows as f64 / base.2 as f64,
+            time * 1e3,
+            time / base.3
+        );
+    }
 }

@@ -473,10 +473,11 @@ typedef struct {
 } fmrt_coefficients;
 
 /*
- Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`). The
- error of a step is the RMS over a sample's components of
- err / (atol + rtol·max(|y_n|, |y_n+1|)), maximised over the batch; a step is
- accepted when that is at most 1. Start from `fmrt_adaptive_options_default`.
+ Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`).
+ Every sample takes its own steps: the error of a sample's step is the RMS
+ over its components of err / (atol + rtol·max(|y_n|, |y_n+1|)), and the
+ step is accepted when that is at most 1, so a sample's result does not
+ depend on its batch mates. Start from `fmrt_adaptive_options_default`.
  */
 typedef struct {
   /*

@@ -207,7 +207,9 @@ fn adaptive_methods_meet_their_tolerance() {
 
 #[test]
 fn adaptive_statistics_are_pinned() {
-    // Changes to step control show up here. Automatic initial step:
+    // Changes to step control show up here. Automatic initial step. The
+    // shared-step pins, with the per-sample norm, predate independent steps
+    // and are unchanged:
     let pinned = [
         // nfe = stages·attempts + 2 (f(0, y0) and the starting-step probe)
         // minus one per attempt for first-same-as-last reuse. The I
@@ -230,8 +232,26 @@ fn adaptive_statistics_are_pinned() {
             (121, 16, 4),
         ),
     ];
+    // The same runs with independent steps (the default): the batched calls
+    // follow the sample that needs the most attempts (nfe = stages·its
+    // attempts + 2 as above; with the I controller on dopri5 that is sample
+    // 3 with 19 attempts, against 18 shared), and (accepted, rejected) of
+    // each of the four samples. The easier samples take fewer steps than
+    // the shared run's.
+    let independent: [(usize, [(usize, usize); 4]); 8] = [
+        (392, [(100, 0), (118, 0), (86, 0), (130, 0)]),
+        (116, [(15, 1), (16, 1), (14, 2), (17, 2)]),
+        (98, [(14, 0), (15, 0), (13, 1), (16, 0)]),
+        (115, [(15, 3), (16, 3), (13, 3), (17, 2)]),
+        (392, [(100, 0), (118, 0), (87, 0), (130, 0)]),
+        (116, [(16, 1), (17, 1), (15, 1), (18, 1)]),
+        (110, [(15, 0), (16, 0), (14, 0), (17, 1)]),
+        (121, [(14, 4), (16, 4), (13, 4), (16, 4)]),
+    ];
     let mut failures = Vec::new();
-    for (method, tol, initial_step, controller, (nfe, accepted, rejected)) in pinned {
+    for ((method, tol, initial_step, controller, (nfe, accepted, rejected)), (ind_nfe, per)) in
+        pinned.into_iter().zip(independent)
+    {
         let options = AdaptiveOptions {
             rtol: tol,
             atol: tol,
@@ -239,12 +259,11 @@ fn adaptive_statistics_are_pinned() {
             controller,
             ..AdaptiveOptions::default()
         };
-        let sol = run(
-            &SolverConfig::adaptive_with(method, options),
-            &common(),
-            &[],
-        )
-        .unwrap();
+        let shared = AdaptiveOptions {
+            norm: ErrorNorm::PerSample,
+            ..options.clone()
+        };
+        let sol = run(&SolverConfig::adaptive_with(method, shared), &common(), &[]).unwrap();
         println!("{method} {initial_step:?} {controller}: {:?}", sol.stats);
         let expected = Stats {
             nfe,
@@ -253,10 +272,35 @@ fn adaptive_statistics_are_pinned() {
         };
         if sol.stats != expected {
             failures.push(format!(
-                "{method} {initial_step:?} {controller}: {:?}",
+                "shared {method} {initial_step:?} {controller}: {:?}",
                 sol.stats
             ));
         }
+        let ind = run(
+            &SolverConfig::adaptive_with(method, options),
+            &common(),
+            &[],
+        )
+        .unwrap();
+        let got: Vec<(usize, usize)> = ind
+            .samples
+            .iter()
+            .map(|s| (s.accepted, s.rejected))
+            .collect();
+        println!(
+            "independent {method} {initial_step:?} {controller}: {} {got:?}",
+            ind.stats.nfe
+        );
+        if ind.stats.nfe != ind_nfe || got != per {
+            failures.push(format!(
+                "independent {method} {initial_step:?} {controller}: ({}, {got:?})",
+                ind.stats.nfe
+            ));
+        }
+        // The batch counters are the sums over the samples.
+        let sum = |f: fn(&(usize, usize)) -> usize| per.iter().map(f).sum::<usize>();
+        assert_eq!(ind.stats.accepted, sum(|p| p.0), "{method}");
+        assert_eq!(ind.stats.rejected, sum(|p| p.1), "{method}");
     }
     assert!(failures.is_empty(), "statistics changed: {failures:#?}");
 }

@@ -16,6 +16,7 @@ mod real_models;
 mod sampling;
 mod solver;
 mod solver_control;
+mod solver_independent;
 mod solver_multistep;
 mod source;
 mod stats_util;

@@ -207,10 +207,14 @@ pub struct SolverArgs {
     /// Override a `param` of the grid (repeatable), e.g. `--grid-param mu=3`.
     #[arg(long = "grid-param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub grid_params: Vec<(String, f64)>,
-    /// How adaptive methods measure a step's error: per sample (every sample
-    /// meets the tolerance) or one RMS over the batch (torchdiffeq's norm:
-    /// fewer steps, but a sample's accuracy depends on its batch mates).
-    #[arg(long = "error-norm", value_enum, default_value = "sample")]
+    /// How adaptive methods measure a step's error and which steps it
+    /// controls: independent (each sample its own steps, so a sample's result
+    /// does not depend on its batch mates and shards match the whole run; the
+    /// default), sample (one shared step, the RMS per sample maximised over
+    /// the batch) or batch (one shared step, one RMS over the batch:
+    /// torchdiffeq's norm, fewer steps, but a sample's accuracy depends on
+    /// its batch mates).
+    #[arg(long = "error-norm", value_enum, default_value = "independent")]
     pub error_norm: ErrorNormChoice,
     /// The step-size controller of adaptive methods: pi (proportional–integral,
     /// Gustafsson's coefficients; the default) or i (the plain integral one).
@@ -221,7 +225,9 @@ pub struct SolverArgs {
 /// The error norm of adaptive steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ErrorNormChoice {
-    /// The RMS per sample, maximised over the batch.
+    /// Each sample its own steps, judged by its own RMS.
+    Independent,
+    /// One shared step; the RMS per sample, maximised over the batch.
     Sample,
     /// One RMS over the whole batch.
     Batch,

@@ -377,6 +377,7 @@ pub fn solver_config_with(
                 rtol: args.rtol,
                 atol: args.atol,
                 norm: match args.error_norm {
+                    ErrorNormChoice::Independent => ErrorNorm::Independent,
                     ErrorNormChoice::Sample => ErrorNorm::PerSample,
                     ErrorNormChoice::Batch => ErrorNorm::Batch,
                 },

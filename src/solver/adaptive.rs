@@ -15,15 +15,15 @@ use crate::{Error, Result};
 
 /// Steps below this (in normalised time, where the interval has length 1)
 /// are a step-size underflow: they no longer move the time reliably.
-const MIN_STEP: f64 = 16.0 * f64::EPSILON;
+pub(super) const MIN_STEP: f64 = 16.0 * f64::EPSILON;
 
 /// The floor on the previous error in the PI controller, so that a very
 /// accurate step does not license an unbounded next one (Hairer's DOPRI5
 /// code uses the same).
-const PI_MIN_PREVIOUS_ERROR: f64 = 1e-4;
+pub(super) const PI_MIN_PREVIOUS_ERROR: f64 = 1e-4;
 
 /// The growth factor after an accepted step, before clamping.
-fn accepted_factor(o: &AdaptiveOptions, k: f64, err: f64, previous: f64) -> f64 {
+pub(super) fn accepted_factor(o: &AdaptiveOptions, k: f64, err: f64, previous: f64) -> f64 {
     match o.controller {
         Controller::I => o.safety * err.powf(-1.0 / k),
         Controller::PI => {
@@ -123,7 +123,7 @@ pub(super) fn integrate(
     Ok(stats)
 }
 
-fn validate(o: &AdaptiveOptions) -> Result<()> {
+pub(super) fn validate(o: &AdaptiveOptions) -> Result<()> {
     let bad = |msg: String| Err(Error::InvalidArgument(msg));
     if !(o.rtol.is_finite() && o.rtol >= 0.0) {
         return bad(format!(
@@ -165,83 +165,94 @@ fn validate(o: &AdaptiveOptions) -> Result<()> {
 /// over the batch ([`ErrorNorm::PerSample`]), or with one RMS over the whole
 /// batch ([`ErrorNorm::Batch`]). Costs one evaluation besides f(0, y0).
 fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -> Result<f64> {
-    let order = stepper.tableau().order() as f64;
+    let order = stepper.tableau().order();
     let (y0, f0, y1, f1) = stepper.scratch();
-    let scale = |y: f64| o.atol + o.rtol * y.abs();
-    // The weighted RMS norms of one group of rows (a sample, or the batch).
-    let first_norms = |rows: &mut dyn Iterator<Item = (f64, f64)>| {
-        let (mut count, mut sum_y, mut sum_f) = (0usize, 0.0, 0.0);
-        for (y, f) in rows {
-            let w = scale(y);
-            sum_y += (y / w) * (y / w);
-            sum_f += (f / w) * (f / w);
-            count += 1;
-        }
-        let n = count.max(1) as f64;
-        ((sum_y / n).sqrt(), (sum_f / n).sqrt())
-    };
-    let guess = |(d0, d1): (f64, f64)| {
-        if d0 < 1e-5 || d1 < 1e-5 {
-            1e-6
-        } else {
-            0.01 * d0 / d1
-        }
-    };
     // h0: first guess.
     let h0 = match o.norm {
-        ErrorNorm::PerSample => y0
+        ErrorNorm::Batch => first_guess(o, y0.iter().copied().zip(f0.iter().copied())),
+        ErrorNorm::PerSample | ErrorNorm::Independent => y0
             .rows()
             .into_iter()
             .zip(f0.rows())
-            .map(|(y, f)| guess(first_norms(&mut y.iter().copied().zip(f.iter().copied()))))
+            .map(|(y, f)| first_guess(o, y.iter().copied().zip(f.iter().copied())))
             .fold(f64::INFINITY, f64::min),
-        ErrorNorm::Batch => guess(first_norms(&mut y0.iter().copied().zip(f0.iter().copied()))),
     };
     let h0 = if h0.is_finite() { h0.min(1.0) } else { 1e-6 };
     y1.assign(y0);
     y1.scaled_add(h0, f0);
     rhs.eval(h0, y1.view(), f1.view_mut())?;
-    // The norms of f0 and of (f1 − f0)/h0, then the step they allow.
-    let second_norms = |rows: &mut dyn Iterator<Item = (f64, f64, f64)>| {
-        let (mut count, mut sum_f, mut sum_d) = (0usize, 0.0, 0.0);
-        for (y, a, b) in rows {
-            let w = scale(y);
-            sum_f += (a / w) * (a / w);
-            sum_d += ((b - a) / w) * ((b - a) / w);
-            count += 1;
-        }
-        let n = count.max(1) as f64;
-        ((sum_f / n).sqrt(), (sum_d / n).sqrt() / h0)
-    };
-    let step = |(d1, d2): (f64, f64)| {
-        let dmax = d1.max(d2);
-        let h1 = if dmax <= 1e-15 {
-            (h0 * 1e-3).max(1e-6)
-        } else {
-            (0.01 / dmax).powf(1.0 / (order + 1.0))
-        };
-        (100.0 * h0).min(h1)
-    };
     let h = match o.norm {
-        ErrorNorm::PerSample => y0
+        ErrorNorm::Batch => second_guess(
+            o,
+            order,
+            h0,
+            y0.iter()
+                .zip(f0.iter())
+                .zip(f1.iter())
+                .map(|((&y, &a), &b)| (y, a, b)),
+        ),
+        ErrorNorm::PerSample | ErrorNorm::Independent => y0
             .rows()
             .into_iter()
             .zip(f0.rows())
             .zip(f1.rows())
             .map(|((y, a), b)| {
-                step(second_norms(
-                    &mut y.iter().zip(a).zip(b).map(|((&y, &a), &b)| (y, a, b)),
-                ))
+                second_guess(
+                    o,
+                    order,
+                    h0,
+                    y.iter().zip(a).zip(b).map(|((&y, &a), &b)| (y, a, b)),
+                )
             })
             .fold(f64::INFINITY, f64::min),
-        ErrorNorm::Batch => step(second_norms(
-            &mut y0
-                .iter()
-                .zip(f0.iter())
-                .zip(f1.iter())
-                .map(|((&y, &a), &b)| (y, a, b)),
-        )),
     };
     // An empty batch, or a non-finite slope that the first step will report.
     Ok(if h.is_finite() { h } else { 1e-6 })
+}
+
+/// The first guess h0 of the starting-step heuristic from the pairs (y, f) of
+/// one group of values (a sample, or the batch): `0.01·‖y‖/‖f‖` in the
+/// weighted RMS norm, 1e-6 when either is tiny. Not yet clamped.
+pub(super) fn first_guess(o: &AdaptiveOptions, rows: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let (mut count, mut sum_y, mut sum_f) = (0usize, 0.0, 0.0);
+    for (y, f) in rows {
+        let w = o.atol + o.rtol * y.abs();
+        sum_y += (y / w) * (y / w);
+        sum_f += (f / w) * (f / w);
+        count += 1;
+    }
+    let n = count.max(1) as f64;
+    let (d0, d1) = ((sum_y / n).sqrt(), (sum_f / n).sqrt());
+    if d0 < 1e-5 || d1 < 1e-5 {
+        1e-6
+    } else {
+        0.01 * d0 / d1
+    }
+}
+
+/// The starting step from the triples (y0, f0, f1) of one group of values,
+/// f1 = f(h0, y0 + h0·f0), for a method of order `order`: the step at which
+/// the estimated second derivative allows the error 0.01, at most 100·h0.
+pub(super) fn second_guess(
+    o: &AdaptiveOptions,
+    order: usize,
+    h0: f64,
+    rows: impl Iterator<Item = (f64, f64, f64)>,
+) -> f64 {
+    let (mut count, mut sum_f, mut sum_d) = (0usize, 0.0, 0.0);
+    for (y, a, b) in rows {
+        let w = o.atol + o.rtol * y.abs();
+        sum_f += (a / w) * (a / w);
+        sum_d += ((b - a) / w) * ((b - a) / w);
+        count += 1;
+    }
+    let n = count.max(1) as f64;
+    let (d1, d2) = ((sum_f / n).sqrt(), (sum_d / n).sqrt() / h0);
+    let dmax = d1.max(d2);
+    let h1 = if dmax <= 1e-15 {
+        (h0 * 1e-3).max(1e-6)
+    } else {
+        (0.01 / dmax).powf(1.0 / (order as f64 + 1.0))
+    };
+    (100.0 * h0).min(h1)
 }

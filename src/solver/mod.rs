@@ -3,13 +3,18 @@
 //! multistep methods on fixed grids.
 //!
 //! Solvers integrate a batch of states `y` of shape `[B, D]` in `f64`. Each sample
-//! may have its own interval `[t_start, t_end]`: internally every sample shares
-//! one normalised time `s ∈ [0, 1]` with `t = t_start + s·(t_end − t_start)`, and
-//! the right-hand side is scaled by `t_end − t_start`, so adaptive steps stay
-//! batch-wide. Stage buffers are allocated once per solve, never per step.
+//! may have its own interval `[t_start, t_end]`: internally it runs in a
+//! normalised time `s ∈ [0, 1]` with `t = t_start + s·(t_end − t_start)`, and
+//! the right-hand side is scaled by `t_end − t_start`. Fixed steps and the
+//! shared adaptive modes ([`ErrorNorm::PerSample`], [`ErrorNorm::Batch`]) step
+//! the whole batch through the same normalised times; with
+//! [`ErrorNorm::Independent`] (the default) every sample takes its own
+//! adaptive steps, still in one batched call per stage. Stage buffers are
+//! allocated once per solve, never per step.
 
 mod adaptive;
 mod fixed;
+mod independent;
 mod multistep;
 mod stepper;
 mod tableau;
@@ -195,17 +200,29 @@ pub enum Steps {
     Grid(Vec<f64>),
 }
 
-/// How the error of an adaptive step is reduced over the batch.
+/// How the error of an adaptive step is measured, and which steps it
+/// controls.
 ///
-/// Both take the scaled error `err / (atol + rtol·max(|y_n|, |y_n+1|))` of
+/// All take the scaled error `err / (atol + rtol·max(|y_n|, |y_n+1|))` of
 /// every component.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ErrorNorm {
-    /// The RMS over each sample's components, maximised over the batch: every
-    /// sample meets its tolerance, and a sample's accuracy does not depend on
-    /// its batch mates (the default). Costs more steps when one sample is
-    /// hard.
+    /// Every sample has its own step size, its own accept/reject decision and
+    /// its own controller state, judged by the RMS over its own components
+    /// (the default). The batch still shares one right-hand-side call per
+    /// stage, each sample at its own time; a sample that has finished is
+    /// frozen (its rows are still evaluated, at its final state, and the
+    /// result discarded). A sample's steps, and so its result, do not depend
+    /// on its batch mates: with a field that computes each sample on its own
+    /// (the analytic fields do), any split of a batch concatenates to the
+    /// whole run bit for bit. The batched calls number about the most steps
+    /// any one sample needs; each sample only spends the steps it needs.
     #[default]
+    Independent,
+    /// One step size for the batch, with the RMS over each sample's
+    /// components maximised over the batch: every sample meets its
+    /// tolerance, but the hardest sample sets everyone's steps, so a
+    /// sample's result (not its accuracy) depends on its batch mates.
     PerSample,
     /// One RMS over every component of the batch, as torchdiffeq (and with it
     /// PyTorch's `flow_matching`) measures it: fewer steps when most samples
@@ -297,8 +314,8 @@ impl std::fmt::Display for Controller {
 
 /// Step-size control for adaptive methods.
 ///
-/// The error of a step is measured as [`ErrorNorm`] says (by default per
-/// sample, then maximised over the batch, so every sample meets its
+/// The error of a step is measured as [`ErrorNorm`] says (by default each
+/// sample on its own, with its own steps, so every sample meets its
 /// tolerance); a step is accepted when it is at most 1. `rtol` must be finite
 /// and ≥ 0, `atol` finite and > 0.
 #[derive(Clone, Debug, PartialEq)]
@@ -313,11 +330,14 @@ pub struct AdaptiveOptions {
     pub min_factor: f64,
     /// Largest factor a step may grow by.
     pub max_factor: f64,
-    /// Number of attempted steps after which the solve fails.
+    /// Number of attempted steps (per sample with
+    /// [`ErrorNorm::Independent`]) after which the solve fails, or the sample
+    /// stops with [`SampleStatus::MaxSteps`] (see [`solve_partial`]).
     pub max_steps: usize,
     /// First step in normalised time; `None` selects it automatically.
     pub initial_step: Option<f64>,
-    /// How the error is reduced over the batch (default: per sample).
+    /// How the error is measured and which steps it controls (default:
+    /// independent steps per sample).
     pub norm: ErrorNorm,
     /// How the next step follows from the error (default: PI).
     pub controller: Controller,
@@ -333,7 +353,7 @@ impl Default for AdaptiveOptions {
             max_factor: 10.0,
             max_steps: 100_000,
             initial_step: None,
-            norm: ErrorNorm::PerSample,
+            norm: ErrorNorm::Independent,
             controller: Controller::PI,
         }
     }
@@ -411,6 +431,10 @@ pub enum Interval {
 }
 
 /// Counters of one solve.
+///
+/// With [`ErrorNorm::Independent`] the step counts are the sums over the
+/// samples of [`SampleStats`]; otherwise the batch's steps (every sample
+/// takes them all).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Number of right-hand-side evaluations (batched calls).
@@ -421,15 +445,53 @@ pub struct Stats {
     pub rejected: usize,
 }
 
+/// How the integration of one sample ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SampleStatus {
+    /// The sample reached the end of its interval.
+    #[default]
+    Done,
+    /// The sample used up [`AdaptiveOptions::max_steps`] attempted steps;
+    /// its state is where it got to.
+    MaxSteps,
+    /// The sample's step size fell below the smallest usable step; its state
+    /// is where it got to.
+    StepSizeTooSmall,
+    /// A step of the sample produced a non-finite state or error; its state
+    /// is the last finite one.
+    NonFinite,
+}
+
+/// Counters of one sample of a solve.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleStats {
+    /// The sample's accepted steps.
+    pub accepted: usize,
+    /// The sample's rejected steps.
+    pub rejected: usize,
+    /// The batched evaluations that advanced this sample (for a shared-step
+    /// solve, all of [`Stats::nfe`]; with [`ErrorNorm::Independent`], those
+    /// in which the sample was still stepping, without the calls that only
+    /// carried it frozen). Their sum over the batch is the number of useful
+    /// row evaluations.
+    pub evals: usize,
+    /// How the sample's integration ended.
+    pub status: SampleStatus,
+}
+
 /// The result of a solve.
 #[derive(Clone, Debug)]
 pub struct Solution {
-    /// The states at the end of the interval, `[B, D]`.
+    /// The states at the end of the interval, `[B, D]` (for a sample whose
+    /// status is not [`SampleStatus::Done`], where it stopped).
     pub y: Array2<f64>,
-    /// The states at the requested normalised times, `[len(save_at), B, D]`.
+    /// The states at the requested normalised times, `[len(save_at), B, D]`
+    /// (zero at times a stopped sample did not reach).
     pub saved: Array3<f64>,
     /// Counters.
     pub stats: Stats,
+    /// Counters and status of each sample (`B` entries).
+    pub samples: Vec<SampleStats>,
 }
 
 /// Integrates `system` from `y0` over `interval`, returning the final states and
@@ -445,14 +507,16 @@ pub struct Solution {
 /// extra evaluations, saving changes nothing); adaptive solves never shorten a step for a
 /// requested time, they interpolate — with the method's own dense output where
 /// it has one (Dopri5) and cubic Hermite interpolation otherwise (Bosh3,
-/// Tsit5).
+/// Tsit5); with [`ErrorNorm::Independent`] each sample within its own step.
 ///
 /// Errors: [`Error::InvalidArgument`] for inconsistent inputs (shapes,
 /// intervals, steps, tolerances, `save_at`, adaptive options for a multistep
-/// method); when the integration fails,
+/// method); when the integration fails (with independent steps: when any
+/// sample fails, the error naming the first such sample),
 /// [`Error::NonFinite`] (a non-finite state), [`Error::StepSizeTooSmall`] or
 /// [`Error::MaxSteps`] (more than `max_steps` attempted steps); errors of
-/// `system` are passed through.
+/// `system` are passed through. [`solve_partial`] returns the samples that
+/// finished instead.
 pub fn solve(
     system: &mut dyn OdeSystem,
     y0: ArrayView2<'_, f64>,
@@ -460,6 +524,38 @@ pub fn solve(
     interval: &Interval,
     save_at: &[f64],
 ) -> Result<Solution> {
+    let (solution, failure) = solve_with_status(system, y0, config, interval, save_at)?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(solution),
+    }
+}
+
+/// Like [`solve`], but with [`ErrorNorm::Independent`] a sample that fails
+/// (too many steps, a step size underflow, a non-finite state) stops alone:
+/// the others still finish, and [`Solution::samples`] tells each sample's
+/// [`SampleStatus`]. The solve itself fails only for invalid inputs and
+/// errors of `system`. With fixed or shared adaptive steps a failure stops the
+/// whole batch, and this returns the same error as [`solve`].
+pub fn solve_partial(
+    system: &mut dyn OdeSystem,
+    y0: ArrayView2<'_, f64>,
+    config: &SolverConfig,
+    interval: &Interval,
+    save_at: &[f64],
+) -> Result<Solution> {
+    solve_with_status(system, y0, config, interval, save_at).map(|(solution, _)| solution)
+}
+
+/// The solve, with the error of the first failed sample (independent steps)
+/// beside the partial solution.
+fn solve_with_status(
+    system: &mut dyn OdeSystem,
+    y0: ArrayView2<'_, f64>,
+    config: &SolverConfig,
+    interval: &Interval,
+    save_at: &[f64],
+) -> Result<(Solution, Option<Error>)> {
     let batch = y0.nrows();
     if let Some((idx, v)) = y0.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(Error::InvalidArgument(format!(
@@ -471,6 +567,22 @@ pub fn solve(
     let saves = SavePlan::new(save_at)?;
     let mut rhs = stepper::Rhs::new(system, starts, ends);
     let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));
+    // Every sample takes every step of a shared-step solve.
+    let shared = |y: Array2<f64>, saved: Array3<f64>, stats: Stats| {
+        let sample = SampleStats {
+            accepted: stats.accepted,
+            rejected: stats.rejected,
+            evals: stats.nfe,
+            status: SampleStatus::Done,
+        };
+        let solution = Solution {
+            y,
+            saved,
+            stats,
+            samples: vec![sample; batch],
+        };
+        (solution, None)
+    };
     let Some(tableau) = config.method.tableau() else {
         if config.adaptive.is_some() {
             return Err(Error::InvalidArgument(format!(
@@ -488,11 +600,15 @@ pub fn solve(
             &saves,
             &mut saved,
         )?;
-        return Ok(Solution { y, saved, stats });
+        return Ok(shared(y, saved, stats));
     };
-    let mut stepper = stepper::Stepper::new(tableau, y0);
-    let stats = match &config.adaptive {
-        None => fixed::integrate(&mut stepper, &mut rhs, &config.steps, &saves, &mut saved)?,
+    match &config.adaptive {
+        None => {
+            let mut stepper = stepper::Stepper::new(tableau, y0);
+            let stats =
+                fixed::integrate(&mut stepper, &mut rhs, &config.steps, &saves, &mut saved)?;
+            Ok(shared(stepper.into_state(), saved, stats))
+        }
         Some(options) => {
             if !config.method.is_adaptive() {
                 return Err(Error::InvalidArgument(format!(
@@ -501,14 +617,22 @@ pub fn solve(
                     config.method
                 )));
             }
-            adaptive::integrate(&mut stepper, &mut rhs, options, &saves, &mut saved)?
+            if options.norm == ErrorNorm::Independent {
+                let run =
+                    independent::integrate(tableau, y0, &mut rhs, options, &saves, &mut saved)?;
+                let solution = Solution {
+                    y: run.y,
+                    saved,
+                    stats: run.stats,
+                    samples: run.samples,
+                };
+                return Ok((solution, run.failure));
+            }
+            let mut stepper = stepper::Stepper::new(tableau, y0);
+            let stats = adaptive::integrate(&mut stepper, &mut rhs, options, &saves, &mut saved)?;
+            Ok(shared(stepper.into_state(), saved, stats))
         }
-    };
-    Ok(Solution {
-        y: stepper.into_state(),
-        saved,
-        stats,
-    })
+    }
 }
 
 /// Per-sample start and end times, validated against the batch size.

@@ -55,11 +55,30 @@ impl<'a> Rhs<'a> {
         &mut self,
         s: f64,
         y: ArrayView2<'_, f64>,
-        mut dy: ArrayViewMut2<'_, f64>,
+        dy: ArrayViewMut2<'_, f64>,
     ) -> Result<()> {
         for i in 0..self.t.len() {
             self.t[i] = self.time(i, s);
         }
+        self.call(y, dy)
+    }
+
+    /// Writes dy/ds into `dy` with sample `i` at its own normalised time
+    /// `s[i]` (one batched call, as [`Rhs::eval`]).
+    pub fn eval_each(
+        &mut self,
+        s: &[f64],
+        y: ArrayView2<'_, f64>,
+        dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for (i, &s) in s.iter().enumerate() {
+            self.t[i] = self.time(i, s);
+        }
+        self.call(y, dy)
+    }
+
+    /// Calls the system at the times in `self.t` and scales by the spans.
+    fn call(&mut self, y: ArrayView2<'_, f64>, mut dy: ArrayViewMut2<'_, f64>) -> Result<()> {
         self.system.rhs(&self.t, y, dy.view_mut())?;
         self.nfe += 1;
         match self.common_span {
@@ -304,7 +323,9 @@ impl Stepper {
             }
         }
         match norm {
-            ErrorNorm::PerSample => worst,
+            // Independent steps measure each sample on its own (see
+            // `independent`); here that reads as the per-sample norm.
+            ErrorNorm::PerSample | ErrorNorm::Independent => worst,
             ErrorNorm::Batch => {
                 let values = (self.y.nrows() * dim).max(1) as f64;
                 let batch = (total / values).sqrt();
