@@ -1492,10 +1492,11 @@ fmrt_status fmrt_sampler_sample(const fmrt_sampler *sampler,
 
 /*
  Like `fmrt_sampler_sample`, for samples `first_index .. first_index + n`
- of the run `seed` defines: a shard. With fixed steps and a field that
- treats each sample independently of the batch, shards concatenate to the
- unsharded run bit for bit (adaptive solvers pick one step sequence per
- batch, so their shards agree within the tolerance only).
+ of the run `seed` defines: a shard. With a field that treats each sample
+ independently of the batch, shards concatenate to the unsharded run bit
+ for bit, with fixed steps and with adaptive steps under the default
+ error norm (each sample takes its own steps); the shared-step norms
+ agree within the tolerance only.
 
  # Safety
 

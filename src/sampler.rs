@@ -226,12 +226,14 @@ impl Sampler {
     }
 
     /// Samples `first..first + n` of the run that `seed` defines, saving the
-    /// states at `times` in [0, 1]: a shard of a larger run. With fixed steps
-    /// and a field that computes each sample independently of the batch (the
-    /// analytic fields do), shards concatenate to the unsharded run bit for
-    /// bit. Adaptive methods choose one step sequence for the whole batch, so
-    /// their shards agree with the unsharded run within the tolerance only;
-    /// an ONNX model may round differently at another batch size.
+    /// states at `times` in [0, 1]: a shard of a larger run. With a field that
+    /// computes each sample independently of the batch (the analytic fields
+    /// do), shards concatenate to the unsharded run bit for bit, with fixed
+    /// steps and with adaptive steps under the default
+    /// [`ErrorNorm::Independent`](crate::solver::ErrorNorm::Independent) (each
+    /// sample takes its own steps); the shared-step norms choose one step
+    /// sequence for the batch, so their shards agree within the tolerance
+    /// only. An ONNX model may round differently at another batch size.
     pub fn sample_rows(&self, first: u64, n: usize, seed: u64, times: &[f64]) -> Result<Samples> {
         let x0 = self.draw_noise_rows(first, n, seed)?;
         match &self.sde {

@@ -150,11 +150,12 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             describe_adapters(&opened)
         );
         eprintln!(
-            "  solver {}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
+            "  solver {}: {} field evaluations, {} accepted / {} rejected {}, {:.2} s",
             describe_solver(&solver),
             result.stats.nfe,
             result.stats.accepted,
             result.stats.rejected,
+            crate::sample::steps_word(&solver),
             started.elapsed().as_secs_f64()
         );
         eprintln!("  model calls: {}", describe_calls(&result.calls));

@@ -162,11 +162,12 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             .sde
             .map_or_else(String::new, |g| format!(", stochastic (SDE, G = {g})"));
         eprintln!(
-            "  solver {}{sde}: {} field evaluations, {} accepted / {} rejected steps, {:.2} s",
+            "  solver {}{sde}: {} field evaluations, {} accepted / {} rejected {}, {:.2} s",
             describe_solver(&solver),
             samples.stats.nfe,
             samples.stats.accepted,
             samples.stats.rejected,
+            steps_word(&solver),
             started.elapsed().as_secs_f64()
         );
         for note in model.provider_notes() {
@@ -413,6 +414,17 @@ pub fn solver_config_with(
 fn is_time_list(spec: &str) -> bool {
     let lower = spec.to_ascii_lowercase();
     lower.ends_with(".npy") || lower.ends_with(".csv")
+}
+
+/// How the summary names its step counts: with independent adaptive steps
+/// they are summed over the samples, each of which takes its own.
+pub fn steps_word(config: &SolverConfig) -> &'static str {
+    match &config.adaptive {
+        Some(a) if a.norm == ErrorNorm::Independent => {
+            "steps (summed over samples, each on its own steps)"
+        }
+        _ => "steps",
+    }
 }
 
 /// A short description of a solver configuration, e.g. `dopri5 (rtol 1e-5, atol 1e-5)`.
