@@ -130,6 +130,22 @@ pub(super) fn chunk_extras<'a>(
         .collect()
 }
 
+/// The rows `rows` (in that order, repeats allowed) of the batched extras
+/// (the others whole).
+fn select_extras<'a>(extras: &'a [ExtraArg<'_>], rows: &[usize]) -> Vec<ExtraArg<'a>> {
+    extras
+        .iter()
+        .map(|e| ExtraArg {
+            name: e.name,
+            batch_axis: e.batch_axis,
+            data: match e.batch_axis {
+                Some(axis) => e.data.select(axis, rows),
+                None => e.data.view(),
+            },
+        })
+        .collect()
+}
+
 /// The sizes symbolic dims take in one call, and the input that set each,
 /// so that a second input disagreeing can be named beside the first.
 #[derive(Default)]
@@ -448,17 +464,7 @@ impl OnnxField {
             groups.sort_by_key(|(_, rows)| rows[0]);
             for (bits, rows) in groups {
                 let xg = x.select(Axis(0), &rows);
-                let eg: Vec<ExtraArg<'_>> = extras
-                    .iter()
-                    .map(|e| ExtraArg {
-                        name: e.name,
-                        batch_axis: e.batch_axis,
-                        data: match e.batch_axis {
-                            Some(axis) => e.data.select(axis, &rows),
-                            None => e.data.view(),
-                        },
-                    })
-                    .collect();
+                let eg = select_extras(extras, &rows);
                 let mut og = ArrayD::<f32>::zeros(xg.raw_dim());
                 self.run_chunks(
                     session,
@@ -545,17 +551,7 @@ impl OnnxField {
                 Times::PerSample(&padded_times)
             }
         };
-        let ep: Vec<ExtraArg<'_>> = extras
-            .iter()
-            .map(|e| ExtraArg {
-                name: e.name,
-                batch_axis: e.batch_axis,
-                data: match e.batch_axis {
-                    Some(axis) => e.data.select(axis, &order),
-                    None => e.data.view(),
-                },
-            })
-            .collect();
+        let ep = select_extras(extras, &order);
         let mut buffers: Vec<ArrayD<f32>> = outputs
             .iter()
             .map(|(_, axis, out)| {
