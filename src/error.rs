@@ -92,11 +92,15 @@ pub enum Error {
     },
     /// An adaptive solve's step size fell below the smallest step it may take.
     #[error(
-        "step size underflow at t = {t} (sample 0; normalised s = {s}, step {step:e}); \
+        "step size underflow at t = {t} (sample {sample}; normalised s = {s}, step {step:e}); \
          the problem may be stiff or its solution may blow up"
     )]
     StepSizeTooSmall {
-        /// The time (of sample 0) where the solve stopped.
+        /// The sample whose step failed: with steps shared by the batch, 0
+        /// (the batch's clock); with independent steps, the first sample that
+        /// stopped.
+        sample: usize,
+        /// The time of that sample where the solve stopped.
         t: f64,
         /// The normalised time s ∈ [0, 1] there.
         s: f64,
@@ -105,12 +109,15 @@ pub enum Error {
     },
     /// An adaptive solve used its whole step budget.
     #[error(
-        "maximum number of steps ({max_steps}) exceeded at t = {t} (sample 0; normalised s = {s})"
+        "maximum number of steps ({max_steps}) exceeded at t = {t} (sample {sample}; normalised s = {s})"
     )]
     MaxSteps {
         /// The budget (`AdaptiveOptions::max_steps`).
         max_steps: usize,
-        /// The time (of sample 0) reached.
+        /// The sample that ran out: with steps shared by the batch, 0 (the
+        /// batch's clock); with independent steps, the first that did.
+        sample: usize,
+        /// The time of that sample reached.
         t: f64,
         /// The normalised time s ∈ [0, 1] reached.
         s: f64,

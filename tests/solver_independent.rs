@@ -321,9 +321,20 @@ fn max_steps_stops_only_the_samples_that_need_more() {
         options.max_steps = attempts[8];
         let cfg = SolverConfig::adaptive_with(method, options.clone());
         match solve(&mut Decay, y0.view(), &cfg, &interval, &[]) {
-            Err(Error::MaxSteps { max_steps, s, .. }) => {
+            Err(Error::MaxSteps {
+                max_steps,
+                sample,
+                s,
+                ..
+            }) => {
                 assert_eq!(max_steps, options.max_steps);
                 assert!(s < 1.0);
+                // The error names a sample that did run out of steps.
+                let need = full.samples[sample].accepted + full.samples[sample].rejected;
+                assert!(
+                    need > options.max_steps,
+                    "{method}: sample {sample} needed {need}"
+                );
             }
             other => panic!("{method}: expected MaxSteps, got {other:?}"),
         }

@@ -824,6 +824,7 @@ mod machinery {
             ),
             (
                 Error::StepSizeTooSmall {
+                    sample: 0,
                     t: 0.5,
                     s: 0.5,
                     step: 1e-20,
@@ -833,6 +834,7 @@ mod machinery {
             (
                 Error::MaxSteps {
                     max_steps: 10,
+                    sample: 0,
                     t: 0.5,
                     s: 0.5,
                 },

@@ -139,6 +139,7 @@ mod tests {
             ),
             (
                 Error::StepSizeTooSmall {
+                    sample: 0,
                     t: 0.5,
                     s: 0.5,
                     step: 1e-20,
@@ -148,6 +149,7 @@ mod tests {
             (
                 Error::MaxSteps {
                     max_steps: 10,
+                    sample: 0,
                     t: 0.5,
                     s: 0.5,
                 },

@@ -66,12 +66,14 @@ pub(super) fn integrate(
         if stats.accepted + stats.rejected >= options.max_steps {
             return Err(Error::MaxSteps {
                 max_steps: options.max_steps,
+                sample: 0,
                 t: rhs.time(0, s),
                 s,
             });
         }
         if h < MIN_STEP {
             return Err(Error::StepSizeTooSmall {
+                sample: 0,
                 t: rhs.time(0, s),
                 s,
                 step: h,

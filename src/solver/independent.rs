@@ -404,10 +404,12 @@ pub(super) fn integrate(
         .map(|(i, lane)| match lane.stats.status {
             SampleStatus::MaxSteps => Error::MaxSteps {
                 max_steps: o.max_steps,
+                sample: i,
                 t: rhs.time(i, lane.s),
                 s: lane.s,
             },
             SampleStatus::StepSizeTooSmall => Error::StepSizeTooSmall {
+                sample: i,
                 t: rhs.time(i, lane.s),
                 s: lane.s,
                 step: lane.h,
