@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fmrt::field::adapt::{Clock, TimeDirection};
 use fmrt::field::analytic::GaussianMixture;
-use fmrt::field::{Extras, VelocityField};
+use fmrt::field::VelocityField;
 use fmrt::grid::explicit_steps;
 use fmrt::likelihood::Likelihood;
 use fmrt::path::Prediction;
@@ -237,7 +237,6 @@ fn a_time_list_may_start_after_zero() {
             "{bad:?}"
         );
     }
-    let _ = Steps::Count(1);
 }
 
 #[test]
@@ -266,5 +265,4 @@ fn the_noise_scale_scales_draws_and_the_source_density() {
     }
     assert!(plain.clone().with_noise_scale(0.0).is_err());
     assert!(plain.with_noise_scale(f64::NAN).is_err());
-    let _ = Extras::new();
 }

@@ -7,7 +7,6 @@
 //! right kind, never a panic.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use fmrt::field::adapt::TimeDirection;
 use fmrt::field::onnx::OnnxField;
@@ -393,7 +392,6 @@ fn a_dynamic_model_samples_from_a_given_shape_and_says_when_it_has_none() {
         .unwrap();
     assert_eq!(samples.x.shape(), z.shape());
     assert!(samples.x.iter().all(|v| v.is_finite()));
-    let _ = Arc::new(());
 }
 
 /// J·v of a whole model chain (clock, guidance, fixed batch, batchless and
