@@ -1921,3 +1921,66 @@ fn the_readme_recipes_with_fm_grids_match_their_loops() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn a_number_serves_a_batched_input_as_in_the_flux_recipe() {
+    use ndarray_npy::read_npy;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+    let tmp = std::env::temp_dir().join(format!("fmrt-cli-flux-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("flux.cases.json")).unwrap())
+            .unwrap();
+    let case = &spec["cases"][0];
+    let grid = tmp.join("grid.csv");
+    let times: Vec<String> = case["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{:.17e}", v.as_f64().unwrap()))
+        .collect();
+    std::fs::write(&grid, times.join("\n")).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let cond = |name: &str| format!("{name}={}", p(case["cond"][name].as_str().unwrap()));
+    let out = tmp.join("out.npy");
+    let args: Vec<String> = vec![
+        "sample".into(),
+        "-q".into(),
+        "--model".into(),
+        p("flux.onnx"),
+        "--noise".into(),
+        p(case["noise"].as_str().unwrap()),
+        "--time-direction".into(),
+        "reversed".into(),
+        "--cond".into(),
+        cond("encoder_hidden_states"),
+        "--cond".into(),
+        cond("pooled_projections"),
+        "--cond".into(),
+        cond("img_ids"),
+        "--cond".into(),
+        cond("txt_ids"),
+        // The fixture's guidance input holds 3.5 for every sample.
+        "--cond".into(),
+        "guidance=3.5".into(),
+        "--solver".into(),
+        "euler".into(),
+        "--grid".into(),
+        grid.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = fmrt(&refs);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let got: ndarray::ArrayD<f32> = read_npy(&out).unwrap();
+    let want: ndarray::ArrayD<f32> =
+        read_npy(dir.join(case["expected"].as_str().unwrap())).unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(diff / (1.0 + scale) <= 1e-4, "off by {diff}");
+    std::fs::remove_dir_all(&tmp).ok();
+}
