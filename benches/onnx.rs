@@ -15,6 +15,9 @@
 //!   1e-5, with the per-sample and the batch error norm: there the solver's
 //!   own work per stage is no longer hidden behind the network.
 //!
+//! - per call, `OnnxField::velocity` against a bare `Session::run` at batch
+//!   1, 256 and 4096 (one intra-op thread).
+//!
 //! Medians of repeated runs; nothing is asserted.
 
 use std::path::PathBuf;
@@ -80,6 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mlp256, batch {BATCH}: bare Session::run {:.3} ms",
         bare * 1e3
     );
+
+    call_overhead_by_batch(&model_path)?;
 
     let field = Arc::new(OnnxField::load_file(&model_path)?);
     let sampler = Sampler::new(
@@ -168,6 +173,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         python_seconds * 1e3,
         midpoint_seconds / python_seconds
     );
+    Ok(())
+}
+
+/// One `OnnxField::velocity` call against one bare `Session::run` of the
+/// same inputs, at batch sizes from 1 (where fmrt's per-call checks weigh
+/// most) to 4096, one intra-op thread each.
+fn call_overhead_by_batch(model_path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let (environment, _) = ort_environment(None)?;
+    println!(
+        "{:>6} {:>12} {:>14} {:>8}",
+        "batch", "bare µs", "OnnxField µs", "ratio"
+    );
+    for batch in [1usize, 256, 4096] {
+        let mut session = Session::builder(environment)?
+            .with_intra_threads(1)?
+            .commit_from_file(model_path)?;
+        let field = OnnxField::builder()
+            .intra_threads(1)
+            .load_file(model_path)?;
+        let x = Array2::<f32>::from_shape_fn((batch, 2), |(i, j)| {
+            ((i * 31 + j * 17) % 97) as f32 / 48.0 - 1.0
+        });
+        let t = Array1::<f32>::from_elem(batch, 0.5);
+        let t64 = vec![0.5f64; batch];
+        let repeats = (100_000 / batch).clamp(20, 5_000);
+        let bare = bare_call_median(&mut session, &x, &t, repeats)?;
+        let x = x.into_dyn();
+        let mut out = x.clone();
+        let mut call = || -> Result<f64, Box<dyn std::error::Error>> {
+            let started = Instant::now();
+            use fmrt::field::VelocityField;
+            field.velocity(x.view(), &t64, out.view_mut())?;
+            std::hint::black_box(out[[0, 0]]);
+            Ok(started.elapsed().as_secs_f64())
+        };
+        for _ in 0..3 {
+            call()?;
+        }
+        let ours = median((0..repeats).map(|_| call()).collect::<Result<_, _>>()?);
+        println!(
+            "{batch:>6} {:>12.1} {:>14.1} {:>8.3}",
+            bare * 1e6,
+            ours * 1e6,
+            ours / bare
+        );
+    }
     Ok(())
 }
 

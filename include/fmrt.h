@@ -98,6 +98,13 @@ enum fmrt_status
    */
   FMRT_STATUS_SOLVER = 400,
   /*
+   The schedule is singular where it was asked to work: a prediction
+   that cannot become a velocity at that time (x0 prediction where σ = 0),
+   a schedule change whose time map is flat, a coefficient that is not
+   finite. The message gives the time.
+   */
+  FMRT_STATUS_SINGULAR = 410,
+  /*
    A file could not be read or written.
    */
   FMRT_STATUS_IO = 500,
@@ -114,6 +121,11 @@ enum fmrt_status
    the call remain valid to free, but their results should not be trusted.
    */
   FMRT_STATUS_PANIC = 900,
+  /*
+   fmrt broke one of its own invariants (a bug; please report it with the
+   message).
+   */
+  FMRT_STATUS_INTERNAL = 910,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -712,8 +724,11 @@ fmrt_status fmrt_field_plugin(const char *path, const char *config, fmrt_field *
 /*
  Wraps `inner`, whose model predicts `prediction` (`"velocity"`, `"x1"` or
  `"x0"`, aliases `data`, `noise`, `epsilon`), as a velocity field through the
- path of `trained_with`. x1-prediction is singular at t = 1 and x0-prediction
- at t = 0: evaluating there fails naming t.
+ path of `trained_with`. The conversion divides by σ = 0 at t = 1 for
+ x1-prediction and by α = 0 at t = 0 for x0-prediction; within a margin of
+ 1e-3 of that end the model is read at the margin's edge, so every time in
+ [0, 1] evaluates (the sample at t = 1 of an x1 model is its own x1
+ prediction there).
 
  # Safety
 
@@ -1325,7 +1340,7 @@ fmrt_status fmrt_field_onnx_provider(const fmrt_field *field,
  the path points x_t = α·x1 + σ·x0 into `out_x_t` and the regression targets
  ẋ_t = α'·x1 + σ'·x0 into `out_target` (each `len` floats, of
  `out_x_t_len` / `out_target_len` available). A non-finite coefficient (σ' of
- `vp` at t = 1) is `FMRT_STATUS_INVALID_ARGUMENT` naming t. Thread-safe.
+ `vp` at t = 1) is `FMRT_STATUS_SINGULAR` naming t. Thread-safe.
 
  # Safety
 
@@ -1519,7 +1534,9 @@ fmrt_status fmrt_sampler_sample_rows(const fmrt_sampler *sampler,
  Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be
  `n × state size`) from `t_start` to `t_end` (`t_end < t_start` integrates
  backwards), saving the states at `times` (times t within the interval).
- Other parameters as for `fmrt_sampler_sample`.
+ This runs the ODE: a stochastic sampler (noise scale G > 0) refuses it
+ with `FMRT_STATUS_INVALID_ARGUMENT`. Other parameters as for
+ `fmrt_sampler_sample`.
 
  # Safety
 
@@ -1605,8 +1622,10 @@ fmrt_status fmrt_sampler_sample_shaped(const fmrt_sampler *sampler,
  `[n, ...state_shape]`) instead of a seeded draw: the run starts from
  x0 = s·z with s the sampler's noise scale (1 unless made by
  `fmrt_sampler_with_noise_scale`), at t = 0 or at the first time of an
- explicit grid, and ends at t = 1. A stochastic sampler integrates the ODE
- here. Other parameters as for `fmrt_sampler_sample_shaped`.
+ explicit grid, and ends at t = 1. This runs the ODE: a stochastic sampler
+ (noise scale G > 0) refuses it with `FMRT_STATUS_INVALID_ARGUMENT`, since
+ its diffusion noise comes from the seed of `fmrt_sampler_sample`. Other
+ parameters as for `fmrt_sampler_sample_shaped`.
 
  # Safety
 
@@ -1823,6 +1842,37 @@ fmrt_status fmrt_adaptive_options_default(fmrt_adaptive_options *out);
 fmrt_status fmrt_solver_adaptive(const char *method,
                                  const fmrt_adaptive_options *options,
                                  fmrt_solver **out);
+
+/*
+ A copy of the adaptive solver `solver` that measures the error of its
+ steps with the norm `norm`, into `*out`: `"independent"` (the default:
+ every sample its own steps), `"sample"` (one step size for the batch, the
+ worst sample's RMS) or `"batch"` (one RMS over the whole batch, as
+ torchdiffeq measures it); any ASCII case. A fixed-step solver, which has
+ no error norm, or an unknown name is `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `solver` must be a live handle; `norm` NUL-terminated; `out` writable.
+ */
+fmrt_status fmrt_solver_with_error_norm(const fmrt_solver *solver,
+                                        const char *norm,
+                                        fmrt_solver **out);
+
+/*
+ A copy of the adaptive solver `solver` with the step-size controller
+ `controller` (`"pi"`, the default, or `"i"`; any ASCII case), into
+ `*out`. A fixed-step solver or an unknown name is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `solver` must be a live handle; `controller` NUL-terminated; `out`
+ writable.
+ */
+fmrt_status fmrt_solver_with_controller(const fmrt_solver *solver,
+                                        const char *controller,
+                                        fmrt_solver **out);
 
 /*
  Releases a solver configuration. NULL is a no-op.

@@ -3,8 +3,13 @@
 //! Each variant says what went wrong with the facts a caller needs to act on
 //! it (the file, the tensor and its shape, the operator and its node, the time
 //! where a solve stopped), so hosts can branch on the variant instead of
-//! reading messages: the C API picks its status from the variant, and the
-//! CLI its exit code.
+//! reading messages. [`Error::kind`] is the one place that sorts errors into
+//! [`ErrorKind`]s: the C API's status and the CLI's exit code are both read
+//! off the kind, so the two cannot disagree.
+//!
+//! An error caused by another one (ONNX Runtime's, the protobuf decoder's)
+//! keeps it as its [`source`](std::error::Error::source) and does not copy its
+//! text; [`Report`] prints the whole chain on one line.
 
 /// Everything that can go wrong in fmrt.
 #[derive(Debug, thiserror::Error)]
@@ -123,20 +128,46 @@ pub enum Error {
         s: f64,
     },
     /// A velocity field failed while evaluating: ONNX Runtime reported an
-    /// error, a plugin callback failed, or the field was given extras it does
-    /// not take.
+    /// error, or a plugin callback failed.
     #[error("{field}: {reason}")]
     Field {
         /// The field (a model file, a plugin, an adapter's name).
         field: String,
         /// What went wrong.
         reason: String,
+        /// The underlying error (ONNX Runtime's), when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A conditioning input (an extra) is wrong: not an input of the field,
+    /// missing, of the wrong type or shape, or its null condition does not fit.
+    #[error("{field}: conditioning input `{input}`: {reason}")]
+    Extra {
+        /// The field (a model file, a plugin, an adapter's name).
+        field: String,
+        /// The input's name.
+        input: String,
+        /// What is wrong with it, with the declared shape and type where the
+        /// field declares one.
+        reason: String,
+    },
+    /// The schedule cannot do what was asked at some time: a prediction that
+    /// cannot be turned into a velocity there (σ = 0 for x0 prediction), a
+    /// schedule change whose time map is flat, a coefficient that is not
+    /// finite.
+    #[error("{reason}")]
+    Singular {
+        /// What is singular, and at which time.
+        reason: String,
+    },
+    /// fmrt broke one of its own invariants: a bug, to be reported.
+    #[error("internal error (a bug in fmrt; please report it): {0}")]
+    Internal(String),
     /// An argument is out of its domain (a negative step count, a NaN tolerance…).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written; the I/O error is the source.
+    #[error("{path}")]
     Io {
         /// The file involved.
         path: String,
@@ -161,12 +192,72 @@ pub(crate) fn checked_product(factors: &[usize], what: &str) -> crate::Result<us
 }
 
 impl Error {
+    /// The kind of failure this is: the one classification the C API's
+    /// status and the CLI's exit code are both read from.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) | Error::Extra { .. } => ErrorKind::InvalidArgument,
+            Error::Shape { .. } => ErrorKind::Shape,
+            Error::Scheduler { .. } => ErrorKind::Scheduler,
+            Error::ModelLoad { .. } => ErrorKind::Model,
+            Error::PluginLoad { .. } => ErrorKind::Plugin,
+            Error::RuntimeNotFound { .. } => ErrorKind::RuntimeNotFound,
+            Error::Unsupported { .. } | Error::UnsupportedOperator { .. } => ErrorKind::Unsupported,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Field { .. } => ErrorKind::Field,
+            Error::Singular { .. } => ErrorKind::Singular,
+            Error::StepSizeTooSmall { .. } | Error::MaxSteps { .. } | Error::NonFinite { .. } => {
+                ErrorKind::Solver
+            }
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// A [`Error::Field`] for the field `field`.
     pub fn field(field: impl AsRef<str>, reason: impl Into<String>) -> Self {
         Error::Field {
             field: field.as_ref().to_string(),
             reason: reason.into(),
+            source: None,
         }
+    }
+
+    /// A [`Error::Field`] for the field `field` caused by `source`.
+    pub fn field_from(
+        field: impl AsRef<str>,
+        reason: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Field {
+            field: field.as_ref().to_string(),
+            reason: reason.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A [`Error::Extra`]: the conditioning input `input` of `field` is wrong.
+    pub fn extra(
+        field: impl AsRef<str>,
+        input: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Extra {
+            field: field.as_ref().to_string(),
+            input: input.as_ref().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`Error::Singular`] saying `reason`.
+    pub fn singular(reason: impl Into<String>) -> Self {
+        Error::Singular {
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`Error::Internal`]: fmrt's own invariant `what` does not hold.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal(what.into())
     }
 
     /// A [`Error::ModelLoad`] for `file` without an underlying error.
@@ -178,8 +269,8 @@ impl Error {
         }
     }
 
-    /// A [`Error::ModelLoad`] for `file` caused by `source`, whose message
-    /// follows `reason`.
+    /// A [`Error::ModelLoad`] for `file` caused by `source` (kept as the
+    /// error's source, not copied into `reason`; [`Report`] prints both).
     pub fn model_load_from(
         file: impl AsRef<str>,
         reason: impl Into<String>,
@@ -187,7 +278,7 @@ impl Error {
     ) -> Self {
         Error::ModelLoad {
             file: file.as_ref().to_string(),
-            reason: format!("{}: {source}", reason.into()),
+            reason: reason.into(),
             source: Some(Box::new(source)),
         }
     }
@@ -195,6 +286,58 @@ impl Error {
     /// A [`Error::Unsupported`] saying `what`.
     pub fn unsupported(what: impl Into<String>) -> Self {
         Error::Unsupported { what: what.into() }
+    }
+}
+
+/// The kinds of failure, as hosts branch on them: the caller's input, the
+/// model, the computation, the machine, or fmrt itself.
+///
+/// Every [`Error`] has exactly one kind ([`Error::kind`]). This enum is
+/// exhaustive on purpose: a front end that maps kinds (the C API to statuses,
+/// the CLI to exit codes) stops compiling when a kind is added, instead of
+/// silently filing it under a wildcard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An argument or conditioning input is out of its domain.
+    InvalidArgument,
+    /// A tensor or buffer has the wrong shape or length.
+    Shape,
+    /// A `.fm` scheduler or grid failed to load.
+    Scheduler,
+    /// A model file failed to load.
+    Model,
+    /// A native plugin failed to load.
+    Plugin,
+    /// The ONNX Runtime library was not found or did not load.
+    RuntimeNotFound,
+    /// The field cannot do what was asked (derivatives it does not offer,
+    /// an operator without a tangent rule).
+    Unsupported,
+    /// A file could not be read or written.
+    Io,
+    /// The velocity field failed while evaluating.
+    Field,
+    /// The schedule is singular where it was asked to work.
+    Singular,
+    /// The solver could not finish.
+    Solver,
+    /// fmrt broke an invariant of its own (a bug).
+    Internal,
+}
+
+/// An error and its chain of causes on one line (`a: b: c`), for messages
+/// shown to people: the C API's `fmrt_last_error` and the CLI print this.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 

@@ -47,7 +47,9 @@ use crate::{Error, Result};
 pub struct ModelOptions {
     /// The schedule the model was trained with (default: `fmrt.scheduler`).
     pub scheduler: Option<Arc<dyn Schedule>>,
-    /// Parameter overrides for the metadata's scheduler (`param` values).
+    /// Parameter overrides for the metadata's scheduler (`param` values);
+    /// an error with [`scheduler`](Self::scheduler) given (its parameters
+    /// are set when it is loaded) or a model without `fmrt.scheduler`.
     pub scheduler_params: Vec<(String, f64)>,
     /// What the network predicts (default: `fmrt.prediction`, else velocity).
     pub prediction: Option<Prediction>,
@@ -168,11 +170,28 @@ impl Model {
     /// the metadata that does not load.
     pub fn new(network: Arc<OnnxField>, options: ModelOptions) -> Result<Model> {
         let (direction, scale) = clock_of(&network, &options)?;
-        let trained = match options.scheduler {
-            Some(s) => Some(s),
-            None => network
-                .scheduler(&options.scheduler_params)?
-                .map(|s| Arc::new(s) as Arc<dyn Schedule>),
+        let trained = match (options.scheduler, options.scheduler_params.is_empty()) {
+            (Some(_), false) => {
+                return Err(Error::InvalidArgument(
+                    "scheduler_params (--param) override the parameters of the model's \
+                     `fmrt.scheduler` metadata, and a scheduler was given instead: give its \
+                     parameters when loading it (Scheduler::open(spec, params))"
+                        .to_string(),
+                ))
+            }
+            (Some(s), true) => Some(s),
+            (None, _) => match network.scheduler(&options.scheduler_params)? {
+                Some(s) => Some(Arc::new(s) as Arc<dyn Schedule>),
+                None if !options.scheduler_params.is_empty() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "scheduler_params (--param) override the parameters of the model's \
+                         `fmrt.scheduler` metadata, and {} has none: give the training \
+                         scheduler with its parameters instead (--scheduler FILE.fm|BUILTIN)",
+                        network.file()
+                    )))
+                }
+                None => None,
+            },
         };
         let need_schedule = |what: &str| {
             Error::InvalidArgument(format!(

@@ -181,7 +181,7 @@ impl AffinePath {
         let n = if derivatives { 4 } else { 2 };
         for &(name, v) in &checked[..n] {
             if !v.is_finite() {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::singular(format!(
                     "schedule coefficient {name}({t}) = {v} is not finite"
                 )));
             }
@@ -265,7 +265,7 @@ impl AffinePath {
         let c = self.coefficients(t)?;
         let (a, s, da, ds) = (c.alpha, c.sigma, c.d_alpha, c.d_sigma);
         let singular = |what: &str| {
-            Error::InvalidArgument(format!(
+            Error::singular(format!(
                 "cannot convert a {from} prediction to {to} at t = {t}: {what} \
                  (alpha = {a}, sigma = {s}, d_alpha = {da}, d_sigma = {ds})"
             ))

@@ -241,7 +241,7 @@ impl Sampler {
                 let points = euler_maruyama_points(&self.solver)?;
                 if sde.scale() == 0.0 {
                     // G = 0 is the ODE: the Euler solver on the same steps.
-                    return self.integrate(x0.view(), &TimeSpan::Full, times);
+                    return self.integrate_ode(x0.view(), &TimeSpan::Full, times);
                 }
                 if !times.is_empty() {
                     return Err(Error::InvalidArgument(
@@ -251,7 +251,22 @@ impl Sampler {
                 }
                 self.euler_maruyama(sde, x0, &points, first, seed)
             }
-            None => self.integrate(x0.view(), &TimeSpan::Full, times),
+            None => self.integrate_ode(x0.view(), &TimeSpan::Full, times),
+        }
+    }
+
+    /// An error when this sampler is stochastic (G > 0): `what` runs the
+    /// ODE, and the stochastic sampler's draws of diffusion noise come from
+    /// a seed only `sample` and `sample_rows` take.
+    fn refuse_if_stochastic(&self, what: &str) -> Result<()> {
+        match &self.sde {
+            Some(sde) if sde.scale() != 0.0 => Err(Error::InvalidArgument(format!(
+                "{what} integrates the ODE, and this sampler is stochastic (SDE noise scale \
+                 G = {}): sample it with sample or sample_rows, which draw its diffusion noise \
+                 from the seed, or use a sampler without an SDE",
+                sde.scale()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -306,7 +321,20 @@ impl Sampler {
     ///
     /// For a common span, `times` are times t within it; for per-sample spans
     /// they are normalised times s ∈ [0, 1] (t_i = start_i + s·(end_i − start_i)).
+    ///
+    /// This runs the ODE: on a stochastic sampler ([`with_sde`](Self::with_sde)
+    /// with G > 0) it is an error rather than a silent switch to the ODE.
     pub fn integrate(
+        &self,
+        x0: ArrayViewD<'_, f32>,
+        span: &TimeSpan,
+        times: &[f64],
+    ) -> Result<Samples> {
+        self.refuse_if_stochastic("integrate")?;
+        self.integrate_ode(x0, span, times)
+    }
+
+    fn integrate_ode(
         &self,
         x0: ArrayViewD<'_, f32>,
         span: &TimeSpan,
@@ -349,7 +377,7 @@ impl Sampler {
             IxDyn(&traj_shape),
             solution.saved.iter().map(|&v| v as f32).collect(),
         )
-        .map_err(|e| Error::InvalidArgument(format!("trajectory shape: {e}")))?;
+        .map_err(|e| Error::internal(format!("trajectory shape: {e}")))?;
 
         Ok(Samples {
             x,
@@ -363,13 +391,15 @@ impl Sampler {
     /// Integrates the standard-normal draws `z` (`[N, ...]`) from t = 0 (or
     /// the first time of an explicit grid) to 1 after scaling them by the
     /// noise scale: the run [`sample`](Self::sample) makes with its own draws.
+    /// Like [`integrate`](Self::integrate), an error on a stochastic sampler.
     pub fn sample_from_noise(&self, z: ArrayViewD<'_, f32>, times: &[f64]) -> Result<Samples> {
+        self.refuse_if_stochastic("sample_from_noise")?;
         if self.noise_scale == 1.0 {
-            return self.integrate(z, &TimeSpan::Full, times);
+            return self.integrate_ode(z, &TimeSpan::Full, times);
         }
         let s = self.noise_scale as f32;
         let x0 = z.mapv(|v| v * s);
-        self.integrate(x0.view(), &TimeSpan::Full, times)
+        self.integrate_ode(x0.view(), &TimeSpan::Full, times)
     }
 
     /// The solver's interval for `span`, and the solver configuration: a full
@@ -377,15 +407,12 @@ impl Sampler {
     /// grid starts at t = 3e-4) integrates from the grid's first time, the
     /// noise being the state there.
     fn resolve_span(&self, span: &TimeSpan) -> (Interval, SolverConfig) {
-        if let (TimeSpan::Full, Steps::Grid(points), false) =
-            (span, &self.solver.steps, self.solver.is_adaptive())
-        {
+        if let (TimeSpan::Full, Some(Steps::Grid(points))) = (span, self.solver.steps()) {
             if let Some(&first) = points.first() {
                 if first > 0.0 && first < 1.0 {
                     let length = 1.0 - first;
                     let grid = points.iter().map(|&p| (p - first) / length).collect();
-                    let mut solver = self.solver.clone();
-                    solver.steps = Steps::Grid(grid);
+                    let solver = SolverConfig::fixed(self.solver.method, Steps::Grid(grid));
                     let interval = Interval::Common {
                         start: first,
                         end: 1.0,
@@ -423,19 +450,11 @@ fn layout_error(what: &str) -> Error {
 /// The times of the fixed Euler steps of `solver` from 0 to 1, for
 /// Euler–Maruyama; an error for other methods or adaptive steps.
 fn euler_maruyama_points(solver: &SolverConfig) -> Result<Vec<f64>> {
-    if solver.is_adaptive() || solver.method != Method::Euler {
-        return Err(Error::InvalidArgument(format!(
-            "stochastic sampling integrates with Euler–Maruyama on fixed steps; use the \
-             euler method with fixed steps (or a grid), not {}{}",
-            solver.method,
-            if solver.is_adaptive() {
-                " with adaptive steps"
-            } else {
-                ""
-            }
-        )));
-    }
-    match &solver.steps {
+    let steps = match solver.steps() {
+        Some(steps) if solver.method == Method::Euler => steps,
+        _ => return Err(euler_maruyama_only(solver)),
+    };
+    match steps {
         Steps::Count(0) => Err(Error::InvalidArgument(
             "the step count must be at least 1".to_string(),
         )),
@@ -490,13 +509,13 @@ fn join_dims(dims: &[usize]) -> String {
 fn to_f64_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2<f64>> {
     let values: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     Array2::from_shape_vec((batch, dim), values)
-        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))
+        .map_err(|e| Error::internal(format!("state layout: {e}")))
 }
 
 /// Converts `[N, D]` f64 rows back into f32 states of `shape`.
 fn rows_to_f32(y: ArrayView2<'_, f64>, shape: &[usize]) -> Result<ArrayD<f32>> {
     ArrayD::from_shape_vec(IxDyn(shape), y.iter().map(|&v| v as f32).collect())
-        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))
+        .map_err(|e| Error::internal(format!("state layout: {e}")))
 }
 
 /// Maps requested times to the solver's normalised time s ∈ [0, 1].
@@ -572,4 +591,19 @@ impl OdeSystem for FieldSystem<'_> {
         }
         Ok(())
     }
+}
+
+/// The error for a stochastic sampler given a solver other than Euler on
+/// fixed steps.
+fn euler_maruyama_only(solver: &SolverConfig) -> Error {
+    Error::InvalidArgument(format!(
+        "stochastic sampling integrates with Euler–Maruyama on fixed steps; use the \
+             euler method with fixed steps (or a grid), not {}{}",
+        solver.method,
+        if solver.is_adaptive() {
+            " with adaptive steps"
+        } else {
+            ""
+        }
+    ))
 }

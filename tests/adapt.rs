@@ -126,8 +126,8 @@ fn schedule_change_reports_singular_times() {
     let change = ScheduleChange::new(ring(builtin("ot")), builtin("ot"), builtin("vp"));
     assert!(change.time_map(0.5).is_ok());
     match change.time_map(1.0) {
-        Err(Error::InvalidArgument(message)) => {
-            assert!(message.contains("not finite"), "{message}")
+        Err(Error::Singular { reason }) => {
+            assert!(reason.contains("not finite"), "{reason}")
         }
         other => panic!("expected an error, got {other:?}"),
     }
@@ -149,16 +149,22 @@ fn schedule_changes_to_singular_targets_give_the_same_samples() {
     )
     .sample(500, 12)
     .unwrap();
-    for target in ["vp", "linear_vp"] {
+    // Bounds about 3× the differences measured (1.7e-3, 4.4e-4, 7.4e-4,
+    // 5.3e-3): the solver's error near the square-root singularity of σ̄ at
+    // r = 1, not the reference's (tolerance 1e-7).
+    for (target, bounds) in [("vp", [5e-3, 1.5e-3]), ("linear_vp", [2.5e-3, 1.6e-2])] {
         let changed: Arc<dyn VelocityField> = Arc::new(ScheduleChange::new(
             ring(ot.clone()),
             ot.clone(),
             builtin(target),
         ));
-        for solver in [
+        for (solver, bound) in [
             SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5),
             SolverConfig::fixed(Method::Rk4, fmrt::solver::Steps::Count(400)),
-        ] {
+        ]
+        .into_iter()
+        .zip(bounds)
+        {
             let got = Sampler::new(changed.clone(), solver.clone())
                 .sample(500, 12)
                 .unwrap_or_else(|e| panic!("{target} {:?}: {e}", solver.method));
@@ -167,7 +173,7 @@ fn schedule_changes_to_singular_targets_give_the_same_samples() {
                 "ot -> {target} {:?}: max difference {diff:e}, {} evaluations",
                 solver.method, got.stats.nfe
             );
-            assert!(diff <= 1e-2, "ot -> {target} {:?}: {diff}", solver.method);
+            assert!(diff <= bound, "ot -> {target} {:?}: {diff}", solver.method);
         }
     }
 }
@@ -931,6 +937,23 @@ fn adapters_check_times_and_shapes_instead_of_panicking() {
             assert!(
                 matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t"),
                 "{name}, {} times: {r:?}",
+                t.len()
+            );
+            // The derivatives check the times before indexing them too.
+            let mut div = vec![0.0; 3];
+            let r = field.divergence_with(x.view(), t, &labels, &mut div);
+            assert!(
+                matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t")
+                    || matches!(&r, Err(Error::Unsupported { .. })),
+                "{name} divergence, {} times: {r:?}",
+                t.len()
+            );
+            let v = x.clone();
+            let r = field.jvp_with(x.view(), t, &labels, v.view(), out.view_mut());
+            assert!(
+                matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t")
+                    || matches!(&r, Err(Error::Unsupported { .. })),
+                "{name} jvp, {} times: {r:?}",
                 t.len()
             );
         }

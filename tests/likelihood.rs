@@ -991,3 +991,68 @@ fn log_prob_while_sampling_matches_the_exact_density() {
         "mean {mean}, sd {sd}"
     );
 }
+
+/// A grid given to a likelihood is in the sampling direction (times from 0
+/// to 1); the backward solve visits exactly those times. Euler on an uneven
+/// grid, rolled by hand with the mixture's exact velocity and divergence
+/// from t = 1 down the grid's own points, is the reference; the mirrored
+/// grid (times 1 − g) gives a visibly different answer, so the test can tell.
+#[test]
+fn a_grid_runs_backwards_over_its_own_times() {
+    let gmm = ring(builtin("ot"));
+    let grid: Vec<f64> = (0..=12).map(|k| (k as f64 / 12.0).powi(3)).collect();
+    let x = gmm.sample_data(6, 5);
+    let euler = |points: &[f64]| -> Vec<f64> {
+        let mut y = x.mapv(f64::from);
+        let mut integral = vec![0.0; y.nrows()];
+        for w in points.windows(2).rev() {
+            let (t, h) = (w[1], w[1] - w[0]);
+            let u = gmm.velocity_f64(y.view(), &[t]).unwrap();
+            let div = gmm.divergence_f64(y.view(), &[t]).unwrap();
+            y = &y - &(h * &u);
+            for (i, d) in div.iter().enumerate() {
+                integral[i] += h * d;
+            }
+        }
+        let log_p0 = StandardNormal::new()
+            .log_density_f64(y.view().into_dyn())
+            .unwrap();
+        log_p0.iter().zip(&integral).map(|(a, b)| a - b).collect()
+    };
+    let want = euler(&grid);
+    let mirrored: Vec<f64> = grid.iter().rev().map(|g| 1.0 - g).collect();
+    let mirrored_answer = euler(&mirrored);
+    let got = Likelihood::new(
+        gmm.clone(),
+        SolverConfig::fixed(Method::Euler, Steps::Grid(grid)),
+    )
+    .log_likelihood(x.view().into_dyn())
+    .unwrap()
+    .log_p;
+    for i in 0..want.len() {
+        assert!(
+            (got[i] - want[i]).abs() < 1e-3,
+            "sample {i}: {} vs {}",
+            got[i],
+            want[i]
+        );
+        assert!(
+            (mirrored_answer[i] - want[i]).abs() > 3e-2,
+            "sample {i}: the mirrored grid is not distinguishable ({} vs {})",
+            mirrored_answer[i],
+            want[i]
+        );
+    }
+}
+
+/// A time list that starts after 0 cannot end a likelihood at the source.
+#[test]
+fn a_grid_starting_after_zero_is_refused_by_likelihoods() {
+    let gmm = ring(builtin("ot"));
+    let steps = fmrt::grid::explicit_steps(&[0.2, 0.6, 1.0]).unwrap();
+    let x = gmm.sample_data(2, 1);
+    let err = Likelihood::new(gmm, SolverConfig::fixed(Method::Euler, steps))
+        .log_likelihood(x.view().into_dyn())
+        .unwrap_err();
+    assert_eq!(err.kind(), fmrt::error::ErrorKind::InvalidArgument, "{err}");
+}

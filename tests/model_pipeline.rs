@@ -149,6 +149,28 @@ fn options_override_metadata_and_missing_facts_are_errors() {
     let m = open("tests/fixtures/time_b.onnx", with_schedule).unwrap();
     assert_eq!(m.adapters(), &[Adapter::Prediction(Prediction::X0)]);
 
+    // Parameter overrides of the metadata's scheduler mean nothing beside a
+    // given scheduler, or for a model without one: refused, not dropped.
+    let params = vec![("sigma_min".to_string(), 1e-3)];
+    let beside_a_scheduler = ModelOptions {
+        scheduler: Some(Arc::new(Scheduler::builtin("ot", &[]).unwrap())),
+        scheduler_params: params.clone(),
+        ..ModelOptions::default()
+    };
+    let without_metadata = ModelOptions {
+        scheduler_params: params,
+        ..ModelOptions::default()
+    };
+    for (file, options) in [
+        ("tests/fixtures/gmm_ot.onnx", beside_a_scheduler),
+        ("tests/fixtures/time_b.onnx", without_metadata),
+    ] {
+        match open(file, options) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("scheduler_params"), "{m}"),
+            other => panic!("{file}: expected an invalid-argument error, got {other:?}"),
+        }
+    }
+
     // Guidance without a null condition in the metadata or the options.
     let guided = ModelOptions {
         guidance: 2.0,

@@ -47,7 +47,7 @@ fn load_err(builder: onnx::OnnxFieldBuilder, name: &str) -> String {
     runtime();
     match builder.load_file(fixture(name)) {
         Ok(_) => panic!("{name} loaded, but it should not"),
-        Err(e) => e.to_string(),
+        Err(e) => fmrt::error::Report(&e).to_string(),
     }
 }
 
@@ -526,6 +526,11 @@ fn a_session_pool_used_from_threads_matches_serial_calls() {
             .unwrap(),
     );
     assert_eq!(field.sessions(), 2);
+    assert_eq!(
+        field.jvp_sessions(),
+        Some(2),
+        "the tangent model opens as many sessions"
+    );
     let inputs: Vec<(ArrayD<f32>, f64)> = (0..4)
         .map(|k| (random(&[33, 2], 1.0, 100 + k), 0.2 * k as f64 + 0.1))
         .collect();
@@ -691,67 +696,6 @@ fn a_missing_library_error_lists_the_places_and_the_fetch_command() {
     assert!(path.exists() || path.to_string_lossy().starts_with("libonnxruntime"));
     let info = onnx::runtime_info().expect("loaded");
     println!("ONNX Runtime: {} ({})", info.library.display(), info.source);
-}
-
-/// Overhead of `OnnxField::velocity` over a bare ort session loop on the
-/// benchmark net (run with `cargo test --release -- --ignored --nocapture`).
-#[test]
-#[ignore = "timing; run by hand"]
-fn overhead_against_a_bare_session_loop() {
-    use ort::session::Session;
-    use ort::value::TensorRef;
-    use std::time::Instant;
-
-    runtime();
-    for (batch, intra) in [(1usize, 1usize), (256, 1), (4096, 1), (256, 2)] {
-        let field = OnnxField::builder()
-            .intra_threads(intra)
-            .load_file(fixture("mlp256.onnx"))
-            .unwrap();
-        let x = random(&[batch, 2], 1.0, 1);
-        let t: Vec<f64> = (0..batch).map(|i| i as f64 / batch as f64).collect();
-        let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-        let reps = (200_000 / batch).clamp(20, 20_000);
-
-        // The bare loop: one session, inputs prepared once, no checks.
-        let bytes = std::fs::read(fixture("mlp256.onnx")).unwrap();
-        let mut session = Session::builder(onnx::ort_environment(None).unwrap().0)
-            .unwrap()
-            .with_intra_threads(intra)
-            .unwrap()
-            .commit_from_memory(&bytes)
-            .unwrap();
-        let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
-        let time = |f: &mut dyn FnMut()| {
-            for _ in 0..reps / 10 {
-                f();
-            }
-            let start = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            start.elapsed().as_secs_f64() / reps as f64
-        };
-        let bare = time(&mut || {
-            let inputs = ort::inputs![
-                "x" => TensorRef::from_array_view(x.view()).unwrap(),
-                "t" => TensorRef::from_array_view(([batch], t32.as_slice())).unwrap(),
-            ];
-            let outputs = session.run(inputs).unwrap();
-            let v = outputs["v"].try_extract_array::<f32>().unwrap();
-            std::hint::black_box(v[[0, 0]]);
-        });
-        let ours = time(&mut || {
-            field.velocity(x.view(), &t, out.view_mut()).unwrap();
-        });
-        println!(
-            "batch {batch:5}, intra {intra}: bare {:8.1} µs, OnnxField {:8.1} µs, ratio {:.3}",
-            bare * 1e6,
-            ours * 1e6,
-            ours / bare
-        );
-        assert!(ours < 2.0 * bare + 20e-6, "overhead too large");
-    }
 }
 
 #[test]

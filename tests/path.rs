@@ -252,10 +252,10 @@ fn singular_conversions_are_reported_with_their_time() {
     let expect_singular = |path: &AffinePath, from, to, t: &[f64], needle: &str| {
         let err = convert(path, from, to, &x, &x, t).unwrap_err();
         match err {
-            Error::InvalidArgument(msg) => {
-                assert!(msg.contains(needle), "{msg} should mention {needle}")
+            Error::Singular { reason } => {
+                assert!(reason.contains(needle), "{reason} should mention {needle}")
             }
-            other => panic!("expected InvalidArgument, got {other:?}"),
+            other => panic!("expected Singular, got {other:?}"),
         }
     };
     // σ(1) = 0: an x1 prediction carries no information about the velocity.
@@ -311,7 +311,7 @@ fn infinite_schedule_coefficients_are_reported() {
         .velocity_into(x.view(), x.view(), &[1.0], out.view_mut())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument(m) if m.contains("d_sigma") && m.contains("(1)"))
+        matches!(&err, Error::Singular { reason } if reason.contains("d_sigma") && reason.contains("(1)"))
     );
 }
 

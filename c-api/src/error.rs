@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 
+use fmrt::error::{ErrorKind, Report};
 use fmrt::Error;
 
 /// The outcome of a C API call.
@@ -55,6 +56,11 @@ pub enum fmrt_status {
     /// The solver could not finish (step-size underflow, too many steps, a
     /// non-finite state); the message gives the time where it stopped.
     Solver = 400,
+    /// The schedule is singular where it was asked to work: a prediction
+    /// that cannot become a velocity at that time (x0 prediction where σ = 0),
+    /// a schedule change whose time map is flat, a coefficient that is not
+    /// finite. The message gives the time.
+    Singular = 410,
 
     // 500–599: the outside world.
     /// A file could not be read or written.
@@ -72,6 +78,9 @@ pub enum fmrt_status {
     /// fmrt panicked; the panic was caught at the API boundary. Handles passed to
     /// the call remain valid to free, but their results should not be trusted.
     Panic = 900,
+    /// fmrt broke one of its own invariants (a bug; please report it with the
+    /// message).
+    Internal = 910,
 }
 
 impl fmrt_status {
@@ -92,12 +101,14 @@ impl fmrt_status {
             fmrt_status::Solver => c"SOLVER",
             fmrt_status::Io => c"IO",
             fmrt_status::Unsupported => c"UNSUPPORTED",
+            fmrt_status::Singular => c"SINGULAR",
             fmrt_status::Panic => c"PANIC",
+            fmrt_status::Internal => c"INTERNAL",
         }
     }
 
     /// Every status, for lookups by number.
-    pub(crate) const ALL: [fmrt_status; 15] = [
+    pub(crate) const ALL: [fmrt_status; 17] = [
         fmrt_status::Ok,
         fmrt_status::NullParameter,
         fmrt_status::InvalidArgument,
@@ -110,9 +121,11 @@ impl fmrt_status {
         fmrt_status::Model,
         fmrt_status::RuntimeNotFound,
         fmrt_status::Solver,
+        fmrt_status::Singular,
         fmrt_status::Io,
         fmrt_status::Unsupported,
         fmrt_status::Panic,
+        fmrt_status::Internal,
     ];
 }
 
@@ -157,33 +170,29 @@ impl FfiError {
 }
 
 impl fmrt_status {
-    /// The status that reports `error` to C: one per kind of failure, decided
-    /// by the variant alone.
+    /// The status that reports `error` to C, read off the library's
+    /// classification ([`Error::kind`]); a new kind stops this from compiling.
     pub(crate) fn of(error: &Error) -> fmrt_status {
-        match error {
-            Error::InvalidArgument(_) => fmrt_status::InvalidArgument,
-            Error::Shape { .. } => fmrt_status::ShapeMismatch,
-            Error::Scheduler { .. } => fmrt_status::Scheduler,
-            Error::Field { .. } => fmrt_status::Field,
-            Error::PluginLoad { .. } => fmrt_status::Plugin,
-            Error::ModelLoad { .. } => fmrt_status::Model,
-            Error::RuntimeNotFound { .. } => fmrt_status::RuntimeNotFound,
-            Error::StepSizeTooSmall { .. } | Error::MaxSteps { .. } | Error::NonFinite { .. } => {
-                fmrt_status::Solver
-            }
-            Error::Io { .. } => fmrt_status::Io,
-            Error::Unsupported { .. } | Error::UnsupportedOperator { .. } => {
-                fmrt_status::Unsupported
-            }
-            // A kind of failure added to the library after this table.
-            _ => fmrt_status::Field,
+        match error.kind() {
+            ErrorKind::InvalidArgument => fmrt_status::InvalidArgument,
+            ErrorKind::Shape => fmrt_status::ShapeMismatch,
+            ErrorKind::Scheduler => fmrt_status::Scheduler,
+            ErrorKind::Field => fmrt_status::Field,
+            ErrorKind::Plugin => fmrt_status::Plugin,
+            ErrorKind::Model => fmrt_status::Model,
+            ErrorKind::RuntimeNotFound => fmrt_status::RuntimeNotFound,
+            ErrorKind::Solver => fmrt_status::Solver,
+            ErrorKind::Singular => fmrt_status::Singular,
+            ErrorKind::Io => fmrt_status::Io,
+            ErrorKind::Unsupported => fmrt_status::Unsupported,
+            ErrorKind::Internal => fmrt_status::Internal,
         }
     }
 }
 
 impl From<Error> for FfiError {
     fn from(e: Error) -> Self {
-        FfiError::new(fmrt_status::of(&e), e.to_string())
+        FfiError::new(fmrt_status::of(&e), Report(&e).to_string())
     }
 }
 

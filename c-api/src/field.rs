@@ -166,8 +166,11 @@ pub unsafe extern "C" fn fmrt_field_plugin(
 
 /// Wraps `inner`, whose model predicts `prediction` (`"velocity"`, `"x1"` or
 /// `"x0"`, aliases `data`, `noise`, `epsilon`), as a velocity field through the
-/// path of `trained_with`. x1-prediction is singular at t = 1 and x0-prediction
-/// at t = 0: evaluating there fails naming t.
+/// path of `trained_with`. The conversion divides by σ = 0 at t = 1 for
+/// x1-prediction and by α = 0 at t = 0 for x0-prediction; within a margin of
+/// 1e-3 of that end the model is read at the margin's edge, so every time in
+/// [0, 1] evaluates (the sample at t = 1 of an x1 model is its own x1
+/// prediction there).
 ///
 /// # Safety
 ///

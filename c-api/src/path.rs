@@ -14,7 +14,7 @@ use fmrt::path::AffinePath;
 /// the path points x_t = α·x1 + σ·x0 into `out_x_t` and the regression targets
 /// ẋ_t = α'·x1 + σ'·x0 into `out_target` (each `len` floats, of
 /// `out_x_t_len` / `out_target_len` available). A non-finite coefficient (σ' of
-/// `vp` at t = 1) is `FMRT_STATUS_INVALID_ARGUMENT` naming t. Thread-safe.
+/// `vp` at t = 1) is `FMRT_STATUS_SINGULAR` naming t. Thread-safe.
 ///
 /// # Safety
 ///

@@ -427,7 +427,9 @@ unsafe fn integrate(
 /// Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be
 /// `n × state size`) from `t_start` to `t_end` (`t_end < t_start` integrates
 /// backwards), saving the states at `times` (times t within the interval).
-/// Other parameters as for `fmrt_sampler_sample`.
+/// This runs the ODE: a stochastic sampler (noise scale G > 0) refuses it
+/// with `FMRT_STATUS_INVALID_ARGUMENT`. Other parameters as for
+/// `fmrt_sampler_sample`.
 ///
 /// # Safety
 ///
@@ -605,8 +607,10 @@ pub unsafe extern "C" fn fmrt_sampler_sample_shaped(
 /// `[n, ...state_shape]`) instead of a seeded draw: the run starts from
 /// x0 = s·z with s the sampler's noise scale (1 unless made by
 /// `fmrt_sampler_with_noise_scale`), at t = 0 or at the first time of an
-/// explicit grid, and ends at t = 1. A stochastic sampler integrates the ODE
-/// here. Other parameters as for `fmrt_sampler_sample_shaped`.
+/// explicit grid, and ends at t = 1. This runs the ODE: a stochastic sampler
+/// (noise scale G > 0) refuses it with `FMRT_STATUS_INVALID_ARGUMENT`, since
+/// its diffusion noise comes from the seed of `fmrt_sampler_sample`. Other
+/// parameters as for `fmrt_sampler_sample_shaped`.
 ///
 /// # Safety
 ///

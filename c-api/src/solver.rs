@@ -7,7 +7,7 @@ use crate::panic::{guard, guard_or};
 use crate::scheduler::{fmrt_param, overrides};
 use crate::{c_str, c_str_opt, check_out, free_handle, handle, put_handle, slice};
 use fmrt::grid::{explicit_steps, TimeGrid};
-use fmrt::solver::{AdaptiveOptions, Method, SolverConfig, Steps};
+use fmrt::solver::{AdaptiveOptions, Controller, ErrorNorm, Method, SolverConfig, Stepping, Steps};
 
 /// A solver configuration (opaque). Immutable: one handle may be used from any
 /// number of threads at once. A sampler copies it, so it may be freed right
@@ -278,6 +278,88 @@ pub unsafe extern "C" fn fmrt_solver_adaptive(
             })
         }
     })
+}
+
+/// A copy of the adaptive solver `solver` that measures the error of its
+/// steps with the norm `norm`, into `*out`: `"independent"` (the default:
+/// every sample its own steps), `"sample"` (one step size for the batch, the
+/// worst sample's RMS) or `"batch"` (one RMS over the whole batch, as
+/// torchdiffeq measures it); any ASCII case. A fixed-step solver, which has
+/// no error norm, or an unknown name is `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `solver` must be a live handle; `norm` NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_with_error_norm(
+    solver: *const fmrt_solver,
+    norm: *const c_char,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let norm: ErrorNorm = unsafe { c_str(norm, "norm") }?.parse()?;
+        // SAFETY: forwarded contract.
+        unsafe { with_adaptive(solver, out, "error norm", |o| o.norm = norm) }
+    })
+}
+
+/// A copy of the adaptive solver `solver` with the step-size controller
+/// `controller` (`"pi"`, the default, or `"i"`; any ASCII case), into
+/// `*out`. A fixed-step solver or an unknown name is
+/// `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `solver` must be a live handle; `controller` NUL-terminated; `out`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_with_controller(
+    solver: *const fmrt_solver,
+    controller: *const c_char,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let controller: Controller = unsafe { c_str(controller, "controller") }?.parse()?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            with_adaptive(solver, out, "step-size controller", |o| {
+                o.controller = controller
+            })
+        }
+    })
+}
+
+/// Stores into `*out` a copy of `solver` with its adaptive options changed
+/// by `change`; a fixed-step solver has none to change, and is refused
+/// naming `setting`.
+///
+/// # Safety
+///
+/// `solver` must be a live handle; `out` writable.
+unsafe fn with_adaptive(
+    solver: *const fmrt_solver,
+    out: *mut *mut fmrt_solver,
+    setting: &str,
+    change: impl FnOnce(&mut AdaptiveOptions),
+) -> Result<(), FfiError> {
+    check_out(out, "out")?;
+    // SAFETY: the caller's contract.
+    let solver = unsafe { handle(solver, "solver") }?;
+    let mut config = solver.inner.clone();
+    match &mut config.stepping {
+        Stepping::Adaptive(options) => change(options),
+        Stepping::Fixed(_) => {
+            return Err(FfiError::invalid(format!(
+                "the {setting} applies to adaptive steps, and this {} solver takes fixed steps",
+                config.method
+            )))
+        }
+    }
+    // SAFETY: checked non-NULL; writable by contract.
+    unsafe { put_handle(fmrt_solver { inner: config }, out) };
+    Ok(())
 }
 
 /// Releases a solver configuration. NULL is a no-op.

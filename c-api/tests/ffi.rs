@@ -865,13 +865,31 @@ mod machinery {
                 },
                 fmrt_status::Unsupported,
             ),
+            (
+                Error::extra("m.onnx", "mu", "not given"),
+                fmrt_status::InvalidArgument,
+            ),
+            (Error::singular("sigma = 0 at t = 1"), fmrt_status::Singular),
+            (Error::internal("state layout"), fmrt_status::Internal),
+            (
+                Error::field_from("m.onnx", "ONNX Runtime failed", io()),
+                FieldStatus,
+            ),
         ];
         for (error, status) in cases {
-            let message = error.to_string();
+            let message = fmrt::error::Report(&error).to_string();
             let ffi = crate::error::FfiError::from(error);
             assert_eq!(ffi.status, status, "{message}");
             assert_eq!(ffi.message, message);
         }
+        // The message carries the cause once: its own text, then the source's.
+        let ffi = crate::error::FfiError::from(Error::Io {
+            path: "x.npy".into(),
+            source: io(),
+        });
+        assert_eq!(ffi.message, "x.npy: gone");
+        let ffi = crate::error::FfiError::from(Error::model_load_from("m.onnx", "bad", io()));
+        assert_eq!(ffi.message, "m.onnx: bad: gone");
     }
 
     #[test]
@@ -2084,7 +2102,10 @@ mod solver {
                 3,
                 &mut s,
             ));
-            assert_eq!((*s).config().steps, Steps::Grid(vec![0.0, 0.25, 1.0]));
+            assert_eq!(
+                (*s).config().steps(),
+                Some(&Steps::Grid(vec![0.0, 0.25, 1.0]))
+            );
             fmrt_solver_free(s);
         }
     }
@@ -2111,7 +2132,7 @@ mod solver {
                 .unwrap()
                 .points(28)
                 .unwrap();
-            assert_eq!((*s).config().steps, Steps::Grid(want));
+            assert_eq!((*s).config().steps(), Some(&Steps::Grid(want)));
             fmrt_solver_free(s);
 
             let src = c"let s = 1 - u\ngrid = 1 - 2 * s / (1 + s)\n";
@@ -2124,7 +2145,7 @@ mod solver {
                 4,
                 &mut s,
             ));
-            let Steps::Grid(points) = &(*s).config().steps else {
+            let Some(Steps::Grid(points)) = (*s).config().steps() else {
                 panic!("not a grid")
             };
             assert_eq!(points.len(), 5);
@@ -2213,13 +2234,52 @@ mod solver {
                 ..o
             };
             assert_ok(fmrt_solver_adaptive(c"tsit5".as_ptr(), &tight, &mut s));
-            let a = (*s).config().adaptive.clone().unwrap();
+            let a = (*s).config().adaptive_options().cloned().unwrap();
             assert_eq!(
                 (a.rtol, a.atol, a.max_steps, a.initial_step),
                 (1e-8, 1e-9, 7, None)
             );
             fmrt_solver_free(s);
             assert_ok(fmrt_solver_adaptive(c"dopri5".as_ptr(), null(), &mut s));
+            // Every error norm and controller is reachable from C; fixed
+            // steps have neither, and say so.
+            let mut batch = null_mut();
+            assert_ok(fmrt_solver_with_error_norm(
+                s,
+                c"Batch".as_ptr(),
+                &mut batch,
+            ));
+            let mut i_control = null_mut();
+            assert_ok(fmrt_solver_with_controller(
+                batch,
+                c"i".as_ptr(),
+                &mut i_control,
+            ));
+            let o = (*i_control).config().adaptive_options().cloned().unwrap();
+            assert_eq!(o.norm, fmrt::solver::ErrorNorm::Batch);
+            assert_eq!(o.controller, fmrt::solver::Controller::I);
+            assert_eq!(
+                (*s).config().adaptive_options().unwrap().norm,
+                fmrt::solver::ErrorNorm::Independent,
+                "the original handle changed"
+            );
+            let mut refused = null_mut();
+            assert_fails(
+                fmrt_solver_with_error_norm(s, c"rms".as_ptr(), &mut refused),
+                InvalidArgument,
+                "unknown error norm `rms`",
+            );
+            let mut fixed = null_mut();
+            assert_ok(fmrt_solver_fixed(c"rk4".as_ptr(), 10, &mut fixed));
+            assert_fails(
+                fmrt_solver_with_controller(fixed, c"pi".as_ptr(), &mut refused),
+                InvalidArgument,
+                "applies to adaptive steps",
+            );
+            assert!(refused.is_null());
+            fmrt_solver_free(fixed);
+            fmrt_solver_free(i_control);
+            fmrt_solver_free(batch);
             fmrt_solver_free(s);
         }
     }
@@ -2342,6 +2402,46 @@ mod sampler {
             ));
             let (status, _) = sample(rk4_sde);
             assert_ne!(status, fmrt_status::Ok, "an SDE on RK4 steps was accepted");
+            // Integrating runs the ODE: a stochastic sampler refuses it rather
+            // than silently dropping its noise.
+            let x0 = [0.5f32; 2 * 2];
+            let mut x = [0f32; 2 * 2];
+            assert_fails(
+                fmrt_sampler_integrate(
+                    sde,
+                    x0.as_ptr(),
+                    x0.len(),
+                    2,
+                    0.0,
+                    1.0,
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                InvalidArgument,
+                "stochastic",
+            );
+            assert_ok(fmrt_sampler_integrate(
+                sde0,
+                x0.as_ptr(),
+                x0.len(),
+                2,
+                0.0,
+                1.0,
+                null(),
+                0,
+                null(),
+                x.as_mut_ptr(),
+                x.len(),
+                null_mut(),
+                0,
+                null_mut(),
+            ));
             fmrt_sampler_free(rk4_sde);
             fmrt_sampler_free(sde);
             fmrt_sampler_free(sde0);

@@ -18,6 +18,10 @@ pub struct Cli {
     /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Also print ONNX Runtime's own warnings and errors on stderr (its
+    /// errors otherwise reach you once, in fmrt's message).
+    #[arg(long = "verbose", global = true)]
+    pub verbose: bool,
 }
 
 /// The subcommands.
@@ -190,12 +194,12 @@ pub struct SolverArgs {
     /// method, runs it with this many fixed steps).
     #[arg(long = "steps", value_name = "N", value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: Option<usize>,
-    /// Relative tolerance of adaptive methods.
-    #[arg(long = "rtol", default_value_t = 1e-5)]
-    pub rtol: f64,
-    /// Absolute tolerance of adaptive methods.
-    #[arg(long = "atol", default_value_t = 1e-5)]
-    pub atol: f64,
+    /// Relative tolerance of adaptive methods (default 1e-5).
+    #[arg(long = "rtol", value_name = "TOL")]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance of adaptive methods (default 1e-5).
+    #[arg(long = "atol", value_name = "TOL")]
+    pub atol: Option<f64>,
     /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
     /// cosine), `edm` (Karras spacing through the model's SNR; params
     /// sigma_min, sigma_max, rho) or a `.fm` grid file, with --steps N: step i
@@ -214,23 +218,12 @@ pub struct SolverArgs {
     /// the batch) or batch (one shared step, one RMS over the batch:
     /// torchdiffeq's norm, fewer steps, but a sample's accuracy depends on
     /// its batch mates).
-    #[arg(long = "error-norm", value_enum, default_value = "independent")]
-    pub error_norm: ErrorNormChoice,
+    #[arg(long = "error-norm", value_name = "independent|sample|batch")]
+    pub error_norm: Option<String>,
     /// The step-size controller of adaptive methods: pi (proportional–integral,
     /// Gustafsson's coefficients; the default) or i (the plain integral one).
     #[arg(long = "controller", value_name = "pi|i")]
     pub controller: Option<String>,
-}
-
-/// The error norm of adaptive steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ErrorNormChoice {
-    /// Each sample its own steps, judged by its own RMS.
-    Independent,
-    /// One shared step; the RMS per sample, maximised over the batch.
-    Sample,
-    /// One RMS over the whole batch.
-    Batch,
 }
 
 /// How a model's output becomes the velocity to integrate; the same options

@@ -96,7 +96,12 @@ fn tensor_for(
             input.dtype
         )
     })?;
-    let context = |e: fmrt::Error| fail!("{flag} {name}={value}: {e} (the model declares {input})");
+    let context = |e: fmrt::Error| {
+        fail!(
+            "{flag} {name}={value}: {} (the model declares {input})",
+            fmrt::error::Report(&e)
+        )
+    };
     if flag == "--cond" {
         if let Ok(number) = value.parse::<f64>() {
             return ExtraTensor::Float32(ArrayD::zeros(Vec::new()))

@@ -20,7 +20,8 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode, Failure> {
         // fmrt finds it the usual way (--ort-lib is not offered here).
         if let Err(e) = fmrt::field::onnx::ensure_runtime_for_development(&checkout) {
             return Err(fail!(
-                "fmrt demo needs ONNX Runtime and could not load or fetch it: {e}; run `bash scripts/fetch-onnxruntime.sh` or set ORT_DYLIB_PATH"
+                "fmrt demo needs ONNX Runtime and could not load or fetch it: {}; run `bash scripts/fetch-onnxruntime.sh` or set ORT_DYLIB_PATH",
+                fmrt::error::Report(&e)
             ));
         }
     }

@@ -17,7 +17,10 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, Failure> {
         Ok(s) => s,
         Err(e) => {
             let on = crate::color::enabled(false);
-            eprintln!("{}", crate::color::diagnostics(&e.to_string(), on));
+            eprintln!(
+                "{}",
+                crate::color::diagnostics(&fmrt::error::Report(&e).to_string(), on)
+            );
             return Ok(ExitCode::from(1));
         }
     };

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success; 1 the input is at fault (arguments, files, models,
 //! schedulers; `fmrt check` finding errors); 2 an internal error (a bug);
 //! 3 ONNX Runtime is missing; 4 the computation failed (the solver stopped,
-//! or the model failed while running).
+//! the schedule was singular, or the model failed while running).
 
 use std::process::ExitCode;
 
@@ -35,32 +35,28 @@ impl Failure {
     }
 }
 
-/// The exit code of a library error, by its variant.
+/// The exit code of a library error, read off the library's classification
+/// ([`fmrt::Error::kind`]); a new kind stops this from compiling.
 pub fn library_exit_code(error: &fmrt::Error) -> u8 {
-    use fmrt::Error;
-    match error {
-        Error::InvalidArgument(_)
-        | Error::Shape { .. }
-        | Error::Scheduler { .. }
-        | Error::ModelLoad { .. }
-        | Error::PluginLoad { .. }
-        | Error::UnsupportedOperator { .. }
-        | Error::Unsupported { .. }
-        | Error::Io { .. } => 1,
-        Error::RuntimeNotFound { .. } => 3,
-        Error::StepSizeTooSmall { .. }
-        | Error::MaxSteps { .. }
-        | Error::NonFinite { .. }
-        | Error::Field { .. } => 4,
-        // A kind of failure added to the library after this table.
-        _ => 1,
+    use fmrt::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidArgument
+        | ErrorKind::Shape
+        | ErrorKind::Scheduler
+        | ErrorKind::Model
+        | ErrorKind::Plugin
+        | ErrorKind::Unsupported
+        | ErrorKind::Io => 1,
+        ErrorKind::Internal => 2,
+        ErrorKind::RuntimeNotFound => 3,
+        ErrorKind::Solver | ErrorKind::Singular | ErrorKind::Field => 4,
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Library(e) => write!(f, "{e}"),
+            Failure::Library(e) => write!(f, "{}", fmrt::error::Report(e)),
             Failure::Usage(m) => f.write_str(m),
         }
     }
@@ -163,6 +159,9 @@ mod tests {
                 4,
             ),
             (Error::field("m.onnx", "ONNX Runtime failed"), 4),
+            (Error::extra("m.onnx", "mu", "not given"), 1),
+            (Error::singular("sigma = 0 at t = 0"), 4),
+            (Error::internal("state layout"), 2),
         ];
         for (error, code) in cases {
             assert_eq!(library_exit_code(&error), code, "{error:?}");

@@ -30,7 +30,10 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {
                 chain.join(", then ")
             );
         }
-        Err(e) => println!("velocity field: not usable as exported: {e}"),
+        Err(e) => println!(
+            "velocity field: not usable as exported: {}",
+            fmrt::error::Report(&e)
+        ),
     }
     if model.provides_jvp() {
         println!("derivatives: exact JVPs through the tangent graph (likelihood --divergence exact|hutchinson)");

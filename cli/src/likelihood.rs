@@ -77,11 +77,6 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let opened = open_model(&args.model, &args.adapt)?;
     let field = opened.field();
     let data = npy::read_f32(&args.data)?;
-    if args.solver.grid.is_some() {
-        return Err(crate::failure::fail!(
-            "--grid places the steps of sampling (t from 0 to 1); likelihoods integrate backwards and take --steps or adaptive steps"
-        ));
-    }
     let solver = solver_config(&args.solver)?;
     let divergence = divergence_of(&args.divergence)?;
     let data = match field.state_shape() {

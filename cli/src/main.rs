@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         }
     };
     quiet_on_closed_pipe();
+    if cli.verbose {
+        fmrt::field::onnx::set_runtime_log(fmrt::field::onnx::RuntimeLog::Warnings);
+    }
     let result = std::panic::catch_unwind(|| match &cli.command {
         args::Command::Check(a) => check::run(a),
         args::Command::Eval(a) => eval::run(a),

@@ -284,6 +284,34 @@ pub fn check_output(path: &Path) -> Result<(), Failure> {
     format_of(path).map(|_| ())
 }
 
+/// Refuses outputs that name the same file (`-o P --log-prob P`), which
+/// would overwrite one result with another: each pair is compared as
+/// written and with their folders resolved (`./a.npy` and `a.npy`).
+pub fn check_distinct_outputs(outputs: &[(&str, &Path)]) -> Result<(), Failure> {
+    let resolved = |path: &Path| {
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        folder
+            .canonicalize()
+            .ok()
+            .map(|f| f.join(path.file_name().unwrap_or_default()))
+    };
+    for (i, (flag_a, a)) in outputs.iter().enumerate() {
+        for (flag_b, b) in &outputs[i + 1..] {
+            let same = a == b || matches!((resolved(a), resolved(b)), (Some(x), Some(y)) if x == y);
+            if same {
+                return Err(fail!(
+                    "{flag_a} and {flag_b} both name {}: give each output its own file",
+                    b.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `array` (f32 or f64) as `.npy` or `.csv` (by extension) through a
 /// temporary file beside it, renamed into place once complete, so an
 /// interrupted run never leaves a truncated file behind. A CSV has one row

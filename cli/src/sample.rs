@@ -14,12 +14,12 @@ use fmrt::path::Prediction;
 use fmrt::sampler::{Sampler, Samples};
 use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
-use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Steps};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Stepping, Steps};
 use fmrt::stochastic::Stochastic;
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{AdaptArgs, ErrorNormChoice, ModelArgs, SampleArgs, SolverArgs};
+use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
 use crate::failure::{fail, Failure};
 use crate::likelihood::{check_divergence_available, divergence_of};
 use crate::npy;
@@ -29,6 +29,9 @@ use crate::progress::Progress;
 pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
+    if let Some(log_prob) = &args.log_prob {
+        npy::check_distinct_outputs(&[("-o", &args.output), ("--log-prob", log_prob)])?;
+    }
     let opened = open_model(&args.model, &args.adapt)?;
     let solver = solver_config_with(&args.solver, opened.sampling_schedule())?;
     let model = opened.network().clone();
@@ -289,7 +292,12 @@ pub fn open_model(model: &ModelArgs, adapt: &AdaptArgs) -> Result<Model, Failure
             Some(spec) => Some(Arc::new(Scheduler::open(spec, &adapt.params)?)),
             None => None,
         },
-        scheduler_params: adapt.params.clone(),
+        // --param sets the parameters of --scheduler when it is given, and
+        // otherwise those of the model's own scheduler.
+        scheduler_params: match &adapt.scheduler {
+            Some(_) => Vec::new(),
+            None => adapt.params.clone(),
+        },
         prediction: match &adapt.prediction {
             Some(p) => Some(p.parse::<Prediction>()?),
             None => None,
@@ -338,17 +346,20 @@ pub fn solver_config_with(
     args: &SolverArgs,
     schedule: Option<&Arc<dyn Schedule>>,
 ) -> Result<SolverConfig, Failure> {
-    let method: Method = args
-        .solver
-        .parse()
-        .map_err(|e: fmrt::Error| e.to_string())?;
+    let method: Method = args.solver.parse()?;
     if args.grid.is_none() && !args.grid_params.is_empty() {
         return Err(fail!("--grid-param needs --grid"));
     }
     let adaptive = method.is_adaptive() && args.steps.is_none() && args.grid.is_none();
-    if args.controller.is_some() && !adaptive {
+    let adaptive_only = [
+        ("--controller", args.controller.is_some()),
+        ("--error-norm", args.error_norm.is_some()),
+        ("--rtol", args.rtol.is_some()),
+        ("--atol", args.atol.is_some()),
+    ];
+    if let Some((flag, _)) = adaptive_only.iter().find(|(_, given)| *given && !adaptive) {
         return Err(fail!(
-            "--controller sets the step-size control of adaptive methods; this run takes fixed steps"
+            "{flag} sets the step-size control of adaptive methods; this run takes fixed steps"
         ));
     }
     if let Some(spec) = args.grid.as_deref().filter(|s| is_time_list(s)) {
@@ -363,7 +374,8 @@ pub fn solver_config_with(
             ));
         }
         let times = npy::read_times(std::path::Path::new(spec))?;
-        let steps = explicit_steps(&times).map_err(|e| fail!("{spec}: {e}"))?;
+        let steps =
+            explicit_steps(&times).map_err(|e| fail!("{spec}: {}", fmrt::error::Report(&e)))?;
         return Ok(SolverConfig::fixed(method, steps));
     }
     if args.grid.is_some() && method.is_adaptive() && args.steps.is_none() {
@@ -372,21 +384,21 @@ pub fn solver_config_with(
         ));
     }
     if method.is_adaptive() && args.steps.is_none() {
+        let defaults = AdaptiveOptions::default();
         Ok(SolverConfig::adaptive_with(
             method,
             AdaptiveOptions {
-                rtol: args.rtol,
-                atol: args.atol,
-                norm: match args.error_norm {
-                    ErrorNormChoice::Independent => ErrorNorm::Independent,
-                    ErrorNormChoice::Sample => ErrorNorm::PerSample,
-                    ErrorNormChoice::Batch => ErrorNorm::Batch,
+                rtol: args.rtol.unwrap_or(defaults.rtol),
+                atol: args.atol.unwrap_or(defaults.atol),
+                norm: match &args.error_norm {
+                    Some(name) => name.parse()?,
+                    None => defaults.norm,
                 },
                 controller: match &args.controller {
-                    Some(name) => fmrt::solver::Controller::from_name(name)?,
-                    None => fmrt::solver::Controller::default(),
+                    Some(name) => name.parse()?,
+                    None => defaults.controller,
                 },
-                ..AdaptiveOptions::default()
+                ..defaults
             },
         ))
     } else {
@@ -419,7 +431,7 @@ fn is_time_list(spec: &str) -> bool {
 /// How the summary names its step counts: with independent adaptive steps
 /// they are summed over the samples, each of which takes its own.
 pub fn steps_word(config: &SolverConfig) -> &'static str {
-    match &config.adaptive {
+    match config.adaptive_options() {
         Some(a) if a.norm == ErrorNorm::Independent => {
             "steps (summed over samples, each on its own steps)"
         }
@@ -429,19 +441,19 @@ pub fn steps_word(config: &SolverConfig) -> &'static str {
 
 /// A short description of a solver configuration, e.g. `dopri5 (rtol 1e-5, atol 1e-5)`.
 pub fn describe_solver(config: &SolverConfig) -> String {
-    match (&config.adaptive, &config.steps) {
-        (Some(a), _) => format!(
+    match &config.stepping {
+        Stepping::Adaptive(a) => format!(
             "{} (rtol {:e}, atol {:e})",
             config.method.name(),
             a.rtol,
             a.atol
         ),
-        (None, Steps::Count(n)) => format!("{} ({n} steps)", config.method.name()),
-        (None, Steps::Grid(points)) => format!(
+        Stepping::Fixed(Steps::Count(n)) => format!("{} ({n} steps)", config.method.name()),
+        Stepping::Fixed(Steps::Grid(points)) => format!(
             "{} ({} steps on a grid)",
             config.method.name(),
             points.len().saturating_sub(1)
         ),
-        (None, steps) => format!("{} ({steps:?})", config.method.name()),
+        Stepping::Fixed(steps) => format!("{} ({steps:?})", config.method.name()),
     }
 }

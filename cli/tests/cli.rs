@@ -605,6 +605,44 @@ mod models {
             .filter(|p| f32::hypot(p[0], p[1] - 3.0) < 1.4)
             .count();
         assert!(inside >= 190, "{inside} of 200 in class 0's region");
+
+        // A label past the model's embedding table fails in ONNX Runtime's
+        // Gather: its error reaches the user once, in fmrt's one message,
+        // with none of ONNX Runtime's own log lines before it; --verbose
+        // lets them through.
+        let bad_label = |verbose: bool| {
+            let mut args = vec![
+                "sample",
+                "--model",
+                "examples/models/conditional.onnx",
+                "-n",
+                "4",
+                "--label",
+                "999",
+                "--solver",
+                "euler",
+                "--steps",
+                "2",
+                "-o",
+                "never_written.npy",
+            ];
+            if verbose {
+                args.push("--verbose");
+            }
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_fmrt"))
+                .current_dir(repo(""))
+                .args(&args)
+                .output()
+                .expect("the fmrt binary runs");
+            (o.status.code(), stderr(&o))
+        };
+        let (code, quiet) = bad_label(false);
+        assert_eq!(code, Some(4), "{quiet}");
+        assert_eq!(quiet.trim_end().lines().count(), 1, "{quiet}");
+        assert!(!quiet.contains('\u{1b}'), "colour codes in {quiet:?}");
+        assert!(quiet.contains("999"), "{quiet}");
+        let (_, verbose) = bad_label(true);
+        assert!(verbose.contains("onnxruntime"), "{verbose}");
     }
 
     #[test]
@@ -671,6 +709,46 @@ mod models {
             .sum::<f64>()
             / 64.0;
         assert!(mae < 5e-3, "mean absolute error {mae}");
+
+        // A grid places a likelihood's fixed steps too, walked backwards over
+        // the same times: the library's likelihood on that grid.
+        let on_grid = scratch("logp_grid.npy");
+        let o = fmrt(&[
+            "likelihood",
+            "--model",
+            &repo("tests/fixtures/gmm_ot.onnx"),
+            "--data",
+            path.to_str().expect("utf-8"),
+            "--solver",
+            "rk4",
+            "--grid",
+            "cosine",
+            "--steps",
+            "40",
+            "--quiet",
+            "-o",
+            on_grid.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let got: ndarray::Array1<f64> = read_npy(&on_grid).expect("a float64 .npy");
+        let steps = fmrt::grid::TimeGrid::open("cosine", &[])
+            .expect("built-in grid")
+            .steps(40)
+            .expect("steps");
+        let field = Arc::new(
+            fmrt::field::onnx::OnnxField::load_file(repo("tests/fixtures/gmm_ot.onnx"))
+                .expect("model"),
+        );
+        let want = fmrt::likelihood::Likelihood::new(
+            field,
+            fmrt::solver::SolverConfig::fixed(fmrt::solver::Method::Rk4, steps),
+        )
+        .log_likelihood(data.view().into_dyn())
+        .expect("likelihood")
+        .log_p;
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
     }
 
     /// `fmrt likelihood` evaluates each stage of an ONNX model in one stacked
@@ -784,6 +862,7 @@ mod models {
         write_npy(&int_noise, &ArrayD::<i64>::zeros(vec![4, 2])).expect("write");
         let wrong_shape = scratch("wrong_shape.npy");
         write_npy(&wrong_shape, &ArrayD::<f32>::zeros(vec![4, 3])).expect("write");
+        let time_b = repo("tests/fixtures/time_b.onnx");
         let cases: Vec<(Vec<&str>, &str)> = vec![
             (
                 vec!["sample", "--model", "no/such/model.onnx", "-o", out],
@@ -860,6 +939,59 @@ mod models {
                     out,
                 ],
                 "expected [N, 2]",
+            ),
+            // Settings of adaptive steps on a fixed-step run are refused by
+            // name, not ignored.
+            (
+                vec![
+                    "sample", "--model", &model, "--steps", "10", "--rtol", "1e-3", "-o", out,
+                ],
+                "--rtol sets the step-size control of adaptive methods",
+            ),
+            (
+                vec![
+                    "sample",
+                    "--model",
+                    &model,
+                    "--solver",
+                    "euler",
+                    "--error-norm",
+                    "batch",
+                    "-o",
+                    out,
+                ],
+                "--error-norm sets the step-size control",
+            ),
+            (
+                vec![
+                    "sample",
+                    "--model",
+                    &model,
+                    "--error-norm",
+                    "rms",
+                    "-o",
+                    out,
+                ],
+                "unknown error norm `rms`",
+            ),
+            // Two outputs naming one file would overwrite one with the other.
+            (
+                vec!["sample", "--model", &model, "--log-prob", out, "-o", out],
+                "-o and --log-prob both name",
+            ),
+            // --param without --scheduler overrides the model's own scheduler:
+            // time_b.onnx has none to override.
+            (
+                vec![
+                    "sample",
+                    "--model",
+                    &time_b,
+                    "--param",
+                    "sigma_min=0.001",
+                    "-o",
+                    out,
+                ],
+                "scheduler_params",
             ),
         ];
         for (args, needle) in cases {

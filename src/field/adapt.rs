@@ -74,7 +74,7 @@ impl Predicted {
         let now = self.path.coefficients(t)?;
         let at = self.path.coefficients(t_c)?;
         let singular = |what: &str| {
-            Error::InvalidArgument(format!(
+            Error::singular(format!(
                 "cannot convert a {} prediction to a velocity at t = {t}: {what} at t = {t_c}",
                 self.prediction
             ))
@@ -725,7 +725,7 @@ impl ScheduleChange {
         let g_t = c.d_alpha * target.sigma - target.alpha * c.d_sigma;
         let g_r = c.alpha * target.d_sigma - target.d_alpha * c.sigma;
         if g_t == 0.0 || !g_t.is_finite() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::singular(format!(
                 "schedule change is singular at r = {r}: the training SNR is flat at t = {t}"
             )));
         }
@@ -738,7 +738,7 @@ impl ScheduleChange {
             (s, (target.d_sigma - s * c.d_sigma * dt) / c.sigma)
         };
         if !(s > 0.0 && s.is_finite() && ds.is_finite() && dt.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::singular(format!(
                 "schedule change is singular at r = {r} (t_r = {t}, s = {s}, ds = {ds}, dt = {dt})"
             )));
         }
@@ -803,7 +803,7 @@ fn check_finite(which: &str, t: f64, c: &Coefficients) -> Result<()> {
     {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(Error::singular(format!(
             "the {which} schedule is not finite at t = {t}: α = {}, σ = {}, α' = {}, σ' = {}",
             c.alpha, c.sigma, c.d_alpha, c.d_sigma
         )))
@@ -1013,7 +1013,7 @@ impl ScheduleChange {
             self.sampled.coefficients(end),
         );
         if !(at_end.alpha.is_finite() && at_end.sigma.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::singular(format!(
                 "the sampling schedule is not finite at r = {end}: α = {}, σ = {}",
                 at_end.alpha, at_end.sigma
             )));

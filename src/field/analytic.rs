@@ -308,7 +308,7 @@ impl GaussianMixture {
             None => "the data distribution".to_string(),
         };
         if ![a, s, da, ds].iter().all(|v| v.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::singular(format!(
                 "schedule coefficients at {when} are not finite \
                  (alpha = {a}, sigma = {s}, d_alpha = {da}, d_sigma = {ds})"
             )));
@@ -318,7 +318,7 @@ impl GaussianMixture {
             let s2 = self.stds[k] * self.stds[k];
             let v = a * a * s2 + s * s;
             if !(v > 0.0 && v.is_finite()) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::singular(format!(
                     "the marginal variance of component {k} at {when} is {v} \
                      (alpha = {a}, sigma = {s})"
                 )));

@@ -67,10 +67,12 @@ pub trait VelocityField: Send + Sync {
         if extras.is_empty() {
             self.velocity(x, t, out)
         } else {
-            Err(Error::InvalidArgument(format!(
-                "this velocity field takes no extra inputs, but got {}",
-                extras.describe()
-            )))
+            let first = extras.iter().next().map_or("", |(name, _)| name);
+            Err(Error::extra(
+                "this velocity field",
+                first,
+                format!("it takes no extra inputs, but got {}", extras.describe()),
+            ))
         }
     }
 

@@ -103,15 +103,18 @@ impl NullCondition {
     /// conditional value after its batch axis).
     pub fn resolve(&self, extras: &Extras, batch: usize) -> Result<Extras> {
         if let Some((name, _)) = self.inputs.iter().find(|(n, _)| extras.get(n).is_none()) {
-            return Err(Error::InvalidArgument(format!(
-                "the null condition names `{name}`, which is not among the conditioning \
-                 inputs given ({})",
-                if extras.is_empty() {
-                    "none".to_string()
-                } else {
-                    extras.describe()
-                }
-            )));
+            return Err(Error::extra(
+                "the null condition",
+                name,
+                format!(
+                    "named, but not among the conditioning inputs given ({})",
+                    if extras.is_empty() {
+                        "none".to_string()
+                    } else {
+                        extras.describe()
+                    }
+                ),
+            ));
         }
         let mut null = Extras::new();
         for (name, conditional) in extras.iter() {
@@ -119,9 +122,9 @@ impl NullCondition {
             let value = match self.inputs.iter().find(|(n, _)| n == name) {
                 None => conditional.clone(),
                 Some((_, NullValue::Zeros)) => conditional.zeros_like(),
-                Some((_, NullValue::Fill(v))) => conditional.filled_like(*v).map_err(|e| {
-                    Error::InvalidArgument(format!("the null condition of `{name}`: {e}"))
-                })?,
+                Some((_, NullValue::Fill(v))) => conditional
+                    .filled_like(*v)
+                    .map_err(|e| Error::extra("the null condition", name, e.to_string()))?,
                 Some((_, NullValue::Tensor(t))) => {
                     given_tensor(name, t, conditional, shared, batch)?
                 }
@@ -141,11 +144,15 @@ fn given_tensor(
     batch: usize,
 ) -> Result<ExtraTensor> {
     if given.dtype() != conditional.dtype() {
-        return Err(Error::InvalidArgument(format!(
-            "the null condition of `{name}` is {}, but the input takes {}",
-            given.dtype_name(),
-            conditional.dtype_name()
-        )));
+        return Err(Error::extra(
+            "the null condition",
+            name,
+            format!(
+                "the null value is {}, but the input takes {}",
+                given.dtype_name(),
+                conditional.dtype_name()
+            ),
+        ));
     }
     let want = conditional.shape();
     let shape_error = |expected: String| Error::Shape {
@@ -215,15 +222,14 @@ mod tests {
     #[test]
     fn bad_null_values_are_errors_naming_the_input() {
         let fill = NullCondition::new().with("mask", NullValue::Fill(0.5));
-        assert!(fill
-            .resolve(&cond(), 2)
-            .unwrap_err()
-            .to_string()
-            .contains("`mask`"));
+        assert!(matches!(
+            fill.resolve(&cond(), 2),
+            Err(Error::Extra { input, .. }) if input == "mask"
+        ));
         let other = NullCondition::new().with("spks", NullValue::Zeros);
         assert!(matches!(
             other.resolve(&cond(), 2),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Extra { input, .. }) if input == "spks"
         ));
         let three = NullCondition::new().with(
             "mu",

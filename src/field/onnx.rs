@@ -43,7 +43,8 @@ pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, 
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{
     checkout_folders, ensure_runtime_for_development, init_runtime, init_runtime_from, locate,
-    ort_environment, runtime_info, LibrarySource, RuntimeInfo, SearchPlaces, FETCH_COMMAND,
+    ort_environment, runtime_info, set_runtime_log, LibrarySource, RuntimeInfo, RuntimeLog,
+    SearchPlaces, FETCH_COMMAND,
 };
 
 use super::{Extras, VelocityField};
@@ -185,6 +186,13 @@ impl OnnxField {
     /// The number of sessions in the pool.
     pub fn sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The number of sessions serving Jacobian–vector products, as many as
+    /// [`sessions`](Self::sessions); deriving the tangent model if needed.
+    /// `None` when the field provides no JVPs.
+    pub fn jvp_sessions(&self) -> Option<usize> {
+        self.jvp.session_count(&self.file)
     }
 
     /// The execution provider running the model: `CPU` or `CUDA:<device>`.

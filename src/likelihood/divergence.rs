@@ -291,9 +291,8 @@ impl ProbeEstimator {
             (Probes::Basis, dim)
         } else {
             let k = mode.random_probes().map_or(1, |(k, _)| k);
-            let values = random.ok_or_else(|| {
-                Error::InvalidArgument("random probes are missing for this solve".to_string())
-            })?;
+            let values = random
+                .ok_or_else(|| Error::internal("random probes are missing for this solve"))?;
             if values.len() != checked_product(&[n, k, dim], "samples × probes × state size")? {
                 return Err(Error::Shape {
                     tensor: "probes".to_string(),
@@ -460,12 +459,19 @@ pub(crate) fn view<'a>(
     data: &'a [f32],
     tensor: &str,
 ) -> Result<ArrayViewD<'a, f32>> {
-    ArrayViewD::from_shape(IxDyn(shape), data)
-        .map_err(|e| Error::InvalidArgument(format!("cannot view `{tensor}` as {shape:?}: {e}")))
+    ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| Error::Shape {
+        tensor: tensor.to_string(),
+        expected: format!("{shape:?} ({} elements)", shape.iter().product::<usize>()),
+        actual: vec![data.len()],
+    })
 }
 
 /// A mutable view of `data` as `shape`.
 pub(crate) fn view_mut<'a>(shape: &[usize], data: &'a mut [f32]) -> Result<ArrayViewMutD<'a, f32>> {
-    ArrayViewMutD::from_shape(IxDyn(shape), data)
-        .map_err(|e| Error::InvalidArgument(format!("cannot view the output as {shape:?}: {e}")))
+    let len = data.len();
+    ArrayViewMutD::from_shape(IxDyn(shape), data).map_err(|_| Error::Shape {
+        tensor: "the output".to_string(),
+        expected: format!("{shape:?} ({} elements)", shape.iter().product::<usize>()),
+        actual: vec![len],
+    })
 }

@@ -58,7 +58,7 @@ impl Likelihood {
                 .flat_map(|row| row.iter().take(dim).map(|&v| v as f32).collect::<Vec<_>>())
                 .collect(),
         )
-        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))?;
+        .map_err(|e| Error::internal(format!("state layout: {e}")))?;
         let log_p0 = self.source.log_density(x0)?;
         let divergence_integral: Vec<f64> = solved.y.column(dim).to_vec();
         let log_p = log_p0

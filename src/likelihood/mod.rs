@@ -51,7 +51,7 @@ pub use forward::SamplesWithLogProb;
 pub use time::{MostProbableTime, TimeSearch};
 
 use crate::field::{Extras, VelocityField};
-use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats};
+use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats, Steps};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
 use divergence::{draw_probes, ChunkLimits, ProbeEstimator};
@@ -107,6 +107,9 @@ struct Solved {
     stats: Stats,
     calls: FieldCalls,
 }
+
+/// A grid's first time within this of 0 counts as 0 (as the solvers snap).
+const GRID_SNAP: f64 = 1e-12;
 
 impl Likelihood {
     /// Log-likelihoods under `field`, integrated with `solver`, with the exact
@@ -321,9 +324,8 @@ impl Likelihood {
                 self.limits,
             )?),
             Divergence::Hutchinson { probes: k, .. } if stacked() => {
-                let values = probes.ok_or_else(|| {
-                    Error::InvalidArgument("random probes are missing for this solve".to_string())
-                })?;
+                let values = probes
+                    .ok_or_else(|| Error::internal("random probes are missing for this solve"))?;
                 Estimator::Stacked(StackedEstimator::new(
                     Some((*k, values)),
                     n,
@@ -346,12 +348,43 @@ impl Likelihood {
             starts: starts.to_vec(),
             ends: vec![end; n],
         };
-        let solution = solver::solve(&mut system, y0, &self.solver, &interval, &[])?;
+        let solver = self.solver_towards(end)?;
+        let solution = solver::solve(&mut system, y0, &solver, &interval, &[])?;
         Ok(Solved {
             y: solution.y,
             stats: solution.stats,
             calls: system.calls,
         })
+    }
+
+    /// The solver configuration of a solve towards `end`. A grid of fixed
+    /// steps is given in the sampling direction, its normalised times from 0
+    /// (noise) to 1 (data), as a sampler takes it; a solve down to t = 0
+    /// walks the same times backwards (a full likelihood visits exactly the
+    /// grid's times). A grid that starts after t = 0 (an explicit time list
+    /// such as diffusers' DPM-Solver++ one) cannot end a likelihood at the
+    /// source, and is refused.
+    fn solver_towards(&self, end: f64) -> Result<std::borrow::Cow<'_, SolverConfig>> {
+        use std::borrow::Cow;
+        let Some(Steps::Grid(points)) = self.solver.steps() else {
+            return Ok(Cow::Borrowed(&self.solver));
+        };
+        if end > 0.0 {
+            return Ok(Cow::Borrowed(&self.solver));
+        }
+        match points.first() {
+            Some(&first) if first > GRID_SNAP => Err(Error::InvalidArgument(format!(
+                "the time grid starts at t = {first}, after 0; a likelihood integrates down \
+                 to the source at t = 0, so its grid must start at 0"
+            ))),
+            _ => {
+                let reversed = points.iter().rev().map(|&p| 1.0 - p).collect();
+                Ok(Cow::Owned(SolverConfig::fixed(
+                    self.solver.method,
+                    Steps::Grid(reversed),
+                )))
+            }
+        }
     }
 
     /// Turns a solve into per-sample results; `shape` is the input's shape.
@@ -366,7 +399,7 @@ impl Likelihood {
                 .flat_map(|row| row.into_iter().take(dim).copied().collect::<Vec<_>>())
                 .collect(),
         )
-        .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))?;
+        .map_err(|e| Error::internal(format!("state layout: {e}")))?;
         let log_p0 = self.source.log_density_f64(x0_64.view())?;
         let divergence_integral: Vec<f64> = solved.y.column(dim).iter().map(|&l| -l).collect();
         let log_p: Vec<f64> = log_p0

@@ -106,7 +106,7 @@ impl Likelihood {
         // 4B rows.
         let (mut fc, mut fd, f_lower, f_upper) = {
             let rows = concatenate(Axis(0), &[y0.view(), y0.view(), y0.view(), y0.view()])
-                .map_err(|e| Error::InvalidArgument(format!("state layout: {e}")))?;
+                .map_err(|e| Error::internal(format!("state layout: {e}")))?;
             let twice = extras_in.concat(&extras_in)?;
             let extras = twice.concat(&twice)?;
             let tiled = probes.as_ref().map(|p| p.repeat(4));

@@ -231,6 +231,52 @@ pub enum ErrorNorm {
     Batch,
 }
 
+impl ErrorNorm {
+    /// Every norm, in the order of the documentation.
+    pub const ALL: [ErrorNorm; 3] = [
+        ErrorNorm::Independent,
+        ErrorNorm::PerSample,
+        ErrorNorm::Batch,
+    ];
+
+    /// The norm's name: `independent`, `sample` or `batch` (the spellings of
+    /// the CLI's `--error-norm` and the C API), read back by
+    /// [`ErrorNorm::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorNorm::Independent => "independent",
+            ErrorNorm::PerSample => "sample",
+            ErrorNorm::Batch => "batch",
+        }
+    }
+
+    /// Looks a norm up by its name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Result<ErrorNorm> {
+        ErrorNorm::ALL
+            .into_iter()
+            .find(|n| n.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown error norm `{name}`; expected independent, sample or batch"
+                ))
+            })
+    }
+}
+
+impl std::str::FromStr for ErrorNorm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        ErrorNorm::from_name(s)
+    }
+}
+
+impl std::fmt::Display for ErrorNorm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The step-size controller of the adaptive methods.
 ///
 /// With `err_n` the error norm of an accepted step (≤ 1), `k = q + 1` for an
@@ -359,18 +405,25 @@ impl Default for AdaptiveOptions {
     }
 }
 
-/// A complete solver configuration.
+/// A complete solver configuration: a method and how it steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SolverConfig {
     /// The method.
     pub method: Method,
-    /// Step placement when `adaptive` is `None`.
-    pub steps: Steps,
-    /// `Some` selects adaptive step control (the method needs an embedded
-    /// error estimate, see [`Method::is_adaptive`]); `None` takes fixed steps
-    /// placed by `steps`, with any method (embedded pairs then use their
-    /// main weights only; multistep methods run on fixed steps only).
-    pub adaptive: Option<AdaptiveOptions>,
+    /// Fixed steps, or adaptive step control: one or the other, so no
+    /// setting of one kind is silently ignored by the other.
+    pub stepping: Stepping,
+}
+
+/// How a solver steps: on fixed steps, or adaptively.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stepping {
+    /// Fixed steps placed by [`Steps`], with any method (embedded pairs then
+    /// use their main weights only).
+    Fixed(Steps),
+    /// Adaptive step control; the method needs an embedded error estimate
+    /// ([`Method::is_adaptive`]).
+    Adaptive(AdaptiveOptions),
 }
 
 impl SolverConfig {
@@ -378,8 +431,7 @@ impl SolverConfig {
     pub fn fixed(method: Method, steps: Steps) -> Self {
         Self {
             method,
-            steps,
-            adaptive: None,
+            stepping: Stepping::Fixed(steps),
         }
     }
 
@@ -400,14 +452,29 @@ impl SolverConfig {
     pub fn adaptive_with(method: Method, options: AdaptiveOptions) -> Self {
         Self {
             method,
-            steps: Steps::Count(1),
-            adaptive: Some(options),
+            stepping: Stepping::Adaptive(options),
         }
     }
 
     /// Whether this configuration uses adaptive step control.
     pub fn is_adaptive(&self) -> bool {
-        self.adaptive.is_some()
+        matches!(self.stepping, Stepping::Adaptive(_))
+    }
+
+    /// The fixed steps, or `None` with adaptive steps.
+    pub fn steps(&self) -> Option<&Steps> {
+        match &self.stepping {
+            Stepping::Fixed(steps) => Some(steps),
+            Stepping::Adaptive(_) => None,
+        }
+    }
+
+    /// The adaptive options, or `None` with fixed steps.
+    pub fn adaptive_options(&self) -> Option<&AdaptiveOptions> {
+        match &self.stepping {
+            Stepping::Adaptive(options) => Some(options),
+            Stepping::Fixed(_) => None,
+        }
     }
 }
 
@@ -584,32 +651,25 @@ fn solve_with_status(
         (solution, None)
     };
     let Some(tableau) = config.method.tableau() else {
-        if config.adaptive.is_some() {
+        let Stepping::Fixed(steps) = &config.stepping else {
             return Err(Error::InvalidArgument(format!(
                 "method {} is a fixed-step multistep method and cannot run with adaptive \
                  steps; give it fixed steps (a count, a size or a grid), or use one of \
                  bosh3, dopri5, tsit5 for adaptive steps",
                 config.method
             )));
-        }
-        let (y, stats) = multistep::integrate(
-            config.method,
-            y0,
-            &mut rhs,
-            &config.steps,
-            &saves,
-            &mut saved,
-        )?;
+        };
+        let (y, stats) =
+            multistep::integrate(config.method, y0, &mut rhs, steps, &saves, &mut saved)?;
         return Ok(shared(y, saved, stats));
     };
-    match &config.adaptive {
-        None => {
+    match &config.stepping {
+        Stepping::Fixed(steps) => {
             let mut stepper = stepper::Stepper::new(tableau, y0);
-            let stats =
-                fixed::integrate(&mut stepper, &mut rhs, &config.steps, &saves, &mut saved)?;
+            let stats = fixed::integrate(&mut stepper, &mut rhs, steps, &saves, &mut saved)?;
             Ok(shared(stepper.into_state(), saved, stats))
         }
-        Some(options) => {
+        Stepping::Adaptive(options) => {
             if !config.method.is_adaptive() {
                 return Err(Error::InvalidArgument(format!(
                     "method {} has no embedded error estimate and cannot run with adaptive \

@@ -110,7 +110,8 @@ impl OnnxFieldBuilder {
     /// How many ONNX Runtime sessions serve concurrent calls (default 1;
     /// values below 1 count as 1). Each session holds its own copy of the
     /// weights and, unless [`intra_threads`](Self::intra_threads) is set, its
-    /// own pool of one thread per core.
+    /// own pool of one thread per core. The tangent models of derivatives
+    /// (JVPs, the stacked likelihood stage) open as many sessions each.
     pub fn sessions(mut self, sessions: usize) -> Self {
         self.sessions = sessions.max(1);
         self
@@ -132,6 +133,11 @@ impl OnnxFieldBuilder {
     pub fn spinning(mut self, spinning: bool) -> Self {
         self.spinning = Some(spinning);
         self
+    }
+
+    /// How many sessions of each model (velocity, tangent) to open.
+    pub(super) fn session_count(&self) -> usize {
+        self.sessions
     }
 
     /// The settings of the tangent sessions: these, with spinning off unless

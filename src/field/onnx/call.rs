@@ -336,15 +336,12 @@ impl OnnxField {
             });
         }
         self.run_call(session, x.view(), &Times::One(0.5), &extras, out.view_mut())
-            .map_err(|e| match e {
-                Error::Field { field, reason } if field == self.file => {
-                    Error::model_load(field, reason)
-                }
-                other => Error::model_load_from(
+            .map_err(|e| {
+                Error::model_load_from(
                     &self.file,
                     "the check run (one sample of zeros, t = 0.5) failed",
-                    other,
-                ),
+                    e,
+                )
             })
     }
 
@@ -368,28 +365,35 @@ impl OnnxField {
                     describe_list(&self.mapping.extras)
                 )
             };
-            return Err(Error::InvalidArgument(format!(
-                "{}: `{name}` is not an input of the model; {expected}",
-                self.file
-            )));
+            return Err(Error::extra(
+                &self.file,
+                name,
+                format!("not an input of the model; {expected}"),
+            ));
         }
         let mut args = Vec::with_capacity(self.mapping.extras.len());
         for input in &self.mapping.extras {
             let tensor = extras.get(&input.name).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{}: the model needs the conditioning input {input}, which was not given \
-                     (pass it with Extras::new().with(\"{}\", ..), or --cond {}=FILE.npy)",
-                    self.file, input.name, input.name
-                ))
+                Error::extra(
+                    &self.file,
+                    &input.name,
+                    format!(
+                        "the model needs it ({input}), and it was not given (pass it with \
+                         Extras::new().with(\"{0}\", ..), or --cond {0}=FILE.npy)",
+                        input.name
+                    ),
+                )
             })?;
             if tensor.dtype_name() != input.dtype {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: conditioning input `{}` is {} {:?}, but the model declares {input}",
-                    self.file,
-                    input.name,
-                    tensor.dtype_name(),
-                    tensor.shape(),
-                )));
+                return Err(Error::extra(
+                    &self.file,
+                    &input.name,
+                    format!(
+                        "given as {} {:?}, but the model declares {input}",
+                        tensor.dtype_name(),
+                        tensor.shape(),
+                    ),
+                ));
             }
             let batched = self.is_batched(input);
             let data = if batched {
@@ -583,7 +587,7 @@ impl OnnxField {
         outputs: &mut [(&str, usize, ArrayViewMutD<'_, f32>)],
     ) -> Result<()> {
         let file = &self.file;
-        let ort_err = |what: &str, e: ort::Error| Error::field(file, format!("{what}: {e}"));
+        let ort_err = |what: &str, e: ort::Error| Error::field_from(file, what, e);
         let n = x.shape()[0];
 
         let time_values: Vec<f32> = match (self.mapping.time_layout, t) {
@@ -637,9 +641,10 @@ impl OnnxField {
                 Error::field(file, format!("the model returned no output `{name}`"))
             })?;
             let v = value.try_extract_array::<f32>().map_err(|e| {
-                Error::field(
+                Error::field_from(
                     file,
-                    format!("the output `{name}` is not a float32 tensor: {e}"),
+                    format!("the output `{name}` is not a float32 tensor"),
+                    e,
                 )
             })?;
             if v.shape() != out.shape() {

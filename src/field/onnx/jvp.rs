@@ -19,13 +19,14 @@
 //! once instead of once per direction.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, MutexGuard, OnceLock};
 
 use ndarray::{ArrayViewD, ArrayViewMutD, Axis, CowArray, Slice};
 use ort::session::Session;
 
 use super::builder::ModelSource;
 use super::call::{chunk_extras, ExtraArg, ExtraData, Times};
+use super::pool::SessionPool;
 use super::{
     ExecutionProvider, InputMapping, OnnxField, OnnxFieldBuilder, RuntimeInfo, TimeLayout,
 };
@@ -54,13 +55,13 @@ pub(super) struct LazyTangent {
     stacked: OnceLock<std::result::Result<Tangent, Box<Unavailable>>>,
 }
 
-/// A tangent model's session, ready to run.
+/// A tangent model's sessions, ready to run.
 pub(super) struct Tangent {
     input: String,
     /// The output holding the products (the stacked model also returns the
     /// velocity under its own name).
     output: String,
-    session: Mutex<Session>,
+    sessions: SessionPool,
 }
 
 /// Why the tangent model could not be made: the error, and its message.
@@ -72,7 +73,7 @@ pub(super) struct Unavailable {
 impl From<Error> for Box<Unavailable> {
     fn from(cause: Error) -> Self {
         Box::new(Unavailable {
-            message: cause.to_string(),
+            message: crate::error::Report(&cause).to_string(),
             cause,
         })
     }
@@ -146,6 +147,11 @@ impl Jvp {
         }
     }
 
+    /// How many sessions serve JVPs (deriving the tangent model if needed).
+    pub(super) fn session_count(&self, file: &str) -> Option<usize> {
+        self.tangent(file).ok().map(Tangent::session_count)
+    }
+
     /// Whether JVPs are available (deriving the tangent model if needed).
     pub(super) fn available(&self, file: &str) -> bool {
         self.tangent(file).is_ok()
@@ -200,31 +206,38 @@ impl LazyTangent {
             Some(folder) => ModelSource::Derived { bytes, folder },
             None => ModelSource::Bytes(Arc::from(bytes)),
         };
-        let session = self
-            .builder
-            .for_tangent()
-            .make_session(self.environment, &source, file, self.provider, self.info)
-            .map_err(|(e, _)| {
-                let reason = match *e {
-                    Error::ModelLoad { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                Box::<Unavailable>::from(Error::model_load(
-                    file,
-                    format!("{reason} (the tangent model for Jacobian-vector products)"),
-                ))
-            })?;
+        // As many tangent sessions as velocity sessions, so concurrent
+        // likelihoods run side by side as concurrent samplers do.
+        let builder = self.builder.for_tangent();
+        let mut sessions = Vec::with_capacity(builder.session_count());
+        for _ in 0..builder.session_count() {
+            let session = builder
+                .make_session(self.environment, &source, file, self.provider, self.info)
+                .map_err(|(e, _)| {
+                    Box::<Unavailable>::from(Error::model_load_from(
+                        file,
+                        "the tangent model for Jacobian-vector products did not load",
+                        *e,
+                    ))
+                })?;
+            sessions.push(session);
+        }
         Ok(Tangent {
             input,
             output,
-            session: Mutex::new(session),
+            sessions: SessionPool::new(sessions),
         })
     }
 }
 
 impl Tangent {
     fn session(&self) -> MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+        self.sessions.take()
+    }
+
+    /// How many sessions serve this tangent model.
+    fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 }
 

@@ -24,7 +24,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::logging::LogLevel;
 
 use crate::{Error, Result};
 
@@ -344,13 +347,90 @@ fn not_found(summary: String, tried: Vec<String>) -> Error {
     Error::RuntimeNotFound { summary, tried }
 }
 
+/// Which of ONNX Runtime's own log messages reach stderr.
+///
+/// fmrt runs inside other people's processes, and ONNX Runtime's errors
+/// reach the caller through fmrt's error (its message included), so by
+/// default none of its log lines are printed. Hosts and tools that want them
+/// (the CLI's `--verbose`) raise the level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuntimeLog {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// Errors.
+    Errors,
+    /// Warnings and errors.
+    Warnings,
+    /// Informational messages, warnings and errors.
+    Info,
+    /// Everything, verbose messages included.
+    Verbose,
+}
+
+static RUNTIME_LOG: AtomicU8 = AtomicU8::new(RuntimeLog::Off as u8);
+
+/// Sets which of ONNX Runtime's log messages this process prints on stderr
+/// (see [`RuntimeLog`]); takes effect at once, before or after the library
+/// is loaded.
+pub fn set_runtime_log(level: RuntimeLog) {
+    RUNTIME_LOG.store(level as u8, Ordering::Relaxed);
+    if let Some(rt) = RUNTIME.get() {
+        rt.environment.set_log_level(ort_level(level));
+    }
+}
+
+/// The level [`set_runtime_log`] last set.
+fn current_log() -> RuntimeLog {
+    const LEVELS: [RuntimeLog; 5] = [
+        RuntimeLog::Off,
+        RuntimeLog::Errors,
+        RuntimeLog::Warnings,
+        RuntimeLog::Info,
+        RuntimeLog::Verbose,
+    ];
+    LEVELS
+        .into_iter()
+        .find(|l| *l as u8 == RUNTIME_LOG.load(Ordering::Relaxed))
+        .unwrap_or_default()
+}
+
+/// The level ONNX Runtime filters its messages at before fmrt's logger sees them.
+fn ort_level(level: RuntimeLog) -> LogLevel {
+    match level {
+        RuntimeLog::Off | RuntimeLog::Errors => LogLevel::Error,
+        RuntimeLog::Warnings => LogLevel::Warning,
+        RuntimeLog::Info => LogLevel::Info,
+        RuntimeLog::Verbose => LogLevel::Verbose,
+    }
+}
+
+/// fmrt's logger for ONNX Runtime: prints what [`set_runtime_log`] lets through.
+fn runtime_logger() -> ort::logging::LoggerFunction {
+    Arc::new(
+        |level: LogLevel, _category: &str, _id: &str, location: &str, message: &str| {
+            let needs = match level {
+                LogLevel::Fatal | LogLevel::Error => RuntimeLog::Errors,
+                LogLevel::Warning => RuntimeLog::Warnings,
+                LogLevel::Info => RuntimeLog::Info,
+                LogLevel::Verbose => RuntimeLog::Verbose,
+            };
+            if current_log() >= needs {
+                eprintln!("onnxruntime {level:?} {location}: {message}");
+            }
+        },
+    )
+}
+
 fn load_from(path: &Path, source: LibrarySource, skipped: Vec<String>) -> Result<Runtime, String> {
     let builder = ort::init_from(path).map_err(|e| e.to_string())?;
     let environment = builder
         .with_name("fmrt")
         .with_telemetry(false)
+        .with_logger(runtime_logger())
         .build()
         .map_err(|e| e.to_string())?;
+    environment.set_log_level(ort_level(current_log()));
     Ok(Runtime {
         info: RuntimeInfo {
             library: path.to_path_buf(),
