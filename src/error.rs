@@ -191,6 +191,27 @@ pub(crate) fn checked_product(factors: &[usize], what: &str) -> crate::Result<us
         })
 }
 
+/// Checks that `factors` elements of `element_bytes` bytes each can be
+/// allocated, before the allocation that would otherwise abort the process
+/// (Rust's allocation failure is an abort, not an error): an
+/// [`Error::InvalidArgument`] naming `what` and the size when the product
+/// overflows or the memory cannot be had.
+pub(crate) fn check_allocation(factors: &[usize], element_bytes: usize, what: &str) -> Result<()> {
+    let elements = checked_product(factors, what)?;
+    let bytes = elements
+        .checked_mul(element_bytes)
+        .filter(|&b| isize::try_from(b).is_ok());
+    let fits = bytes.is_some_and(|bytes| Vec::<u8>::new().try_reserve_exact(bytes).is_ok());
+    if fits {
+        return Ok(());
+    }
+    let gib = elements as f64 * element_bytes as f64 / f64::from(1u32 << 30);
+    Err(Error::InvalidArgument(format!(
+        "{what} needs {gib:.1} GiB, more memory than can be allocated here: compute it in \
+         parts (Sampler::sample_rows; the fmrt command line samples in chunks)"
+    )))
+}
+
 impl Error {
     /// The kind of failure this is: the one classification the C API's
     /// status and the CLI's exit code are both read from.

@@ -106,6 +106,8 @@ pub enum Lane {
     Source,
     /// The Brownian increments of stochastic sampling (word 2⁶⁶).
     Diffusion,
+    /// The random probes of Hutchinson's estimator (word 2⁶⁷).
+    Probes,
 }
 
 impl Lane {
@@ -114,6 +116,7 @@ impl Lane {
         match self {
             Lane::Source => 0,
             Lane::Diffusion => 1 << 66,
+            Lane::Probes => 1 << 67,
         }
     }
 }

@@ -360,6 +360,11 @@ impl Sampler {
         let dim = check_state_elements(&state_shape)?;
         let extras = self.extras.for_batch(batch)?;
 
+        crate::error::check_allocation(
+            &[batch, dim, 12 + times.len()],
+            std::mem::size_of::<f64>(),
+            "sampling this batch",
+        )?;
         let y0 = to_f64_rows(x0, batch, dim)?;
         let (interval, solver) = self.resolve_span(span);
         let save_at = normalised_times(&interval, times)?;
@@ -387,7 +392,82 @@ impl Sampler {
     }
 }
 
+/// The state elements of one chunk of [`Sampler::sample_chunks`] by default
+/// (2²⁰: 4 MiB of float32 states, some 80 MiB of f64 solver work for the
+/// largest tableau), whatever the number of samples.
+pub const CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// The rows of a chunk of [`CHUNK_ELEMENTS`] elements for states of
+/// `sample_elements` elements each (at least 1).
+pub fn chunk_rows(sample_elements: usize) -> usize {
+    (CHUNK_ELEMENTS / sample_elements.max(1)).max(1)
+}
+
 impl Sampler {
+    /// Samples `first..first + n` of the run `seed` defines in chunks of at
+    /// most `chunk` rows, handing each to `sink` (its offset within the `n`
+    /// rows, and its samples) as soon as it is done: memory holds one chunk,
+    /// whatever `n` is. The chunks are the shards of
+    /// [`sample_rows`](Self::sample_rows), so with fixed steps or the default
+    /// independent adaptive steps they concatenate to the one-batch run (bit
+    /// for bit with a field that computes each sample on its own); the
+    /// shared-step norms share steps within a chunk. Extras with `n` rows are
+    /// split with the chunks; one-row and shared extras serve every chunk.
+    /// Returns the statistics of all chunks together.
+    pub fn sample_chunks<E: From<Error>>(
+        &self,
+        first: u64,
+        n: usize,
+        seed: u64,
+        times: &[f64],
+        chunk: usize,
+        mut sink: impl FnMut(usize, Samples) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Stats, E> {
+        let mut stats = Stats::default();
+        for range in chunk_ranges(n, chunk) {
+            let sampler = self.for_chunk(n, range.clone())?;
+            let offset = first.checked_add(range.start as u64).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "sample index {first} + {} does not fit in 64 bits",
+                    range.start
+                ))
+            })?;
+            let samples = sampler.sample_rows(offset, range.len(), seed, times)?;
+            stats += samples.stats;
+            sink(range.start, samples)?;
+        }
+        Ok(stats)
+    }
+
+    /// Like [`sample_chunks`](Self::sample_chunks), from the caller's
+    /// standard-normal draws `z` (`[N, ...]`), as
+    /// [`sample_from_noise`](Self::sample_from_noise) runs them.
+    pub fn sample_from_noise_chunks<E: From<Error>>(
+        &self,
+        z: ArrayViewD<'_, f32>,
+        times: &[f64],
+        chunk: usize,
+        mut sink: impl FnMut(usize, Samples) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Stats, E> {
+        let n = z.shape().first().copied().unwrap_or(0);
+        let mut stats = Stats::default();
+        for range in chunk_ranges(n, chunk) {
+            let sampler = self.for_chunk(n, range.clone())?;
+            let part = z.slice_axis(ndarray::Axis(0), ndarray::Slice::from(range.clone()));
+            let samples = sampler.sample_from_noise(part, times)?;
+            stats += samples.stats;
+            sink(range.start, samples)?;
+        }
+        Ok(stats)
+    }
+
+    /// This sampler with its extras for the rows `range` of a run of `total`.
+    fn for_chunk(&self, total: usize, range: std::ops::Range<usize>) -> Result<Sampler> {
+        let mut sampler = self.clone();
+        sampler.extras = self.extras.for_rows(total, range)?;
+        Ok(sampler)
+    }
+
     /// Integrates the standard-normal draws `z` (`[N, ...]`) from t = 0 (or
     /// the first time of an explicit grid) to 1 after scaling them by the
     /// noise scale: the run [`sample`](Self::sample) makes with its own draws.
@@ -606,4 +686,10 @@ fn euler_maruyama_only(solver: &SolverConfig) -> Error {
             ""
         }
     ))
+}
+
+/// The ranges `0..n` splits into, each of at most `chunk` rows (at least 1).
+pub(crate) fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let chunk = chunk.max(1);
+    (0..n.div_ceil(chunk)).map(move |k| k * chunk..((k + 1) * chunk).min(n))
 }

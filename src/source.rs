@@ -53,6 +53,7 @@ pub trait Source: Send + Sync + Debug {
     /// concatenate to the unsharded run bit for bit.
     fn sample_rows(&self, shape: &[usize], seed: u64, first: u64) -> Result<ArrayD<f32>> {
         check_batch_shape("out", shape, self.state_shape())?;
+        crate::error::check_allocation(shape, std::mem::size_of::<f32>(), "the noise")?;
         let mut out = ArrayD::zeros(IxDyn(shape));
         for (r, row) in out.axis_chunks_iter_mut(Axis(0), 1).enumerate() {
             let index = first.checked_add(r as u64).ok_or_else(|| {

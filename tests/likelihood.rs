@@ -1056,3 +1056,30 @@ fn a_grid_starting_after_zero_is_refused_by_likelihoods() {
         .unwrap_err();
     assert_eq!(err.kind(), fmrt::error::ErrorKind::InvalidArgument, "{err}");
 }
+
+/// Hutchinson probes are drawn per sample index: a run's log-densities
+/// computed in two shards (the second with `with_first_index`) are the
+/// whole run's, bit for bit.
+#[test]
+fn hutchinson_shards_match_the_whole_run() {
+    let gmm = ring(builtin("ot"));
+    let x = gmm.sample_data(10, 3);
+    let lik = Likelihood::new(gmm, SolverConfig::fixed(Method::Rk4, Steps::Count(8)))
+        .with_divergence(Divergence::Hutchinson {
+            probes: 2,
+            distribution: ProbeDistribution::Rademacher,
+        })
+        .with_seed(4);
+    let whole = lik.log_likelihood(x.view().into_dyn()).unwrap().log_p;
+    let a = lik
+        .log_likelihood(x.slice(ndarray::s![..4, ..]).into_dyn())
+        .unwrap()
+        .log_p;
+    let b = lik
+        .clone()
+        .with_first_index(4)
+        .log_likelihood(x.slice(ndarray::s![4.., ..]).into_dyn())
+        .unwrap()
+        .log_p;
+    assert_eq!([a, b].concat(), whole);
+}

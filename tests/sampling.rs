@@ -567,3 +567,48 @@ fn sde_shards_and_errors() {
         .unwrap();
     assert_eq!((c1.u_factor, c1.x_factor, c1.diffusion), (1.0, 0.0, 0.0));
 }
+
+/// `sample_chunks` hands over chunks that concatenate to the one-batch run,
+/// bit for bit (fixed steps and independent adaptive steps), with extras of
+/// one row per sample split along with the chunks.
+#[test]
+fn chunks_concatenate_to_one_batch() {
+    use fmrt::field::{ExtraTensor, Extras};
+    let field = Arc::new(ring8(Arc::new(Ot)));
+    for solver in [fixed(Method::Rk4, 10), dopri5(1e-5)] {
+        let sampler = Sampler::new(field.clone(), solver);
+        let whole = sampler.sample_rows(7, 50, 2, &[0.5]).unwrap();
+        let mut x = Vec::new();
+        let mut trajectory = Vec::new();
+        let mut offsets = Vec::new();
+        let stats = sampler
+            .sample_chunks(7, 50, 2, &[0.5], 16, |offset, chunk| -> fmrt::Result<()> {
+                offsets.push(offset);
+                x.extend(chunk.x.iter().copied());
+                trajectory.extend(chunk.trajectory.iter().copied());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(offsets, [0, 16, 32, 48]);
+        assert_eq!(x, whole.x.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            trajectory,
+            whole.trajectory.iter().copied().collect::<Vec<_>>()
+        );
+        assert!(stats.nfe >= whole.stats.nfe);
+    }
+    // Extras of one row per sample follow their chunk; a sink's error stops the run.
+    let labelled = Sampler::new(field, fixed(Method::Euler, 2))
+        .with_extras(Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 4])));
+    let err = labelled
+        .sample_chunks(0, 5, 0, &[], 2, |_, _| -> fmrt::Result<()> { Ok(()) })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Extra { .. }),
+        "the ring takes no label: {err:?}"
+    );
+    let extras = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 4]));
+    let part = extras.for_rows(5, 2..4).unwrap();
+    assert_eq!(part.get("label"), Some(&ExtraTensor::labels(&[2, 3])));
+    assert!(matches!(extras.for_rows(6, 0..2), Err(Error::Shape { .. })));
+}

@@ -150,7 +150,7 @@ pub struct ModelArgs {
     /// ONNX Runtime's intra-op threads (default: its own choice).
     #[arg(long = "threads", value_name = "N")]
     pub threads: Option<usize>,
-    /// Largest batch per model call; larger batches are split.
+    /// Largest batch per model call; larger batches are split (default 16384).
     #[arg(long = "max-batch", value_name = "N")]
     pub max_batch: Option<usize>,
     /// One copy of the model's external-data weights for all its sessions (less memory, slower small batches).
@@ -339,6 +339,14 @@ pub struct SampleArgs {
     /// The output file: .npy (float32), or .csv (one sample per row).
     #[arg(short = 'o', long = "output", value_name = "OUT.npy|OUT.csv")]
     pub output: PathBuf,
+    /// Samples per chunk: the run goes through the solver and into the
+    /// files one chunk at a time, so memory holds one chunk whatever -n is
+    /// (default: 2^20 state values, e.g. 524288 samples of a 2-D model).
+    /// Fixed steps and the default independent adaptive steps give the same
+    /// samples at any chunk size; --error-norm sample|batch share steps
+    /// within a chunk.
+    #[arg(long = "chunk", value_name = "N", value_parser = parse_chunk)]
+    pub chunk: Option<usize>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long = "json")]
     pub json: bool,
@@ -578,6 +586,15 @@ fn parse_named(text: &str) -> Result<(String, String), String> {
 }
 
 /// Parses a step count: a whole number of at least 1.
+fn parse_chunk(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a chunk size: --chunk takes a whole number of samples, at least 1"
+        )),
+    }
+}
+
 fn parse_steps(text: &str) -> Result<usize, String> {
     match text.trim().parse::<i64>() {
         Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),

@@ -11,12 +11,12 @@ use fmrt::grid::{explicit_steps, EdmGrid, TimeGrid};
 use fmrt::likelihood::Likelihood;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
-use fmrt::sampler::{Sampler, Samples};
+use fmrt::sampler::{chunk_rows, Sampler, Samples};
 use fmrt::scheduler::Schedule;
 use fmrt::scheduler::Scheduler;
-use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Stepping, Steps};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SolverConfig, Stats, Stepping, Steps};
 use fmrt::stochastic::Stochastic;
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis, Slice};
 use serde_json::json;
 
 use crate::args::{AdaptArgs, ModelArgs, SampleArgs, SolverArgs};
@@ -24,6 +24,7 @@ use crate::failure::{fail, Failure};
 use crate::likelihood::{check_divergence_available, divergence_of};
 use crate::npy;
 use crate::progress::Progress;
+use crate::stream::RowWriter;
 
 /// Runs `fmrt sample`.
 pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
@@ -104,42 +105,44 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     if let Some(extras) = condition(&opened, &args.adapt, n)? {
         sampler = sampler.with_extras(extras);
     }
-    let samples = match &args.log_prob {
-        Some(path) => {
-            let x0 = match noise {
-                Some(z) => z.mapv(|v| v * sampler.noise_scale() as f32),
-                None => sampler.draw_noise_rows(args.first_index, n, args.seed)?,
-            };
-            sample_with_log_prob(args, &sampler, progress.clone(), x0, path)
-        }
-        None => match noise {
-            Some(z) => sampler.sample_from_noise(z.view(), &args.times),
-            None => sampler.sample_rows(args.first_index, n, args.seed, &args.times),
-        }
-        .map_err(Failure::from),
+    // Samples go through the solver, and into the output files, one chunk
+    // at a time: memory holds one chunk whatever -n is.
+    let state_shape: Option<Vec<usize>> = match &noise {
+        Some(z) => Some(z.shape()[1..].to_vec()),
+        None => sampler
+            .state_shape()
+            .or(field.state_shape())
+            .map(<[usize]>::to_vec),
+    };
+    let chunk = match (args.chunk, &state_shape) {
+        (Some(rows), _) => rows,
+        (None, Some(shape)) => chunk_rows(shape.iter().product()),
+        // The shape is missing: the library says so on the first chunk.
+        (None, None) => n.max(1),
+    };
+    let mut rows_shape = vec![n];
+    rows_shape.extend(state_shape.iter().flatten());
+    let outputs = Outputs::create(args, &rows_shape, n)?;
+    let result = match &args.log_prob {
+        Some(_) => sample_with_log_prob(args, &sampler, progress.clone(), noise, n, chunk, outputs),
+        None => sample_to_files(args, &sampler, noise, n, chunk, outputs),
     };
     progress.finish();
-    let samples = samples?;
+    let (stats, written_shape) = result?;
 
-    let written: &ArrayD<f32> = if args.times.is_empty() {
-        &samples.x
-    } else {
-        &samples.trajectory
-    };
-    npy::write(&args.output, written)?;
     if args.json {
         let summary = json!({
             "output": args.output.display().to_string(),
-            "shape": written.shape(),
+            "shape": written_shape,
             "samples": n,
             "model": model.file(),
             "provider": model.provider().to_string(),
             "solver": describe_solver(&solver),
             "sde": args.sde,
             "log_prob": args.log_prob.as_ref().map(|p| p.display().to_string()),
-            "nfe": samples.stats.nfe,
-            "accepted_steps": samples.stats.accepted,
-            "rejected_steps": samples.stats.rejected,
+            "nfe": stats.nfe,
+            "accepted_steps": stats.accepted,
+            "rejected_steps": stats.rejected,
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{summary}");
@@ -147,7 +150,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         eprintln!(
             "wrote {} {:?} float32",
             args.output.display(),
-            written.shape()
+            written_shape
         );
         if let Some(path) = &args.log_prob {
             eprintln!(
@@ -167,9 +170,9 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         eprintln!(
             "  solver {}{sde}: {} field evaluations, {} accepted / {} rejected {}, {:.2} s",
             describe_solver(&solver),
-            samples.stats.nfe,
-            samples.stats.accepted,
-            samples.stats.rejected,
+            stats.nfe,
+            stats.accepted,
+            stats.rejected,
             steps_word(&solver),
             started.elapsed().as_secs_f64()
         );
@@ -180,33 +183,175 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Samples `x0` with log p of each in one forward solve (the sampler's
-/// field, solver and extras; `--divergence` options; probes from `--seed`),
-/// writing log p to `path`.
+/// The files `fmrt sample` writes, open for rows: the samples (final states;
+/// trajectories are gathered whole, being times-major) and log p.
+struct Outputs {
+    samples: Option<RowWriter>,
+    log_prob: Option<RowWriter>,
+}
+
+impl Outputs {
+    /// Opens the final-state and log-p writers for `n` samples of
+    /// `rows_shape` (`[n, ...state]`).
+    fn create(args: &SampleArgs, rows_shape: &[usize], n: usize) -> Result<Self, Failure> {
+        // A file holds at most i64::MAX bytes: -n beyond that is no run.
+        let bytes = rows_shape
+            .iter()
+            .chain(&[args.times.len().max(1), std::mem::size_of::<f32>()])
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .filter(|&b| i64::try_from(b).is_ok());
+        if bytes.is_none() {
+            return Err(fail!(
+                "-n {n}: the samples {rows_shape:?} would be more than the 2^63 bytes a file can hold"
+            ));
+        }
+        let samples = match args.times.is_empty() {
+            true => Some(RowWriter::create::<f32>(&args.output, rows_shape)?),
+            false => None,
+        };
+        let log_prob = match &args.log_prob {
+            Some(path) => Some(RowWriter::create::<f64>(path, &[n])?),
+            None => None,
+        };
+        Ok(Outputs { samples, log_prob })
+    }
+}
+
+/// Samples in chunks into the output file: each chunk's final states are
+/// appended as it finishes; with `--times` the chunks' trajectories are
+/// gathered (`[len(times), n, ...]`) and written at the end. Returns the
+/// statistics and the shape written.
+fn sample_to_files(
+    args: &SampleArgs,
+    sampler: &Sampler,
+    noise: Option<ArrayD<f32>>,
+    n: usize,
+    chunk: usize,
+    mut outputs: Outputs,
+) -> Result<(Stats, Vec<usize>), Failure> {
+    let mut trajectory: Option<ArrayD<f32>> = None;
+    let mut sink = |offset: usize, samples: Samples| -> Result<(), Failure> {
+        if let Some(writer) = &mut outputs.samples {
+            return writer.append(&samples.x);
+        }
+        let whole = match &mut trajectory {
+            Some(whole) => whole,
+            None => {
+                let mut shape = samples.trajectory.shape().to_vec();
+                shape[1] = n;
+                trajectory.insert(zeros_checked(&shape)?)
+            }
+        };
+        let rows = Slice::from(offset..offset + samples.x.shape()[0]);
+        whole
+            .slice_axis_mut(Axis(1), rows)
+            .assign(&samples.trajectory);
+        Ok(())
+    };
+    let stats = match &noise {
+        Some(z) => sampler.sample_from_noise_chunks(z.view(), &args.times, chunk, &mut sink)?,
+        None => sampler.sample_chunks(
+            args.first_index,
+            n,
+            args.seed,
+            &args.times,
+            chunk,
+            &mut sink,
+        )?,
+    };
+    match (outputs.samples, trajectory) {
+        (Some(writer), _) => {
+            writer.finish()?;
+            let mut shape = vec![n];
+            shape.extend(sampler_state_shape(&noise, sampler));
+            Ok((stats, shape))
+        }
+        (None, Some(whole)) => {
+            npy::write(&args.output, &whole)?;
+            Ok((stats, whole.shape().to_vec()))
+        }
+        (None, None) => {
+            let mut shape = vec![args.times.len(), n];
+            shape.extend(sampler_state_shape(&noise, sampler));
+            let empty = zeros_checked(&shape)?;
+            npy::write(&args.output, &empty)?;
+            Ok((stats, shape))
+        }
+    }
+}
+
+/// The per-sample state shape as far as the run knows it.
+fn sampler_state_shape(noise: &Option<ArrayD<f32>>, sampler: &Sampler) -> Vec<usize> {
+    match noise {
+        Some(z) => z.shape()[1..].to_vec(),
+        None => sampler
+            .state_shape()
+            .or(sampler.field().state_shape())
+            .unwrap_or(&[])
+            .to_vec(),
+    }
+}
+
+/// Zeros of `shape`, or an error when they cannot be allocated.
+fn zeros_checked(shape: &[usize]) -> Result<ArrayD<f32>, Failure> {
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let fits = elements
+        .and_then(|e| e.checked_mul(4))
+        .is_some_and(|bytes| Vec::<u8>::new().try_reserve_exact(bytes).is_ok());
+    if !fits {
+        return Err(fail!(
+            "the trajectories {shape:?} are more than this machine can hold in memory: save fewer --times or samples per run (--first-index shards a run)"
+        ));
+    }
+    Ok(ArrayD::zeros(shape))
+}
+
+/// Samples with log p of each in one forward solve per chunk (the sampler's
+/// field, solver and extras; `--divergence` options; probes from `--seed`,
+/// per sample index), appending both to their files as each chunk ends.
 fn sample_with_log_prob(
     args: &SampleArgs,
     sampler: &Sampler,
     field: Arc<Progress>,
-    x0: ArrayD<f32>,
-    path: &std::path::Path,
-) -> Result<Samples, Failure> {
+    noise: Option<ArrayD<f32>>,
+    n: usize,
+    chunk: usize,
+    outputs: Outputs,
+) -> Result<(Stats, Vec<usize>), Failure> {
+    let (Some(mut samples_out), Some(mut log_p_out)) = (outputs.samples, outputs.log_prob) else {
+        return Err(fail!("internal error: --log-prob without its output files"));
+    };
     let likelihood = Likelihood::new(field, sampler.solver().clone())
         .with_divergence(divergence_of(&args.divergence)?)
         .with_seed(args.seed)
-        .with_extras(sampler.extras().clone())
         .with_source(sampler.source().clone());
-    let out = likelihood.sample_with_log_prob(x0.view())?;
-    let n = out.log_p.len();
-    let log_p =
-        ArrayD::from_shape_vec(vec![n], out.log_p).map_err(|e| format!("internal error: {e}"))?;
-    npy::write(path, &log_p)?;
-    let mut shape = vec![0];
-    shape.extend_from_slice(out.x.shape());
-    Ok(Samples {
-        x: out.x,
-        trajectory: ArrayD::zeros(shape),
-        stats: out.stats,
-    })
+    let mut stats = Stats::default();
+    let mut state_shape = Vec::new();
+    for range in (0..n.div_ceil(chunk.max(1))).map(|k| k * chunk..((k + 1) * chunk).min(n)) {
+        let first = args.first_index + range.start as u64;
+        let x0 = match &noise {
+            Some(z) => z
+                .slice_axis(Axis(0), Slice::from(range.clone()))
+                .mapv(|v| v * sampler.noise_scale() as f32),
+            None => sampler.draw_noise_rows(first, range.len(), args.seed)?,
+        };
+        state_shape = x0.shape()[1..].to_vec();
+        let out = likelihood
+            .clone()
+            .with_first_index(first)
+            .with_extras(sampler.extras().for_rows(n, range.clone())?)
+            .sample_with_log_prob(x0.view())?;
+        stats += out.stats;
+        samples_out.append(&out.x)?;
+        let log_p = ArrayD::from_shape_vec(vec![out.log_p.len()], out.log_p)
+            .map_err(|e| fail!("internal error: {e}"))?;
+        log_p_out.append(&log_p)?;
+    }
+    samples_out.finish()?;
+    log_p_out.finish()?;
+    let mut shape = vec![n];
+    shape.extend(state_shape);
+    Ok((stats, shape))
 }
 
 /// Rows of flattened states ([N, prod(state shape)], as a CSV holds them)

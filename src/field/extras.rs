@@ -478,6 +478,32 @@ impl Extras {
         Ok(out)
     }
 
+    /// These extras for the rows `range` of a run of `total` samples, one
+    /// chunk of it: extras with `total` rows give the chunk's rows; shared
+    /// extras and extras of one row serve every chunk as they are; any other
+    /// is an error naming it.
+    pub fn for_rows(&self, total: usize, range: Range<usize>) -> Result<Extras> {
+        let mut out = Extras::new();
+        for e in &self.inputs {
+            let tensor = match e.tensor.shape().first() {
+                _ if e.shared => e.tensor.clone(),
+                Some(&rows) if rows == total => e.tensor.rows(range.clone()),
+                Some(1) => e.tensor.clone(),
+                _ => {
+                    return Err(Error::Shape {
+                        tensor: e.name.clone(),
+                        expected: format!(
+                            "[{total}, ...] or [1, ...] (one row per sample, or one for all)"
+                        ),
+                        actual: e.tensor.shape().to_vec(),
+                    })
+                }
+            };
+            out.insert_entry(e.name.clone(), tensor, e.shared);
+        }
+        Ok(out)
+    }
+
     /// The rows `range` of every extra (shared extras whole).
     pub fn rows(&self, range: Range<usize>) -> Extras {
         self.map_rows(|t| t.rows(range.clone()))

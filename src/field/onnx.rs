@@ -38,7 +38,7 @@ use std::path::Path;
 
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-pub use builder::{OnnxFieldBuilder, MAX_STATE_ELEMENTS};
+pub use builder::{OnnxFieldBuilder, DEFAULT_MAX_BATCH, MAX_STATE_ELEMENTS};
 pub use model::{Dim, InputMapping, MappingSource, ModelDescription, TensorInfo, TimeLayout};
 pub use provider::{ExecutionProvider, ProviderPolicy};
 pub use runtime::{

@@ -14,7 +14,7 @@ use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 
 use crate::error::checked_product;
 use crate::field::{row_chunks, Extras, VelocityField};
-use crate::random::SeededRng;
+use crate::random::{Lane, SeededRng};
 use crate::{Error, Result};
 
 /// How the divergence div u(x, t) = tr ∂u/∂x is computed along the path
@@ -174,30 +174,44 @@ impl FieldCalls {
     }
 }
 
-/// `n·k` probes of dimension `dim` (sample-major, then probe, then entry), drawn
-/// from a [`SeededRng`] seeded with `seed`.
+/// `n·k` probes of dimension `dim` (sample-major, then probe, then entry)
+/// for the samples `first..first + n`: sample i's from its own stream,
+/// [`SeededRng::for_sample`]`(seed, i, Lane::Probes)`, so its probes depend
+/// on its index alone, not on its batch (chunks and shards of a run draw the
+/// probes of the whole run).
 ///
 /// Rademacher entries take one [`SeededRng::next_u64`] word each: +1 when its
 /// top bit is 0, −1 otherwise. Gaussian entries are [`SeededRng::normal`]
-/// draws rounded to f32. Sample i's probes therefore depend on the samples
-/// before it, not on the batch size after it.
+/// draws rounded to f32.
 pub(crate) fn draw_probes(
     n: usize,
     k: usize,
     dim: usize,
     distribution: ProbeDistribution,
     seed: u64,
+    first: u64,
 ) -> Result<Vec<f32>> {
     let len = checked_product(&[n, k, dim], "probes × samples × state size")?;
-    let mut rng = SeededRng::new(seed);
     let mut values = vec![0.0f32; len];
-    match distribution {
-        ProbeDistribution::Rademacher => {
-            for v in values.iter_mut() {
-                *v = if rng.next_u64() >> 63 == 0 { 1.0 } else { -1.0 };
+    let per_sample = k * dim;
+    if per_sample == 0 {
+        return Ok(values);
+    }
+    for (i, row) in values.chunks_mut(per_sample).enumerate() {
+        let index = first.checked_add(i as u64).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "sample index {first} + {i} does not fit in 64 bits"
+            ))
+        })?;
+        let mut rng = SeededRng::for_sample(seed, index, Lane::Probes);
+        match distribution {
+            ProbeDistribution::Rademacher => {
+                for v in row.iter_mut() {
+                    *v = if rng.next_u64() >> 63 == 0 { 1.0 } else { -1.0 };
+                }
             }
+            ProbeDistribution::Gaussian => rng.fill_normal_f32(row.iter_mut()),
         }
-        ProbeDistribution::Gaussian => rng.fill_normal_f32(values.iter_mut()),
     }
     Ok(values)
 }

@@ -75,6 +75,8 @@ pub struct Likelihood {
     extras: Extras,
     divergence: Divergence,
     seed: u64,
+    /// The run index of the first row (see `with_first_index`).
+    first_index: u64,
     limits: ChunkLimits,
 }
 
@@ -123,6 +125,7 @@ impl Likelihood {
             extras: Extras::new(),
             divergence: Divergence::Exact,
             seed: 0,
+            first_index: 0,
             limits: ChunkLimits {
                 max_rows: DEFAULT_MAX_ROWS,
                 max_bytes: DEFAULT_MAX_BYTES,
@@ -161,6 +164,15 @@ impl Likelihood {
     /// The seed of the Hutchinson probes (drawn once per solve).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// The index of the first row of the next computations within a larger
+    /// run (default 0): row i's Hutchinson probes are those of sample
+    /// `first + i` of the run `seed` defines, so a run computed in chunks or
+    /// shards draws the probes of the whole run.
+    pub fn with_first_index(mut self, first: u64) -> Self {
+        self.first_index = first;
         self
     }
 
@@ -290,7 +302,9 @@ impl Likelihood {
     fn draw_probes(&self, n: usize, dim: usize) -> Result<Option<Vec<f32>>> {
         self.divergence
             .random_probes()
-            .map(|(k, distribution)| draw_probes(n, k, dim, distribution, self.seed))
+            .map(|(k, distribution)| {
+                draw_probes(n, k, dim, distribution, self.seed, self.first_index)
+            })
             .transpose()
     }
 

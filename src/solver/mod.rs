@@ -512,6 +512,15 @@ pub struct Stats {
     pub rejected: usize,
 }
 
+impl std::ops::AddAssign for Stats {
+    /// The counts of two solves together (chunks of one run).
+    fn add_assign(&mut self, other: Stats) {
+        self.nfe += other.nfe;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+    }
+}
+
 /// How the integration of one sample ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SampleStatus {
@@ -631,6 +640,13 @@ fn solve_with_status(
         )));
     }
     let (starts, ends) = interval_bounds(interval, batch)?;
+    // The state, the stages of the largest tableau (dopri5's 7), the error
+    // estimate and the saved states, in f64.
+    crate::error::check_allocation(
+        &[batch, y0.ncols(), 10 + save_at.len()],
+        std::mem::size_of::<f64>(),
+        "the solver's working memory",
+    )?;
     let saves = SavePlan::new(save_at)?;
     let mut rhs = stepper::Rhs::new(system, starts, ends);
     let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));

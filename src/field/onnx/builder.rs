@@ -33,6 +33,12 @@ pub(super) enum ModelSource {
 /// memory finds its external data files.
 const EXTERNAL_DATA_FOLDER: &str = "session.model_external_initializers_file_folder_path";
 
+/// The default largest batch of one model call: 16 384 rows, so a call on a
+/// million tabular samples holds ONNX Runtime's activations of 16 384 rows
+/// at a time (64 MiB per 1 024-wide hidden layer), while calls of the batch
+/// sizes models are run at go through whole.
+pub const DEFAULT_MAX_BATCH: usize = 16_384;
+
 /// Builds an [`OnnxField`]; every setting is optional.
 #[derive(Clone, Debug)]
 pub struct OnnxFieldBuilder {
@@ -60,7 +66,7 @@ impl Default for OnnxFieldBuilder {
             time_input: None,
             output: None,
             state_shape: None,
-            max_batch: usize::MAX,
+            max_batch: DEFAULT_MAX_BATCH,
             sessions: 1,
             intra_threads: None,
             spinning: None,
@@ -101,7 +107,10 @@ impl OnnxFieldBuilder {
     }
 
     /// The largest batch passed to one model call; larger batches are split
-    /// into chunks (default: no limit). Values below 1 count as 1.
+    /// into chunks (default [`DEFAULT_MAX_BATCH`], which keeps ONNX
+    /// Runtime's intermediate tensors bounded whatever the batch; a fixed
+    /// batch of the export overrides it). Values below 1 count as 1;
+    /// `usize::MAX` lifts the limit.
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
         self
