@@ -6,7 +6,8 @@
 # needs ONNX Runtime in .ort/lib, from scripts/fetch-onnxruntime.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --lib
+# The C library alone (package fmrt-c, c-api/artifact/): target/debug/libfmrt.so.
+cargo build -p fmrt-c
 lib="$PWD/target/debug"
 out="$PWD/target/valgrind-c-examples"
 mkdir -p "$out"

@@ -11,11 +11,12 @@
 //! ```
 //!
 //! This crate is the library alone. Beside it in the workspace, `c-api/`
-//! builds the C artifact (`libfmrt.so`, `libfmrt.a`, declared in
-//! `include/fmrt.h`) and `cli/` the `fmrt` command line; both are thin shells
-//! over this API. Every failure is an [`Error`] whose variant names the kind
-//! (a missing ONNX Runtime, a model that does not load, an operator that
-//! cannot be differentiated, a solver that stopped…), so hosts branch on it.
+//! holds the C API and `c-api/artifact/` builds it into `libfmrt.so` and
+//! `libfmrt.a` (declared in `include/fmrt.h`), and `cli/` is the `fmrt`
+//! command line; all are thin shells over this API. Every failure is an
+//! [`Error`] whose variant names the kind (a missing ONNX Runtime, a model
+//! that does not load, an operator that cannot be differentiated, a solver
+//! that stopped…), so hosts branch on it.
 //!
 //! Modules, one per concept:
 //! - [`dsl`]: the `.fm` scheduler language (parser, symbolic derivatives, checks).

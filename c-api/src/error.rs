@@ -264,3 +264,124 @@ pub extern "C" fn fmrt_status_name(status: u32) -> *const c_char {
             .as_ptr()
     })
 }
+
+// A unit test, not one of `c-api/tests/`: `FfiError` is private to the crate.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of library error reaches C as its own status, chosen by the
+    /// error's variant; the message is the error's text.
+    #[test]
+    fn every_library_error_kind_has_its_status() {
+        use fmrt::Error;
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases: Vec<(Error, fmrt_status)> = vec![
+            (
+                Error::InvalidArgument("bad".into()),
+                fmrt_status::InvalidArgument,
+            ),
+            (
+                Error::Shape {
+                    tensor: "x".into(),
+                    expected: "[B, 2]".into(),
+                    actual: vec![3],
+                },
+                fmrt_status::ShapeMismatch,
+            ),
+            (
+                Error::Scheduler {
+                    name: "a.fm".into(),
+                    report: "error: unknown function".into(),
+                },
+                fmrt_status::Scheduler,
+            ),
+            (
+                Error::field("m.onnx", "ONNX Runtime failed"),
+                fmrt_status::Field,
+            ),
+            (
+                Error::PluginLoad {
+                    file: "p.so".into(),
+                    reason: "no symbol".into(),
+                },
+                fmrt_status::Plugin,
+            ),
+            (Error::model_load("m.onnx", "truncated"), fmrt_status::Model),
+            (
+                Error::RuntimeNotFound {
+                    summary: "not found".into(),
+                    tried: vec!["/a (not found)".into()],
+                },
+                fmrt_status::RuntimeNotFound,
+            ),
+            (
+                Error::StepSizeTooSmall {
+                    sample: 0,
+                    t: 0.5,
+                    s: 0.5,
+                    step: 1e-20,
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::MaxSteps {
+                    max_steps: 10,
+                    sample: 0,
+                    t: 0.5,
+                    s: 0.5,
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::NonFinite {
+                    which: "state of sample 0".into(),
+                    location: "at t = 0.5".into(),
+                },
+                fmrt_status::Solver,
+            ),
+            (
+                Error::Io {
+                    path: "x.npy".into(),
+                    source: io(),
+                },
+                fmrt_status::Io,
+            ),
+            (Error::unsupported("no JVPs"), fmrt_status::Unsupported),
+            (
+                Error::UnsupportedOperator {
+                    file: "m.onnx".into(),
+                    op_type: "Hardmax".into(),
+                    node: "h".into(),
+                    reason: "no rule".into(),
+                    others: vec![],
+                },
+                fmrt_status::Unsupported,
+            ),
+            (
+                Error::extra("m.onnx", "mu", "not given"),
+                fmrt_status::InvalidArgument,
+            ),
+            (Error::singular("sigma = 0 at t = 1"), fmrt_status::Singular),
+            (Error::internal("state layout"), fmrt_status::Internal),
+            (
+                Error::field_from("m.onnx", "ONNX Runtime failed", io()),
+                fmrt_status::Field,
+            ),
+        ];
+        for (error, status) in cases {
+            let message = fmrt::error::Report(&error).to_string();
+            let ffi = FfiError::from(error);
+            assert_eq!(ffi.status, status, "{message}");
+            assert_eq!(ffi.message, message);
+        }
+        // The message carries the cause once: its own text, then the source's.
+        let ffi = FfiError::from(Error::Io {
+            path: "x.npy".into(),
+            source: io(),
+        });
+        assert_eq!(ffi.message, "x.npy: gone");
+        let ffi = FfiError::from(Error::model_load_from("m.onnx", "bad", io()));
+        assert_eq!(ffi.message, "m.onnx: bad: gone");
+    }
+}

@@ -1,9 +1,10 @@
 //! The C ABI: the committed header, every entry point's argument checks, and
 //! the C and C++ examples and plugin compiled and run against the library.
 //!
-//! Compiled as the crate's unit tests (`#[path]` from `src/lib.rs`): the crate
-//! builds only `libfmrt.so` and `libfmrt.a`, so there is no Rust library for
-//! an integration test to link against.
+//! Rust calls the entry points straight from the `fmrt_c_api` crate, as any
+//! dependency. The C programs link the `libfmrt.so` of the artifact crate
+//! (`c-api/artifact/`, package `fmrt-c`), a dev-dependency: cargo builds it,
+//! once, into the folder of this test binary before the tests run.
 
 use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
@@ -11,15 +12,6 @@ use std::process::Command;
 use std::ptr::{null, null_mut};
 use std::sync::{Arc, OnceLock};
 
-use crate::error::*;
-use crate::extras::*;
-use crate::field::*;
-use crate::path::*;
-use crate::random::*;
-use crate::sampler::*;
-use crate::scheduler::*;
-use crate::solver::*;
-use crate::{fmrt_status, fmrt_version};
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::field::VelocityField;
 use fmrt::path::AffinePath;
@@ -27,6 +19,15 @@ use fmrt::random::{Lane, SeededRng};
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::{Schedule, Scheduler};
 use fmrt::solver::{Method, SolverConfig, Steps};
+use fmrt_c_api::error::*;
+use fmrt_c_api::extras::*;
+use fmrt_c_api::field::*;
+use fmrt_c_api::path::*;
+use fmrt_c_api::random::*;
+use fmrt_c_api::sampler::*;
+use fmrt_c_api::scheduler::*;
+use fmrt_c_api::solver::*;
+use fmrt_c_api::{fmrt_status, fmrt_version};
 
 /// The repository root (the C crate sits in `c-api/` under it).
 fn root() -> PathBuf {
@@ -73,12 +74,12 @@ mod header {
 // ---------------------------------------------------------------------------
 // Building C against the library.
 
-/// The `target/<profile>/` folder of this test run (the test binary lives in
-/// its `deps/`).
 #[path = "../../tests/support/external_data.rs"]
 mod external_data;
 use external_data::save_with_external_data;
 
+/// The `target/<profile>/` folder of this test run (the test binary lives in
+/// its `deps/`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     exe.parent()
@@ -87,63 +88,23 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `cargo build -p <package>` for the profile of this test run, into
-/// this run's target folder, and returns its `target/<profile>/` folder
-/// (cargo has released its lock while tests run; the library is already
-/// built, so this mostly links).
-fn cargo_build(package: &str) -> PathBuf {
-    let dir = profile_dir();
-    let profile = match dir.file_name().and_then(|n| n.to_str()) {
-        Some("release") => "release",
-        _ => "test",
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--profile", profile])
-        .current_dir(root());
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    if cfg!(feature = "cuda") {
-        cmd.args(["--features", "cuda"]);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build {package}: {e}"));
+/// The folder holding the `libfmrt.so` cargo built from this source tree for
+/// this test run: the artifact crate, a dev-dependency of this one, whose C
+/// library cargo writes beside this test binary in `target/<profile>/deps/`
+/// (as the dependency of a test it is not copied up to `target/<profile>/`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .expect("the test binary sits in target/<profile>/deps/")
+        .to_path_buf();
     assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        dir.join("libfmrt.so").is_file(),
+        "{} has no libfmrt.so: cargo builds it for these tests (the \
+         dev-dependency on fmrt-c); run them through `cargo test`",
+        dir.display()
     );
     dir
-}
-
-/// The folder holding a `libfmrt.so` freshly built from this source tree.
-///
-/// Cargo builds no cdylib for unit tests, so the first call builds
-/// `fmrt-c-api` ([`cargo_build`]). Built once per test process.
-fn lib_dir() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = cargo_build("fmrt-c-api");
-            assert!(
-                dir.join("libfmrt.so").is_file(),
-                "{} has no libfmrt.so after building fmrt-c-api",
-                dir.display()
-            );
-            dir
-        })
-        .clone()
-}
-
-/// The `fmrt` command-line tool built from this source tree, to compare the C
-/// API's numbers with the CLI's.
-fn cli_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| cargo_build("fmrt-cli").join("fmrt"))
-        .clone()
 }
 
 /// A scratch directory for compiled C programs.
@@ -783,118 +744,9 @@ mod machinery {
         }
     }
 
-    /// Each kind of library error reaches C as its own status, chosen by the
-    /// error's variant; the message is the error's text.
-    #[test]
-    fn every_library_error_kind_has_its_status() {
-        use fmrt::Error;
-        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let cases: Vec<(Error, fmrt_status)> = vec![
-            (Error::InvalidArgument("bad".into()), InvalidArgument),
-            (
-                Error::Shape {
-                    tensor: "x".into(),
-                    expected: "[B, 2]".into(),
-                    actual: vec![3],
-                },
-                ShapeMismatch,
-            ),
-            (
-                Error::Scheduler {
-                    name: "a.fm".into(),
-                    report: "error: unknown function".into(),
-                },
-                SchedulerStatus,
-            ),
-            (Error::field("m.onnx", "ONNX Runtime failed"), FieldStatus),
-            (
-                Error::PluginLoad {
-                    file: "p.so".into(),
-                    reason: "no symbol".into(),
-                },
-                Plugin,
-            ),
-            (Error::model_load("m.onnx", "truncated"), fmrt_status::Model),
-            (
-                Error::RuntimeNotFound {
-                    summary: "not found".into(),
-                    tried: vec!["/a (not found)".into()],
-                },
-                fmrt_status::RuntimeNotFound,
-            ),
-            (
-                Error::StepSizeTooSmall {
-                    sample: 0,
-                    t: 0.5,
-                    s: 0.5,
-                    step: 1e-20,
-                },
-                fmrt_status::Solver,
-            ),
-            (
-                Error::MaxSteps {
-                    max_steps: 10,
-                    sample: 0,
-                    t: 0.5,
-                    s: 0.5,
-                },
-                fmrt_status::Solver,
-            ),
-            (
-                Error::NonFinite {
-                    which: "state of sample 0".into(),
-                    location: "at t = 0.5".into(),
-                },
-                fmrt_status::Solver,
-            ),
-            (
-                Error::Io {
-                    path: "x.npy".into(),
-                    source: io(),
-                },
-                fmrt_status::Io,
-            ),
-            (Error::unsupported("no JVPs"), fmrt_status::Unsupported),
-            (
-                Error::UnsupportedOperator {
-                    file: "m.onnx".into(),
-                    op_type: "Hardmax".into(),
-                    node: "h".into(),
-                    reason: "no rule".into(),
-                    others: vec![],
-                },
-                fmrt_status::Unsupported,
-            ),
-            (
-                Error::extra("m.onnx", "mu", "not given"),
-                fmrt_status::InvalidArgument,
-            ),
-            (Error::singular("sigma = 0 at t = 1"), fmrt_status::Singular),
-            (Error::internal("state layout"), fmrt_status::Internal),
-            (
-                Error::field_from("m.onnx", "ONNX Runtime failed", io()),
-                FieldStatus,
-            ),
-        ];
-        for (error, status) in cases {
-            let message = fmrt::error::Report(&error).to_string();
-            let ffi = crate::error::FfiError::from(error);
-            assert_eq!(ffi.status, status, "{message}");
-            assert_eq!(ffi.message, message);
-        }
-        // The message carries the cause once: its own text, then the source's.
-        let ffi = crate::error::FfiError::from(Error::Io {
-            path: "x.npy".into(),
-            source: io(),
-        });
-        assert_eq!(ffi.message, "x.npy: gone");
-        let ffi = crate::error::FfiError::from(Error::model_load_from("m.onnx", "bad", io()));
-        assert_eq!(ffi.message, "m.onnx: bad: gone");
-    }
-
     #[test]
     fn a_panic_becomes_the_panic_status_with_its_message() {
-        let status = crate::panic::panic_status_for_tests("deliberate test panic");
+        let status = fmrt_c_api::panic::panic_status_for_tests("deliberate test panic");
         assert_fails(status, fmrt_status::Panic, "deliberate test panic");
     }
 
@@ -917,7 +769,7 @@ mod machinery {
             let exe = std::env::current_exe().unwrap();
             let out = Command::new(exe)
                 .args([
-                    "tests::machinery::a_caught_panic_prints_nothing_and_the_hosts_hook_stays",
+                    "machinery::a_caught_panic_prints_nothing_and_the_hosts_hook_stays",
                     "--exact",
                     "--nocapture",
                     "--test-threads=1",
@@ -969,7 +821,7 @@ mod machinery {
                 HOST_HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
             }));
         }
-        let status = crate::panic::panic_status_for_tests("quiet test panic");
+        let status = fmrt_c_api::panic::panic_status_for_tests("quiet test panic");
         println!("status: {status:?}");
         println!("message: {}", last_error());
         if !host_hook {
@@ -986,7 +838,7 @@ mod machinery {
             HOST_HOOK_CALLS.load(Ordering::SeqCst)
         );
         // Later calls run normally: the hook is installed once.
-        let again = crate::panic::panic_status_for_tests("second");
+        let again = fmrt_c_api::panic::panic_status_for_tests("second");
         assert_eq!(again, fmrt_status::Panic);
         assert_eq!(HOST_HOOK_CALLS.load(Ordering::SeqCst), 1);
     }
@@ -3109,8 +2961,8 @@ mod training {
 
 mod onnx {
     use super::*;
-    use crate::onnx::*;
     use fmrt::field::onnx::{ensure_runtime_for_development, OnnxField};
+    use fmrt_c_api::onnx::*;
 
     fn fixture(name: &str) -> PathBuf {
         root().join("tests/fixtures").join(name)
@@ -3402,8 +3254,8 @@ mod onnx {
 
 mod likelihood {
     use super::*;
-    use crate::likelihood::*;
     use fmrt::likelihood::{Divergence, Likelihood, TimeSearch};
+    use fmrt_c_api::likelihood::*;
 
     const X: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];
 
@@ -4086,12 +3938,12 @@ mod likelihood {
 
 mod model {
     use super::*;
-    use crate::likelihood::{
-        fmrt_likelihood_options, fmrt_likelihood_options_default, fmrt_log_likelihood,
-    };
-    use crate::model::*;
     use fmrt::field::onnx::ensure_runtime_for_development;
     use fmrt::model::{Model, ModelOptions};
+    use fmrt_c_api::likelihood::{
+        fmrt_likelihood_options, fmrt_likelihood_options_default, fmrt_log_likelihood,
+    };
+    use fmrt_c_api::model::*;
 
     fn fixture(name: &str) -> PathBuf {
         root().join("tests/fixtures").join(name)
@@ -4374,26 +4226,6 @@ mod model {
             dx <= 1e-6 && dlp <= 1e-6,
             "samples {dx:e}, log p {dlp:e} apart"
         );
-    }
-
-    /// The x1 export opened from C with its metadata samples bit for bit like
-    /// `fmrt sample` with its defaults (dopri5, the same seed).
-    #[test]
-    fn a_model_opened_from_c_samples_like_the_cli() {
-        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
-        let model = fixture("gmm_ot_x1.onnx");
-        let out = scratch().join("cli_x1_samples.npy");
-        let o = Command::new(cli_binary())
-            .args(["sample", "--model"])
-            .arg(&model)
-            .args(["-n", "64", "--seed", "11", "--quiet", "-o"])
-            .arg(&out)
-            .output()
-            .expect("the fmrt CLI runs");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let cli: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("a float32 .npy");
-        let (from_c, _) = sample_and_score_through_c(&model, false, "dopri5", 0, 64, 11);
-        assert_eq!(cli.iter().copied().collect::<Vec<_>>(), from_c);
     }
 
     /// A C host learns from the model which inputs it has, which one takes
@@ -4690,8 +4522,8 @@ mod typed_extras {
 
 mod shaped {
     use super::*;
-    use crate::likelihood::*;
     use fmrt::likelihood::Likelihood;
+    use fmrt_c_api::likelihood::*;
 
     fn rust_ring() -> Sampler {
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
@@ -5153,10 +4985,10 @@ mod shaped {
 /// final states.
 mod real_model {
     use super::*;
-    use crate::likelihood::*;
-    use crate::model::*;
-    use crate::onnx::{fmrt_onnx_options, fmrt_onnx_options_default};
     use fmrt::field::onnx::ensure_runtime_for_development;
+    use fmrt_c_api::likelihood::*;
+    use fmrt_c_api::model::*;
+    use fmrt_c_api::onnx::{fmrt_onnx_options, fmrt_onnx_options_default};
     use ndarray::ArrayD;
 
     fn npy(name: &str) -> ArrayD<f32> {

@@ -18,17 +18,17 @@ use std::ffi::{c_char, CStr, CString};
 use std::mem::MaybeUninit;
 use std::ptr::{null, null_mut};
 
-use fmrt_c::error::{fmrt_last_error, fmrt_last_error_copy, fmrt_status_name};
-use fmrt_c::extras::*;
-use fmrt_c::field::*;
-use fmrt_c::fmrt_status;
-use fmrt_c::likelihood::*;
-use fmrt_c::model::*;
-use fmrt_c::path::*;
-use fmrt_c::random::*;
-use fmrt_c::sampler::*;
-use fmrt_c::scheduler::*;
-use fmrt_c::solver::*;
+use fmrt_c_api::error::{fmrt_last_error, fmrt_last_error_copy, fmrt_status_name};
+use fmrt_c_api::extras::*;
+use fmrt_c_api::field::*;
+use fmrt_c_api::fmrt_status;
+use fmrt_c_api::likelihood::*;
+use fmrt_c_api::model::*;
+use fmrt_c_api::path::*;
+use fmrt_c_api::random::*;
+use fmrt_c_api::sampler::*;
+use fmrt_c_api::scheduler::*;
+use fmrt_c_api::solver::*;
 use libfuzzer_sys::fuzz_target;
 
 /// Most calls one input makes (each call is cheap, but inputs stay fast).
