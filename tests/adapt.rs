@@ -180,7 +180,7 @@ fn schedule_changes_to_singular_targets_give_the_same_samples() {
 
 /// A conditional test field: label k is component k of the mixture alone,
 /// label `K` (the null label) the whole mixture. It counts its calls.
-struct LabelledMixture {
+pub(crate) struct LabelledMixture {
     components: Vec<GaussianMixture>,
     whole: GaussianMixture,
     calls: AtomicUsize,
@@ -188,7 +188,10 @@ struct LabelledMixture {
 }
 
 impl LabelledMixture {
-    fn new(schedule: Arc<dyn Schedule>) -> Self {
+    /// The ring of 4 components of std 0.5 on the circle of radius 3; label
+    /// k < 4 is component k, any other the whole ring (as
+    /// tests/fixtures/gmm_label_ot.onnx computes it).
+    pub(crate) fn new(schedule: Arc<dyn Schedule>) -> Self {
         let whole = GaussianMixture::ring(4, 3.0, 0.5, schedule.clone()).expect("mixture");
         let components = (0..4)
             .map(|k| {
