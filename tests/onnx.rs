@@ -310,6 +310,11 @@ fn the_label_extra_is_passed_and_required() {
     let err = field
         .velocity(x.view(), &[0.5], out.view_mut())
         .unwrap_err();
+    assert!(
+        matches!(&err, Error::Extra { input, .. } if input == "label"),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), fmrt::error::ErrorKind::InvalidArgument);
     assert_contains(
         &err.to_string(),
         &["label_input.onnx", "`label`", "int64 [B]"],
@@ -320,6 +325,10 @@ fn the_label_extra_is_passed_and_required() {
     let err = field
         .velocity_with(x.view(), &[0.5], &unknown, out.view_mut())
         .unwrap_err();
+    assert!(
+        matches!(&err, Error::Extra { input, .. } if input == "mask"),
+        "{err:?}"
+    );
     assert_contains(
         &err.to_string(),
         &["`mask`", "not an input", "`label` int64 [B]"],
@@ -329,6 +338,10 @@ fn the_label_extra_is_passed_and_required() {
     let err = field
         .velocity_with(x.view(), &[0.5], &wrong_type, out.view_mut())
         .unwrap_err();
+    assert!(
+        matches!(&err, Error::Extra { input, .. } if input == "label"),
+        "{err:?}"
+    );
     assert_contains(&err.to_string(), &["`label`", "float32", "int64"]);
 
     let err = field
