@@ -240,6 +240,19 @@ typedef uint32_t fmrt_dtype;
 #endif // __cplusplus
 
 /*
+ Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`),
+ opaque. Made by `fmrt_adaptive_config_new` (the defaults: rtol = atol =
+ 1e-5, safety 0.9, step factors in [0.2, 10], 100000 steps, automatic first
+ step, independent error norm, PI controller), changed by the
+ `fmrt_adaptive_config_set_*` calls, each of which checks its value and
+ leaves the config unchanged when it refuses one
+ (`FMRT_STATUS_INVALID_ARGUMENT` naming the setting), released by
+ `fmrt_adaptive_config_free`. Used by `fmrt_solver_adaptive_config`, which
+ copies it. Not to be changed while another thread reads it.
+ */
+typedef struct fmrt_adaptive_config fmrt_adaptive_config;
+
+/*
  A set of named conditioning inputs (opaque), each with the batch first or
  shared by every row of a call (`fmrt_extras_set_shared_tensor`, scalars).
 
@@ -255,6 +268,17 @@ typedef struct fmrt_extras fmrt_extras;
 typedef struct fmrt_field fmrt_field;
 
 /*
+ How log-likelihoods are computed, opaque. Made by
+ `fmrt_likelihood_config_new` (adaptive `dopri5` with rtol = atol = 1e-5,
+ exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0, noise scale
+ 1), changed by the `fmrt_likelihood_config_set_*` calls (each checks its
+ value, and leaves the config unchanged when it refuses one), released by
+ `fmrt_likelihood_config_free`. Read by the `*_config` likelihood calls;
+ not to be changed while another thread uses it.
+ */
+typedef struct fmrt_likelihood_config fmrt_likelihood_config;
+
+/*
  A model opened from a file: the network, the schedule it was trained with,
  what it predicts, and the field to integrate. Immutable; may be shared by
  any number of threads.
@@ -268,6 +292,17 @@ typedef struct fmrt_model fmrt_model;
  Not to be changed while another thread reads it.
  */
 typedef struct fmrt_model_options fmrt_model_options;
+
+/*
+ How to load an ONNX model, opaque. Made by `fmrt_onnx_config_new`
+ (everything detected from the model or at its default: the CPU, one
+ session), changed by the `fmrt_onnx_config_set_*` calls (each checks its
+ value and leaves the config unchanged when it refuses one), released by
+ `fmrt_onnx_config_free`. Read by `fmrt_field_onnx_file_config`,
+ `fmrt_field_onnx_bytes_config` and `fmrt_model_open_config`; not to be
+ changed while another thread uses it.
+ */
+typedef struct fmrt_onnx_config fmrt_onnx_config;
 
 /*
  A sampler: a velocity field integrated with a solver configuration, noise
@@ -292,6 +327,10 @@ typedef struct fmrt_solver fmrt_solver;
 /*
  How log-likelihoods are computed; start from `fmrt_likelihood_options_default`.
  Strings and the solver are read during each call only.
+
+ Deprecated, to be removed in the release after next: use the
+ `fmrt_likelihood_config` handle and the `*_config` likelihood calls. This
+ struct's layout is frozen; it gains no fields.
  */
 typedef struct {
   /*
@@ -329,14 +368,69 @@ typedef struct {
    The scale s of the noise the samples were drawn from, N(0, s²·I)
    (as `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that
    of this distribution. Positive and finite; 0 means the default, 1.
-   Appended after the fields of 0.1, so callers that start from
-   `fmrt_likelihood_options_default` keep their meaning.
+   Added after 0.1: a program compiled against 0.1's shorter struct must
+   not call `fmrt_likelihood_options_default` of a newer library, which
+   writes this field past the end of that struct.
    */
   double noise_scale;
 } fmrt_likelihood_options;
 
 /*
+ Counters of one likelihood computation, as the `*_config` likelihood
+ calls write them. Set `size` to `sizeof(fmrt_likelihood_counters)` before
+ the call: the library writes only the fields that fit in `size` bytes,
+ so a program compiled against this struct keeps working when a later
+ release appends fields. A `size` too small for `nfe` is
+ `FMRT_STATUS_INVALID_ARGUMENT`.
+ */
+typedef struct {
+  /*
+   The size of this struct as the caller compiled it; set by the caller.
+   */
+  size_t size;
+  /*
+   Right-hand-side evaluations of the augmented system (summed over solves).
+   */
+  uint64_t nfe;
+  /*
+   Accepted steps.
+   */
+  uint64_t accepted;
+  /*
+   Rejected steps (adaptive methods only).
+   */
+  uint64_t rejected;
+  /*
+   Velocity calls (batched), finite-difference ones included; stacked
+   calls not included.
+   */
+  uint64_t velocity_calls;
+  /*
+   Jacobian–vector product calls (batched); stacked calls not included.
+   */
+  uint64_t jvp_calls;
+  /*
+   Stacked calls: the velocity and the products of all directions of a
+   stage in one model call, each in place of one velocity and one JVP
+   call. Nonzero when the one-call-per-stage path ran.
+   */
+  uint64_t stacked_calls;
+  /*
+   Exact divergence calls (batched).
+   */
+  uint64_t divergence_calls;
+  /*
+   Augmented solves run (1 for a log-likelihood; several for a time search).
+   */
+  uint64_t solves;
+} fmrt_likelihood_counters;
+
+/*
  Counters of one likelihood computation.
+
+ Deprecated: counts a stacked call (velocity and products in one model
+ call) as one velocity and one JVP call, so the fast path cannot be told
+ apart; the `*_config` likelihood calls write `fmrt_likelihood_counters`.
  */
 typedef struct {
   /*
@@ -372,6 +466,10 @@ typedef struct {
 /*
  How to load an ONNX model; start from `fmrt_onnx_options_default` (all
  zero/NULL: everything detected or at its default). Strings are copied.
+
+ Deprecated, to be removed in the release after next: use the
+ `fmrt_onnx_config` handle and the `*_config` loaders. This struct's
+ layout is frozen; it gains no fields.
  */
 typedef struct {
   /*
@@ -417,8 +515,10 @@ typedef struct {
   const char *ort_library;
   /*
    Where to run the model: `"cpu"` (NULL: the default), `"cuda"` (device 0)
-   or `"cuda:N"` (device N). Appended after the fields of 0.1, so callers
-   that start from `fmrt_onnx_options_default` keep their meaning.
+   or `"cuda:N"` (device N). Added after 0.1, as is `provider_policy`: a
+   program compiled against 0.1's shorter struct must not call
+   `fmrt_onnx_options_default` of a newer library, which writes these
+   fields past the end of that struct.
    */
   const char *provider;
   /*
@@ -490,6 +590,10 @@ typedef struct {
  over its components of err / (atol + rtol·max(|y_n|, |y_n+1|)), and the
  step is accepted when that is at most 1, so a sample's result does not
  depend on its batch mates. Start from `fmrt_adaptive_options_default`.
+
+ Deprecated, to be removed in the release after next: use the
+ `fmrt_adaptive_config` handle, which also sets the error norm and the
+ controller. This struct's layout is frozen; it gains no fields.
  */
 typedef struct {
   /*
@@ -831,9 +935,104 @@ fmrt_status fmrt_field_velocity(const fmrt_field *field,
                                 size_t out_len);
 
 /*
+ Makes the default likelihood config into `*out`.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_likelihood_config_new(fmrt_likelihood_config **out);
+
+/*
+ Releases a likelihood config. NULL is a no-op.
+
+ # Safety
+
+ `config` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_likelihood_config_free(fmrt_likelihood_config *config);
+
+/*
+ The solver of the reverse-time solve (copied; NULL restores the default,
+ adaptive `dopri5` with rtol = atol = 1e-5).
+
+ # Safety
+
+ `config` must be a live handle; `solver` NULL or a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_solver(fmrt_likelihood_config *config,
+                                              const fmrt_solver *solver);
+
+/*
+ How the divergence is computed: `"exact"` (the default; the field's own
+ divergence or Jacobian–vector products along every basis direction),
+ `"hutchinson"` (the unbiased stochastic estimator, the set number of
+ probes per sample drawn from the seed) or `"finite-difference"` (central
+ differences of the velocity with the set epsilon, biased; for fields
+ without Jacobian–vector products); any ASCII case.
+
+ # Safety
+
+ `config` must be a live handle; `divergence` NUL-terminated.
+ */
+fmrt_status fmrt_likelihood_config_set_divergence(fmrt_likelihood_config *config,
+                                                  const char *divergence);
+
+/*
+ Hutchinson probes per sample, at least 1 (default 1).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_probes(fmrt_likelihood_config *config, size_t probes);
+
+/*
+ The distribution of the probes' entries: `"rademacher"` (the default) or
+ `"gaussian"`.
+
+ # Safety
+
+ `config` must be a live handle; `distribution` NUL-terminated.
+ */
+fmrt_status fmrt_likelihood_config_set_distribution(fmrt_likelihood_config *config,
+                                                    const char *distribution);
+
+/*
+ The finite-difference step, finite and positive (default 1e-3).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_epsilon(fmrt_likelihood_config *config, double epsilon);
+
+/*
+ The seed of the Hutchinson probes (default 0).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_seed(fmrt_likelihood_config *config, uint64_t seed);
+
+/*
+ The scale s of the noise the samples were drawn from, N(0, s²·I) (as
+ `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that of this
+ distribution. Positive and finite (default 1).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_noise_scale(fmrt_likelihood_config *config, double scale);
+
+/*
  Writes the default likelihood options into `*out`: no solver (adaptive
  `dopri5`, 1e-5), exact divergence, 1 probe, Rademacher, epsilon 1e-3, seed 0,
  noise scale 1.
+
+ Deprecated: use `fmrt_likelihood_config_new`.
 
  # Safety
 
@@ -846,20 +1045,46 @@ fmrt_status fmrt_likelihood_options_default(fmrt_likelihood_options *out);
  floats) taken at the times `t_start[0..t_start_len]` (one for all, or one
  per sample; each in [0, 1], 1 for data): the state and the divergence
  integral are solved from t_start back to 0 and log p = log N(x0; 0, I) −
- ∫ div u dt. `extras` (NULL: none) hold one row per sample; `options` NULL
+ ∫ div u dt. `extras` (NULL: none) hold one row per sample; `config` NULL
  means the defaults.
 
  Outputs: `out_log_p[0..n]` (nats, required; `out_log_p_len` available);
  optional (NULL: not wanted) `out_x0` (`n × state size` floats, the states
  reached at t = 0), `out_bits_per_dim` (`n` values, −log p / (D ln 2)) and
- `out_stats`. Every buffer is checked before any work. A mode that needs
- Jacobian–vector products on a field without them is
- `FMRT_STATUS_UNSUPPORTED`; bad options are `FMRT_STATUS_INVALID_ARGUMENT`.
+ `out_counters` (its `size` set by the caller). Every buffer is checked
+ before any work. A mode that needs Jacobian–vector products on a field
+ without them is `FMRT_STATUS_UNSUPPORTED`.
 
  # Safety
 
  Handles must be live or NULL where allowed; the arrays must hold the stated
  counts; outputs must not overlap the inputs.
+ */
+fmrt_status fmrt_log_likelihood_config(const fmrt_field *field,
+                                       const fmrt_likelihood_config *config,
+                                       const float *x,
+                                       size_t x_len,
+                                       size_t n,
+                                       const double *t_start,
+                                       size_t t_start_len,
+                                       const fmrt_extras *extras,
+                                       double *out_log_p,
+                                       size_t out_log_p_len,
+                                       float *out_x0,
+                                       size_t out_x0_len,
+                                       double *out_bits_per_dim,
+                                       size_t out_bits_per_dim_len,
+                                       fmrt_likelihood_counters *out_counters);
+
+/*
+ Like `fmrt_log_likelihood_config`, with the deprecated options struct
+ (NULL: defaults) and counters.
+
+ Deprecated: use `fmrt_log_likelihood_config`.
+
+ # Safety
+
+ As for `fmrt_log_likelihood_config`; `options` NULL or readable.
  */
 fmrt_status fmrt_log_likelihood(const fmrt_field *field,
                                 const fmrt_likelihood_options *options,
@@ -882,14 +1107,42 @@ fmrt_status fmrt_log_likelihood(const fmrt_field *field,
  per-sample state shape `state_shape[0..rank]` given with the call (so
  `x_len` must be `n × prod(state_shape)`), for a field whose state shape
  comes with each call (an ONNX model with dynamic axes, where
- `fmrt_log_likelihood` is `FMRT_STATUS_INVALID_ARGUMENT`); a field of
- fixed shape checks the shape against its own. `out_x0`, if given, holds
- `n × prod(state_shape)` floats. Everything else as for
- `fmrt_log_likelihood`.
+ `fmrt_log_likelihood_config` is `FMRT_STATUS_INVALID_ARGUMENT`); a field
+ of fixed shape checks the shape against its own. `out_x0`, if given,
+ holds `n × prod(state_shape)` floats. Everything else as for
+ `fmrt_log_likelihood_config`.
 
  # Safety
 
- As for `fmrt_log_likelihood`; `state_shape` must hold `rank` values.
+ As for `fmrt_log_likelihood_config`; `state_shape` must hold `rank` values.
+ */
+fmrt_status fmrt_log_likelihood_shaped_config(const fmrt_field *field,
+                                              const fmrt_likelihood_config *config,
+                                              const size_t *state_shape,
+                                              size_t rank,
+                                              const float *x,
+                                              size_t x_len,
+                                              size_t n,
+                                              const double *t_start,
+                                              size_t t_start_len,
+                                              const fmrt_extras *extras,
+                                              double *out_log_p,
+                                              size_t out_log_p_len,
+                                              float *out_x0,
+                                              size_t out_x0_len,
+                                              double *out_bits_per_dim,
+                                              size_t out_bits_per_dim_len,
+                                              fmrt_likelihood_counters *out_counters);
+
+/*
+ Like `fmrt_log_likelihood_shaped_config`, with the deprecated options
+ struct (NULL: defaults) and counters.
+
+ Deprecated: use `fmrt_log_likelihood_shaped_config`.
+
+ # Safety
+
+ As for `fmrt_log_likelihood_shaped_config`; `options` NULL or readable.
  */
 fmrt_status fmrt_log_likelihood_shaped(const fmrt_field *field,
                                        const fmrt_likelihood_options *options,
@@ -914,15 +1167,38 @@ fmrt_status fmrt_log_likelihood_shaped(const fmrt_field *field,
  e.g. from `fmrt_sampler_draw_noise`) from t = 0 to 1 and integrates the
  divergence alongside in the same solve, so that log p of each sample
  comes without a second pass: log p1(x1) = log N(x0; 0, I) − ∫₀¹ div u dt.
- `options` (NULL: defaults) give the solver and the divergence mode as for
- `fmrt_log_likelihood`; `extras` (NULL: none) hold one row per sample.
- Writes the samples into `out_x` (`n × state size` floats of `out_x_len`)
- and log p into `out_log_p[0..n]`; `out_stats` may be NULL. Every buffer is
- checked before any work.
+ `config` (NULL: defaults) gives the solver and the divergence mode as for
+ `fmrt_log_likelihood_config`; `extras` (NULL: none) hold one row per
+ sample. Writes the samples into `out_x` (`n × state size` floats of
+ `out_x_len`) and log p into `out_log_p[0..n]`; `out_counters` may be NULL
+ (else its `size` set by the caller). Every buffer is checked before any
+ work.
 
  # Safety
 
- As for `fmrt_log_likelihood`.
+ As for `fmrt_log_likelihood_config`.
+ */
+fmrt_status fmrt_sample_with_log_prob_config(const fmrt_field *field,
+                                             const fmrt_likelihood_config *config,
+                                             const float *x0,
+                                             size_t x0_len,
+                                             size_t n,
+                                             const fmrt_extras *extras,
+                                             float *out_x,
+                                             size_t out_x_len,
+                                             double *out_log_p,
+                                             size_t out_log_p_len,
+                                             fmrt_likelihood_counters *out_counters);
+
+/*
+ Like `fmrt_sample_with_log_prob_config`, with the deprecated options
+ struct (NULL: defaults) and counters.
+
+ Deprecated: use `fmrt_sample_with_log_prob_config`.
+
+ # Safety
+
+ As for `fmrt_log_likelihood_config`; `options` NULL or readable.
  */
 fmrt_status fmrt_sample_with_log_prob(const fmrt_field *field,
                                       const fmrt_likelihood_options *options,
@@ -941,13 +1217,37 @@ fmrt_status fmrt_sample_with_log_prob(const fmrt_field *field,
  [`lower`, `upper`] (0 ≤ lower < upper ≤ 1) at which it is most likely under
  p_t, by a golden-section search per sample down to `tolerance` (> 0) that
  also considers both ends. Writes the times into `out_t[0..n]` and their
- log p_t(x) into `out_log_p[0..n]` (both required); `options` and `extras`
- as for `fmrt_log_likelihood`. The probes of a Hutchinson search are drawn
- once and shared by every time tried.
+ log p_t(x) into `out_log_p[0..n]` (both required); `config` and `extras`
+ as for `fmrt_log_likelihood_config`. The probes of a Hutchinson search are
+ drawn once and shared by every time tried.
 
  # Safety
 
- As for `fmrt_log_likelihood`.
+ As for `fmrt_log_likelihood_config`.
+ */
+fmrt_status fmrt_most_probable_time_config(const fmrt_field *field,
+                                           const fmrt_likelihood_config *config,
+                                           const float *x,
+                                           size_t x_len,
+                                           size_t n,
+                                           double lower,
+                                           double upper,
+                                           double tolerance,
+                                           const fmrt_extras *extras,
+                                           double *out_t,
+                                           size_t out_t_len,
+                                           double *out_log_p,
+                                           size_t out_log_p_len);
+
+/*
+ Like `fmrt_most_probable_time_config`, with the deprecated options struct
+ (NULL: defaults).
+
+ Deprecated: use `fmrt_most_probable_time_config`.
+
+ # Safety
+
+ As for `fmrt_log_likelihood_config`; `options` NULL or readable.
  */
 fmrt_status fmrt_most_probable_time(const fmrt_field *field,
                                     const fmrt_likelihood_options *options,
@@ -1149,13 +1449,29 @@ fmrt_status fmrt_model_options_set_time_scale(fmrt_model_options *options, doubl
 fmrt_status fmrt_model_options_set_share_weights(fmrt_model_options *options, int32_t share);
 
 /*
- Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
+ Opens the ONNX model at `path` with the ONNX settings `onnx_config` and
  the model settings `options` (each NULL: defaults). The model's
  `fmrt.*` metadata decide what the options leave open. A missing file is
  `FMRT_STATUS_IO`, a model that does not load `FMRT_STATUS_MODEL`, a
  missing ONNX Runtime `FMRT_STATUS_RUNTIME_NOT_FOUND`, an adapter without
  what it needs (an x1 model without a known training schedule, guidance
  without a null condition) `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `path` must be NUL-terminated; `onnx_config` and `options` NULL or live
+ handles; `out` writable.
+ */
+fmrt_status fmrt_model_open_config(const char *path,
+                                   const fmrt_onnx_config *onnx_config,
+                                   const fmrt_model_options *options,
+                                   fmrt_model **out);
+
+/*
+ Like `fmrt_model_open_config`, with the deprecated ONNX options struct
+ (NULL: defaults).
+
+ Deprecated: use `fmrt_model_open_config`.
 
  # Safety
 
@@ -1283,6 +1599,8 @@ fmrt_status fmrt_model_prepare_derivatives(const fmrt_model *model);
 /*
  Writes the default ONNX options (every field zero or NULL) into `*out`.
 
+ Deprecated: use `fmrt_onnx_config_new`.
+
  # Safety
 
  `out` must be writable.
@@ -1290,10 +1608,161 @@ fmrt_status fmrt_model_prepare_derivatives(const fmrt_model *model);
 fmrt_status fmrt_onnx_options_default(fmrt_onnx_options *out);
 
 /*
- Loads the ONNX velocity model at `path` with `options` (NULL: defaults)
- into a field handle. The model's inputs are mapped as `options` and its
- metadata say; an ambiguous mapping, a model that fails its check run or a
- missing ONNX Runtime library is `FMRT_STATUS_MODEL` with the details.
+ Makes the default ONNX config into `*out`.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_onnx_config_new(fmrt_onnx_config **out);
+
+/*
+ Releases an ONNX config. NULL is a no-op.
+
+ # Safety
+
+ `config` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_onnx_config_free(fmrt_onnx_config *config);
+
+/*
+ Names the state input (default: the `fmrt.state_input` metadata, then
+ detection from the declared inputs).
+
+ # Safety
+
+ `config` must be a live handle; `name` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_state_input(fmrt_onnx_config *config, const char *name);
+
+/*
+ Names the time input (default: `fmrt.time_input`, then detection).
+
+ # Safety
+
+ `config` must be a live handle; `name` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_time_input(fmrt_onnx_config *config, const char *name);
+
+/*
+ Names the velocity output (default: the first output).
+
+ # Safety
+
+ `config` must be a live handle; `name` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_output(fmrt_onnx_config *config, const char *name);
+
+/*
+ The per-sample state shape `shape[0..rank]` (rank ≥ 1), pinning the
+ dynamic state axes of a model to one shape (default: from the model; a
+ model with dynamic axes then takes the shape with each call, through the
+ `*_shaped` functions). Copied.
+
+ # Safety
+
+ `config` must be a live handle; `shape` must hold `rank` values.
+ */
+fmrt_status fmrt_onnx_config_set_state_shape(fmrt_onnx_config *config,
+                                             const size_t *shape,
+                                             size_t rank);
+
+/*
+ Largest batch per model call, at least 1; larger batches are split
+ (default: a bound that keeps ONNX Runtime's memory in check; `SIZE_MAX`
+ lifts it).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_onnx_config_set_max_batch(fmrt_onnx_config *config, size_t max_batch);
+
+/*
+ ONNX Runtime sessions serving concurrent calls, at least 1 (default 1).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_onnx_config_set_sessions(fmrt_onnx_config *config, size_t sessions);
+
+/*
+ Threads ONNX Runtime uses inside one operator, at least 1 (default: its
+ own choice).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_onnx_config_set_intra_threads(fmrt_onnx_config *config, size_t threads);
+
+/*
+ Path of the ONNX Runtime library (default: `ORT_DYLIB_PATH`, the
+ project's `.ort/lib/`, then the system search path). One library per
+ process.
+
+ # Safety
+
+ `config` must be a live handle; `path` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_ort_library(fmrt_onnx_config *config, const char *path);
+
+/*
+ Where to run the model: `"cpu"` (the default), `"cuda"` (device 0) or
+ `"cuda:N"` (device N); any ASCII case.
+
+ # Safety
+
+ `config` must be a live handle; `provider` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_provider(fmrt_onnx_config *config, const char *provider);
+
+/*
+ What happens when the provider cannot start: `"require"` (the default;
+ loading fails with `FMRT_STATUS_MODEL` naming the reason) or `"prefer"`
+ (run on the CPU instead; `fmrt_field_onnx_provider` tells which one runs).
+
+ # Safety
+
+ `config` must be a live handle; `policy` NUL-terminated.
+ */
+fmrt_status fmrt_onnx_config_set_provider_policy(fmrt_onnx_config *config, const char *policy);
+
+/*
+ Loads the ONNX velocity model at `path` as `config` (NULL: defaults)
+ says into a field handle. The model's inputs are mapped as `config` and
+ its metadata say; an ambiguous mapping, a model that fails its check run
+ or a missing ONNX Runtime library is `FMRT_STATUS_MODEL` with the details.
+
+ # Safety
+
+ `path` must be NUL-terminated; `config` NULL or a live handle; `out`
+ writable.
+ */
+fmrt_status fmrt_field_onnx_file_config(const char *path,
+                                        const fmrt_onnx_config *config,
+                                        fmrt_field **out);
+
+/*
+ Like `fmrt_field_onnx_file_config`, from the serialized model
+ `bytes[0..len]` (copied; named `<memory>` in messages).
+
+ # Safety
+
+ `bytes` must hold `len` bytes; `config` NULL or a live handle; `out`
+ writable.
+ */
+fmrt_status fmrt_field_onnx_bytes_config(const uint8_t *bytes,
+                                         size_t len,
+                                         const fmrt_onnx_config *config,
+                                         fmrt_field **out);
+
+/*
+ Like `fmrt_field_onnx_file_config`, with the deprecated options struct
+ (NULL: defaults).
+
+ Deprecated: use `fmrt_field_onnx_file_config`.
 
  # Safety
 
@@ -1304,8 +1773,10 @@ fmrt_status fmrt_field_onnx_file(const char *path,
                                  fmrt_field **out);
 
 /*
- Like `fmrt_field_onnx_file`, from the serialized model `bytes[0..len]`
- (copied; named `<memory>` in messages).
+ Like `fmrt_field_onnx_bytes_config`, with the deprecated options struct
+ (NULL: defaults).
+
+ Deprecated: use `fmrt_field_onnx_bytes_config`.
 
  # Safety
 
@@ -1823,6 +2294,8 @@ fmrt_status fmrt_solver_grid(const char *method,
 /*
  Writes the default adaptive options into `*out`.
 
+ Deprecated: use `fmrt_adaptive_config_new`.
+
  # Safety
 
  `out` must be writable.
@@ -1831,9 +2304,12 @@ fmrt_status fmrt_adaptive_options_default(fmrt_adaptive_options *out);
 
 /*
  An adaptive solver with `method` (`"bosh3"`, `"dopri5"` or `"tsit5"`) and
- `options` (NULL: the defaults). Options are checked here: a method without an
- error estimate, non-finite or negative tolerances are
- `FMRT_STATUS_INVALID_ARGUMENT`.
+ `options` (NULL: the defaults), checked as `fmrt_solver_adaptive_config`
+ checks them.
+
+ Deprecated: use `fmrt_solver_adaptive_config` with an
+ `fmrt_adaptive_config`; this call builds one from `options` and makes the
+ same solver.
 
  # Safety
 
@@ -1842,6 +2318,126 @@ fmrt_status fmrt_adaptive_options_default(fmrt_adaptive_options *out);
 fmrt_status fmrt_solver_adaptive(const char *method,
                                  const fmrt_adaptive_options *options,
                                  fmrt_solver **out);
+
+/*
+ Makes the default adaptive config into `*out`.
+
+ # Safety
+
+ `out` must be writable.
+ */
+fmrt_status fmrt_adaptive_config_new(fmrt_adaptive_config **out);
+
+/*
+ Releases an adaptive config. NULL is a no-op.
+
+ # Safety
+
+ `config` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_adaptive_config_free(fmrt_adaptive_config *config);
+
+/*
+ Relative tolerance, finite and ≥ 0 (default 1e-5).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_rtol(fmrt_adaptive_config *config, double rtol);
+
+/*
+ Absolute tolerance, finite and > 0 (default 1e-5).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_atol(fmrt_adaptive_config *config, double atol);
+
+/*
+ Safety factor applied to the optimal step, in (0, 1] (default 0.9).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_safety(fmrt_adaptive_config *config, double safety);
+
+/*
+ Smallest factor a step may shrink by, in (0, 1] (default 0.2).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_min_factor(fmrt_adaptive_config *config, double factor);
+
+/*
+ Largest factor a step may grow by, finite and ≥ 1 (default 10).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_max_factor(fmrt_adaptive_config *config, double factor);
+
+/*
+ Attempted steps (per sample with the independent norm) after which the
+ solve fails with `FMRT_STATUS_SOLVER`, at least 1 (default 100000).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_max_steps(fmrt_adaptive_config *config, uint64_t max_steps);
+
+/*
+ First step in normalised time s ∈ (0, 1], positive and finite; 0 selects
+ it automatically (the default).
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_adaptive_config_set_initial_step(fmrt_adaptive_config *config, double step);
+
+/*
+ How the error of a step is measured: `"independent"` (the default: every
+ sample its own steps), `"sample"` (one step size for the batch, the worst
+ sample's RMS) or `"batch"` (one RMS over the whole batch, as torchdiffeq
+ measures it); any ASCII case.
+
+ # Safety
+
+ `config` must be a live handle; `norm` NUL-terminated.
+ */
+fmrt_status fmrt_adaptive_config_set_error_norm(fmrt_adaptive_config *config, const char *norm);
+
+/*
+ The step-size controller: `"pi"` (the default) or `"i"`; any ASCII case.
+
+ # Safety
+
+ `config` must be a live handle; `controller` NUL-terminated.
+ */
+fmrt_status fmrt_adaptive_config_set_controller(fmrt_adaptive_config *config,
+                                                const char *controller);
+
+/*
+ An adaptive solver with `method` (`"bosh3"`, `"dopri5"` or `"tsit5"`) and
+ the step-size control `config` (NULL: the defaults; copied, so it may be
+ freed or changed afterwards), into `*out`. A method without an embedded
+ error estimate is `FMRT_STATUS_INVALID_ARGUMENT`.
+
+ # Safety
+
+ `method` must be NUL-terminated; `config` NULL or a live handle; `out`
+ writable.
+ */
+fmrt_status fmrt_solver_adaptive_config(const char *method,
+                                        const fmrt_adaptive_config *config,
+                                        fmrt_solver **out);
 
 /*
  A copy of the adaptive solver `solver` that measures the error of its

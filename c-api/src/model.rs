@@ -18,7 +18,7 @@ use fmrt::Error;
 use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::tensor_from_c;
 use crate::field::fmrt_field;
-use crate::onnx::{builder, fmrt_onnx_options};
+use crate::onnx::{builder, config_of, fmrt_onnx_config, fmrt_onnx_options};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::fmrt_scheduler;
 use crate::{
@@ -375,13 +375,33 @@ pub unsafe extern "C" fn fmrt_model_options_set_share_weights(
     })
 }
 
-/// Opens the ONNX model at `path` with the ONNX settings `onnx_options` and
+/// Opens the ONNX model at `path` with the ONNX settings `onnx_config` and
 /// the model settings `options` (each NULL: defaults). The model's
 /// `fmrt.*` metadata decide what the options leave open. A missing file is
 /// `FMRT_STATUS_IO`, a model that does not load `FMRT_STATUS_MODEL`, a
 /// missing ONNX Runtime `FMRT_STATUS_RUNTIME_NOT_FOUND`, an adapter without
 /// what it needs (an x1 model without a known training schedule, guidance
 /// without a null condition) `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `path` must be NUL-terminated; `onnx_config` and `options` NULL or live
+/// handles; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_model_open_config(
+    path: *const c_char,
+    onnx_config: *const fmrt_onnx_config,
+    options: *const fmrt_model_options,
+    out: *mut *mut fmrt_model,
+) -> fmrt_status {
+    // SAFETY: the caller's contract, for each pointer.
+    guard(|| unsafe { open(path, builder(onnx_config), options, out) })
+}
+
+/// Like `fmrt_model_open_config`, with the deprecated ONNX options struct
+/// (NULL: defaults).
+///
+/// Deprecated: use `fmrt_model_open_config`.
 ///
 /// # Safety
 ///
@@ -395,21 +415,41 @@ pub unsafe extern "C" fn fmrt_model_open(
     out: *mut *mut fmrt_model,
 ) -> fmrt_status {
     guard(|| {
-        check_out(out, "out")?;
-        // SAFETY: the caller's contract.
-        let path = unsafe { c_str(path, "path") }?;
-        // SAFETY: the caller's contract.
-        let b = unsafe { builder(onnx_options) }?;
-        // SAFETY: the caller's contract.
-        let o = unsafe { options.as_ref() };
-        let share = o.is_some_and(|o| o.share_weights);
-        let network = Arc::new(b.share_weights(share).load_file(path)?);
-        let settings = o.map(|o| o.inner.clone()).unwrap_or_default();
-        let model = Model::new(network, settings)?;
-        // SAFETY: checked non-NULL; writable by contract.
-        unsafe { put_handle(fmrt_model { inner: model }, out) };
-        Ok(())
+        // SAFETY: the caller's contract, for each pointer.
+        unsafe {
+            open(
+                path,
+                config_of(onnx_options)?.builder().clone(),
+                options,
+                out,
+            )
+        }
     })
+}
+
+/// Opens the model at `path` with the ONNX settings `b` and `options`.
+///
+/// # Safety
+///
+/// As for `fmrt_model_open_config`.
+unsafe fn open(
+    path: *const c_char,
+    b: fmrt::field::onnx::OnnxFieldBuilder,
+    options: *const fmrt_model_options,
+    out: *mut *mut fmrt_model,
+) -> FfiResult<()> {
+    check_out(out, "out")?;
+    // SAFETY: the caller's contract.
+    let path = unsafe { c_str(path, "path") }?;
+    // SAFETY: the caller's contract.
+    let o = unsafe { options.as_ref() };
+    let share = o.is_some_and(|o| o.share_weights);
+    let network = Arc::new(b.share_weights(share).load_file(path)?);
+    let settings = o.map(|o| o.inner.clone()).unwrap_or_default();
+    let model = Model::new(network, settings)?;
+    // SAFETY: checked non-NULL; writable by contract.
+    unsafe { put_handle(fmrt_model { inner: model }, out) };
+    Ok(())
 }
 
 /// Releases a model. NULL is a no-op. Fields taken from it stay usable.

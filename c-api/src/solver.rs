@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use crate::error::{fmrt_status, FfiError};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::{fmrt_param, overrides};
-use crate::{c_str, c_str_opt, check_out, free_handle, handle, put_handle, slice};
+use crate::{c_str, c_str_opt, check_out, free_handle, handle, handle_mut, put_handle, slice};
 use fmrt::grid::{explicit_steps, TimeGrid};
 use fmrt::solver::{AdaptiveOptions, Controller, ErrorNorm, Method, SolverConfig, Stepping, Steps};
 
@@ -28,6 +28,10 @@ impl fmrt_solver {
 /// over its components of err / (atol + rtol·max(|y_n|, |y_n+1|)), and the
 /// step is accepted when that is at most 1, so a sample's result does not
 /// depend on its batch mates. Start from `fmrt_adaptive_options_default`.
+///
+/// Deprecated, to be removed in the release after next: use the
+/// `fmrt_adaptive_config` handle, which also sets the error norm and the
+/// controller. This struct's layout is frozen; it gains no fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct fmrt_adaptive_options {
@@ -212,6 +216,8 @@ pub unsafe extern "C" fn fmrt_solver_grid(
 
 /// Writes the default adaptive options into `*out`.
 ///
+/// Deprecated: use `fmrt_adaptive_config_new`.
+///
 /// # Safety
 ///
 /// `out` must be writable.
@@ -228,9 +234,12 @@ pub unsafe extern "C" fn fmrt_adaptive_options_default(
 }
 
 /// An adaptive solver with `method` (`"bosh3"`, `"dopri5"` or `"tsit5"`) and
-/// `options` (NULL: the defaults). Options are checked here: a method without an
-/// error estimate, non-finite or negative tolerances are
-/// `FMRT_STATUS_INVALID_ARGUMENT`.
+/// `options` (NULL: the defaults), checked as `fmrt_solver_adaptive_config`
+/// checks them.
+///
+/// Deprecated: use `fmrt_solver_adaptive_config` with an
+/// `fmrt_adaptive_config`; this call builds one from `options` and makes the
+/// same solver.
 ///
 /// # Safety
 ///
@@ -242,12 +251,10 @@ pub unsafe extern "C" fn fmrt_solver_adaptive(
     out: *mut *mut fmrt_solver,
 ) -> fmrt_status {
     guard(|| {
-        let o = if options.is_null() {
-            AdaptiveOptions::default()
-        } else {
-            // SAFETY: non-NULL and readable by contract.
-            let o = unsafe { handle(options, "options") }?;
-            AdaptiveOptions {
+        let mut config = fmrt_adaptive_config::default();
+        // SAFETY: NULL or readable by contract.
+        if let Some(o) = unsafe { options.as_ref() } {
+            config.inner = AdaptiveOptions {
                 rtol: o.rtol,
                 atol: o.atol,
                 safety: o.safety,
@@ -256,28 +263,271 @@ pub unsafe extern "C" fn fmrt_solver_adaptive(
                 max_steps: usize::try_from(o.max_steps).unwrap_or(usize::MAX),
                 initial_step: (o.initial_step != 0.0).then_some(o.initial_step),
                 ..AdaptiveOptions::default()
-            }
-        };
-        if !(o.rtol.is_finite() && o.rtol >= 0.0 && o.atol.is_finite() && o.atol > 0.0) {
-            return Err(FfiError::invalid(format!(
-                "tolerances must be finite with rtol >= 0 and atol > 0, got rtol = {}, atol = {}",
-                o.rtol, o.atol
-            )));
+            };
         }
-        // SAFETY: forwarded contract.
-        unsafe {
-            make(method, out, |m| {
-                if m.is_adaptive() {
-                    Ok(SolverConfig::adaptive_with(m, o))
-                } else {
-                    Err(FfiError::invalid(format!(
-                        "method {m} has no embedded error estimate; use bosh3, dopri5 or tsit5 \
-                         for adaptive steps"
-                    )))
-                }
-            })
-        }
+        // SAFETY: forwarded contract; `config` is a live value.
+        unsafe { adaptive_solver(method, &config, out) }
     })
+}
+
+/// Step-size control of the adaptive methods (`bosh3`, `dopri5`, `tsit5`),
+/// opaque. Made by `fmrt_adaptive_config_new` (the defaults: rtol = atol =
+/// 1e-5, safety 0.9, step factors in [0.2, 10], 100000 steps, automatic first
+/// step, independent error norm, PI controller), changed by the
+/// `fmrt_adaptive_config_set_*` calls, each of which checks its value and
+/// leaves the config unchanged when it refuses one
+/// (`FMRT_STATUS_INVALID_ARGUMENT` naming the setting), released by
+/// `fmrt_adaptive_config_free`. Used by `fmrt_solver_adaptive_config`, which
+/// copies it. Not to be changed while another thread reads it.
+#[derive(Clone, Debug, Default)]
+pub struct fmrt_adaptive_config {
+    inner: AdaptiveOptions,
+}
+
+impl fmrt_adaptive_config {
+    /// The options this handle holds (for Rust code that receives a handle).
+    pub fn options(&self) -> &AdaptiveOptions {
+        &self.inner
+    }
+}
+
+/// Makes the default adaptive config into `*out`.
+///
+/// # Safety
+///
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_new(
+    out: *mut *mut fmrt_adaptive_config,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_handle(fmrt_adaptive_config::default(), out) };
+        Ok(())
+    })
+}
+
+/// Releases an adaptive config. NULL is a no-op.
+///
+/// # Safety
+///
+/// `config` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_free(config: *mut fmrt_adaptive_config) {
+    // SAFETY: the caller's contract.
+    guard_or((), || unsafe { free_handle(config) })
+}
+
+/// Applies `change` to the options of `config` if the result passes the
+/// library's checks; otherwise leaves them as they were.
+///
+/// # Safety
+///
+/// `config` must be NULL or a live handle.
+unsafe fn set_adaptive(
+    config: *mut fmrt_adaptive_config,
+    change: impl FnOnce(&mut AdaptiveOptions),
+) -> Result<(), FfiError> {
+    // SAFETY: the caller's contract.
+    let c = unsafe { handle_mut(config, "config") }?;
+    let mut candidate = c.inner.clone();
+    change(&mut candidate);
+    candidate.validate()?;
+    c.inner = candidate;
+    Ok(())
+}
+
+/// Relative tolerance, finite and ≥ 0 (default 1e-5).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_rtol(
+    config: *mut fmrt_adaptive_config,
+    rtol: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.rtol = rtol) })
+}
+
+/// Absolute tolerance, finite and > 0 (default 1e-5).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_atol(
+    config: *mut fmrt_adaptive_config,
+    atol: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.atol = atol) })
+}
+
+/// Safety factor applied to the optimal step, in (0, 1] (default 0.9).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_safety(
+    config: *mut fmrt_adaptive_config,
+    safety: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.safety = safety) })
+}
+
+/// Smallest factor a step may shrink by, in (0, 1] (default 0.2).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_min_factor(
+    config: *mut fmrt_adaptive_config,
+    factor: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.min_factor = factor) })
+}
+
+/// Largest factor a step may grow by, finite and ≥ 1 (default 10).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_max_factor(
+    config: *mut fmrt_adaptive_config,
+    factor: f64,
+) -> fmrt_status {
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.max_factor = factor) })
+}
+
+/// Attempted steps (per sample with the independent norm) after which the
+/// solve fails with `FMRT_STATUS_SOLVER`, at least 1 (default 100000).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_max_steps(
+    config: *mut fmrt_adaptive_config,
+    max_steps: u64,
+) -> fmrt_status {
+    let steps = usize::try_from(max_steps).unwrap_or(usize::MAX);
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.max_steps = steps) })
+}
+
+/// First step in normalised time s ∈ (0, 1], positive and finite; 0 selects
+/// it automatically (the default).
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_initial_step(
+    config: *mut fmrt_adaptive_config,
+    step: f64,
+) -> fmrt_status {
+    let step = (step != 0.0).then_some(step);
+    // SAFETY: forwarded contract.
+    guard(|| unsafe { set_adaptive(config, |o| o.initial_step = step) })
+}
+
+/// How the error of a step is measured: `"independent"` (the default: every
+/// sample its own steps), `"sample"` (one step size for the batch, the worst
+/// sample's RMS) or `"batch"` (one RMS over the whole batch, as torchdiffeq
+/// measures it); any ASCII case.
+///
+/// # Safety
+///
+/// `config` must be a live handle; `norm` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_error_norm(
+    config: *mut fmrt_adaptive_config,
+    norm: *const c_char,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let norm: ErrorNorm = unsafe { c_str(norm, "norm") }?.parse()?;
+        // SAFETY: forwarded contract.
+        unsafe { set_adaptive(config, |o| o.norm = norm) }
+    })
+}
+
+/// The step-size controller: `"pi"` (the default) or `"i"`; any ASCII case.
+///
+/// # Safety
+///
+/// `config` must be a live handle; `controller` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_adaptive_config_set_controller(
+    config: *mut fmrt_adaptive_config,
+    controller: *const c_char,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let controller: Controller = unsafe { c_str(controller, "controller") }?.parse()?;
+        // SAFETY: forwarded contract.
+        unsafe { set_adaptive(config, |o| o.controller = controller) }
+    })
+}
+
+/// An adaptive solver with `method` (`"bosh3"`, `"dopri5"` or `"tsit5"`) and
+/// the step-size control `config` (NULL: the defaults; copied, so it may be
+/// freed or changed afterwards), into `*out`. A method without an embedded
+/// error estimate is `FMRT_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `config` NULL or a live handle; `out`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_solver_adaptive_config(
+    method: *const c_char,
+    config: *const fmrt_adaptive_config,
+    out: *mut *mut fmrt_solver,
+) -> fmrt_status {
+    guard(|| {
+        let default = fmrt_adaptive_config::default();
+        // SAFETY: NULL or live by contract.
+        let config = unsafe { config.as_ref() }.unwrap_or(&default);
+        // SAFETY: forwarded contract.
+        unsafe { adaptive_solver(method, config, out) }
+    })
+}
+
+/// The body of both adaptive constructors: checks the options and stores
+/// the solver.
+///
+/// # Safety
+///
+/// `method` must be NUL-terminated; `out` writable.
+unsafe fn adaptive_solver(
+    method: *const c_char,
+    config: &fmrt_adaptive_config,
+    out: *mut *mut fmrt_solver,
+) -> Result<(), FfiError> {
+    config.inner.validate()?;
+    // SAFETY: forwarded contract.
+    unsafe {
+        make(method, out, |m| {
+            if m.is_adaptive() {
+                Ok(SolverConfig::adaptive_with(m, config.inner.clone()))
+            } else {
+                Err(FfiError::invalid(format!(
+                    "method {m} has no embedded error estimate; use bosh3, dopri5 or tsit5 \
+                     for adaptive steps"
+                )))
+            }
+        })
+    }
 }
 
 /// A copy of the adaptive solver `solver` that measures the error of its

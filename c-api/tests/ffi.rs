@@ -2077,7 +2077,7 @@ mod solver {
             assert_fails(
                 fmrt_solver_adaptive(c"dopri5".as_ptr(), &bad, &mut s),
                 InvalidArgument,
-                "atol = -1",
+                "atol must be finite and positive, got -1",
             );
             let tight = fmrt_adaptive_options {
                 rtol: 1e-8,
@@ -3153,10 +3153,14 @@ mod onnx {
             );
             let mut field = null_mut();
             for (provider, policy, needle) in [
-                (c"gpu", null(), "options.provider"),
+                (c"gpu", null(), "unknown provider \"gpu\""),
                 (c"cuda:x", null(), "cuda:x"),
                 (c"cuda:-1", null(), "cuda:-1"),
-                (c"cpu", c"maybe".as_ptr(), "options.provider_policy"),
+                (
+                    c"cpu",
+                    c"maybe".as_ptr(),
+                    "unknown provider policy \"maybe\"",
+                ),
             ] {
                 let o = fmrt_onnx_options {
                     provider: provider.as_ptr(),
@@ -5504,6 +5508,645 @@ mod real_model {
             fmrt_solver_free(solver);
             fmrt_field_free(field);
             fmrt_model_free(model);
+        }
+    }
+}
+
+/// The opaque configs that replace the by-value option structs, and the
+/// deprecated structs as shims over them.
+mod configs {
+    use super::*;
+    use fmrt::field::onnx::ensure_runtime_for_development;
+    use fmrt::likelihood::{Divergence, ProbeDistribution};
+    use fmrt::solver::{Controller, ErrorNorm};
+    use fmrt_c_api::likelihood::*;
+    use fmrt_c_api::model::*;
+    use fmrt_c_api::onnx::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        root().join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn adaptive_config_setters_check_values_and_reach_the_solver() {
+        let mut c = null_mut();
+        let mut s = null_mut();
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_fails(fmrt_adaptive_config_new(null_mut()), NullParameter, "`out`");
+            assert_ok(fmrt_adaptive_config_new(&mut c));
+            assert_eq!((*c).options(), &fmrt::solver::AdaptiveOptions::default());
+            // NULL handles, for every setter.
+            let n = null_mut();
+            for status in [
+                fmrt_adaptive_config_set_rtol(n, 1e-3),
+                fmrt_adaptive_config_set_atol(n, 1e-3),
+                fmrt_adaptive_config_set_safety(n, 0.8),
+                fmrt_adaptive_config_set_min_factor(n, 0.5),
+                fmrt_adaptive_config_set_max_factor(n, 5.0),
+                fmrt_adaptive_config_set_max_steps(n, 9),
+                fmrt_adaptive_config_set_initial_step(n, 0.1),
+                fmrt_adaptive_config_set_error_norm(n, c"batch".as_ptr()),
+                fmrt_adaptive_config_set_controller(n, c"i".as_ptr()),
+            ] {
+                assert_eq!(status, NullParameter);
+            }
+            // Bad values are refused by the library's checks, naming the
+            // setting, and leave the config as it was.
+            let before = (*c).options().clone();
+            assert_fails(
+                fmrt_adaptive_config_set_rtol(c, -1.0),
+                InvalidArgument,
+                "rtol",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_atol(c, 0.0),
+                InvalidArgument,
+                "atol",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_atol(c, f64::NAN),
+                InvalidArgument,
+                "atol",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_safety(c, 1.5),
+                InvalidArgument,
+                "safety",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_min_factor(c, 0.0),
+                InvalidArgument,
+                "min_factor",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_max_factor(c, 0.5),
+                InvalidArgument,
+                "max_factor",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_max_steps(c, 0),
+                InvalidArgument,
+                "max_steps",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_initial_step(c, -0.1),
+                InvalidArgument,
+                "initial_step",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_error_norm(c, c"worst".as_ptr()),
+                InvalidArgument,
+                "worst",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_controller(c, c"pid".as_ptr()),
+                InvalidArgument,
+                "pid",
+            );
+            assert_fails(
+                fmrt_adaptive_config_set_error_norm(c, null()),
+                NullParameter,
+                "`norm`",
+            );
+            assert_eq!((*c).options(), &before);
+            // Each setter changes what the Rust side receives.
+            assert_ok(fmrt_adaptive_config_set_rtol(c, 1e-7));
+            assert_ok(fmrt_adaptive_config_set_atol(c, 1e-8));
+            assert_ok(fmrt_adaptive_config_set_safety(c, 0.8));
+            assert_ok(fmrt_adaptive_config_set_min_factor(c, 0.3));
+            assert_ok(fmrt_adaptive_config_set_max_factor(c, 4.0));
+            assert_ok(fmrt_adaptive_config_set_max_steps(c, 77));
+            assert_ok(fmrt_adaptive_config_set_initial_step(c, 0.01));
+            assert_ok(fmrt_adaptive_config_set_error_norm(c, c"Batch".as_ptr()));
+            assert_ok(fmrt_adaptive_config_set_controller(c, c"I".as_ptr()));
+            let want = fmrt::solver::AdaptiveOptions {
+                rtol: 1e-7,
+                atol: 1e-8,
+                safety: 0.8,
+                min_factor: 0.3,
+                max_factor: 4.0,
+                max_steps: 77,
+                initial_step: Some(0.01),
+                norm: ErrorNorm::Batch,
+                controller: Controller::I,
+            };
+            assert_eq!((*c).options(), &want);
+            assert_ok(fmrt_adaptive_config_set_initial_step(c, 0.0));
+            assert_eq!((*c).options().initial_step, None, "0 is automatic");
+            assert_ok(fmrt_adaptive_config_set_initial_step(c, 0.01));
+
+            assert_fails(
+                fmrt_solver_adaptive_config(null(), c, &mut s),
+                NullParameter,
+                "`method`",
+            );
+            assert_fails(
+                fmrt_solver_adaptive_config(c"rk4".as_ptr(), c, &mut s),
+                InvalidArgument,
+                "no embedded error estimate",
+            );
+            assert_fails(
+                fmrt_solver_adaptive_config(c"tsit5".as_ptr(), c, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_solver_adaptive_config(c"tsit5".as_ptr(), c, &mut s));
+            assert_eq!((*s).config().adaptive_options(), Some(&want));
+            assert_eq!((*s).config().method, Method::Tsit5);
+            fmrt_adaptive_config_free(c);
+            // The solver copied the config.
+            assert_eq!((*s).config().adaptive_options(), Some(&want));
+
+            // The deprecated struct makes the same solver as the handle.
+            let old = fmrt_adaptive_options {
+                rtol: 1e-7,
+                atol: 1e-8,
+                safety: 0.8,
+                min_factor: 0.3,
+                max_factor: 4.0,
+                max_steps: 77,
+                initial_step: 0.01,
+            };
+            let mut shim = null_mut();
+            assert_ok(fmrt_solver_adaptive(c"tsit5".as_ptr(), &old, &mut shim));
+            let mut from_handle = null_mut();
+            let mut c = null_mut();
+            assert_ok(fmrt_adaptive_config_new(&mut c));
+            for (set, v) in [
+                (
+                    fmrt_adaptive_config_set_rtol as unsafe extern "C" fn(_, _) -> _,
+                    1e-7,
+                ),
+                (fmrt_adaptive_config_set_atol, 1e-8),
+                (fmrt_adaptive_config_set_safety, 0.8),
+                (fmrt_adaptive_config_set_min_factor, 0.3),
+                (fmrt_adaptive_config_set_max_factor, 4.0),
+                (fmrt_adaptive_config_set_initial_step, 0.01),
+            ] {
+                assert_ok(set(c, v));
+            }
+            assert_ok(fmrt_adaptive_config_set_max_steps(c, 77));
+            assert_ok(fmrt_solver_adaptive_config(
+                c"tsit5".as_ptr(),
+                c,
+                &mut from_handle,
+            ));
+            assert_eq!((*shim).config(), (*from_handle).config());
+            // The shim now checks every setting, not only the tolerances.
+            let mut refused = null_mut();
+            assert_fails(
+                fmrt_solver_adaptive(
+                    c"tsit5".as_ptr(),
+                    &fmrt_adaptive_options { safety: 2.0, ..old },
+                    &mut refused,
+                ),
+                InvalidArgument,
+                "safety",
+            );
+            assert!(refused.is_null());
+            // NULL config: the defaults.
+            let mut d = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                null(),
+                &mut d,
+            ));
+            assert_eq!(
+                (*d).config().adaptive_options(),
+                Some(&fmrt::solver::AdaptiveOptions::default())
+            );
+            for h in [s, shim, from_handle, d] {
+                fmrt_solver_free(h);
+            }
+            fmrt_adaptive_config_free(c);
+            fmrt_adaptive_config_free(null_mut());
+        }
+    }
+
+    #[test]
+    fn onnx_config_setters_check_values_and_load_like_the_options_struct() {
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = c(fixture("gmm_ot.onnx").to_str().unwrap());
+        let mut c = null_mut();
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_fails(fmrt_onnx_config_new(null_mut()), NullParameter, "`out`");
+            assert_ok(fmrt_onnx_config_new(&mut c));
+            let n = null_mut();
+            for status in [
+                fmrt_onnx_config_set_state_input(n, c"x".as_ptr()),
+                fmrt_onnx_config_set_time_input(n, c"t".as_ptr()),
+                fmrt_onnx_config_set_output(n, c"v".as_ptr()),
+                fmrt_onnx_config_set_state_shape(n, [2usize].as_ptr(), 1),
+                fmrt_onnx_config_set_max_batch(n, 4),
+                fmrt_onnx_config_set_sessions(n, 2),
+                fmrt_onnx_config_set_intra_threads(n, 1),
+                fmrt_onnx_config_set_ort_library(n, c"x.so".as_ptr()),
+                fmrt_onnx_config_set_provider(n, c"cpu".as_ptr()),
+                fmrt_onnx_config_set_provider_policy(n, c"prefer".as_ptr()),
+            ] {
+                assert_eq!(status, NullParameter);
+            }
+            let before = format!("{:?}", (*c).builder());
+            assert_fails(
+                fmrt_onnx_config_set_max_batch(c, 0),
+                InvalidArgument,
+                "max_batch",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_sessions(c, 0),
+                InvalidArgument,
+                "sessions",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_intra_threads(c, 0),
+                InvalidArgument,
+                "threads",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_state_shape(c, null(), 0),
+                InvalidArgument,
+                "rank",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_provider(c, c"gpu".as_ptr()),
+                InvalidArgument,
+                "\"gpu\"",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_provider(c, c"cuda:-1".as_ptr()),
+                InvalidArgument,
+                "cuda:-1",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_provider_policy(c, c"maybe".as_ptr()),
+                InvalidArgument,
+                "\"maybe\"",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_state_shape(c, null(), 2),
+                NullParameter,
+                "`shape`",
+            );
+            assert_fails(
+                fmrt_onnx_config_set_output(c, null()),
+                NullParameter,
+                "`name`",
+            );
+            assert_eq!(format!("{:?}", (*c).builder()), before, "unchanged");
+            // Setters reach the builder.
+            assert_ok(fmrt_onnx_config_set_max_batch(c, 7));
+            assert_ok(fmrt_onnx_config_set_sessions(c, 2));
+            assert_ok(fmrt_onnx_config_set_intra_threads(c, 1));
+            assert_ok(fmrt_onnx_config_set_provider(c, c"CPU".as_ptr()));
+            assert_ok(fmrt_onnx_config_set_provider_policy(c, c"prefer".as_ptr()));
+            let got = format!("{:?}", (*c).builder());
+            for want in [
+                "max_batch: 7",
+                "sessions: 2",
+                "intra_threads: Some(1)",
+                "policy: Prefer",
+            ] {
+                assert!(got.contains(want), "{want} in {got}");
+            }
+
+            // The handle and the deprecated struct load the same field.
+            let mut old = std::mem::MaybeUninit::uninit();
+            assert_ok(fmrt_onnx_options_default(old.as_mut_ptr()));
+            let old = fmrt_onnx_options {
+                max_batch: 7,
+                sessions: 2,
+                intra_threads: 1,
+                provider: c"cpu".as_ptr(),
+                provider_policy: c"prefer".as_ptr(),
+                ..old.assume_init()
+            };
+            let (mut a, mut b, mut m) = (null_mut(), null_mut(), null_mut());
+            assert_fails(
+                fmrt_field_onnx_file_config(null(), c, &mut a),
+                NullParameter,
+                "`path`",
+            );
+            assert_fails(
+                fmrt_field_onnx_file_config(path.as_ptr(), c, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_field_onnx_file_config(path.as_ptr(), c, &mut a));
+            assert_ok(fmrt_field_onnx_file(path.as_ptr(), &old, &mut b));
+            let bytes = std::fs::read(fixture("gmm_ot.onnx")).unwrap();
+            assert_ok(fmrt_field_onnx_bytes_config(
+                bytes.as_ptr(),
+                bytes.len(),
+                null(),
+                &mut m,
+            ));
+            let x = [0.5f32, -1.0, 2.0, 0.25];
+            let velocity = |f| {
+                let mut v = [0f32; 4];
+                assert_ok(fmrt_field_velocity(
+                    f,
+                    x.as_ptr(),
+                    4,
+                    2,
+                    &0.3,
+                    1,
+                    null(),
+                    v.as_mut_ptr(),
+                    4,
+                ));
+                v
+            };
+            assert_eq!(velocity(a), velocity(b));
+            assert_eq!(velocity(a), velocity(m));
+            for f in [a, b, m] {
+                fmrt_field_free(f);
+            }
+
+            // A model opens with a config too.
+            let x1 = super::c(fixture("gmm_ot_x1.onnx").to_str().unwrap());
+            let mut model = null_mut();
+            assert_fails(
+                fmrt_model_open_config(null(), c, null(), &mut model),
+                NullParameter,
+                "`path`",
+            );
+            assert_ok(fmrt_model_open_config(x1.as_ptr(), c, null(), &mut model));
+            fmrt_model_free(model);
+            fmrt_onnx_config_free(c);
+            fmrt_onnx_config_free(null_mut());
+        }
+    }
+
+    /// Runs `fmrt_log_likelihood_config` on the ring of `h` and returns log p
+    /// and the counters (`size` as given).
+    unsafe fn log_p(
+        field: *const fmrt_field,
+        c: *const fmrt_likelihood_config,
+        size: usize,
+    ) -> (fmrt_status, [f64; 3], fmrt_likelihood_counters) {
+        const X: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];
+        let mut out = [0f64; 3];
+        let mut counters = fmrt_likelihood_counters {
+            size,
+            ..Default::default()
+        };
+        // SAFETY: the caller's handles; buffers with the stated lengths.
+        let status = unsafe {
+            fmrt_log_likelihood_config(
+                field,
+                c,
+                X.as_ptr(),
+                6,
+                3,
+                &1.0,
+                1,
+                null(),
+                out.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                &mut counters,
+            )
+        };
+        (status, out, counters)
+    }
+
+    #[test]
+    fn likelihood_config_setters_check_values_and_match_the_options_struct() {
+        let h = Handles::new();
+        let mut c = null_mut();
+        let full = std::mem::size_of::<fmrt_likelihood_counters>();
+        // SAFETY: valid or NULL pointers; handles freed once.
+        unsafe {
+            assert_fails(
+                fmrt_likelihood_config_new(null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_likelihood_config_new(&mut c));
+            assert_eq!((*c).divergence(), Some(Divergence::Exact));
+            assert_eq!(
+                (*c).solver(),
+                SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5)
+            );
+            let n = null_mut();
+            for status in [
+                fmrt_likelihood_config_set_solver(n, h.solver),
+                fmrt_likelihood_config_set_divergence(n, c"exact".as_ptr()),
+                fmrt_likelihood_config_set_probes(n, 2),
+                fmrt_likelihood_config_set_distribution(n, c"gaussian".as_ptr()),
+                fmrt_likelihood_config_set_epsilon(n, 1e-2),
+                fmrt_likelihood_config_set_seed(n, 1),
+                fmrt_likelihood_config_set_noise_scale(n, 2.0),
+            ] {
+                assert_eq!(status, NullParameter);
+            }
+            assert_fails(
+                fmrt_likelihood_config_set_divergence(c, c"guess".as_ptr()),
+                InvalidArgument,
+                "guess",
+            );
+            assert_fails(
+                fmrt_likelihood_config_set_probes(c, 0),
+                InvalidArgument,
+                "probes",
+            );
+            assert_fails(
+                fmrt_likelihood_config_set_distribution(c, c"uniform".as_ptr()),
+                InvalidArgument,
+                "uniform",
+            );
+            assert_fails(
+                fmrt_likelihood_config_set_epsilon(c, 0.0),
+                InvalidArgument,
+                "epsilon",
+            );
+            assert_fails(
+                fmrt_likelihood_config_set_epsilon(c, f64::INFINITY),
+                InvalidArgument,
+                "epsilon",
+            );
+            assert_fails(
+                fmrt_likelihood_config_set_noise_scale(c, -1.0),
+                InvalidArgument,
+                "-1",
+            );
+            assert_eq!((*c).divergence(), Some(Divergence::Exact), "unchanged");
+            assert_eq!((*c).noise_scale(), None);
+            // Setters reach the Rust side.
+            assert_ok(fmrt_likelihood_config_set_solver(c, h.solver));
+            assert_eq!((*c).solver(), (*h.solver).config().clone());
+            assert_ok(fmrt_likelihood_config_set_divergence(
+                c,
+                c"Hutchinson".as_ptr(),
+            ));
+            assert_ok(fmrt_likelihood_config_set_probes(c, 3));
+            assert_ok(fmrt_likelihood_config_set_distribution(
+                c,
+                c"gaussian".as_ptr(),
+            ));
+            assert_ok(fmrt_likelihood_config_set_seed(c, 11));
+            assert_ok(fmrt_likelihood_config_set_noise_scale(c, 1.5));
+            assert_eq!(
+                (*c).divergence(),
+                Some(Divergence::Hutchinson {
+                    probes: 3,
+                    distribution: ProbeDistribution::Gaussian
+                })
+            );
+            assert_eq!(((*c).seed(), (*c).noise_scale()), (11, Some(1.5)));
+
+            // The deprecated struct gives the same numbers as the handle.
+            let mut o = std::mem::MaybeUninit::uninit();
+            assert_ok(fmrt_likelihood_options_default(o.as_mut_ptr()));
+            let o = fmrt_likelihood_options {
+                solver: h.solver,
+                divergence: c"hutchinson".as_ptr(),
+                probes: 3,
+                distribution: c"gaussian".as_ptr(),
+                seed: 11,
+                noise_scale: 1.5,
+                ..o.assume_init()
+            };
+            let (status, new_p, counters) = log_p(h.field, c, full);
+            assert_ok(status);
+            let x: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];
+            let mut old_p = [0f64; 3];
+            let mut stats = fmrt_likelihood_stats::default();
+            assert_ok(fmrt_log_likelihood(
+                h.field,
+                &o,
+                x.as_ptr(),
+                6,
+                3,
+                &1.0,
+                1,
+                null(),
+                old_p.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                &mut stats,
+            ));
+            assert_eq!(new_p, old_p);
+            assert_eq!(counters.size, full, "size stays as the caller set it");
+            assert_eq!(
+                (counters.nfe, counters.accepted, counters.solves),
+                (stats.nfe, stats.accepted, 1)
+            );
+            assert_eq!(counters.stacked_calls, 0, "an analytic field");
+            assert_eq!(counters.jvp_calls, stats.jvp_calls);
+
+            // The counters' size: too small is refused before any work; a
+            // shorter struct (an older caller) receives only what fits.
+            let (status, _, _) = log_p(h.field, c, 4);
+            assert_fails(status, InvalidArgument, "out_counters->size");
+            let short = std::mem::offset_of!(fmrt_likelihood_counters, rejected);
+            let (status, _, got) = log_p(h.field, c, short);
+            assert_ok(status);
+            assert_eq!((got.nfe, got.accepted), (counters.nfe, counters.accepted));
+            assert_eq!((got.rejected, got.jvp_calls, got.solves), (0, 0, 0));
+
+            // The other entry points take the config as well.
+            let mut xs = [0f32; 6];
+            let mut lp = [0f64; 3];
+            let mut sc = fmrt_likelihood_counters {
+                size: full,
+                ..Default::default()
+            };
+            assert_ok(fmrt_sample_with_log_prob_config(
+                h.field,
+                c,
+                x.as_ptr(),
+                6,
+                3,
+                null(),
+                xs.as_mut_ptr(),
+                6,
+                lp.as_mut_ptr(),
+                3,
+                &mut sc,
+            ));
+            assert!(sc.nfe > 0 && sc.solves == 1);
+            let (mut t, mut tp) = ([0f64; 3], [0f64; 3]);
+            assert_ok(fmrt_most_probable_time_config(
+                h.field,
+                c,
+                x.as_ptr(),
+                6,
+                3,
+                0.5,
+                1.0,
+                0.1,
+                null(),
+                t.as_mut_ptr(),
+                3,
+                tp.as_mut_ptr(),
+                3,
+            ));
+            assert!(t.iter().all(|t| (0.5..=1.0).contains(t)));
+            let (status, _, _) = log_p(null(), c, full);
+            assert_fails(status, NullParameter, "`field`");
+            // NULL config: the defaults.
+            let (status, _, d) = log_p(h.field, null(), full);
+            assert_ok(status);
+            assert!(d.accepted > 0);
+            fmrt_likelihood_config_free(c);
+            fmrt_likelihood_config_free(null_mut());
+        }
+    }
+
+    #[test]
+    fn counters_tell_the_stacked_path_from_separate_calls() {
+        ensure_runtime_for_development(&root()).expect("ONNX Runtime is not available");
+        let path = c(fixture("gmm_ot.onnx").to_str().unwrap());
+        let (mut field, mut c) = (null_mut(), null_mut());
+        // SAFETY: valid pointers; handles freed once.
+        unsafe {
+            assert_ok(fmrt_field_onnx_file_config(
+                path.as_ptr(),
+                null(),
+                &mut field,
+            ));
+            assert_ok(fmrt_likelihood_config_new(&mut c));
+            let (status, _, got) = log_p(field, c, std::mem::size_of::<fmrt_likelihood_counters>());
+            assert_ok(status);
+            assert!(got.nfe > 0);
+            assert_eq!(got.stacked_calls, got.nfe, "one stacked call per stage");
+            assert_eq!((got.velocity_calls, got.jvp_calls), (0, 0));
+            // The deprecated stats count each stacked call as one of each.
+            let x: [f32; 6] = [4.0, 0.1, -2.0, 2.5, 0.3, -0.2];
+            let mut lp = [0f64; 3];
+            let mut stats = fmrt_likelihood_stats::default();
+            assert_ok(fmrt_log_likelihood(
+                field,
+                null(),
+                x.as_ptr(),
+                6,
+                3,
+                &1.0,
+                1,
+                null(),
+                lp.as_mut_ptr(),
+                3,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                &mut stats,
+            ));
+            assert_eq!(
+                (stats.velocity_calls, stats.jvp_calls),
+                (got.stacked_calls, got.stacked_calls)
+            );
+            fmrt_likelihood_config_free(c);
+            fmrt_field_free(field);
         }
     }
 }

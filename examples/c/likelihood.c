@@ -32,12 +32,15 @@ int main(int argc, char **argv) {
     }
 
     /* Load the model on the CPU (the default provider), and ask which runs it. */
-    fmrt_onnx_options onnx;
-    check(fmrt_onnx_options_default(&onnx), "fmrt_onnx_options_default");
-    onnx.ort_library = argc > 2 ? argv[2] : NULL;
-    onnx.provider = "cpu";
+    fmrt_onnx_config *onnx = NULL;
+    check(fmrt_onnx_config_new(&onnx), "fmrt_onnx_config_new");
+    if (argc > 2) {
+        check(fmrt_onnx_config_set_ort_library(onnx, argv[2]), "fmrt_onnx_config_set_ort_library");
+    }
+    check(fmrt_onnx_config_set_provider(onnx, "cpu"), "fmrt_onnx_config_set_provider");
     fmrt_field *field = NULL;
-    check(fmrt_field_onnx_file(argv[1], &onnx, &field), "fmrt_field_onnx_file");
+    check(fmrt_field_onnx_file_config(argv[1], onnx, &field), "fmrt_field_onnx_file_config");
+    fmrt_onnx_config_free(onnx);
     char provider[32];
     check(fmrt_field_onnx_provider(field, provider, sizeof provider, NULL),
           "fmrt_field_onnx_provider");
@@ -48,23 +51,25 @@ int main(int argc, char **argv) {
     const double t_data = 1.0;
 
     /* Exact divergence, adaptive dopri5 with tight tolerances. */
-    fmrt_adaptive_options tight;
-    check(fmrt_adaptive_options_default(&tight), "fmrt_adaptive_options_default");
-    tight.rtol = 1e-7;
-    tight.atol = 1e-7;
+    fmrt_adaptive_config *tight = NULL;
+    check(fmrt_adaptive_config_new(&tight), "fmrt_adaptive_config_new");
+    check(fmrt_adaptive_config_set_rtol(tight, 1e-7), "fmrt_adaptive_config_set_rtol");
+    check(fmrt_adaptive_config_set_atol(tight, 1e-7), "fmrt_adaptive_config_set_atol");
     fmrt_solver *solver = NULL;
-    check(fmrt_solver_adaptive("dopri5", &tight, &solver), "fmrt_solver_adaptive");
-    fmrt_likelihood_options options;
-    check(fmrt_likelihood_options_default(&options), "fmrt_likelihood_options_default");
-    options.solver = solver;
-    options.divergence = "exact";
+    check(fmrt_solver_adaptive_config("dopri5", tight, &solver), "fmrt_solver_adaptive_config");
+    fmrt_adaptive_config_free(tight);
+    fmrt_likelihood_config *options = NULL;
+    check(fmrt_likelihood_config_new(&options), "fmrt_likelihood_config_new");
+    check(fmrt_likelihood_config_set_solver(options, solver), "fmrt_likelihood_config_set_solver");
+    check(fmrt_likelihood_config_set_divergence(options, "exact"),
+          "fmrt_likelihood_config_set_divergence");
 
     double log_p[N], bpd[N];
     float x0[N * D];
-    fmrt_likelihood_stats stats;
-    check(fmrt_log_likelihood(field, &options, x, N * D, N, &t_data, 1, NULL, log_p, N, x0,
-                              N * D, bpd, N, &stats),
-          "fmrt_log_likelihood (exact)");
+    fmrt_likelihood_counters stats = {.size = sizeof stats};
+    check(fmrt_log_likelihood_config(field, options, x, N * D, N, &t_data, 1, NULL, log_p, N, x0,
+                                     N * D, bpd, N, &stats),
+          "fmrt_log_likelihood_config (exact)");
     for (int i = 0; i < N; i++) {
         printf("exact %d %.17g %.17g %.9g %.9g\n", i, log_p[i], bpd[i], x0[D * i],
                x0[D * i + 1]);
@@ -74,27 +79,31 @@ int main(int argc, char **argv) {
 
     /* Hutchinson's estimator: 4 Rademacher probes per sample from seed 7;
      * only the log-likelihoods are wanted. */
-    options.divergence = "hutchinson";
-    options.probes = 4;
-    options.distribution = "rademacher";
-    options.seed = 7;
-    check(fmrt_log_likelihood(field, &options, x, N * D, N, &t_data, 1, NULL, log_p, N, NULL, 0,
-                              NULL, 0, NULL),
-          "fmrt_log_likelihood (hutchinson)");
+    check(fmrt_likelihood_config_set_divergence(options, "hutchinson"),
+          "fmrt_likelihood_config_set_divergence");
+    check(fmrt_likelihood_config_set_probes(options, 4), "fmrt_likelihood_config_set_probes");
+    check(fmrt_likelihood_config_set_distribution(options, "rademacher"),
+          "fmrt_likelihood_config_set_distribution");
+    check(fmrt_likelihood_config_set_seed(options, 7), "fmrt_likelihood_config_set_seed");
+    check(fmrt_log_likelihood_config(field, options, x, N * D, N, &t_data, 1, NULL, log_p, N,
+                                     NULL, 0, NULL, 0, NULL),
+          "fmrt_log_likelihood_config (hutchinson)");
     for (int i = 0; i < N; i++) {
         printf("hutchinson %d %.17g\n", i, log_p[i]);
     }
 
     /* The time in [0.05, 1] at which each point is most likely, exact divergence. */
-    options.divergence = "exact";
+    check(fmrt_likelihood_config_set_divergence(options, "exact"),
+          "fmrt_likelihood_config_set_divergence");
     double t[N];
-    check(fmrt_most_probable_time(field, &options, x, N * D, N, 0.05, 1.0, 1e-3, NULL, t, N,
-                                  log_p, N),
-          "fmrt_most_probable_time");
+    check(fmrt_most_probable_time_config(field, options, x, N * D, N, 0.05, 1.0, 1e-3, NULL, t,
+                                         N, log_p, N),
+          "fmrt_most_probable_time_config");
     for (int i = 0; i < N; i++) {
         printf("mpt %d %.17g %.17g\n", i, t[i], log_p[i]);
     }
 
+    fmrt_likelihood_config_free(options);
     fmrt_solver_free(solver);
     fmrt_field_free(field);
     return 0;

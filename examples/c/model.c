@@ -95,13 +95,14 @@ int main(int argc, char **argv) {
     }
 
     /* Exact log-likelihoods of the samples, with the same solver. */
-    fmrt_likelihood_options options;
-    check(fmrt_likelihood_options_default(&options), "fmrt_likelihood_options_default");
-    options.solver = solver;
+    fmrt_likelihood_config *options = NULL;
+    check(fmrt_likelihood_config_new(&options), "fmrt_likelihood_config_new");
+    check(fmrt_likelihood_config_set_solver(options, solver), "fmrt_likelihood_config_set_solver");
     const double t_data = 1.0;
-    check(fmrt_log_likelihood(field, &options, x, n * dim, n, &t_data, 1, NULL, log_p, n, NULL,
-                              0, NULL, 0, NULL),
-          "fmrt_log_likelihood");
+    check(fmrt_log_likelihood_config(field, options, x, n * dim, n, &t_data, 1, NULL, log_p, n,
+                                     NULL, 0, NULL, 0, NULL),
+          "fmrt_log_likelihood_config");
+    fmrt_likelihood_config_free(options);
     for (size_t i = 0; i < n; i++) {
         printf("log_p %zu %.17g\n", i, log_p[i]);
     }

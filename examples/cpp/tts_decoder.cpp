@@ -49,6 +49,7 @@ template <typename T, void (*Free)(T *)> struct deleter {
 };
 template <typename T, void (*Free)(T *)> using handle = std::unique_ptr<T, deleter<T, Free>>;
 
+using onnx_config_ptr = handle<fmrt_onnx_config, fmrt_onnx_config_free>;
 using model_options_ptr = handle<fmrt_model_options, fmrt_model_options_free>;
 using model_ptr = handle<fmrt_model, fmrt_model_free>;
 using field_ptr = handle<fmrt_field, fmrt_field_free>;
@@ -116,11 +117,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     try {
-        fmrt_onnx_options onnx;
-        fmrt::check(fmrt_onnx_options_default(&onnx), "fmrt_onnx_options_default");
-        onnx.state_input = "x";
-        onnx.time_input = "t";
-        if (argc > 2) onnx.ort_library = argv[2];
+        fmrt_onnx_config *raw_onnx = nullptr;
+        fmrt::check(fmrt_onnx_config_new(&raw_onnx), "fmrt_onnx_config_new");
+        fmrt::onnx_config_ptr onnx(raw_onnx);
+        fmrt::check(fmrt_onnx_config_set_state_input(onnx.get(), "x"), "state input");
+        fmrt::check(fmrt_onnx_config_set_time_input(onnx.get(), "t"), "time input");
+        if (argc > 2) fmrt::check(fmrt_onnx_config_set_ort_library(onnx.get(), argv[2]), "ORT");
 
         fmrt_model_options *raw_options = nullptr;
         fmrt::check(fmrt_model_options_new(&raw_options), "fmrt_model_options_new");
@@ -133,7 +135,8 @@ int main(int argc, char **argv) {
         fmrt::check(fmrt_model_options_set_time_scale(options.get(), 1.0), "time scale");
 
         fmrt_model *raw_model = nullptr;
-        fmrt::check(fmrt_model_open(argv[1], &onnx, options.get(), &raw_model), "fmrt_model_open");
+        fmrt::check(fmrt_model_open_config(argv[1], onnx.get(), options.get(), &raw_model),
+                    "fmrt_model_open_config");
         fmrt::model_ptr model(raw_model);
         const fmrt::inputs in = fmrt::declared_inputs(*model);
         const size_t channels = fmrt::fixed_dim(in, in.state, 1);

@@ -248,6 +248,8 @@ const METHODS: &[&str] = &[
 ];
 const PREDICTIONS: &[&str] = &["velocity", "x1", "x0", "data", "noise", "epsilon"];
 const DIVERGENCES: &[&str] = &["exact", "hutchinson", "finite-difference"];
+const NORMS: &[&str] = &["independent", "sample", "batch"];
+const CONTROLLERS: &[&str] = &["pi", "i"];
 const DISTRIBUTIONS: &[&str] = &["rademacher", "gaussian"];
 
 /// The number of floats of one state of `field`, when it has one.
@@ -381,6 +383,36 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                     let grid = Buffer::new(bytes.below(6), false, || bytes.f64());
                     fmrt_solver_grid(method.as_ptr(), grid.ptr(), grid.len, &mut out)
                 };
+                keep(status, out, &mut h.solvers);
+            }
+            10 if bytes.one_in(2) => {
+                // The handle: every setter with fuzzed values, each refusal
+                // leaving the config as it was.
+                let method = bytes.string(METHODS);
+                let (norm, controller) = (bytes.string(NORMS), bytes.string(CONTROLLERS));
+                let mut config = null_mut();
+                check(fmrt_adaptive_config_new(&mut config));
+                check(fmrt_adaptive_config_set_rtol(config, bytes.f64() * 1e-2));
+                check(fmrt_adaptive_config_set_atol(config, bytes.f64() * 1e-2));
+                check(fmrt_adaptive_config_set_safety(config, bytes.f64()));
+                check(fmrt_adaptive_config_set_min_factor(config, bytes.f64()));
+                check(fmrt_adaptive_config_set_max_factor(
+                    config,
+                    bytes.f64() * 10.0,
+                ));
+                check(fmrt_adaptive_config_set_max_steps(
+                    config,
+                    bytes.below(200) as u64,
+                ));
+                check(fmrt_adaptive_config_set_initial_step(config, bytes.f64()));
+                check(fmrt_adaptive_config_set_error_norm(config, norm.as_ptr()));
+                check(fmrt_adaptive_config_set_controller(
+                    config,
+                    controller.as_ptr(),
+                ));
+                let mut out = null_mut();
+                let status = fmrt_solver_adaptive_config(method.as_ptr(), config, &mut out);
+                fmrt_adaptive_config_free(config);
                 keep(status, out, &mut h.solvers);
             }
             10 => {
@@ -655,16 +687,36 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let data = Buffer::new(bytes_len, bytes.one_in(6), || bytes.u8());
                 let data_ptr = data.ptr().cast::<std::ffi::c_void>();
                 let status = if bytes.one_in(2) {
-                    fmrt_extras_set_tensor(e, name.as_ptr(), dtype, data_ptr, n, shape.ptr(), shape.len)
+                    fmrt_extras_set_tensor(
+                        e,
+                        name.as_ptr(),
+                        dtype,
+                        data_ptr,
+                        n,
+                        shape.ptr(),
+                        shape.len,
+                    )
                 } else {
-                    fmrt_extras_set_shared_tensor(e, name.as_ptr(), dtype, data_ptr, n, shape.ptr(), shape.len)
+                    fmrt_extras_set_shared_tensor(
+                        e,
+                        name.as_ptr(),
+                        dtype,
+                        data_ptr,
+                        n,
+                        shape.ptr(),
+                        shape.len,
+                    )
                 };
                 check(status);
             }
             23 => {
                 // Sampling with the state shape given per call.
                 let sampler = pick(bytes, &h.samplers);
-                let e = if bytes.one_in(2) { pick(bytes, &h.extras) } else { null_mut() };
+                let e = if bytes.one_in(2) {
+                    pick(bytes, &h.extras)
+                } else {
+                    null_mut()
+                };
                 let rank = bytes.below(3) + usize::from(bytes.one_in(8));
                 let shape = Buffer::new(rank, bytes.one_in(9), || bytes.count());
                 let per = shape.data.iter().fold(1usize, |a, &d| a.saturating_mul(d));
@@ -672,15 +724,36 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let want = n.saturating_mul(per);
                 let mut out = Buffer::new(bytes.length(want), false, || 0f32);
                 let mut stats = MaybeUninit::<fmrt_stats>::uninit();
-                let stats_ptr = if bytes.one_in(2) { stats.as_mut_ptr() } else { null_mut() };
+                let stats_ptr = if bytes.one_in(2) {
+                    stats.as_mut_ptr()
+                } else {
+                    null_mut()
+                };
                 if bytes.one_in(2) {
                     check(fmrt_sampler_sample_shaped(
-                        sampler, shape.ptr(), shape.len, n, 3, e, out.mut_ptr(), out.len, stats_ptr,
+                        sampler,
+                        shape.ptr(),
+                        shape.len,
+                        n,
+                        3,
+                        e,
+                        out.mut_ptr(),
+                        out.len,
+                        stats_ptr,
                     ));
                 } else {
                     let z = Buffer::new(bytes.length(want), bytes.one_in(5), || bytes.f64() as f32);
                     check(fmrt_sampler_integrate_shaped(
-                        sampler, shape.ptr(), shape.len, n, z.ptr(), z.len, e, out.mut_ptr(), out.len, stats_ptr,
+                        sampler,
+                        shape.ptr(),
+                        shape.len,
+                        n,
+                        z.ptr(),
+                        z.len,
+                        e,
+                        out.mut_ptr(),
+                        out.len,
+                        stats_ptr,
                     ));
                 }
             }
@@ -698,10 +771,18 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 let mut options = null_mut();
                 check(fmrt_model_options_new(&mut options));
                 let input = bytes.string(&["mu", "text", "mask"]);
-                let input_ptr = if bytes.one_in(7) { null() } else { input.as_ptr() };
+                let input_ptr = if bytes.one_in(7) {
+                    null()
+                } else {
+                    input.as_ptr()
+                };
                 match bytes.u8() % 5 {
                     0 => check(fmrt_model_options_set_null_zeros(options, input_ptr)),
-                    1 => check(fmrt_model_options_set_null_fill(options, input_ptr, bytes.f64())),
+                    1 => check(fmrt_model_options_set_null_fill(
+                        options,
+                        input_ptr,
+                        bytes.f64(),
+                    )),
                     2 => {
                         let dtype = u32::from(bytes.u8() % 7);
                         let rank = bytes.below(3);
@@ -723,7 +804,10 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                         let d = bytes.string(&["forward", "reversed", "sideways"]);
                         check(fmrt_model_options_set_time_direction(options, d.as_ptr()));
                     }
-                    _ => check(fmrt_model_options_set_time_scale(options, bytes.f64() * 2000.0)),
+                    _ => check(fmrt_model_options_set_time_scale(
+                        options,
+                        bytes.f64() * 2000.0,
+                    )),
                 }
                 fmrt_model_options_free(options);
             }

@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(tensor) = npy::read_tensor(&path) {
         let count: usize = tensor.shape().iter().product();
-        assert!(count <= max_values(content.len()), "{count} values from {} bytes", content.len());
+        assert!(
+            count <= max_values(content.len()),
+            "{count} values from {} bytes",
+            content.len()
+        );
         for dtype in fmrt::field::ExtraDtype::ALL {
             // Lossless conversions or an error; never a panic.
             if let Ok(converted) = tensor.convert_to(dtype) {

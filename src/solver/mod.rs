@@ -405,6 +405,15 @@ impl Default for AdaptiveOptions {
     }
 }
 
+impl AdaptiveOptions {
+    /// Checks every setting (tolerances, factors, step limits) as a solve
+    /// does, naming the first one out of range; lets a caller refuse bad
+    /// options when they are set rather than when they are used.
+    pub fn validate(&self) -> Result<()> {
+        adaptive::validate(self)
+    }
+}
+
 /// A complete solver configuration: a method and how it steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SolverConfig {

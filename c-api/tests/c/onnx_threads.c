@@ -98,14 +98,17 @@ static fmrt_status adapted_sampler(fmrt_field **adapter, fmrt_solver **own_solve
 
 /* Exact log-likelihoods of the states x at t = 1 under `f`, solved with `solver`. */
 static fmrt_status log_likelihood(const fmrt_field *f, double *out) {
-    fmrt_likelihood_options options;
-    fmrt_status s = fmrt_likelihood_options_default(&options);
-    options.solver = solver;
-    options.divergence = "exact";
-    if (s != FMRT_STATUS_OK) return s;
+    fmrt_likelihood_config *options = NULL;
+    fmrt_status s = fmrt_likelihood_config_new(&options);
+    if (s == FMRT_STATUS_OK) s = fmrt_likelihood_config_set_solver(options, solver);
+    if (s == FMRT_STATUS_OK) s = fmrt_likelihood_config_set_divergence(options, "exact");
     double t = 1.0;
-    return fmrt_log_likelihood(f, &options, x, N * D, N, &t, 1, NULL, out, N, NULL, 0, NULL,
-                               0, NULL);
+    if (s == FMRT_STATUS_OK) {
+        s = fmrt_log_likelihood_config(f, options, x, N * D, N, &t, 1, NULL, out, N, NULL, 0,
+                                       NULL, 0, NULL);
+    }
+    fmrt_likelihood_config_free(options);
+    return s;
 }
 
 static void *run(void *arg) {
@@ -167,12 +170,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL.onnx [ORT_LIBRARY]\n", argv[0]);
         return 2;
     }
-    fmrt_onnx_options onnx;
-    check(fmrt_onnx_options_default(&onnx), "fmrt_onnx_options_default");
-    onnx.ort_library = argc > 2 ? argv[2] : NULL;
-    onnx.sessions = 4;
-    onnx.intra_threads = 1;
-    check(fmrt_field_onnx_file(argv[1], &onnx, &field), "fmrt_field_onnx_file");
+    fmrt_onnx_config *onnx = NULL;
+    check(fmrt_onnx_config_new(&onnx), "fmrt_onnx_config_new");
+    if (argc > 2) check(fmrt_onnx_config_set_ort_library(onnx, argv[2]), "ort_library");
+    check(fmrt_onnx_config_set_sessions(onnx, 4), "fmrt_onnx_config_set_sessions");
+    check(fmrt_onnx_config_set_intra_threads(onnx, 1), "fmrt_onnx_config_set_intra_threads");
+    check(fmrt_field_onnx_file_config(argv[1], onnx, &field), "fmrt_field_onnx_file_config");
     check(fmrt_scheduler_builtin("ot", NULL, 0, &ot), "fmrt_scheduler_builtin ot");
     check(fmrt_scheduler_builtin("cosine", NULL, 0, &cosine), "fmrt_scheduler_builtin cosine");
     check(fmrt_solver_fixed("rk4", 8, &solver), "fmrt_solver_fixed");
@@ -184,10 +187,12 @@ int main(int argc, char **argv) {
      * first use, and the threads race to do that. */
     {
         fmrt_field *reference = NULL;
-        check(fmrt_field_onnx_file(argv[1], &onnx, &reference), "fmrt_field_onnx_file (reference)");
+        check(fmrt_field_onnx_file_config(argv[1], onnx, &reference),
+              "fmrt_field_onnx_file_config (reference)");
         check(log_likelihood(reference, expect_log_p), "fmrt_log_likelihood");
         fmrt_field_free(reference);
     }
+    fmrt_onnx_config_free(onnx);
     double t = 0.5;
     check(fmrt_field_velocity(field, x, N * D, N, &t, 1, NULL, expect_velocity, N * D),
           "fmrt_field_velocity");
