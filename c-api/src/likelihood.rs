@@ -108,45 +108,9 @@ unsafe fn divergence(o: &fmrt_likelihood_options) -> FfiResult<Divergence> {
     let mode = unsafe { c_str_opt(o.divergence, "options.divergence") }?;
     // SAFETY: the caller's contract.
     let dist = unsafe { c_str_opt(o.distribution, "options.distribution") }?;
-    let distribution = match dist.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("rademacher") => ProbeDistribution::Rademacher,
-        Some("gaussian") | Some("normal") => ProbeDistribution::Gaussian,
-        Some(other) => {
-            return Err(FfiError::invalid(format!(
-                "unknown `options.distribution` \"{other}\"; use \"rademacher\" or \"gaussian\""
-            )))
-        }
-    };
-    let mode = match mode.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("exact") => Divergence::Exact,
-        Some("hutchinson") => {
-            if o.probes == 0 {
-                return Err(FfiError::invalid(
-                    "`options.probes` must be at least 1 for Hutchinson's estimator",
-                ));
-            }
-            Divergence::Hutchinson {
-                probes: o.probes,
-                distribution,
-            }
-        }
-        Some("finite-difference") | Some("finite_difference") => {
-            if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
-                return Err(FfiError::invalid(format!(
-                    "`options.epsilon` must be finite and positive, got {}",
-                    o.epsilon
-                )));
-            }
-            Divergence::finite_difference(o.epsilon)
-        }
-        Some(other) => {
-            return Err(FfiError::invalid(format!(
-                "unknown `options.divergence` \"{other}\"; use \"exact\", \"hutchinson\" or \
-                 \"finite-difference\""
-            )))
-        }
-    };
-    Ok(mode)
+    let distribution = dist.map_or(Ok(ProbeDistribution::Rademacher), str::parse)?;
+    let mode = mode.map_or(Ok(Divergence::Exact), str::parse::<Divergence>)?;
+    Ok(mode.with_settings(o.probes, distribution, o.epsilon))
 }
 
 /// The likelihood computation of `field` under `options` (NULL: defaults) and
@@ -172,6 +136,7 @@ unsafe fn likelihood(
         unsafe { handle(o.solver, "options.solver") }?.inner.clone()
     };
     let f = &field.inner;
+    mode.check_available(f.as_ref())?;
     // SAFETY: the caller's contract.
     let extras = unsafe { extras_or_empty(extras) }.clone();
     let lik = Likelihood::new(f.clone(), solver)
