@@ -108,9 +108,28 @@ unsafe fn divergence(o: &fmrt_likelihood_options) -> FfiResult<Divergence> {
     let mode = unsafe { c_str_opt(o.divergence, "options.divergence") }?;
     // SAFETY: the caller's contract.
     let dist = unsafe { c_str_opt(o.distribution, "options.distribution") }?;
-    let distribution = dist.map_or(Ok(ProbeDistribution::Rademacher), str::parse)?;
-    let mode = mode.map_or(Ok(Divergence::Exact), str::parse::<Divergence>)?;
-    Ok(mode.with_settings(o.probes, distribution, o.epsilon))
+    // The names are the library's (`FromStr`); the messages name the field.
+    fn named(field: &'static str) -> impl Fn(fmrt::Error) -> FfiError {
+        move |e| FfiError::invalid(format!("`{field}`: {e}"))
+    }
+    let distribution = dist
+        .map_or(Ok(ProbeDistribution::Rademacher), str::parse)
+        .map_err(named("options.distribution"))?;
+    let mode = mode
+        .map_or(Ok(Divergence::Exact), str::parse::<Divergence>)
+        .map_err(named("options.divergence"))?
+        .with_settings(o.probes, distribution, o.epsilon);
+    match mode {
+        Divergence::Hutchinson { probes: 0, .. } => Err(FfiError::invalid(
+            "`options.probes` must be at least 1 for Hutchinson's estimator",
+        )),
+        Divergence::FiniteDifference { epsilon, .. } if !(epsilon.is_finite() && epsilon > 0.0) => {
+            Err(FfiError::invalid(format!(
+                "`options.epsilon` must be finite and positive, got {epsilon}"
+            )))
+        }
+        mode => Ok(mode),
+    }
 }
 
 /// The likelihood computation of `field` under `options` (NULL: defaults) and
