@@ -59,7 +59,7 @@ pub enum Error {
         /// Why it is not supported.
         reason: String,
         /// The model's further unsupported operators, if any.
-        others: Vec<crate::graph::UnsupportedOp>,
+        others: Vec<UnsupportedOp>,
     },
     /// A field cannot do what was asked: derivatives from a field that
     /// provides none, a divergence mode the field does not support.
@@ -362,11 +362,33 @@ impl std::fmt::Display for Report<'_> {
     }
 }
 
+/// An operator on the state's path that has no tangent rule (the further
+/// operators of [`Error::UnsupportedOperator`]; also `fmrt::graph::UnsupportedOp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedOp {
+    /// The operator type (with its domain if not the default one).
+    pub op_type: String,
+    /// The node's name (`""` if the node has none).
+    pub node: String,
+    /// Why it is not supported.
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnsupportedOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "operator `{}` (node `{}`): {}",
+            self.op_type, self.node, self.reason
+        )
+    }
+}
+
 fn list_places(tried: &[String]) -> String {
     tried.iter().map(|p| format!("\n  - {p}")).collect()
 }
 
-fn more_ops(others: &[crate::graph::UnsupportedOp]) -> String {
+fn more_ops(others: &[UnsupportedOp]) -> String {
     others.iter().map(|op| format!("; {op}")).collect()
 }
 

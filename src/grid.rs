@@ -26,9 +26,8 @@
 //! The grid's time is the time of the field being integrated (the sampling
 //! schedule's time when a model is sampled along another schedule).
 
-use crate::dsl::{self, Diagnostic, Kernel};
+use crate::dsl::{self, looks_like_path, read_source_file, Diagnostic, Kernel};
 use crate::error::{Error, Result};
-use crate::scheduler::{looks_like_path, read_source_file};
 use crate::solver::Steps;
 
 /// Names of the built-in grids, in documentation order.

@@ -52,6 +52,7 @@ pub mod scheduler;
 pub mod solver;
 pub mod source;
 pub mod stochastic;
+mod times;
 
 pub use error::{Error, Result};
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Zip};
 
-use crate::field::{check_times, time_of};
 use crate::scheduler::{Coefficients, Schedule};
+use crate::times::{check_times, time_of};
 use crate::{Error, Result};
 
 /// Relative size below which a denominator of a prediction conversion counts as

@@ -45,7 +45,8 @@ pub trait Schedule: Send + Sync + std::fmt::Debug {
     fn coefficients(&self, t: f64) -> Coefficients;
 }
 
-use crate::dsl::{self, Diagnostic, Kernel};
+pub use crate::dsl::read_source_file;
+use crate::dsl::{self, looks_like_path, read_limited, Diagnostic, Kernel};
 use crate::error::{Error, Result};
 
 /// Names of the built-in schedulers, in documentation order.
@@ -163,53 +164,6 @@ pub fn check(spec: &str, overrides: &[(String, f64)]) -> CheckReport {
         Ok(Err(too_large)) => unread(too_large),
         Err(e) => unread(Diagnostic::error(format!("cannot read `{spec}`: {e}"))),
     }
-}
-
-/// Reads the `.fm` file `path`, at most [`dsl::parser::MAX_SOURCE_BYTES`] + 1
-/// bytes of it (so a huge file, or an endless one such as `/dev/zero`, is never
-/// read whole): the outer error is a failure to read, the inner one a file over
-/// the limit.
-fn read_limited(path: &str) -> std::io::Result<std::result::Result<String, Diagnostic>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(dsl::parser::MAX_SOURCE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if let Some(d) = dsl::parser::source_too_large(bytes.len()) {
-        let d = Diagnostic {
-            message: format!(
-                "`{path}` is too large: more than the limit of 1 MiB ({} bytes) for a `.fm` source",
-                dsl::parser::MAX_SOURCE_BYTES
-            ),
-            ..d
-        };
-        return Ok(Err(d));
-    }
-    String::from_utf8(bytes)
-        .map(Ok)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// Reads the `.fm` source in the file `path` for [`Scheduler::from_source`],
-/// refusing (without reading it whole) a file over the 1 MiB limit
-/// ([`dsl::parser::MAX_SOURCE_BYTES`]). A failure to read is [`Error::Io`], a
-/// file over the limit [`Error::Scheduler`].
-pub fn read_source_file(path: &str) -> Result<String> {
-    match read_limited(path) {
-        Ok(Ok(src)) => Ok(src),
-        Ok(Err(d)) => Err(Error::Scheduler {
-            name: path.to_string(),
-            report: d.render(path, ""),
-        }),
-        Err(e) => Err(Error::Io {
-            path: path.to_string(),
-            source: e,
-        }),
-    }
-}
-
-pub(crate) fn looks_like_path(spec: &str) -> bool {
-    spec.ends_with(".fm") || spec.contains('/') || spec.contains(std::path::MAIN_SEPARATOR)
 }
 
 impl Scheduler {

@@ -1609,3 +1609,39 @@ fn the_tangent_model_keeps_the_model_and_adds_one_input_and_one_output() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The class-label input.
+
+#[test]
+fn the_label_input_is_the_only_int64_extra() {
+    runtime();
+    let labelled = OnnxField::load_file(fixture("label_input.onnx")).unwrap();
+    assert_eq!(labelled.label_input().unwrap(), "label");
+
+    let plain = OnnxField::load_file(fixture("gmm_ot.onnx")).unwrap();
+    match plain.label_input() {
+        Err(fmrt::Error::InvalidArgument(m)) => assert!(m.contains("no int64 input"), "{m}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+
+    // label_input with a second (unused) int64 input: which one is the label
+    // is unclear, and both are named.
+    let mut m = decode_model(&read("label_input.onnx")).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut second = g
+        .input
+        .iter()
+        .find(|i| i.name.as_deref() == Some("label"))
+        .expect("label_input has `label`")
+        .clone();
+    second.name = Some("style".into());
+    g.input.push(second);
+    let two = OnnxField::builder().load_bytes(&encode_model(&m)).unwrap();
+    match two.label_input() {
+        Err(fmrt::Error::InvalidArgument(m)) => {
+            assert!(m.contains("`label`") && m.contains("`style`"), "{m}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}

@@ -1083,3 +1083,100 @@ fn hutchinson_shards_match_the_whole_run() {
         .log_p;
     assert_eq!([a, b].concat(), whole);
 }
+
+// ---------------------------------------------------------------------------
+// Divergence and probe names, and the availability check before a run.
+
+#[test]
+fn divergence_names_parse_and_round_trip() {
+    let modes = [
+        Divergence::Exact,
+        Divergence::hutchinson(1),
+        Divergence::finite_difference(1e-3),
+    ];
+    for mode in &modes {
+        assert_eq!(&mode.name().parse::<Divergence>().unwrap(), mode);
+    }
+    for (name, want) in [
+        ("EXACT", "exact"),
+        ("Hutchinson", "hutchinson"),
+        ("finite_difference", "finite-difference"),
+        ("Finite-Difference", "finite-difference"),
+    ] {
+        assert_eq!(name.parse::<Divergence>().unwrap().name(), want, "{name}");
+    }
+    for dist in [ProbeDistribution::Rademacher, ProbeDistribution::Gaussian] {
+        assert_eq!(dist.name().parse::<ProbeDistribution>().unwrap(), dist);
+    }
+    assert_eq!(
+        "normal".parse::<ProbeDistribution>().unwrap(),
+        ProbeDistribution::Gaussian
+    );
+    assert_eq!(
+        "RADEMACHER".parse::<ProbeDistribution>().unwrap(),
+        ProbeDistribution::Rademacher
+    );
+}
+
+#[test]
+fn unknown_divergence_names_are_invalid_arguments() {
+    match "hutchinsen".parse::<Divergence>() {
+        Err(Error::InvalidArgument(m)) => assert!(
+            m.contains("hutchinsen") && m.contains("exact") && m.contains("finite-difference"),
+            "{m}"
+        ),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    match "uniform".parse::<ProbeDistribution>() {
+        Err(Error::InvalidArgument(m)) => assert!(
+            m.contains("uniform") && m.contains("rademacher") && m.contains("gaussian"),
+            "{m}"
+        ),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn settings_apply_to_the_modes_that_use_them() {
+    let hutchinson = Divergence::hutchinson(1).with_settings(4, ProbeDistribution::Gaussian, 0.5);
+    assert_eq!(
+        hutchinson,
+        Divergence::Hutchinson {
+            probes: 4,
+            distribution: ProbeDistribution::Gaussian
+        }
+    );
+    let fd = Divergence::finite_difference(1e-3).with_settings(4, ProbeDistribution::Gaussian, 0.5);
+    assert_eq!(fd, Divergence::finite_difference(0.5));
+    assert_eq!(
+        Divergence::Exact.with_settings(0, ProbeDistribution::Gaussian, -1.0),
+        Divergence::Exact
+    );
+}
+
+#[test]
+fn availability_is_checked_before_a_run() {
+    let ring = ring(builtin("ot"));
+    let plain: Arc<dyn VelocityField> = Arc::new(VelocityOnly(ring.clone()));
+    for mode in [Divergence::Exact, Divergence::hutchinson(2)] {
+        assert!(mode.check_available(ring.as_ref()).is_ok());
+        match mode.check_available(plain.as_ref()) {
+            Err(Error::Unsupported { what }) => {
+                assert!(what.contains("finite-difference"), "{what}")
+            }
+            other => panic!("{}: expected Unsupported, got {other:?}", mode.name()),
+        }
+    }
+    assert!(Divergence::finite_difference(1e-3)
+        .check_available(plain.as_ref())
+        .is_ok());
+    // Bad parameters are refused by the same call.
+    assert!(matches!(
+        Divergence::hutchinson(0).check_available(ring.as_ref()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Divergence::finite_difference(0.0).check_available(plain.as_ref()),
+        Err(Error::InvalidArgument(_))
+    ));
+}

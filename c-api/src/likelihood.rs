@@ -536,48 +536,34 @@ pub unsafe extern "C" fn fmrt_likelihood_options_default(
     })
 }
 
-/// The divergence mode named `mode` (None: exact) with its parameters.
+/// The divergence mode of `o` with its parameters: the names are the
+/// library's (`FromStr`); the messages name the setting.
 fn divergence(o: &fmrt_likelihood_config) -> FfiResult<Divergence> {
-    let (mode, dist) = (o.divergence.as_deref(), o.distribution.as_deref());
-    let distribution = match dist.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("rademacher") => ProbeDistribution::Rademacher,
-        Some("gaussian") | Some("normal") => ProbeDistribution::Gaussian,
-        Some(other) => {
-            return Err(FfiError::invalid(format!(
-                "unknown `options.distribution` \"{other}\"; use \"rademacher\" or \"gaussian\""
+    fn named(field: &'static str) -> impl Fn(fmrt::Error) -> FfiError {
+        move |e| FfiError::invalid(format!("`{field}`: {e}"))
+    }
+    let distribution = o
+        .distribution
+        .as_deref()
+        .map_or(Ok(ProbeDistribution::Rademacher), str::parse)
+        .map_err(named("options.distribution"))?;
+    let mode = o
+        .divergence
+        .as_deref()
+        .map_or(Ok(Divergence::Exact), str::parse::<Divergence>)
+        .map_err(named("options.divergence"))?
+        .with_settings(o.probes, distribution, o.epsilon);
+    match mode {
+        Divergence::Hutchinson { probes: 0, .. } => Err(FfiError::invalid(
+            "`options.probes` must be at least 1 for Hutchinson's estimator",
+        )),
+        Divergence::FiniteDifference { epsilon, .. } if !(epsilon.is_finite() && epsilon > 0.0) => {
+            Err(FfiError::invalid(format!(
+                "`options.epsilon` must be finite and positive, got {epsilon}"
             )))
         }
-    };
-    let mode = match mode.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("exact") => Divergence::Exact,
-        Some("hutchinson") => {
-            if o.probes == 0 {
-                return Err(FfiError::invalid(
-                    "`options.probes` must be at least 1 for Hutchinson's estimator",
-                ));
-            }
-            Divergence::Hutchinson {
-                probes: o.probes,
-                distribution,
-            }
-        }
-        Some("finite-difference") | Some("finite_difference") => {
-            if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
-                return Err(FfiError::invalid(format!(
-                    "`options.epsilon` must be finite and positive, got {}",
-                    o.epsilon
-                )));
-            }
-            Divergence::finite_difference(o.epsilon)
-        }
-        Some(other) => {
-            return Err(FfiError::invalid(format!(
-                "unknown `options.divergence` \"{other}\"; use \"exact\", \"hutchinson\" or \
-                 \"finite-difference\""
-            )))
-        }
-    };
-    Ok(mode)
+        mode => Ok(mode),
+    }
 }
 
 /// The config that the deprecated `options` (NULL: defaults) describe.
@@ -621,6 +607,7 @@ unsafe fn likelihood(
     // SAFETY: the caller's contract.
     let o = unsafe { config.as_ref() }.unwrap_or(&default);
     let mode = divergence(o)?;
+    mode.check_available(field.inner.as_ref())?;
     // SAFETY: the caller's contract.
     let extras = unsafe { extras_or_empty(extras) }.clone();
     let lik = Likelihood::new(field.inner.clone(), o.solver())

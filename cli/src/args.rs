@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fmrt::field::onnx::{ExecutionProvider, ProviderPolicy};
+use fmrt::likelihood::{Divergence, ProbeDistribution};
 
 /// fmrt: a runtime for flow-matching generative models.
 #[derive(Debug, Parser)]
@@ -355,38 +356,30 @@ pub struct SampleArgs {
     pub quiet: bool,
 }
 
-/// How the divergence is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DivergenceChoice {
-    /// Exact: one Jacobian-vector product per dimension.
-    Exact,
-    /// Hutchinson's unbiased estimator with --probes random probes.
-    Hutchinson,
-    /// Central finite differences of the velocity (biased; an explicit opt-in).
-    FiniteDifference,
-}
-
-/// The distribution of Hutchinson probes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProbeChoice {
-    /// ±1 entries (lower variance).
-    Rademacher,
-    /// Standard normal entries.
-    Gaussian,
-}
-
 /// How the divergence is computed (`fmrt likelihood`, `fmrt sample --log-prob`).
 #[derive(Debug, Args)]
 pub struct DivergenceArgs {
-    /// How the divergence is computed.
-    #[arg(long = "divergence", value_enum, default_value = "exact")]
-    pub divergence: DivergenceChoice,
+    /// How the divergence is computed: exact (Jacobian-vector products along
+    /// every dimension), hutchinson (the unbiased estimator with --probes random
+    /// probes) or finite-difference (central differences of the velocity;
+    /// biased, an explicit opt-in).
+    #[arg(
+        long = "divergence",
+        value_name = "exact|hutchinson|finite-difference",
+        default_value = "exact"
+    )]
+    pub divergence: Divergence,
     /// Hutchinson probes per sample.
     #[arg(long = "probes", value_name = "K", default_value_t = 1)]
     pub probes: usize,
-    /// The distribution of Hutchinson probes.
-    #[arg(long = "probe-dist", value_enum, default_value = "rademacher")]
-    pub probe_dist: ProbeChoice,
+    /// The distribution of Hutchinson probes: rademacher (±1 entries, lower
+    /// variance) or gaussian (standard normal entries).
+    #[arg(
+        long = "probe-dist",
+        value_name = "rademacher|gaussian",
+        default_value = "rademacher"
+    )]
+    pub probe_dist: ProbeDistribution,
     /// Step of the finite-difference divergence.
     #[arg(long = "epsilon", default_value_t = 1e-3)]
     pub epsilon: f64,

@@ -114,23 +114,11 @@ fn tensor_for(
     tensor.convert_to(dtype).map_err(context)
 }
 
-/// `label` for each of `n` samples, for the model's only int64 extra input.
+/// `label` for each of `n` samples, for the model's class-label input
+/// ([`OnnxField::label_input`]).
 pub fn label_extras(model: &OnnxField, label: i64, n: usize) -> Result<Extras, Failure> {
-    let inputs: Vec<_> = model
-        .extra_inputs()
-        .iter()
-        .filter(|i| i.dtype == "int64")
-        .collect();
-    match inputs.as_slice() {
-        [only] => Ok(Extras::new().with(only.name.clone(), ExtraTensor::labels(&vec![label; n]))),
-        [] => Err(fail!("{} has no int64 input to take --label", model.file())),
-        many => Err(fail!(
-            "{} has several int64 inputs ({}); --label cannot tell which one is the label",
-            model.file(),
-            many.iter()
-                .map(|i| format!("`{}`", i.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
+    let name = model
+        .label_input()
+        .map_err(|e| fail!("--label: {}", fmrt::error::Report(&e)))?;
+    Ok(Extras::new().with(name, ExtraTensor::labels(&vec![label; n])))
 }

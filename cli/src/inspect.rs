@@ -10,7 +10,7 @@ use fmrt::model::{Model, ModelOptions};
 
 use crate::args::InspectArgs;
 use crate::failure::Failure;
-use crate::sample::load_model;
+use crate::setup::load_model;
 
 /// Runs `fmrt inspect`.
 pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {

@@ -3,72 +3,18 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fmrt::likelihood::{Divergence, Likelihood, ProbeDistribution};
+use fmrt::likelihood::Likelihood;
 use ndarray::ArrayD;
 use serde_json::json;
 
-use crate::args::{DivergenceArgs, DivergenceChoice, LikelihoodArgs, ProbeChoice};
-use crate::failure::{fail, Failure};
+use crate::args::LikelihoodArgs;
+use crate::failure::Failure;
 use crate::npy;
 use crate::progress::Progress;
-use crate::sample::{
-    check_batch_shape, condition, describe_adapters, describe_solver, fit_rows, open_model,
-    solver_config,
+use crate::setup::{
+    check_batch_shape, check_divergence, condition, describe_adapters, describe_solver,
+    divergence_of, fit_rows, open_model, solver_config, steps_word,
 };
-
-/// The command-line name of a divergence mode.
-fn divergence_name(choice: DivergenceChoice) -> String {
-    use clap::ValueEnum;
-    choice
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
-}
-
-/// The divergence mode of the command line's `--divergence`, `--probes`,
-/// `--probe-dist` and `--epsilon`.
-pub fn divergence_of(args: &DivergenceArgs) -> Result<Divergence, Failure> {
-    if args.probes == 0 {
-        return Err(fail!("--probes must be at least 1"));
-    }
-    let distribution = match args.probe_dist {
-        ProbeChoice::Rademacher => ProbeDistribution::Rademacher,
-        ProbeChoice::Gaussian => ProbeDistribution::Gaussian,
-    };
-    Ok(match args.divergence {
-        DivergenceChoice::Exact => Divergence::Exact,
-        DivergenceChoice::Hutchinson => Divergence::Hutchinson {
-            probes: args.probes,
-            distribution,
-        },
-        DivergenceChoice::FiniteDifference => Divergence::finite_difference(args.epsilon),
-    })
-}
-
-/// Fails with the reason when `choice` needs Jacobian–vector products the
-/// model cannot provide.
-pub fn check_divergence_available(
-    opened: &fmrt::model::Model,
-    choice: DivergenceChoice,
-) -> Result<(), Failure> {
-    let field = opened.field();
-    if choice != DivergenceChoice::FiniteDifference
-        && !field.provides_jvp()
-        && !(choice == DivergenceChoice::Exact && field.provides_divergence())
-    {
-        let model = opened.network();
-        let reason = model
-            .jvp_unavailable_reason()
-            .unwrap_or("the model has no tangent graph");
-        return Err(fmrt::Error::unsupported(format!(
-            "{}: the {} divergence needs Jacobian-vector products, which are unavailable: {reason}; \
-             use --divergence finite-difference (biased) for this model",
-            model.file(),
-            divergence_name(choice)
-        ))
-        .into());
-    }
-    Ok(())
-}
 
 /// Runs `fmrt likelihood`.
 pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
@@ -78,7 +24,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let field = opened.field();
     let data = npy::read_f32(&args.data)?;
     let solver = solver_config(&args.solver)?;
-    let divergence = divergence_of(&args.divergence)?;
+    let divergence = divergence_of(&args.divergence);
     let data = match field.state_shape() {
         Some(shape) => {
             let data = fit_rows(data, shape);
@@ -87,11 +33,11 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         }
         None => data,
     };
-    check_divergence_available(&opened, args.divergence.divergence)?;
+    check_divergence(&opened, &divergence)?;
     let n = data.shape()[0];
     let progress = Progress::new(field.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
-        .with_divergence(divergence)
+        .with_divergence(divergence.clone())
         .with_seed(args.seed);
     if let Some(s) = args.adapt.noise_scale {
         likelihood = likelihood.with_noise_scale(s)?;
@@ -113,7 +59,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         "samples": n,
         "mean_log_p": mean(&result.log_p),
         "mean_bits_per_dim": mean(&result.bits_per_dim),
-        "divergence": divergence_name(args.divergence.divergence),
+        "divergence": divergence.name(),
         "solver": describe_solver(&solver),
         "nfe": result.stats.nfe,
         "accepted_steps": result.stats.accepted,
@@ -150,7 +96,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             result.stats.nfe,
             result.stats.accepted,
             result.stats.rejected,
-            crate::sample::steps_word(&solver),
+            steps_word(&solver),
             started.elapsed().as_secs_f64()
         );
         eprintln!("  model calls: {}", describe_calls(&result.calls));

@@ -19,6 +19,7 @@ mod npy;
 mod plot;
 mod progress;
 mod sample;
+mod setup;
 mod stream;
 
 use std::process::ExitCode;

@@ -7,10 +7,9 @@ mod extras;
 mod null;
 pub mod onnx;
 pub mod plugin;
-mod times;
 
+pub(crate) use crate::times::{check_times, time_of};
 pub(crate) use chunks::row_chunks;
-pub(crate) use times::{check_times, time_of};
 
 pub use extras::{ExtraDtype, ExtraTensor, Extras};
 pub use null::{NullCondition, NullValue};

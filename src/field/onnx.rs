@@ -49,7 +49,7 @@ pub use runtime::{
 
 use super::{Extras, VelocityField};
 use crate::path::Prediction;
-use crate::Result;
+use crate::{Error, Result};
 use call::Times;
 use pool::SessionPool;
 
@@ -149,6 +149,31 @@ impl OnnxField {
     /// The extra (conditioning) inputs the caller must pass.
     pub fn extra_inputs(&self) -> &[TensorInfo] {
         &self.mapping.extras
+    }
+
+    /// The name of the class-label input: the model's only int64 extra input.
+    /// An [`Error::InvalidArgument`] when it has none, or several (naming them).
+    pub fn label_input(&self) -> Result<&str> {
+        let labels: Vec<&TensorInfo> = self
+            .extra_inputs()
+            .iter()
+            .filter(|i| i.dtype == "int64")
+            .collect();
+        match labels.as_slice() {
+            [only] => Ok(&only.name),
+            [] => Err(Error::InvalidArgument(format!(
+                "{} has no int64 input to take a class label",
+                self.file
+            ))),
+            many => Err(Error::InvalidArgument(format!(
+                "{} has several int64 inputs ({}), so which one takes the class label is unclear",
+                self.file,
+                many.iter()
+                    .map(|i| format!("`{}`", i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// The largest batch of one model call: the builder's setting, or for a

@@ -10,6 +10,8 @@
 //! so that no call exceeds the configured row and memory bounds. Every buffer is
 //! allocated when the solve starts and only overwritten at each stage.
 
+use std::str::FromStr;
+
 use ndarray::{ArrayViewD, ArrayViewMutD, IxDyn};
 
 use crate::error::checked_product;
@@ -70,6 +72,75 @@ impl Divergence {
             epsilon,
             directions: Directions::Basis,
         }
+    }
+
+    /// The mode's name as [`FromStr`] reads it: `"exact"`, `"hutchinson"` or
+    /// `"finite-difference"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Divergence::Exact => "exact",
+            Divergence::Hutchinson { .. } => "hutchinson",
+            Divergence::FiniteDifference { .. } => "finite-difference",
+        }
+    }
+
+    /// This mode with the settings that apply to it: `probes` and
+    /// `distribution` for Hutchinson's estimator (and finite differences along
+    /// Hutchinson probes), `epsilon` for finite differences; the others are
+    /// ignored. Front ends that take every setting separately build the mode
+    /// from its name and then this.
+    pub fn with_settings(
+        self,
+        probes: usize,
+        distribution: ProbeDistribution,
+        epsilon: f64,
+    ) -> Self {
+        match self {
+            Divergence::Exact => Divergence::Exact,
+            Divergence::Hutchinson { .. } => Divergence::Hutchinson {
+                probes,
+                distribution,
+            },
+            Divergence::FiniteDifference { directions, .. } => Divergence::FiniteDifference {
+                epsilon,
+                directions: match directions {
+                    Directions::Basis => Directions::Basis,
+                    Directions::Hutchinson { .. } => Directions::Hutchinson {
+                        probes,
+                        distribution,
+                    },
+                },
+            },
+        }
+    }
+
+    /// Checks the parameters, then that `field` provides what this mode
+    /// needs: Jacobian–vector products for Hutchinson's estimator, and for the
+    /// exact divergence unless the field has its own. The refusal
+    /// ([`Error::Unsupported`]) that a likelihood run would give, before any
+    /// run.
+    pub fn check_available(&self, field: &dyn VelocityField) -> Result<()> {
+        self.validate()?;
+        let needs_jvp = match self {
+            Divergence::Exact => !field.provides_divergence(),
+            Divergence::Hutchinson { .. } => true,
+            Divergence::FiniteDifference { .. } => false,
+        };
+        // The stacked form is asked first: a field offering it never builds
+        // its per-direction tangent model for this check.
+        if needs_jvp && !field.provides_stacked_jvp() && !field.provides_jvp() {
+            let what = match self {
+                Divergence::Exact => "the exact divergence",
+                _ => "Hutchinson's estimator",
+            };
+            return Err(Error::unsupported(format!(
+                "{what} needs Jacobian-vector products, and this velocity field provides \
+                 neither JVPs nor an exact divergence; use a field that provides JVPs, or opt \
+                 in to the biased finite-difference divergence (Divergence::FiniteDifference; \
+                 \"finite-difference\" in C and on the command line)"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the parameters (probe counts, step), naming the problem.
@@ -133,6 +204,55 @@ pub enum ProbeDistribution {
     Rademacher,
     /// Standard normal entries.
     Gaussian,
+}
+
+/// The names [`Divergence`]'s [`FromStr`] reads.
+const DIVERGENCE_NAMES: &str = "\"exact\", \"hutchinson\" or \"finite-difference\"";
+
+/// Reads a mode by name, in any case: `"exact"`, `"hutchinson"` (one
+/// Rademacher probe) or `"finite-difference"` (also `"finite_difference"`;
+/// step 1e-3 along the basis directions); set the parameters with
+/// [`Divergence::with_settings`].
+impl FromStr for Divergence {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "exact" => Ok(Divergence::Exact),
+            "hutchinson" => Ok(Divergence::hutchinson(1)),
+            "finite-difference" | "finite_difference" => Ok(Divergence::finite_difference(1e-3)),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown divergence \"{name}\"; use {DIVERGENCE_NAMES}"
+            ))),
+        }
+    }
+}
+
+impl ProbeDistribution {
+    /// The distribution's name as [`FromStr`] reads it: `"rademacher"` or
+    /// `"gaussian"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeDistribution::Rademacher => "rademacher",
+            ProbeDistribution::Gaussian => "gaussian",
+        }
+    }
+}
+
+/// Reads a distribution by name, in any case: `"rademacher"` or `"gaussian"`
+/// (also `"normal"`).
+impl FromStr for ProbeDistribution {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "rademacher" => Ok(ProbeDistribution::Rademacher),
+            "gaussian" | "normal" => Ok(ProbeDistribution::Gaussian),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown probe distribution \"{name}\"; use \"rademacher\" or \"gaussian\""
+            ))),
+        }
+    }
 }
 
 /// The directions a finite-difference divergence is taken along.

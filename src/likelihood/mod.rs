@@ -275,27 +275,7 @@ impl Likelihood {
 
     /// Checks the divergence mode against the field's capabilities.
     fn check_mode(&self) -> Result<()> {
-        self.divergence.validate()?;
-        let needs_jvp = match self.divergence {
-            Divergence::Exact => !self.field.provides_divergence(),
-            Divergence::Hutchinson { .. } => true,
-            Divergence::FiniteDifference { .. } => false,
-        };
-        // The stacked form is asked first: a field offering it never builds
-        // its per-direction tangent model for this check.
-        if needs_jvp && !self.field.provides_stacked_jvp() && !self.field.provides_jvp() {
-            let what = match self.divergence {
-                Divergence::Exact => "the exact divergence",
-                _ => "Hutchinson's estimator",
-            };
-            return Err(Error::unsupported(format!(
-                "{what} needs Jacobian-vector products, and this velocity field provides \
-                 neither JVPs nor an exact divergence; use a field that provides JVPs, or opt \
-                 in to the biased finite-difference divergence (Divergence::FiniteDifference; \
-                 \"finite-difference\" in C and on the command line)"
-            )));
-        }
-        Ok(())
+        self.divergence.check_available(self.field.as_ref())
     }
 
     /// The random probes of `n` samples, when the mode uses them.

@@ -29,6 +29,7 @@ use super::proto::{
     data_type, type_proto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
     ValueInfoProto,
 };
+pub use crate::error::UnsupportedOp;
 use crate::{Error, Result};
 use builder::Builder;
 use rank::Ranks;
@@ -60,27 +61,6 @@ pub struct TangentOptions {
     /// Expand, Tile...) makes the transform fail, naming it, and the
     /// per-direction form remains available.
     pub stacked: bool,
-}
-
-/// An operator on the state's path that has no tangent rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnsupportedOp {
-    /// The operator type (with its domain if not the default one).
-    pub op_type: String,
-    /// The node's name (`""` if the node has none).
-    pub node: String,
-    /// Why it is not supported.
-    pub reason: String,
-}
-
-impl std::fmt::Display for UnsupportedOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "operator `{}` (node `{}`): {}",
-            self.op_type, self.node, self.reason
-        )
-    }
 }
 
 /// Builds the tangent model of `model` (see the module documentation).
