@@ -196,7 +196,7 @@ pub(crate) fn checked_product(factors: &[usize], what: &str) -> crate::Result<us
 /// (Rust's allocation failure is an abort, not an error): an
 /// [`Error::InvalidArgument`] naming `what` and the size when the product
 /// overflows or the memory cannot be had.
-pub(crate) fn check_allocation(factors: &[usize], element_bytes: usize, what: &str) -> Result<()> {
+pub fn check_allocation(factors: &[usize], element_bytes: usize, what: &str) -> Result<()> {
     let elements = checked_product(factors, what)?;
     let bytes = elements
         .checked_mul(element_bytes)

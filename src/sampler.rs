@@ -689,7 +689,7 @@ fn euler_maruyama_only(solver: &SolverConfig) -> Error {
 }
 
 /// The ranges `0..n` splits into, each of at most `chunk` rows (at least 1).
-pub(crate) fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+pub fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let chunk = chunk.max(1);
     (0..n.div_ceil(chunk)).map(move |k| k * chunk..((k + 1) * chunk).min(n))
 }

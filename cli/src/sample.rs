@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fmrt::likelihood::Likelihood;
-use fmrt::sampler::{chunk_rows, Sampler, Samples};
+use fmrt::sampler::{chunk_ranges, chunk_rows, Sampler, Samples};
 use fmrt::solver::Stats;
 use fmrt::stochastic::Stochastic;
 use ndarray::{ArrayD, Axis, Slice};
@@ -119,8 +119,16 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     rows_shape.extend(state_shape.iter().flatten());
     let outputs = Outputs::create(args, &rows_shape, n)?;
     let result = match &args.log_prob {
-        Some(_) => sample_with_log_prob(args, &sampler, progress.clone(), noise, n, chunk, outputs),
-        None => sample_to_files(args, &sampler, noise, n, chunk, outputs),
+        Some(_) => sample_with_log_prob(
+            args,
+            &sampler,
+            progress.clone(),
+            noise,
+            &rows_shape,
+            chunk,
+            outputs,
+        ),
+        None => sample_to_files(args, &sampler, noise, &rows_shape, chunk, outputs),
     };
     progress.finish();
     let (stats, written_shape) = result?;
@@ -214,34 +222,38 @@ impl Outputs {
 
 /// Samples in chunks into the output file: each chunk's final states are
 /// appended as it finishes; with `--times` the chunks' trajectories are
-/// gathered (`[len(times), n, ...]`) and written at the end. Returns the
-/// statistics and the shape written.
+/// gathered (`[len(times), n, ...]`) and written at the end. `rows_shape`
+/// is `[n, ...state]`. Returns the statistics and the shape written.
 fn sample_to_files(
     args: &SampleArgs,
     sampler: &Sampler,
     noise: Option<ArrayD<f32>>,
-    n: usize,
+    rows_shape: &[usize],
     chunk: usize,
-    mut outputs: Outputs,
+    outputs: Outputs,
 ) -> Result<(Stats, Vec<usize>), Failure> {
-    let mut trajectory: Option<ArrayD<f32>> = None;
-    let mut sink = |offset: usize, samples: Samples| -> Result<(), Failure> {
-        if let Some(writer) = &mut outputs.samples {
-            return writer.append(&samples.x);
+    let n = rows_shape[0];
+    let mut written = rows_shape.to_vec();
+    let mut writer = outputs.samples;
+    let mut trajectory = match writer {
+        Some(_) => None,
+        None => {
+            written.insert(0, args.times.len());
+            Some(zeros_checked(&written)?)
         }
-        let whole = match &mut trajectory {
-            Some(whole) => whole,
-            None => {
-                let mut shape = samples.trajectory.shape().to_vec();
-                shape[1] = n;
-                trajectory.insert(zeros_checked(&shape)?)
+    };
+    let mut sink = |offset: usize, samples: Samples| -> Result<(), Failure> {
+        match (&mut writer, &mut trajectory) {
+            (Some(writer), _) => writer.append(&samples.x),
+            (None, Some(whole)) => {
+                let rows = Slice::from(offset..offset + samples.x.shape()[0]);
+                whole
+                    .slice_axis_mut(Axis(1), rows)
+                    .assign(&samples.trajectory);
+                Ok(())
             }
-        };
-        let rows = Slice::from(offset..offset + samples.x.shape()[0]);
-        whole
-            .slice_axis_mut(Axis(1), rows)
-            .assign(&samples.trajectory);
-        Ok(())
+            (None, None) => Err(fail!("internal error: sampling without an output")),
+        }
     };
     let stats = match &noise {
         Some(z) => sampler.sample_from_noise_chunks(z.view(), &args.times, chunk, &mut sink)?,
@@ -254,50 +266,17 @@ fn sample_to_files(
             &mut sink,
         )?,
     };
-    match (outputs.samples, trajectory) {
-        (Some(writer), _) => {
-            writer.finish()?;
-            let mut shape = vec![n];
-            shape.extend(sampler_state_shape(&noise, sampler));
-            Ok((stats, shape))
-        }
-        (None, Some(whole)) => {
-            npy::write(&args.output, &whole)?;
-            Ok((stats, whole.shape().to_vec()))
-        }
-        (None, None) => {
-            let mut shape = vec![args.times.len(), n];
-            shape.extend(sampler_state_shape(&noise, sampler));
-            let empty = zeros_checked(&shape)?;
-            npy::write(&args.output, &empty)?;
-            Ok((stats, shape))
-        }
+    match (writer, trajectory) {
+        (Some(writer), _) => writer.finish()?,
+        (None, Some(whole)) => npy::write(&args.output, &whole)?,
+        (None, None) => return Err(fail!("internal error: sampling without an output")),
     }
-}
-
-/// The per-sample state shape as far as the run knows it.
-fn sampler_state_shape(noise: &Option<ArrayD<f32>>, sampler: &Sampler) -> Vec<usize> {
-    match noise {
-        Some(z) => z.shape()[1..].to_vec(),
-        None => sampler
-            .state_shape()
-            .or(sampler.field().state_shape())
-            .unwrap_or(&[])
-            .to_vec(),
-    }
+    Ok((stats, written))
 }
 
 /// Zeros of `shape`, or an error when they cannot be allocated.
 fn zeros_checked(shape: &[usize]) -> Result<ArrayD<f32>, Failure> {
-    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let fits = elements
-        .and_then(|e| e.checked_mul(4))
-        .is_some_and(|bytes| Vec::<u8>::new().try_reserve_exact(bytes).is_ok());
-    if !fits {
-        return Err(fail!(
-            "the trajectories {shape:?} are more than this machine can hold in memory: save fewer --times or samples per run (--first-index shards a run)"
-        ));
-    }
+    fmrt::error::check_allocation(shape, std::mem::size_of::<f32>(), "the trajectories")?;
     Ok(ArrayD::zeros(shape))
 }
 
@@ -309,10 +288,11 @@ fn sample_with_log_prob(
     sampler: &Sampler,
     field: Arc<Progress>,
     noise: Option<ArrayD<f32>>,
-    n: usize,
+    rows_shape: &[usize],
     chunk: usize,
     outputs: Outputs,
 ) -> Result<(Stats, Vec<usize>), Failure> {
+    let n = rows_shape[0];
     let (Some(mut samples_out), Some(mut log_p_out)) = (outputs.samples, outputs.log_prob) else {
         return Err(fail!("internal error: --log-prob without its output files"));
     };
@@ -321,16 +301,22 @@ fn sample_with_log_prob(
         .with_seed(args.seed)
         .with_source(sampler.source().clone());
     let mut stats = Stats::default();
-    let mut state_shape = Vec::new();
-    for range in (0..n.div_ceil(chunk.max(1))).map(|k| k * chunk..((k + 1) * chunk).min(n)) {
-        let first = args.first_index + range.start as u64;
+    for range in chunk_ranges(n, chunk) {
+        let first = args
+            .first_index
+            .checked_add(range.start as u64)
+            .ok_or_else(|| {
+                fail!(
+                    "--first-index {} + {n} does not fit in 64 bits",
+                    args.first_index
+                )
+            })?;
         let x0 = match &noise {
             Some(z) => z
                 .slice_axis(Axis(0), Slice::from(range.clone()))
                 .mapv(|v| v * sampler.noise_scale() as f32),
             None => sampler.draw_noise_rows(first, range.len(), args.seed)?,
         };
-        state_shape = x0.shape()[1..].to_vec();
         let out = likelihood
             .clone()
             .with_first_index(first)
@@ -344,7 +330,5 @@ fn sample_with_log_prob(
     }
     samples_out.finish()?;
     log_p_out.finish()?;
-    let mut shape = vec![n];
-    shape.extend(state_shape);
-    Ok((stats, shape))
+    Ok((stats, rows_shape.to_vec()))
 }
