@@ -63,18 +63,38 @@ fn an_external_data_model_matches_its_inline_twin() {
     let t: Vec<f64> = (0..64).map(|i| i as f64 / 63.0).collect();
     let mut a = ArrayD::zeros(x.raw_dim());
     let mut b = ArrayD::zeros(x.raw_dim());
-    inline.velocity(x.view(), &t, a.view_mut()).unwrap();
-    external.velocity(x.view(), &t, b.view_mut()).unwrap();
+    inline
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+        .unwrap();
+    external
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+        .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0, "velocities differ");
 
     assert!(
-        external.provides_jvp(),
+        external.derivatives().jvp,
         "{:?}",
         external.jvp_unavailable_reason()
     );
     let v = ArrayD::from_shape_fn(vec![64, 2], |_| rng.normal() as f32);
-    inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
-    external.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+    inline
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            a.view_mut(),
+        )
+        .unwrap();
+    external
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            b.view_mut(),
+        )
+        .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0, "JVPs differ");
 
     // One copy of the weights for all sessions: the same numbers up to the
@@ -83,14 +103,34 @@ fn an_external_data_model_matches_its_inline_twin() {
         .share_weights(true)
         .load_file(&path)
         .unwrap_or_else(|e| panic!("{e}"));
-    inline.velocity(x.view(), &t, a.view_mut()).unwrap();
-    shared.velocity(x.view(), &t, b.view_mut()).unwrap();
+    inline
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+        .unwrap();
+    shared
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+        .unwrap();
     assert!(
         max_abs_diff(&a, &b) <= 1e-5,
         "shared-weight velocities differ"
     );
-    inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
-    shared.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+    inline
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            a.view_mut(),
+        )
+        .unwrap();
+    shared
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            b.view_mut(),
+        )
+        .unwrap();
     assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight JVPs differ");
 
     let solver = SolverConfig::fixed(Method::Midpoint, Steps::Count(20));
@@ -130,9 +170,14 @@ fn the_tangent_model_is_derived_on_first_use() {
     let x = ArrayD::<f32>::zeros(vec![2, field.state_shape().unwrap()[0]]);
     let mut out = x.clone();
     field
-        .velocity(x.view(), &[0.5], out.view_mut())
+        .velocity(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            out.view_mut(),
+        )
         .expect("samples");
-    assert!(!field.provides_jvp());
+    assert!(!field.derivatives().jvp);
     let reason = field.jvp_unavailable_reason().expect("a reason");
     assert!(reason.contains("Hardmax"), "{reason}");
 }
@@ -287,7 +332,13 @@ fn peak_memory_of_one_model() {
     let x = samples.x;
     let mut out = ArrayD::zeros(x.raw_dim());
     field
-        .jvp(x.view(), &[0.5], x.view(), out.view_mut())
+        .jvp(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            x.view(),
+            out.view_mut(),
+        )
         .unwrap();
     println!("peak after a JVP: {}", peak_rss());
 }

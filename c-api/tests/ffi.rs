@@ -1435,7 +1435,13 @@ mod field {
             .unwrap()
             .into_dyn();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        g.velocity(xa.view(), &[0.4], expect.view_mut()).unwrap();
+        g.velocity(
+            xa.view(),
+            &[0.4],
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         assert_eq!(&u[..], expect.as_slice().unwrap());
     }
 
@@ -1855,7 +1861,7 @@ mod plugin {
         let p = unsafe { PluginField::open(gmm_plugin(), Some("k=8 radius=4 std=0.3")) }.unwrap();
         assert_eq!(p.name(), "gmm-ring");
         assert_eq!(p.state_shape(), Some(&[2][..]));
-        assert!(p.provides_jvp());
+        assert!(p.derivatives().jvp);
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let g = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
         let mut rng = SeededRng::new(3);
@@ -1865,10 +1871,26 @@ mod plugin {
         let t: Vec<f64> = (0..16).map(|i| 0.05 + 0.9 * i as f64 / 15.0).collect();
         let zeros = || ndarray::ArrayD::<f32>::zeros(x.raw_dim());
         let (mut a, mut b, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
-        p.velocity(x.view(), &t, a.view_mut()).unwrap();
-        g.velocity(x.view(), &t, b.view_mut()).unwrap();
-        p.jvp(x.view(), &t, v.view(), ja.view_mut()).unwrap();
-        g.jvp(x.view(), &t, v.view(), jb.view_mut()).unwrap();
+        p.velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+            .unwrap();
+        g.velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+            .unwrap();
+        p.jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            ja.view_mut(),
+        )
+        .unwrap();
+        g.jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            jb.view_mut(),
+        )
+        .unwrap();
         for (name, p, g) in [("velocity", &a, &b), ("jvp", &ja, &jb)] {
             let worst = p
                 .iter()
@@ -1880,7 +1902,12 @@ mod plugin {
         // A wrong shape is refused before the plugin sees it.
         let bad = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[4, 3]));
         let err = p
-            .velocity(bad.view(), &[0.5], zeros().view_mut())
+            .velocity(
+                bad.view(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                zeros().view_mut(),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
     }
@@ -3115,7 +3142,13 @@ mod onnx {
         shape.extend_from_slice(rust.state_shape().unwrap());
         let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x.clone()).unwrap();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        rust.velocity(
+            xa.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         for (name, f) in [("file", from_file), ("bytes", from_bytes)] {
             let mut u = vec![0f32; n * dim];
             // SAFETY: lengths as stated.
@@ -3887,10 +3920,17 @@ mod likelihood {
             .unwrap()
             .into_dyn();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        rust.velocity(
+            xa.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         assert_eq!(&u[..], expect.as_slice().unwrap());
         let mut plain = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        gmm.velocity(xa, &t, plain.view_mut()).unwrap();
+        gmm.velocity(xa, &t, fmrt::field::Extras::none(), plain.view_mut())
+            .unwrap();
         assert_ne!(expect, plain, "the adapter changes the velocity");
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use libloading::Library;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-use crate::field::VelocityField;
+use crate::field::{Derivatives, Extras, VelocityField};
 use crate::{Error, Result};
 
 /// The ABI version this build of fmrt implements (`FMRT_PLUGIN_ABI_VERSION`).
@@ -301,12 +301,21 @@ impl VelocityField for PluginField {
         Some(&self.state_shape)
     }
 
+    fn derivatives(&self) -> Derivatives {
+        Derivatives {
+            jvp: self.jvp.is_some(),
+            ..Derivatives::NONE
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        extras.expect_none(&format!("plugin {}", self.path.display()))?;
         let batch = self.check(x.shape(), &[("out", out.shape())], t)?;
         self.with_buffers(&[&x], out, |ins, o| {
             let mut err = [0 as c_char; ERR_LEN];
@@ -332,17 +341,15 @@ impl VelocityField for PluginField {
         })
     }
 
-    fn provides_jvp(&self) -> bool {
-        self.jvp.is_some()
-    }
-
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        extras.expect_none(&format!("plugin {}", self.path.display()))?;
         let Some(jvp) = self.jvp else {
             return Err(Error::unsupported(format!(
                 "plugin {} provides no Jacobian-vector products",
