@@ -935,6 +935,30 @@ fmrt_status fmrt_field_velocity(const fmrt_field *field,
                                 size_t out_len);
 
 /*
+ Like `fmrt_field_velocity`, for states of the per-sample shape
+ `state_shape[0..rank]` (without the batch axis): the call form of a
+ field whose state shape comes with each call (an ONNX model with dynamic
+ axes, where `fmrt_field_velocity` is `FMRT_STATUS_INVALID_ARGUMENT`). The
+ shape is checked against the model's declared dims and its symbolic dims
+ against the conditioning inputs, as for `fmrt_sampler_sample_shaped`.
+
+ # Safety
+
+ As for `fmrt_field_velocity`; `state_shape` must hold `rank` values.
+ */
+fmrt_status fmrt_field_velocity_shaped(const fmrt_field *field,
+                                       const size_t *state_shape,
+                                       size_t rank,
+                                       const float *x,
+                                       size_t x_len,
+                                       size_t n,
+                                       const double *t,
+                                       size_t t_len,
+                                       const fmrt_extras *extras,
+                                       float *out,
+                                       size_t out_len);
+
+/*
  Makes the default likelihood config into `*out`.
 
  # Safety
@@ -2086,6 +2110,49 @@ fmrt_status fmrt_sampler_sample_shaped(const fmrt_sampler *sampler,
                                        float *out_x,
                                        size_t out_x_len,
                                        fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample_shaped`, for samples `first_index ..
+ first_index + n` of the run `seed` defines: a shard, as
+ `fmrt_sampler_sample_rows` is for fields of fixed shape. `extras` hold
+ the shard's own rows (or one row, or shared inputs).
+
+ # Safety
+
+ As for `fmrt_sampler_sample_shaped`.
+ */
+fmrt_status fmrt_sampler_sample_rows_shaped(const fmrt_sampler *sampler,
+                                            const size_t *state_shape,
+                                            size_t rank,
+                                            uint64_t first_index,
+                                            size_t n,
+                                            uint64_t seed,
+                                            const fmrt_extras *extras,
+                                            float *out_x,
+                                            size_t out_x_len,
+                                            fmrt_stats *out_stats);
+
+/*
+ Writes the source points of samples `first_index .. first_index + n` of
+ the run `seed` defines, each of the per-sample state shape
+ `state_shape[0..rank]`, into `out` (`n × prod(state_shape)` floats of
+ `out_len`): the noise `fmrt_sampler_sample_rows_shaped` starts from, for
+ a field whose state shape comes with each call. The noise scale of
+ `fmrt_sampler_with_noise_scale` applies.
+
+ # Safety
+
+ `sampler` must be a live handle; `state_shape` must hold `rank` values;
+ `out` must hold `out_len` writable floats.
+ */
+fmrt_status fmrt_sampler_draw_noise_shaped(const fmrt_sampler *sampler,
+                                           const size_t *state_shape,
+                                           size_t rank,
+                                           uint64_t first_index,
+                                           size_t n,
+                                           uint64_t seed,
+                                           float *out,
+                                           size_t out_len);
 
 /*
  Like `fmrt_sampler_sample_shaped`, from the caller's standard-normal

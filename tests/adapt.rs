@@ -1067,3 +1067,24 @@ fn an_unconditional_field_refuses_extras_by_name() {
         other => panic!("expected an extras error, got {other:?}"),
     }
 }
+
+/// Guidance spreads a conditioning input of one row over the batch, as an
+/// unguided call does: the same velocity as the label repeated per sample.
+#[test]
+fn guidance_spreads_a_one_row_condition_over_the_batch() {
+    let inner = Arc::new(LabelledMixture::new(builtin("cosine")));
+    let guided = Guided::new(inner, 1.5, Guided::null_label("label", 4)).expect("guided");
+    let x = random_points(3, 8);
+    let t = [0.2, 0.5, 0.8];
+    let one = Extras::new().with("label", ExtraTensor::labels(&[2]));
+    let each = Extras::new().with("label", ExtraTensor::labels(&[2, 2, 2]));
+    let mut spread = ArrayD::zeros(x.raw_dim());
+    guided
+        .velocity(x.view(), &t, &one, spread.view_mut())
+        .expect("one row for all");
+    let mut repeated = ArrayD::zeros(x.raw_dim());
+    guided
+        .velocity(x.view(), &t, &each, repeated.view_mut())
+        .expect("one row each");
+    assert_eq!(spread, repeated);
+}

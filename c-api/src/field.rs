@@ -407,31 +407,87 @@ pub unsafe extern "C" fn fmrt_field_velocity(
         // SAFETY: the caller's contract.
         let f = unsafe { handle(field, "field") }?;
         let (shape, len) = batch_shape(f, n)?;
-        if x_len != len {
-            return Err(FfiError::shape(format!(
-                "x holds {x_len} floats, but {n} states of shape {:?} need {len}",
-                f.inner.state_shape()
-            )));
-        }
-        // SAFETY: the caller's contract, for each pointer.
-        let (x, t, extras) = unsafe {
-            (
-                slice(x, x_len, "x")?,
-                slice(t, t_len, "t")?,
-                extras_or_empty(extras),
-            )
-        };
-        check_times_len(t_len, n, "t")?;
-        if len > 0 {
-            check_out(out, "out")?;
-        }
         // SAFETY: the caller's contract.
-        let out = unsafe { slice_out(out, out_len, len, "out") }?;
-        let xv =
-            ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
-        let ov = ArrayViewMutD::from_shape(IxDyn(&shape), out)
-            .map_err(|e| FfiError::shape(e.to_string()))?;
-        f.inner.velocity(xv, t, extras, ov)?;
-        Ok(())
+        unsafe { velocity_into(f, &shape, len, x, x_len, t, t_len, extras, out, out_len) }
     })
+}
+
+/// Like `fmrt_field_velocity`, for states of the per-sample shape
+/// `state_shape[0..rank]` (without the batch axis): the call form of a
+/// field whose state shape comes with each call (an ONNX model with dynamic
+/// axes, where `fmrt_field_velocity` is `FMRT_STATUS_INVALID_ARGUMENT`). The
+/// shape is checked against the model's declared dims and its symbolic dims
+/// against the conditioning inputs, as for `fmrt_sampler_sample_shaped`.
+///
+/// # Safety
+///
+/// As for `fmrt_field_velocity`; `state_shape` must hold `rank` values.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_field_velocity_shaped(
+    field: *const fmrt_field,
+    state_shape: *const usize,
+    rank: usize,
+    x: *const f32,
+    x_len: usize,
+    n: usize,
+    t: *const f64,
+    t_len: usize,
+    extras: *const fmrt_extras,
+    out: *mut f32,
+    out_len: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (f, (_, shape, len)) =
+            unsafe { (handle(field, "field")?, shaped_batch(state_shape, rank, n)?) };
+        // SAFETY: the caller's contract.
+        unsafe { velocity_into(f, &shape, len, x, x_len, t, t_len, extras, out, out_len) }
+    })
+}
+
+/// The checked body of the velocity calls: `shape` is the batch's,
+/// `len` its element count.
+///
+/// # Safety
+///
+/// As for `fmrt_field_velocity`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn velocity_into(
+    f: &fmrt_field,
+    shape: &[usize],
+    len: usize,
+    x: *const f32,
+    x_len: usize,
+    t: *const f64,
+    t_len: usize,
+    extras: *const fmrt_extras,
+    out: *mut f32,
+    out_len: usize,
+) -> FfiResult<()> {
+    let n = shape[0];
+    if x_len != len {
+        return Err(FfiError::shape(format!(
+            "x holds {x_len} floats, but {n} states of shape {:?} need {len}",
+            &shape[1..]
+        )));
+    }
+    // SAFETY: the caller's contract, for each pointer.
+    let (x, t, extras) = unsafe {
+        (
+            slice(x, x_len, "x")?,
+            slice(t, t_len, "t")?,
+            extras_or_empty(extras),
+        )
+    };
+    check_times_len(t_len, n, "t")?;
+    if len > 0 {
+        check_out(out, "out")?;
+    }
+    // SAFETY: the caller's contract.
+    let out = unsafe { slice_out(out, out_len, len, "out") }?;
+    let xv = ArrayViewD::from_shape(IxDyn(shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
+    let ov =
+        ArrayViewMutD::from_shape(IxDyn(shape), out).map_err(|e| FfiError::shape(e.to_string()))?;
+    f.inner.velocity(xv, t, extras, ov)?;
+    Ok(())
 }

@@ -583,6 +583,44 @@ pub unsafe extern "C" fn fmrt_sampler_sample_shaped(
     out_x_len: usize,
     out_stats: *mut fmrt_stats,
 ) -> fmrt_status {
+    // SAFETY: the caller's contract.
+    unsafe {
+        fmrt_sampler_sample_rows_shaped(
+            sampler,
+            state_shape,
+            rank,
+            0,
+            n,
+            seed,
+            extras,
+            out_x,
+            out_x_len,
+            out_stats,
+        )
+    }
+}
+
+/// Like `fmrt_sampler_sample_shaped`, for samples `first_index ..
+/// first_index + n` of the run `seed` defines: a shard, as
+/// `fmrt_sampler_sample_rows` is for fields of fixed shape. `extras` hold
+/// the shard's own rows (or one row, or shared inputs).
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_sample_shaped`.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_sample_rows_shaped(
+    sampler: *const fmrt_sampler,
+    state_shape: *const usize,
+    rank: usize,
+    first_index: u64,
+    n: usize,
+    seed: u64,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
     guard(|| {
         // SAFETY: the caller's contract, for each pointer.
         let (s, (sample, _, len)) = unsafe {
@@ -595,9 +633,51 @@ pub unsafe extern "C" fn fmrt_sampler_sample_shaped(
         let out_x = unsafe { slice_out(out_x, out_x_len, len, "out_x") }?;
         let samples = with_extras(s, extras)
             .with_state_shape(&sample)
-            .sample_rows(0, n, seed, &[])?;
+            .sample_rows(first_index, n, seed, &[])?;
         // SAFETY: NULL or writable by contract.
         unsafe { write_shaped(out_x, out_stats, &samples) };
+        Ok(())
+    })
+}
+
+/// Writes the source points of samples `first_index .. first_index + n` of
+/// the run `seed` defines, each of the per-sample state shape
+/// `state_shape[0..rank]`, into `out` (`n × prod(state_shape)` floats of
+/// `out_len`): the noise `fmrt_sampler_sample_rows_shaped` starts from, for
+/// a field whose state shape comes with each call. The noise scale of
+/// `fmrt_sampler_with_noise_scale` applies.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `state_shape` must hold `rank` values;
+/// `out` must hold `out_len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_draw_noise_shaped(
+    sampler: *const fmrt_sampler,
+    state_shape: *const usize,
+    rank: usize,
+    first_index: u64,
+    n: usize,
+    seed: u64,
+    out: *mut f32,
+    out_len: usize,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract, for each pointer.
+        let (s, (sample, _, len)) = unsafe {
+            (
+                handle(sampler, "sampler")?,
+                shaped_batch(state_shape, rank, n)?,
+            )
+        };
+        // SAFETY: the caller's contract.
+        let out = unsafe { slice_out(out, out_len, len, "out") }?;
+        let noise =
+            s.inner
+                .clone()
+                .with_state_shape(&sample)
+                .draw_noise_rows(first_index, n, seed)?;
+        out.iter_mut().zip(noise.iter()).for_each(|(o, &v)| *o = v);
         Ok(())
     })
 }

@@ -5173,6 +5173,172 @@ mod real_model {
         diff / (1.0 + scale)
     }
 
+    /// The shaped forms of the velocity call, the noise draw and sharded
+    /// sampling, for a model whose length comes with each call: the
+    /// velocity equals one Euler step of the sampler from the same noise,
+    /// the drawn noise is what a seeded run starts from, and shards
+    /// concatenate to the whole run bit for bit.
+    #[test]
+    fn shaped_velocity_noise_and_shards_for_a_dynamic_model() {
+        let (model, field) = open(|_| {});
+        let mut one_step = null_mut();
+        let mut cosine = null_mut();
+        // SAFETY: valid pointers and lengths; handles freed once.
+        unsafe {
+            assert_ok(fmrt_solver_grid(
+                c"euler".as_ptr(),
+                [0.0, 1.0].as_ptr(),
+                2,
+                &mut one_step,
+            ));
+            assert_ok(fmrt_sampler_new(field, one_step, &mut cosine));
+            for (label, frames) in [("T37", 37usize), ("T64", 64)] {
+                let shape = [80usize, frames];
+                let size = 80 * frames;
+                let extras = case_extras(label);
+
+                // Noise as drawn for samples 0..2 of seed 5, and sample 1 alone.
+                let mut z = vec![0f32; 2 * size];
+                assert_ok(fmrt_sampler_draw_noise_shaped(
+                    cosine,
+                    shape.as_ptr(),
+                    2,
+                    0,
+                    2,
+                    5,
+                    z.as_mut_ptr(),
+                    z.len(),
+                ));
+                let mut z1 = vec![0f32; size];
+                assert_ok(fmrt_sampler_draw_noise_shaped(
+                    cosine,
+                    shape.as_ptr(),
+                    2,
+                    1,
+                    1,
+                    5,
+                    z1.as_mut_ptr(),
+                    z1.len(),
+                ));
+                assert_eq!(z1.as_slice(), &z[size..], "{label}: a shard of the noise");
+
+                // One Euler step over [0, 1] from z is z + u(z, 0).
+                let mut stepped = vec![0f32; 2 * size];
+                assert_ok(fmrt_sampler_integrate_shaped(
+                    cosine,
+                    shape.as_ptr(),
+                    2,
+                    2,
+                    z.as_ptr(),
+                    z.len(),
+                    extras,
+                    stepped.as_mut_ptr(),
+                    stepped.len(),
+                    null_mut(),
+                ));
+                let mut u = vec![0f32; 2 * size];
+                assert_ok(fmrt_field_velocity_shaped(
+                    field,
+                    shape.as_ptr(),
+                    2,
+                    z.as_ptr(),
+                    z.len(),
+                    2,
+                    [0.0].as_ptr(),
+                    1,
+                    extras,
+                    u.as_mut_ptr(),
+                    u.len(),
+                ));
+                let worst = z
+                    .iter()
+                    .zip(&u)
+                    .zip(&stepped)
+                    .fold(0f32, |m, ((z, u), x)| m.max((z + u - x).abs()));
+                assert!(worst < 1e-5, "{label}: velocity vs one Euler step: {worst}");
+
+                // The seeded run from that noise, whole and as shards.
+                let mut whole = vec![0f32; 2 * size];
+                assert_ok(fmrt_sampler_sample_shaped(
+                    cosine,
+                    shape.as_ptr(),
+                    2,
+                    2,
+                    5,
+                    extras,
+                    whole.as_mut_ptr(),
+                    whole.len(),
+                    null_mut(),
+                ));
+                assert_eq!(
+                    whole, stepped,
+                    "{label}: the seeded run starts from the drawn noise"
+                );
+                let mut shard = vec![0f32; size];
+                assert_ok(fmrt_sampler_sample_rows_shaped(
+                    cosine,
+                    shape.as_ptr(),
+                    2,
+                    1,
+                    1,
+                    5,
+                    extras,
+                    shard.as_mut_ptr(),
+                    shard.len(),
+                    null_mut(),
+                ));
+                assert_eq!(
+                    shard.as_slice(),
+                    &whole[size..],
+                    "{label}: a shard of the run"
+                );
+
+                // The other length's conditioning disagrees with this shape.
+                let other = case_extras(if frames == 37 { "T64" } else { "T37" });
+                assert_fails(
+                    fmrt_field_velocity_shaped(
+                        field,
+                        shape.as_ptr(),
+                        2,
+                        z.as_ptr(),
+                        z.len(),
+                        2,
+                        [0.0].as_ptr(),
+                        1,
+                        other,
+                        u.as_mut_ptr(),
+                        u.len(),
+                    ),
+                    ShapeMismatch,
+                    "",
+                );
+                assert_fails(
+                    fmrt_field_velocity_shaped(
+                        field,
+                        shape.as_ptr(),
+                        2,
+                        z.as_ptr(),
+                        z.len() - 1,
+                        2,
+                        [0.0].as_ptr(),
+                        1,
+                        extras,
+                        u.as_mut_ptr(),
+                        u.len(),
+                    ),
+                    ShapeMismatch,
+                    "x holds",
+                );
+                fmrt_extras_free(other);
+                fmrt_extras_free(extras);
+            }
+            fmrt_sampler_free(cosine);
+            fmrt_solver_free(one_step);
+            fmrt_field_free(field);
+            fmrt_model_free(model);
+        }
+    }
+
     /// Both golden cases from one model handle and one sampler, the length
     /// given with each call; a null condition set twice for `mu` keeps the
     /// later value; a batched input may be given shared, whole; the calls

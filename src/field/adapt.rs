@@ -351,6 +351,18 @@ impl Guided {
     /// then with the null condition.
     fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
         let batch = x.shape().first().copied().unwrap_or(0);
+        // A conditioning input of one row serves every sample: spread it
+        // first, so each sample's pair gets it (the copy only when needed).
+        let spread;
+        let one_row = |(name, t): (&str, &ExtraTensor)| {
+            !extras.is_shared(name) && t.shape().first() == Some(&1)
+        };
+        let extras = if batch > 1 && extras.iter().any(one_row) {
+            spread = extras.for_batch(batch)?;
+            &spread
+        } else {
+            extras
+        };
         let null = self.null.resolve(extras, batch)?;
         let t = if t.len() == 1 {
             t.to_vec()
