@@ -2288,8 +2288,9 @@ fmrt_status fmrt_scheduler_expression(const fmrt_scheduler *scheduler,
 
 /*
  A fixed-step solver: `steps` equal steps of `method` (`"euler"`, `"midpoint"`,
- `"heun"`, `"rk4"`, `"bosh3"`, `"dopri5"`, `"tsit5"`, any ASCII case) over
- the interval. An unknown method is `FMRT_STATUS_INVALID_ARGUMENT` listing
+ `"heun"`, `"rk4"`, `"bosh3"`, `"dopri5"`, `"tsit5"`, the multistep `"ab2"`,
+ `"ab3"`, `"pec2"`, or diffusers' flow-mode `"dpmpp2m"` and `"unipc"`; any
+ ASCII case) over the interval. An unknown method is `FMRT_STATUS_INVALID_ARGUMENT` listing
  the known ones.
 
  # Safety
@@ -2301,8 +2302,11 @@ fmrt_status fmrt_solver_fixed(const char *method, size_t steps, fmrt_solver **ou
 /*
  A fixed-step solver whose `steps` steps lie on a time grid: step i ends at
  t(i/steps). `grid` is a built-in grid name (`"uniform"`, `"shift"`,
- `"sway"`, `"cosine"`) or the path of a `.fm` grid file (`grid = …` over
- `u`); `params[0..n_params]` override its params (`params` may be NULL when
+ `"sway"`, `"cosine"`), the preset `"diffusers-flow"` (diffusers' flow-mode
+ σ list for `steps` steps, params `shift` and `train_steps`; UniPC's list
+ for `"unipc"`, DPM-Solver++'s otherwise; it starts after t = 0, as
+ `fmrt_solver_grid` describes) or the path of a `.fm` grid file (`grid = …`
+ over `u`); `params[0..n_params]` override its params (`params` may be NULL when
  `n_params` is 0). A grid that does not load is `FMRT_STATUS_SCHEDULER`
  with every rendered diagnostic (file, line, column) in the last-error
  message; an unreadable file is `FMRT_STATUS_IO`.

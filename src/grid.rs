@@ -18,6 +18,17 @@
 //! The EDM (Karras) spacing depends on a schedule's SNR and on the step count
 //! itself, so it is [`EdmGrid`], computed in Rust, not a `.fm` grid.
 //!
+//! **`diffusers-flow`** ([`DiffusersFlowGrid`], param `shift`, default 1, and
+//! `train_steps`, default 1000) is the exact σ list diffusers 0.42's
+//! `DPMSolverMultistepScheduler` or `UniPCMultistepScheduler` builds in flow
+//! mode (`use_flow_sigmas=True`, `flow_shift`) for N steps, as times t = 1 − σ.
+//! It is a Rust preset, not a `.fm` grid, because a `.fm` grid runs from
+//! t = 0 and is evaluated in f64, while diffusers' lists start after t = 0
+//! (DPM-Solver++ at σ = shift(1 − 1/1000), UniPC at σ = 1 − 10⁻⁶), differ
+//! between the two schedulers, and are rounded to float32 as diffusers
+//! stores them. [`steps_for`] resolves it, or any other grid name, for a
+//! solver method, so the CLI and the C API reach it by name.
+//!
 //! **Dynamic shift** (FLUX) is the `shift` grid with μ = exp(m), m linear in
 //! the image sequence length L: m = m₁ + (L − L₁)·(m₂ − m₁)/(L₂ − L₁) (FLUX.1:
 //! L₁ = 256, m₁ = 0.5, L₂ = 4096, m₂ = 1.15); compute μ and pass it as the
@@ -28,7 +39,7 @@
 
 use crate::dsl::{self, looks_like_path, read_source_file, Diagnostic, Kernel};
 use crate::error::{Error, Result};
-use crate::solver::Steps;
+use crate::solver::{Method, Steps};
 
 /// Names of the built-in grids, in documentation order.
 pub const BUILTIN_GRIDS: [&str; 4] = ["uniform", "shift", "sway", "cosine"];
@@ -386,4 +397,150 @@ pub fn explicit_steps(times: &[f64]) -> Result<Steps> {
         return bad(format!("must end at 1 (the data end), but ends at {last}"));
     }
     Ok(Steps::Grid(times.to_vec()))
+}
+
+/// The name of the [`DiffusersFlowGrid`] preset.
+pub const DIFFUSERS_FLOW: &str = "diffusers-flow";
+
+/// diffusers' flow-mode σ list as fmrt times, the `diffusers-flow` preset.
+///
+/// For N steps, a shift K and T = `train_steps`, with `a_j = 1 + j·(1/T − 1)/N`
+/// (numpy's `linspace(1, 1/T, N + 1)`, its last value exactly 1/T) and the
+/// shift `S(σ) = K·σ / (1 + (K − 1)·σ)`, diffusers 0.42 builds
+///
+/// * `DPMSolverMultistepScheduler`: σ_k = S(1 − a_(N−k)), k = 0‥N−1 (the
+///   flipped list without its final 0), so σ_0 = S(1 − 1/T) (0.9997 for
+///   K = 3);
+/// * `UniPCMultistepScheduler`: σ_k = S(a_k), k = 0‥N−1, with σ_0 lowered by
+///   10⁻⁶ when it is within 10⁻⁶ of 1 (so that log σ stays finite);
+///
+/// then σ_N = 0 (`final_sigmas_type="zero"`), every σ rounded to float32.
+/// The times are t_k = 1 − σ_k: they start after t = 0 (the noise is the
+/// state at t_0; a sampling run starts there) and end at 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiffusersFlowGrid {
+    /// diffusers' `flow_shift` K (default 1; finite, > 0).
+    pub shift: f64,
+    /// diffusers' `num_train_timesteps` T (default 1000; a whole number in
+    /// 2‥10⁹).
+    pub train_steps: f64,
+}
+
+impl Default for DiffusersFlowGrid {
+    fn default() -> Self {
+        Self {
+            shift: 1.0,
+            train_steps: 1000.0,
+        }
+    }
+}
+
+impl DiffusersFlowGrid {
+    /// The defaults with `overrides` (`shift`, `train_steps`) applied; an
+    /// unknown name or an invalid value is [`Error::InvalidArgument`] naming
+    /// it.
+    pub fn with_params(overrides: &[(String, f64)]) -> Result<Self> {
+        let mut grid = DiffusersFlowGrid::default();
+        for (name, value) in overrides {
+            match name.as_str() {
+                "shift" => grid.shift = *value,
+                "train_steps" => grid.train_steps = *value,
+                other => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the {DIFFUSERS_FLOW} grid has no param `{other}`; its params are \
+                         shift, train_steps"
+                    )))
+                }
+            }
+        }
+        if !(grid.shift.is_finite() && grid.shift > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "the {DIFFUSERS_FLOW} grid's shift must be finite and > 0, got {}",
+                grid.shift
+            )));
+        }
+        let t = grid.train_steps;
+        if !(t.fract() == 0.0 && (2.0..=1e9).contains(&t)) {
+            return Err(Error::InvalidArgument(format!(
+                "the {DIFFUSERS_FLOW} grid's train_steps must be a whole number from 2 to 1e9, \
+                 got {t}"
+            )));
+        }
+        Ok(grid)
+    }
+
+    /// The N + 1 = `steps + 1` noise levels σ_0 > … > σ_N = 0 that diffusers
+    /// builds for `method`: UniPC's list for [`Method::Unipc`], DPM-Solver++'s
+    /// for every other method.
+    pub fn sigmas(&self, method: Method, steps: usize) -> Result<Vec<f64>> {
+        if steps == 0 {
+            return Err(Error::InvalidArgument(
+                "a grid needs at least 1 step".to_string(),
+            ));
+        }
+        if steps > crate::grid::MAX_EXPLICIT_TIMES {
+            return Err(Error::InvalidArgument(format!(
+                "the {DIFFUSERS_FLOW} grid takes at most {MAX_EXPLICIT_TIMES} steps, got {steps}"
+            )));
+        }
+        let k = self.shift;
+        let shifted = |s: f64| k * s / (1.0 + (k - 1.0) * s);
+        let n = steps as f64;
+        let last = 1.0 / self.train_steps;
+        let step = (last - 1.0) / n;
+        // numpy's linspace(1, 1/T, N + 1): j·step + 1, the last value exact.
+        let linspace = |j: usize| {
+            if j == steps {
+                last
+            } else {
+                j as f64 * step + 1.0
+            }
+        };
+        let mut sigmas: Vec<f64> = if method == Method::Unipc {
+            let mut s: Vec<f64> = (0..steps).map(|j| shifted(linspace(j))).collect();
+            if (s[0] - 1.0).abs() < 1e-6 {
+                s[0] -= 1e-6;
+            }
+            s
+        } else {
+            (0..steps)
+                .map(|j| shifted(1.0 - linspace(steps - j)))
+                .collect()
+        };
+        sigmas.push(0.0);
+        Ok(sigmas.into_iter().map(|s| f64::from(s as f32)).collect())
+    }
+
+    /// The times t_k = 1 − σ_k of [`sigmas`](Self::sigmas), as fixed solver
+    /// steps ([`Steps::Grid`], checked by [`explicit_steps`]).
+    pub fn steps(&self, method: Method, steps: usize) -> Result<Steps> {
+        let times: Vec<f64> = self
+            .sigmas(method, steps)?
+            .into_iter()
+            .map(|s| 1.0 - s)
+            .collect();
+        explicit_steps(&times).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the {DIFFUSERS_FLOW} grid (shift {}, {steps} steps): {e}",
+                self.shift
+            ))
+        })
+    }
+}
+
+/// The fixed steps of the grid `spec` with `steps` steps for `method`: the
+/// [`DiffusersFlowGrid`] preset for `diffusers-flow` (whose list depends on
+/// the method), otherwise a built-in `.fm` grid or a `.fm` file
+/// ([`TimeGrid::open`]). The CLI's `--grid` and the C API's
+/// `fmrt_solver_time_grid` resolve names through this.
+pub fn steps_for(
+    spec: &str,
+    overrides: &[(String, f64)],
+    method: Method,
+    steps: usize,
+) -> Result<Steps> {
+    if spec == DIFFUSERS_FLOW {
+        return DiffusersFlowGrid::with_params(overrides)?.steps(method, steps);
+    }
+    TimeGrid::open(spec, overrides)?.steps(steps)
 }

@@ -2,6 +2,7 @@
 
 mod adapt;
 mod clock;
+mod diffusers_flow;
 mod dsl;
 mod external_data;
 mod gmm;

@@ -6,7 +6,7 @@ use crate::error::{fmrt_status, FfiError};
 use crate::panic::{guard, guard_or};
 use crate::scheduler::{fmrt_param, overrides};
 use crate::{c_str, c_str_opt, check_out, free_handle, handle, handle_mut, put_handle, slice};
-use fmrt::grid::{explicit_steps, TimeGrid};
+use fmrt::grid::{explicit_steps, steps_for, TimeGrid};
 use fmrt::solver::{AdaptiveOptions, Controller, ErrorNorm, Method, SolverConfig, Stepping, Steps};
 
 /// A solver configuration (opaque). Immutable: one handle may be used from any
@@ -87,8 +87,9 @@ unsafe fn make(
 }
 
 /// A fixed-step solver: `steps` equal steps of `method` (`"euler"`, `"midpoint"`,
-/// `"heun"`, `"rk4"`, `"bosh3"`, `"dopri5"`, `"tsit5"`, any ASCII case) over
-/// the interval. An unknown method is `FMRT_STATUS_INVALID_ARGUMENT` listing
+/// `"heun"`, `"rk4"`, `"bosh3"`, `"dopri5"`, `"tsit5"`, the multistep `"ab2"`,
+/// `"ab3"`, `"pec2"`, or diffusers' flow-mode `"dpmpp2m"` and `"unipc"`; any
+/// ASCII case) over the interval. An unknown method is `FMRT_STATUS_INVALID_ARGUMENT` listing
 /// the known ones.
 ///
 /// # Safety
@@ -115,8 +116,11 @@ pub unsafe extern "C" fn fmrt_solver_fixed(
 
 /// A fixed-step solver whose `steps` steps lie on a time grid: step i ends at
 /// t(i/steps). `grid` is a built-in grid name (`"uniform"`, `"shift"`,
-/// `"sway"`, `"cosine"`) or the path of a `.fm` grid file (`grid = …` over
-/// `u`); `params[0..n_params]` override its params (`params` may be NULL when
+/// `"sway"`, `"cosine"`), the preset `"diffusers-flow"` (diffusers' flow-mode
+/// σ list for `steps` steps, params `shift` and `train_steps`; UniPC's list
+/// for `"unipc"`, DPM-Solver++'s otherwise; it starts after t = 0, as
+/// `fmrt_solver_grid` describes) or the path of a `.fm` grid file (`grid = …`
+/// over `u`); `params[0..n_params]` override its params (`params` may be NULL when
 /// `n_params` is 0). A grid that does not load is `FMRT_STATUS_SCHEDULER`
 /// with every rendered diagnostic (file, line, column) in the last-error
 /// message; an unreadable file is `FMRT_STATUS_IO`.
@@ -137,11 +141,13 @@ pub unsafe extern "C" fn fmrt_solver_time_grid(
     guard(|| {
         // SAFETY: the caller's contract, for each pointer.
         let (spec, overrides) = unsafe { (c_str(grid, "grid")?, overrides(params, n_params)?) };
-        let grid = TimeGrid::open(spec, &overrides)?;
         // SAFETY: forwarded contract.
         unsafe {
             make(method, out, |m| {
-                Ok(SolverConfig::fixed(m, grid.steps(steps)?))
+                Ok(SolverConfig::fixed(
+                    m,
+                    steps_for(spec, &overrides, m, steps)?,
+                ))
             })
         }
     })

@@ -2014,6 +2014,51 @@ mod solver {
             assert_eq!((*s).config().steps(), Some(&Steps::Grid(want)));
             fmrt_solver_free(s);
 
+            // diffusers' flow-mode solvers and grid, by name: the list follows
+            // the method (UniPC's for unipc); adaptive steps are refused.
+            let shift = [fmrt_param {
+                name: c"shift".as_ptr(),
+                value: 3.0,
+            }];
+            for (name, method) in [(c"unipc", Method::Unipc), (c"DPMPP2M", Method::Dpmpp2m)] {
+                assert_ok(fmrt_solver_time_grid(
+                    name.as_ptr(),
+                    c"diffusers-flow".as_ptr(),
+                    shift.as_ptr(),
+                    1,
+                    20,
+                    &mut s,
+                ));
+                let want = fmrt::grid::DiffusersFlowGrid::with_params(&[("shift".into(), 3.0)])
+                    .unwrap()
+                    .steps(method, 20)
+                    .unwrap();
+                assert_eq!((*s).config().method, method);
+                assert_eq!((*s).config().steps(), Some(&want));
+                fmrt_solver_free(s);
+                assert_fails(
+                    fmrt_solver_adaptive_config(name.as_ptr(), null(), &mut s),
+                    fmrt_status::InvalidArgument,
+                    "no embedded error estimate",
+                );
+            }
+            let bad = [fmrt_param {
+                name: c"shift".as_ptr(),
+                value: -1.0,
+            }];
+            assert_fails(
+                fmrt_solver_time_grid(
+                    c"unipc".as_ptr(),
+                    c"diffusers-flow".as_ptr(),
+                    bad.as_ptr(),
+                    1,
+                    20,
+                    &mut s,
+                ),
+                fmrt_status::InvalidArgument,
+                "shift",
+            );
+
             let src = c"let s = 1 - u\ngrid = 1 - 2 * s / (1 + s)\n";
             assert_ok(fmrt_solver_time_grid_source(
                 c"rk4".as_ptr(),

@@ -188,7 +188,7 @@ impl ModelArgs {
 /// Solver settings.
 #[derive(Debug, Args)]
 pub struct SolverArgs {
-    /// euler, midpoint, heun, rk4, bosh3, dopri5, tsit5, or the multistep ab2, ab3, pec2 (fixed steps, one call per step).
+    /// euler, midpoint, heun, rk4, bosh3, dopri5, tsit5, the multistep ab2, ab3, pec2, or diffusers' flow-mode dpmpp2m, unipc (fixed steps, one call per step).
     #[arg(long = "solver", default_value = "dopri5")]
     pub solver: String,
     /// Fixed step count (default 100 for fixed-step methods; with an adaptive
@@ -203,7 +203,8 @@ pub struct SolverArgs {
     pub atol: Option<f64>,
     /// Place the fixed steps on a time grid: a built-in (uniform, shift, sway,
     /// cosine), `edm` (Karras spacing through the model's SNR; params
-    /// sigma_min, sigma_max, rho) or a `.fm` grid file, with --steps N: step i
+    /// sigma_min, sigma_max, rho), `diffusers-flow` (diffusers' flow-mode σ
+    /// list; params shift, train_steps) or a `.fm` grid file, with --steps N: step i
     /// ends at t(i/N); or an explicit list of times in a .npy/.csv file
     /// (strictly increasing in [0, 1], ending at 1; it may start after 0, the
     /// noise then being the state at its first time).

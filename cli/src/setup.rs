@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fmrt::field::adapt::TimeDirection;
 use fmrt::field::onnx::{OnnxField, SearchPlaces};
 use fmrt::field::Extras;
-use fmrt::grid::{explicit_steps, EdmGrid, TimeGrid};
+use fmrt::grid::{explicit_steps, EdmGrid};
 use fmrt::likelihood::Divergence;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::path::Prediction;
@@ -255,7 +255,7 @@ pub fn solver_config_with(
                 let edm = EdmGrid::with_params(&args.grid_params)?;
                 Steps::Grid(edm.points(schedule.as_ref(), steps)?)
             }
-            Some(spec) => TimeGrid::open(spec, &args.grid_params)?.steps(steps)?,
+            Some(spec) => fmrt::grid::steps_for(spec, &args.grid_params, method, steps)?,
             None => Steps::Count(steps),
         };
         Ok(SolverConfig::fixed(method, placed))

@@ -358,6 +358,78 @@ mod models {
         );
     }
 
+    /// `--solver dpmpp2m --grid diffusers-flow --grid-param shift=3` needs no
+    /// file and reproduces diffusers' own loop (the golden tensors of
+    /// `tests/fixtures/make_diffusers_goldens.py`); bad settings are one-line
+    /// errors naming them.
+    #[test]
+    fn sample_with_diffusers_flow_schedulers() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let noise = repo("tests/golden/diffusers/noise.npy");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec!["sample", "--model", &model, "--noise", &noise, "-o"];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        for solver in ["dpmpp2m", "unipc"] {
+            let (o, out) = run(
+                &[
+                    "--solver",
+                    solver,
+                    "--grid",
+                    "diffusers-flow",
+                    "--grid-param",
+                    "shift=3",
+                    "--steps",
+                    "20",
+                ],
+                &format!("diffusers_{solver}.npy"),
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            assert!(stderr(&o).contains("20 steps on a grid"), "{}", stderr(&o));
+            let got = read_npy::<_, ArrayD<f32>>(&out).expect("a float32 .npy");
+            let want = read_npy::<_, ArrayD<f64>>(repo(&format!(
+                "tests/golden/diffusers/{solver}_n20_shift3_final.npy"
+            )))
+            .expect("golden");
+            let diff = got
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (f64::from(*a) - b).abs())
+                .fold(0.0, f64::max);
+            let scale = 1.0 + want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(
+                diff / scale <= 1e-5,
+                "{solver}: relative difference {}",
+                diff / scale
+            );
+        }
+        let (o, _) = run(
+            &[
+                "--solver",
+                "unipc",
+                "--grid",
+                "diffusers-flow",
+                "--grid-param",
+                "shift=0",
+                "--steps",
+                "10",
+            ],
+            "diffusers_bad.npy",
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("shift"), "{}", stderr(&o));
+        let (o, _) = run(
+            &["--solver", "dpmpp2m", "--rtol", "1e-3"],
+            "diffusers_bad.npy",
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("--rtol"), "{}", stderr(&o));
+    }
+
     /// `--sde 0` is the Euler ODE sampler; `--sde 1` adds noise; the SDE
     /// needs the Euler method.
     #[test]

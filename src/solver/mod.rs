@@ -1,6 +1,7 @@
 //! ODE solvers: explicit Runge–Kutta methods described as data (Butcher tableaus),
-//! with fixed steps or adaptive step control, and variable-step Adams
-//! multistep methods on fixed grids.
+//! with fixed steps or adaptive step control, variable-step Adams
+//! multistep methods on fixed grids, and diffusers' flow-mode multistep
+//! schedulers (DPM-Solver++(2M), UniPC) on fixed grids.
 //!
 //! Solvers integrate a batch of states `y` of shape `[B, D]` in `f64`. Each sample
 //! may have its own interval `[t_start, t_end]`: internally it runs in a
@@ -14,6 +15,7 @@
 
 mod adaptive;
 mod fixed;
+mod flow;
 mod independent;
 mod multistep;
 mod stepper;
@@ -62,6 +64,19 @@ pub enum Method {
     /// slope is not re-evaluated. One evaluation per step plus one for the
     /// initial slope. Fixed steps only.
     Pec2,
+    /// diffusers' `DPMSolverMultistepScheduler` in flow mode (DPM-Solver++(2M),
+    /// `solver_order=2`, `use_flow_sigmas=True`,
+    /// `prediction_type="flow_prediction"`, its defaults otherwise): order 2,
+    /// one evaluation per step, first-order first and last steps. Needs the
+    /// straight path (α = t, σ = 1 − t) forward within [0, 1]. Fixed steps
+    /// only; on the `diffusers-flow` grid it reproduces diffusers.
+    Dpmpp2m,
+    /// diffusers' `UniPCMultistepScheduler` in flow mode (UniPC, `bh2`,
+    /// predictor order 2 with the corrector on every step, `predict_x0`):
+    /// one evaluation per step, first-order first and last steps. Needs the
+    /// straight path forward within [0, 1]. Fixed steps only; on the
+    /// `diffusers-flow` grid it reproduces diffusers.
+    Unipc,
 }
 
 /// The two families of [`Method`].
@@ -78,11 +93,17 @@ pub enum MethodKind {
     /// keeps its order on non-uniform grids. It starts with lower order
     /// while its history fills.
     Multistep,
+    /// diffusers' flow-mode exponential multistep schedulers
+    /// ([`Method::Dpmpp2m`], [`Method::Unipc`]): they step the data
+    /// prediction x + (1 − t)·u in the log-SNR λ = ln(t / (1 − t)) of the
+    /// straight path, one evaluation per step, on fixed steps only, forward
+    /// within [0, 1].
+    FlowMultistep,
 }
 
 impl Method {
     /// Every method, in the order of the enum.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 12] = [
         Method::Euler,
         Method::Midpoint,
         Method::Heun,
@@ -93,6 +114,8 @@ impl Method {
         Method::Ab2,
         Method::Ab3,
         Method::Pec2,
+        Method::Dpmpp2m,
+        Method::Unipc,
     ];
 
     /// The method's short lower-case name (`"dopri5"`), accepted by
@@ -109,6 +132,8 @@ impl Method {
             Method::Ab2 => "ab2",
             Method::Ab3 => "ab3",
             Method::Pec2 => "pec2",
+            Method::Dpmpp2m => "dpmpp2m",
+            Method::Unipc => "unipc",
         }
     }
 
@@ -137,6 +162,7 @@ impl Method {
             | Method::Dopri5
             | Method::Tsit5 => MethodKind::RungeKutta,
             Method::Ab2 | Method::Ab3 | Method::Pec2 => MethodKind::Multistep,
+            Method::Dpmpp2m | Method::Unipc => MethodKind::FlowMultistep,
         }
     }
 
@@ -148,11 +174,12 @@ impl Method {
 
     /// The order of accuracy of the method (of the main weights for an
     /// embedded Runge–Kutta pair; once its history is full for a multistep
-    /// method).
+    /// method; the order of the whole solve for `dpmpp2m` and `unipc`, whose
+    /// last step is first order).
     pub fn order(self) -> usize {
         match self {
             Method::Euler => 1,
-            Method::Midpoint | Method::Heun | Method::Ab2 => 2,
+            Method::Midpoint | Method::Heun | Method::Ab2 | Method::Dpmpp2m | Method::Unipc => 2,
             Method::Bosh3 | Method::Ab3 | Method::Pec2 => 3,
             Method::Rk4 => 4,
             Method::Dopri5 | Method::Tsit5 => 5,
@@ -170,7 +197,9 @@ impl Method {
             Method::Bosh3 => ButcherTableau::bosh3(),
             Method::Dopri5 => ButcherTableau::dopri5(),
             Method::Tsit5 => ButcherTableau::tsit5(),
-            Method::Ab2 | Method::Ab3 | Method::Pec2 => return None,
+            Method::Ab2 | Method::Ab3 | Method::Pec2 | Method::Dpmpp2m | Method::Unipc => {
+                return None
+            }
         })
     }
 }
@@ -684,8 +713,11 @@ fn solve_with_status(
                 config.method
             )));
         };
-        let (y, stats) =
-            multistep::integrate(config.method, y0, &mut rhs, steps, &saves, &mut saved)?;
+        let (y, stats) = if config.method.kind() == MethodKind::FlowMultistep {
+            flow::integrate(config.method, y0, &mut rhs, steps, &saves, &mut saved)?
+        } else {
+            multistep::integrate(config.method, y0, &mut rhs, steps, &saves, &mut saved)?
+        };
         return Ok(shared(y, saved, stats));
     };
     match &config.stepping {
