@@ -729,8 +729,8 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 } else {
                     null_mut()
                 };
-                if bytes.one_in(2) {
-                    check(fmrt_sampler_sample_shaped(
+                match bytes.u8() % 5 {
+                    0 => check(fmrt_sampler_sample_shaped(
                         sampler,
                         shape.ptr(),
                         shape.len,
@@ -740,21 +740,64 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                         out.mut_ptr(),
                         out.len,
                         stats_ptr,
-                    ));
-                } else {
-                    let z = Buffer::new(bytes.length(want), bytes.one_in(5), || bytes.f64() as f32);
-                    check(fmrt_sampler_integrate_shaped(
+                    )),
+                    1 => check(fmrt_sampler_sample_rows_shaped(
                         sampler,
                         shape.ptr(),
                         shape.len,
+                        bytes.count() as u64,
                         n,
-                        z.ptr(),
-                        z.len,
+                        3,
                         e,
                         out.mut_ptr(),
                         out.len,
                         stats_ptr,
-                    ));
+                    )),
+                    2 => check(fmrt_sampler_draw_noise_shaped(
+                        sampler,
+                        shape.ptr(),
+                        shape.len,
+                        bytes.count() as u64,
+                        n,
+                        3,
+                        out.mut_ptr(),
+                        out.len,
+                    )),
+                    3 => {
+                        let field = pick(bytes, &h.fields);
+                        let x =
+                            Buffer::new(bytes.length(want), bytes.one_in(5), || bytes.f64() as f32);
+                        let t = Buffer::new(bytes.length(n), bytes.one_in(7), || bytes.f64());
+                        check(fmrt_field_velocity_shaped(
+                            field,
+                            shape.ptr(),
+                            shape.len,
+                            x.ptr(),
+                            x.len,
+                            n,
+                            t.ptr(),
+                            t.len,
+                            e,
+                            out.mut_ptr(),
+                            out.len,
+                        ));
+                    }
+                    _ => {
+                        let z =
+                            Buffer::new(bytes.length(want), bytes.one_in(5), || bytes.f64() as f32);
+                        check(fmrt_sampler_integrate_shaped(
+                            sampler,
+                            shape.ptr(),
+                            shape.len,
+                            n,
+                            z.ptr(),
+                            z.len,
+                            e,
+                            out.mut_ptr(),
+                            out.len,
+                            stats_ptr,
+                        ));
+                    }
                 }
             }
             24 => {
