@@ -108,11 +108,22 @@ pub fn check_grid(spec: &str, overrides: &[(String, f64)]) -> GridReport {
     let unread = |message: String, hint: Option<String>| {
         GridReport::unread(spec, Diagnostic::error(message).maybe_hint(hint))
     };
+    if spec == DIFFUSERS_FLOW {
+        return unread(
+            format!(
+                "`{DIFFUSERS_FLOW}` is a preset computed from the solver and the step count, \
+                 not a .fm program, so it cannot be checked or plotted as one"
+            ),
+            Some("sample with it (`--grid diffusers-flow --steps N`), or check a .fm grid".into()),
+        );
+    }
     if !looks_like_path(spec) && !std::path::Path::new(spec).exists() {
-        let hint = dsl::diag::did_you_mean(spec, BUILTIN_GRIDS).unwrap_or_else(|| {
+        let mut known: Vec<&str> = BUILTIN_GRIDS.to_vec();
+        known.push(DIFFUSERS_FLOW);
+        let hint = dsl::diag::did_you_mean(spec, known.iter().copied()).unwrap_or_else(|| {
             format!(
                 "the built-in grids are {}; or give the path of a .fm file",
-                BUILTIN_GRIDS.join(", ")
+                known.join(", ")
             )
         });
         return unread(

@@ -166,3 +166,16 @@ fn edm_grid_equals_karras_through_the_snr() {
     let rho3 = grid::EdmGrid::with_params(&[("rho".to_string(), 3.0)]).unwrap();
     assert_eq!(rho3.rho, 3.0);
 }
+
+/// The `diffusers-flow` preset is not a `.fm` program: checking it says so
+/// by name instead of "neither a built-in grid nor an existing file", and a
+/// misspelling of it is pointed at it.
+#[test]
+fn the_diffusers_preset_is_named_by_the_grid_checks() {
+    let report = grid::check_grid(grid::DIFFUSERS_FLOW, &[]);
+    let first = &report.diagnostics[0];
+    assert!(first.message.contains("preset"), "{}", first.message);
+    let report = grid::check_grid("diffusers_flow", &[]);
+    let hint = report.diagnostics[0].hint.clone().unwrap_or_default();
+    assert!(hint.contains("diffusers-flow"), "{hint}");
+}
