@@ -174,6 +174,16 @@ fn gmm_plugin() -> &'static Path {
     })
 }
 
+/// The version-2 example plugin, built once per test run.
+fn gmm_plugin_v2() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let source =
+            std::fs::read_to_string(root().join("examples/plugins/gmm_plugin_v2.c")).unwrap();
+        build_shared("gmm_plugin_v2", &source)
+    })
+}
+
 /// Runs a program, asserting success, and returns its standard output.
 fn run(exe: &Path, args: &[&Path]) -> String {
     let out = Command::new(exe).args(args).output().unwrap();
@@ -269,6 +279,14 @@ mod programs {
             samples.x.as_slice().unwrap(),
             1e-4,
             "plugin",
+        );
+        // The same program on the version-2 plugin (no extras given: no shift).
+        let out_v2 = run(&exe, &[gmm_plugin_v2()]);
+        assert_rows(
+            &rows(&out_v2, "plugin"),
+            samples.x.as_slice().unwrap(),
+            1e-4,
+            "plugin v2",
         );
 
         // The training batch of data [[1, 2], [-3, 0.5]], noise from seed 7, t from seed 8.
@@ -490,6 +508,7 @@ mod programs {
         );
         assert!(run(&exe, &[]).starts_with("threads ok 8 x 4"));
         assert!(run(&exe, &[gmm_plugin()]).starts_with("threads ok 8 x 4"));
+        assert!(run(&exe, &[gmm_plugin_v2()]).starts_with("threads ok 8 x 4"));
     }
 
     /// 16 C threads share one ONNX field and one sampler, build handles of
@@ -566,6 +585,9 @@ mod programs {
             "#include \"fmrt.h\"\n#include \"fmrt_plugin.h\"\n#include \"fmrt.h\"\n\
              #include \"fmrt_plugin.h\"\n#include <stdio.h>\n\
              int main(void) {\n  const fmrt_plugin_vtable_v1 *table = NULL;\n  (void)table;\n\
+             \x20 const fmrt_plugin_vtable_v2 *table2 = NULL;\n  (void)table2;\n\
+             \x20 static fmrt_plugin_call call;\n  call.size = sizeof call;\n\
+             \x20 if (fmrt_plugin_find_extra(&call, \"shift\") != NULL) return 1;\n\
              \x20 printf(\"%s %u\\n\", fmrt_version(), (unsigned)FMRT_STATUS_PANIC);\n  return 0;\n}\n",
         )
         .unwrap();
@@ -1900,16 +1922,6 @@ mod plugin {
     use fmrt::likelihood::{Divergence, Likelihood};
     use fmrt::Error;
     use ndarray::{Array2, ArrayD, IxDyn};
-
-    /// The version-2 example plugin, built once per test run.
-    fn gmm_plugin_v2() -> &'static Path {
-        static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
-        PLUGIN.get_or_init(|| {
-            let source =
-                std::fs::read_to_string(root().join("examples/plugins/gmm_plugin_v2.c")).unwrap();
-            build_shared("gmm_plugin_v2", &source)
-        })
-    }
 
     fn open_gmm_v2() -> PluginField {
         // SAFETY: the example plugin follows the contract.
