@@ -2043,6 +2043,21 @@ mod plugin {
             matches!(&err, Error::Shape { tensor, .. } if tensor == "products"),
             "{err}"
         );
+        let none = ArrayD::<f32>::zeros(IxDyn(&[0, 16, 2]));
+        let err = p
+            .velocity_and_jvps(
+                x.view(),
+                &t,
+                &Extras::new(),
+                none.view(),
+                vel.view_mut(),
+                none.clone().view_mut(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "v"),
+            "{err}"
+        );
         let err = p.divergence(x.view(), &t, &mut [0.0; 15]).unwrap_err();
         assert!(
             matches!(&err, Error::Shape { tensor, .. } if tensor == "out"),

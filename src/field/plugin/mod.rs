@@ -430,7 +430,14 @@ impl PluginField {
             return Err(self.unsupported("stacked Jacobian-vector products"));
         }
         let directions = v.shape().first().copied().unwrap_or(0);
-        let stacked: Vec<usize> = std::iter::once(directions.max(1))
+        if directions == 0 {
+            return Err(Error::Shape {
+                tensor: "v".to_string(),
+                expected: format!("[P, {:?}] with P >= 1 directions", x.shape()),
+                actual: v.shape().to_vec(),
+            });
+        }
+        let stacked: Vec<usize> = std::iter::once(directions)
             .chain(x.shape().iter().copied())
             .collect();
         self.check(

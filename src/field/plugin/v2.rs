@@ -42,7 +42,7 @@ pub const fn dtype_code(dtype: ExtraDtype) -> u32 {
 /// What a plugin offers: the `FMRT_PLUGIN_CAP_*` bits of a version-2 table
 /// that this fmrt knows. Bits it does not know are ignored (a new bit only
 /// adds an optional ability; see `fmrt_plugin.h`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Capabilities(u64);
 
 impl Capabilities {
@@ -74,6 +74,30 @@ impl Capabilities {
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0
+    }
+}
+
+impl Capabilities {
+    /// The names of the set bits, as the header spells them without the
+    /// `FMRT_PLUGIN_CAP_` prefix (`["JVP", "DIVERGENCE"]`).
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::EXTRAS, "EXTRAS"),
+            (Self::DYNAMIC_SHAPE, "DYNAMIC_SHAPE"),
+            (Self::JVP, "JVP"),
+            (Self::STACKED_JVP, "STACKED_JVP"),
+            (Self::DIVERGENCE, "DIVERGENCE"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.contains(*bit))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Capabilities({})", self.names().join(" | "))
     }
 }
 
@@ -542,5 +566,29 @@ impl PluginField {
             };
             self.status("divergence", &err, code)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_capabilities_drop_unknown_bits_and_name_the_rest() {
+        let caps = Capabilities::from_bits_truncate((1 << 40) | 0b10100);
+        assert_eq!(caps, Capabilities::JVP | Capabilities::DIVERGENCE);
+        assert_eq!(caps.bits(), 0b10100);
+        assert_eq!(format!("{caps:?}"), "Capabilities(JVP | DIVERGENCE)");
+        assert!(caps.contains(Capabilities::NONE) && !caps.contains(Capabilities::EXTRAS));
+        assert_eq!(Capabilities::KNOWN.names().len(), 5);
+    }
+
+    #[test]
+    fn plugin_dtype_codes_are_the_order_of_the_enum() {
+        // fmrt.h numbers fmrt_dtype in ExtraDtype's order (c-api checks that
+        // side; the C tests check FMRT_PLUGIN_DTYPE_* against fmrt.h).
+        for (i, d) in ExtraDtype::ALL.into_iter().enumerate() {
+            assert_eq!(dtype_code(d) as usize, i, "{d}");
+        }
     }
 }
