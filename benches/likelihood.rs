@@ -33,25 +33,36 @@ impl VelocityField for JvpOnly {
     fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
+
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: false,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity(x, t, out)
+        extras.expect_none("this test field")?;
+        self.0.velocity(x, t, fmrt::field::Extras::none(), out)
     }
-    fn provides_jvp(&self) -> bool {
-        true
-    }
+
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.jvp(x, t, v, out)
+        extras.expect_none("this test field")?;
+        self.0.jvp(x, t, fmrt::field::Extras::none(), v, out)
     }
 }
 
@@ -73,7 +84,12 @@ fn velocity_time(field: &GaussianMixture, rows: usize) -> f64 {
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[rows, DIM]));
     median_secs(|| {
         field
-            .velocity(x.view(), &[0.5], out.view_mut())
+            .velocity(
+                x.view(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                out.view_mut(),
+            )
             .expect("velocity");
         black_box(&out);
     })
@@ -100,7 +116,7 @@ fn main() {
     let mut div = vec![0.0; BATCH];
     let bare_divergence = median_secs(|| {
         field
-            .divergence(x.view(), &[0.5], &mut div)
+            .divergence(x.view(), &[0.5], fmrt::field::Extras::none(), &mut div)
             .expect("divergence");
         black_box(&div);
     });
@@ -110,7 +126,13 @@ fn main() {
         let mut out = ArrayD::<f32>::zeros(IxDyn(&[rows, DIM]));
         median_secs(|| {
             field
-                .jvp(x.view(), &[0.5], v.view(), out.view_mut())
+                .jvp(
+                    x.view(),
+                    &[0.5],
+                    fmrt::field::Extras::none(),
+                    v.view(),
+                    out.view_mut(),
+                )
                 .expect("jvp");
             black_box(&out);
         })

@@ -204,7 +204,7 @@ fn call_overhead_by_batch(model_path: &std::path::Path) -> Result<(), Box<dyn st
         let mut call = || -> Result<f64, Box<dyn std::error::Error>> {
             let started = Instant::now();
             use fmrt::field::VelocityField;
-            field.velocity(x.view(), &t64, out.view_mut())?;
+            field.velocity(x.view(), &t64, fmrt::field::Extras::none(), out.view_mut())?;
             std::hint::black_box(out[[0, 0]]);
             Ok(started.elapsed().as_secs_f64())
         };

@@ -193,7 +193,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         model
             .network()
-            .velocity_with(x2.view(), &[0.3], &extras2, v2.view_mut())?;
+            .velocity(x2.view(), &[0.3], &extras2, v2.view_mut())?;
         field_calls.push(started.elapsed().as_secs_f64());
         let started = Instant::now();
         std::hint::black_box(bare_loop(&mut session, &long, &one_step)?);
@@ -210,7 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         model
             .field()
-            .velocity_with(long.x0.view(), &[0.3], &extras1, v1.view_mut())?;
+            .velocity(long.x0.view(), &[0.3], &extras1, v1.view_mut())?;
         guided_calls.push(started.elapsed().as_secs_f64());
     }
     println!(

@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| root.join("tests/fixtures/mlp256.onnx"));
     let field = OnnxField::load_file(&path)?;
     let dim = field.state_shape().unwrap().iter().product::<usize>();
-    if !field.provides_stacked_jvp() {
+    if !field.derivatives().stacked_jvp {
         println!(
             "{}: no stacked JVPs: {}",
             path.display(),
@@ -61,7 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = Array2::<f32>::from_shape_fn((BATCH, dim), |_| rng.normal() as f32).into_dyn();
     let t = vec![0.5; BATCH];
     let mut out = x.clone();
-    let forward = median(|| field.velocity(x.view(), &t, out.view_mut()).unwrap());
+    let forward = median(|| {
+        field
+            .velocity(x.view(), &t, Extras::none(), out.view_mut())
+            .unwrap()
+    });
     println!(
         "{} at batch {BATCH}: one forward call {:.3} ms",
         path.display(),
@@ -87,7 +91,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // One field at a time, so that no other session's threads spin.
         let field = OnnxField::builder().spinning(spinning).load_file(&path)?;
         let mut out = x.clone();
-        let forward = median(|| field.velocity(x.view(), &t, out.view_mut()).unwrap());
+        let forward = median(|| {
+            field
+                .velocity(x.view(), &t, Extras::none(), out.view_mut())
+                .unwrap()
+        });
         let (separate, stacked) = stage_times(&field, &x, 1, &mut rng);
         println!("{label:<15} {forward:>9.4} {separate:>12.4} {stacked:>12.4}");
     }
@@ -118,9 +126,17 @@ fn stage_times(
         let t_rep = vec![0.5; p * BATCH];
         let mut jv_rep = x_rep.clone();
         let separate = median(|| {
-            field.velocity(x.view(), &t, out.view_mut()).unwrap();
             field
-                .jvp(x_rep.view(), &t_rep, v_rep.view(), jv_rep.view_mut())
+                .velocity(x.view(), &t, Extras::none(), out.view_mut())
+                .unwrap();
+            field
+                .jvp(
+                    x_rep.view(),
+                    &t_rep,
+                    Extras::none(),
+                    v_rep.view(),
+                    jv_rep.view_mut(),
+                )
                 .unwrap();
         });
         let mut products = v.clone();

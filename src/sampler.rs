@@ -291,7 +291,7 @@ impl Sampler {
         for w in points.windows(2) {
             let (t, h) = (w[0], w[1] - w[0]);
             self.field
-                .velocity_with(x32.view(), &[t], &extras, v32.view_mut())?;
+                .velocity(x32.view(), &[t], &extras, v32.view_mut())?;
             stats.nfe += 1;
             let v = v32.as_slice().ok_or_else(|| layout_error("velocity"))?;
             sde.step(&mut x, v, t, h, &mut rngs)?;
@@ -665,7 +665,7 @@ impl OdeSystem for FieldSystem<'_> {
             *dst = src as f32;
         }
         self.field
-            .velocity_with(self.x32.view(), t, self.extras, self.v32.view_mut())?;
+            .velocity(self.x32.view(), t, self.extras, self.v32.view_mut())?;
         for (dst, &src) in dy.iter_mut().zip(self.v32.iter()) {
             *dst = f64::from(src);
         }

@@ -35,7 +35,7 @@ fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 fn velocity_of(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64]) -> ArrayD<f32> {
     let mut out = ArrayD::zeros(x.raw_dim());
     field
-        .velocity(x.view(), t, out.view_mut())
+        .velocity(x.view(), t, Extras::none(), out.view_mut())
         .expect("velocity");
     out
 }
@@ -214,16 +214,15 @@ impl VelocityField for LabelledMixture {
         self.whole.state_shape()
     }
 
-    fn velocity(
-        &self,
-        _x: ArrayViewD<'_, f32>,
-        _t: &[f64],
-        _out: ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        Err(Error::field("test field", "needs a label"))
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: true,
+        }
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -240,17 +239,13 @@ impl VelocityField for LabelledMixture {
             let field = self.for_label(labels[i]);
             let xi = xi.to_owned().insert_axis(Axis(0));
             let mut oi2 = ArrayD::zeros(xi.raw_dim());
-            field.velocity(xi.view(), &ti, oi2.view_mut())?;
+            field.velocity(xi.view(), &ti, Extras::none(), oi2.view_mut())?;
             oi.assign(&oi2.index_axis(Axis(0), 0));
         }
         Ok(())
     }
 
-    fn provides_jvp(&self) -> bool {
-        true
-    }
-
-    fn jvp_with(
+    fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -264,18 +259,19 @@ impl VelocityField for LabelledMixture {
             let row =
                 |a: &ArrayViewD<'_, f32>| a.index_axis(Axis(0), i).to_owned().insert_axis(Axis(0));
             let mut oi2 = ArrayD::zeros(row(&x).raw_dim());
-            self.for_label(labels[i])
-                .jvp(row(&x).view(), &ti, row(&v).view(), oi2.view_mut())?;
+            self.for_label(labels[i]).jvp(
+                row(&x).view(),
+                &ti,
+                Extras::none(),
+                row(&v).view(),
+                oi2.view_mut(),
+            )?;
             oi.assign(&oi2.index_axis(Axis(0), 0));
         }
         Ok(())
     }
 
-    fn provides_divergence(&self) -> bool {
-        true
-    }
-
-    fn divergence_with(
+    fn divergence(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -288,7 +284,7 @@ impl VelocityField for LabelledMixture {
             let xi = x.index_axis(Axis(0), i).to_owned().insert_axis(Axis(0));
             let mut d = [0.0];
             self.for_label(labels[i])
-                .divergence(xi.view(), &ti, &mut d)?;
+                .divergence(xi.view(), &ti, Extras::none(), &mut d)?;
             *o = d[0];
         }
         Ok(())
@@ -322,12 +318,12 @@ fn guidance_combines_both_halves_in_one_call() {
 
     let mut conditional = ArrayD::zeros(x.raw_dim());
     inner
-        .velocity_with(x.view(), &t, &labels, conditional.view_mut())
+        .velocity(x.view(), &t, &labels, conditional.view_mut())
         .expect("conditional");
     let mut unconditional = ArrayD::zeros(x.raw_dim());
     let null_labels = Extras::new().with("label", ExtraTensor::labels(&[4; 6]));
     inner
-        .velocity_with(x.view(), &t, &null_labels, unconditional.view_mut())
+        .velocity(x.view(), &t, &null_labels, unconditional.view_mut())
         .expect("unconditional");
 
     for w in [0.0, 0.5, 3.0] {
@@ -336,7 +332,7 @@ fn guidance_combines_both_halves_in_one_call() {
         let rows_before = inner.rows.load(Ordering::SeqCst);
         let mut got = ArrayD::zeros(x.raw_dim());
         guided
-            .velocity_with(x.view(), &t, &labels, got.view_mut())
+            .velocity(x.view(), &t, &labels, got.view_mut())
             .expect("guided velocity");
         assert_eq!(
             inner.calls.load(Ordering::SeqCst) - calls_before,
@@ -370,20 +366,20 @@ fn guidance_interval_guides_only_inside() {
         .expect("guided");
     let velocity = |f: &dyn VelocityField, t: &[f64]| {
         let mut out = ArrayD::zeros(x.raw_dim());
-        f.velocity_with(x.view(), t, &labels, out.view_mut())
+        f.velocity(x.view(), t, &labels, out.view_mut())
             .expect("velocity");
         out
     };
     let v = random_points(6, 8);
     let jvp = |f: &dyn VelocityField, t: &[f64]| {
         let mut out = ArrayD::zeros(x.raw_dim());
-        f.jvp_with(x.view(), t, &labels, v.view(), out.view_mut())
+        f.jvp(x.view(), t, &labels, v.view(), out.view_mut())
             .expect("jvp");
         out
     };
     let div = |f: &dyn VelocityField, t: &[f64]| {
         let mut out = vec![0.0; 6];
-        f.divergence_with(x.view(), t, &labels, &mut out)
+        f.divergence(x.view(), t, &labels, &mut out)
             .expect("divergence");
         out
     };
@@ -439,7 +435,7 @@ fn guidance_needs_a_condition() {
     let guided = Guided::new(inner, 1.0, Guided::null_label("label", 4)).expect("guided");
     let x = random_points(2, 0);
     let mut out = ArrayD::zeros(x.raw_dim());
-    match guided.velocity(x.view(), &[0.5], out.view_mut()) {
+    match guided.velocity(x.view(), &[0.5], Extras::none(), out.view_mut()) {
         Err(Error::InvalidArgument(message)) => {
             assert!(message.contains("`label`"), "{message}")
         }
@@ -518,41 +514,54 @@ impl VelocityField for AsPrediction {
         self.inner.state_shape()
     }
 
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: true,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let mut u = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner.velocity(x.view(), t, u.view_mut())?;
+        self.inner
+            .velocity(x.view(), t, Extras::none(), u.view_mut())?;
         self.path
             .from_velocity(self.prediction, u.view(), x, t, out)
-    }
-
-    fn provides_jvp(&self) -> bool {
-        true
     }
 
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let mut ju = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner.jvp(x, t, v.view(), ju.view_mut())?;
+        self.inner
+            .jvp(x, t, Extras::none(), v.view(), ju.view_mut())?;
         self.path
             .from_velocity(self.prediction, ju.view(), v, t, out)
     }
 
-    fn provides_divergence(&self) -> bool {
-        true
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> fmrt::Result<()> {
-        self.inner.divergence(x, t, out)?;
+    fn divergence(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &fmrt::field::Extras,
+        out: &mut [f64],
+    ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
+        self.inner.divergence(x, t, Extras::none(), out)?;
         let dim = self.inner.dim() as f64;
         for (i, d) in out.iter_mut().enumerate() {
             let ti = if t.len() == 1 { t[0] } else { t[i] };
@@ -658,22 +667,22 @@ fn predicted_fields_work_at_their_singular_ends() {
 /// random directions, and its divergence (when it has one) against the trace
 /// of its Jacobian from JVPs along the basis directions.
 fn check_derivatives(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extras: &Extras) {
-    assert!(field.provides_jvp());
+    assert!(field.derivatives().jvp);
     let (n, d) = (x.shape()[0], x.shape()[1]);
     let v = random_points(n, 99).mapv(|e| e / 3.0);
     let mut jv = ArrayD::zeros(x.raw_dim());
     field
-        .jvp_with(x.view(), t, extras, v.view(), jv.view_mut())
+        .jvp(x.view(), t, extras, v.view(), jv.view_mut())
         .expect("jvp");
     let eps = 3e-3f32;
     let (mut plus, mut minus) = (ArrayD::zeros(x.raw_dim()), ArrayD::zeros(x.raw_dim()));
     let xp = x + &v.mapv(|e| e * eps);
     let xm = x - &v.mapv(|e| e * eps);
     field
-        .velocity_with(xp.view(), t, extras, plus.view_mut())
+        .velocity(xp.view(), t, extras, plus.view_mut())
         .unwrap();
     field
-        .velocity_with(xm.view(), t, extras, minus.view_mut())
+        .velocity(xm.view(), t, extras, minus.view_mut())
         .unwrap();
     let fd = (plus - minus).mapv(|e| e / (2.0 * eps));
     let scale = 1.0 + fd.iter().fold(0.0f32, |m, e| m.max(e.abs()));
@@ -693,16 +702,16 @@ fn check_derivatives(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extr
         e.index_axis_mut(Axis(1), k).fill(1.0);
         let mut je = ArrayD::zeros(x.raw_dim());
         field
-            .jvp_with(x.view(), t, extras, e.view(), je.view_mut())
+            .jvp(x.view(), t, extras, e.view(), je.view_mut())
             .unwrap();
         for (i, tr) in trace.iter_mut().enumerate() {
             *tr += f64::from(je[[i, k]]);
         }
     }
-    if field.provides_divergence() {
+    if field.derivatives().divergence {
         let mut div = vec![0.0; n];
         field
-            .divergence_with(x.view(), t, extras, &mut div)
+            .divergence(x.view(), t, extras, &mut div)
             .expect("divergence");
         for (a, b) in div.iter().zip(&trace) {
             assert!(
@@ -723,30 +732,25 @@ impl VelocityField for Stacking {
         self.0.state_shape()
     }
 
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        self.0.velocity(x, t, out)
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: true,
+            divergence: false,
+        }
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
         extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity_with(x, t, extras, out)
+        self.0.velocity(x, t, extras, out)
     }
 
-    fn provides_jvp(&self) -> bool {
-        self.0.provides_jvp()
-    }
-
-    fn jvp_with(
+    fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -754,11 +758,7 @@ impl VelocityField for Stacking {
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.jvp_with(x, t, extras, v, out)
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        true
+        self.0.jvp(x, t, extras, v, out)
     }
 
     fn velocity_and_jvps(
@@ -770,9 +770,9 @@ impl VelocityField for Stacking {
         velocity: ArrayViewMutD<'_, f32>,
         mut products: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity_with(x.view(), t, extras, velocity)?;
+        self.0.velocity(x.view(), t, extras, velocity)?;
         for (v_p, products_p) in v.outer_iter().zip(products.outer_iter_mut()) {
-            self.0.jvp_with(x.view(), t, extras, v_p, products_p)?;
+            self.0.jvp(x.view(), t, extras, v_p, products_p)?;
         }
         Ok(())
     }
@@ -781,7 +781,7 @@ impl VelocityField for Stacking {
 /// Checks that `field` passes stacked calls through: its
 /// `velocity_and_jvps` gives its own velocity and JVPs along 3 directions.
 fn check_stacked(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extras: &Extras) {
-    assert!(field.provides_stacked_jvp(), "the stacked call is lost");
+    assert!(field.derivatives().stacked_jvp, "the stacked call is lost");
     let directions = 3;
     let mut stacked_shape = vec![directions];
     stacked_shape.extend_from_slice(x.shape());
@@ -806,12 +806,12 @@ fn check_stacked(field: &dyn VelocityField, x: &ArrayD<f32>, t: &[f64], extras: 
         .expect("stacked call");
     let mut expected = ArrayD::zeros(x.raw_dim());
     field
-        .velocity_with(x.view(), t, extras, expected.view_mut())
+        .velocity(x.view(), t, extras, expected.view_mut())
         .unwrap();
     assert!(max_abs_diff(&velocity, &expected) <= 1e-5);
     for p in 0..directions {
         field
-            .jvp_with(
+            .jvp(
                 x.view(),
                 t,
                 extras,
@@ -849,7 +849,7 @@ fn predicted_fields_have_the_derivatives_of_their_conversion() {
     // u = a·x + b·m whose derivatives follow from the mixture's.
     for prediction in [Prediction::X1, Prediction::X0] {
         let field = Predicted::new(ring(ot.clone()), ot.clone(), prediction);
-        assert!(field.provides_divergence());
+        assert!(field.derivatives().divergence);
         let x = random_points(12, 4);
         check_derivatives(&field, &x, &interior_times(12), &Extras::new());
         let stacking = Predicted::new(Arc::new(Stacking(ring(ot.clone()))), ot.clone(), prediction);
@@ -930,13 +930,25 @@ fn adapters_check_times_and_shapes_instead_of_panicking() {
                 Guided::new(inner.clone(), 1.0, Guided::null_label("label", 4)).expect("guided"),
             ),
         ),
+        (
+            "clock",
+            Box::new(
+                fmrt::field::adapt::Clock::new(
+                    inner.clone(),
+                    fmrt::field::adapt::TimeDirection::Reversed,
+                    1000.0,
+                    Prediction::Velocity,
+                )
+                .expect("clock"),
+            ),
+        ),
     ];
     let x = random_points(3, 1);
     let labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
     for (name, field) in &adapters {
         for t in [&[][..], &[0.1, 0.2][..], &[0.1, 0.2, 0.3, 0.4][..]] {
             let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-            let r = field.velocity_with(x.view(), t, &labels, out.view_mut());
+            let r = field.velocity(x.view(), t, &labels, out.view_mut());
             assert!(
                 matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t"),
                 "{name}, {} times: {r:?}",
@@ -944,7 +956,7 @@ fn adapters_check_times_and_shapes_instead_of_panicking() {
             );
             // The derivatives check the times before indexing them too.
             let mut div = vec![0.0; 3];
-            let r = field.divergence_with(x.view(), t, &labels, &mut div);
+            let r = field.divergence(x.view(), t, &labels, &mut div);
             assert!(
                 matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t")
                     || matches!(&r, Err(Error::Unsupported { .. })),
@@ -952,7 +964,7 @@ fn adapters_check_times_and_shapes_instead_of_panicking() {
                 t.len()
             );
             let v = x.clone();
-            let r = field.jvp_with(x.view(), t, &labels, v.view(), out.view_mut());
+            let r = field.jvp(x.view(), t, &labels, v.view(), out.view_mut());
             assert!(
                 matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "t")
                     || matches!(&r, Err(Error::Unsupported { .. })),
@@ -961,20 +973,97 @@ fn adapters_check_times_and_shapes_instead_of_panicking() {
             );
         }
         let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-        let r = field.velocity_with(x.view(), &[f64::NAN], &labels, out.view_mut());
+        let r = field.velocity(x.view(), &[f64::NAN], &labels, out.view_mut());
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{name}: {r:?}");
         let mut short = ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 2]));
-        let r = field.velocity_with(x.view(), &[0.5], &labels, short.view_mut());
+        let r = field.velocity(x.view(), &[0.5], &labels, short.view_mut());
         assert!(
             matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "out"),
             "{name}: {r:?}"
         );
         let scalar = ArrayD::<f32>::zeros(ndarray::IxDyn(&[]));
         let mut out = scalar.clone();
-        let r = field.velocity_with(scalar.view(), &[0.5], &labels, out.view_mut());
+        let r = field.velocity(scalar.view(), &[0.5], &labels, out.view_mut());
         assert!(
             matches!(&r, Err(Error::Shape { tensor, .. }) if tensor == "x"),
             "{name}: {r:?}"
         );
+    }
+}
+
+/// A user-written affine adapter: ū(x, t) = 0.5·x + 2·m(x/2, t²).
+struct HalfAndDouble;
+
+impl fmrt::field::adapt::AffineMaps for HalfAndDouble {
+    fn map_at(&self, t: f64) -> fmrt::Result<fmrt::field::adapt::AffineMap> {
+        Ok(fmrt::field::adapt::AffineMap {
+            t: t * t,
+            s: 2.0,
+            a: 0.5,
+            b: 2.0,
+        })
+    }
+}
+
+/// The one affine adapter's velocity, JVP and divergence against its
+/// definition on the mixture's closed form, for a map of the caller's own.
+#[test]
+fn an_affine_map_of_ones_own_has_the_derivatives_of_its_definition() {
+    let ot = builtin("ot");
+    let inner = ring(ot);
+    let field = fmrt::field::adapt::Affine::from_maps(inner.clone(), HalfAndDouble);
+    assert_eq!(field.derivatives(), inner.derivatives());
+    let x = random_points(5, 11);
+    let v = random_points(5, 12);
+    let t = [0.1, 0.3, 0.5, 0.7, 0.9];
+    let inner_t: Vec<f64> = t.iter().map(|t| t * t).collect();
+    let half = x.mapv(|x| x / 2.0);
+
+    let m = velocity_of(inner.as_ref(), &half, &inner_t);
+    let expect = &x * 0.5 + &m * 2.0;
+    let got = velocity_of(&field, &x, &t);
+    assert!(max_abs_diff(&got, &expect) < 1e-5);
+
+    let mut jm = ArrayD::zeros(x.raw_dim());
+    inner
+        .jvp(
+            half.view(),
+            &inner_t,
+            Extras::none(),
+            v.view(),
+            jm.view_mut(),
+        )
+        .unwrap();
+    let expect = &v * 0.5 + &jm * 1.0; // (b/s) = 1
+    let mut got = ArrayD::zeros(x.raw_dim());
+    field
+        .jvp(x.view(), &t, Extras::none(), v.view(), got.view_mut())
+        .unwrap();
+    assert!(max_abs_diff(&got, &expect) < 1e-5);
+
+    let mut dm = [0.0; 5];
+    inner
+        .divergence(half.view(), &inner_t, Extras::none(), &mut dm)
+        .unwrap();
+    let mut got = [0.0; 5];
+    field
+        .divergence(x.view(), &t, Extras::none(), &mut got)
+        .unwrap();
+    for (g, d) in got.iter().zip(dm) {
+        assert!((g - (2.0 * 0.5 + d)).abs() < 1e-9, "{g} vs {}", 1.0 + d);
+    }
+}
+
+/// An unconditional field given a conditioning input refuses it by name
+/// instead of dropping it.
+#[test]
+fn an_unconditional_field_refuses_extras_by_name() {
+    let field = ring(builtin("ot"));
+    let x = random_points(2, 4);
+    let extras = Extras::new().with("label", ExtraTensor::labels(&[1, 2]));
+    let mut out = ArrayD::zeros(x.raw_dim());
+    match field.velocity(x.view(), &[0.5], &extras, out.view_mut()) {
+        Err(Error::Extra { input, .. }) => assert_eq!(input, "label"),
+        other => panic!("expected an extras error, got {other:?}"),
     }
 }

@@ -48,41 +48,62 @@ impl VelocityField for SigmaClockNet {
         self.mixture.state_shape()
     }
 
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: true,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         tau: &[f64],
+        extras: &fmrt::field::Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.mixture
-            .velocity(x, &self.fmrt_times(tau), out.view_mut())?;
+        extras.expect_none("this test field")?;
+        self.mixture.velocity(
+            x,
+            &self.fmrt_times(tau),
+            fmrt::field::Extras::none(),
+            out.view_mut(),
+        )?;
         out.mapv_inplace(|v| -v);
         Ok(())
-    }
-
-    fn provides_jvp(&self) -> bool {
-        true
     }
 
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         tau: &[f64],
+        extras: &fmrt::field::Extras,
         v: ArrayViewD<'_, f32>,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.mixture
-            .jvp(x, &self.fmrt_times(tau), v, out.view_mut())?;
+        extras.expect_none("this test field")?;
+        self.mixture.jvp(
+            x,
+            &self.fmrt_times(tau),
+            fmrt::field::Extras::none(),
+            v,
+            out.view_mut(),
+        )?;
         out.mapv_inplace(|v| -v);
         Ok(())
     }
 
-    fn provides_divergence(&self) -> bool {
-        true
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, tau: &[f64], out: &mut [f64]) -> fmrt::Result<()> {
-        self.mixture.divergence(x, &self.fmrt_times(tau), out)?;
+    fn divergence(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        tau: &[f64],
+        extras: &fmrt::field::Extras,
+        out: &mut [f64],
+    ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
+        self.mixture
+            .divergence(x, &self.fmrt_times(tau), fmrt::field::Extras::none(), out)?;
         out.iter_mut().for_each(|d| *d = -*d);
         Ok(())
     }
@@ -110,8 +131,12 @@ fn a_reversed_scaled_network_is_the_field_in_fmrt_time() {
     let v = points(32, 2);
     let mut want = ArrayD::zeros(x.raw_dim());
     let mut got = ArrayD::zeros(x.raw_dim());
-    mixture.velocity(x.view(), &t, want.view_mut()).unwrap();
-    clock.velocity(x.view(), &t, got.view_mut()).unwrap();
+    mixture
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), want.view_mut())
+        .unwrap();
+    clock
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), got.view_mut())
+        .unwrap();
     // The time goes through 1000·(1 − t) and back: rounding only.
     assert!(
         max_diff(&want, &got) < 1e-4,
@@ -119,23 +144,41 @@ fn a_reversed_scaled_network_is_the_field_in_fmrt_time() {
         max_diff(&want, &got)
     );
     mixture
-        .jvp(x.view(), &t, v.view(), want.view_mut())
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            want.view_mut(),
+        )
         .unwrap();
-    clock.jvp(x.view(), &t, v.view(), got.view_mut()).unwrap();
+    clock
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            got.view_mut(),
+        )
+        .unwrap();
     assert!(
         max_diff(&want, &got) < 1e-4,
         "JVP off by {}",
         max_diff(&want, &got)
     );
     let (mut dw, mut dg) = (vec![0.0; 32], vec![0.0; 32]);
-    mixture.divergence(x.view(), &t, &mut dw).unwrap();
-    clock.divergence(x.view(), &t, &mut dg).unwrap();
+    mixture
+        .divergence(x.view(), &t, fmrt::field::Extras::none(), &mut dw)
+        .unwrap();
+    clock
+        .divergence(x.view(), &t, fmrt::field::Extras::none(), &mut dg)
+        .unwrap();
     let worst = dw
         .iter()
         .zip(&dg)
         .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst < 1e-6 * 1000.0, "divergence off by {worst}");
-    assert!(clock.provides_jvp() && clock.provides_divergence());
+    assert!(clock.derivatives().jvp && clock.derivatives().divergence);
 }
 
 #[test]
@@ -181,8 +224,12 @@ fn a_point_predicting_network_keeps_its_sign() {
     .unwrap();
     let x = points(4, 5);
     let (mut a, mut b) = (ArrayD::zeros(x.raw_dim()), ArrayD::zeros(x.raw_dim()));
-    clock.velocity(x.view(), &[0.25], a.view_mut()).unwrap();
-    mixture.velocity(x.view(), &[0.75], b.view_mut()).unwrap();
+    clock
+        .velocity(x.view(), &[0.25], fmrt::field::Extras::none(), a.view_mut())
+        .unwrap();
+    mixture
+        .velocity(x.view(), &[0.75], fmrt::field::Extras::none(), b.view_mut())
+        .unwrap();
     assert_eq!(a, b);
 }
 
@@ -216,7 +263,9 @@ fn a_time_list_may_start_after_zero() {
     let mut x = x0.clone();
     let mut v = ArrayD::zeros(x.raw_dim());
     for w in times.windows(2) {
-        mixture.velocity(x.view(), &[w[0]], v.view_mut()).unwrap();
+        mixture
+            .velocity(x.view(), &[w[0]], fmrt::field::Extras::none(), v.view_mut())
+            .unwrap();
         x = &x + &(&v * (w[1] - w[0]) as f32);
     }
     assert!(

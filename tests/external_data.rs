@@ -63,18 +63,38 @@ fn an_external_data_model_matches_its_inline_twin() {
     let t: Vec<f64> = (0..64).map(|i| i as f64 / 63.0).collect();
     let mut a = ArrayD::zeros(x.raw_dim());
     let mut b = ArrayD::zeros(x.raw_dim());
-    inline.velocity(x.view(), &t, a.view_mut()).unwrap();
-    external.velocity(x.view(), &t, b.view_mut()).unwrap();
+    inline
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+        .unwrap();
+    external
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+        .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0, "velocities differ");
 
     assert!(
-        external.provides_jvp(),
+        external.derivatives().jvp,
         "{:?}",
         external.jvp_unavailable_reason()
     );
     let v = ArrayD::from_shape_fn(vec![64, 2], |_| rng.normal() as f32);
-    inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
-    external.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+    inline
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            a.view_mut(),
+        )
+        .unwrap();
+    external
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            b.view_mut(),
+        )
+        .unwrap();
     assert_eq!(max_abs_diff(&a, &b), 0.0, "JVPs differ");
 
     // One copy of the weights for all sessions: the same numbers up to the
@@ -83,14 +103,34 @@ fn an_external_data_model_matches_its_inline_twin() {
         .share_weights(true)
         .load_file(&path)
         .unwrap_or_else(|e| panic!("{e}"));
-    inline.velocity(x.view(), &t, a.view_mut()).unwrap();
-    shared.velocity(x.view(), &t, b.view_mut()).unwrap();
+    inline
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+        .unwrap();
+    shared
+        .velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+        .unwrap();
     assert!(
         max_abs_diff(&a, &b) <= 1e-5,
         "shared-weight velocities differ"
     );
-    inline.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
-    shared.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+    inline
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            a.view_mut(),
+        )
+        .unwrap();
+    shared
+        .jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            b.view_mut(),
+        )
+        .unwrap();
     assert!(max_abs_diff(&a, &b) <= 1e-5, "shared-weight JVPs differ");
 
     let solver = SolverConfig::fixed(Method::Midpoint, Steps::Count(20));
@@ -130,9 +170,14 @@ fn the_tangent_model_is_derived_on_first_use() {
     let x = ArrayD::<f32>::zeros(vec![2, field.state_shape().unwrap()[0]]);
     let mut out = x.clone();
     field
-        .velocity(x.view(), &[0.5], out.view_mut())
+        .velocity(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            out.view_mut(),
+        )
         .expect("samples");
-    assert!(!field.provides_jvp());
+    assert!(!field.derivatives().jvp);
     let reason = field.jvp_unavailable_reason().expect("a reason");
     assert!(reason.contains("Hardmax"), "{reason}");
 }
@@ -196,11 +241,13 @@ fn peak_rss() -> usize {
 
 /// Peak resident memory of a process that opens a model with 210 MB of
 /// external weights, samples, and then takes a JVP (which creates the tangent
-/// model's session), measured in a child process (this test binary, running
+/// model's session) and a stacked call (the likelihoods' stacked tangent
+/// model, whose Gemm rule once made ONNX Runtime fold a transposed copy of
+/// every weight), measured in a child process (this test binary, running
 /// only [`peak_memory_of_one_model`]) so nothing else of the test run counts:
 /// under 2.5× the weights after sampling by default, since ONNX Runtime reads
 /// the weights from their file and fmrt holds no copy; and with
-/// `share_weights` one copy for both sessions (a second copy would add 1×).
+/// `share_weights` one copy for all sessions (a second copy would add 1×).
 #[test]
 #[cfg(target_os = "linux")]
 fn a_large_external_data_model_loads_within_its_memory_budget() {
@@ -237,28 +284,31 @@ fn a_large_external_data_model_loads_within_its_memory_budget() {
             figure("peak after loading ONNX Runtime:"),
             figure("peak after sampling:"),
             figure("peak after a JVP:"),
+            figure("peak after a stacked JVP:"),
         );
+
         println!(
             "{} MB of external weights, share_weights({share}): peak RSS {:.2}× the weights \
              with ONNX Runtime loaded, {:.2}× after opening and sampling, {:.2}× after a JVP \
-             (tangent model)",
+             (tangent model), {:.2}× after a stacked call (the likelihoods' tangent model)",
             weights / 1_000_000,
             figures.0,
             figures.1,
-            figures.2
+            figures.2,
+            figures.3
         );
         figures
     };
-    let (_, sampled, _) = measure(false);
+    let (_, sampled, _, _) = measure(false);
     assert!(
         sampled < 2.5,
         "opening and sampling peaked at {sampled:.2}× the weights"
     );
-    let (_, sampled, derived) = measure(true);
+    let (_, sampled, derived, stacked) = measure(true);
     assert!(
-        sampled < 1.5 && derived < 1.5,
-        "with shared weights, sampling peaked at {sampled:.2}× and a JVP at {derived:.2}× \
-         the weights: a second copy was made"
+        sampled < 1.5 && derived < 1.5 && stacked < 1.5,
+        "with shared weights, sampling peaked at {sampled:.2}×, a JVP at {derived:.2}× and a \
+         stacked call at {stacked:.2}× the weights: a second copy was made"
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -287,7 +337,27 @@ fn peak_memory_of_one_model() {
     let x = samples.x;
     let mut out = ArrayD::zeros(x.raw_dim());
     field
-        .jvp(x.view(), &[0.5], x.view(), out.view_mut())
+        .jvp(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            x.view(),
+            out.view_mut(),
+        )
         .unwrap();
     println!("peak after a JVP: {}", peak_rss());
+    let v = x.clone().insert_axis(ndarray::Axis(0));
+    let mut vel = ArrayD::zeros(x.raw_dim());
+    let mut prod = ArrayD::zeros(v.raw_dim());
+    field
+        .velocity_and_jvps(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            v.view(),
+            vel.view_mut(),
+            prod.view_mut(),
+        )
+        .unwrap();
+    println!("peak after a stacked JVP: {}", peak_rss());
 }

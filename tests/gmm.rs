@@ -154,8 +154,16 @@ fn jvp_matches_finite_differences_and_the_trait_version() {
         let x32 = x.mapv(|a| a as f32).into_dyn();
         let v32 = v.mapv(|a| a as f32).into_dyn();
         let mut out = ArrayD::<f32>::zeros(x32.raw_dim());
-        assert!(g.provides_jvp());
-        VelocityField::jvp(&g, x32.view(), &t, v32.view(), out.view_mut()).unwrap();
+        assert!(g.derivatives().jvp);
+        VelocityField::jvp(
+            &g,
+            x32.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v32.view(),
+            out.view_mut(),
+        )
+        .unwrap();
         let jv32 = g
             .jvp_f64(
                 x32.view().into_dimensionality().unwrap(),
@@ -299,7 +307,13 @@ fn far_away_points_give_finite_stable_values() {
     }
     // The f32 trait path stays finite as well.
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[3, 3]));
-    g.velocity(x.view().into_dyn(), &t, out.view_mut()).unwrap();
+    g.velocity(
+        x.view().into_dyn(),
+        &t,
+        fmrt::field::Extras::none(),
+        out.view_mut(),
+    )
+    .unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
 }
 
@@ -307,11 +321,17 @@ fn far_away_points_give_finite_stable_values() {
 fn trait_velocity_matches_the_f64_velocity() {
     let g: Arc<dyn VelocityField> = Arc::new(mixture3(Arc::new(Cosine)));
     assert_eq!(g.state_shape(), Some(&[3][..]));
-    assert!(g.provides_divergence());
+    assert!(g.derivatives().divergence);
     let x = points(8, 3, 12).mapv(|a| a as f32);
     let t: Vec<f64> = (0..8).map(|i| i as f64 / 7.0).collect();
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[8, 3]));
-    g.velocity(x.view().into_dyn(), &t, out.view_mut()).unwrap();
+    g.velocity(
+        x.view().into_dyn(),
+        &t,
+        fmrt::field::Extras::none(),
+        out.view_mut(),
+    )
+    .unwrap();
     let direct = mixture3(Arc::new(Cosine));
     let want = direct.velocity_f64(x.view(), &t).unwrap();
     for (a, b) in out.iter().zip(want.iter()) {
@@ -319,11 +339,22 @@ fn trait_velocity_matches_the_f64_velocity() {
     }
     // Per-sample times are used: a single time gives different velocities.
     let mut single = ArrayD::<f32>::zeros(IxDyn(&[8, 3]));
-    g.velocity(x.view().into_dyn(), &[0.5], single.view_mut())
-        .unwrap();
+    g.velocity(
+        x.view().into_dyn(),
+        &[0.5],
+        fmrt::field::Extras::none(),
+        single.view_mut(),
+    )
+    .unwrap();
     assert_ne!(out, single);
     let mut div = vec![0.0; 8];
-    g.divergence(x.view().into_dyn(), &t, &mut div).unwrap();
+    g.divergence(
+        x.view().into_dyn(),
+        &t,
+        fmrt::field::Extras::none(),
+        &mut div,
+    )
+    .unwrap();
     assert_eq!(div, direct.divergence_f64(x.view(), &t).unwrap());
 }
 
@@ -472,21 +503,41 @@ fn shape_and_time_errors_name_the_problem() {
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[4, 2]));
     assert_eq!(
         tensor_of(
-            g.velocity(x.view().into_dyn(), &[0.5], out.view_mut())
-                .unwrap_err()
+            g.velocity(
+                x.view().into_dyn(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                out.view_mut()
+            )
+            .unwrap_err()
         ),
         "out"
     );
     let x3 = ArrayD::<f32>::zeros(IxDyn(&[4, 3, 1]));
     let mut out3 = ArrayD::<f32>::zeros(IxDyn(&[4, 3, 1]));
     assert_eq!(
-        tensor_of(g.velocity(x3.view(), &[0.5], out3.view_mut()).unwrap_err()),
+        tensor_of(
+            g.velocity(
+                x3.view(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                out3.view_mut()
+            )
+            .unwrap_err()
+        ),
         "x"
     );
     let mut div = vec![0.0; 3];
     assert_eq!(
         tensor_of(
-            VelocityField::divergence(&g, x.view().into_dyn(), &[0.5], &mut div).unwrap_err()
+            VelocityField::divergence(
+                &g,
+                x.view().into_dyn(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                &mut div
+            )
+            .unwrap_err()
         ),
         "out"
     );
@@ -511,12 +562,15 @@ impl VelocityField for Plain {
     fn state_shape(&self) -> Option<&[usize]> {
         Some(&[1])
     }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         _t: &[f64],
+        extras: &fmrt::field::Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         out.assign(&x);
         Ok(())
     }
@@ -525,16 +579,22 @@ impl VelocityField for Plain {
 #[test]
 fn fields_without_derivatives_say_so() {
     let f = Plain;
-    assert!(!f.provides_jvp() && !f.provides_divergence());
+    assert!(!f.derivatives().jvp && !f.derivatives().divergence);
     let x = ArrayD::<f32>::zeros(IxDyn(&[2, 1]));
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[2, 1]));
     assert!(matches!(
-        f.jvp(x.view(), &[0.5], x.view(), out.view_mut()),
+        f.jvp(
+            x.view(),
+            &[0.5],
+            fmrt::field::Extras::none(),
+            x.view(),
+            out.view_mut()
+        ),
         Err(Error::Unsupported { .. })
     ));
     let mut div = vec![0.0; 2];
     assert!(matches!(
-        f.divergence(x.view(), &[0.5], &mut div),
+        f.divergence(x.view(), &[0.5], fmrt::field::Extras::none(), &mut div),
         Err(Error::Unsupported { .. })
     ));
 }

@@ -1053,9 +1053,9 @@ fn every_fixture_survives_a_protobuf_round_trip_with_identical_outputs() {
         let x = normal(&shape, 1.5, 3);
         let (mut va, mut vb) = (x.clone(), x.clone());
         let extras = extras_for(name, 5);
-        a.velocity_with(x.view(), &times(5), &extras, va.view_mut())
+        a.velocity(x.view(), &times(5), &extras, va.view_mut())
             .unwrap();
-        b.velocity_with(x.view(), &times(5), &extras, vb.view_mut())
+        b.velocity(x.view(), &times(5), &extras, vb.view_mut())
             .unwrap();
         assert!(
             va.iter().zip(&vb).all(|(p, q)| p.to_bits() == q.to_bits()),
@@ -1136,16 +1136,16 @@ fn fixture_fd(field: &OnnxField, name: &str, scale: f64, eps: f32) -> (f64, f64)
     let extras = extras_for(name, b);
     let mut jvp = x.clone();
     field
-        .jvp_with(x.view(), &t, &extras, v.view(), jvp.view_mut())
+        .jvp(x.view(), &t, &extras, v.view(), jvp.view_mut())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let (mut up, mut down) = (x.clone(), x.clone());
     let xp = &x + &(&v * eps);
     let xm = &x - &(&v * eps);
     field
-        .velocity_with(xp.view(), &t, &extras, up.view_mut())
+        .velocity(xp.view(), &t, &extras, up.view_mut())
         .unwrap();
     field
-        .velocity_with(xm.view(), &t, &extras, down.view_mut())
+        .velocity(xm.view(), &t, &extras, down.view_mut())
         .unwrap();
     let mut err: f64 = 0.0;
     let mut size: f64 = 0.0;
@@ -1179,7 +1179,7 @@ fn whole_fixtures_match_central_differences() {
     ] {
         let field = load(name);
         assert!(
-            field.provides_jvp(),
+            field.derivatives().jvp,
             "{name}: {:?}",
             field.jvp_unavailable_reason()
         );
@@ -1215,7 +1215,9 @@ fn the_attention_block_jvp_equals_pytorch_forward_mode() {
         .map(|v| v.as_f64().unwrap())
         .collect();
     let mut got = x.clone();
-    field.jvp(x.view(), &t, v.view(), got.view_mut()).unwrap();
+    field
+        .jvp(x.view(), &t, Extras::none(), v.view(), got.view_mut())
+        .unwrap();
     let err = got
         .iter()
         .zip(&want)
@@ -1235,44 +1237,34 @@ impl VelocityField for PerDirection {
     fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
+
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: false,
+        }
+    }
+
     fn velocity(
         &self,
         x: ndarray::ArrayViewD<'_, f32>,
         t: &[f64],
-        out: ndarray::ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        self.0.velocity(x, t, out)
-    }
-    fn velocity_with(
-        &self,
-        x: ndarray::ArrayViewD<'_, f32>,
-        t: &[f64],
         extras: &Extras,
         out: ndarray::ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity_with(x, t, extras, out)
+        self.0.velocity(x, t, extras, out)
     }
-    fn provides_jvp(&self) -> bool {
-        true
-    }
+
     fn jvp(
         &self,
         x: ndarray::ArrayViewD<'_, f32>,
         t: &[f64],
-        v: ndarray::ArrayViewD<'_, f32>,
-        out: ndarray::ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        self.0.jvp(x, t, v, out)
-    }
-    fn jvp_with(
-        &self,
-        x: ndarray::ArrayViewD<'_, f32>,
-        t: &[f64],
         extras: &Extras,
         v: ndarray::ArrayViewD<'_, f32>,
         out: ndarray::ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.jvp_with(x, t, extras, v, out)
+        self.0.jvp(x, t, extras, v, out)
     }
 }
 
@@ -1300,7 +1292,7 @@ fn stacked_likelihoods_equal_per_direction_likelihoods() {
     ];
     for &(name, max_bytes) in cases {
         let stacked = Arc::new(load(name));
-        assert!(stacked.provides_stacked_jvp(), "{name}");
+        assert!(stacked.derivatives().stacked_jvp, "{name}");
         let plain = Arc::new(PerDirection(load(name)));
         let b = 6;
         let dim: usize = stacked.state_shape().unwrap().iter().product();
@@ -1383,8 +1375,12 @@ fn the_gmm_jvp_equals_the_analytic_jvp() {
         let v = normal(&[64, d], 1.0, 22);
         let t: Vec<f64> = (0..64).map(|i| i as f64 / 63.0).collect();
         let (mut a, mut b) = (x.clone(), x.clone());
-        field.jvp(x.view(), &t, v.view(), a.view_mut()).unwrap();
-        exact.jvp(x.view(), &t, v.view(), b.view_mut()).unwrap();
+        field
+            .jvp(x.view(), &t, Extras::none(), v.view(), a.view_mut())
+            .unwrap();
+        exact
+            .jvp(x.view(), &t, Extras::none(), v.view(), b.view_mut())
+            .unwrap();
         let err = a
             .iter()
             .zip(&b)
@@ -1411,7 +1407,8 @@ fn chunked_and_grouped_jvp_calls_equal_one_call() {
     let mut outs = Vec::new();
     for f in [&whole, &chunked, &scalar] {
         let mut o = x.clone();
-        f.jvp(x.view(), &t, v.view(), o.view_mut()).unwrap();
+        f.jvp(x.view(), &t, Extras::none(), v.view(), o.view_mut())
+            .unwrap();
         outs.push(o);
     }
     let diff = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
@@ -1428,15 +1425,19 @@ fn chunked_and_grouped_jvp_calls_equal_one_call() {
     );
     // Shapes are checked.
     let mut wrong = ArrayD::<f32>::zeros(IxDyn(&[7, 3]));
-    assert!(whole.jvp(x.view(), &t, v.view(), wrong.view_mut()).is_err());
+    assert!(whole
+        .jvp(x.view(), &t, Extras::none(), v.view(), wrong.view_mut())
+        .is_err());
     // Switched off: no JVPs, and the reason says why.
     let off = OnnxField::builder()
         .with_jvp(false)
         .load_file(fixture("time_b.onnx"))
         .unwrap();
-    assert!(!off.provides_jvp());
+    assert!(!off.derivatives().jvp);
     let mut o = x.clone();
-    let e = off.jvp(x.view(), &t, v.view(), o.view_mut()).unwrap_err();
+    let e = off
+        .jvp(x.view(), &t, Extras::none(), v.view(), o.view_mut())
+        .unwrap_err();
     assert!(e.to_string().contains("with_jvp(false)"), "{e}");
 }
 
@@ -1467,7 +1468,7 @@ fn mixture_points(m: &GaussianMixture, n: usize, seed: u64) -> ArrayD<f32> {
 
 fn likelihood_error(name: &str, exact: &GaussianMixture, n: usize) -> f64 {
     let field = Arc::new(load(name));
-    assert!(!field.provides_divergence(), "must take the JVP path");
+    assert!(!field.derivatives().divergence, "must take the JVP path");
     let solver = SolverConfig::adaptive(Method::Dopri5, 1e-5, 1e-5);
     let lik = Likelihood::new(field, solver);
     let x = mixture_points(exact, n, 77);
@@ -1552,7 +1553,7 @@ fn a_field_with_an_unsupported_operator_reports_it_on_jvp() {
     node.op_type = Some("Hardmax".into());
     let node_name = node.node_name().to_string();
     let field = OnnxField::builder().load_bytes(&encode_model(&m)).unwrap();
-    assert!(!field.provides_jvp());
+    assert!(!field.derivatives().jvp);
     let reason = field.jvp_unavailable_reason().unwrap().to_string();
     assert!(
         reason.contains("Hardmax") && reason.contains(&node_name),
@@ -1561,11 +1562,13 @@ fn a_field_with_an_unsupported_operator_reports_it_on_jvp() {
     let x = normal(&[2, 2], 1.0, 1);
     let mut o = x.clone();
     let e = field
-        .jvp(x.view(), &[0.5], x.view(), o.view_mut())
+        .jvp(x.view(), &[0.5], Extras::none(), x.view(), o.view_mut())
         .unwrap_err();
     assert!(e.to_string().contains("Hardmax"), "{e}");
     // Sampling still works.
-    field.velocity(x.view(), &[0.5], o.view_mut()).unwrap();
+    field
+        .velocity(x.view(), &[0.5], Extras::none(), o.view_mut())
+        .unwrap();
 }
 
 #[test]

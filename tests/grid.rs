@@ -76,7 +76,9 @@ fn shift_grid_euler_equals_a_hand_written_loop() {
             closed_form("shift", (i + 1) as f64 / N as f64),
         );
         let x32 = x.mapv(|e| e as f32);
-        field.velocity(x32.view(), &[t0], v.view_mut()).unwrap();
+        field
+            .velocity(x32.view(), &[t0], fmrt::field::Extras::none(), v.view_mut())
+            .unwrap();
         x = &x + &v.mapv(|e| f64::from(e) * (t1 - t0));
     }
     let diff = got

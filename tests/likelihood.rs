@@ -52,25 +52,36 @@ impl VelocityField for JvpOnly {
     fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
+
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: false,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity(x, t, out)
+        extras.expect_none("this test field")?;
+        self.0.velocity(x, t, Extras::none(), out)
     }
-    fn provides_jvp(&self) -> bool {
-        true
-    }
+
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.jvp(x, t, v, out)
+        extras.expect_none("this test field")?;
+        self.0.jvp(x, t, Extras::none(), v, out)
     }
 }
 
@@ -81,13 +92,16 @@ impl VelocityField for VelocityOnly {
     fn state_shape(&self) -> Option<&[usize]> {
         self.0.state_shape()
     }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
-        self.0.velocity(x, t, out)
+        extras.expect_none("this test field")?;
+        self.0.velocity(x, t, Extras::none(), out)
     }
 }
 
@@ -207,12 +221,23 @@ impl VelocityField for Mlp {
     fn state_shape(&self) -> Option<&[usize]> {
         Some(&self.shape)
     }
+
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: true,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let x = self.rows(&x)?;
         for (i, row) in x.rows().into_iter().enumerate() {
             let (u, _, _) = self.eval(row.as_slice().expect("row"), time_at(t, i), None);
@@ -222,16 +247,16 @@ impl VelocityField for Mlp {
         }
         Ok(())
     }
-    fn provides_jvp(&self) -> bool {
-        true
-    }
+
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         v: ArrayViewD<'_, f32>,
         mut out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let x = self.rows(&x)?;
         let v = self.rows(&v)?;
         for (i, (row, vrow)) in x.rows().into_iter().zip(v.rows()).enumerate() {
@@ -246,10 +271,15 @@ impl VelocityField for Mlp {
         }
         Ok(())
     }
-    fn provides_divergence(&self) -> bool {
-        true
-    }
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> fmrt::Result<()> {
+
+    fn divergence(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &fmrt::field::Extras,
+        out: &mut [f64],
+    ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let x = self.rows(&x)?;
         for (i, row) in x.rows().into_iter().enumerate() {
             out[i] = self
@@ -632,15 +662,16 @@ impl VelocityField for Switch {
     fn state_shape(&self) -> Option<&[usize]> {
         self.fields[0].state_shape()
     }
-    fn velocity(
-        &self,
-        _x: ArrayViewD<'_, f32>,
-        _t: &[f64],
-        _out: ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        Err(Error::field("switch field", "the switch needs a `label`"))
+
+    fn derivatives(&self) -> fmrt::field::Derivatives {
+        fmrt::field::Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: false,
+        }
     }
-    fn velocity_with(
+
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -648,12 +679,12 @@ impl VelocityField for Switch {
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
         let labels = self.labels(extras, x.shape()[0])?;
-        self.pick(&labels, out, |f, o| f.velocity(x.view(), t, o))
+        self.pick(&labels, out, |f, o| {
+            f.velocity(x.view(), t, Extras::none(), o)
+        })
     }
-    fn provides_jvp(&self) -> bool {
-        true
-    }
-    fn jvp_with(
+
+    fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -662,7 +693,9 @@ impl VelocityField for Switch {
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
         let labels = self.labels(extras, x.shape()[0])?;
-        self.pick(&labels, out, |f, o| f.jvp(x.view(), t, v.view(), o))
+        self.pick(&labels, out, |f, o| {
+            f.jvp(x.view(), t, Extras::none(), v.view(), o)
+        })
     }
 }
 

@@ -134,7 +134,7 @@ fn run_case(field: &OnnxField, case: &IoCase) -> fmrt::Result<ArrayD<f32>> {
     }
     let x = x.expect("the sidecar has the state input");
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-    field.velocity_with(x.view(), &t, &extras, out.view_mut())?;
+    field.velocity(x.view(), &t, &extras, out.view_mut())?;
     Ok(out)
 }
 
@@ -208,7 +208,9 @@ fn the_time_layouts_compute_the_same_function_with_per_sample_times() {
     let eval = |name: &str| {
         let field = load(name);
         let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-        field.velocity(x.view(), &t, out.view_mut()).expect(name);
+        field
+            .velocity(x.view(), &t, Extras::none(), out.view_mut())
+            .expect(name);
         out
     };
     let reference = eval("time_b.onnx");
@@ -219,7 +221,9 @@ fn the_time_layouts_compute_the_same_function_with_per_sample_times() {
     // Sanity: the times matter, so the grouping is really exercised.
     let field = load("time_scalar.onnx");
     let mut same_t = ArrayD::<f32>::zeros(x.raw_dim());
-    field.velocity(x.view(), &[0.1], same_t.view_mut()).unwrap();
+    field
+        .velocity(x.view(), &[0.1], Extras::none(), same_t.view_mut())
+        .unwrap();
     assert!(max_abs_diff(&same_t, &reference) > 1e-3);
 }
 
@@ -279,14 +283,16 @@ fn an_image_shaped_state_works() {
     assert_eq!(field.state_shape(), Some(&[1, 8, 8][..]));
     let x = random(&[5, 1, 8, 8], 1.0, 3);
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-    field.velocity(x.view(), &[0.3], out.view_mut()).unwrap();
+    field
+        .velocity(x.view(), &[0.3], Extras::none(), out.view_mut())
+        .unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
     assert!(out.iter().any(|v| v.abs() > 1e-6));
     // A wrongly shaped state is a shape error naming `x`.
     let bad = random(&[5, 8, 8], 1.0, 3);
     let mut out = ArrayD::<f32>::zeros(bad.raw_dim());
     let err = field
-        .velocity(bad.view(), &[0.3], out.view_mut())
+        .velocity(bad.view(), &[0.3], Extras::none(), out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Shape { tensor, .. } if tensor == "x"),
@@ -308,7 +314,7 @@ fn the_label_extra_is_passed_and_required() {
     let x = random(&[4, 2], 1.0, 5);
     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
     let err = field
-        .velocity(x.view(), &[0.5], out.view_mut())
+        .velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Extra { input, .. } if input == "label"),
@@ -323,7 +329,7 @@ fn the_label_extra_is_passed_and_required() {
     let labels = |l: &[i64]| Extras::new().with("label", ExtraTensor::labels(l));
     let unknown = labels(&[0, 1, 2, 3]).with("mask", ExtraTensor::labels(&[0, 0, 0, 0]));
     let err = field
-        .velocity_with(x.view(), &[0.5], &unknown, out.view_mut())
+        .velocity(x.view(), &[0.5], &unknown, out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Extra { input, .. } if input == "mask"),
@@ -336,7 +342,7 @@ fn the_label_extra_is_passed_and_required() {
 
     let wrong_type = Extras::new().with("label", ExtraTensor::Float32(ArrayD::zeros(IxDyn(&[4]))));
     let err = field
-        .velocity_with(x.view(), &[0.5], &wrong_type, out.view_mut())
+        .velocity(x.view(), &[0.5], &wrong_type, out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Extra { input, .. } if input == "label"),
@@ -345,7 +351,7 @@ fn the_label_extra_is_passed_and_required() {
     assert_contains(&err.to_string(), &["`label`", "float32", "int64"]);
 
     let err = field
-        .velocity_with(x.view(), &[0.5], &labels(&[0, 1]), out.view_mut())
+        .velocity(x.view(), &[0.5], &labels(&[0, 1]), out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Shape { tensor, .. } if tensor == "label"),
@@ -356,10 +362,10 @@ fn the_label_extra_is_passed_and_required() {
     let mut a = ArrayD::<f32>::zeros(x.raw_dim());
     let mut b = ArrayD::<f32>::zeros(x.raw_dim());
     field
-        .velocity_with(x.view(), &[0.5], &labels(&[0, 0, 0, 0]), a.view_mut())
+        .velocity(x.view(), &[0.5], &labels(&[0, 0, 0, 0]), a.view_mut())
         .unwrap();
     field
-        .velocity_with(x.view(), &[0.5], &labels(&[1, 1, 1, 1]), b.view_mut())
+        .velocity(x.view(), &[0.5], &labels(&[1, 1, 1, 1]), b.view_mut())
         .unwrap();
     assert!(max_abs_diff(&a, &b) > 1e-4);
 
@@ -440,8 +446,12 @@ fn chunked_batches_equal_the_unchunked_result() {
     let t: Vec<f64> = (0..50).map(|i| i as f64 / 49.0).collect();
     let mut a = ArrayD::<f32>::zeros(x.raw_dim());
     let mut b = ArrayD::<f32>::zeros(x.raw_dim());
-    whole.velocity(x.view(), &t, a.view_mut()).unwrap();
-    chunked.velocity(x.view(), &t, b.view_mut()).unwrap();
+    whole
+        .velocity(x.view(), &t, Extras::none(), a.view_mut())
+        .unwrap();
+    chunked
+        .velocity(x.view(), &t, Extras::none(), b.view_mut())
+        .unwrap();
     assert_eq!(a, b);
 
     // Extras are chunked with the states.
@@ -452,11 +462,9 @@ fn chunked_batches_equal_the_unchunked_result() {
         .unwrap();
     let labels: Vec<i64> = (0..50).map(|i| i % 4).collect();
     let extras = Extras::new().with("label", ExtraTensor::labels(&labels));
-    whole
-        .velocity_with(x.view(), &t, &extras, a.view_mut())
-        .unwrap();
+    whole.velocity(x.view(), &t, &extras, a.view_mut()).unwrap();
     chunked
-        .velocity_with(x.view(), &t, &extras, b.view_mut())
+        .velocity(x.view(), &t, &extras, b.view_mut())
         .unwrap();
     assert_eq!(a, b);
 
@@ -467,7 +475,7 @@ fn chunked_batches_equal_the_unchunked_result() {
     let strided_labels =
         ExtraTensor::labels(&labels.iter().step_by(2).copied().collect::<Vec<_>>());
     chunked
-        .velocity_with(
+        .velocity(
             strided,
             &t_strided,
             &Extras::new().with("label", strided_labels),
@@ -489,11 +497,9 @@ fn a_model_with_a_fixed_batch_of_one_runs_sample_by_sample() {
     let extras = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2, 3, 1]));
     let mut a = ArrayD::<f32>::zeros(x.raw_dim());
     let mut b = ArrayD::<f32>::zeros(x.raw_dim());
-    fixed
-        .velocity_with(x.view(), &t, &extras, a.view_mut())
-        .unwrap();
+    fixed.velocity(x.view(), &t, &extras, a.view_mut()).unwrap();
     dynamic
-        .velocity_with(x.view(), &t, &extras, b.view_mut())
+        .velocity(x.view(), &t, &extras, b.view_mut())
         .unwrap();
     assert_eq!(a, b);
     let null = fixed.null_extras(5).unwrap().expect("declared");
@@ -519,10 +525,10 @@ fn a_scalar_time_model_groups_equal_times_and_slices_extras_with_them() {
     let mut a = ArrayD::<f32>::zeros(x.raw_dim());
     let mut b = ArrayD::<f32>::zeros(x.raw_dim());
     scalar
-        .velocity_with(x.view(), &t, &extras, a.view_mut())
+        .velocity(x.view(), &t, &extras, a.view_mut())
         .unwrap();
     per_sample
-        .velocity_with(x.view(), &t, &extras, b.view_mut())
+        .velocity(x.view(), &t, &extras, b.view_mut())
         .unwrap();
     let diff = max_abs_diff(&a, &b);
     assert!(diff <= 1e-6, "scalar-time grouping differs by {diff:e}");
@@ -551,7 +557,9 @@ fn a_session_pool_used_from_threads_matches_serial_calls() {
         .iter()
         .map(|(x, t)| {
             let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-            field.velocity(x.view(), &[*t], out.view_mut()).unwrap();
+            field
+                .velocity(x.view(), &[*t], Extras::none(), out.view_mut())
+                .unwrap();
             out
         })
         .collect();
@@ -566,7 +574,9 @@ fn a_session_pool_used_from_threads_matches_serial_calls() {
                 let mut results = Vec::new();
                 for _ in 0..20 {
                     let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-                    field.velocity(x.view(), &[t], out.view_mut()).unwrap();
+                    field
+                        .velocity(x.view(), &[t], Extras::none(), out.view_mut())
+                        .unwrap();
                     results.push(out);
                 }
                 results
@@ -595,8 +605,12 @@ fn the_gmm_model_equals_the_analytic_field() {
     let t: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
     let mut a = ArrayD::<f32>::zeros(x.raw_dim());
     let mut b = ArrayD::<f32>::zeros(x.raw_dim());
-    field.velocity(x.view(), &t, a.view_mut()).unwrap();
-    exact.velocity(x.view(), &t, b.view_mut()).unwrap();
+    field
+        .velocity(x.view(), &t, Extras::none(), a.view_mut())
+        .unwrap();
+    exact
+        .velocity(x.view(), &t, Extras::none(), b.view_mut())
+        .unwrap();
     let worst = a
         .iter()
         .zip(&b)

@@ -177,7 +177,7 @@ fn matches_its_project(name: &str) {
         if first.shape() == x0.shape() {
             let mut out = ArrayD::zeros(x0.raw_dim());
             network
-                .velocity_with(
+                .velocity(
                     x0.view(),
                     &[fed],
                     &extras.for_batch(x0.shape()[0]).unwrap(),
@@ -257,7 +257,7 @@ fn the_fixed_batch_packs_both_guidance_rows_in_one_call() {
     let x2 = ndarray::concatenate(ndarray::Axis(0), &[z.view(), z.view()]).unwrap();
     let mut out = ArrayD::zeros(x2.raw_dim());
     network
-        .velocity_with(x2.view(), &[0.0], &packed, out.view_mut())
+        .velocity(x2.view(), &[0.0], &packed, out.view_mut())
         .unwrap();
     let first = f32_array(case["first_call"]["output"].as_str().unwrap());
     assert!(relative_error(&out, &first) <= 1e-5);
@@ -266,11 +266,11 @@ fn the_fixed_batch_packs_both_guidance_rows_in_one_call() {
     let mut v3 = ArrayD::zeros(x3.raw_dim());
     let e3 = extras.for_batch(3).unwrap();
     network
-        .velocity_with(x3.view(), &[0.3], &e3, v3.view_mut())
+        .velocity(x3.view(), &[0.3], &e3, v3.view_mut())
         .unwrap();
     let mut v1 = ArrayD::zeros(z.raw_dim());
     network
-        .velocity_with(z.view(), &[0.3], &extras, v1.view_mut())
+        .velocity(z.view(), &[0.3], &extras, v1.view_mut())
         .unwrap();
     for row in v3.outer_iter() {
         assert_eq!(row, v1.index_axis(ndarray::Axis(0), 0));
@@ -288,7 +288,7 @@ fn a_conditioning_length_that_disagrees_with_the_state_names_both() {
     let mut out = ArrayD::zeros(z.raw_dim());
     let err = model
         .network()
-        .velocity_with(z.view(), &[0.5], &extras, out.view_mut())
+        .velocity(z.view(), &[0.5], &extras, out.view_mut())
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Shape { .. }), "{text}");
@@ -315,7 +315,7 @@ fn a_bool_mask_given_as_one_half_is_refused() {
     let mut out = ArrayD::zeros(z.raw_dim());
     let err = model
         .network()
-        .velocity_with(z.view(), &[0.5], &extras, out.view_mut())
+        .velocity(z.view(), &[0.5], &extras, out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Extra { input, reason, .. } if input == "mask" && reason.contains("bool")),
@@ -365,7 +365,7 @@ fn a_missing_conditioning_input_is_named_with_its_declared_shape() {
     let mut out = ArrayD::zeros(z.raw_dim());
     let err = model
         .network()
-        .velocity_with(z.view(), &[500.0], &extras, out.view_mut())
+        .velocity(z.view(), &[500.0], &extras, out.view_mut())
         .unwrap_err();
     assert!(
         matches!(&err, Error::Extra { input, reason, .. }
@@ -404,7 +404,7 @@ fn jacobian_vector_products_pass_through_every_new_piece() {
         let (model, spec) = open(name);
         let field = model.field();
         assert!(
-            field.provides_jvp(),
+            field.derivatives().jvp,
             "{name}: no JVP: {:?}",
             model.network().jvp_unavailable_reason()
         );
@@ -417,16 +417,16 @@ fn jacobian_vector_products_pass_through_every_new_piece() {
         let v = z.mapv(|_| rng.normal() as f32);
         let mut jv = ArrayD::zeros(z.raw_dim());
         field
-            .jvp_with(z.view(), &t, &extras, v.view(), jv.view_mut())
+            .jvp(z.view(), &t, &extras, v.view(), jv.view_mut())
             .unwrap();
         let eps = 1e-2f32;
         let (plus, minus) = (&z + &(&v * eps), &z - &(&v * eps));
         let (mut up, mut down) = (ArrayD::zeros(z.raw_dim()), ArrayD::zeros(z.raw_dim()));
         field
-            .velocity_with(plus.view(), &t, &extras, up.view_mut())
+            .velocity(plus.view(), &t, &extras, up.view_mut())
             .unwrap();
         field
-            .velocity_with(minus.view(), &t, &extras, down.view_mut())
+            .velocity(minus.view(), &t, &extras, down.view_mut())
             .unwrap();
         let fd = (&up - &down).mapv(|d| d / (2.0 * eps));
         let e = relative_error(&jv, &fd);
@@ -435,7 +435,7 @@ fn jacobian_vector_products_pass_through_every_new_piece() {
             "{name}: J·v differs from central differences by {e:e}"
         );
         // The stacked call, where the graph allows it, gives the same products.
-        if !field.provides_stacked_jvp() {
+        if !field.derivatives().stacked_jvp {
             eprintln!(
                 "{name}: no stacked form: {:?}",
                 model.network().stacked_jvp_unavailable_reason()

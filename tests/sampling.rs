@@ -309,10 +309,13 @@ impl VelocityField for X1Predictor {
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &fmrt::field::Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
+        extras.expect_none("this test field")?;
         let mut u = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner.velocity(x.view(), t, u.view_mut())?;
+        self.inner
+            .velocity(x.view(), t, fmrt::field::Extras::none(), u.view_mut())?;
         self.path.from_velocity(Prediction::X1, u.view(), x, t, out)
     }
 }

@@ -434,7 +434,7 @@ pub unsafe extern "C" fn fmrt_field_velocity(
             ArrayViewD::from_shape(IxDyn(&shape), x).map_err(|e| FfiError::shape(e.to_string()))?;
         let ov = ArrayViewMutD::from_shape(IxDyn(&shape), out)
             .map_err(|e| FfiError::shape(e.to_string()))?;
-        f.inner.velocity_with(xv, t, extras, ov)?;
+        f.inner.velocity(xv, t, extras, ov)?;
         Ok(())
     })
 }

@@ -709,7 +709,7 @@ pub unsafe extern "C" fn fmrt_model_prepare_derivatives(model: *const fmrt_model
     guard(|| {
         // SAFETY: the caller's contract.
         let m = unsafe { handle(model, "model") }?;
-        if m.inner.field().provides_jvp() {
+        if m.inner.field().derivatives().any_jvp() {
             return Ok(());
         }
         let reason = m

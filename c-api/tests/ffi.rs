@@ -1457,7 +1457,13 @@ mod field {
             .unwrap()
             .into_dyn();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        g.velocity(xa.view(), &[0.4], expect.view_mut()).unwrap();
+        g.velocity(
+            xa.view(),
+            &[0.4],
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         assert_eq!(&u[..], expect.as_slice().unwrap());
     }
 
@@ -1879,8 +1885,13 @@ mod plugin {
         assert_eq!(p.abi_version(), 1);
         assert_eq!(p.capabilities(), fmrt::field::plugin::Capabilities::JVP);
         assert_eq!(p.state_shape(), Some(&[2][..]));
-        assert!(p.provides_jvp());
-        assert!(!p.provides_stacked_jvp() && !p.provides_divergence());
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                ..fmrt::field::Derivatives::NONE
+            }
+        );
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let g = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
         let mut rng = SeededRng::new(3);
@@ -1890,10 +1901,26 @@ mod plugin {
         let t: Vec<f64> = (0..16).map(|i| 0.05 + 0.9 * i as f64 / 15.0).collect();
         let zeros = || ndarray::ArrayD::<f32>::zeros(x.raw_dim());
         let (mut a, mut b, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
-        p.velocity(x.view(), &t, a.view_mut()).unwrap();
-        g.velocity(x.view(), &t, b.view_mut()).unwrap();
-        p.jvp(x.view(), &t, v.view(), ja.view_mut()).unwrap();
-        g.jvp(x.view(), &t, v.view(), jb.view_mut()).unwrap();
+        p.velocity(x.view(), &t, fmrt::field::Extras::none(), a.view_mut())
+            .unwrap();
+        g.velocity(x.view(), &t, fmrt::field::Extras::none(), b.view_mut())
+            .unwrap();
+        p.jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            ja.view_mut(),
+        )
+        .unwrap();
+        g.jvp(
+            x.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            v.view(),
+            jb.view_mut(),
+        )
+        .unwrap();
         for (name, p, g) in [("velocity", &a, &b), ("jvp", &ja, &jb)] {
             let worst = p
                 .iter()
@@ -1905,7 +1932,12 @@ mod plugin {
         // A wrong shape is refused before the plugin sees it.
         let bad = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[4, 3]));
         let err = p
-            .velocity(bad.view(), &[0.5], zeros().view_mut())
+            .velocity(
+                bad.view(),
+                &[0.5],
+                fmrt::field::Extras::none(),
+                zeros().view_mut(),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
     }
@@ -1972,15 +2004,26 @@ mod plugin {
                 | Capabilities::DIVERGENCE
         );
         assert_eq!(p.state_shape(), Some(&[2][..]));
-        assert!(p.provides_jvp() && p.provides_stacked_jvp() && p.provides_divergence());
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                stacked_jvp: true,
+                divergence: true
+            }
+        );
         let g = shifted_ring([0.0, 0.0]);
         let (x, v, t) = points(16, 3);
         let zeros = || ArrayD::<f32>::zeros(x.raw_dim());
         let (mut a, mut b, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
-        p.velocity(x.view(), &t, a.view_mut()).unwrap();
-        g.velocity(x.view(), &t, b.view_mut()).unwrap();
-        p.jvp(x.view(), &t, v.view(), ja.view_mut()).unwrap();
-        g.jvp(x.view(), &t, v.view(), jb.view_mut()).unwrap();
+        p.velocity(x.view(), &t, Extras::none(), a.view_mut())
+            .unwrap();
+        g.velocity(x.view(), &t, Extras::none(), b.view_mut())
+            .unwrap();
+        p.jvp(x.view(), &t, Extras::none(), v.view(), ja.view_mut())
+            .unwrap();
+        g.jvp(x.view(), &t, Extras::none(), v.view(), jb.view_mut())
+            .unwrap();
         let w = worst(a.iter().copied(), b.iter().copied());
         println!("plugin v2 velocity: worst relative difference {w:e}");
         assert!(w < 1e-6, "velocity: worst relative difference {w}");
@@ -2009,7 +2052,8 @@ mod plugin {
         for d in 0..3 {
             let vd = vs.index_axis(ndarray::Axis(0), d);
             let mut want = zeros();
-            g.jvp(x.view(), &t, vd, want.view_mut()).unwrap();
+            g.jvp(x.view(), &t, Extras::none(), vd, want.view_mut())
+                .unwrap();
             let got = products.index_axis(ndarray::Axis(0), d);
             let w = worst(got.iter().copied(), want.iter().copied());
             assert!(w < 1e-6, "stacked product {d}: {w}");
@@ -2017,8 +2061,8 @@ mod plugin {
 
         // The exact divergence in f64 against the closed form (same f32 x).
         let (mut dp, mut dg) = (vec![0.0; 16], vec![0.0; 16]);
-        p.divergence(x.view(), &t, &mut dp).unwrap();
-        g.divergence(x.view(), &t, &mut dg).unwrap();
+        p.divergence(x.view(), &t, Extras::none(), &mut dp).unwrap();
+        g.divergence(x.view(), &t, Extras::none(), &mut dg).unwrap();
         let w = worst(dp.iter().copied(), dg.iter().copied());
         println!("plugin v2 divergence: worst relative difference {w:e}");
         assert!(w < 5e-14, "divergence: worst relative difference {w:e}");
@@ -2058,18 +2102,20 @@ mod plugin {
             matches!(&err, Error::Shape { tensor, .. } if tensor == "v"),
             "{err}"
         );
-        let err = p.divergence(x.view(), &t, &mut [0.0; 15]).unwrap_err();
+        let err = p
+            .divergence(x.view(), &t, Extras::none(), &mut [0.0; 15])
+            .unwrap_err();
         assert!(
             matches!(&err, Error::Shape { tensor, .. } if tensor == "out"),
             "{err}"
         );
         let err = p
-            .velocity(x.view(), &t[..3], zeros().view_mut())
+            .velocity(x.view(), &t[..3], Extras::none(), zeros().view_mut())
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Shape, "{err}");
         let bad = ArrayD::<f32>::zeros(IxDyn(&[4, 3]));
         let err = p
-            .velocity(bad.view(), &[0.5], zeros().view_mut())
+            .velocity(bad.view(), &[0.5], Extras::none(), zeros().view_mut())
             .unwrap_err();
         assert!(
             matches!(&err, Error::Shape { tensor, .. } if tensor == "x"),
@@ -2092,19 +2138,24 @@ mod plugin {
         let zeros = || ArrayD::<f32>::zeros(x.raw_dim());
         let (mut u, mut jv) = (zeros(), zeros());
         let mut div = vec![0.0; 16];
-        p.velocity_with(x.view(), &t, &extras, u.view_mut())
+        p.velocity(x.view(), &t, &extras, u.view_mut()).unwrap();
+        p.jvp(x.view(), &t, &extras, v.view(), jv.view_mut())
             .unwrap();
-        p.jvp_with(x.view(), &t, &extras, v.view(), jv.view_mut())
-            .unwrap();
-        p.divergence_with(x.view(), &t, &extras, &mut div).unwrap();
+        p.divergence(x.view(), &t, &extras, &mut div).unwrap();
         let (mut ua, mut ub, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
         let (mut da, mut db) = (vec![0.0; 16], vec![0.0; 16]);
-        ga.velocity(x.view(), &t, ua.view_mut()).unwrap();
-        gb.velocity(x.view(), &t, ub.view_mut()).unwrap();
-        ga.jvp(x.view(), &t, v.view(), ja.view_mut()).unwrap();
-        gb.jvp(x.view(), &t, v.view(), jb.view_mut()).unwrap();
-        ga.divergence(x.view(), &t, &mut da).unwrap();
-        gb.divergence(x.view(), &t, &mut db).unwrap();
+        ga.velocity(x.view(), &t, Extras::none(), ua.view_mut())
+            .unwrap();
+        gb.velocity(x.view(), &t, Extras::none(), ub.view_mut())
+            .unwrap();
+        ga.jvp(x.view(), &t, Extras::none(), v.view(), ja.view_mut())
+            .unwrap();
+        gb.jvp(x.view(), &t, Extras::none(), v.view(), jb.view_mut())
+            .unwrap();
+        ga.divergence(x.view(), &t, Extras::none(), &mut da)
+            .unwrap();
+        gb.divergence(x.view(), &t, Extras::none(), &mut db)
+            .unwrap();
         let (mut moved, mut worst_div) = (0.0f32, 0.0f64);
         for i in 0..16 {
             let (wu, wj, wd) = if i % 2 == 0 {
@@ -2127,7 +2178,8 @@ mod plugin {
         assert!(worst_div < 3e-13, "shifted divergence: {worst_div:e}");
         // The shift really moved the field.
         let mut plain = zeros();
-        p.velocity(x.view(), &t, plain.view_mut()).unwrap();
+        p.velocity(x.view(), &t, Extras::none(), plain.view_mut())
+            .unwrap();
         for (a, b) in plain.iter().zip(u.iter()) {
             moved = moved.max((a - b).abs());
         }
@@ -2147,8 +2199,7 @@ mod plugin {
         );
         for (label, extras) in [("shared", shared), ("one row", one_row)] {
             let mut got = zeros();
-            p.velocity_with(x.view(), &t, &extras, got.view_mut())
-                .unwrap();
+            p.velocity(x.view(), &t, &extras, got.view_mut()).unwrap();
             let w = worst(got.iter().copied(), ua.iter().copied());
             assert!(w < 1e-6, "{label}: {w}");
         }
@@ -2157,13 +2208,13 @@ mod plugin {
         // message.
         let wrong_type = Extras::new().with("shift", ExtraTensor::labels(&[1; 16]));
         let err = p
-            .velocity_with(x.view(), &t, &wrong_type, zeros().view_mut())
+            .velocity(x.view(), &t, &wrong_type, zeros().view_mut())
             .unwrap_err();
         assert!(matches!(err, Error::Field { .. }), "{err}");
         assert!(err.to_string().contains("`shift` must be float32"), "{err}");
         let unknown = Extras::new().with("label", ExtraTensor::labels(&[1; 16]));
         let err = p
-            .velocity_with(x.view(), &t, &unknown, zeros().view_mut())
+            .velocity(x.view(), &t, &unknown, zeros().view_mut())
             .unwrap_err();
         assert!(
             err.to_string().contains("unknown extra input `label`"),
@@ -2172,7 +2223,7 @@ mod plugin {
         // Rows that fit neither the batch nor one row are refused by fmrt.
         let three = Extras::new().with("shift", ExtraTensor::Float32(ArrayD::zeros(vec![3, 2])));
         let err = p
-            .velocity_with(x.view(), &t, &three, zeros().view_mut())
+            .velocity(x.view(), &t, &three, zeros().view_mut())
             .unwrap_err();
         assert!(
             matches!(&err, Error::Shape { tensor, .. } if tensor == "shift"),
@@ -2432,20 +2483,30 @@ mod plugin {
         // SAFETY: the test plugin follows the contract.
         let p = unsafe { PluginField::open(&lib, None) }.unwrap();
         assert_eq!(p.capabilities(), Capabilities::JVP);
-        assert!(p.provides_jvp() && !p.provides_divergence() && !p.provides_stacked_jvp());
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                ..fmrt::field::Derivatives::NONE
+            }
+        );
         let x = ArrayD::from_shape_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
         let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-        p.velocity(x.view(), &[0.5], out.view_mut()).unwrap();
+        p.velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+            .unwrap();
         assert_eq!(out.as_slice().unwrap(), &[1003.0, 1004.0, 1005.0, 1006.0]);
-        p.jvp(x.view(), &[0.5], x.view(), out.view_mut()).unwrap();
+        p.jvp(x.view(), &[0.5], Extras::none(), x.view(), out.view_mut())
+            .unwrap();
         assert_eq!(out.as_slice().unwrap(), &[2.0, 4.0, 6.0, 8.0]);
         // What it does not offer is Unsupported, not a call through NULL.
-        let err = p.divergence(x.view(), &[0.5], &mut [0.0; 2]).unwrap_err();
+        let err = p
+            .divergence(x.view(), &[0.5], Extras::none(), &mut [0.0; 2])
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
         // Extras without FMRT_PLUGIN_CAP_EXTRAS: refused naming the input.
         let extras = Extras::new().with("label", ExtraTensor::labels(&[0, 1]));
         let err = p
-            .velocity_with(x.view(), &[0.5], &extras, out.view_mut())
+            .velocity(x.view(), &[0.5], &extras, out.view_mut())
             .unwrap_err();
         assert!(
             matches!(&err, Error::Extra { input, .. } if input == "label"),
@@ -2505,12 +2566,14 @@ mod plugin {
             let x =
                 ArrayD::from_shape_vec(shape.clone(), (0..n).map(|i| i as f32).collect()).unwrap();
             let mut out = ArrayD::<f32>::zeros(x.raw_dim());
-            p.velocity(x.view(), &[0.5], out.view_mut()).unwrap();
+            p.velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+                .unwrap();
             for (o, xi) in out.iter().zip(x.iter()) {
                 assert_eq!(*o, xi + len + 1000.0 * rank, "{shape:?}");
             }
             let mut div = vec![0.0; shape[0]];
-            p.divergence(x.view(), &[0.5], &mut div).unwrap();
+            p.divergence(x.view(), &[0.5], Extras::none(), &mut div)
+                .unwrap();
             assert!(
                 div.iter().all(|&d| d == 2.0 * f64::from(len)),
                 "{shape:?}: {div:?}"
@@ -2535,7 +2598,9 @@ mod plugin {
         for shape in [vec![4usize], vec![1; 18]] {
             let x = ArrayD::<f32>::zeros(shape.clone());
             let mut out = ArrayD::<f32>::zeros(shape.clone());
-            let err = p.velocity(x.view(), &[0.5], out.view_mut()).unwrap_err();
+            let err = p
+                .velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+                .unwrap_err();
             assert!(
                 matches!(&err, Error::Shape { tensor, .. } if tensor == "x"),
                 "{shape:?}: {err}"
@@ -3831,7 +3896,13 @@ mod onnx {
         shape.extend_from_slice(rust.state_shape().unwrap());
         let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x.clone()).unwrap();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        rust.velocity(
+            xa.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         for (name, f) in [("file", from_file), ("bytes", from_bytes)] {
             let mut u = vec![0f32; n * dim];
             // SAFETY: lengths as stated.
@@ -4603,10 +4674,17 @@ mod likelihood {
             .unwrap()
             .into_dyn();
         let mut expect = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        rust.velocity(xa.view(), &t, expect.view_mut()).unwrap();
+        rust.velocity(
+            xa.view(),
+            &t,
+            fmrt::field::Extras::none(),
+            expect.view_mut(),
+        )
+        .unwrap();
         assert_eq!(&u[..], expect.as_slice().unwrap());
         let mut plain = ndarray::ArrayD::<f32>::zeros(xa.raw_dim());
-        gmm.velocity(xa, &t, plain.view_mut()).unwrap();
+        gmm.velocity(xa, &t, fmrt::field::Extras::none(), plain.view_mut())
+            .unwrap();
         assert_ne!(expect, plain, "the adapter changes the velocity");
     }
 

@@ -35,7 +35,7 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode, Failure> {
             fmrt::error::Report(&e)
         ),
     }
-    if model.provides_jvp() {
+    if model.derivatives().any_jvp() {
         println!("derivatives: exact JVPs through the tangent graph (likelihood --divergence exact|hutchinson)");
         match model.stacked_jvp_unavailable_reason() {
             None => println!(

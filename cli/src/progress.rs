@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fmrt::field::{Extras, VelocityField};
+use fmrt::field::{Derivatives, Extras, VelocityField};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
@@ -83,17 +83,11 @@ impl VelocityField for Progress {
         self.inner.state_shape()
     }
 
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        self.tick(t);
-        self.inner.velocity(x, t, out)
+    fn derivatives(&self) -> Derivatives {
+        self.inner.derivatives()
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -101,38 +95,19 @@ impl VelocityField for Progress {
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
         self.tick(t);
-        self.inner.velocity_with(x, t, extras, out)
-    }
-
-    fn provides_jvp(&self) -> bool {
-        self.inner.provides_jvp()
+        self.inner.velocity(x, t, extras, out)
     }
 
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> fmrt::Result<()> {
-        self.tick(t);
-        self.inner.jvp(x, t, v, out)
-    }
-
-    fn jvp_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
         extras: &Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> fmrt::Result<()> {
         self.tick(t);
-        self.inner.jvp_with(x, t, extras, v, out)
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.inner.provides_stacked_jvp()
+        self.inner.jvp(x, t, extras, v, out)
     }
 
     fn velocity_and_jvps(
@@ -149,16 +124,7 @@ impl VelocityField for Progress {
             .velocity_and_jvps(x, t, extras, v, velocity, products)
     }
 
-    fn provides_divergence(&self) -> bool {
-        self.inner.provides_divergence()
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> fmrt::Result<()> {
-        self.tick(t);
-        self.inner.divergence(x, t, out)
-    }
-
-    fn divergence_with(
+    fn divergence(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -166,6 +132,6 @@ impl VelocityField for Progress {
         out: &mut [f64],
     ) -> fmrt::Result<()> {
         self.tick(t);
-        self.inner.divergence_with(x, t, extras, out)
+        self.inner.divergence(x, t, extras, out)
     }
 }

@@ -9,15 +9,17 @@
 
 use std::sync::Arc;
 
+mod affine;
 mod clock;
 
-pub use clock::{check_time_scale, Clock, TimeDirection};
+pub use affine::{Affine, AffineMap, AffineMaps};
+pub use clock::{check_time_scale, Clock, ClockMap, TimeDirection};
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, Zip};
 
-use crate::field::{check_times, time_of};
-use crate::field::{ExtraTensor, Extras, NullCondition, VelocityField};
-use crate::path::{combine, AffinePath, Prediction};
+use crate::field::check_times;
+use crate::field::{Derivatives, ExtraTensor, Extras, NullCondition, VelocityField};
+use crate::path::{AffinePath, Prediction};
 use crate::scheduler::{Coefficients, Schedule};
 use crate::{Error, Result};
 
@@ -29,23 +31,24 @@ use crate::{Error, Result};
 /// x̂0 = (x − α·m)/σ; for an x0 model x̂0 = m and x̂1 = (x − σ·m)/α. This is the
 /// usual conversion, but it divides by σ = 0 at t = 1 (x1) and by α = 0 at
 /// t = 0 (x0), times every solver evaluates. So within
-/// [`ENDPOINT_MARGIN`](Self::ENDPOINT_MARGIN) of the singular end the model
-/// and the path are evaluated at the edge of the margin, t_c = 1 − ε (resp.
-/// ε), while α′ and σ′ stay at t: the velocity of the straight continuation
-/// between the model's estimates. For an x1 model the sample at t = 1 is
-/// then the model's own x1 prediction at 1 − ε; for an x0 model the start
-/// uses the model's estimate at ε. Elsewhere nothing changes.
-pub struct Predicted {
-    inner: Arc<dyn VelocityField>,
+/// [`ENDPOINT_MARGIN`](PredictionMap::ENDPOINT_MARGIN) of the singular end the
+/// model and the path are evaluated at the edge of the margin, t_c = 1 − ε
+/// (resp. ε), while α′ and σ′ stay at t: the velocity of the straight
+/// continuation between the model's estimates. For an x1 model the sample at
+/// t = 1 is then the model's own x1 prediction at 1 − ε; for an x0 model the
+/// start uses the model's estimate at ε. Elsewhere nothing changes.
+///
+/// The conversion u = a(t)·x + b(t)·m(x, t_c) is one [`Affine`] map, so JVPs
+/// and the divergence follow from the model's.
+pub type Predicted = Affine<PredictionMap>;
+
+/// The maps of a [`Predicted`] field.
+pub struct PredictionMap {
     path: AffinePath,
     prediction: Prediction,
 }
 
-impl Predicted {
-    /// The margin ε by the singular end (t = 1 for x1, t = 0 for x0 models)
-    /// inside which the model is evaluated at the margin's edge.
-    pub const ENDPOINT_MARGIN: f64 = 1e-3;
-
+impl Affine<PredictionMap> {
     /// Converts the outputs of `inner`, which predicts `prediction`, into velocities
     /// along the path of `trained_with`.
     pub fn new(
@@ -53,14 +56,22 @@ impl Predicted {
         trained_with: Arc<dyn Schedule>,
         prediction: Prediction,
     ) -> Self {
-        Self {
+        Affine::from_maps(
             inner,
-            path: AffinePath::new(trained_with),
-            prediction,
-        }
+            PredictionMap {
+                path: AffinePath::new(trained_with),
+                prediction,
+            },
+        )
     }
+}
 
-    /// The time the model is evaluated at for time `t` (see the type's docs).
+impl PredictionMap {
+    /// The margin ε by the singular end (t = 1 for x1, t = 0 for x0 models)
+    /// inside which the model is evaluated at the margin's edge.
+    pub const ENDPOINT_MARGIN: f64 = 1e-3;
+
+    /// The time the model is evaluated at for time `t` (see [`Predicted`]).
     fn model_time(&self, t: f64) -> f64 {
         match self.prediction {
             Prediction::X1 => t.min(1.0 - Self::ENDPOINT_MARGIN),
@@ -95,173 +106,22 @@ impl Predicted {
             Prediction::Velocity => Ok((0.0, 1.0)),
         }
     }
-
-    /// The model's times for the times `t`.
-    fn model_times(&self, t: &[f64]) -> Vec<f64> {
-        t.iter().map(|&ti| self.model_time(ti)).collect()
-    }
-
-    /// out = a·p + b·q per sample, with the conversion's coefficients at `t`.
-    fn convert(
-        &self,
-        p: ArrayViewD<'_, f32>,
-        q: ArrayViewD<'_, f32>,
-        t: &[f64],
-        mut out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        // Solvers pass one time per sample, usually all equal: the
-        // coefficients are computed once per run of equal times.
-        let mut last: Option<(f64, (f64, f64))> = None;
-        combine(&p, &q, &mut out, |i| {
-            let ti = time_of(t, i);
-            match last {
-                Some((at, c)) if at.to_bits() == ti.to_bits() => Ok(c),
-                _ => {
-                    let c = self.coefficients(ti, self.model_time(ti))?;
-                    last = Some((ti, c));
-                    Ok(c)
-                }
-            }
-        })
-    }
 }
 
-impl VelocityField for Predicted {
-    fn state_shape(&self) -> Option<&[usize]> {
-        self.inner.state_shape()
+impl AffineMaps for PredictionMap {
+    fn map_at(&self, t: f64) -> Result<AffineMap> {
+        let t_c = self.model_time(t);
+        let (a, b) = self.coefficients(t, t_c)?;
+        Ok(AffineMap {
+            t: t_c,
+            s: 1.0,
+            a,
+            b,
+        })
     }
 
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.velocity_with(x, t, &Extras::new(), out)
-    }
-
-    fn velocity_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_call(&x, t, &out)?;
-        if self.prediction == Prediction::Velocity {
-            return self.inner.velocity_with(x, t, extras, out);
-        }
-        let mut raw = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner
-            .velocity_with(x.view(), &self.model_times(t), extras, raw.view_mut())?;
-        self.convert(x, raw.view(), t, out)
-    }
-
-    fn provides_jvp(&self) -> bool {
-        self.inner.provides_jvp()
-    }
-
-    fn jvp(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.jvp_with(x, t, &Extras::new(), v, out)
-    }
-
-    /// u = a(t)·x + b(t)·m(x, t) is affine in x and m, so J_u·v = a·v + b·J_m·v:
-    /// the same conversion applied to (v, J_m·v).
-    fn jvp_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_call(&x, t, &out)?;
-        if self.prediction == Prediction::Velocity {
-            return self.inner.jvp_with(x, t, extras, v, out);
-        }
-        let mut jm = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner
-            .jvp_with(x, &self.model_times(t), extras, v.view(), jm.view_mut())?;
-        self.convert(v, jm.view(), t, out)
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.inner.provides_stacked_jvp()
-    }
-
-    /// The velocity and each product converted as in
-    /// [`velocity_with`](Self::velocity_with) and [`jvp_with`](Self::jvp_with),
-    /// from one stacked call of the model.
-    fn velocity_and_jvps(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        mut velocity: ArrayViewMutD<'_, f32>,
-        mut products: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_stacked_call(&x, t, &v, &velocity, &products)?;
-        if self.prediction == Prediction::Velocity {
-            return self
-                .inner
-                .velocity_and_jvps(x, t, extras, v, velocity, products);
-        }
-        let mut raw = ArrayD::<f32>::zeros(x.raw_dim());
-        let mut jm = ArrayD::<f32>::zeros(v.raw_dim());
-        self.inner.velocity_and_jvps(
-            x.view(),
-            &self.model_times(t),
-            extras,
-            v.view(),
-            raw.view_mut(),
-            jm.view_mut(),
-        )?;
-        self.convert(x, raw.view(), t, velocity.view_mut())?;
-        for ((v_p, jm_p), products_p) in v
-            .outer_iter()
-            .zip(jm.outer_iter())
-            .zip(products.outer_iter_mut())
-        {
-            self.convert(v_p, jm_p, t, products_p)?;
-        }
-        Ok(())
-    }
-
-    fn provides_divergence(&self) -> bool {
-        self.inner.provides_divergence()
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
-        self.divergence_with(x, t, &Extras::new(), out)
-    }
-
-    /// div u = D·a(t) + b(t)·div m for u = a·x + b·m in D dimensions.
-    fn divergence_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        out: &mut [f64],
-    ) -> Result<()> {
-        if self.prediction == Prediction::Velocity {
-            return self.inner.divergence_with(x, t, extras, out);
-        }
-        let dim = check_divergence_call(&x, t, out)?;
-        self.inner
-            .divergence_with(x, &self.model_times(t), extras, out)?;
-        for (i, d) in out.iter_mut().enumerate() {
-            let ti = time_of(t, i);
-            let (a, b) = self.coefficients(ti, self.model_time(ti))?;
-            *d = dim as f64 * a + b * *d;
-        }
-        Ok(())
+    fn is_identity(&self) -> bool {
+        self.prediction == Prediction::Velocity
     }
 }
 
@@ -352,16 +212,11 @@ impl VelocityField for Guided {
         self.inner.state_shape()
     }
 
-    fn velocity(
-        &self,
-        _x: ArrayViewD<'_, f32>,
-        _t: &[f64],
-        _out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        Err(self.missing_condition())
+    fn derivatives(&self) -> Derivatives {
+        self.inner.derivatives()
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -369,33 +224,20 @@ impl VelocityField for Guided {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let batch = check_call(&x, t, &out)?;
+        self.expect_condition(extras)?;
         let Some(weights) = self.weights(t, batch) else {
-            return self.inner.velocity_with(x, t, extras, out);
+            return self.inner.velocity(x, t, extras, out);
         };
         let both = self.stack(x, t, extras)?;
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
         self.inner
-            .velocity_with(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
+            .velocity(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
         mix(both_out.view(), &weights, out);
         Ok(())
     }
 
-    fn provides_jvp(&self) -> bool {
-        self.inner.provides_jvp()
-    }
-
-    fn jvp(
-        &self,
-        _x: ArrayViewD<'_, f32>,
-        _t: &[f64],
-        _v: ArrayViewD<'_, f32>,
-        _out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        Err(self.missing_condition())
-    }
-
     /// J = (1 + w)·J_c − w·J_∅, both halves in one batched JVP call.
-    fn jvp_with(
+    fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -404,13 +246,14 @@ impl VelocityField for Guided {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let batch = check_call(&x, t, &out)?;
+        self.expect_condition(extras)?;
         let Some(weights) = self.weights(t, batch) else {
-            return self.inner.jvp_with(x, t, extras, v, out);
+            return self.inner.jvp(x, t, extras, v, out);
         };
         let both = self.stack(x, t, extras)?;
         let both_v = interleave_rows(v, 0)?;
         let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
-        self.inner.jvp_with(
+        self.inner.jvp(
             both.x.view(),
             &both.t,
             &both.extras,
@@ -421,12 +264,8 @@ impl VelocityField for Guided {
         Ok(())
     }
 
-    fn provides_stacked_jvp(&self) -> bool {
-        self.inner.provides_stacked_jvp()
-    }
-
     /// Both halves of the velocity and of every product in one stacked call,
-    /// each mixed as in [`velocity_with`](Self::velocity_with).
+    /// each mixed as in [`velocity`](Self::velocity).
     fn velocity_and_jvps(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -437,6 +276,7 @@ impl VelocityField for Guided {
         mut products: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         let (batch, _) = check_stacked_call(&x, t, &v, &velocity, &products)?;
+        self.expect_condition(extras)?;
         let Some(weights) = self.weights(t, batch) else {
             return self
                 .inner
@@ -461,16 +301,8 @@ impl VelocityField for Guided {
         Ok(())
     }
 
-    fn provides_divergence(&self) -> bool {
-        self.inner.provides_divergence()
-    }
-
-    fn divergence(&self, _x: ArrayViewD<'_, f32>, _t: &[f64], _out: &mut [f64]) -> Result<()> {
-        Err(self.missing_condition())
-    }
-
     /// div = (1 + w)·div_c − w·div_∅, both halves in one batched call.
-    fn divergence_with(
+    fn divergence(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -479,13 +311,14 @@ impl VelocityField for Guided {
     ) -> Result<()> {
         let batch = x.shape().first().copied().unwrap_or(0);
         check_times(t, batch)?;
+        self.expect_condition(extras)?;
         let Some(weights) = self.weights(t, batch) else {
-            return self.inner.divergence_with(x, t, extras, out);
+            return self.inner.divergence(x, t, extras, out);
         };
         let both = self.stack(x, t, extras)?;
         let mut both_out = vec![0.0; 2 * both.batch];
         self.inner
-            .divergence_with(both.x.view(), &both.t, &both.extras, &mut both_out)?;
+            .divergence(both.x.view(), &both.t, &both.extras, &mut both_out)?;
         for ((o, pair), w) in out.iter_mut().zip(both_out.chunks_exact(2)).zip(&weights) {
             *o = (1.0 + w) * pair[0] - w * pair[1];
         }
@@ -502,13 +335,16 @@ struct Stacked {
 }
 
 impl Guided {
-    /// The error for a call without the condition guidance steers towards.
-    fn missing_condition(&self) -> Error {
-        Error::InvalidArgument(format!(
+    /// Refuses a call without the condition guidance steers towards.
+    fn expect_condition(&self, extras: &Extras) -> Result<()> {
+        if !extras.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
             "classifier-free guidance needs a condition: pass the conditioning inputs \
              (whose null condition is {}) with each call",
             self.null.describe()
-        ))
+        )))
     }
 
     /// Every row of `x` twice, side by side: with the caller's condition,
@@ -690,31 +526,39 @@ pub struct TimeMap {
 /// Where the sampling schedule's ᾱ′ or σ̄′ is infinite at an end (σ̄′ of vp
 /// and linear_vp at r = 1, ᾱ′ of poly with n < 1 at r = 0), ū is too, and
 /// every solver evaluates the ends. Within
-/// [`ENDPOINT_MARGIN`](Self::ENDPOINT_MARGIN) of such an end the velocity is
-/// the secant one, ū = (Δᾱ/Δr)·x̂1 + (Δσ̄/Δr)·x̂0 across the margin, with the
-/// estimates x̂1, x̂0 that the inner field gives at the margin's inner edge:
-/// finite, and it carries the point exactly onto the sampling path's end
-/// value for those estimates.
-pub struct ScheduleChange {
-    inner: Arc<dyn VelocityField>,
+/// [`ENDPOINT_MARGIN`](ScheduleMap::ENDPOINT_MARGIN) of such an end the
+/// velocity is the secant one, ū = (Δᾱ/Δr)·x̂1 + (Δσ̄/Δr)·x̂0 across the
+/// margin, with the estimates x̂1, x̂0 that the inner field gives at the
+/// margin's inner edge: finite, and it carries the point exactly onto the
+/// sampling path's end value for those estimates.
+///
+/// Either way ū is one [`Affine`] map of the inner field, so JVPs and the
+/// divergence follow from its own.
+pub type ScheduleChange = Affine<ScheduleMap>;
+
+/// The maps of a [`ScheduleChange`]: the two schedules.
+pub struct ScheduleMap {
     trained: Arc<dyn Schedule>,
     sampled: Arc<dyn Schedule>,
 }
 
-impl ScheduleChange {
+impl Affine<ScheduleMap> {
     /// Samples `inner`, trained with `trained`, along `sampled`.
     pub fn new(
         inner: Arc<dyn VelocityField>,
         trained: Arc<dyn Schedule>,
         sampled: Arc<dyn Schedule>,
     ) -> Self {
-        Self {
-            inner,
-            trained,
-            sampled,
-        }
+        Affine::from_maps(inner, ScheduleMap { trained, sampled })
     }
 
+    /// The time map at sampling time `r` ∈ [0, 1].
+    pub fn time_map(&self, r: f64) -> Result<TimeMap> {
+        self.maps().time_map(r)
+    }
+}
+
+impl ScheduleMap {
     /// The time map at sampling time `r` ∈ [0, 1].
     pub fn time_map(&self, r: f64) -> Result<TimeMap> {
         let target = self.sampled.coefficients(r);
@@ -810,179 +654,12 @@ fn check_finite(which: &str, t: f64, c: &Coefficients) -> Result<()> {
     }
 }
 
-impl VelocityField for ScheduleChange {
-    fn state_shape(&self) -> Option<&[usize]> {
-        self.inner.state_shape()
-    }
-
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.velocity_with(x, t, &Extras::new(), out)
-    }
-
-    fn velocity_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        r: &[f64],
-        extras: &Extras,
-        mut out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_call(&x, r, &out)?;
-        let maps = self.affine_maps(r)?;
-        let (scaled, t) = scale_down(x.view(), &maps);
-        let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner
-            .velocity_with(scaled.view(), &t, extras, inner_out.view_mut())?;
-        // ū = a·x + b·u(x/s, t).
-        combine(&x, &inner_out.view(), &mut out, |i| {
-            let m = map_of(&maps, i);
-            Ok((m.a, m.b))
-        })
-    }
-
-    fn provides_jvp(&self) -> bool {
-        self.inner.provides_jvp()
-    }
-
-    fn jvp(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.jvp_with(x, t, &Extras::new(), v, out)
-    }
-
-    /// J̄·v = a·v + (b/s)·J_u(x/s)·v (away from a margin: (ṡ/s)·v + ṫ·J_u·v).
-    fn jvp_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        r: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        mut out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_call(&x, r, &out)?;
-        let maps = self.affine_maps(r)?;
-        let (scaled, t) = scale_down(x.view(), &maps);
-        let mut inner_out = ArrayD::<f32>::zeros(x.raw_dim());
-        self.inner
-            .jvp_with(scaled.view(), &t, extras, v.view(), inner_out.view_mut())?;
-        combine(&v, &inner_out.view(), &mut out, |i| {
-            let m = map_of(&maps, i);
-            Ok((m.a, m.b / m.s))
-        })
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.inner.provides_stacked_jvp()
-    }
-
-    /// The velocity and each product mapped as in
-    /// [`velocity_with`](Self::velocity_with) and [`jvp_with`](Self::jvp_with),
-    /// from one stacked call of the inner field.
-    fn velocity_and_jvps(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        r: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        mut velocity: ArrayViewMutD<'_, f32>,
-        mut products: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        check_stacked_call(&x, r, &v, &velocity, &products)?;
-        let maps = self.affine_maps(r)?;
-        let (scaled, t) = scale_down(x.view(), &maps);
-        let mut inner_velocity = ArrayD::<f32>::zeros(x.raw_dim());
-        let mut inner_products = ArrayD::<f32>::zeros(v.raw_dim());
-        self.inner.velocity_and_jvps(
-            scaled.view(),
-            &t,
-            extras,
-            v.view(),
-            inner_velocity.view_mut(),
-            inner_products.view_mut(),
-        )?;
-        combine(&x, &inner_velocity.view(), &mut velocity, |i| {
-            let m = map_of(&maps, i);
-            Ok((m.a, m.b))
-        })?;
-        for ((v_p, inner_p), mut products_p) in v
-            .outer_iter()
-            .zip(inner_products.outer_iter())
-            .zip(products.outer_iter_mut())
-        {
-            combine(&v_p, &inner_p, &mut products_p, |i| {
-                let m = map_of(&maps, i);
-                Ok((m.a, m.b / m.s))
-            })?;
-        }
-        Ok(())
-    }
-
-    fn provides_divergence(&self) -> bool {
-        self.inner.provides_divergence()
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
-        self.divergence_with(x, t, &Extras::new(), out)
-    }
-
-    /// div ū = D·a + (b/s)·div u(x/s, t).
-    fn divergence_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        r: &[f64],
-        extras: &Extras,
-        out: &mut [f64],
-    ) -> Result<()> {
-        let dim = check_divergence_call(&x, r, out)?;
-        let maps = self.affine_maps(r)?;
-        let (scaled, t) = scale_down(x.view(), &maps);
-        self.inner.divergence_with(scaled.view(), &t, extras, out)?;
-        for (i, d) in out.iter_mut().enumerate() {
-            let m = map_of(&maps, i);
-            *d = dim as f64 * m.a + m.b / m.s * *d;
-        }
-        Ok(())
-    }
-}
-
-/// ū(x, r) = a·x + b·u(x/s, t) at one sampling time: the inner field is
-/// read at training time `t` on the state scaled by 1/`s`.
-#[derive(Clone, Copy, Debug)]
-struct AffineMap {
-    t: f64,
-    s: f64,
-    a: f64,
-    b: f64,
-}
-
-impl ScheduleChange {
+impl ScheduleMap {
     /// The margin ε by an end of [0, 1] where the sampling schedule's α′ or σ′
     /// is infinite (σ̄′ of vp and linear_vp at r = 1, ᾱ′ of poly with n < 1
     /// at r = 0), inside which the velocity is the secant one (see
     /// [`ScheduleChange`]).
     pub const ENDPOINT_MARGIN: f64 = 1e-5;
-
-    /// The affine map of each sampling time in `r`, solved once per run of
-    /// equal times (solvers pass one time per sample, usually all equal).
-    fn affine_maps(&self, r: &[f64]) -> Result<Vec<AffineMap>> {
-        let mut maps: Vec<AffineMap> = Vec::with_capacity(r.len());
-        for (i, &ri) in r.iter().enumerate() {
-            let map = match maps.last() {
-                Some(&previous) if i > 0 && r[i - 1] == ri => previous,
-                _ => self.affine_map(ri)?,
-            };
-            maps.push(map);
-        }
-        Ok(maps)
-    }
 
     /// The affine map at sampling time `r`: the time map's, or within the
     /// margin of a singular end the secant velocity ū = Δᾱ/Δr·x̂1 + Δσ̄/Δr·x̂0
@@ -1034,17 +711,8 @@ impl ScheduleChange {
     }
 }
 
-/// The map of sample `i` (`maps` holds one for all samples or one each).
-fn map_of(maps: &[AffineMap], i: usize) -> AffineMap {
-    maps[if maps.len() == 1 { 0 } else { i }]
-}
-
-/// x/s_r per sample and the training times t_r.
-fn scale_down(x: ArrayViewD<'_, f32>, maps: &[AffineMap]) -> (ArrayD<f32>, Vec<f64>) {
-    let mut scaled = x.to_owned();
-    for (i, mut row) in scaled.outer_iter_mut().enumerate() {
-        let s = map_of(maps, i).s;
-        row.mapv_inplace(|v| (f64::from(v) / s) as f32);
+impl AffineMaps for ScheduleMap {
+    fn map_at(&self, r: f64) -> Result<AffineMap> {
+        self.affine_map(r)
     }
-    (scaled, maps.iter().map(|m| m.t).collect())
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Ix2};
 
-use crate::field::VelocityField;
 use crate::field::{check_times, time_of};
+use crate::field::{Derivatives, Extras, VelocityField};
 use crate::random::SeededRng;
 use crate::scheduler::{Coefficients, Schedule};
 use crate::source::LN_2PI;
@@ -756,12 +756,22 @@ impl VelocityField for GaussianMixture {
         Some(&self.state_shape)
     }
 
+    fn derivatives(&self) -> Derivatives {
+        Derivatives {
+            jvp: true,
+            stacked_jvp: false,
+            divergence: true,
+        }
+    }
+
     fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &Extras,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        extras.expect_none("the Gaussian mixture")?;
         let x = self.as_batch("x", x)?;
         let mut out = self.as_batch_mut("out", out, x.nrows())?;
         self.for_each_sample(&x, t, |i, work, _| {
@@ -773,17 +783,15 @@ impl VelocityField for GaussianMixture {
         })
     }
 
-    fn provides_jvp(&self) -> bool {
-        true
-    }
-
     fn jvp(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
+        extras: &Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
+        extras.expect_none("the Gaussian mixture")?;
         let x = self.as_batch("x", x)?;
         if v.shape() != x.shape() {
             return Err(Error::Shape {
@@ -797,11 +805,14 @@ impl VelocityField for GaussianMixture {
         self.jvp_into(&x, t, &v, |i, j, val| out[[i, j]] = val as f32)
     }
 
-    fn provides_divergence(&self) -> bool {
-        true
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
+    fn divergence(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        out: &mut [f64],
+    ) -> Result<()> {
+        extras.expect_none("the Gaussian mixture")?;
         let x = self.as_batch("x", x)?;
         self.divergence_into_f64(x, t, out)
     }

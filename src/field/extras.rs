@@ -361,10 +361,33 @@ pub struct Extras {
     inputs: Vec<Entry>,
 }
 
+/// The empty extras behind [`Extras::none`].
+static NO_EXTRAS: Extras = Extras::new();
+
 impl Extras {
     /// No extras.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Extras { inputs: Vec::new() }
+    }
+
+    /// A shared empty set, for calling an unconditional field:
+    /// `field.velocity(x, t, Extras::none(), out)`.
+    pub fn none() -> &'static Extras {
+        &NO_EXTRAS
+    }
+
+    /// Refuses any extra: what an unconditional `field` (named for the
+    /// message) does with a non-empty set, since ignoring it would silently
+    /// drop the caller's conditioning.
+    pub fn expect_none(&self, field: &str) -> crate::Result<()> {
+        match self.inputs.first() {
+            None => Ok(()),
+            Some(first) => Err(crate::Error::extra(
+                field,
+                &first.name,
+                format!("it takes no extra inputs, but got {}", self.describe()),
+            )),
+        }
     }
 
     /// These extras plus `name` = `tensor` with one row per sample (replacing

@@ -9,13 +9,14 @@
 //!
 //! ```no_run
 //! use fmrt::field::onnx::OnnxField;
-//! use fmrt::field::VelocityField;
+//! use fmrt::field::{Extras, VelocityField};
+//! use ndarray::ArrayD;
 //!
 //! # fn main() -> fmrt::Result<()> {
 //! let field = OnnxField::builder().max_batch(256).load_file("model.onnx")?;
-//! let x = ndarray::ArrayD::<f32>::zeros(vec![4, 2]);
+//! let x = ArrayD::<f32>::zeros(vec![4, 2]);
 //! let mut v = x.clone();
-//! field.velocity(x.view(), &[0.5], v.view_mut())?;
+//! field.velocity(x.view(), &[0.5], Extras::none(), v.view_mut())?;
 //! # Ok(())
 //! # }
 //! ```
@@ -47,7 +48,7 @@ pub use runtime::{
     SearchPlaces, FETCH_COMMAND,
 };
 
-use super::{Extras, VelocityField};
+use super::{Derivatives, Extras, VelocityField};
 use crate::path::Prediction;
 use crate::{Error, Result};
 use call::Times;
@@ -307,16 +308,25 @@ impl VelocityField for OnnxField {
         self.state_shape.as_deref()
     }
 
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.velocity_with(x, t, &Extras::new(), out)
+    /// Derives the stacked tangent model on the first call, and the
+    /// per-direction one only when the stacked one is unavailable (a model
+    /// with a stacked form has the other too): a likelihood, which uses the
+    /// stacked form, never opens both. A [`jvp`](Self::jvp) call derives the
+    /// per-direction model when first made.
+    fn derivatives(&self) -> Derivatives {
+        if self.jvp.stacked_available(&self.file) {
+            Derivatives::JVP
+        } else if self.jvp.available(&self.file) {
+            Derivatives {
+                jvp: true,
+                ..Derivatives::NONE
+            }
+        } else {
+            Derivatives::NONE
+        }
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -338,14 +348,6 @@ impl VelocityField for OnnxField {
         self.run_call(&mut session, x, &times, &args, out)
     }
 
-    fn provides_jvp(&self) -> bool {
-        self.jvp.available(&self.file)
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.jvp.stacked_available(&self.file)
-    }
-
     fn velocity_and_jvps(
         &self,
         x: ArrayViewD<'_, f32>,
@@ -362,20 +364,10 @@ impl VelocityField for OnnxField {
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        jvp::jvp_with(self, x, t, &Extras::new(), v, out)
-    }
-
-    fn jvp_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
         extras: &Extras,
         v: ArrayViewD<'_, f32>,
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
-        jvp::jvp_with(self, x, t, extras, v, out)
+        jvp::per_direction_jvp(self, x, t, extras, v, out)
     }
 }

@@ -121,14 +121,15 @@ impl Divergence {
     /// run.
     pub fn check_available(&self, field: &dyn VelocityField) -> Result<()> {
         self.validate()?;
+        if let Divergence::FiniteDifference { .. } = self {
+            return Ok(());
+        }
+        let offered = field.derivatives();
         let needs_jvp = match self {
-            Divergence::Exact => !field.provides_divergence(),
-            Divergence::Hutchinson { .. } => true,
-            Divergence::FiniteDifference { .. } => false,
+            Divergence::Exact => !offered.divergence,
+            _ => true,
         };
-        // The stacked form is asked first: a field offering it never builds
-        // its per-direction tangent model for this check.
-        if needs_jvp && !field.provides_stacked_jvp() && !field.provides_jvp() {
+        if needs_jvp && !offered.any_jvp() {
             let what = match self {
                 Divergence::Exact => "the exact divergence",
                 _ => "Hutchinson's estimator",
@@ -543,14 +544,14 @@ impl ProbeEstimator {
                     let x = view(&self.shape, &self.x[..n * dim], "x")?;
                     let v = view(&self.shape, &self.v[..n * dim], "v")?;
                     let out = view_mut(&self.shape, &mut self.out[..n * dim])?;
-                    field.jvp_with(x, &self.t[..n], &chunk.extras, v, out)?;
+                    field.jvp(x, &self.t[..n], &chunk.extras, v, out)?;
                     calls.jvp += 1;
                 }
                 Product::Central(_) => {
                     self.shape[0] = 2 * n;
                     let x = view(&self.shape, &self.x[..2 * n * dim], "x")?;
                     let out = view_mut(&self.shape, &mut self.out[..2 * n * dim])?;
-                    field.velocity_with(x, &self.t[..2 * n], &chunk.extras, out)?;
+                    field.velocity(x, &self.t[..2 * n], &chunk.extras, out)?;
                     calls.velocity += 1;
                 }
             }

@@ -50,7 +50,7 @@ pub use divergence::{Directions, Divergence, FieldCalls, ProbeDistribution};
 pub use forward::SamplesWithLogProb;
 pub use time::{MostProbableTime, TimeSearch};
 
-use crate::field::{Extras, VelocityField};
+use crate::field::{Derivatives, Extras, VelocityField};
 use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats, Steps};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
@@ -307,36 +307,39 @@ impl Likelihood {
                 calls: FieldCalls::default(),
             });
         }
-        let stacked = || self.field.provides_stacked_jvp();
-        let estimator = match &self.divergence {
-            Divergence::Exact if self.field.provides_divergence() => Estimator::Exact,
-            Divergence::Exact if stacked() => Estimator::Stacked(StackedEstimator::new(
-                None,
-                n,
-                state_shape,
-                extras,
-                self.limits,
-            )?),
-            Divergence::Hutchinson { probes: k, .. } if stacked() => {
-                let values = probes
-                    .ok_or_else(|| Error::internal("random probes are missing for this solve"))?;
-                Estimator::Stacked(StackedEstimator::new(
-                    Some((*k, values)),
+        // Finite differences need no derivatives: asking would derive an ONNX
+        // model's tangent model for nothing.
+        let offered = match self.divergence {
+            Divergence::FiniteDifference { .. } => Derivatives::NONE,
+            _ => self.field.derivatives(),
+        };
+        let estimator =
+            match &self.divergence {
+                Divergence::Exact if offered.divergence => Estimator::Exact,
+                Divergence::Exact if offered.stacked_jvp => Estimator::Stacked(
+                    StackedEstimator::new(None, n, state_shape, extras, self.limits)?,
+                ),
+                Divergence::Hutchinson { probes: k, .. } if offered.stacked_jvp => {
+                    let values = probes.ok_or_else(|| {
+                        Error::internal("random probes are missing for this solve")
+                    })?;
+                    Estimator::Stacked(StackedEstimator::new(
+                        Some((*k, values)),
+                        n,
+                        state_shape,
+                        extras,
+                        self.limits,
+                    )?)
+                }
+                _ => Estimator::Probes(ProbeEstimator::new(
+                    &self.divergence,
+                    probes,
                     n,
                     state_shape,
                     extras,
                     self.limits,
-                )?)
-            }
-            _ => Estimator::Probes(ProbeEstimator::new(
-                &self.divergence,
-                probes,
-                n,
-                state_shape,
-                extras,
-                self.limits,
-            )?),
-        };
+                )?),
+            };
         let mut system = Augmented::new(self.field.as_ref(), extras, state_shape, n, estimator);
         let interval = Interval::PerSample {
             starts: starts.to_vec(),
@@ -539,15 +542,14 @@ impl OdeSystem for Augmented<'_> {
         } else {
             let x = divergence::view(&self.shape, &self.x32, "x")?;
             let out = divergence::view_mut(&self.shape, &mut self.v32)?;
-            self.field.velocity_with(x, t, self.extras, out)?;
+            self.field.velocity(x, t, self.extras, out)?;
             self.calls.velocity += 1;
         }
         match &mut self.estimator {
             Estimator::Stacked(_) => {}
             Estimator::Exact => {
                 let x = divergence::view(&self.shape, &self.x32, "x")?;
-                self.field
-                    .divergence_with(x, t, self.extras, &mut self.div)?;
+                self.field.divergence(x, t, self.extras, &mut self.div)?;
                 self.calls.divergence += 1;
             }
             Estimator::Probes(estimator) => {

@@ -14,9 +14,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ndarray::{ArrayViewD, ArrayViewMutD};
-
-use crate::field::{check_times, Extras, VelocityField};
+use super::{Affine, AffineMap, AffineMaps};
+use crate::field::VelocityField;
 use crate::path::Prediction;
 use crate::{Error, Result};
 
@@ -74,15 +73,18 @@ pub fn check_time_scale(scale: f64) -> Result<()> {
 
 /// A network run on its own clock (see the module documentation): it is
 /// called at K·t (forward) or K·(1 − t) (reversed), and a reversed velocity
-/// network's output, JVPs and divergence change sign.
-pub struct Clock {
-    inner: Arc<dyn VelocityField>,
+/// network's output, JVPs and divergence change sign: one [`Affine`] map
+/// with s = 1, a = 0 and b = ±1.
+pub type Clock = Affine<ClockMap>;
+
+/// The maps of a [`Clock`]: the network's direction and time scale.
+pub struct ClockMap {
     direction: TimeDirection,
     scale: f64,
     negate: bool,
 }
 
-impl Clock {
+impl Affine<ClockMap> {
     /// `inner`, whose time runs in `direction` scaled by `scale`, and which
     /// predicts `prediction` (only a velocity changes sign when reversed).
     pub fn new(
@@ -92,150 +94,41 @@ impl Clock {
         prediction: Prediction,
     ) -> Result<Self> {
         check_time_scale(scale)?;
-        Ok(Self {
+        Ok(Affine::from_maps(
             inner,
-            direction,
-            scale,
-            negate: direction == TimeDirection::Reversed && prediction == Prediction::Velocity,
-        })
+            ClockMap {
+                direction,
+                scale,
+                negate: direction == TimeDirection::Reversed && prediction == Prediction::Velocity,
+            },
+        ))
     }
 
     /// The direction of the network's time.
     pub fn direction(&self) -> TimeDirection {
-        self.direction
+        self.maps().direction
     }
 
     /// The factor K of the network's time input.
     pub fn scale(&self) -> f64 {
-        self.scale
-    }
-
-    /// The network's times for fmrt's times `t`.
-    fn network_times(&self, t: &[f64]) -> Vec<f64> {
-        t.iter()
-            .map(|&t| match self.direction {
-                TimeDirection::Forward => self.scale * t,
-                TimeDirection::Reversed => self.scale * (1.0 - t),
-            })
-            .collect()
-    }
-
-    fn sign(&self, mut out: ArrayViewMutD<'_, f32>) {
-        if self.negate {
-            out.mapv_inplace(|v| -v);
-        }
-    }
-
-    fn batch_of(x: &ArrayViewD<'_, f32>, t: &[f64]) -> Result<()> {
-        check_times(t, x.shape().first().copied().unwrap_or(0))
+        self.maps().scale
     }
 }
 
-impl VelocityField for Clock {
-    fn state_shape(&self) -> Option<&[usize]> {
-        self.inner.state_shape()
-    }
-
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.velocity_with(x, t, &Extras::new(), out)
-    }
-
-    fn velocity_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        mut out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        Self::batch_of(&x, t)?;
-        self.inner
-            .velocity_with(x, &self.network_times(t), extras, out.view_mut())?;
-        self.sign(out);
-        Ok(())
-    }
-
-    fn provides_jvp(&self) -> bool {
-        self.inner.provides_jvp()
-    }
-
-    fn jvp(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.jvp_with(x, t, &Extras::new(), v, out)
-    }
-
-    fn jvp_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        mut out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        Self::batch_of(&x, t)?;
-        self.inner
-            .jvp_with(x, &self.network_times(t), extras, v, out.view_mut())?;
-        self.sign(out);
-        Ok(())
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.inner.provides_stacked_jvp()
-    }
-
-    fn velocity_and_jvps(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        v: ArrayViewD<'_, f32>,
-        mut velocity: ArrayViewMutD<'_, f32>,
-        mut products: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        Self::batch_of(&x, t)?;
-        self.inner.velocity_and_jvps(
-            x,
-            &self.network_times(t),
-            extras,
-            v,
-            velocity.view_mut(),
-            products.view_mut(),
-        )?;
-        self.sign(velocity);
-        self.sign(products);
-        Ok(())
-    }
-
-    fn provides_divergence(&self) -> bool {
-        self.inner.provides_divergence()
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
-        self.divergence_with(x, t, &Extras::new(), out)
-    }
-
-    fn divergence_with(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        extras: &Extras,
-        out: &mut [f64],
-    ) -> Result<()> {
-        Self::batch_of(&x, t)?;
-        self.inner
-            .divergence_with(x, &self.network_times(t), extras, out)?;
+impl AffineMaps for ClockMap {
+    fn map_at(&self, t: f64) -> Result<AffineMap> {
+        let network_time = match self.direction {
+            TimeDirection::Forward => self.scale * t,
+            TimeDirection::Reversed => self.scale * (1.0 - t),
+        };
+        let mut map = AffineMap::at_time(network_time);
         if self.negate {
-            out.iter_mut().for_each(|d| *d = -*d);
+            map.b = -1.0;
         }
-        Ok(())
+        Ok(map)
+    }
+
+    fn is_identity(&self) -> bool {
+        self.direction == TimeDirection::Forward && self.scale == 1.0
     }
 }

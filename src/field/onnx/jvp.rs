@@ -2,7 +2,7 @@
 //! (see [`crate::graph::tangent`]).
 //!
 //! The tangent model is derived on the first derivative request (a JVP call,
-//! [`provides_jvp`](crate::field::VelocityField::provides_jvp), or
+//! [`derivatives`](crate::field::VelocityField::derivatives), or
 //! [`OnnxField::jvp_unavailable_reason`]), never at load: sampling-only users
 //! never build it. A model loaded from a file is read again for it; its
 //! initializers stored as external data stay external, so the tangent model
@@ -241,8 +241,8 @@ impl Tangent {
     }
 }
 
-/// J(x, t, extras)·v into `out`, for [`OnnxField`]'s `jvp_with`.
-pub(super) fn jvp_with(
+/// J(x, t, extras)·v into `out` through the per-direction tangent model.
+pub(super) fn per_direction_jvp(
     field: &OnnxField,
     x: ArrayViewD<'_, f32>,
     t: &[f64],
@@ -343,7 +343,7 @@ pub(super) fn velocity_and_jvps(
     let args = field.extra_args(extras, batch, bindings)?;
     if batch == 0 || directions == 0 {
         if batch > 0 {
-            return field.velocity_with(x, t, extras, velocity);
+            return field.velocity(x, t, extras, velocity);
         }
         return Ok(());
     }
@@ -351,11 +351,11 @@ pub(super) fn velocity_and_jvps(
     let times = if t32.iter().all(|s| s.to_bits() == t32[0].to_bits()) {
         Times::One(t32[0])
     } else if field.mapping.time_layout == TimeLayout::Scalar {
-        field.velocity_with(x.view(), t, extras, velocity)?;
+        field.velocity(x.view(), t, extras, velocity)?;
         for p in 0..directions {
             let vp = v.index_axis(Axis(0), p);
             let op = products.index_axis_mut(Axis(0), p);
-            jvp_with(field, x.view(), t, extras, vp, op)?;
+            per_direction_jvp(field, x.view(), t, extras, vp, op)?;
         }
         return Ok(());
     } else {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use libloading::Library;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 
-use crate::field::{Extras, VelocityField};
+use crate::field::{Derivatives, Extras, VelocityField};
 use crate::{Error, Result};
 
 pub use v1::{PLUGIN_ABI_VERSION, PLUGIN_ENTRY_SYMBOL};
@@ -496,16 +496,16 @@ impl VelocityField for PluginField {
         self.fixed_state_shape()
     }
 
-    fn velocity(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.call_velocity(x, t, &Extras::new(), out)
+    fn derivatives(&self) -> Derivatives {
+        let caps = self.capabilities;
+        Derivatives {
+            jvp: caps.contains(Capabilities::JVP),
+            stacked_jvp: caps.contains(Capabilities::STACKED_JVP),
+            divergence: caps.contains(Capabilities::DIVERGENCE),
+        }
     }
 
-    fn velocity_with(
+    fn velocity(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -515,21 +515,7 @@ impl VelocityField for PluginField {
         self.call_velocity(x, t, extras, out)
     }
 
-    fn provides_jvp(&self) -> bool {
-        self.capabilities.contains(Capabilities::JVP)
-    }
-
     fn jvp(
-        &self,
-        x: ArrayViewD<'_, f32>,
-        t: &[f64],
-        v: ArrayViewD<'_, f32>,
-        out: ArrayViewMutD<'_, f32>,
-    ) -> Result<()> {
-        self.call_jvp(x, t, &Extras::new(), v, out)
-    }
-
-    fn jvp_with(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],
@@ -538,10 +524,6 @@ impl VelocityField for PluginField {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()> {
         self.call_jvp(x, t, extras, v, out)
-    }
-
-    fn provides_stacked_jvp(&self) -> bool {
-        self.capabilities.contains(Capabilities::STACKED_JVP)
     }
 
     fn velocity_and_jvps(
@@ -556,15 +538,7 @@ impl VelocityField for PluginField {
         self.call_velocity_and_jvps(x, t, extras, v, velocity, products)
     }
 
-    fn provides_divergence(&self) -> bool {
-        self.capabilities.contains(Capabilities::DIVERGENCE)
-    }
-
-    fn divergence(&self, x: ArrayViewD<'_, f32>, t: &[f64], out: &mut [f64]) -> Result<()> {
-        self.call_divergence(x, t, &Extras::new(), out)
-    }
-
-    fn divergence_with(
+    fn divergence(
         &self,
         x: ArrayViewD<'_, f32>,
         t: &[f64],

@@ -8,8 +8,10 @@
 //! are once the tangents of lower-rank operands are unsqueezed to the
 //! output's rank (after the tangent axis); operators that name axes get them
 //! shifted by one; reshapes reshape to `[P, ...output shape]`; Gemm, which is
-//! 2-D only, becomes MatMul; convolutions, pooling and Resize, which want
-//! `[N, C, ...]`, run on the tangent axis merged into the batch axis; the
+//! 2-D only, runs on the tangent axis merged into the batch axis against its
+//! weight as stored (a varying weight's tangent as MatMul); convolutions,
+//! pooling and Resize, which want `[N, C, ...]`, run on the tangent axis
+//! merged into the batch axis; the
 //! normalisations reduce over trailing axes, which broadcasting leaves
 //! alone. Operators outside this set have no stacked rule: the transform
 //! then fails and the caller uses the per-direction form.
@@ -270,12 +272,19 @@ fn gemm(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         } else {
             ad
         };
-        let w = if trans("transB") {
-            b.op1("Transpose", w)
+        // [P, B, K] flattened to [P·B, K] for one Gemm against B as stored,
+        // then back to [P, B, N]. Transposing B instead (MatMul on the
+        // stacked tangent) would have ONNX Runtime fold the Transpose of an
+        // initializer into a second copy of the weights.
+        let flat = b.emit("Flatten", &[&ad], vec![AttributeProto::int("axis", 2)]);
+        let attrs = if trans("transB") {
+            vec![AttributeProto::int("transB", 1)]
         } else {
-            w.to_string()
+            Vec::new()
         };
-        terms.push(b.op2("MatMul", &ad, &w));
+        let product = b.emit("Gemm", &[&flat, w], attrs);
+        let shape = b.stacked_shape_of(cx.y)?;
+        terms.push(b.emit("Reshape", &[&product, &shape], vec![]));
     }
     if let Some(wd) = cx.t(1) {
         let a = if trans("transA") {
