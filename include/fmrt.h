@@ -79,7 +79,8 @@ enum fmrt_status
   FMRT_STATUS_FIELD = 300,
   /*
    A native plugin could not be loaded: the library did not open, the entry
-   symbol is missing, its ABI version differs, or its `create` failed.
+   symbol is missing, its ABI version differs, its table is too small or
+   its capabilities and callbacks disagree, or its `create` failed.
    */
   FMRT_STATUS_PLUGIN = 310,
   /*
@@ -814,9 +815,12 @@ fmrt_status fmrt_field_gaussian_ring(const fmrt_scheduler *scheduler,
 
 /*
  Loads the native plugin library at `path` (see `fmrt_plugin.h`) and creates
- an instance with `config` (may be NULL: `""`). Failures to load, a missing
- `fmrt_plugin_v1` symbol, an ABI version mismatch and a failing `create` are
- `FMRT_STATUS_PLUGIN`, the message naming the file and the symbol.
+ an instance with `config` (may be NULL: `""`): through ABI version 2 when
+ the library exports `fmrt_plugin_v2`, else through `fmrt_plugin_v1`.
+ Failures to load, neither symbol, an ABI version mismatch, a version-2
+ table smaller than `FMRT_PLUGIN_V2_MIN_SIZE` or whose capability flags and
+ callbacks disagree, and a failing `create` are `FMRT_STATUS_PLUGIN`, the
+ message naming the file and the symbol (and the size or callback).
 
  # Safety
 

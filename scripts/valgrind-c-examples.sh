@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the C examples, the plugin and the 16-thread ONNX test program
+# Builds the C examples, the plugins (ABI v1 and v2) and the 16-thread ONNX test program
 # (c-api/tests/c/onnx_threads.c) against target/debug/libfmrt.so and runs them
 # under valgrind memcheck; fails on any leak, invalid access or uninitialised
 # read. Usage: scripts/valgrind-c-examples.sh (from anywhere; the ONNX program
@@ -11,8 +11,10 @@ cargo build -p fmrt-c
 lib="$PWD/target/debug"
 out="$PWD/target/valgrind-c-examples"
 mkdir -p "$out"
-cc -shared -fPIC -O1 -g -Wall -Wextra -Werror -I include examples/plugins/gmm_plugin.c \
-  -o "$out/libgmm_plugin.so" -lm
+for plugin in gmm_plugin gmm_plugin_v2; do
+  cc -shared -fPIC -O1 -g -Wall -Wextra -Werror -I include "examples/plugins/$plugin.c" \
+    -o "$out/lib$plugin.so" -lm
+done
 # Programs that load ONNX Runtime run with scripts/valgrind-onnxruntime.supp:
 # its own initialisation trips memcheck (overlapping memcpy inside
 # libonnxruntime); the file suppresses reports inside that library only.
@@ -35,8 +37,10 @@ run() {
 }
 run "$out/sample"
 run "$out/sample" "$out/libgmm_plugin.so"
+run "$out/sample" "$out/libgmm_plugin_v2.so"
 run "$out/threads"
 run "$out/threads" "$out/libgmm_plugin.so"
+run "$out/threads" "$out/libgmm_plugin_v2.so"
 if [[ -n "$ort" ]]; then
   # 16 threads sharing one ONNX field and one sampler, freeing handles in
   # random order while the others run.

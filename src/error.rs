@@ -38,7 +38,8 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A native plugin could not be loaded: the library did not open, its
-    /// entry symbol is missing, its ABI version differs, or `create` failed.
+    /// entry symbol is missing, its ABI version differs, its table is too
+    /// small or its capabilities and callbacks disagree, or `create` failed.
     #[error("plugin {file}: {reason}")]
     PluginLoad {
         /// The plugin library as given.

@@ -43,7 +43,8 @@ pub enum fmrt_status {
     /// `FMRT_STATUS_INVALID_ARGUMENT`.
     Field = 300,
     /// A native plugin could not be loaded: the library did not open, the entry
-    /// symbol is missing, its ABI version differs, or its `create` failed.
+    /// symbol is missing, its ABI version differs, its table is too small or
+    /// its capabilities and callbacks disagree, or its `create` failed.
     Plugin = 310,
     /// A model file (ONNX) failed to load: unparsable, an ambiguous input
     /// mapping, a failing check run.

@@ -136,9 +136,12 @@ pub unsafe extern "C" fn fmrt_field_gaussian_ring(
 }
 
 /// Loads the native plugin library at `path` (see `fmrt_plugin.h`) and creates
-/// an instance with `config` (may be NULL: `""`). Failures to load, a missing
-/// `fmrt_plugin_v1` symbol, an ABI version mismatch and a failing `create` are
-/// `FMRT_STATUS_PLUGIN`, the message naming the file and the symbol.
+/// an instance with `config` (may be NULL: `""`): through ABI version 2 when
+/// the library exports `fmrt_plugin_v2`, else through `fmrt_plugin_v1`.
+/// Failures to load, neither symbol, an ABI version mismatch, a version-2
+/// table smaller than `FMRT_PLUGIN_V2_MIN_SIZE` or whose capability flags and
+/// callbacks disagree, and a failing `create` are `FMRT_STATUS_PLUGIN`, the
+/// message naming the file and the symbol (and the size or callback).
 ///
 /// # Safety
 ///

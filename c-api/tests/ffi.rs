@@ -174,6 +174,16 @@ fn gmm_plugin() -> &'static Path {
     })
 }
 
+/// The version-2 example plugin, built once per test run.
+fn gmm_plugin_v2() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let source =
+            std::fs::read_to_string(root().join("examples/plugins/gmm_plugin_v2.c")).unwrap();
+        build_shared("gmm_plugin_v2", &source)
+    })
+}
+
 /// Runs a program, asserting success, and returns its standard output.
 fn run(exe: &Path, args: &[&Path]) -> String {
     let out = Command::new(exe).args(args).output().unwrap();
@@ -269,6 +279,14 @@ mod programs {
             samples.x.as_slice().unwrap(),
             1e-4,
             "plugin",
+        );
+        // The same program on the version-2 plugin (no extras given: no shift).
+        let out_v2 = run(&exe, &[gmm_plugin_v2()]);
+        assert_rows(
+            &rows(&out_v2, "plugin"),
+            samples.x.as_slice().unwrap(),
+            1e-4,
+            "plugin v2",
         );
 
         // The training batch of data [[1, 2], [-3, 0.5]], noise from seed 7, t from seed 8.
@@ -490,6 +508,7 @@ mod programs {
         );
         assert!(run(&exe, &[]).starts_with("threads ok 8 x 4"));
         assert!(run(&exe, &[gmm_plugin()]).starts_with("threads ok 8 x 4"));
+        assert!(run(&exe, &[gmm_plugin_v2()]).starts_with("threads ok 8 x 4"));
     }
 
     /// 16 C threads share one ONNX field and one sampler, build handles of
@@ -566,6 +585,9 @@ mod programs {
             "#include \"fmrt.h\"\n#include \"fmrt_plugin.h\"\n#include \"fmrt.h\"\n\
              #include \"fmrt_plugin.h\"\n#include <stdio.h>\n\
              int main(void) {\n  const fmrt_plugin_vtable_v1 *table = NULL;\n  (void)table;\n\
+             \x20 const fmrt_plugin_vtable_v2 *table2 = NULL;\n  (void)table2;\n\
+             \x20 static fmrt_plugin_call call;\n  call.size = sizeof call;\n\
+             \x20 if (fmrt_plugin_find_extra(&call, \"shift\") != NULL) return 1;\n\
              \x20 printf(\"%s %u\\n\", fmrt_version(), (unsigned)FMRT_STATUS_PANIC);\n  return 0;\n}\n",
         )
         .unwrap();
@@ -1860,8 +1882,16 @@ mod plugin {
         // SAFETY: the example plugin follows the contract.
         let p = unsafe { PluginField::open(gmm_plugin(), Some("k=8 radius=4 std=0.3")) }.unwrap();
         assert_eq!(p.name(), "gmm-ring");
+        assert_eq!(p.abi_version(), 1);
+        assert_eq!(p.capabilities(), fmrt::field::plugin::Capabilities::JVP);
         assert_eq!(p.state_shape(), Some(&[2][..]));
-        assert!(p.derivatives().jvp);
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                ..fmrt::field::Derivatives::NONE
+            }
+        );
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let g = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
         let mut rng = SeededRng::new(3);
@@ -1910,6 +1940,730 @@ mod plugin {
             )
             .unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
+    }
+
+    // -----------------------------------------------------------------------
+    // ABI version 2.
+
+    use fmrt::error::ErrorKind;
+    use fmrt::field::plugin::{
+        dtype_code, Capabilities, PLUGIN_V2_CALL_SIZE, PLUGIN_V2_EXTRA_SIZE,
+        PLUGIN_V2_MIN_TABLE_SIZE,
+    };
+    use fmrt::field::{ExtraDtype, ExtraTensor, Extras};
+    use fmrt::likelihood::{Divergence, Likelihood};
+    use fmrt::Error;
+    use ndarray::{Array2, ArrayD, IxDyn};
+
+    fn open_gmm_v2() -> PluginField {
+        // SAFETY: the example plugin follows the contract.
+        unsafe { PluginField::open(gmm_plugin_v2(), Some("k=8 radius=4 std=0.3")) }.unwrap()
+    }
+
+    /// The ring of the example plugins with every mean moved by `shift`.
+    fn shifted_ring(shift: [f64; 2]) -> GaussianMixture {
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let ring = GaussianMixture::ring(8, 4.0, 0.3, ot.clone()).unwrap();
+        let means = ring.means().mapv(|m| m) + &ndarray::arr1(&shift);
+        GaussianMixture::new(ring.weights(), means.view(), ring.stds(), ot).unwrap()
+    }
+
+    /// The largest |a − b| / (1 + |b|).
+    fn worst<A: Into<f64> + Copy, B: Into<f64> + Copy>(
+        a: impl IntoIterator<Item = A>,
+        b: impl IntoIterator<Item = B>,
+    ) -> f64 {
+        a.into_iter()
+            .zip(b)
+            .map(|(a, b)| {
+                let (a, b): (f64, f64) = (a.into(), b.into());
+                (a - b).abs() / (1.0 + b.abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    fn points(n: usize, seed: u64) -> (ArrayD<f32>, ArrayD<f32>, Vec<f64>) {
+        let mut rng = SeededRng::new(seed);
+        let x = Array2::from_shape_simple_fn((n, 2), || 3.0 * rng.normal() as f32).into_dyn();
+        let v = Array2::from_shape_simple_fn((n, 2), || rng.normal() as f32).into_dyn();
+        let t = (0..n)
+            .map(|i| 0.05 + 0.9 * i as f64 / (n - 1) as f64)
+            .collect();
+        (x, v, t)
+    }
+
+    #[test]
+    fn plugin_v2_derivatives_match_the_analytic_mixture() {
+        let p = open_gmm_v2();
+        assert_eq!((p.abi_version(), p.name()), (2, "gmm-ring-v2"));
+        assert_eq!(
+            p.capabilities(),
+            Capabilities::EXTRAS
+                | Capabilities::JVP
+                | Capabilities::STACKED_JVP
+                | Capabilities::DIVERGENCE
+        );
+        assert_eq!(p.state_shape(), Some(&[2][..]));
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                stacked_jvp: true,
+                divergence: true
+            }
+        );
+        let g = shifted_ring([0.0, 0.0]);
+        let (x, v, t) = points(16, 3);
+        let zeros = || ArrayD::<f32>::zeros(x.raw_dim());
+        let (mut a, mut b, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
+        p.velocity(x.view(), &t, Extras::none(), a.view_mut())
+            .unwrap();
+        g.velocity(x.view(), &t, Extras::none(), b.view_mut())
+            .unwrap();
+        p.jvp(x.view(), &t, Extras::none(), v.view(), ja.view_mut())
+            .unwrap();
+        g.jvp(x.view(), &t, Extras::none(), v.view(), jb.view_mut())
+            .unwrap();
+        let w = worst(a.iter().copied(), b.iter().copied());
+        println!("plugin v2 velocity: worst relative difference {w:e}");
+        assert!(w < 1e-6, "velocity: worst relative difference {w}");
+        let w = worst(ja.iter().copied(), jb.iter().copied());
+        println!("plugin v2 jvp: worst relative difference {w:e}");
+        assert!(w < 1e-6, "jvp: worst relative difference {w}");
+
+        // Three directions in one call: the velocity and each product agree
+        // with the one-direction calls of the mixture.
+        let mut rng = SeededRng::new(5);
+        let vs =
+            ndarray::Array3::from_shape_simple_fn((3, 16, 2), || rng.normal() as f32).into_dyn();
+        let mut vel = zeros();
+        let mut products = ArrayD::<f32>::zeros(IxDyn(&[3, 16, 2]));
+        p.velocity_and_jvps(
+            x.view(),
+            &t,
+            &Extras::new(),
+            vs.view(),
+            vel.view_mut(),
+            products.view_mut(),
+        )
+        .unwrap();
+        let w = worst(vel.iter().copied(), b.iter().copied());
+        assert!(w < 1e-6, "stacked velocity: {w}");
+        for d in 0..3 {
+            let vd = vs.index_axis(ndarray::Axis(0), d);
+            let mut want = zeros();
+            g.jvp(x.view(), &t, Extras::none(), vd, want.view_mut())
+                .unwrap();
+            let got = products.index_axis(ndarray::Axis(0), d);
+            let w = worst(got.iter().copied(), want.iter().copied());
+            assert!(w < 1e-6, "stacked product {d}: {w}");
+        }
+
+        // The exact divergence in f64 against the closed form (same f32 x).
+        let (mut dp, mut dg) = (vec![0.0; 16], vec![0.0; 16]);
+        p.divergence(x.view(), &t, Extras::none(), &mut dp).unwrap();
+        g.divergence(x.view(), &t, Extras::none(), &mut dg).unwrap();
+        let w = worst(dp.iter().copied(), dg.iter().copied());
+        println!("plugin v2 divergence: worst relative difference {w:e}");
+        assert!(w < 5e-14, "divergence: worst relative difference {w:e}");
+        assert!(
+            dg.iter().any(|d| d.abs() > 0.1),
+            "a divergence that says nothing"
+        );
+
+        // Buffers are checked before the plugin sees them.
+        let short = ArrayD::<f32>::zeros(IxDyn(&[2, 16, 2]));
+        let err = p
+            .velocity_and_jvps(
+                x.view(),
+                &t,
+                &Extras::new(),
+                vs.view(),
+                vel.view_mut(),
+                short.clone().view_mut(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "products"),
+            "{err}"
+        );
+        let none = ArrayD::<f32>::zeros(IxDyn(&[0, 16, 2]));
+        let err = p
+            .velocity_and_jvps(
+                x.view(),
+                &t,
+                &Extras::new(),
+                none.view(),
+                vel.view_mut(),
+                none.clone().view_mut(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "v"),
+            "{err}"
+        );
+        let err = p
+            .divergence(x.view(), &t, Extras::none(), &mut [0.0; 15])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "out"),
+            "{err}"
+        );
+        let err = p
+            .velocity(x.view(), &t[..3], Extras::none(), zeros().view_mut())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Shape, "{err}");
+        let bad = ArrayD::<f32>::zeros(IxDyn(&[4, 3]));
+        let err = p
+            .velocity(bad.view(), &[0.5], Extras::none(), zeros().view_mut())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "x"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plugin_v2_extras_reach_the_plugin() {
+        let p = open_gmm_v2();
+        let (x, v, t) = points(16, 7);
+        let (sa, sb) = ([1.5, -2.0], [-0.5, 3.0]);
+        let (ga, gb) = (shifted_ring(sa), shifted_ring(sb));
+        // Per-sample shifts: even rows sa, odd rows sb.
+        let shifts = Array2::from_shape_fn((16, 2), |(i, j)| {
+            (if i % 2 == 0 { sa[j] } else { sb[j] }) as f32
+        })
+        .into_dyn();
+        let extras = Extras::new().with("shift", ExtraTensor::Float32(shifts));
+        let zeros = || ArrayD::<f32>::zeros(x.raw_dim());
+        let (mut u, mut jv) = (zeros(), zeros());
+        let mut div = vec![0.0; 16];
+        p.velocity(x.view(), &t, &extras, u.view_mut()).unwrap();
+        p.jvp(x.view(), &t, &extras, v.view(), jv.view_mut())
+            .unwrap();
+        p.divergence(x.view(), &t, &extras, &mut div).unwrap();
+        let (mut ua, mut ub, mut ja, mut jb) = (zeros(), zeros(), zeros(), zeros());
+        let (mut da, mut db) = (vec![0.0; 16], vec![0.0; 16]);
+        ga.velocity(x.view(), &t, Extras::none(), ua.view_mut())
+            .unwrap();
+        gb.velocity(x.view(), &t, Extras::none(), ub.view_mut())
+            .unwrap();
+        ga.jvp(x.view(), &t, Extras::none(), v.view(), ja.view_mut())
+            .unwrap();
+        gb.jvp(x.view(), &t, Extras::none(), v.view(), jb.view_mut())
+            .unwrap();
+        ga.divergence(x.view(), &t, Extras::none(), &mut da)
+            .unwrap();
+        gb.divergence(x.view(), &t, Extras::none(), &mut db)
+            .unwrap();
+        let (mut moved, mut worst_div) = (0.0f32, 0.0f64);
+        for i in 0..16 {
+            let (wu, wj, wd) = if i % 2 == 0 {
+                (&ua, &ja, da[i])
+            } else {
+                (&ub, &jb, db[i])
+            };
+            for j in 0..2 {
+                let (got, want) = (u[[i, j]], wu[[i, j]]);
+                assert!((got - want).abs() < 1e-6 * (1.0 + want.abs()), "u[{i},{j}]");
+                let (got, want) = (jv[[i, j]], wj[[i, j]]);
+                assert!(
+                    (got - want).abs() < 1e-6 * (1.0 + want.abs()),
+                    "jv[{i},{j}]"
+                );
+            }
+            worst_div = worst_div.max((div[i] - wd).abs() / (1.0 + wd.abs()));
+        }
+        println!("plugin v2 shifted divergence: worst relative difference {worst_div:e}");
+        assert!(worst_div < 3e-13, "shifted divergence: {worst_div:e}");
+        // The shift really moved the field.
+        let mut plain = zeros();
+        p.velocity(x.view(), &t, Extras::none(), plain.view_mut())
+            .unwrap();
+        for (a, b) in plain.iter().zip(u.iter()) {
+            moved = moved.max((a - b).abs());
+        }
+        assert!(
+            moved > 0.5,
+            "the shift changed the velocity by at most {moved}"
+        );
+
+        // A shared shift serves every row; one row is repeated to the batch.
+        let shared = Extras::new().with_shared(
+            "shift",
+            ExtraTensor::Float32(ArrayD::from_shape_vec(vec![2], vec![1.5, -2.0]).unwrap()),
+        );
+        let one_row = Extras::new().with(
+            "shift",
+            ExtraTensor::Float32(ArrayD::from_shape_vec(vec![1, 2], vec![1.5, -2.0]).unwrap()),
+        );
+        for (label, extras) in [("shared", shared), ("one row", one_row)] {
+            let mut got = zeros();
+            p.velocity(x.view(), &t, &extras, got.view_mut()).unwrap();
+            let w = worst(got.iter().copied(), ua.iter().copied());
+            assert!(w < 1e-6, "{label}: {w}");
+        }
+
+        // What only the plugin knows it checks itself: a field error with its
+        // message.
+        let wrong_type = Extras::new().with("shift", ExtraTensor::labels(&[1; 16]));
+        let err = p
+            .velocity(x.view(), &t, &wrong_type, zeros().view_mut())
+            .unwrap_err();
+        assert!(matches!(err, Error::Field { .. }), "{err}");
+        assert!(err.to_string().contains("`shift` must be float32"), "{err}");
+        let unknown = Extras::new().with("label", ExtraTensor::labels(&[1; 16]));
+        let err = p
+            .velocity(x.view(), &t, &unknown, zeros().view_mut())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown extra input `label`"),
+            "{err}"
+        );
+        // Rows that fit neither the batch nor one row are refused by fmrt.
+        let three = Extras::new().with("shift", ExtraTensor::Float32(ArrayD::zeros(vec![3, 2])));
+        let err = p
+            .velocity(x.view(), &t, &three, zeros().view_mut())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { tensor, .. } if tensor == "shift"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plugin_v2_likelihood_through_the_exact_divergence_matches_the_closed_form() {
+        let p: Arc<dyn VelocityField> = Arc::new(open_gmm_v2());
+        let solver = SolverConfig::adaptive(Method::Dopri5, 1e-6, 1e-6);
+        let g = shifted_ring([0.0, 0.0]);
+        let x = g.sample_data(64, 4243).into_dyn();
+        let exact = g
+            .log_density(x.view().into_dimensionality().unwrap(), &[1.0])
+            .unwrap();
+        let lik = Likelihood::new(p.clone(), solver.clone())
+            .with_divergence(Divergence::Exact)
+            .log_likelihood(x.view())
+            .unwrap();
+        assert_eq!(lik.calls.divergence, lik.stats.nfe, "{:?}", lik.calls);
+        assert_eq!((lik.calls.jvp, lik.calls.stacked), (0, 0));
+        let mae = lik
+            .log_p
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 64.0;
+        println!(
+            "plugin v2 likelihood: MAE {mae:.2e} nats, NFE {}",
+            lik.stats.nfe
+        );
+        assert!(mae < 6e-6, "MAE {mae}");
+
+        // Conditioned on a shared shift: the shifted mixture's density.
+        let shift = [1.5, -2.0];
+        let gs = shifted_ring(shift);
+        let xs = gs.sample_data(64, 4244).into_dyn();
+        let exact = gs
+            .log_density(xs.view().into_dimensionality().unwrap(), &[1.0])
+            .unwrap();
+        let extras = Extras::new().with_shared(
+            "shift",
+            ExtraTensor::Float32(ArrayD::from_shape_vec(vec![2], vec![1.5f32, -2.0]).unwrap()),
+        );
+        let lik = Likelihood::new(p, solver)
+            .with_divergence(Divergence::Exact)
+            .with_extras(extras)
+            .log_likelihood(xs.view())
+            .unwrap();
+        let mae = lik
+            .log_p
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / 64.0;
+        println!("plugin v2 shifted likelihood: MAE {mae:.2e} nats");
+        assert!(mae < 6e-6, "shifted MAE {mae}");
+    }
+
+    /// Parts of a version-2 test plugin's table (C expressions).
+    struct V2Table {
+        abi: &'static str,
+        size: &'static str,
+        caps: String,
+        state_shape: &'static str,
+        rank: usize,
+        jvp: &'static str,
+        stacked: &'static str,
+        divergence: &'static str,
+        /// Append two fields a newer header might have.
+        newer: bool,
+    }
+
+    impl Default for V2Table {
+        fn default() -> Self {
+            V2Table {
+                abi: "FMRT_PLUGIN_V2_ABI_VERSION",
+                size: "sizeof(fmrt_plugin_vtable_v2)",
+                caps: "0".to_string(),
+                state_shape: "s",
+                rank: 1,
+                jvp: "0",
+                stacked: "0",
+                divergence: "0",
+                newer: false,
+            }
+        }
+    }
+
+    /// A small version-2 plugin: velocity = x + state_len + 1000 · state_rank
+    /// (so a call shows the shape it got), failing when x[0] < −100; JVP 2v;
+    /// divergence 2 · state_len.
+    fn v2_plugin(name: &str, t: V2Table) -> PathBuf {
+        let (open, close, table_type, entry) = if t.newer {
+            (
+                "{ ",
+                " }, { 0, 0 }",
+                "typedef struct newer { fmrt_plugin_vtable_v2 base; void *later[2]; } newer;\n\
+                 static const newer T",
+                "return &T.base;",
+            )
+        } else {
+            ("", "", "static const fmrt_plugin_vtable_v2 T", "return &T;")
+        };
+        let size = t.size.replace(
+            "TABLE",
+            if t.newer {
+                "newer"
+            } else {
+                "fmrt_plugin_vtable_v2"
+            },
+        );
+        let source = format!(
+            "#include \"fmrt_plugin.h\"\n#include <stdio.h>\n\
+             #define U __attribute__((unused))\n\
+             static int32_t c(const char *a, void **i, char *e, size_t n) {{ (void)a; (void)e; (void)n; *i = 0; return 0; }}\n\
+             static void d(void *i) {{ (void)i; }}\n\
+             U static size_t s(const void *i, size_t *dim, size_t n) {{ (void)i; for (size_t k = 0; k < n && k < {rank}; k++) dim[k] = 2; return {rank}; }}\n\
+             static int32_t v(const void *i, const fmrt_plugin_call *call, float *o, char *e, size_t n) {{\n\
+               (void)i;\n\
+               if (call->x[0] < -100.0f) {{ snprintf(e, n, \"x[0] = %g is out of range\", (double)call->x[0]); return 3; }}\n\
+               for (size_t k = 0; k < call->batch * call->state_len; k++)\n\
+                 o[k] = call->x[k] + (float)call->state_len + 1000.0f * (float)call->state_rank;\n\
+               return 0; }}\n\
+             U static int32_t j(const void *i, const fmrt_plugin_call *call, const float *w, float *o, char *e, size_t n) {{\n\
+               (void)i; (void)e; (void)n; for (size_t k = 0; k < call->batch * call->state_len; k++) {{ o[k] = 2.0f * w[k]; }}\n\
+               return 0; }}\n\
+             U static int32_t sj(const void *i, const fmrt_plugin_call *call, size_t p, const float *w, float *u, float *o, char *e, size_t n) {{\n\
+               size_t len = call->batch * call->state_len; if (v(i, call, u, e, n)) return 1;\n\
+               for (size_t k = 0; k < p * len; k++) {{ o[k] = 2.0f * w[k]; }}\n\
+               return 0; }}\n\
+             U static int32_t dv(const void *i, const fmrt_plugin_call *call, double *o, char *e, size_t n) {{\n\
+               (void)i; (void)e; (void)n; for (size_t b = 0; b < call->batch; b++) {{ o[b] = 2.0 * (double)call->state_len; }}\n\
+               return 0; }}\n\
+             {table_type} = {{ {open}{abi}, (uint32_t)({size}), (uint64_t)({caps}), \"test-v2\", c, d, {state_shape}, v, {jvp}, {stacked}, {divergence}{close} }};\n\
+             const fmrt_plugin_vtable_v2 *fmrt_plugin_v2(void) {{ {entry} }}\n",
+            rank = t.rank,
+            abi = t.abi,
+            caps = t.caps,
+            state_shape = t.state_shape,
+            jvp = t.jvp,
+            stacked = t.stacked,
+            divergence = t.divergence,
+        );
+        build_shared(name, &source)
+    }
+
+    /// The `PluginLoad` reason of opening `lib`.
+    fn load_error(lib: &Path) -> String {
+        // SAFETY: the test plugins follow the contract (their tables aside).
+        match unsafe { PluginField::open(lib, None) } {
+            Ok(_) => panic!("{} loaded", lib.display()),
+            Err(e @ Error::PluginLoad { .. }) => {
+                assert_eq!(e.kind(), ErrorKind::Plugin);
+                e.to_string()
+            }
+            Err(e) => panic!("not a load error: {e}"),
+        }
+    }
+
+    #[test]
+    fn plugin_v2_tables_are_checked_at_load() {
+        let small = v2_plugin(
+            "v2_small",
+            V2Table {
+                size: "16",
+                ..V2Table::default()
+            },
+        );
+        let msg = load_error(&small);
+        assert!(
+            msg.contains("size 16 bytes")
+                && msg.contains(&format!("{PLUGIN_V2_MIN_TABLE_SIZE} bytes")),
+            "{msg}"
+        );
+        let cases: [(&str, V2Table, &str); 7] = [
+            (
+                "v2_jvp_without_callback",
+                V2Table {
+                    caps: "FMRT_PLUGIN_CAP_JVP".into(),
+                    ..V2Table::default()
+                },
+                "sets FMRT_PLUGIN_CAP_JVP but its `jvp` is NULL",
+            ),
+            (
+                "v2_stacked_without_callback",
+                V2Table {
+                    caps: "FMRT_PLUGIN_CAP_STACKED_JVP".into(),
+                    ..V2Table::default()
+                },
+                "sets FMRT_PLUGIN_CAP_STACKED_JVP but its `velocity_and_jvps` is NULL",
+            ),
+            (
+                "v2_divergence_without_bit",
+                V2Table {
+                    divergence: "dv",
+                    ..V2Table::default()
+                },
+                "gives `divergence` without setting FMRT_PLUGIN_CAP_DIVERGENCE",
+            ),
+            (
+                "v2_dynamic_with_shape",
+                V2Table {
+                    caps: "FMRT_PLUGIN_CAP_DYNAMIC_SHAPE".into(),
+                    ..V2Table::default()
+                },
+                "sets FMRT_PLUGIN_CAP_DYNAMIC_SHAPE but gives `state_shape`",
+            ),
+            (
+                "v2_no_shape",
+                V2Table {
+                    state_shape: "0",
+                    ..V2Table::default()
+                },
+                "has no `state_shape`",
+            ),
+            (
+                "v2_abi3",
+                V2Table {
+                    abi: "3u",
+                    ..V2Table::default()
+                },
+                "`fmrt_plugin_v2` reports ABI version 3",
+            ),
+            (
+                "v2_lying_rank",
+                V2Table {
+                    rank: 100,
+                    ..V2Table::default()
+                },
+                "state_shape returned rank 100",
+            ),
+        ];
+        for (name, table, needle) in cases {
+            let msg = load_error(&v2_plugin(name, table));
+            assert!(msg.contains(needle), "{name}: {msg}");
+        }
+    }
+
+    #[test]
+    fn plugin_v2_unknown_bits_and_newer_tables_are_ignored() {
+        // A plugin built against a newer header: a larger table and a
+        // capability bit this fmrt does not know. Both are ignored.
+        let lib = v2_plugin(
+            "v2_newer",
+            V2Table {
+                size: "sizeof(TABLE)",
+                caps: "FMRT_PLUGIN_CAP_JVP | ((uint64_t)1 << 40)".into(),
+                jvp: "j",
+                newer: true,
+                ..V2Table::default()
+            },
+        );
+        // SAFETY: the test plugin follows the contract.
+        let p = unsafe { PluginField::open(&lib, None) }.unwrap();
+        assert_eq!(p.capabilities(), Capabilities::JVP);
+        assert_eq!(
+            p.derivatives(),
+            fmrt::field::Derivatives {
+                jvp: true,
+                ..fmrt::field::Derivatives::NONE
+            }
+        );
+        let x = ArrayD::from_shape_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+        p.velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+            .unwrap();
+        assert_eq!(out.as_slice().unwrap(), &[1003.0, 1004.0, 1005.0, 1006.0]);
+        p.jvp(x.view(), &[0.5], Extras::none(), x.view(), out.view_mut())
+            .unwrap();
+        assert_eq!(out.as_slice().unwrap(), &[2.0, 4.0, 6.0, 8.0]);
+        // What it does not offer is Unsupported, not a call through NULL.
+        let err = p
+            .divergence(x.view(), &[0.5], Extras::none(), &mut [0.0; 2])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        // Extras without FMRT_PLUGIN_CAP_EXTRAS: refused naming the input.
+        let extras = Extras::new().with("label", ExtraTensor::labels(&[0, 1]));
+        let err = p
+            .velocity(x.view(), &[0.5], &extras, out.view_mut())
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Extra { input, .. } if input == "label"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        // A failing callback is a field error carrying the plugin's message,
+        // in C as FMRT_STATUS_FIELD.
+        let lib_c = c(lib.to_str().unwrap());
+        let mut f = null_mut();
+        let mut out = [0f32; 4];
+        // SAFETY: valid pointers; the library is ours.
+        unsafe {
+            assert_ok(fmrt_field_plugin(lib_c.as_ptr(), null(), &mut f));
+            let s = fmrt_field_velocity(
+                f,
+                [-200f32, 0.0, 0.0, 0.0].as_ptr(),
+                4,
+                2,
+                [0.5].as_ptr(),
+                1,
+                null(),
+                out.as_mut_ptr(),
+                4,
+            );
+            assert_fails(
+                s,
+                FieldStatus,
+                "velocity failed: x[0] = -200 is out of range",
+            );
+            fmrt_field_free(f);
+        }
+    }
+
+    #[test]
+    fn plugin_v2_dynamic_shape_serves_two_shapes() {
+        let lib = v2_plugin(
+            "v2_dynamic",
+            V2Table {
+                caps: "FMRT_PLUGIN_CAP_DYNAMIC_SHAPE | FMRT_PLUGIN_CAP_DIVERGENCE \
+                       | FMRT_PLUGIN_CAP_STACKED_JVP"
+                    .into(),
+                state_shape: "0",
+                stacked: "sj",
+                divergence: "dv",
+                ..V2Table::default()
+            },
+        );
+        // SAFETY: the test plugin follows the contract.
+        let p = unsafe { PluginField::open(&lib, None) }.unwrap();
+        assert_eq!(p.state_shape(), None);
+        for (shape, len, rank) in [
+            (vec![3usize, 4], 4.0f32, 1.0f32),
+            (vec![2, 2, 5], 10.0, 2.0),
+        ] {
+            let n: usize = shape.iter().product();
+            let x =
+                ArrayD::from_shape_vec(shape.clone(), (0..n).map(|i| i as f32).collect()).unwrap();
+            let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+            p.velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+                .unwrap();
+            for (o, xi) in out.iter().zip(x.iter()) {
+                assert_eq!(*o, xi + len + 1000.0 * rank, "{shape:?}");
+            }
+            let mut div = vec![0.0; shape[0]];
+            p.divergence(x.view(), &[0.5], Extras::none(), &mut div)
+                .unwrap();
+            assert!(
+                div.iter().all(|&d| d == 2.0 * f64::from(len)),
+                "{shape:?}: {div:?}"
+            );
+            // A stacked call of two directions at this shape.
+            let mut stacked_shape = vec![2];
+            stacked_shape.extend(&shape);
+            let v = ArrayD::<f32>::ones(stacked_shape.clone());
+            let mut products = ArrayD::<f32>::zeros(stacked_shape);
+            p.velocity_and_jvps(
+                x.view(),
+                &[0.5],
+                &Extras::new(),
+                v.view(),
+                out.view_mut(),
+                products.view_mut(),
+            )
+            .unwrap();
+            assert!(products.iter().all(|&p| p == 2.0));
+        }
+        // No per-sample axes, or more than the largest rank: refused by fmrt.
+        for shape in [vec![4usize], vec![1; 18]] {
+            let x = ArrayD::<f32>::zeros(shape.clone());
+            let mut out = ArrayD::<f32>::zeros(shape.clone());
+            let err = p
+                .velocity(x.view(), &[0.5], Extras::none(), out.view_mut())
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::Shape { tensor, .. } if tensor == "x"),
+                "{shape:?}: {err}"
+            );
+        }
+        // C's unshaped call cannot serve a plugin whose shape comes with
+        // each call, and says so.
+        let lib_c = c(lib.to_str().unwrap());
+        let mut f = null_mut();
+        let mut out = [0f32; 4];
+        // SAFETY: valid pointers; the library is ours.
+        unsafe {
+            assert_ok(fmrt_field_plugin(lib_c.as_ptr(), null(), &mut f));
+            let s = fmrt_field_velocity(
+                f,
+                [0f32; 4].as_ptr(),
+                4,
+                2,
+                [0.5].as_ptr(),
+                1,
+                null(),
+                out.as_mut_ptr(),
+                4,
+            );
+            assert_fails(s, InvalidArgument, "comes with each call");
+            fmrt_field_free(f);
+        }
+    }
+
+    #[test]
+    fn plugin_dtype_codes_and_layout_agree_with_the_headers() {
+        for (dtype, c_dtype) in ExtraDtype::ALL.into_iter().zip([
+            fmrt_dtype::Float32,
+            fmrt_dtype::Float16,
+            fmrt_dtype::Int64,
+            fmrt_dtype::Int32,
+            fmrt_dtype::Bool,
+        ]) {
+            assert_eq!(dtype_code(dtype), c_dtype as u32, "{dtype}");
+        }
+        // The C side: fmrt_plugin.h's constants against fmrt.h's enum at
+        // compile time, and the struct sizes fmrt assumes.
+        let src = scratch().join("plugin_layout.c");
+        std::fs::write(
+            &src,
+            "#include \"fmrt.h\"\n#include \"fmrt_plugin.h\"\n#include <stdio.h>\n\
+             _Static_assert(FMRT_PLUGIN_DTYPE_FLOAT32 == FMRT_DTYPE_FLOAT32, \"float32\");\n\
+             _Static_assert(FMRT_PLUGIN_DTYPE_FLOAT16 == FMRT_DTYPE_FLOAT16, \"float16\");\n\
+             _Static_assert(FMRT_PLUGIN_DTYPE_INT64 == FMRT_DTYPE_INT64, \"int64\");\n\
+             _Static_assert(FMRT_PLUGIN_DTYPE_INT32 == FMRT_DTYPE_INT32, \"int32\");\n\
+             _Static_assert(FMRT_PLUGIN_DTYPE_BOOL == FMRT_DTYPE_BOOL, \"bool\");\n\
+             _Static_assert(FMRT_PLUGIN_V2_MIN_SIZE == sizeof(fmrt_plugin_vtable_v2), \"min\");\n\
+             int main(void) {\n\
+             \x20 printf(\"%zu %zu %zu\\n\", (size_t)FMRT_PLUGIN_V2_MIN_SIZE,\n\
+             \x20        sizeof(fmrt_plugin_call), sizeof(fmrt_plugin_extra));\n\
+             \x20 return 0;\n}\n",
+        )
+        .unwrap();
+        let exe = build_program("cc", "c11", &[src], "plugin_layout");
+        assert_eq!(
+            run(&exe, &[]),
+            format!("{PLUGIN_V2_MIN_TABLE_SIZE} {PLUGIN_V2_CALL_SIZE} {PLUGIN_V2_EXTRA_SIZE}\n")
+        );
     }
 }
 
