@@ -32,7 +32,7 @@ use ort::value::TensorRef;
 
 const STEPS: usize = 10;
 const CFG: f32 = 0.7;
-const REPEATS: usize = 7;
+const REPEATS: usize = 51;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
