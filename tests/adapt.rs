@@ -1088,3 +1088,39 @@ fn guidance_spreads_a_one_row_condition_over_the_batch() {
         .expect("one row each");
     assert_eq!(spread, repeated);
 }
+
+/// Guidance keeps the paired conditional and null rows between the calls
+/// of a solve, by the extras' identity: changed extras (a new set, or the
+/// same set changed in place) are paired anew, never served stale.
+#[test]
+fn guidance_pairs_changed_extras_anew() {
+    let inner = Arc::new(LabelledMixture::new(builtin("cosine")));
+    let guided = Guided::new(inner.clone(), 2.0, Guided::null_label("label", 4)).expect("guided");
+    let x = random_points(3, 9);
+    let t = [0.3];
+    let run = |field: &Guided, extras: &Extras| {
+        let mut out = ArrayD::zeros(x.raw_dim());
+        field
+            .velocity(x.view(), &t, extras, out.view_mut())
+            .expect("guided velocity");
+        out
+    };
+    let fresh = |extras: &Extras| {
+        let field = Guided::new(inner.clone(), 2.0, Guided::null_label("label", 4)).unwrap();
+        run(&field, extras)
+    };
+    let mut labels = Extras::new().with("label", ExtraTensor::labels(&[0, 1, 2]));
+    let first = run(&guided, &labels);
+    assert_eq!(first, run(&guided, &labels), "the same extras twice");
+    assert_eq!(
+        first,
+        run(&guided, &labels.clone()),
+        "a clone is the same contents"
+    );
+    labels.insert("label", ExtraTensor::labels(&[3, 3, 3]));
+    let changed = run(&guided, &labels);
+    assert_ne!(changed, first);
+    assert_eq!(changed, fresh(&labels), "changed in place");
+    let other = Extras::new().with("label", ExtraTensor::labels(&[1, 0, 1]));
+    assert_eq!(run(&guided, &other), fresh(&other), "another set");
+}

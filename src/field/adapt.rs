@@ -7,7 +7,7 @@
 //! are linear in the velocity, so only the prediction conversion has to come
 //! first.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 mod affine;
 mod clock;
@@ -146,6 +146,17 @@ pub struct Guided {
     scale: f64,
     null: NullCondition,
     interval: [f64; 2],
+    /// The interleaved conditional and null rows of the last call's extras
+    /// (by their [`Extras::identity`]) and batch: a solve passes the same
+    /// extras every step, so they are built once per solve.
+    last_pair: Mutex<Option<PairedExtras>>,
+}
+
+/// Extras interleaved with their null condition, for one batch size.
+struct PairedExtras {
+    identity: u64,
+    batch: usize,
+    paired: Arc<Extras>,
 }
 
 impl Guided {
@@ -179,6 +190,7 @@ impl Guided {
             scale,
             null,
             interval: [f64::NEG_INFINITY, f64::INFINITY],
+            last_pair: Mutex::new(None),
         })
     }
 
@@ -331,7 +343,7 @@ struct Stacked {
     batch: usize,
     x: ArrayD<f32>,
     t: Vec<f64>,
-    extras: Extras,
+    extras: Arc<Extras>,
 }
 
 impl Guided {
@@ -351,6 +363,29 @@ impl Guided {
     /// then with the null condition.
     fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
         let batch = x.shape().first().copied().unwrap_or(0);
+        let t = if t.len() == 1 {
+            t.to_vec()
+        } else {
+            t.iter().flat_map(|&ti| [ti, ti]).collect()
+        };
+        Ok(Stacked {
+            batch,
+            x: interleave_rows(x, 0)?,
+            t,
+            extras: self.paired_extras(extras, batch)?,
+        })
+    }
+
+    /// `extras` interleaved with their null condition for a batch of
+    /// `batch`, built once for each contents and batch (see `last_pair`).
+    fn paired_extras(&self, extras: &Extras, batch: usize) -> Result<Arc<Extras>> {
+        let identity = extras.identity();
+        let last = || self.last_pair.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pair) = last().as_ref() {
+            if pair.identity == identity && pair.batch == batch {
+                return Ok(pair.paired.clone());
+            }
+        }
         // A conditioning input of one row serves every sample: spread it
         // first, so each sample's pair gets it (the copy only when needed).
         let spread;
@@ -364,17 +399,15 @@ impl Guided {
             extras
         };
         let null = self.null.resolve(extras, batch)?;
-        let t = if t.len() == 1 {
-            t.to_vec()
-        } else {
-            t.iter().flat_map(|&ti| [ti, ti]).collect()
-        };
-        Ok(Stacked {
+        let paired = Arc::new(extras.interleave(&null)?);
+        // Built outside the lock: concurrent solves on other extras only
+        // replace each other's pair.
+        *last() = Some(PairedExtras {
+            identity,
             batch,
-            x: interleave_rows(x, 0)?,
-            t,
-            extras: extras.interleave(&null)?,
-        })
+            paired: paired.clone(),
+        });
+        Ok(paired)
     }
 
     /// The guidance scale of each of the `batch` samples at times `t`: w inside

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::f16;
 use ndarray::{concatenate, Array1, ArrayD, ArrayViewD, Axis, Slice};
@@ -356,9 +357,26 @@ struct Entry {
 
 /// Named conditioning inputs for one call: each with the batch first, or
 /// shared by the whole call (see the module documentation).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Extras {
     inputs: Vec<Entry>,
+    /// Which contents these are: a fresh number whenever they change, never
+    /// reused (0 for none), so a field can keep what it derives from them
+    /// across the calls of a solve (see [`Extras::identity`]).
+    id: u64,
+}
+
+impl PartialEq for Extras {
+    fn eq(&self, other: &Self) -> bool {
+        self.inputs == other.inputs
+    }
+}
+
+/// The next [`Extras`] identity.
+static NEXT_IDENTITY: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_identity() -> u64 {
+    NEXT_IDENTITY.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The empty extras behind [`Extras::none`].
@@ -367,7 +385,10 @@ static NO_EXTRAS: Extras = Extras::new();
 impl Extras {
     /// No extras.
     pub const fn new() -> Self {
-        Extras { inputs: Vec::new() }
+        Extras {
+            inputs: Vec::new(),
+            id: 0,
+        }
     }
 
     /// A shared empty set, for calling an unconditional field:
@@ -417,6 +438,7 @@ impl Extras {
     }
 
     fn insert_entry(&mut self, name: String, tensor: ExtraTensor, shared: bool) {
+        self.id = fresh_identity();
         // A scalar has no batch axis: it is one value for every sample.
         let shared = shared || tensor.shape().is_empty();
         match self.inputs.iter_mut().find(|e| e.name == name) {
@@ -539,6 +561,7 @@ impl Extras {
 
     fn map_rows(&self, f: impl Fn(&ExtraTensor) -> ExtraTensor) -> Extras {
         Extras {
+            id: fresh_identity(),
             inputs: self
                 .inputs
                 .iter()
@@ -606,7 +629,20 @@ impl Extras {
                 shared: e.shared,
             });
         }
-        Ok(Extras { inputs })
+        Ok(Extras {
+            inputs,
+            id: fresh_identity(),
+        })
+    }
+
+    /// Which contents these are: equal identities mean equal contents (a
+    /// clone keeps its original's), and every change gives a new one that no
+    /// other contents ever had. Fields use it to keep what they derive from
+    /// the conditioning across the calls of a solve, which pass the same
+    /// extras every step ([`Guided`](crate::field::adapt::Guided) keeps its
+    /// interleaved conditional and null rows).
+    pub fn identity(&self) -> u64 {
+        self.id
     }
 
     /// A short description, e.g. "`label` int64 \[4\]".
