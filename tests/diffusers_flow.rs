@@ -85,6 +85,8 @@ fn the_preset_builds_diffusers_sigma_lists() {
 
 #[test]
 fn dpmpp2m_and_unipc_reproduce_diffusers_final_states() {
+    fmrt::field::onnx::ensure_runtime_for_development(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)");
     let field = Arc::new(
         OnnxField::load_file(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gmm_ot.onnx"),
