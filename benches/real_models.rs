@@ -129,7 +129,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let times = grid();
 
     let (environment, _) = ort_environment(None)?;
-    let mut session = Session::builder(environment)?.commit_from_file(&path)?;
+    // FMRT_BENCH_SPINNING=0 builds both sessions without intra-op spinning,
+    // so neither loop's idle threads spin against the other's on few cores.
+    let spinning = std::env::var("FMRT_BENCH_SPINNING").as_deref() != Ok("0");
+    let mut session = Session::builder(environment)?
+        .with_intra_op_spinning(spinning)?
+        .commit_from_file(&path)?;
     let null = NullCondition::new()
         .with("mu", NullValue::Zeros)
         .with("spks", NullValue::Zeros)
@@ -139,7 +144,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         null_condition: Some(null),
         ..ModelOptions::default()
     };
-    let model = Model::new(std::sync::Arc::new(OnnxField::load_file(&path)?), options)?;
+    let network = OnnxField::builder().spinning(spinning).load_file(&path)?;
+    let model = Model::new(std::sync::Arc::new(network), options)?;
     let channels = model.network().inputs()[0].dims[1].fixed().unwrap_or(80);
 
     let long = inputs(channels, 500);
