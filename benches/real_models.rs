@@ -199,7 +199,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x2 = ndarray::concatenate(Axis(0), &[long.x0.view(), long.x0.view()])?;
     let mut v2 = ArrayD::<f32>::zeros(x2.raw_dim());
     let one_step = [times[0], times[1]];
-    let (mut field_calls, mut bare_calls) = (Vec::new(), Vec::new());
+    let extras1 = Extras::new()
+        .with("mask", ExtraTensor::Float32(long.mask.clone()))
+        .with("mu", ExtraTensor::Float32(long.mu.clone()))
+        .with("spks", ExtraTensor::Float32(long.spks.clone()))
+        .with("cond", ExtraTensor::Float32(long.cond.clone()));
+    let mut v1 = ArrayD::<f32>::zeros(long.x0.raw_dim());
+    // The three in one loop, so that a change of the machine's load touches
+    // all of them alike.
+    let (mut field_calls, mut bare_calls, mut guided_calls) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..REPEATS {
         let started = Instant::now();
         model
@@ -209,15 +217,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         std::hint::black_box(bare_loop(&mut session, &long, &one_step)?);
         bare_calls.push(started.elapsed().as_secs_f64());
-    }
-    let extras1 = Extras::new()
-        .with("mask", ExtraTensor::Float32(long.mask.clone()))
-        .with("mu", ExtraTensor::Float32(long.mu.clone()))
-        .with("spks", ExtraTensor::Float32(long.spks.clone()))
-        .with("cond", ExtraTensor::Float32(long.cond.clone()));
-    let mut v1 = ArrayD::<f32>::zeros(long.x0.raw_dim());
-    let mut guided_calls = Vec::new();
-    for _ in 0..REPEATS {
         let started = Instant::now();
         model
             .field()

@@ -661,15 +661,42 @@ impl OdeSystem for FieldSystem<'_> {
         y: ArrayView2<'_, f64>,
         mut dy: ArrayViewMut2<'_, f64>,
     ) -> Result<()> {
-        for (dst, &src) in self.x32.iter_mut().zip(y.iter()) {
-            *dst = src as f32;
+        // Both buffers are row-major, as are the solver's states: plain
+        // slice loops, which vectorise (iterating an `IxDyn` array element
+        // by element costs as much per step as the guidance mix and the
+        // Euler update together).
+        match (y.as_slice(), self.x32.as_slice_mut()) {
+            (Some(src), Some(dst)) => narrow(src, dst),
+            _ => self
+                .x32
+                .iter_mut()
+                .zip(y.iter())
+                .for_each(|(d, &s)| *d = s as f32),
         }
         self.field
             .velocity(self.x32.view(), t, self.extras, self.v32.view_mut())?;
-        for (dst, &src) in dy.iter_mut().zip(self.v32.iter()) {
-            *dst = f64::from(src);
+        match (self.v32.as_slice(), dy.as_slice_mut()) {
+            (Some(src), Some(dst)) => widen(src, dst),
+            _ => dy
+                .iter_mut()
+                .zip(self.v32.iter())
+                .for_each(|(d, &s)| *d = f64::from(s)),
         }
         Ok(())
+    }
+}
+
+/// `dst[i] = src[i]` rounded to f32.
+fn narrow(src: &[f64], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s as f32;
+    }
+}
+
+/// `dst[i] = src[i]` as f64 (exact).
+fn widen(src: &[f32], dst: &mut [f64]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f64::from(s);
     }
 }
 

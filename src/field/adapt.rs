@@ -150,6 +150,18 @@ pub struct Guided {
     /// (by their [`Extras::identity`]) and batch: a solve passes the same
     /// extras every step, so they are built once per solve.
     last_pair: Mutex<Option<PairedExtras>>,
+    /// The doubled state and its output of the last velocity call, kept so
+    /// that the calls of a solve reuse them instead of allocating both per
+    /// step (a concurrent call finds none and allocates its own).
+    scratch: Mutex<Option<CallBuffers>>,
+}
+
+/// Buffers of one guided velocity call: the interleaved rows and the inner
+/// field's output for them.
+#[derive(Default)]
+struct CallBuffers {
+    x: Vec<f32>,
+    out: Vec<f32>,
 }
 
 /// Extras interleaved with their null condition, for one batch size.
@@ -191,6 +203,7 @@ impl Guided {
             null,
             interval: [f64::NEG_INFINITY, f64::INFINITY],
             last_pair: Mutex::new(None),
+            scratch: Mutex::new(None),
         })
     }
 
@@ -240,11 +253,26 @@ impl VelocityField for Guided {
         let Some(weights) = self.weights(t, batch) else {
             return self.inner.velocity(x, t, extras, out);
         };
-        let both = self.stack(x, t, extras)?;
-        let mut both_out = ArrayD::<f32>::zeros(both.x.raw_dim());
-        self.inner
-            .velocity(both.x.view(), &both.t, &both.extras, both_out.view_mut())?;
-        mix(both_out.view(), &weights, out);
+        let taken = self.scratch.lock().map(|mut s| s.take()).unwrap_or(None);
+        let mut buffers = taken.unwrap_or_default();
+        let shape = interleave_rows_into(x, 0, &mut buffers.x)?;
+        // The inner field writes every entry: zero only a new allocation.
+        if buffers.out.len() != buffers.x.len() {
+            buffers.out.clear();
+            buffers.out.resize(buffers.x.len(), 0.0);
+        }
+        let (t2, paired) = (self.stacked_times(t), self.paired_extras(extras, batch)?);
+        let both_x = ArrayViewD::from_shape(shape.as_slice(), &buffers.x)
+            .map_err(|e| Error::InvalidArgument(format!("the guided state: {e}")))?;
+        let both_out = ArrayViewMutD::from_shape(shape.as_slice(), &mut buffers.out)
+            .map_err(|e| Error::InvalidArgument(format!("the guided output: {e}")))?;
+        self.inner.velocity(both_x, &t2, &paired, both_out)?;
+        let both_out = ArrayViewD::from_shape(shape.as_slice(), &buffers.out)
+            .map_err(|e| Error::InvalidArgument(format!("the guided output: {e}")))?;
+        mix(both_out, &weights, out);
+        if let Ok(mut slot) = self.scratch.lock() {
+            *slot = Some(buffers);
+        }
         Ok(())
     }
 
@@ -363,17 +391,21 @@ impl Guided {
     /// then with the null condition.
     fn stack(&self, x: ArrayViewD<'_, f32>, t: &[f64], extras: &Extras) -> Result<Stacked> {
         let batch = x.shape().first().copied().unwrap_or(0);
-        let t = if t.len() == 1 {
-            t.to_vec()
-        } else {
-            t.iter().flat_map(|&ti| [ti, ti]).collect()
-        };
         Ok(Stacked {
             batch,
             x: interleave_rows(x, 0)?,
-            t,
+            t: self.stacked_times(t),
             extras: self.paired_extras(extras, batch)?,
         })
+    }
+
+    /// The times of the stacked rows: one for all, or each sample's twice.
+    fn stacked_times(&self, t: &[f64]) -> Vec<f64> {
+        if t.len() == 1 {
+            t.to_vec()
+        } else {
+            t.iter().flat_map(|&ti| [ti, ti]).collect()
+        }
     }
 
     /// `extras` interleaved with their null condition for a batch of
@@ -445,6 +477,21 @@ pub fn check_guidance_interval(start: f64, end: f64) -> Result<()> {
 /// `weights[i]`; `both` holds each sample's conditional row followed by its
 /// unconditional row. A row with w_i = 0 is the conditional row exactly.
 fn mix(both: ArrayViewD<'_, f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f32>) {
+    let row = out.len() / weights.len().max(1);
+    if row == 0 {
+        return;
+    }
+    if let (Some(both), Some(out)) = (both.as_slice(), out.as_slice_mut()) {
+        // Row-major buffers (every call of a sampler): slice loops.
+        let samples = out.chunks_exact_mut(row).zip(both.chunks_exact(2 * row));
+        for ((o, pair), &w) in samples.zip(weights) {
+            let (c, u) = pair.split_at(row);
+            for ((o, &c), &u) in o.iter_mut().zip(c).zip(u) {
+                *o = ((1.0 + w) * f64::from(c) - w * f64::from(u)) as f32;
+            }
+        }
+        return;
+    }
     let pairs = both.axis_chunks_iter(Axis(0), 2);
     for ((mut o, pair), &w) in out.outer_iter_mut().zip(pairs).zip(weights) {
         let (c, u) = (pair.index_axis(Axis(0), 0), pair.index_axis(Axis(0), 1));
@@ -457,13 +504,41 @@ fn mix(both: ArrayViewD<'_, f32>, weights: &[f64], mut out: ArrayViewMutD<'_, f3
 
 /// Every row of `a` along `axis` twice in a row (rows `a₀ a₀ a₁ a₁ …`).
 fn interleave_rows(a: ArrayViewD<'_, f32>, axis: usize) -> Result<ArrayD<f32>> {
-    let rows = a.shape().get(axis).copied().ok_or_else(|| Error::Shape {
-        tensor: "x".to_string(),
-        expected: format!("at least {} axes", axis + 1),
-        actual: a.shape().to_vec(),
-    })?;
-    let order: Vec<usize> = (0..rows).flat_map(|i| [i, i]).collect();
-    Ok(a.select(Axis(axis), &order))
+    let mut data = Vec::new();
+    let shape = interleave_rows_into(a, axis, &mut data)?;
+    ArrayD::from_shape_vec(shape, data)
+        .map_err(|e| Error::InvalidArgument(format!("interleaved rows: {e}")))
+}
+
+/// Writes every row of `a` along `axis` twice in a row into `data` (row-major,
+/// replacing its contents and reusing its allocation) and returns the shape.
+fn interleave_rows_into(
+    a: ArrayViewD<'_, f32>,
+    axis: usize,
+    data: &mut Vec<f32>,
+) -> Result<Vec<usize>> {
+    let mut shape = a.shape().to_vec();
+    if axis >= shape.len() {
+        return Err(Error::Shape {
+            tensor: "x".to_string(),
+            expected: format!("at least {} axes", axis + 1),
+            actual: shape,
+        });
+    }
+    let block: usize = shape[axis + 1..].iter().product();
+    shape[axis] *= 2;
+    data.clear();
+    let standard = a.as_standard_layout();
+    let values = standard.as_slice().unwrap_or(&[]);
+    data.reserve(2 * values.len());
+    if block > 0 {
+        // Each block of `axis` copied twice, in order.
+        for chunk in values.chunks_exact(block) {
+            data.extend_from_slice(chunk);
+            data.extend_from_slice(chunk);
+        }
+    }
+    Ok(shape)
 }
 
 /// Checks the arguments of a velocity call before an adapter indexes them:
@@ -759,5 +834,65 @@ impl ScheduleMap {
 impl AffineMaps for ScheduleMap {
     fn map_at(&self, r: f64) -> Result<AffineMap> {
         self.affine_map(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    /// The row-major copy and `select` agree, on either axis, and a
+    /// transposed (non-standard) view is read in its logical order.
+    #[test]
+    fn interleaved_rows_repeat_each_row_in_order() {
+        let a =
+            Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (100 * i + 10 * j + k) as f32).into_dyn();
+        for axis in 0..3 {
+            let order: Vec<usize> = (0..a.shape()[axis]).flat_map(|i| [i, i]).collect();
+            let expected = a.select(Axis(axis), &order);
+            assert_eq!(
+                interleave_rows(a.view(), axis).unwrap(),
+                expected,
+                "axis {axis}"
+            );
+            let t = a.view().reversed_axes();
+            let expected = t.select(Axis(axis), &order_for(&t, axis));
+            assert_eq!(
+                interleave_rows(t, axis).unwrap(),
+                expected,
+                "transposed, axis {axis}"
+            );
+        }
+        assert!(interleave_rows(a.view(), 3).is_err());
+    }
+
+    fn order_for(a: &ArrayViewD<'_, f32>, axis: usize) -> Vec<usize> {
+        (0..a.shape()[axis]).flat_map(|i| [i, i]).collect()
+    }
+
+    /// The slice loop and the strided loop of `mix` give the same bits.
+    #[test]
+    fn mix_is_the_same_on_strided_buffers() {
+        let both =
+            Array3::from_shape_fn((4, 3, 5), |(i, j, k)| ((i * 15 + j * 5 + k) as f32).sin())
+                .into_dyn();
+        let weights = [0.7, 0.0];
+        let mut fast = ArrayD::<f32>::zeros(vec![2, 3, 5]);
+        mix(both.view(), &weights, fast.view_mut());
+        let mut strided_out = ArrayD::<f32>::zeros(vec![2, 5, 3]);
+        let mut view = strided_out.view_mut();
+        view.swap_axes(1, 2);
+        mix(both.view(), &weights, view);
+        let mut back = strided_out.view();
+        back.swap_axes(1, 2);
+        assert_eq!(fast, back);
+        let c = both.index_axis(Axis(0), 0);
+        let u = both.index_axis(Axis(0), 1);
+        let expected =
+            c.mapv(|v| (1.7 * f64::from(v)) as f32) - u.mapv(|v| (0.7 * f64::from(v)) as f32);
+        let got = fast.index_axis(Axis(0), 0);
+        assert!(got.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-5));
+        assert_eq!(fast.index_axis(Axis(0), 1), both.index_axis(Axis(0), 2));
     }
 }
