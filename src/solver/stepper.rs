@@ -382,11 +382,21 @@ pub(super) fn first_non_finite_row(y: &Array2<f64>) -> Option<usize> {
 }
 
 /// `out = base + h·Σ_j coeffs[j]·ks[j]` (skipping zero coefficients).
+/// The first term is added in the same pass as the copy of `base` (the same
+/// operations, one pass fewer over the state).
 fn combine(out: &mut Array2<f64>, base: &Array2<f64>, h: f64, coeffs: &[f64], ks: &[Array2<f64>]) {
-    out.assign(base);
-    for (kj, &cj) in ks.iter().zip(coeffs) {
-        if cj != 0.0 {
-            out.scaled_add(h * cj, kj);
+    let mut terms = ks.iter().zip(coeffs).filter(|(_, &c)| c != 0.0);
+    match terms.next() {
+        Some((k, &c)) => {
+            let hc = h * c;
+            ndarray::Zip::from(&mut *out)
+                .and(base)
+                .and(k)
+                .for_each(|o, &b, &k| *o = b + hc * k);
         }
+        None => out.assign(base),
+    }
+    for (k, &c) in terms {
+        out.scaled_add(h * c, k);
     }
 }
