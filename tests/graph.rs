@@ -517,6 +517,18 @@ fn cases() -> Vec<Case> {
         let mode = vec![AttributeProto::string("mode", "reflect")];
         g.n("Pad", &["x", "p"], &["y"], mode);
     }));
+    v.push(case("Pad(axes)", 18, &[3, 4], std, |g| {
+        g.ci("p", &[2, 1]);
+        g.ci("a", &[-1]);
+        g.n("Pad", &["x", "p", "", "a"], &["y"], vec![]);
+    }));
+    v.push(case("Pad(edge, opset 2)", 2, &[3, 4], std, |g| {
+        let attrs = vec![
+            AttributeProto::string("mode", "edge"),
+            AttributeProto::ints("pads", &[1, 0, 0, 2]),
+        ];
+        g.n("Pad", &["x"], &["y"], attrs);
+    }));
     v.push(case("Dropout", 17, &[3, 4], std, |g| {
         g.n("Dropout", &["x"], &["y"], vec![]);
     }));
@@ -905,6 +917,12 @@ fn stacked_tangents_equal_per_direction_tangents() {
         "Resize(scales, nearest)",
         "Resize(sizes, linear)",
         "BatchNormalization",
+        "Expand",
+        "Tile",
+        "Pad(constant 1)",
+        "Pad(reflect)",
+        "Pad(axes)",
+        "Pad(edge, opset 2)",
     ] {
         assert!(
             checked.contains(&name),

@@ -169,7 +169,20 @@ impl Ranks {
             | "Ceil"
             | "Round"
             | "Sign"
-            | "Slice" => rank_of(0),
+            | "Slice"
+            | "Pad"
+            | "Tile"
+            | "GatherElements"
+            | "CumSum"
+            | "Trilu"
+            | "Not" => rank_of(0),
+            // Broadcast from the right against the target shape.
+            "Expand" => rank_of(0)
+                .zip(input(1).and_then(|n| self.length(n)))
+                .map(|(r, n)| r.max(n)),
+            "ConstantOfShape" => input(0).and_then(|n| self.length(n)),
+            "Range" => Some(1),
+            "Size" => Some(0),
             "Split" => {
                 // Every part has the input's rank.
                 if let Some(r) = rank_of(0) {
@@ -183,9 +196,8 @@ impl Ranks {
                 .zip(rank_of(1))
                 .and_then(|(data, indices)| (data + indices).checked_sub(1)),
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "PRelu" | "Where" | "Max" | "Min" | "Sum"
-            | "Mean" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" => {
-                max_rank()
-            }
+            | "Mean" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And"
+            | "Or" | "Xor" => max_rank(),
             "Gemm" | "Flatten" => Some(2),
             "MatMul" => match (rank_of(0), rank_of(1)) {
                 (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),

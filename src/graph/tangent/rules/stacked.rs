@@ -101,6 +101,9 @@ pub(super) fn supported(op: &str) -> bool {
                 | "Slice"
                 | "Gather"
                 | "Split"
+                | "Expand"
+                | "Tile"
+                | "Pad"
         )
 }
 
@@ -148,6 +151,9 @@ pub(super) fn rule(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
         op if BATCHWISE.contains(&op) => batchwise(b, cx),
         "Slice" => slice(b, cx),
         "Gather" | "Split" => with_axis(b, cx),
+        "Expand" => expand(b, cx, ranks),
+        "Tile" => tile(b, cx),
+        "Pad" => pad(b, cx, ranks),
         // The normalisations handle both forms themselves.
         "LayerNormalization" => super::normalisation::layer_norm(b, cx),
         "InstanceNormalization" | "GroupNormalization" => {
@@ -431,6 +437,83 @@ fn slice(b: &mut Builder, cx: &Ctx) -> RuleResult {
         inputs.push(steps);
     }
     one(b.emit("Slice", &inputs, cx.node.attribute.clone()))
+}
+
+/// Expand: the tangent, its new axes inserted after the tangent axis,
+/// expanded to `[P, ...output shape]` (Expand broadcasts from the right, so
+/// the tangent axis must not meet the target's leading axes).
+fn expand(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
+    let ad = cx.only_first("a target shape")?;
+    let (r_in, r_out) = (rank(ranks, cx.input(0).unwrap_or(""))?, rank(ranks, cx.y)?);
+    let aligned = if r_in < r_out {
+        let axes: Vec<i64> = (1..=(r_out - r_in) as i64).collect();
+        unsqueeze(b, &ad, &axes)
+    } else {
+        ad
+    };
+    let target = b.stacked_shape_of(cx.y)?;
+    one(b.op2("Expand", &aligned, &target))
+}
+
+/// Tile: the tangent tiled likewise, once along the tangent axis.
+fn tile(b: &mut Builder, cx: &Ctx) -> RuleResult {
+    let ad = cx.only_first("the repeats")?;
+    let repeats = cx.input(1).ok_or("a Tile without repeats")?;
+    let once = b.ints(&[1]);
+    let stacked = b.emit(
+        "Concat",
+        &[&once, repeats],
+        vec![AttributeProto::int("axis", 0)],
+    );
+    one(b.op2("Tile", &ad, &stacked))
+}
+
+/// Pad: the tangent padded like the value (zeros in constant mode) and not
+/// at all along the tangent axis: `pads` (`[b₁…b_r, e₁…e_r]`) gains a 0 at
+/// the front of each half, or, where the node names its axes, they shift.
+fn pad(b: &mut Builder, cx: &Ctx, ranks: &Ranks) -> RuleResult {
+    let ad = cx.only_first("pads or a pad value")?;
+    let mode = cx.node.attr_s("mode").unwrap_or_else(|| "constant".into());
+    let mut attrs = cx.node.attribute.clone();
+    attrs.retain(|a| !matches!(a.name.as_deref(), Some("value") | Some("pads")));
+    if b.opset < 11 {
+        let pads = cx.node.attr_ints("pads").unwrap_or(&[]);
+        let half = pads.len() / 2;
+        let mut stacked = vec![0];
+        stacked.extend_from_slice(&pads[..half]);
+        stacked.push(0);
+        stacked.extend_from_slice(&pads[half..]);
+        attrs.push(AttributeProto::ints("pads", &stacked));
+        return one(b.emit("Pad", &[&ad], attrs));
+    }
+    let pads = cx.input(1).ok_or("a Pad without pads")?;
+    let mut inputs: Vec<String> = vec![ad, String::new(), String::new()];
+    if mode != "constant" {
+        // Only constant mode takes a pad value; the tangent's is zero.
+        inputs[2] = cx.input(2).unwrap_or("").to_string();
+    }
+    match cx.input(3) {
+        Some(axes) => {
+            inputs[1] = pads.to_string();
+            inputs.push(shift_axes_input(b, axes));
+        }
+        None => {
+            let r = rank(ranks, cx.input(0).unwrap_or(""))? as i64;
+            let zero = b.ints(&[0]);
+            let begins = b.slice_1d(pads, 0, r);
+            let ends = b.slice_1d(pads, r, 2 * r);
+            inputs[1] = b.emit(
+                "Concat",
+                &[&zero, &begins, &zero, &ends],
+                vec![AttributeProto::int("axis", 0)],
+            );
+        }
+    }
+    while inputs.last().is_some_and(String::is_empty) {
+        inputs.pop();
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    one(b.emit("Pad", &refs, attrs))
 }
 
 /// Gather (of the state, at constant indices) and Split: the same node on
