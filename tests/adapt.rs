@@ -347,6 +347,55 @@ fn guidance_combines_both_halves_in_one_call() {
     }
 }
 
+/// A guided field reuses its call buffers between calls: calls of other batch
+/// sizes in between, and calls from several threads at once, give the same
+/// bits as a lone call on a fresh field.
+#[test]
+fn guided_calls_reuse_buffers_without_mixing_calls() {
+    let inner = Arc::new(LabelledMixture::new(builtin("cosine")));
+    let null = Guided::null_label("label", 4);
+    let lone = |n: usize, seed: u64| {
+        let fresh = Guided::new(inner.clone(), 1.5, null.clone()).expect("guided");
+        let x = random_points(n, seed);
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
+        let extras = Extras::new().with("label", ExtraTensor::labels(&labels));
+        let mut v = ArrayD::zeros(x.raw_dim());
+        fresh
+            .velocity(x.view(), &[0.6], &extras, v.view_mut())
+            .expect("velocity");
+        (x, extras, v)
+    };
+    let cases: Vec<_> = [(5, 1), (2, 2), (9, 3), (5, 4)]
+        .into_iter()
+        .map(|(n, seed)| lone(n, seed))
+        .collect();
+    let shared = Guided::new(inner.clone(), 1.5, null.clone()).expect("guided");
+    for round in 0..3 {
+        for (k, (x, extras, want)) in cases.iter().enumerate() {
+            let mut got = ArrayD::zeros(x.raw_dim());
+            shared
+                .velocity(x.view(), &[0.6], extras, got.view_mut())
+                .expect("velocity");
+            assert_eq!(&got, want, "round {round}, case {k}");
+        }
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..20 {
+                    for (x, extras, want) in &cases {
+                        let mut got = ArrayD::zeros(x.raw_dim());
+                        shared
+                            .velocity(x.view(), &[0.6], extras, got.view_mut())
+                            .expect("velocity");
+                        assert_eq!(&got, want);
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// A guidance interval [a, b]: [0, 1] is plain guidance bit for bit; a sample
 /// whose time is outside is the conditional field exactly, velocity, JVP and
 /// divergence alike; a call with every time outside costs one plain call.
