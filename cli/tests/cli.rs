@@ -2243,3 +2243,138 @@ fn a_number_serves_a_batched_input_as_in_the_flux_recipe() {
     assert!(diff / (1.0 + scale) <= 1e-4, "off by {diff}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+mod tune {
+    use super::*;
+
+    fn fixture(path: &str) -> String {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(path)
+            .display()
+            .to_string()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fmrt-cli-tune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn tune_prints_a_table_the_best_per_budget_and_draws_the_plot() {
+        let png = scratch("wp.png");
+        let _ = std::fs::remove_file(&png);
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "8,16",
+            "-n",
+            "64",
+            "--plot",
+            png.to_str().unwrap(),
+        ]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{}{text}", stderr(&out));
+        for needle in [
+            "reference dopri5 (rtol 1e-7, atol 1e-7)",
+            "median",
+            "p99",
+            "best for 8 calls: ",
+            "best for 16 calls: ",
+        ] {
+            assert!(text.contains(needle), "`{needle}` not in:\n{text}");
+        }
+        let bytes = std::fs::read(&png).expect("the plot was written");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn tune_json_holds_every_row_and_the_best() {
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "10",
+            "-n",
+            "32",
+            "--solvers",
+            "euler,midpoint,rk4",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        // Three methods on the nine default grids.
+        assert_eq!(rows.len(), 27, "{v}");
+        assert!(rows.iter().all(|r| r["calls"].as_u64().unwrap() <= 10));
+        let best = &v["best"][0];
+        assert_eq!(best["budget"], 10);
+        let euler = rows
+            .iter()
+            .find(|r| r["method"] == "euler" && r["grid"]["name"] == "uniform")
+            .unwrap();
+        assert!(best["median"].as_f64().unwrap() <= euler["median"].as_f64().unwrap());
+    }
+
+    #[test]
+    fn tune_takes_the_conditioning_flags_of_sample() {
+        let real = |f: &str| fixture(&format!("real/{f}"));
+        let model = real("matcha.onnx");
+        let base = [
+            "tune",
+            "--model",
+            &model,
+            "--shape",
+            "80,37",
+            "-n",
+            "2",
+            "--noise-scale",
+            "0.667",
+            "--calls",
+            "4",
+            "--solvers",
+            "euler,heun,ab2",
+            "--reference-tol",
+            "1e-5",
+        ];
+        let mask = format!("mask={}", real("matcha.T37.mask.npy"));
+        let mu = format!("mu={}", real("matcha.T37.mu.npy"));
+        let with_cond = [&base[..], &["--cond", &mask, "--cond", &mu]].concat();
+        let out = fmrt(&with_cond);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{}{text}", stderr(&out));
+        assert!(text.contains("best for 4 calls: "), "{text}");
+        // Without its conditioning the model cannot run: exit 1 naming it.
+        let out = fmrt(&base);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(stderr(&out).contains("mask"), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn bad_tune_input_exits_1_with_a_message() {
+        let model = fixture("gmm_ot.onnx");
+        for (extra, needle) in [
+            (&["--calls", "0"][..], "not a call budget"),
+            (&["--calls", "abc"][..], "not a call budget"),
+            (&["--calls", "8,-1"][..], "not a call budget"),
+            (&["--solvers", "nope"][..], "unknown solver method"),
+            (&["-n", "0"][..], "at least one sample"),
+            (&["--reference-tol", "0"][..], "--reference-tol"),
+            (&["--plot", "out.jpg"][..], ".png"),
+        ] {
+            let args = [&["tune", "--model", model.as_str()][..], extra].concat();
+            let out = fmrt(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+            assert!(err.contains(needle), "{extra:?}: `{needle}` not in {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
