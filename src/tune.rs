@@ -261,7 +261,8 @@ pub struct TuneTable {
     pub budgets: Vec<usize>,
     /// The number of samples each error summarises.
     pub samples: usize,
-    /// Every candidate that ran, by budget, then by median error.
+    /// Every candidate that ran, by budget, then by median error (then
+    /// calls, then the candidates' order).
     pub rows: Vec<TuneRow>,
     /// Every candidate that did not run, with its reason.
     pub skipped: Vec<Skipped>,
@@ -276,8 +277,9 @@ impl TuneTable {
     }
 
     /// The most accurate candidate for `budget`: the smallest median error
-    /// (ties: fewer calls, then fewer seconds); `None` when nothing ran for
-    /// that budget.
+    /// (ties: fewer calls, then the first in the candidates' order, methods
+    /// before grids; never the timing, so the pick is reproducible); `None`
+    /// when nothing ran for that budget.
     pub fn best(&self, budget: usize) -> Option<&TuneRow> {
         self.rows_for(budget)
             .filter(|r| r.median.is_finite())
@@ -291,12 +293,10 @@ impl TuneTable {
     }
 }
 
-/// Orders rows by median error, then calls, then seconds.
+/// Orders rows by median error, then calls (a stable sort keeps the
+/// candidates' order among equals).
 fn rank(a: &TuneRow, b: &TuneRow) -> std::cmp::Ordering {
-    a.median
-        .total_cmp(&b.median)
-        .then(a.calls.cmp(&b.calls))
-        .then(a.seconds.total_cmp(&b.seconds))
+    a.median.total_cmp(&b.median).then(a.calls.cmp(&b.calls))
 }
 
 /// The network calls `method` makes for `steps` fixed steps (see the
