@@ -2357,6 +2357,85 @@ mod tune {
         assert!(stderr(&out).contains("mask"), "{}", stderr(&out));
     }
 
+    /// Every stand-in of the real-models issue tunes with the flags its
+    /// recipe samples with (clock, noise scale, guidance, null condition,
+    /// conditioning), a few candidates each to stay fast.
+    #[test]
+    fn tune_runs_on_every_real_model_with_its_recipe() {
+        use ndarray_npy::read_npy;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+        let path = |name: &str| dir.join(name).display().to_string();
+        for name in [
+            "cosyvoice_b2",
+            "cosyvoice_dyn",
+            "matcha",
+            "f5",
+            "sd3",
+            "flux",
+            "zipvoice",
+        ] {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.cases.json"))).unwrap();
+            let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (f, case) = (&spec["fmrt"], &spec["cases"][0]);
+            let noise: ndarray::ArrayD<f32> =
+                read_npy(dir.join(case["noise"].as_str().unwrap())).unwrap();
+            let shape: Vec<String> = noise.shape()[1..].iter().map(|d| d.to_string()).collect();
+            let mut args: Vec<String> = vec![
+                "tune".into(),
+                "--model".into(),
+                path(spec["model"].as_str().unwrap()),
+                "--state-input".into(),
+                f["state_input"].as_str().unwrap().into(),
+                "--time-input".into(),
+                f["time_input"].as_str().unwrap().into(),
+                "--time-direction".into(),
+                f["time_direction"].as_str().unwrap().into(),
+                "--time-scale".into(),
+                f["time_scale"].to_string(),
+                "--noise-scale".into(),
+                f["noise_scale"].to_string(),
+                "--shape".into(),
+                shape.join(","),
+                "-n".into(),
+                noise.shape()[0].to_string(),
+                "--calls".into(),
+                "4".into(),
+                "--solvers".into(),
+                "euler,unipc".into(),
+                "--reference-tol".into(),
+                "1e-4".into(),
+                "--json".into(),
+            ];
+            if let Some(w) = f["guidance"].as_f64() {
+                args.extend(["--guidance".into(), w.to_string()]);
+            }
+            for (input, value) in case["cond"].as_object().unwrap() {
+                let value = match value {
+                    serde_json::Value::String(file) => path(file),
+                    number => number.to_string(),
+                };
+                args.extend(["--cond".into(), format!("{input}={value}")]);
+            }
+            for (input, value) in f["null_condition"].as_object().unwrap() {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(o) if o.contains_key("fill") => {
+                        format!("fill:{}", o["fill"])
+                    }
+                    serde_json::Value::Object(o) => path(o["tensor"].as_str().unwrap()),
+                    other => panic!("{other}"),
+                };
+                args.extend(["--null-cond".into(), format!("{input}={value}")]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = fmrt(&refs);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+            assert!(!v["rows"].as_array().unwrap().is_empty(), "{name}: {v}");
+            assert!(v["best"][0]["method"].is_string(), "{name}: {v}");
+        }
+    }
+
     #[test]
     fn bad_tune_input_exits_1_with_a_message() {
         let model = fixture("gmm_ot.onnx");
