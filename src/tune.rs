@@ -123,6 +123,20 @@ impl GridSpec {
         text
     }
 
+    /// Checks that the grid exists and takes its params (a `.fm` grid
+    /// loads, `edm` and `diffusers-flow` accept the values), whatever the
+    /// method and step count: [`tune`] refuses a grid that fails this
+    /// rather than skipping it.
+    pub fn check(&self) -> Result<()> {
+        match self.name.as_str() {
+            "edm" => EdmGrid::with_params(&self.params).map(drop),
+            crate::grid::DIFFUSERS_FLOW => {
+                crate::grid::DiffusersFlowGrid::with_params(&self.params).map(drop)
+            }
+            _ => crate::grid::TimeGrid::open(&self.name, &self.params).map(drop),
+        }
+    }
+
     /// The fixed steps of this grid with `steps` steps for `method`;
     /// `schedule` is the schedule of the field's time, which `edm` needs.
     pub fn steps(
@@ -383,7 +397,8 @@ fn is_straight(schedule: &dyn Schedule) -> bool {
     })
 }
 
-/// Checks the options, returning the budgets sorted without repeats.
+/// Checks the options (budgets, samples, methods and grids), returning the
+/// budgets sorted without repeats.
 fn checked_budgets(options: &TuneOptions) -> Result<Vec<usize>> {
     if options.budgets.is_empty() {
         return Err(Error::InvalidArgument(
@@ -405,6 +420,9 @@ fn checked_budgets(options: &TuneOptions) -> Result<Vec<usize>> {
             "tuning needs at least one method and one grid".to_string(),
         ));
     }
+    for grid in &options.grids {
+        grid.check()?;
+    }
     let mut budgets = options.budgets.clone();
     budgets.sort_unstable();
     budgets.dedup();
@@ -417,8 +435,10 @@ fn checked_budgets(options: &TuneOptions) -> Result<Vec<usize>> {
 ///
 /// Errors: [`Error::InvalidArgument`] for bad options (no budget, a budget
 /// of 0 or above [`MAX_BUDGET`], no samples, no method or grid) or a
-/// stochastic sampler; the reference's errors; errors of the field. A
-/// candidate that cannot run is skipped, not an error.
+/// stochastic sampler; a grid that does not exist or refuses its params
+/// ([`GridSpec::check`]; [`Error::Scheduler`] for a `.fm` grid); the
+/// reference's errors; errors of the field. A candidate that cannot run is
+/// skipped, not an error.
 pub fn tune(sampler: &Sampler, options: &TuneOptions) -> Result<TuneTable> {
     let budgets = checked_budgets(options)?;
     let x0 = sampler.draw_noise(options.samples, options.seed)?;

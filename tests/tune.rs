@@ -216,6 +216,27 @@ fn bad_options_are_refused() {
         let e = tune(&sampler, &opts).expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     }
+    // A grid that does not exist, or refuses its params, is an error rather
+    // than a skipped candidate.
+    for (grid, kind) in [
+        (GridSpec::new("nowhere", &[]), ErrorKind::Scheduler),
+        (GridSpec::new("shift", &[("nu", 3.0)]), ErrorKind::Scheduler),
+        (
+            GridSpec::new("edm", &[("rho", -1.0)]),
+            ErrorKind::InvalidArgument,
+        ),
+        (
+            GridSpec::new("diffusers-flow", &[("shift", 0.0)]),
+            ErrorKind::InvalidArgument,
+        ),
+    ] {
+        let opts = TuneOptions {
+            grids: vec![grid.clone()],
+            ..options(&[8], 8, ot.clone())
+        };
+        let e = tune(&sampler, &opts).expect_err("refused");
+        assert_eq!(e.kind(), kind, "{grid}: {e}");
+    }
 }
 
 #[test]
