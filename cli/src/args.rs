@@ -388,6 +388,12 @@ pub struct TuneArgs {
     /// adaptive pairs on fixed steps).
     #[arg(long = "solvers", value_name = "NAME,...", value_delimiter = ',')]
     pub solvers: Vec<String>,
+    /// The candidate grids, comma-separated, each a name (a built-in, edm,
+    /// diffusers-flow or a .fm file) with its params after colons, e.g.
+    /// `uniform,shift:mu=3,edm:rho=5` (default: uniform, shift mu=2, 3, 5,
+    /// cosine, sway, edm, diffusers-flow shift=1 and 3).
+    #[arg(long = "grids", value_name = "GRID[:P=V...],...", value_delimiter = ',', value_parser = parse_grid)]
+    pub grids: Vec<fmrt::tune::GridSpec>,
     /// Number of samples measured.
     #[arg(short = 'n', default_value_t = fmrt::tune::DEFAULT_SAMPLES)]
     pub n: usize,
@@ -643,6 +649,22 @@ fn parse_chunk(text: &str) -> Result<usize, String> {
             "`{text}` is not a chunk size: --chunk takes a whole number of samples, at least 1"
         )),
     }
+}
+
+/// Parses a tuning grid: `NAME` or `NAME:PARAM=VALUE:...`.
+fn parse_grid(text: &str) -> Result<fmrt::tune::GridSpec, String> {
+    let mut parts = text.trim().split(':');
+    let name = parts.next().unwrap_or("").trim();
+    if name.is_empty() {
+        return Err(format!(
+            "`{text}` names no grid: --grids takes NAME or NAME:PARAM=VALUE, e.g. shift:mu=3"
+        ));
+    }
+    let params = parts.map(parse_param).collect::<Result<Vec<_>, _>>()?;
+    Ok(fmrt::tune::GridSpec {
+        name: name.to_string(),
+        params,
+    })
 }
 
 /// Parses a call budget: a whole number from 1 to [`fmrt::tune::MAX_BUDGET`].

@@ -51,6 +51,10 @@ pub fn run(args: &TuneArgs) -> Result<ExitCode, Failure> {
         samples: args.n,
         seed: args.seed,
         methods,
+        grids: match args.grids.is_empty() {
+            true => fmrt::tune::GridSpec::defaults(),
+            false => args.grids.clone(),
+        },
         reference: reference_solver(args.reference_tol),
         schedule: opened.sampling_schedule().cloned(),
         ..TuneOptions::default()

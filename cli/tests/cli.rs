@@ -2324,6 +2324,42 @@ mod tune {
     }
 
     #[test]
+    fn tune_grids_picks_the_candidate_grids_with_their_params() {
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "8",
+            "-n",
+            "16",
+            "--solvers",
+            "heun",
+            "--grids",
+            "uniform,shift:mu=4,edm:rho=5:sigma_max=40",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let mut grids: Vec<String> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["grid"].to_string())
+            .collect();
+        grids.sort();
+        assert_eq!(
+            grids,
+            [
+                r#"{"name":"edm","params":{"rho":5.0,"sigma_max":40.0}}"#,
+                r#"{"name":"shift","params":{"mu":4.0}}"#,
+                r#"{"name":"uniform","params":{}}"#,
+            ]
+        );
+    }
+
+    #[test]
     fn tune_takes_the_conditioning_flags_of_sample() {
         let real = |f: &str| fixture(&format!("real/{f}"));
         let model = real("matcha.onnx");
@@ -2447,6 +2483,9 @@ mod tune {
             (&["-n", "0"][..], "at least one sample"),
             (&["--reference-tol", "0"][..], "--reference-tol"),
             (&["--plot", "out.jpg"][..], ".png"),
+            (&["--grids", ":mu=3"][..], "names no grid"),
+            (&["--grids", "shift:mu"][..], "NAME=VALUE"),
+            (&["--grids", "nowhere"][..], "nowhere"),
         ] {
             let args = [&["tune", "--model", model.as_str()][..], extra].concat();
             let out = fmrt(&args);
