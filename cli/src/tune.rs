@@ -57,7 +57,6 @@ pub fn run(args: &TuneArgs) -> Result<ExitCode, Failure> {
         },
         reference: reference_solver(args.reference_tol),
         schedule: opened.sampling_schedule().cloned(),
-        ..TuneOptions::default()
     };
     let table = tune(&sampler, &options)?;
     if let Some(path) = &args.plot {
