@@ -326,6 +326,14 @@ typedef struct fmrt_scheduler fmrt_scheduler;
 typedef struct fmrt_solver fmrt_solver;
 
 /*
+ The result of `fmrt_tune` (opaque): its rows, most accurate first within
+ each budget, and its skipped candidates. Immutable: may be read from any
+ number of threads at once. The strings its accessors return belong to
+ the table and live until `fmrt_tune_table_free`.
+ */
+typedef struct fmrt_tune_table fmrt_tune_table;
+
+/*
  How log-likelihoods are computed; start from `fmrt_likelihood_options_default`.
  Strings and the solver are read during each call only.
 
@@ -628,6 +636,71 @@ typedef struct {
    */
   double initial_step;
 } fmrt_adaptive_options;
+
+/*
+ One measured candidate of a tuning table.
+ */
+typedef struct {
+  /*
+   The method's name (`"rk4"`), owned by the table.
+   */
+  const char *method;
+  /*
+   The grid's name with its params (`"shift mu=3"`), owned by the table.
+   */
+  const char *grid;
+  /*
+   The call budget the candidate was sized for.
+   */
+  size_t budget;
+  /*
+   The fixed steps taken.
+   */
+  size_t steps;
+  /*
+   The network calls the solve made (at most `budget`).
+   */
+  size_t calls;
+  /*
+   Median over the samples of the per-sample RMS error against the
+   reference.
+   */
+  double median;
+  /*
+   99th percentile (nearest rank) of the per-sample RMS error.
+   */
+  double p99;
+  /*
+   Largest per-sample RMS error.
+   */
+  double max;
+  /*
+   Wall-clock seconds of the solve.
+   */
+  double seconds;
+} fmrt_tune_row;
+
+/*
+ A candidate of a tuning table that did not run.
+ */
+typedef struct {
+  /*
+   The method's name, owned by the table.
+   */
+  const char *method;
+  /*
+   The grid's name with its params, owned by the table.
+   */
+  const char *grid;
+  /*
+   The call budget.
+   */
+  size_t budget;
+  /*
+   Why it did not run, owned by the table.
+   */
+  const char *reason;
+} fmrt_tune_skipped;
 
 #ifdef __cplusplus
 extern "C" {
@@ -2553,6 +2626,105 @@ fmrt_status fmrt_solver_with_controller(const fmrt_solver *solver,
  `solver` must be NULL or a handle from this library, not used afterwards.
  */
 void fmrt_solver_free(fmrt_solver *solver);
+
+/*
+ Tunes `sampler`'s field: draws `n` noise states with `seed` (as
+ `fmrt_sampler_sample` does), integrates them with dopri5 on independent
+ per-sample adaptive steps at rtol = atol = `reference_tol` (the
+ reference; 1e-7 is the command line's default), and with every
+ fixed-step method (the adaptive pairs too, on fixed steps) on every
+ default grid (uniform, shift μ = 2, 3, 5, cosine, sway, edm,
+ diffusers-flow shift 1 and 3) with the most steps whose calls fit each
+ of `budgets[0..n_budgets]`; writes the table to `*out`.
+
+ - `extras` (may be NULL): conditioning inputs with `n` rows each (or one
+   for all).
+ - `schedule` (may be NULL): the schedule the field's time follows (a
+   model's sampling schedule). The `edm` grid needs it, and with a
+   schedule that is not the straight path `dpmpp2m` and `unipc` are
+   skipped; NULL skips `edm` and runs those two.
+
+ A candidate that does not apply is listed among the skipped, not an
+ error. Errors: `FMRT_STATUS_INVALID_ARGUMENT` for no budget, a budget of
+ 0 or above 2^20, `n` = 0 or a tolerance that is not positive and finite;
+ the reference's and the field's errors. See `fmrt::tune` for the error
+ measure and the calls of each method.
+
+ # Safety
+
+ `sampler` must be a live handle, `extras` and `schedule` NULL or live;
+ `budgets` must hold `n_budgets` values; `out` writable.
+ */
+fmrt_status fmrt_tune(const fmrt_sampler *sampler,
+                      const size_t *budgets,
+                      size_t n_budgets,
+                      size_t n,
+                      uint64_t seed,
+                      double reference_tol,
+                      const fmrt_extras *extras,
+                      const fmrt_scheduler *schedule,
+                      fmrt_tune_table **out);
+
+/*
+ Releases a tuning table (and the strings of its rows). NULL is a no-op.
+
+ # Safety
+
+ `table` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_tune_table_free(fmrt_tune_table *table);
+
+/*
+ Writes the number of rows (candidates that ran) into `*out_len`.
+
+ # Safety
+
+ `table` must be a live handle; `out_len` writable.
+ */
+fmrt_status fmrt_tune_table_len(const fmrt_tune_table *table, size_t *out_len);
+
+/*
+ Writes row `index` (0-based; by budget, then most accurate first) into
+ `*out`; its strings belong to the table.
+
+ # Safety
+
+ `table` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_tune_table_row(const fmrt_tune_table *table, size_t index, fmrt_tune_row *out);
+
+/*
+ Writes the most accurate row for `budget` (the smallest median error;
+ ties: fewer calls, then the first row) into `*out`.
+ `FMRT_STATUS_INVALID_ARGUMENT` when `budget` was not measured or no
+ candidate ran within it.
+
+ # Safety
+
+ `table` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_tune_table_best(const fmrt_tune_table *table, size_t budget, fmrt_tune_row *out);
+
+/*
+ Writes the number of skipped candidates into `*out_len`.
+
+ # Safety
+
+ `table` must be a live handle; `out_len` writable.
+ */
+fmrt_status fmrt_tune_table_skipped_len(const fmrt_tune_table *table, size_t *out_len);
+
+/*
+ Writes skipped candidate `index` (0-based) into `*out`; its strings
+ belong to the table.
+
+ # Safety
+
+ `table` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_tune_table_skipped(const fmrt_tune_table *table,
+                                    size_t index,
+                                    fmrt_tune_skipped *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -33,6 +33,8 @@
 //! - [`solver`]: explicit Runge–Kutta solvers, fixed and adaptive.
 //! - [`sampler`]: source → solver(field) → samples.
 //! - [`stochastic`]: SDE sampling with the ODE's marginals (Euler–Maruyama).
+//! - [`tune`]: work-precision tuning: every fixed-step solver and grid
+//!   measured against a tight reference, the best per call budget.
 //! - [`likelihood`]: log-likelihoods by the augmented reverse-time solve.
 //! - [`model`]: [`model::Model`], an exported network with its metadata and
 //!   adapters composed into the field to integrate (used by the CLI and C).
@@ -53,6 +55,7 @@ pub mod solver;
 pub mod source;
 pub mod stochastic;
 mod times;
+pub mod tune;
 
 pub use error::{Error, Result};
 

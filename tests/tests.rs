@@ -21,3 +21,4 @@ mod solver_independent;
 mod solver_multistep;
 mod source;
 mod stats_util;
+mod tune;

@@ -28,7 +28,8 @@
 //!
 //! One Rust file per C class: [`scheduler`], [`field`] (with [`onnx`] model
 //! fields), [`extras`], [`solver`],
-//! [`sampler`], [`likelihood`] (log-likelihoods), [`path`] (training batches)
+//! [`sampler`], [`likelihood`] (log-likelihoods), [`tune`] (work-precision
+//! tables), [`path`] (training batches)
 //! and [`random`] (seeded noise); the
 //! machinery is in [`error`] and [`panic`](mod@panic).
 
@@ -47,6 +48,7 @@ pub mod random;
 pub mod sampler;
 pub mod scheduler;
 pub mod solver;
+pub mod tune;
 
 use std::ffi::{c_char, CStr};
 

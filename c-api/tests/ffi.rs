@@ -7155,3 +7155,203 @@ mod configs {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The work-precision table (`fmrt_tune`).
+
+mod tune_table {
+    use super::*;
+    use fmrt_c_api::tune::*;
+
+    /// The table the Rust library computes for what `tests/c/tune.c` asks.
+    fn rust_table() -> fmrt::tune::TuneTable {
+        let ot: Arc<dyn Schedule> = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let field = GaussianMixture::ring(8, 4.0, 0.3, ot.clone()).unwrap();
+        let sampler = Sampler::new(
+            Arc::new(field),
+            SolverConfig::fixed(Method::Euler, Steps::Count(1)),
+        );
+        let options = fmrt::tune::TuneOptions {
+            budgets: vec![10],
+            samples: 128,
+            seed: 7,
+            schedule: Some(ot),
+            ..fmrt::tune::TuneOptions::default()
+        };
+        fmrt::tune::tune(&sampler, &options).unwrap()
+    }
+
+    #[test]
+    fn c_tune_program_prints_the_table_the_rust_library_computes() {
+        let exe = build_program("cc", "c11", &[crate_dir().join("tests/c/tune.c")], "tune");
+        let out = run(&exe, &[]);
+        assert!(out.ends_with("tune ok\n"), "{out}");
+        let table = rust_table();
+        assert!(
+            out.starts_with(&format!(
+                "rows {} skipped {}\n",
+                table.rows.len(),
+                table.skipped.len()
+            )),
+            "{out}"
+        );
+        let printed: Vec<&str> = out.lines().filter(|l| l.starts_with("row ")).collect();
+        assert_eq!(printed.len(), table.rows.len());
+        for (line, r) in printed.iter().zip(&table.rows) {
+            // The grid label holds a space: compare the whole line.
+            let want = format!(
+                "row {} {} {} {} {} ",
+                r.method, r.grid, r.budget, r.steps, r.calls
+            );
+            assert!(line.starts_with(&want), "{line} vs {want}");
+            let numbers: Vec<f64> = line
+                .rsplitn(4, ' ')
+                .take(3)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert_eq!(numbers, vec![r.max, r.p99, r.median], "{line}");
+        }
+        let best = table.best(10).unwrap();
+        let line = out.lines().find(|l| l.starts_with("best ")).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "best {} {} {} {}",
+                best.method,
+                best.grid,
+                best.calls,
+                line.rsplit(' ').next().unwrap()
+            )
+        );
+        let median: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(median, best.median);
+        let refused: Vec<&str> = out.lines().filter(|l| l.starts_with("refused ")).collect();
+        assert_eq!(
+            refused,
+            [
+                "refused INVALID_ARGUMENT",
+                "refused INVALID_ARGUMENT",
+                "refused NULL_PARAMETER",
+                "refused INVALID_ARGUMENT",
+                "refused INVALID_ARGUMENT"
+            ]
+        );
+    }
+
+    #[test]
+    fn tune_entry_points_check_their_arguments() {
+        let h = Handles::new();
+        let budgets = [8usize];
+        let mut table = null_mut();
+        let mut len = 0usize;
+        let mut row = std::mem::MaybeUninit::<fmrt_tune_row>::uninit();
+        // SAFETY: valid or NULL pointers; the table is freed once.
+        unsafe {
+            assert_fails(
+                fmrt_tune(
+                    h.sampler,
+                    budgets.as_ptr(),
+                    1,
+                    4,
+                    0,
+                    1e-7,
+                    null(),
+                    null(),
+                    null_mut(),
+                ),
+                NullParameter,
+                "out",
+            );
+            assert_fails(
+                fmrt_tune(h.sampler, null(), 1, 4, 0, 1e-7, null(), null(), &mut table),
+                NullParameter,
+                "budgets",
+            );
+            assert_fails(
+                fmrt_tune(
+                    h.sampler,
+                    budgets.as_ptr(),
+                    0,
+                    4,
+                    0,
+                    1e-7,
+                    null(),
+                    null(),
+                    &mut table,
+                ),
+                InvalidArgument,
+                "budget",
+            );
+            assert_fails(
+                fmrt_tune(
+                    h.sampler,
+                    budgets.as_ptr(),
+                    1,
+                    0,
+                    0,
+                    1e-7,
+                    null(),
+                    null(),
+                    &mut table,
+                ),
+                InvalidArgument,
+                "sample",
+            );
+            assert_fails(
+                fmrt_tune(
+                    h.sampler,
+                    budgets.as_ptr(),
+                    1,
+                    4,
+                    0,
+                    f64::NAN,
+                    null(),
+                    null(),
+                    &mut table,
+                ),
+                InvalidArgument,
+                "reference_tol",
+            );
+            assert!(table.is_null());
+            assert_fails(
+                fmrt_tune_table_len(null(), &mut len),
+                NullParameter,
+                "table",
+            );
+            // Without a schedule the edm grid is skipped, with its reason.
+            assert_ok(fmrt_tune(
+                h.sampler,
+                budgets.as_ptr(),
+                1,
+                4,
+                0,
+                1e-7,
+                h.extras,
+                null(),
+                &mut table,
+            ));
+            assert_ok(fmrt_tune_table_skipped_len(table, &mut len));
+            assert!(len > 0);
+            let mut skipped = std::mem::MaybeUninit::<fmrt_tune_skipped>::uninit();
+            assert_ok(fmrt_tune_table_skipped(table, 0, skipped.as_mut_ptr()));
+            let skipped = skipped.assume_init();
+            let reason = CStr::from_ptr(skipped.reason).to_string_lossy();
+            assert!(reason.contains("schedule"), "{reason}");
+            assert_fails(
+                fmrt_tune_table_skipped(table, len, null_mut()),
+                NullParameter,
+                "out",
+            );
+            assert_ok(fmrt_tune_table_len(table, &mut len));
+            assert_fails(
+                fmrt_tune_table_row(table, len, row.as_mut_ptr()),
+                InvalidArgument,
+                "out of range",
+            );
+            assert_ok(fmrt_tune_table_row(table, 0, row.as_mut_ptr()));
+            assert!(row.assume_init().calls <= 8);
+            fmrt_tune_table_free(table);
+            fmrt_tune_table_free(null_mut());
+        }
+    }
+}

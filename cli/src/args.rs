@@ -41,6 +41,10 @@ pub enum Command {
     Likelihood(LikelihoodArgs),
     /// Draw samples, trajectories or a scheduler's coefficients as a PNG.
     Plot(PlotArgs),
+    /// Find the most accurate fixed-step solver and grid for each call
+    /// budget: every candidate against a tight adaptive reference from the
+    /// same noise, as a table and a work-precision plot.
+    Tune(TuneArgs),
     /// Sample the shipped two-moons model into demo/samples.npy and demo/samples.png.
     Demo(DemoArgs),
 }
@@ -357,6 +361,64 @@ pub struct SampleArgs {
     pub quiet: bool,
 }
 
+/// Arguments of `fmrt tune`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  fmrt tune --model tests/fixtures/gmm_ot.onnx --calls 8,16 --plot wp.png\n  fmrt tune --model M.onnx --cond mu=mu.npy --shape 80,37 -n 2 --solvers euler,heun,unipc"
+)]
+pub struct TuneArgs {
+    /// The model and where it runs.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How the model's output becomes the velocity (metadata overrides,
+    /// guidance, schedule change, conditioning), as for `fmrt sample`.
+    #[command(flatten)]
+    pub adapt: AdaptArgs,
+    /// The call budgets (network evaluations per sample), comma-separated:
+    /// each candidate takes the most steps that fit.
+    #[arg(
+        long = "calls",
+        value_name = "N,...",
+        value_delimiter = ',',
+        value_parser = parse_budget,
+        default_value = "8,12,16,24,32"
+    )]
+    pub calls: Vec<usize>,
+    /// The candidate solvers, comma-separated (default: all twelve, the
+    /// adaptive pairs on fixed steps).
+    #[arg(long = "solvers", value_name = "NAME,...", value_delimiter = ',')]
+    pub solvers: Vec<String>,
+    /// The candidate grids, comma-separated, each a name (a built-in, edm,
+    /// diffusers-flow or a .fm file) with its params after colons, e.g.
+    /// `uniform,shift:mu=3,edm:rho=5` (default: uniform, shift mu=2, 3, 5,
+    /// cosine, sway, edm, diffusers-flow shift=1 and 3).
+    #[arg(long = "grids", value_name = "GRID[:P=V...],...", value_delimiter = ',', value_parser = parse_grid)]
+    pub grids: Vec<fmrt::tune::GridSpec>,
+    /// Number of samples measured.
+    #[arg(short = 'n', default_value_t = fmrt::tune::DEFAULT_SAMPLES)]
+    pub n: usize,
+    /// Seed of the source noise (samples 0..n of the run it defines).
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// The shape of one sample (needed by models with a dynamic length or
+    /// resolution), e.g. `--shape 80,237`.
+    #[arg(long = "shape", value_name = "D1,D2,...", value_delimiter = ',')]
+    pub shape: Vec<usize>,
+    /// rtol = atol of the reference (dopri5, independent per-sample steps).
+    #[arg(long = "reference-tol", value_name = "TOL", default_value_t = fmrt::tune::DEFAULT_REFERENCE_TOLERANCE)]
+    pub reference_tol: f64,
+    /// Rows printed per budget, most accurate first (0: all; --json has all).
+    #[arg(long = "top", value_name = "K", default_value_t = 8)]
+    pub top: usize,
+    /// Write a work-precision plot (median error against calls and against
+    /// seconds, log-log) to this PNG file.
+    #[arg(long = "plot", value_name = "OUT.png")]
+    pub plot: Option<PathBuf>,
+    /// Print the whole table as one JSON object on stdout instead.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
 /// How the divergence is computed (`fmrt likelihood`, `fmrt sample --log-prob`).
 #[derive(Debug, Args)]
 pub struct DivergenceArgs {
@@ -585,6 +647,33 @@ fn parse_chunk(text: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!(
             "`{text}` is not a chunk size: --chunk takes a whole number of samples, at least 1"
+        )),
+    }
+}
+
+/// Parses a tuning grid: `NAME` or `NAME:PARAM=VALUE:...`.
+fn parse_grid(text: &str) -> Result<fmrt::tune::GridSpec, String> {
+    let mut parts = text.trim().split(':');
+    let name = parts.next().unwrap_or("").trim();
+    if name.is_empty() {
+        return Err(format!(
+            "`{text}` names no grid: --grids takes NAME or NAME:PARAM=VALUE, e.g. shift:mu=3"
+        ));
+    }
+    let params = parts.map(parse_param).collect::<Result<Vec<_>, _>>()?;
+    Ok(fmrt::tune::GridSpec {
+        name: name.to_string(),
+        params,
+    })
+}
+
+/// Parses a call budget: a whole number from 1 to [`fmrt::tune::MAX_BUDGET`].
+fn parse_budget(text: &str) -> Result<usize, String> {
+    let max = fmrt::tune::MAX_BUDGET;
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a call budget: --calls takes whole numbers from 1 to {max}, e.g. 8,12,16"
         )),
     }
 }

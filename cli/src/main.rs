@@ -21,6 +21,7 @@ mod progress;
 mod sample;
 mod setup;
 mod stream;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         args::Command::Inspect(a) => inspect::run(a),
         args::Command::Likelihood(a) => likelihood::run(a),
         args::Command::Plot(a) => plot::run(a),
+        args::Command::Tune(a) => tune::run(a),
         args::Command::Demo(a) => demo::run(a),
     });
     let Ok(result) = result else {

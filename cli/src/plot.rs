@@ -274,7 +274,156 @@ pub fn data_png(
         }
         root.present().map_err(|e| draw(&e))?;
     }
-    write_png(output, &buffer, size)
+    write_png(output, &buffer, size, size)
+}
+
+/// The size of a work-precision plot: two panels side by side.
+const WORK_PRECISION_SIZE: (u32, u32) = (1600, 720);
+
+/// Twelve distinguishable colours (matplotlib's tab10, then black and
+/// dark olive), one per method, cycled.
+const PALETTE: [RGBColor; 12] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(85, 107, 47),
+];
+
+/// Draws the work-precision plot of `table` (`fmrt tune --plot`): the
+/// median error of every candidate as a faint dot, and for each method a
+/// line through its best grid at each budget, against the calls (left) and
+/// against the seconds (right), both axes logarithmic.
+pub fn work_precision_png(table: &fmrt::tune::TuneTable, output: &Path) -> Result<(), Failure> {
+    check_png(output)?;
+    let rows: Vec<_> = table
+        .rows
+        .iter()
+        .filter(|r| r.median.is_finite() && r.median > 0.0)
+        .collect();
+    if rows.is_empty() {
+        return Err(fail!(
+            "{}: no candidate has a positive finite error to plot",
+            output.display()
+        ));
+    }
+    // For each method (in Method::ALL order), its best row per budget.
+    let mut lines: Vec<(fmrt::solver::Method, Vec<&fmrt::tune::TuneRow>)> = Vec::new();
+    for method in fmrt::solver::Method::ALL {
+        let best: Vec<_> = table
+            .budgets
+            .iter()
+            .filter_map(|&b| {
+                rows.iter()
+                    .copied()
+                    .filter(|r| r.method == method && r.budget == b)
+                    .min_by(|x, y| x.median.total_cmp(&y.median))
+            })
+            .collect();
+        if !best.is_empty() {
+            lines.push((method, best));
+        }
+    }
+    let span = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = (lo.max(1e-300), hi.max(1e-300));
+        (lo / 1.5, hi * 1.5)
+    };
+    let errors = span(&mut rows.iter().map(|r| r.median));
+    let calls = span(&mut rows.iter().map(|r| r.calls as f64));
+    let seconds = span(&mut rows.iter().map(|r| r.seconds.max(1e-7)));
+    fonts()?;
+    let (width, height) = WORK_PRECISION_SIZE;
+    let mut buffer = vec![0u8; (width as usize) * (height as usize) * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+        let draw = |e: &dyn std::fmt::Display| format!("internal error: drawing failed: {e}");
+        root.fill(&WHITE).map_err(|e| draw(&e))?;
+        let root = root
+            .titled(
+                &format!(
+                    "work-precision: median per-sample RMS error against the reference, {} samples",
+                    table.samples
+                ),
+                (FONT, 22),
+            )
+            .map_err(|e| draw(&e))?;
+        let panels = root.split_evenly((1, 2));
+        type Pick = fn(&fmrt::tune::TuneRow) -> f64;
+        let axes: [(&str, (f64, f64), Pick); 2] = [
+            ("network calls", calls, |r| r.calls as f64),
+            ("seconds", seconds, |r| r.seconds.max(1e-7)),
+        ];
+        for (panel, (x_desc, x_range, pick)) in panels.iter().zip(axes) {
+            let mut chart = ChartBuilder::on(panel)
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(72)
+                .build_cartesian_2d(
+                    (x_range.0..x_range.1).log_scale(),
+                    (errors.0..errors.1).log_scale(),
+                )
+                .map_err(|e| draw(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc("median error")
+                .y_label_formatter(&|v| format!("{v:.0e}"))
+                .x_label_formatter(&|v| {
+                    if *v >= 1.0 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.0e}")
+                    }
+                })
+                .label_style((FONT, 14))
+                .draw()
+                .map_err(|e| draw(&e))?;
+            let faint = RGBColor(160, 160, 160).mix(0.5).filled();
+            chart
+                .draw_series(
+                    rows.iter()
+                        .map(|r| Circle::new((pick(r), r.median), 2, faint)),
+                )
+                .map_err(|e| draw(&e))?;
+            for (k, (method, best)) in lines.iter().enumerate() {
+                let color = PALETTE[k % PALETTE.len()];
+                let points: Vec<(f64, f64)> = best.iter().map(|r| (pick(r), r.median)).collect();
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| draw(&e))?
+                    .label(method.name())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| draw(&e))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FONT, 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| draw(&e))?;
+        }
+        root.present().map_err(|e| draw(&e))?;
+    }
+    write_png(output, &buffer, width, height)
 }
 
 /// White → dark blue, for histogram levels in [0, 1].
@@ -397,7 +546,7 @@ pub fn scheduler_png(
             .map_err(|e| draw(&e))?;
         root.present().map_err(|e| draw(&e))?;
     }
-    write_png(output, &buffer, size)
+    write_png(output, &buffer, size, size)
 }
 
 /// Draws the time grid t(u) over [0, 1], the diagonal t = u for reference,
@@ -471,18 +620,18 @@ pub fn grid_png(
             .map_err(|e| draw(&e))?;
         root.present().map_err(|e| draw(&e))?;
     }
-    write_png(output, &buffer, size)
+    write_png(output, &buffer, size, size)
 }
 
 /// Encodes an RGB buffer as PNG through a temporary file renamed into place.
-fn write_png(path: &Path, rgb: &[u8], size: u32) -> Result<(), Failure> {
+fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), Failure> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: cannot write: {e}", path.display());
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");
     let tmp = path.with_file_name(tmp_name);
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| fail(&e))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), size, size);
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(|e| fail(&e))?;

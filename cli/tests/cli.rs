@@ -2243,3 +2243,256 @@ fn a_number_serves_a_batched_input_as_in_the_flux_recipe() {
     assert!(diff / (1.0 + scale) <= 1e-4, "off by {diff}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+mod tune {
+    use super::*;
+
+    fn fixture(path: &str) -> String {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(path)
+            .display()
+            .to_string()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fmrt-cli-tune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn tune_prints_a_table_the_best_per_budget_and_draws_the_plot() {
+        let png = scratch("wp.png");
+        let _ = std::fs::remove_file(&png);
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "8,16",
+            "-n",
+            "64",
+            "--plot",
+            png.to_str().unwrap(),
+        ]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{}{text}", stderr(&out));
+        for needle in [
+            "reference dopri5 (rtol 1e-7, atol 1e-7)",
+            "median",
+            "p99",
+            "best for 8 calls: ",
+            "best for 16 calls: ",
+        ] {
+            assert!(text.contains(needle), "`{needle}` not in:\n{text}");
+        }
+        let bytes = std::fs::read(&png).expect("the plot was written");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn tune_json_holds_every_row_and_the_best() {
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "10",
+            "-n",
+            "32",
+            "--solvers",
+            "euler,midpoint,rk4",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        // Three methods on the nine default grids.
+        assert_eq!(rows.len(), 27, "{v}");
+        assert!(rows.iter().all(|r| r["calls"].as_u64().unwrap() <= 10));
+        let best = &v["best"][0];
+        assert_eq!(best["budget"], 10);
+        let euler = rows
+            .iter()
+            .find(|r| r["method"] == "euler" && r["grid"]["name"] == "uniform")
+            .unwrap();
+        assert!(best["median"].as_f64().unwrap() <= euler["median"].as_f64().unwrap());
+    }
+
+    #[test]
+    fn tune_grids_picks_the_candidate_grids_with_their_params() {
+        let model = fixture("gmm_ot.onnx");
+        let out = fmrt(&[
+            "tune",
+            "--model",
+            &model,
+            "--calls",
+            "8",
+            "-n",
+            "16",
+            "--solvers",
+            "heun",
+            "--grids",
+            "uniform,shift:mu=4,edm:rho=5:sigma_max=40",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let mut grids: Vec<String> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["grid"].to_string())
+            .collect();
+        grids.sort();
+        assert_eq!(
+            grids,
+            [
+                r#"{"name":"edm","params":{"rho":5.0,"sigma_max":40.0}}"#,
+                r#"{"name":"shift","params":{"mu":4.0}}"#,
+                r#"{"name":"uniform","params":{}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn tune_takes_the_conditioning_flags_of_sample() {
+        let real = |f: &str| fixture(&format!("real/{f}"));
+        let model = real("matcha.onnx");
+        let base = [
+            "tune",
+            "--model",
+            &model,
+            "--shape",
+            "80,37",
+            "-n",
+            "2",
+            "--noise-scale",
+            "0.667",
+            "--calls",
+            "4",
+            "--solvers",
+            "euler,heun,ab2",
+            "--reference-tol",
+            "1e-5",
+        ];
+        let mask = format!("mask={}", real("matcha.T37.mask.npy"));
+        let mu = format!("mu={}", real("matcha.T37.mu.npy"));
+        let with_cond = [&base[..], &["--cond", &mask, "--cond", &mu]].concat();
+        let out = fmrt(&with_cond);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{}{text}", stderr(&out));
+        assert!(text.contains("best for 4 calls: "), "{text}");
+        // Without its conditioning the model cannot run: exit 1 naming it.
+        let out = fmrt(&base);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(stderr(&out).contains("mask"), "{}", stderr(&out));
+    }
+
+    /// Every stand-in of the real-models issue tunes with the flags its
+    /// recipe samples with (clock, noise scale, guidance, null condition,
+    /// conditioning), a few candidates each to stay fast.
+    #[test]
+    fn tune_runs_on_every_real_model_with_its_recipe() {
+        use ndarray_npy::read_npy;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
+        let path = |name: &str| dir.join(name).display().to_string();
+        for name in [
+            "cosyvoice_b2",
+            "cosyvoice_dyn",
+            "matcha",
+            "f5",
+            "sd3",
+            "flux",
+            "zipvoice",
+        ] {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.cases.json"))).unwrap();
+            let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (f, case) = (&spec["fmrt"], &spec["cases"][0]);
+            let noise: ndarray::ArrayD<f32> =
+                read_npy(dir.join(case["noise"].as_str().unwrap())).unwrap();
+            let shape: Vec<String> = noise.shape()[1..].iter().map(|d| d.to_string()).collect();
+            let mut args: Vec<String> = vec![
+                "tune".into(),
+                "--model".into(),
+                path(spec["model"].as_str().unwrap()),
+                "--state-input".into(),
+                f["state_input"].as_str().unwrap().into(),
+                "--time-input".into(),
+                f["time_input"].as_str().unwrap().into(),
+                "--time-direction".into(),
+                f["time_direction"].as_str().unwrap().into(),
+                "--time-scale".into(),
+                f["time_scale"].to_string(),
+                "--noise-scale".into(),
+                f["noise_scale"].to_string(),
+                "--shape".into(),
+                shape.join(","),
+                "-n".into(),
+                noise.shape()[0].to_string(),
+                "--calls".into(),
+                "4".into(),
+                "--solvers".into(),
+                "euler,unipc".into(),
+                "--reference-tol".into(),
+                "1e-4".into(),
+                "--json".into(),
+            ];
+            if let Some(w) = f["guidance"].as_f64() {
+                args.extend(["--guidance".into(), w.to_string()]);
+            }
+            for (input, value) in case["cond"].as_object().unwrap() {
+                let value = match value {
+                    serde_json::Value::String(file) => path(file),
+                    number => number.to_string(),
+                };
+                args.extend(["--cond".into(), format!("{input}={value}")]);
+            }
+            for (input, value) in f["null_condition"].as_object().unwrap() {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Object(o) if o.contains_key("fill") => {
+                        format!("fill:{}", o["fill"])
+                    }
+                    serde_json::Value::Object(o) => path(o["tensor"].as_str().unwrap()),
+                    other => panic!("{other}"),
+                };
+                args.extend(["--null-cond".into(), format!("{input}={value}")]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = fmrt(&refs);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+            assert!(!v["rows"].as_array().unwrap().is_empty(), "{name}: {v}");
+            assert!(v["best"][0]["method"].is_string(), "{name}: {v}");
+        }
+    }
+
+    #[test]
+    fn bad_tune_input_exits_1_with_a_message() {
+        let model = fixture("gmm_ot.onnx");
+        for (extra, needle) in [
+            (&["--calls", "0"][..], "not a call budget"),
+            (&["--calls", "abc"][..], "not a call budget"),
+            (&["--calls", "8,-1"][..], "not a call budget"),
+            (&["--solvers", "nope"][..], "unknown solver method"),
+            (&["-n", "0"][..], "at least one sample"),
+            (&["--reference-tol", "0"][..], "--reference-tol"),
+            (&["--plot", "out.jpg"][..], ".png"),
+            (&["--grids", ":mu=3"][..], "names no grid"),
+            (&["--grids", "shift:mu"][..], "NAME=VALUE"),
+            (&["--grids", "nowhere"][..], "nowhere"),
+        ] {
+            let args = [&["tune", "--model", model.as_str()][..], extra].concat();
+            let out = fmrt(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+            assert!(err.contains(needle), "{extra:?}: `{needle}` not in {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
