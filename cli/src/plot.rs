@@ -377,6 +377,9 @@ pub fn work_precision_png(table: &fmrt::tune::TuneTable, output: &Path) -> Resul
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc("median error")
+                // Few labels: a log axis over a decade or two otherwise
+                // labels every 1..9 and the labels run into each other.
+                .x_labels(6)
                 .y_label_formatter(&|v| format!("{v:.0e}"))
                 .x_label_formatter(&|v| {
                     if *v >= 1.0 {
