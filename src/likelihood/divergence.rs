@@ -176,8 +176,10 @@ impl Divergence {
         }
     }
 
-    /// The random probes per sample this mode draws, with their distribution.
-    pub(crate) fn random_probes(&self) -> Option<(usize, ProbeDistribution)> {
+    /// The random probes per sample this mode draws, with their
+    /// distribution; `None` for the deterministic modes (exact, finite
+    /// differences along the basis), whose results carry no standard error.
+    pub fn random_probes(&self) -> Option<(usize, ProbeDistribution)> {
         match self {
             Divergence::Hutchinson {
                 probes,
