@@ -45,8 +45,8 @@ impl Likelihood {
     pub fn sample_with_log_prob(&self, x0: ArrayViewD<'_, f32>) -> Result<SamplesWithLogProb> {
         let (batch, dim, extras) = self.check_input(x0.shape())?;
         self.check_mode()?;
-        let y0 = state_rows(x0.view(), batch, dim, self.log_p_columns())?;
         let probes = self.draw_probes(batch, dim)?;
+        let y0 = state_rows(x0.view(), batch, dim, self.log_p_columns())?;
         let solved = self.solve_rows(
             y0.view(),
             &x0.shape()[1..],

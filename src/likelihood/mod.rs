@@ -300,8 +300,8 @@ impl Likelihood {
         let (batch, dim, extras) = self.check_input(x.shape())?;
         let starts = expand_times("t_start", t_start, batch)?;
         self.check_mode()?;
-        let y0 = state_rows(x.view(), batch, dim, self.log_p_columns())?;
         let probes = self.draw_probes(batch, dim)?;
+        let y0 = state_rows(x.view(), batch, dim, self.log_p_columns())?;
         let solved = self.solve_rows(y0.view(), &x.shape()[1..], &starts, 0.0, &extras, probes)?;
         self.finish(solved, starts, x.shape())
     }
@@ -593,12 +593,17 @@ fn state_rows(
             flat[pos]
         )));
     }
+    let width = dim.checked_add(columns).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the augmented state of {dim} values and {columns} log-density columns overflows"
+        ))
+    })?;
     crate::error::check_allocation(
-        &[batch, dim + columns],
+        &[batch, width],
         std::mem::size_of::<f64>(),
         "the augmented states",
     )?;
-    let mut y = Array2::zeros((batch, dim + columns));
+    let mut y = Array2::zeros((batch, width));
     for (mut row, chunk) in y.rows_mut().into_iter().zip(flat.chunks_exact(dim)) {
         for (dst, &src) in row.iter_mut().zip(chunk) {
             *dst = f64::from(src);
