@@ -2095,6 +2095,26 @@ fmrt_status fmrt_sampler_with_noise_scale(const fmrt_sampler *sampler,
                                           fmrt_sampler **out);
 
 /*
+ Makes a new sampler into `*out`: `sampler` with partial results
+ allowed (`partial` nonzero) or not (0, the default): a sample whose
+ integration fails (the solver's `max_steps`, a step-size underflow, a
+ non-finite state) then stops alone instead of failing the call. Applies
+ to adaptive steps with the independent error norm (the default), where
+ every sample has its own steps: the others are computed bit for bit as
+ in a full run, and a stopped sample's state is where it got to.
+ `fmrt_sampler_sample_rows_status` tells which stopped and why (the other
+ sample calls write the states without saying). With fixed or shared
+ steps a failure still fails the call. `sampler` itself is unchanged.
+
+ # Safety
+
+ `sampler` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_sampler_with_partial(const fmrt_sampler *sampler,
+                                      int32_t partial,
+                                      fmrt_sampler **out);
+
+/*
  Releases a sampler. NULL is a no-op.
 
  # Safety
@@ -2189,6 +2209,36 @@ fmrt_status fmrt_sampler_sample_rows(const fmrt_sampler *sampler,
                                      float *out_trajectory,
                                      size_t out_trajectory_len,
                                      fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample_rows` without trajectories, also writing how
+ each sample's integration ended into `out_status[0..n]` and its accepted
+ and rejected steps into `out_accepted[0..n]` and `out_rejected[0..n]`
+ (each of the three NULL: not wanted). With independent adaptive steps
+ (the default) the steps are each sample's own, with fixed or shared
+ steps the batch's; every status is `FMRT_SAMPLE_STATUS_DONE` unless
+ the sampler allows partial results (`fmrt_sampler_with_partial`).
+ Every buffer is checked before any work.
+
+ # Safety
+
+ As for `fmrt_sampler_sample_rows`; each non-NULL output must hold its
+ stated count.
+ */
+fmrt_status fmrt_sampler_sample_rows_status(const fmrt_sampler *sampler,
+                                            uint64_t first_index,
+                                            size_t n,
+                                            uint64_t seed,
+                                            const fmrt_extras *extras,
+                                            float *out_x,
+                                            size_t out_x_len,
+                                            fmrt_sample_status *out_status,
+                                            size_t out_status_len,
+                                            uint64_t *out_accepted,
+                                            size_t out_accepted_len,
+                                            uint64_t *out_rejected,
+                                            size_t out_rejected_len,
+                                            fmrt_stats *out_stats);
 
 /*
  Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be

@@ -81,9 +81,9 @@ fn a_sampler_returns_the_finished_samples_when_others_hit_max_steps() {
     assert!(matches!(err, Error::MaxSteps { .. }), "{err}");
     let partial = sampler.allow_partial(true).sample(n, 3).expect("partial");
     let (mut done, mut stopped) = (0, 0);
-    for i in 0..n {
+    for (i, &tried) in tries.iter().enumerate() {
         let status = partial.samples[i].status;
-        if tries[i] <= max_steps {
+        if tried <= max_steps {
             assert_eq!(status, SampleStatus::Done, "sample {i}");
             assert_eq!(partial.samples[i], full.samples[i], "sample {i}");
             for (a, b) in partial
@@ -128,8 +128,8 @@ fn a_likelihood_returns_the_finished_samples_when_others_hit_max_steps() {
         .allow_partial(true)
         .log_likelihood(x.view().into_dyn())
         .expect("partial");
-    for i in 0..48 {
-        if tries[i] <= max_steps {
+    for (i, &tried) in tries.iter().enumerate() {
+        if tried <= max_steps {
             assert_eq!(partial.samples[i].status, SampleStatus::Done);
             assert_eq!(partial.log_p[i].to_bits(), full.log_p[i].to_bits(), "{i}");
         } else {

@@ -10,9 +10,9 @@ use crate::extras::fmrt_extras;
 use crate::field::fmrt_field;
 use crate::likelihood::{check_x, fmrt_likelihood_config, likelihood};
 use crate::panic::{guard, guard_or};
+use crate::solver::fmrt_sample_status;
 use crate::{check_out, free_handle, handle, put_handle, slice, slice_out};
 use fmrt::likelihood::LogLikelihood;
-use fmrt::solver::SampleStatus;
 
 /// The log-likelihoods of one batch with everything computed on the way,
 /// opaque. Made by `fmrt_log_likelihood_result`, read by the
@@ -22,31 +22,6 @@ use fmrt::solver::SampleStatus;
 #[derive(Debug)]
 pub struct fmrt_likelihood_result {
     inner: LogLikelihood,
-}
-
-/// How the integration of one sample ended.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum fmrt_sample_status {
-    /// The sample reached the end of its interval.
-    Done = 0,
-    /// The sample used up the solver's `max_steps` attempted steps.
-    MaxSteps = 1,
-    /// The sample's step size fell below the smallest usable step.
-    StepSizeTooSmall = 2,
-    /// A step of the sample produced a non-finite state or error.
-    NonFinite = 3,
-}
-
-impl From<SampleStatus> for fmrt_sample_status {
-    fn from(status: SampleStatus) -> Self {
-        match status {
-            SampleStatus::Done => fmrt_sample_status::Done,
-            SampleStatus::MaxSteps => fmrt_sample_status::MaxSteps,
-            SampleStatus::StepSizeTooSmall => fmrt_sample_status::StepSizeTooSmall,
-            SampleStatus::NonFinite => fmrt_sample_status::NonFinite,
-        }
-    }
 }
 
 /// Computes log p_t(x) of the `n` states `x[0..x_len]` as
@@ -136,7 +111,7 @@ pub unsafe extern "C" fn fmrt_likelihood_result_len(
 /// # Safety
 ///
 /// `out` must be NULL or point to `out_len` writable elements.
-unsafe fn copy_out<T: Copy>(
+pub(crate) unsafe fn copy_out<T: Copy>(
     values: &[T],
     out: *mut T,
     out_len: usize,

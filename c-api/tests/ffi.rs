@@ -4122,6 +4122,7 @@ mod likelihood {
     #[test]
     fn a_likelihood_result_reports_standard_errors_and_per_sample_status() {
         use fmrt_c_api::likelihood_result::*;
+        use fmrt_c_api::solver::fmrt_sample_status;
         let h = Handles::new();
         let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
         let ring = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
@@ -4266,8 +4267,8 @@ mod likelihood {
                 0,
             ));
             let mut stopped = 0;
-            for i in 0..n {
-                if attempts[i] <= budget {
+            for (i, &tried) in attempts.iter().enumerate() {
+                if tried <= budget {
                     assert_eq!(statuses[i], fmrt_sample_status::Done, "{i}");
                     assert_eq!(log_p[i].to_bits(), full_log_p[i].to_bits(), "{i}");
                     assert_eq!(accepted[i], full_accepted[i]);
@@ -4283,6 +4284,121 @@ mod likelihood {
             fmrt_solver_free(solver);
             fmrt_adaptive_config_free(a);
             fmrt_likelihood_config_free(c);
+        }
+    }
+
+    /// A sampler with partial results: the samples that finish are those
+    /// of the full run bit for bit, the others carry `MAX_STEPS`.
+    #[test]
+    fn a_partial_sampler_reports_each_samples_status_and_steps() {
+        use fmrt_c_api::solver::fmrt_sample_status;
+        let h = Handles::new();
+        let n = 32;
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths;
+        // handles freed once.
+        unsafe {
+            let mut solver = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                null(),
+                &mut solver,
+            ));
+            let mut full_sampler = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, solver, &mut full_sampler));
+            let run = |s: *const fmrt_sampler,
+                       x: &mut Vec<f32>,
+                       st: &mut Vec<fmrt_sample_status>,
+                       acc: &mut Vec<u64>,
+                       rej: &mut Vec<u64>| {
+                fmrt_sampler_sample_rows_status(
+                    s,
+                    0,
+                    n,
+                    9,
+                    null(),
+                    x.as_mut_ptr(),
+                    2 * n,
+                    st.as_mut_ptr(),
+                    n,
+                    acc.as_mut_ptr(),
+                    n,
+                    rej.as_mut_ptr(),
+                    n,
+                    null_mut(),
+                )
+            };
+            let (mut x, mut st) = (vec![0f32; 2 * n], vec![fmrt_sample_status::NonFinite; n]);
+            let (mut acc, mut rej) = (vec![0u64; n], vec![0u64; n]);
+            assert_ok(run(full_sampler, &mut x, &mut st, &mut acc, &mut rej));
+            assert!(st.iter().all(|&s| s == fmrt_sample_status::Done));
+            let attempts: Vec<u64> = acc.iter().zip(&rej).map(|(a, r)| a + r).collect();
+            let mut sorted = attempts.clone();
+            sorted.sort_unstable();
+            let budget = sorted[n / 2];
+            assert!(budget < sorted[n - 1]);
+            let full_x = x.clone();
+
+            let mut a = null_mut();
+            assert_ok(fmrt_adaptive_config_new(&mut a));
+            assert_ok(fmrt_adaptive_config_set_max_steps(a, budget));
+            let mut short = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                a,
+                &mut short,
+            ));
+            let mut strict = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, short, &mut strict));
+            assert_eq!(
+                run(strict, &mut x, &mut st, &mut acc, &mut rej),
+                fmrt_status::Solver
+            );
+            let mut partial = null_mut();
+            assert_fails(
+                fmrt_sampler_with_partial(strict, 1, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_sampler_with_partial(strict, 1, &mut partial));
+            assert_fails(
+                fmrt_sampler_sample_rows_status(
+                    partial,
+                    0,
+                    n,
+                    9,
+                    null(),
+                    x.as_mut_ptr(),
+                    2 * n,
+                    st.as_mut_ptr(),
+                    n - 1,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "out_status",
+            );
+            assert_ok(run(partial, &mut x, &mut st, &mut acc, &mut rej));
+            let mut stopped = 0;
+            for (i, &tried) in attempts.iter().enumerate() {
+                if tried <= budget {
+                    assert_eq!(st[i], fmrt_sample_status::Done, "{i}");
+                    assert_eq!(x[2 * i..2 * i + 2], full_x[2 * i..2 * i + 2], "{i}");
+                } else {
+                    assert_eq!(st[i], fmrt_sample_status::MaxSteps, "{i}");
+                    assert_eq!(acc[i] + rej[i], budget);
+                    stopped += 1;
+                }
+            }
+            assert!(stopped > 0);
+            for s in [full_sampler, strict, partial] {
+                fmrt_sampler_free(s);
+            }
+            fmrt_solver_free(solver);
+            fmrt_solver_free(short);
+            fmrt_adaptive_config_free(a);
         }
     }
 
