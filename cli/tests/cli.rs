@@ -915,6 +915,54 @@ mod models {
         // Without --partial the run fails (exit 4) naming max_steps.
         let o = sample(&part, &["--max-steps", &budget]);
         assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        // Likelihoods too: the finished samples' log p as the full run's,
+        // NaN for the others, exit code 4.
+        let (logp_full, logp_part) = (scratch("partial-lp-full.npy"), scratch("partial-lp.npy"));
+        let likelihood = |out: &PathBuf, extra: &[&str]| {
+            let mut argv = vec![
+                "likelihood",
+                "--model",
+                &model,
+                "--data",
+                full.to_str().expect("utf-8"),
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--json",
+            ];
+            argv.extend_from_slice(extra);
+            fmrt(&argv)
+        };
+        let o = likelihood(&logp_full, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let accepted = &summary["per_sample"]["accepted_steps"];
+        let (lo, hi) = (
+            accepted["min"].as_u64().expect("min"),
+            accepted["max"].as_u64().expect("max"),
+        );
+        assert!(lo < hi, "samples take different steps: {summary}");
+        let budget = ((lo + hi) / 2).to_string();
+        let o = likelihood(&logp_part, &["--partial", "--max-steps", &budget]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| u["index"].as_u64().expect("an index") as usize)
+            .collect();
+        assert!(!stopped.is_empty() && stopped.len() < 48, "{summary}");
+        let want: ndarray::Array1<f64> = read_npy(&logp_full).expect("a float64 .npy");
+        let got: ndarray::Array1<f64> = read_npy(&logp_part).expect("a float64 .npy");
+        for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+            if stopped.contains(&i) {
+                assert!(got.is_nan(), "sample {i}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "sample {i}");
+            }
+        }
         // Fixed steps and shared norms cannot stop a sample alone.
         for extra in [&["--solver", "euler"][..], &["--error-norm", "batch"]] {
             let mut argv = extra.to_vec();

@@ -158,12 +158,15 @@ impl Likelihood {
     /// Whether adaptive steps measure the log-density column with its own
     /// error norm (default: yes).
     ///
-    /// The augmented state of a sample is (x, L), D + 1 values. With the
-    /// mixed norm the error of a step is the larger of the RMS over x's D
-    /// scaled errors and L's own scaled error, as torchdiffeq's mixed norm
-    /// measures the tuple state (x, log p) of PyTorch's `flow_matching`
-    /// likelihoods (there over the whole batch, here per sample in every
-    /// [`ErrorNorm`](crate::solver::ErrorNorm) mode): L meets `atol +
+    /// The augmented state of a sample is (x, L), D + 1 values (D + K with
+    /// K Hutchinson probes, one L column each). With the mixed norm the
+    /// error of a step is the larger of the RMS over x's D scaled errors
+    /// and L's own (the RMS over the K probe columns), as torchdiffeq's
+    /// mixed norm measures the tuple state (x, log p) of PyTorch's
+    /// `flow_matching` likelihoods: per sample with
+    /// [`ErrorNorm::Independent`](crate::solver::ErrorNorm::Independent)
+    /// and `PerSample`, and with `Batch` each group's RMS over the whole
+    /// batch, then the larger, as torchdiffeq does. L meets `atol +
     /// rtol·|L|` whatever D is. Without it L is one of D + 1 components of
     /// one RMS, so its error may reach √(D + 1) times the tolerance, and its
     /// tolerance dilutes as D grows. Fixed steps are not affected. The
