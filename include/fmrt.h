@@ -137,6 +137,39 @@ typedef uint32_t fmrt_status;
 #endif // __cplusplus
 
 /*
+ How the integration of one sample ended.
+ */
+enum fmrt_sample_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   The sample reached the end of its interval.
+   */
+  FMRT_SAMPLE_STATUS_DONE = 0,
+  /*
+   The sample used up the solver's `max_steps` attempted steps.
+   */
+  FMRT_SAMPLE_STATUS_MAX_STEPS = 1,
+  /*
+   The sample's step size fell below the smallest usable step.
+   */
+  FMRT_SAMPLE_STATUS_STEP_SIZE_TOO_SMALL = 2,
+  /*
+   A step of the sample produced a non-finite state or error.
+   */
+  FMRT_SAMPLE_STATUS_NON_FINITE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fmrt_sample_status fmrt_sample_status;
+#else
+typedef uint32_t fmrt_sample_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  What a model input is for.
  */
 enum fmrt_input_role
@@ -278,6 +311,15 @@ typedef struct fmrt_field fmrt_field;
  not to be changed while another thread uses it.
  */
 typedef struct fmrt_likelihood_config fmrt_likelihood_config;
+
+/*
+ The log-likelihoods of one batch with everything computed on the way,
+ opaque. Made by `fmrt_log_likelihood_result`, read by the
+ `fmrt_likelihood_result_*` accessors, released by
+ `fmrt_likelihood_result_free`. Immutable: any number of threads may
+ read it at once.
+ */
+typedef struct fmrt_likelihood_result fmrt_likelihood_result;
 
 /*
  A model opened from a file: the network, the schedule it was trained with,
@@ -1118,6 +1160,22 @@ fmrt_status fmrt_likelihood_config_set_epsilon(fmrt_likelihood_config *config, d
 fmrt_status fmrt_likelihood_config_set_seed(fmrt_likelihood_config *config, uint64_t seed);
 
 /*
+ Whether a sample whose integration fails (the solver's `max_steps`, a
+ step-size underflow, a non-finite state) stops alone instead of failing
+ the call (`partial` nonzero; default 0). Applies to adaptive steps with
+ the independent error norm (the default), where every sample has its
+ own steps: the others are computed bit for bit as in a full run. A
+ stopped sample's log p (and bits per dimension, standard error) is
+ NaN; `fmrt_likelihood_result_sample_status` tells which stopped and
+ why. With fixed or shared steps a failure still fails the call.
+
+ # Safety
+
+ `config` must be a live handle.
+ */
+fmrt_status fmrt_likelihood_config_set_partial(fmrt_likelihood_config *config, int32_t partial);
+
+/*
  The scale s of the noise the samples were drawn from, N(0, s²·I) (as
  `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that of this
  distribution. Positive and finite (default 1).
@@ -1363,6 +1421,109 @@ fmrt_status fmrt_most_probable_time(const fmrt_field *field,
                                     size_t out_t_len,
                                     double *out_log_p,
                                     size_t out_log_p_len);
+
+/*
+ Computes log p_t(x) of the `n` states `x[0..x_len]` as
+ `fmrt_log_likelihood_config` does (same arguments and checks), and keeps
+ the results in a new handle written to `*out`. With
+ `fmrt_likelihood_config_set_partial`, samples that fail stop alone and
+ the call still succeeds: read their status with
+ `fmrt_likelihood_result_sample_status`.
+
+ # Safety
+
+ Handles must be live or NULL where allowed; the arrays must hold the
+ stated counts; `out` must be writable.
+ */
+fmrt_status fmrt_log_likelihood_result(const fmrt_field *field,
+                                       const fmrt_likelihood_config *config,
+                                       const float *x,
+                                       size_t x_len,
+                                       size_t n,
+                                       const double *t_start,
+                                       size_t t_start_len,
+                                       const fmrt_extras *extras,
+                                       fmrt_likelihood_result **out);
+
+/*
+ Releases a likelihood result. NULL is a no-op.
+
+ # Safety
+
+ `result` must be NULL or a handle from this library, not used afterwards.
+ */
+void fmrt_likelihood_result_free(fmrt_likelihood_result *result);
+
+/*
+ Writes the number of samples of `result` into `*out_n`.
+
+ # Safety
+
+ `result` must be a live handle; `out_n` writable.
+ */
+fmrt_status fmrt_likelihood_result_len(const fmrt_likelihood_result *result, size_t *out_n);
+
+/*
+ Writes log p of each sample (nats) into `out_log_p[0..n]`; NaN for a
+ sample that did not finish.
+
+ # Safety
+
+ `result` must be a live handle; `out_log_p` must hold `out_log_p_len`
+ doubles.
+ */
+fmrt_status fmrt_likelihood_result_log_p(const fmrt_likelihood_result *result,
+                                         double *out_log_p,
+                                         size_t out_log_p_len);
+
+/*
+ Writes the standard error of each log p (nats) into
+ `out_std_error[0..n]`: with a stochastic divergence (Hutchinson's, or
+ finite differences along Hutchinson probes) the sample standard
+ deviation of the K probes' estimates over √K, NaN for one probe (no
+ spread to measure it from) and for a sample that did not finish. With
+ the exact divergence there is no standard error, and the call is
+ `FMRT_STATUS_UNSUPPORTED`, writing nothing.
+
+ # Safety
+
+ `result` must be a live handle; `out_std_error` must hold
+ `out_std_error_len` doubles.
+ */
+fmrt_status fmrt_likelihood_result_std_error(const fmrt_likelihood_result *result,
+                                             double *out_std_error,
+                                             size_t out_std_error_len);
+
+/*
+ Writes how each sample's integration ended into `out_status[0..n]`
+ (`FMRT_SAMPLE_STATUS_DONE` for all unless the config allowed partial
+ results).
+
+ # Safety
+
+ `result` must be a live handle; `out_status` must hold `out_status_len`
+ values.
+ */
+fmrt_status fmrt_likelihood_result_sample_status(const fmrt_likelihood_result *result,
+                                                 fmrt_sample_status *out_status,
+                                                 size_t out_status_len);
+
+/*
+ Writes each sample's accepted steps into `out_accepted[0..n]` and its
+ rejected steps into `out_rejected[0..n]` (either NULL: not wanted). With
+ independent adaptive steps (the default) each sample's own; with fixed
+ or shared steps the batch's.
+
+ # Safety
+
+ `result` must be a live handle; each non-NULL output must hold its
+ stated count.
+ */
+fmrt_status fmrt_likelihood_result_sample_steps(const fmrt_likelihood_result *result,
+                                                uint64_t *out_accepted,
+                                                size_t out_accepted_len,
+                                                uint64_t *out_rejected,
+                                                size_t out_rejected_len);
 
 /*
  Makes options that override nothing into `*out`.
@@ -2007,6 +2168,26 @@ fmrt_status fmrt_sampler_with_noise_scale(const fmrt_sampler *sampler,
                                           fmrt_sampler **out);
 
 /*
+ Makes a new sampler into `*out`: `sampler` with partial results
+ allowed (`partial` nonzero) or not (0, the default): a sample whose
+ integration fails (the solver's `max_steps`, a step-size underflow, a
+ non-finite state) then stops alone instead of failing the call. Applies
+ to adaptive steps with the independent error norm (the default), where
+ every sample has its own steps: the others are computed bit for bit as
+ in a full run, and a stopped sample's state is where it got to.
+ `fmrt_sampler_sample_rows_status` tells which stopped and why (the other
+ sample calls write the states without saying). With fixed or shared
+ steps a failure still fails the call. `sampler` itself is unchanged.
+
+ # Safety
+
+ `sampler` must be a live handle; `out` writable.
+ */
+fmrt_status fmrt_sampler_with_partial(const fmrt_sampler *sampler,
+                                      int32_t partial,
+                                      fmrt_sampler **out);
+
+/*
  Releases a sampler. NULL is a no-op.
 
  # Safety
@@ -2101,6 +2282,36 @@ fmrt_status fmrt_sampler_sample_rows(const fmrt_sampler *sampler,
                                      float *out_trajectory,
                                      size_t out_trajectory_len,
                                      fmrt_stats *out_stats);
+
+/*
+ Like `fmrt_sampler_sample_rows` without trajectories, also writing how
+ each sample's integration ended into `out_status[0..n]` and its accepted
+ and rejected steps into `out_accepted[0..n]` and `out_rejected[0..n]`
+ (each of the three NULL: not wanted). With independent adaptive steps
+ (the default) the steps are each sample's own, with fixed or shared
+ steps the batch's; every status is `FMRT_SAMPLE_STATUS_DONE` unless
+ the sampler allows partial results (`fmrt_sampler_with_partial`).
+ Every buffer is checked before any work.
+
+ # Safety
+
+ As for `fmrt_sampler_sample_rows`; each non-NULL output must hold its
+ stated count.
+ */
+fmrt_status fmrt_sampler_sample_rows_status(const fmrt_sampler *sampler,
+                                            uint64_t first_index,
+                                            size_t n,
+                                            uint64_t seed,
+                                            const fmrt_extras *extras,
+                                            float *out_x,
+                                            size_t out_x_len,
+                                            fmrt_sample_status *out_status,
+                                            size_t out_status_len,
+                                            uint64_t *out_accepted,
+                                            size_t out_accepted_len,
+                                            uint64_t *out_rejected,
+                                            size_t out_rejected_len,
+                                            fmrt_stats *out_stats);
 
 /*
  Integrates the caller's `n` starting points `x0[0..x0_len]` (`x0_len` must be

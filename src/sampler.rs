@@ -16,7 +16,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
 use crate::field::{Extras, VelocityField};
 use crate::random::{Lane, SeededRng};
-use crate::solver::{self, Interval, Method, OdeSystem, SolverConfig, Stats, Steps};
+use crate::solver::{self, Interval, Method, OdeSystem, SampleStats, SolverConfig, Stats, Steps};
 use crate::source::{Source, StandardNormal};
 use crate::stochastic::Stochastic;
 use crate::{Error, Result};
@@ -31,6 +31,8 @@ pub struct Sampler {
     sde: Option<Stochastic>,
     state_shape: Option<Vec<usize>>,
     noise_scale: f64,
+    /// Whether a sample that fails stops alone (see `allow_partial`).
+    partial: bool,
 }
 
 /// What a sampling run returns.
@@ -43,6 +45,30 @@ pub struct Samples {
     pub trajectory: ArrayD<f32>,
     /// Solver counters.
     pub stats: Stats,
+    /// Each sample's counters and how its integration ended (`N` entries):
+    /// with independent adaptive steps (the default) its own accepted and
+    /// rejected steps; with fixed or shared steps those of the batch. Every
+    /// status is [`SampleStatus::Done`](crate::solver::SampleStatus::Done)
+    /// unless [`Sampler::allow_partial`] let a failed sample stop alone.
+    pub samples: Vec<SampleStats>,
+}
+
+impl Samples {
+    /// The indices of the samples that did not reach the end of their
+    /// interval (empty unless [`Sampler::allow_partial`] is on).
+    pub fn unfinished(&self) -> Vec<usize> {
+        unfinished(&self.samples)
+    }
+}
+
+/// The indices of the samples whose status is not `Done`.
+pub(crate) fn unfinished(samples: &[SampleStats]) -> Vec<usize> {
+    samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.status != crate::solver::SampleStatus::Done)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The time span of a sampling run.
@@ -99,7 +125,31 @@ impl Sampler {
             sde: None,
             state_shape,
             noise_scale: 1.0,
+            partial: false,
         }
+    }
+
+    /// Whether a sample whose integration fails (it used up
+    /// [`max_steps`](crate::solver::AdaptiveOptions::max_steps), its step
+    /// size underflowed, or its state became non-finite) stops alone
+    /// instead of failing the whole batch (default: no). Applies to
+    /// independent adaptive steps
+    /// ([`ErrorNorm::Independent`](crate::solver::ErrorNorm::Independent),
+    /// the default), where every sample has its own steps: the others
+    /// finish as they would have in a full run, bit for bit, and
+    /// [`Samples::samples`] tells each one's
+    /// [`SampleStatus`](crate::solver::SampleStatus); a stopped sample's
+    /// state is where it got to (the last finite one). With fixed or shared
+    /// steps a failure still fails the batch, as
+    /// [`solve_partial`](crate::solver::solve_partial) does.
+    pub fn allow_partial(mut self, allow: bool) -> Self {
+        self.partial = allow;
+        self
+    }
+
+    /// Whether failed samples stop alone (see [`Sampler::allow_partial`]).
+    pub fn partial(&self) -> bool {
+        self.partial
     }
 
     /// The shape of one sample for runs that draw their noise
@@ -309,10 +359,17 @@ impl Sampler {
         }
         let mut shape = vec![0, batch];
         shape.extend_from_slice(&x32.shape()[1..]);
+        let sample = SampleStats {
+            accepted: stats.accepted,
+            rejected: 0,
+            evals: stats.nfe,
+            status: crate::solver::SampleStatus::Done,
+        };
         Ok(Samples {
             x: x32,
             trajectory: ArrayD::zeros(IxDyn(&shape)),
             stats,
+            samples: vec![sample; batch],
         })
     }
 
@@ -370,7 +427,11 @@ impl Sampler {
         let save_at = normalised_times(&interval, times)?;
 
         let mut system = FieldSystem::new(self.field.as_ref(), &extras, &state_shape, batch);
-        let solution = solver::solve(&mut system, y0.view(), &solver, &interval, &save_at)?;
+        let solution = if self.partial {
+            solver::solve_partial(&mut system, y0.view(), &solver, &interval, &save_at)?
+        } else {
+            solver::solve(&mut system, y0.view(), &solver, &interval, &save_at)?
+        };
 
         let mut x_shape = vec![batch];
         x_shape.extend_from_slice(&state_shape);
@@ -388,6 +449,7 @@ impl Sampler {
             x,
             trajectory,
             stats: solution.stats,
+            samples: solution.samples,
         })
     }
 }

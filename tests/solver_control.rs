@@ -146,3 +146,100 @@ fn the_pi_controller_damps_rejections_where_stability_limits_the_step() {
         }
     }
 }
+
+/// `d` columns at rest beside one oscillating column y' = 20·cos(20·t),
+/// y(t) = sin(20·t); optionally with the error norm split before the last
+/// column.
+struct Padded {
+    d: usize,
+    groups: Vec<usize>,
+}
+
+impl OdeSystem for Padded {
+    fn rhs(
+        &mut self,
+        t: &[f64],
+        _y: ArrayView2<'_, f64>,
+        mut dy: ArrayViewMut2<'_, f64>,
+    ) -> Result<()> {
+        for (&t, mut dy) in t.iter().zip(dy.rows_mut()) {
+            dy.fill(0.0);
+            dy[self.d] = 20.0 * (20.0 * t).cos();
+        }
+        Ok(())
+    }
+
+    fn norm_groups(&self) -> &[usize] {
+        &self.groups
+    }
+}
+
+/// Column groups give a small group its own tolerance: split off, the
+/// oscillating column meets its tolerance beside 255 columns at rest in
+/// every error-norm mode; as one of 256 in one RMS its error grows by about
+/// the dilution √256 = 16 raised to the method's order over its order + 1.
+#[test]
+fn column_groups_keep_a_small_group_within_its_own_tolerance() {
+    use fmrt::solver::ErrorNorm;
+    let d = 255;
+    let y0 = Array2::<f64>::zeros((2, d + 1));
+    let exact = 20.0f64.sin();
+    for norm in ErrorNorm::ALL {
+        let config = SolverConfig::adaptive_with(
+            Method::Dopri5,
+            AdaptiveOptions {
+                rtol: 1e-6,
+                atol: 1e-6,
+                norm,
+                ..AdaptiveOptions::default()
+            },
+        );
+        let run = |groups: Vec<usize>| {
+            let mut system = Padded { d, groups };
+            let solution = solve(
+                &mut system,
+                y0.view(),
+                &config,
+                &Interval::Common {
+                    start: 0.0,
+                    end: 1.0,
+                },
+                &[],
+            )
+            .expect("solves");
+            let error = (solution.y[[0, d]] - exact).abs();
+            (error, solution.stats.nfe)
+        };
+        let (split, split_nfe) = run(vec![d]);
+        let (whole, whole_nfe) = run(Vec::new());
+        println!(
+            "{norm}: error with groups {split:.2e} ({split_nfe} NFE), one RMS {whole:.2e} \
+             ({whole_nfe} NFE)"
+        );
+        assert!(split < 2e-5, "{norm}: {split:e}");
+        assert!(split * 5.0 < whole, "{norm}: {split:e} vs {whole:e}");
+        assert!(split_nfe > whole_nfe);
+    }
+    // Invalid splits are refused by name.
+    for groups in [vec![0], vec![d + 1], vec![3, 3]] {
+        let mut system = Padded { d, groups };
+        let config = SolverConfig::adaptive(Method::Dopri5, 1e-6, 1e-6);
+        let interval = Interval::Common {
+            start: 0.0,
+            end: 1.0,
+        };
+        let err = solve(&mut system, y0.view(), &config, &interval, &[]).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("column groups")),
+            "{err}"
+        );
+    }
+    // Fixed steps ignore them.
+    let mut system = Padded { d, groups: vec![0] };
+    let fixed = SolverConfig::fixed(Method::Rk4, fmrt::solver::Steps::Count(4));
+    let interval = Interval::Common {
+        start: 0.0,
+        end: 1.0,
+    };
+    assert!(solve(&mut system, y0.view(), &fixed, &interval, &[]).is_ok());
+}

@@ -12,6 +12,7 @@ mod likelihood;
 mod model_pipeline;
 mod models;
 mod onnx;
+mod partial;
 mod path;
 mod real_models;
 mod sampling;

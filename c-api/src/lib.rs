@@ -28,8 +28,9 @@
 //!
 //! One Rust file per C class: [`scheduler`], [`field`] (with [`onnx`] model
 //! fields), [`extras`], [`solver`],
-//! [`sampler`], [`likelihood`] (log-likelihoods), [`tune`] (work-precision
-//! tables), [`path`] (training batches)
+//! [`sampler`], [`likelihood`] (log-likelihoods; [`likelihood_result`] the
+//! handle of one computed batch), [`tune`] (work-precision tables), [`path`]
+//! (training batches)
 //! and [`random`] (seeded noise); the
 //! machinery is in [`error`] and [`panic`](mod@panic).
 
@@ -40,6 +41,7 @@ pub mod error;
 pub mod extras;
 pub mod field;
 pub mod likelihood;
+pub mod likelihood_result;
 pub mod model;
 pub mod onnx;
 pub mod panic;

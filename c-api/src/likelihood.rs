@@ -255,6 +255,8 @@ pub struct fmrt_likelihood_config {
     seed: u64,
     /// The scale of the source noise (None: the field's standard normal).
     noise_scale: Option<f64>,
+    /// Whether failed samples stop alone.
+    partial: bool,
 }
 
 impl Default for fmrt_likelihood_config {
@@ -267,6 +269,7 @@ impl Default for fmrt_likelihood_config {
             epsilon: 1e-3,
             seed: 0,
             noise_scale: None,
+            partial: false,
         }
     }
 }
@@ -491,6 +494,31 @@ pub unsafe extern "C" fn fmrt_likelihood_config_set_seed(
     })
 }
 
+/// Whether a sample whose integration fails (the solver's `max_steps`, a
+/// step-size underflow, a non-finite state) stops alone instead of failing
+/// the call (`partial` nonzero; default 0). Applies to adaptive steps with
+/// the independent error norm (the default), where every sample has its
+/// own steps: the others are computed bit for bit as in a full run. A
+/// stopped sample's log p (and bits per dimension, standard error) is
+/// NaN; `fmrt_likelihood_result_sample_status` tells which stopped and
+/// why. With fixed or shared steps a failure still fails the call.
+///
+/// # Safety
+///
+/// `config` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_likelihood_config_set_partial(
+    config: *mut fmrt_likelihood_config,
+    partial: i32,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let c = unsafe { handle_mut(config, "config") }?;
+        c.partial = partial != 0;
+        Ok(())
+    })
+}
+
 /// The scale s of the noise the samples were drawn from, N(0, s²·I) (as
 /// `fmrt_sampler_with_noise_scale` gives a sampler): log p0 is that of this
 /// distribution. Positive and finite (default 1).
@@ -588,6 +616,7 @@ unsafe fn config_of(options: *const fmrt_likelihood_options) -> FfiResult<fmrt_l
             epsilon: o.epsilon,
             seed: o.seed,
             noise_scale: (o.noise_scale != 0.0).then_some(o.noise_scale),
+            partial: false,
         })
     }
 }
@@ -598,7 +627,7 @@ unsafe fn config_of(options: *const fmrt_likelihood_options) -> FfiResult<fmrt_l
 /// # Safety
 ///
 /// `config` must be NULL or live; `extras` NULL or live.
-unsafe fn likelihood(
+pub(crate) unsafe fn likelihood(
     field: &fmrt_field,
     config: *const fmrt_likelihood_config,
     extras: *const fmrt_extras,
@@ -613,7 +642,8 @@ unsafe fn likelihood(
     let lik = Likelihood::new(field.inner.clone(), o.solver())
         .with_divergence(mode)
         .with_seed(o.seed)
-        .with_extras(extras);
+        .with_extras(extras)
+        .allow_partial(o.partial);
     Ok(match o.noise_scale {
         Some(scale) => lik.with_noise_scale(scale)?,
         None => lik,
@@ -621,7 +651,7 @@ unsafe fn likelihood(
 }
 
 /// Checks that `x_len` is `n × state size` and returns the batch shape.
-fn check_x(f: &fmrt_field, x_len: usize, n: usize) -> FfiResult<Vec<usize>> {
+pub(crate) fn check_x(f: &fmrt_field, x_len: usize, n: usize) -> FfiResult<Vec<usize>> {
     let (shape, len) = batch_shape(f, n)?;
     if x_len != len {
         return Err(FfiError::shape(format!(

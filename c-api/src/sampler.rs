@@ -1,14 +1,17 @@
 //! `fmrt_sampler`: a field with a solver configuration; samples from a seed or
 //! from the caller's noise, with states at requested times.
 
+use std::ptr::null_mut;
+
 use ndarray::{ArrayViewD, IxDyn};
 
 use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
 use crate::field::{batch_shape, extras_or_empty, fmrt_field, shaped_batch};
+use crate::likelihood_result::copy_out;
 use crate::panic::{guard, guard_or};
 use crate::scheduler::fmrt_scheduler;
-use crate::solver::fmrt_solver;
+use crate::solver::{fmrt_sample_status, fmrt_solver};
 use crate::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
 use fmrt::sampler::{Sampler, Samples, TimeSpan};
 use fmrt::stochastic::Stochastic;
@@ -135,6 +138,37 @@ pub unsafe extern "C" fn fmrt_sampler_with_noise_scale(
         // SAFETY: the caller's contract.
         let s = unsafe { handle(sampler, "sampler") }?;
         let inner = s.inner.clone().with_noise_scale(scale)?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_sampler(&s.field, inner, out) };
+        Ok(())
+    })
+}
+
+/// Makes a new sampler into `*out`: `sampler` with partial results
+/// allowed (`partial` nonzero) or not (0, the default): a sample whose
+/// integration fails (the solver's `max_steps`, a step-size underflow, a
+/// non-finite state) then stops alone instead of failing the call. Applies
+/// to adaptive steps with the independent error norm (the default), where
+/// every sample has its own steps: the others are computed bit for bit as
+/// in a full run, and a stopped sample's state is where it got to.
+/// `fmrt_sampler_sample_rows_status` tells which stopped and why (the other
+/// sample calls write the states without saying). With fixed or shared
+/// steps a failure still fails the call. `sampler` itself is unchanged.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_with_partial(
+    sampler: *const fmrt_sampler,
+    partial: i32,
+    out: *mut *mut fmrt_sampler,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(sampler, "sampler") }?;
+        let inner = s.inner.clone().allow_partial(partial != 0);
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_sampler(&s.field, inner, out) };
         Ok(())
@@ -367,6 +401,73 @@ pub unsafe extern "C" fn fmrt_sampler_sample_rows(
         }?;
         let samples = with_extras(s, extras).sample_rows(first_index, n, seed, times)?;
         outputs.write(&samples);
+        Ok(())
+    })
+}
+
+/// Like `fmrt_sampler_sample_rows` without trajectories, also writing how
+/// each sample's integration ended into `out_status[0..n]` and its accepted
+/// and rejected steps into `out_accepted[0..n]` and `out_rejected[0..n]`
+/// (each of the three NULL: not wanted). With independent adaptive steps
+/// (the default) the steps are each sample's own, with fixed or shared
+/// steps the batch's; every status is `FMRT_SAMPLE_STATUS_DONE` unless
+/// the sampler allows partial results (`fmrt_sampler_with_partial`).
+/// Every buffer is checked before any work.
+///
+/// # Safety
+///
+/// As for `fmrt_sampler_sample_rows`; each non-NULL output must hold its
+/// stated count.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_sample_rows_status(
+    sampler: *const fmrt_sampler,
+    first_index: u64,
+    n: usize,
+    seed: u64,
+    extras: *const fmrt_extras,
+    out_x: *mut f32,
+    out_x_len: usize,
+    out_status: *mut fmrt_sample_status,
+    out_status_len: usize,
+    out_accepted: *mut u64,
+    out_accepted_len: usize,
+    out_rejected: *mut u64,
+    out_rejected_len: usize,
+    out_stats: *mut fmrt_stats,
+) -> fmrt_status {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(sampler, "sampler") }?;
+        for (null, len, name) in [
+            (out_status.is_null(), out_status_len, "out_status"),
+            (out_accepted.is_null(), out_accepted_len, "out_accepted"),
+            (out_rejected.is_null(), out_rejected_len, "out_rejected"),
+        ] {
+            if !null && len < n {
+                return Err(FfiError::too_small(name, len, n));
+            }
+        }
+        // SAFETY: the caller's contract.
+        let outputs =
+            unsafe { Outputs::new(&s.field, n, 0, out_x, out_x_len, null_mut(), 0, out_stats) }?;
+        let samples = with_extras(s, extras).sample_rows(first_index, n, seed, &[])?;
+        let status: Vec<fmrt_sample_status> =
+            samples.samples.iter().map(|p| p.status.into()).collect();
+        let accepted: Vec<u64> = samples.samples.iter().map(|p| p.accepted as u64).collect();
+        let rejected: Vec<u64> = samples.samples.iter().map(|p| p.rejected as u64).collect();
+        outputs.write(&samples);
+        // SAFETY: the caller's contract; lengths checked above.
+        unsafe {
+            if !out_status.is_null() {
+                copy_out(&status, out_status, out_status_len, "out_status")?;
+            }
+            if !out_accepted.is_null() {
+                copy_out(&accepted, out_accepted, out_accepted_len, "out_accepted")?;
+            }
+            if !out_rejected.is_null() {
+                copy_out(&rejected, out_rejected, out_rejected_len, "out_rejected")?;
+            }
+        }
         Ok(())
     })
 }

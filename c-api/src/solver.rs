@@ -628,3 +628,29 @@ pub unsafe extern "C" fn fmrt_solver_free(solver: *mut fmrt_solver) {
     // SAFETY: the caller's contract.
     guard_or((), || unsafe { free_handle(solver) })
 }
+
+/// How the integration of one sample ended.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum fmrt_sample_status {
+    /// The sample reached the end of its interval.
+    Done = 0,
+    /// The sample used up the solver's `max_steps` attempted steps.
+    MaxSteps = 1,
+    /// The sample's step size fell below the smallest usable step.
+    StepSizeTooSmall = 2,
+    /// A step of the sample produced a non-finite state or error.
+    NonFinite = 3,
+}
+
+impl From<fmrt::solver::SampleStatus> for fmrt_sample_status {
+    fn from(status: fmrt::solver::SampleStatus) -> Self {
+        use fmrt::solver::SampleStatus;
+        match status {
+            SampleStatus::Done => fmrt_sample_status::Done,
+            SampleStatus::MaxSteps => fmrt_sample_status::MaxSteps,
+            SampleStatus::StepSizeTooSmall => fmrt_sample_status::StepSizeTooSmall,
+            SampleStatus::NonFinite => fmrt_sample_status::NonFinite,
+        }
+    }
+}

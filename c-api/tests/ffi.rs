@@ -4114,6 +4114,294 @@ mod likelihood {
         Likelihood::new(field, SolverConfig::fixed(Method::Rk4, Steps::Count(10)))
     }
 
+    /// The result handle: log p as the buffer call writes it, the
+    /// standard error of a Hutchinson estimate (refused for the exact
+    /// divergence), and with partial results the finished samples of a run
+    /// whose others hit `max_steps`, bit for bit, with each one's status
+    /// and steps.
+    #[test]
+    fn a_likelihood_result_reports_standard_errors_and_per_sample_status() {
+        use fmrt_c_api::likelihood_result::*;
+        use fmrt_c_api::solver::fmrt_sample_status;
+        let h = Handles::new();
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).unwrap());
+        let ring = GaussianMixture::ring(8, 4.0, 0.3, ot).unwrap();
+        let n = 32;
+        let x = ring.sample_data(n, 21);
+        let x = x.as_slice().unwrap();
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths;
+        // handles freed once.
+        unsafe {
+            let compute = |c: *const fmrt_likelihood_config| {
+                let mut r = null_mut();
+                let status = fmrt_log_likelihood_result(
+                    h.field,
+                    c,
+                    x.as_ptr(),
+                    x.len(),
+                    n,
+                    &1.0,
+                    1,
+                    null(),
+                    &mut r,
+                );
+                (status, r)
+            };
+            let mut c = null_mut();
+            assert_ok(fmrt_likelihood_config_new(&mut c));
+            // The exact divergence: log p as the buffer call, no SE.
+            let (status, r) = compute(c);
+            assert_ok(status);
+            let mut len = 0;
+            assert_ok(fmrt_likelihood_result_len(r, &mut len));
+            assert_eq!(len, n);
+            let mut log_p = vec![0f64; n];
+            assert_ok(fmrt_likelihood_result_log_p(r, log_p.as_mut_ptr(), n));
+            let mut want = vec![0f64; n];
+            assert_ok(fmrt_log_likelihood_config(
+                h.field,
+                c,
+                x.as_ptr(),
+                x.len(),
+                n,
+                &1.0,
+                1,
+                null(),
+                want.as_mut_ptr(),
+                n,
+                null_mut(),
+                0,
+                null_mut(),
+                0,
+                null_mut(),
+            ));
+            assert_eq!(log_p, want);
+            let mut se = vec![7f64; n];
+            assert_fails(
+                fmrt_likelihood_result_std_error(r, se.as_mut_ptr(), n),
+                fmrt_status::Unsupported,
+                "no standard error",
+            );
+            assert!(se.iter().all(|&v| v == 7.0), "nothing written");
+            assert_fails(
+                fmrt_likelihood_result_log_p(r, log_p.as_mut_ptr(), n - 1),
+                BufferTooSmall,
+                "out_log_p",
+            );
+            let mut statuses = vec![fmrt_sample_status::NonFinite; n];
+            assert_ok(fmrt_likelihood_result_sample_status(
+                r,
+                statuses.as_mut_ptr(),
+                n,
+            ));
+            assert!(statuses.iter().all(|&s| s == fmrt_sample_status::Done));
+            let mut accepted = vec![0u64; n];
+            let mut rejected = vec![0u64; n];
+            assert_ok(fmrt_likelihood_result_sample_steps(
+                r,
+                accepted.as_mut_ptr(),
+                n,
+                rejected.as_mut_ptr(),
+                n,
+            ));
+            let full_accepted = accepted.clone();
+            let full_rejected = rejected.clone();
+            let full_log_p = log_p.clone();
+            fmrt_likelihood_result_free(r);
+
+            // Hutchinson with 4 probes: a standard error per sample.
+            assert_ok(fmrt_likelihood_config_set_divergence(
+                c,
+                c"hutchinson".as_ptr(),
+            ));
+            assert_ok(fmrt_likelihood_config_set_probes(c, 4));
+            let (status, r) = compute(c);
+            assert_ok(status);
+            assert_ok(fmrt_likelihood_result_std_error(r, se.as_mut_ptr(), n));
+            assert!(se.iter().all(|s| s.is_finite() && *s >= 0.0));
+            fmrt_likelihood_result_free(r);
+            assert_ok(fmrt_likelihood_config_set_divergence(c, c"exact".as_ptr()));
+
+            // A budget between the fewest and the most attempts.
+            let attempts: Vec<u64> = full_accepted
+                .iter()
+                .zip(&full_rejected)
+                .map(|(a, r)| a + r)
+                .collect();
+            let mut sorted = attempts.clone();
+            sorted.sort_unstable();
+            let budget = sorted[n / 2];
+            assert!(budget < sorted[n - 1], "samples take different steps");
+            let mut a = null_mut();
+            assert_ok(fmrt_adaptive_config_new(&mut a));
+            assert_ok(fmrt_adaptive_config_set_max_steps(a, budget));
+            let mut solver = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                a,
+                &mut solver,
+            ));
+            assert_ok(fmrt_likelihood_config_set_solver(c, solver));
+            // Without partial results the call fails.
+            let (status, r) = compute(c);
+            assert_eq!(status, fmrt_status::Solver);
+            assert!(r.is_null());
+            assert_eq!(
+                fmrt_likelihood_config_set_partial(null_mut(), 1),
+                NullParameter
+            );
+            assert_ok(fmrt_likelihood_config_set_partial(c, 1));
+            let (status, r) = compute(c);
+            assert_ok(status);
+            assert_ok(fmrt_likelihood_result_log_p(r, log_p.as_mut_ptr(), n));
+            assert_ok(fmrt_likelihood_result_sample_status(
+                r,
+                statuses.as_mut_ptr(),
+                n,
+            ));
+            assert_ok(fmrt_likelihood_result_sample_steps(
+                r,
+                accepted.as_mut_ptr(),
+                n,
+                null_mut(),
+                0,
+            ));
+            let mut stopped = 0;
+            for (i, &tried) in attempts.iter().enumerate() {
+                if tried <= budget {
+                    assert_eq!(statuses[i], fmrt_sample_status::Done, "{i}");
+                    assert_eq!(log_p[i].to_bits(), full_log_p[i].to_bits(), "{i}");
+                    assert_eq!(accepted[i], full_accepted[i]);
+                } else {
+                    assert_eq!(statuses[i], fmrt_sample_status::MaxSteps, "{i}");
+                    assert!(log_p[i].is_nan());
+                    stopped += 1;
+                }
+            }
+            assert!(stopped > 0);
+            fmrt_likelihood_result_free(r);
+            fmrt_likelihood_result_free(null_mut());
+            fmrt_solver_free(solver);
+            fmrt_adaptive_config_free(a);
+            fmrt_likelihood_config_free(c);
+        }
+    }
+
+    /// A sampler with partial results: the samples that finish are those
+    /// of the full run bit for bit, the others carry `MAX_STEPS`.
+    #[test]
+    fn a_partial_sampler_reports_each_samples_status_and_steps() {
+        use fmrt_c_api::solver::fmrt_sample_status;
+        let h = Handles::new();
+        let n = 32;
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths;
+        // handles freed once.
+        unsafe {
+            let mut solver = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                null(),
+                &mut solver,
+            ));
+            let mut full_sampler = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, solver, &mut full_sampler));
+            let run = |s: *const fmrt_sampler,
+                       x: &mut Vec<f32>,
+                       st: &mut Vec<fmrt_sample_status>,
+                       acc: &mut Vec<u64>,
+                       rej: &mut Vec<u64>| {
+                fmrt_sampler_sample_rows_status(
+                    s,
+                    0,
+                    n,
+                    9,
+                    null(),
+                    x.as_mut_ptr(),
+                    2 * n,
+                    st.as_mut_ptr(),
+                    n,
+                    acc.as_mut_ptr(),
+                    n,
+                    rej.as_mut_ptr(),
+                    n,
+                    null_mut(),
+                )
+            };
+            let (mut x, mut st) = (vec![0f32; 2 * n], vec![fmrt_sample_status::NonFinite; n]);
+            let (mut acc, mut rej) = (vec![0u64; n], vec![0u64; n]);
+            assert_ok(run(full_sampler, &mut x, &mut st, &mut acc, &mut rej));
+            assert!(st.iter().all(|&s| s == fmrt_sample_status::Done));
+            let attempts: Vec<u64> = acc.iter().zip(&rej).map(|(a, r)| a + r).collect();
+            let mut sorted = attempts.clone();
+            sorted.sort_unstable();
+            let budget = sorted[n / 2];
+            assert!(budget < sorted[n - 1]);
+            let full_x = x.clone();
+
+            let mut a = null_mut();
+            assert_ok(fmrt_adaptive_config_new(&mut a));
+            assert_ok(fmrt_adaptive_config_set_max_steps(a, budget));
+            let mut short = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                a,
+                &mut short,
+            ));
+            let mut strict = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, short, &mut strict));
+            assert_eq!(
+                run(strict, &mut x, &mut st, &mut acc, &mut rej),
+                fmrt_status::Solver
+            );
+            let mut partial = null_mut();
+            assert_fails(
+                fmrt_sampler_with_partial(strict, 1, null_mut()),
+                NullParameter,
+                "`out`",
+            );
+            assert_ok(fmrt_sampler_with_partial(strict, 1, &mut partial));
+            assert_fails(
+                fmrt_sampler_sample_rows_status(
+                    partial,
+                    0,
+                    n,
+                    9,
+                    null(),
+                    x.as_mut_ptr(),
+                    2 * n,
+                    st.as_mut_ptr(),
+                    n - 1,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    0,
+                    null_mut(),
+                ),
+                BufferTooSmall,
+                "out_status",
+            );
+            assert_ok(run(partial, &mut x, &mut st, &mut acc, &mut rej));
+            let mut stopped = 0;
+            for (i, &tried) in attempts.iter().enumerate() {
+                if tried <= budget {
+                    assert_eq!(st[i], fmrt_sample_status::Done, "{i}");
+                    assert_eq!(x[2 * i..2 * i + 2], full_x[2 * i..2 * i + 2], "{i}");
+                } else {
+                    assert_eq!(st[i], fmrt_sample_status::MaxSteps, "{i}");
+                    assert_eq!(acc[i] + rej[i], budget);
+                    stopped += 1;
+                }
+            }
+            assert!(stopped > 0);
+            for s in [full_sampler, strict, partial] {
+                fmrt_sampler_free(s);
+            }
+            fmrt_solver_free(solver);
+            fmrt_solver_free(short);
+            fmrt_adaptive_config_free(a);
+        }
+    }
+
     #[test]
     fn probe_counts_whose_buffers_overflow_are_an_error() {
         // n × probes × dim used to wrap (or overflow isize) before allocating.

@@ -230,6 +230,11 @@ pub struct SolverArgs {
     /// Gustafsson's coefficients; the default) or i (the plain integral one).
     #[arg(long = "controller", value_name = "pi|i")]
     pub controller: Option<String>,
+    /// The most steps (accepted and rejected) an adaptive solve may attempt,
+    /// per sample with --error-norm independent (default 100000); see
+    /// --partial.
+    #[arg(long = "max-steps", value_name = "N")]
+    pub max_steps: Option<usize>,
 }
 
 /// How a model's output becomes the velocity to integrate; the same options
@@ -353,6 +358,13 @@ pub struct SampleArgs {
     /// within a chunk.
     #[arg(long = "chunk", value_name = "N", value_parser = parse_chunk)]
     pub chunk: Option<usize>,
+    /// Let a sample that fails (--max-steps, a step-size underflow, a
+    /// non-finite state) stop alone: the others are written as a full run
+    /// writes them, the stopped ones where they got to (log p NaN), a
+    /// status report names them, and the exit code is 4 when any stopped.
+    /// Needs adaptive steps with --error-norm independent (the default).
+    #[arg(long = "partial")]
+    pub partial: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long = "json")]
     pub json: bool,
@@ -479,6 +491,19 @@ pub struct LikelihoodArgs {
     /// The output file: log p per sample, float64 [N], as .npy or .csv.
     #[arg(short = 'o', long = "output", value_name = "LOGP.npy|LOGP.csv")]
     pub output: PathBuf,
+    /// Also write the standard error of each log p, float64 [N]: the
+    /// spread of the Hutchinson probes' estimates over sqrt(K). Needs
+    /// --divergence hutchinson (or finite differences along Hutchinson
+    /// probes) with --probes 2 or more.
+    #[arg(long = "std-error", value_name = "SE.npy|SE.csv")]
+    pub std_error: Option<PathBuf>,
+    /// Let a sample that fails (--max-steps, a step-size underflow, a
+    /// non-finite state) stop alone: the others are written as a full run
+    /// writes them, the stopped ones as NaN, a status report names them,
+    /// and the exit code is 4 when any stopped. Needs adaptive steps with
+    /// --error-norm independent (the default).
+    #[arg(long = "partial")]
+    pub partial: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long = "json")]
     pub json: bool,

@@ -8,8 +8,9 @@ use ndarray::ArrayD;
 use serde_json::json;
 
 use crate::args::LikelihoodArgs;
-use crate::failure::Failure;
+use crate::failure::{fail, Failure};
 use crate::npy;
+use crate::outcome::{check_partial, Outcome};
 use crate::progress::Progress;
 use crate::setup::{
     check_batch_shape, check_divergence, condition, describe_adapters, describe_solver,
@@ -20,6 +21,9 @@ use crate::setup::{
 pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     npy::check_output(&args.output)?;
+    if let Some(path) = &args.std_error {
+        npy::check_distinct_outputs(&[("-o", &args.output), ("--std-error", path)])?;
+    }
     let opened = open_model(&args.model, &args.adapt)?;
     let field = opened.field();
     let data = npy::read_f32(&args.data)?;
@@ -34,11 +38,25 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         None => data,
     };
     check_divergence(&opened, &divergence)?;
+    check_partial(args.partial, &solver, false)?;
+    if args.std_error.is_some() && divergence.random_probes().is_none_or(|(k, _)| k < 2) {
+        return Err(fail!(
+            "--std-error needs a stochastic divergence with at least 2 probes (--divergence \
+             hutchinson --probes K, K >= 2): the {} divergence has no standard error{}",
+            divergence.name(),
+            if divergence.random_probes().is_some() {
+                ", and one probe has no spread to measure it from"
+            } else {
+                ""
+            }
+        ));
+    }
     let n = data.shape()[0];
     let progress = Progress::new(field.clone(), args.t_start, 0.0, args.quiet || args.json);
     let mut likelihood = Likelihood::new(progress.clone(), solver.clone())
         .with_divergence(divergence.clone())
-        .with_seed(args.seed);
+        .with_seed(args.seed)
+        .allow_partial(args.partial);
     if let Some(s) = args.adapt.noise_scale {
         likelihood = likelihood.with_noise_scale(s)?;
     }
@@ -52,8 +70,27 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
     let log_p = ArrayD::from_shape_vec(vec![n], result.log_p.clone())
         .map_err(|e| format!("internal error: {e}"))?;
     npy::write(&args.output, &log_p)?;
+    if let (Some(path), Some(se)) = (&args.std_error, &result.log_p_std_error) {
+        let se = ArrayD::from_shape_vec(vec![n], se.clone())
+            .map_err(|e| format!("internal error: {e}"))?;
+        npy::write(path, &se)?;
+    }
+    let mut outcome = Outcome::default();
+    outcome.add(0, &result.samples);
 
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    // Means over the samples that finished (all of them unless --partial).
+    let mean = |v: &[f64]| {
+        let done: Vec<f64> = v.iter().copied().filter(|v| !v.is_nan()).collect();
+        done.iter().sum::<f64>() / done.len().max(1) as f64
+    };
+    let std_error = result.log_p_std_error.as_ref().map(|se| {
+        let max = se
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .fold(0.0, f64::max);
+        json!({ "mean": mean(se), "max": max })
+    });
     let summary = json!({
         "output": args.output.display().to_string(),
         "samples": n,
@@ -64,6 +101,9 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         "nfe": result.stats.nfe,
         "accepted_steps": result.stats.accepted,
         "rejected_steps": result.stats.rejected,
+        "std_error": std_error,
+        "std_error_output": args.std_error.as_ref().map(|p| p.display().to_string()),
+        "per_sample": outcome.json(),
         "model_calls": {
             "velocity": result.calls.velocity,
             "jvp": result.calls.jvp,
@@ -100,8 +140,21 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
             started.elapsed().as_secs_f64()
         );
         eprintln!("  model calls: {}", describe_calls(&result.calls));
+        if let Some(se) = &std_error {
+            eprintln!(
+                "  standard error of log p (Hutchinson): mean {:.6}, max {:.6} nats",
+                se["mean"].as_f64().unwrap_or(f64::NAN),
+                se["max"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    match outcome.report("NaN") {
+        Some(report) => {
+            eprintln!("fmrt likelihood --partial: {report}");
+            Ok(ExitCode::from(4))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// The model calls of a likelihood run, e.g. "200 stacked (velocity and

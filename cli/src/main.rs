@@ -16,6 +16,7 @@ mod failure;
 mod inspect;
 mod likelihood;
 mod npy;
+mod outcome;
 mod plot;
 mod progress;
 mod sample;

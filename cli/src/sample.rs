@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::args::SampleArgs;
 use crate::failure::{fail, Failure};
 use crate::npy;
+use crate::outcome::{check_partial, Outcome};
 use crate::progress::Progress;
 use crate::setup::{
     check_batch_shape, check_divergence, condition, describe_adapters, describe_solver,
@@ -30,6 +31,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     }
     let opened = open_model(&args.model, &args.adapt)?;
     let solver = solver_config_with(&args.solver, opened.sampling_schedule())?;
+    check_partial(args.partial, &solver, args.sde.is_some())?;
     let model = opened.network().clone();
     let field = opened.field();
 
@@ -73,7 +75,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         check_divergence(&opened, &divergence_of(&args.divergence))?;
     }
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
-    let mut sampler = Sampler::new(progress.clone(), solver.clone());
+    let mut sampler = Sampler::new(progress.clone(), solver.clone()).allow_partial(args.partial);
     if !args.shape.is_empty() {
         sampler = sampler.with_state_shape(&args.shape);
     }
@@ -131,7 +133,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
         None => sample_to_files(args, &sampler, noise, &rows_shape, chunk, outputs),
     };
     progress.finish();
-    let (stats, written_shape) = result?;
+    let (stats, written_shape, outcome) = result?;
 
     if args.json {
         let summary = json!({
@@ -146,6 +148,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "nfe": stats.nfe,
             "accepted_steps": stats.accepted,
             "rejected_steps": stats.rejected,
+            "per_sample": outcome.json(),
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{summary}");
@@ -183,7 +186,18 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             eprintln!("  note: {note}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let rows = if args.log_prob.is_some() {
+        "the states where they stopped (log p NaN)"
+    } else {
+        "the states where they stopped"
+    };
+    match outcome.report(rows) {
+        Some(report) => {
+            eprintln!("fmrt sample --partial: {report}");
+            Ok(ExitCode::from(4))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// The files `fmrt sample` writes, open for rows: the samples (final states;
@@ -231,9 +245,11 @@ fn sample_to_files(
     rows_shape: &[usize],
     chunk: usize,
     outputs: Outputs,
-) -> Result<(Stats, Vec<usize>), Failure> {
+) -> Result<(Stats, Vec<usize>, Outcome), Failure> {
     let n = rows_shape[0];
     let mut written = rows_shape.to_vec();
+    let mut outcome = Outcome::default();
+    let first = if noise.is_some() { 0 } else { args.first_index };
     let mut writer = outputs.samples;
     let mut trajectory = match writer {
         Some(_) => None,
@@ -243,6 +259,7 @@ fn sample_to_files(
         }
     };
     let mut sink = |offset: usize, samples: Samples| -> Result<(), Failure> {
+        outcome.add(first + offset as u64, &samples.samples);
         match (&mut writer, &mut trajectory) {
             (Some(writer), _) => writer.append(&samples.x),
             (None, Some(whole)) => {
@@ -271,7 +288,7 @@ fn sample_to_files(
         (None, Some(whole)) => npy::write(&args.output, &whole)?,
         (None, None) => return Err(fail!("internal error: sampling without an output")),
     }
-    Ok((stats, written))
+    Ok((stats, written, outcome))
 }
 
 /// Zeros of `shape`, or an error when they cannot be allocated.
@@ -291,15 +308,17 @@ fn sample_with_log_prob(
     rows_shape: &[usize],
     chunk: usize,
     outputs: Outputs,
-) -> Result<(Stats, Vec<usize>), Failure> {
+) -> Result<(Stats, Vec<usize>, Outcome), Failure> {
     let n = rows_shape[0];
+    let mut outcome = Outcome::default();
     let (Some(mut samples_out), Some(mut log_p_out)) = (outputs.samples, outputs.log_prob) else {
         return Err(fail!("internal error: --log-prob without its output files"));
     };
     let likelihood = Likelihood::new(field, sampler.solver().clone())
         .with_divergence(divergence_of(&args.divergence))
         .with_seed(args.seed)
-        .with_source(sampler.source().clone());
+        .with_source(sampler.source().clone())
+        .allow_partial(sampler.partial());
     let mut stats = Stats::default();
     for range in chunk_ranges(n, chunk) {
         let first = args
@@ -323,6 +342,14 @@ fn sample_with_log_prob(
             .with_extras(sampler.extras().for_rows(n, range.clone())?)
             .sample_with_log_prob(x0.view())?;
         stats += out.stats;
+        outcome.add(
+            if noise.is_some() {
+                range.start as u64
+            } else {
+                first
+            },
+            &out.samples,
+        );
         samples_out.append(&out.x)?;
         let log_p = ArrayD::from_shape_vec(vec![out.log_p.len()], out.log_p)
             .map_err(|e| fail!("internal error: {e}"))?;
@@ -330,5 +357,5 @@ fn sample_with_log_prob(
     }
     samples_out.finish()?;
     log_p_out.finish()?;
-    Ok((stats, rows_shape.to_vec()))
+    Ok((stats, rows_shape.to_vec(), outcome))
 }

@@ -197,6 +197,7 @@ pub fn solver_config_with(
         ("--error-norm", args.error_norm.is_some()),
         ("--rtol", args.rtol.is_some()),
         ("--atol", args.atol.is_some()),
+        ("--max-steps", args.max_steps.is_some()),
     ];
     if let Some((flag, _)) = adaptive_only.iter().find(|(_, given)| *given && !adaptive) {
         return Err(fail!(
@@ -239,6 +240,7 @@ pub fn solver_config_with(
                     Some(name) => name.parse()?,
                     None => defaults.controller,
                 },
+                max_steps: args.max_steps.unwrap_or(defaults.max_steps),
                 ..defaults
             },
         ))

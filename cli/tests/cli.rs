@@ -793,6 +793,186 @@ mod models {
         }
     }
 
+    /// `fmrt likelihood --std-error` writes the standard error of each
+    /// Hutchinson estimate and `--json` summarises it; without probes to
+    /// spread it is refused by name.
+    #[test]
+    fn likelihood_writes_the_standard_error_of_hutchinson_estimates() {
+        runtime();
+        let ot = Arc::new(Scheduler::builtin("ot", &[]).expect("built-in"));
+        let exact = GaussianMixture::ring(8, 4.0, 0.3, ot).expect("mixture");
+        let data = exact.sample_data(32, 78);
+        let path = scratch("se-data.npy");
+        write_npy(&path, &data).expect("write data");
+        let (out, se) = (scratch("se-logp.npy"), scratch("se.npy"));
+        let repo_model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |extra: &[&str]| {
+            let mut argv = vec![
+                "likelihood",
+                "--model",
+                &repo_model,
+                "--data",
+                path.to_str().expect("utf-8"),
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--std-error",
+                se.to_str().expect("utf-8"),
+                "--json",
+            ];
+            argv.extend_from_slice(extra);
+            fmrt(&argv)
+        };
+        let o = run(&["--divergence", "hutchinson", "--probes", "4"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let errors: ndarray::Array1<f64> = read_npy(&se).expect("a float64 .npy");
+        assert_eq!(errors.len(), 32);
+        assert!(errors.iter().all(|e| e.is_finite() && *e >= 0.0));
+        let mean = errors.sum() / 32.0;
+        let reported = summary["std_error"]["mean"].as_f64().expect("a mean");
+        assert!((reported - mean).abs() <= 1e-12 * mean.abs().max(1.0));
+        assert_eq!(summary["per_sample"]["status"]["done"], 32);
+        for (extra, needle) in [
+            (
+                &["--divergence", "exact"][..],
+                "exact divergence has no standard error",
+            ),
+            (
+                &["--divergence", "hutchinson", "--probes", "1"][..],
+                "one probe has no spread",
+            ),
+        ] {
+            let o = run(extra);
+            assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+            assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+        }
+    }
+
+    /// `--partial` with a small `--max-steps`: the samples that finish are
+    /// written as the full run writes them, the others are named with their
+    /// status, and the exit code is 4; fixed steps refuse it by name.
+    #[test]
+    fn partial_runs_write_the_finished_samples() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let (full, part) = (scratch("partial-full.npy"), scratch("partial.npy"));
+        let sample = |out: &PathBuf, extra: &[&str]| {
+            let mut argv = vec![
+                "sample",
+                "--model",
+                &model,
+                "-n",
+                "48",
+                "--seed",
+                "5",
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--json",
+            ];
+            argv.extend_from_slice(extra);
+            fmrt(&argv)
+        };
+        let o = sample(&full, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let accepted = &summary["per_sample"]["accepted_steps"];
+        let (lo, hi) = (
+            accepted["min"].as_u64().expect("min"),
+            accepted["max"].as_u64().expect("max"),
+        );
+        assert!(lo < hi, "samples take different steps: {summary}");
+        let budget = ((lo + hi) / 2).to_string();
+        let o = sample(&part, &["--partial", "--max-steps", &budget]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(stderr(&o).contains("did not finish"), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| {
+                assert_eq!(u["status"], "max_steps");
+                u["index"].as_u64().expect("an index") as usize
+            })
+            .collect();
+        assert!(!stopped.is_empty() && stopped.len() < 48, "{summary}");
+        assert_eq!(
+            summary["per_sample"]["status"]["done"].as_u64(),
+            Some(48 - stopped.len() as u64)
+        );
+        let whole: ArrayD<f32> = read_npy(&full).expect("a float32 .npy");
+        let partial: ArrayD<f32> = read_npy(&part).expect("a float32 .npy");
+        let (whole, partial) = (
+            whole.into_dimensionality::<Ix2>().expect("2-D"),
+            partial.into_dimensionality::<Ix2>().expect("2-D"),
+        );
+        for i in (0..48).filter(|i| !stopped.contains(i)) {
+            assert_eq!(whole.row(i), partial.row(i), "sample {i}");
+        }
+        // Without --partial the run fails (exit 4) naming max_steps.
+        let o = sample(&part, &["--max-steps", &budget]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        // Likelihoods too: the finished samples' log p as the full run's,
+        // NaN for the others, exit code 4.
+        let (logp_full, logp_part) = (scratch("partial-lp-full.npy"), scratch("partial-lp.npy"));
+        let likelihood = |out: &PathBuf, extra: &[&str]| {
+            let mut argv = vec![
+                "likelihood",
+                "--model",
+                &model,
+                "--data",
+                full.to_str().expect("utf-8"),
+                "-o",
+                out.to_str().expect("utf-8"),
+                "--json",
+            ];
+            argv.extend_from_slice(extra);
+            fmrt(&argv)
+        };
+        let o = likelihood(&logp_full, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let accepted = &summary["per_sample"]["accepted_steps"];
+        let (lo, hi) = (
+            accepted["min"].as_u64().expect("min"),
+            accepted["max"].as_u64().expect("max"),
+        );
+        assert!(lo < hi, "samples take different steps: {summary}");
+        let budget = ((lo + hi) / 2).to_string();
+        let o = likelihood(&logp_part, &["--partial", "--max-steps", &budget]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).expect("one JSON object");
+        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| u["index"].as_u64().expect("an index") as usize)
+            .collect();
+        assert!(!stopped.is_empty() && stopped.len() < 48, "{summary}");
+        let want: ndarray::Array1<f64> = read_npy(&logp_full).expect("a float64 .npy");
+        let got: ndarray::Array1<f64> = read_npy(&logp_part).expect("a float64 .npy");
+        for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+            if stopped.contains(&i) {
+                assert!(got.is_nan(), "sample {i}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "sample {i}");
+            }
+        }
+        // Fixed steps and shared norms cannot stop a sample alone.
+        for extra in [&["--solver", "euler"][..], &["--error-norm", "batch"]] {
+            let mut argv = extra.to_vec();
+            argv.push("--partial");
+            let o = sample(&part, &argv);
+            assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+            assert!(stderr(&o).contains("--partial needs"), "{}", stderr(&o));
+        }
+    }
+
     #[test]
     fn likelihood_json_summary_and_values() {
         runtime();

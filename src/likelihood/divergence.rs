@@ -176,8 +176,10 @@ impl Divergence {
         }
     }
 
-    /// The random probes per sample this mode draws, with their distribution.
-    pub(crate) fn random_probes(&self) -> Option<(usize, ProbeDistribution)> {
+    /// The random probes per sample this mode draws, with their
+    /// distribution; `None` for the deterministic modes (exact, finite
+    /// differences along the basis), whose results carry no standard error.
+    pub fn random_probes(&self) -> Option<(usize, ProbeDistribution)> {
         match self {
             Divergence::Hutchinson {
                 probes,
@@ -374,8 +376,6 @@ pub(crate) struct ProbeEstimator {
     product: Product,
     /// Directions per sample, P (D for the basis, K for random probes).
     per_sample: usize,
-    /// 1 for the basis, 1/K for random probes.
-    scale: f64,
     dim: usize,
     /// `[rows, ...state_shape]`, the first entry set per call.
     shape: Vec<usize>,
@@ -478,7 +478,6 @@ impl ProbeEstimator {
             probes,
             product,
             per_sample,
-            scale: if basis { 1.0 } else { 1.0 / per_sample as f64 },
             dim,
             shape,
             chunks,
@@ -489,7 +488,9 @@ impl ProbeEstimator {
         })
     }
 
-    /// Writes the divergence estimate of every sample into `div`.
+    /// Writes the divergence of every sample into `div`: along the basis
+    /// the sum over the D directions (`[N]`), with K random probes each
+    /// probe's estimate vᵀJv (`[N·K]`, sample-major).
     ///
     /// `y` holds the f64 states in its first D columns, `x32` the same states
     /// rounded to f32 (`[N·D]`), `t` one time per sample.
@@ -573,7 +574,10 @@ impl ProbeEstimator {
                         (dot(v, plus) - dot(v, minus)) / (2.0 * h)
                     }
                 };
-                div[i] += self.scale * value;
+                match self.probes {
+                    Probes::Basis => div[i] += value,
+                    Probes::Random(_) => div[g] = value,
+                }
             }
         }
         Ok(())

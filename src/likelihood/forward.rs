@@ -19,12 +19,18 @@ pub struct SamplesWithLogProb {
     pub x: ArrayD<f32>,
     /// log p1(x1) per sample, in nats.
     pub log_p: Vec<f64>,
+    /// The standard error of each `log_p` when the divergence is an
+    /// estimate, `None` when it is exact (as
+    /// [`LogLikelihood::log_p_std_error`](super::LogLikelihood::log_p_std_error)).
+    pub log_p_std_error: Option<Vec<f64>>,
     /// log p0(x0) per sample.
     pub log_p0: Vec<f64>,
     /// ∫₀¹ div u(x_t, t) dt per sample (log p = log p0 − this).
     pub divergence_integral: Vec<f64>,
     /// Solver counters (NFE counts augmented right-hand-side evaluations).
     pub stats: Stats,
+    /// Each sample's counters and status.
+    pub samples: Vec<crate::solver::SampleStats>,
     /// Field calls: velocity, Jacobian–vector products, divergences.
     pub calls: FieldCalls,
 }
@@ -39,8 +45,8 @@ impl Likelihood {
     pub fn sample_with_log_prob(&self, x0: ArrayViewD<'_, f32>) -> Result<SamplesWithLogProb> {
         let (batch, dim, extras) = self.check_input(x0.shape())?;
         self.check_mode()?;
-        let y0 = state_rows(x0.view(), batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
+        let y0 = state_rows(x0.view(), batch, dim, self.log_p_columns())?;
         let solved = self.solve_rows(
             y0.view(),
             &x0.shape()[1..],
@@ -60,7 +66,15 @@ impl Likelihood {
         )
         .map_err(|e| Error::internal(format!("state layout: {e}")))?;
         let log_p0 = self.source.log_density(x0)?;
-        let divergence_integral: Vec<f64> = solved.y.column(dim).to_vec();
+        let (mut divergence_integral, mut log_p_std_error) = self.integrals(&solved.y, dim, 1.0);
+        // A sample that stopped early has no log-likelihood (its x is
+        // where it stopped).
+        for i in crate::sampler::unfinished(&solved.samples) {
+            divergence_integral[i] = f64::NAN;
+            if let Some(errors) = log_p_std_error.as_mut() {
+                errors[i] = f64::NAN;
+            }
+        }
         let log_p = log_p0
             .iter()
             .zip(&divergence_integral)
@@ -69,9 +83,11 @@ impl Likelihood {
         Ok(SamplesWithLogProb {
             x,
             log_p,
+            log_p_std_error,
             log_p0,
             divergence_integral,
             stats: solved.stats,
+            samples: solved.samples,
             calls: solved.calls,
         })
     }

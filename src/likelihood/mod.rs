@@ -7,7 +7,9 @@
 //! source density (standard normal unless configured). L(0) = −∫₀^{t_start} div u dt.
 //!
 //! Any [`SolverConfig`] works, adaptive ones included: L is part of the state,
-//! so the step control measures its error too. The divergence comes from the
+//! so the step control measures its error too, with its own norm beside x's
+//! (the mixed norm, [`Likelihood::with_mixed_norm`]) so that its tolerance
+//! does not dilute as one of D + 1 components. The divergence comes from the
 //! field's exact divergence, basis-direction or Hutchinson Jacobian–vector
 //! products, or finite differences ([`Divergence`]). A field with stacked
 //! Jacobian–vector products
@@ -51,7 +53,7 @@ pub use forward::SamplesWithLogProb;
 pub use time::{MostProbableTime, TimeSearch};
 
 use crate::field::{Derivatives, Extras, VelocityField};
-use crate::solver::{self, Interval, OdeSystem, SolverConfig, Stats, Steps};
+use crate::solver::{self, Interval, OdeSystem, SampleStats, SolverConfig, Stats, Steps};
 use crate::source::{Source, StandardNormal};
 use crate::{Error, Result};
 use divergence::{draw_probes, ChunkLimits, ProbeEstimator};
@@ -78,6 +80,10 @@ pub struct Likelihood {
     /// The run index of the first row (see `with_first_index`).
     first_index: u64,
     limits: ChunkLimits,
+    /// Whether log p's columns have their own error norm.
+    mixed_norm: bool,
+    /// Whether failed samples stop alone.
+    partial: bool,
 }
 
 /// The log-likelihoods of a batch and what was computed on the way.
@@ -85,6 +91,16 @@ pub struct Likelihood {
 pub struct LogLikelihood {
     /// log p_{t_start}(x) per sample, in nats.
     pub log_p: Vec<f64>,
+    /// The standard error of each `log_p` when the divergence is an
+    /// estimate (Hutchinson's, or finite differences along Hutchinson
+    /// probes), `None` when it is exact (or deterministic). Each of the K
+    /// probes of a sample has its own integral (K log-density columns of
+    /// the augmented state, no extra field calls), `log_p` uses their mean,
+    /// and the standard error is their sample standard deviation over √K.
+    /// With K = 1 there is no spread to measure, and every entry is NaN:
+    /// still an estimate, but of unknown error. It covers the probes'
+    /// randomness only, not the solver's error.
+    pub log_p_std_error: Option<Vec<f64>>,
     /// The states reached at t = 0, shaped like the input.
     pub x0: ArrayD<f32>,
     /// log p0(x0) per sample (the source's log-density).
@@ -98,15 +114,19 @@ pub struct LogLikelihood {
     pub t_start: Vec<f64>,
     /// Solver counters (NFE counts augmented right-hand-side evaluations).
     pub stats: Stats,
+    /// Each sample's steps, rejections, evaluations and status (see
+    /// [`SampleStats`]).
+    pub samples: Vec<SampleStats>,
     /// Field calls: velocity, Jacobian–vector products, divergences.
     pub calls: FieldCalls,
 }
 
 /// The raw outcome of one augmented solve.
 struct Solved {
-    /// `[N, D + 1]`: x(0) and L(0).
+    /// `[N, D + C]`: x(0) and the C log-density columns L(0).
     y: Array2<f64>,
     stats: Stats,
+    samples: Vec<SampleStats>,
     calls: FieldCalls,
 }
 
@@ -130,7 +150,55 @@ impl Likelihood {
                 max_rows: DEFAULT_MAX_ROWS,
                 max_bytes: DEFAULT_MAX_BYTES,
             },
+            mixed_norm: true,
+            partial: false,
         }
+    }
+
+    /// Whether adaptive steps measure the log-density column with its own
+    /// error norm (default: yes).
+    ///
+    /// The augmented state of a sample is (x, L), D + 1 values (D + K with
+    /// K Hutchinson probes, one L column each). With the mixed norm the
+    /// error of a step is the larger of the RMS over x's D scaled errors
+    /// and L's own (the RMS over the K probe columns), as torchdiffeq's
+    /// mixed norm measures the tuple state (x, log p) of PyTorch's
+    /// `flow_matching` likelihoods: per sample with
+    /// [`ErrorNorm::Independent`](crate::solver::ErrorNorm::Independent)
+    /// and `PerSample`, and with `Batch` each group's RMS over the whole
+    /// batch, then the larger, as torchdiffeq does. L meets `atol +
+    /// rtol·|L|` whatever D is. Without it L is one of D + 1 components of
+    /// one RMS, so its error may reach √(D + 1) times the tolerance, and its
+    /// tolerance dilutes as D grows. Fixed steps are not affected. The
+    /// setting exists for comparisons with the diluted norm (what fmrt did
+    /// before); the command line and C always use the mixed norm.
+    pub fn with_mixed_norm(mut self, mixed: bool) -> Self {
+        self.mixed_norm = mixed;
+        self
+    }
+
+    /// Whether a sample whose integration fails stops alone instead of
+    /// failing the whole batch (default: no), as
+    /// [`Sampler::allow_partial`](crate::sampler::Sampler::allow_partial)
+    /// describes: with independent adaptive steps the others finish bit for
+    /// bit as in a full run, and [`LogLikelihood::samples`] tells each
+    /// one's status. A sample that did not reach t = 0 has no
+    /// log-likelihood: its `log_p`, `log_p0`, `divergence_integral`,
+    /// `bits_per_dim` (and standard error) are NaN, its `x0` the state
+    /// where it stopped.
+    pub fn allow_partial(mut self, allow: bool) -> Self {
+        self.partial = allow;
+        self
+    }
+
+    /// Whether failed samples stop alone (see [`Likelihood::allow_partial`]).
+    pub fn partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Whether log p has its own error norm (see [`Likelihood::with_mixed_norm`]).
+    pub fn mixed_norm(&self) -> bool {
+        self.mixed_norm
     }
 
     /// Selects how the divergence is computed.
@@ -235,8 +303,8 @@ impl Likelihood {
         let (batch, dim, extras) = self.check_input(x.shape())?;
         let starts = expand_times("t_start", t_start, batch)?;
         self.check_mode()?;
-        let y0 = state_rows(x.view(), batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
+        let y0 = state_rows(x.view(), batch, dim, self.log_p_columns())?;
         let solved = self.solve_rows(y0.view(), &x.shape()[1..], &starts, 0.0, &extras, probes)?;
         self.finish(solved, starts, x.shape())
     }
@@ -288,7 +356,14 @@ impl Likelihood {
             .transpose()
     }
 
-    /// Integrates the augmented states `[N, D + 1]` (L = 0) from `starts` to
+    /// The log-density columns of the augmented state: one per random probe
+    /// (each probe's own integral, so that their spread gives the standard
+    /// error of the estimate), one otherwise.
+    fn log_p_columns(&self) -> usize {
+        self.divergence.random_probes().map_or(1, |(k, _)| k.max(1))
+    }
+
+    /// Integrates the augmented states `[N, D + C]` (L = 0) from `starts` to
     /// `end` (0 for likelihoods, 1 for sampling with log-probabilities).
     fn solve_rows(
         &self,
@@ -304,6 +379,7 @@ impl Likelihood {
             return Ok(Solved {
                 y: y0.to_owned(),
                 stats: Stats::default(),
+                samples: Vec::new(),
                 calls: FieldCalls::default(),
             });
         }
@@ -340,16 +416,34 @@ impl Likelihood {
                     self.limits,
                 )?),
             };
-        let mut system = Augmented::new(self.field.as_ref(), extras, state_shape, n, estimator);
+        let columns = y0
+            .ncols()
+            .saturating_sub(state_shape.iter().product::<usize>());
+        let mut system = Augmented::new(
+            self.field.as_ref(),
+            extras,
+            state_shape,
+            n,
+            columns,
+            estimator,
+        );
+        if self.mixed_norm {
+            system.groups = vec![system.dim];
+        }
         let interval = Interval::PerSample {
             starts: starts.to_vec(),
             ends: vec![end; n],
         };
         let solver = self.solver_towards(end)?;
-        let solution = solver::solve(&mut system, y0, &solver, &interval, &[])?;
+        let solution = if self.partial {
+            solver::solve_partial(&mut system, y0, &solver, &interval, &[])?
+        } else {
+            solver::solve(&mut system, y0, &solver, &interval, &[])?
+        };
         Ok(Solved {
             y: solution.y,
             stats: solution.stats,
+            samples: solution.samples,
             calls: system.calls,
         })
     }
@@ -386,7 +480,7 @@ impl Likelihood {
 
     /// Turns a solve into per-sample results; `shape` is the input's shape.
     fn finish(&self, solved: Solved, starts: Vec<f64>, shape: &[usize]) -> Result<LogLikelihood> {
-        let dim = solved.y.ncols() - 1;
+        let dim = crate::error::checked_product(&shape[1..], "the state size")?;
         let x0_64 = ArrayD::from_shape_vec(
             IxDyn(shape),
             solved
@@ -397,8 +491,17 @@ impl Likelihood {
                 .collect(),
         )
         .map_err(|e| Error::internal(format!("state layout: {e}")))?;
-        let log_p0 = self.source.log_density_f64(x0_64.view())?;
-        let divergence_integral: Vec<f64> = solved.y.column(dim).iter().map(|&l| -l).collect();
+        let mut log_p0 = self.source.log_density_f64(x0_64.view())?;
+        // L(0) = −∫ div u dt, per probe when there are several.
+        let (mut divergence_integral, mut log_p_std_error) = self.integrals(&solved.y, dim, -1.0);
+        // A sample that stopped early has no log-likelihood.
+        for i in crate::sampler::unfinished(&solved.samples) {
+            log_p0[i] = f64::NAN;
+            divergence_integral[i] = f64::NAN;
+            if let Some(errors) = log_p_std_error.as_mut() {
+                errors[i] = f64::NAN;
+            }
+        }
         let log_p: Vec<f64> = log_p0
             .iter()
             .zip(&divergence_integral)
@@ -408,13 +511,46 @@ impl Likelihood {
         Ok(LogLikelihood {
             bits_per_dim: log_p.iter().map(|lp| -lp / per_bit).collect(),
             log_p,
+            log_p_std_error,
             x0: x0_64.mapv(|v| v as f32),
             log_p0,
             divergence_integral,
             t_start: starts,
             stats: solved.stats,
+            samples: solved.samples,
             calls: solved.calls,
         })
+    }
+
+    /// The divergence integral of every row of a solved augmented state
+    /// (`[N, D + C]`, its log-density columns times `sign` being the
+    /// integrals: −1 for a solve down to 0, 1 for one up to 1), with the
+    /// standard error of the estimate when the divergence is stochastic.
+    ///
+    /// With C = K random probes, column p holds probe p's own integral, so
+    /// the estimate is their mean and its standard error the sample
+    /// standard deviation over the K probes (n − 1 in the denominator) over
+    /// √K; with one probe there is no spread to measure it from, and it is
+    /// NaN. `None` when the divergence is not an estimate.
+    fn integrals(&self, y: &Array2<f64>, dim: usize, sign: f64) -> (Vec<f64>, Option<Vec<f64>>) {
+        let columns = y.ncols().saturating_sub(dim).max(1);
+        let mut integrals = Vec::with_capacity(y.nrows());
+        let mut errors = Vec::with_capacity(y.nrows());
+        for row in y.rows() {
+            let l = row.slice(ndarray::s![dim..]);
+            if columns == 1 {
+                integrals.push(sign * l[0]);
+                errors.push(f64::NAN);
+                continue;
+            }
+            let k = columns as f64;
+            let mean = l.iter().sum::<f64>() / k;
+            let var = l.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (k - 1.0);
+            integrals.push(sign * mean);
+            errors.push((var / k).sqrt());
+        }
+        let stochastic = self.divergence.random_probes().is_some();
+        (integrals, stochastic.then_some(errors))
     }
 }
 
@@ -443,8 +579,14 @@ fn expand_times(tensor: &str, t: &[f64], batch: usize) -> Result<Vec<f64>> {
     })
 }
 
-/// The augmented f64 rows `[B, D + 1]` of f32 states `[B, ...]`, L = 0.
-fn state_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2<f64>> {
+/// The augmented f64 rows `[B, D + C]` of f32 states `[B, ...]`, with C
+/// log-density columns L = 0.
+fn state_rows(
+    x: ArrayViewD<'_, f32>,
+    batch: usize,
+    dim: usize,
+    columns: usize,
+) -> Result<Array2<f64>> {
     let flat: Vec<f32> = x.iter().copied().collect();
     if let Some(pos) = flat.iter().position(|v| !v.is_finite()) {
         return Err(Error::InvalidArgument(format!(
@@ -454,7 +596,17 @@ fn state_rows(x: ArrayViewD<'_, f32>, batch: usize, dim: usize) -> Result<Array2
             flat[pos]
         )));
     }
-    let mut y = Array2::zeros((batch, dim + 1));
+    let width = dim.checked_add(columns).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the augmented state of {dim} values and {columns} log-density columns overflows"
+        ))
+    })?;
+    crate::error::check_allocation(
+        &[batch, width],
+        std::mem::size_of::<f64>(),
+        "the augmented states",
+    )?;
+    let mut y = Array2::zeros((batch, width));
     for (mut row, chunk) in y.rows_mut().into_iter().zip(flat.chunks_exact(dim)) {
         for (dst, &src) in row.iter_mut().zip(chunk) {
             *dst = f64::from(src);
@@ -486,10 +638,15 @@ struct Augmented<'a> {
     x32: Vec<f32>,
     /// The velocities, `[N·D]`.
     v32: Vec<f32>,
-    /// The divergences, `[N]`.
+    /// The divergences, `[N·C]`: one per sample, or each probe's estimate.
     div: Vec<f64>,
+    /// The log-density columns C of each row (1, or the probes K).
+    columns: usize,
     estimator: Estimator,
     calls: FieldCalls,
+    /// The splits of the error norm's column groups (see
+    /// [`OdeSystem::norm_groups`]).
+    groups: Vec<usize>,
 }
 
 impl<'a> Augmented<'a> {
@@ -498,9 +655,11 @@ impl<'a> Augmented<'a> {
         extras: &'a Extras,
         state_shape: &[usize],
         n: usize,
+        columns: usize,
         estimator: Estimator,
     ) -> Self {
         let dim: usize = state_shape.iter().product();
+        let columns = columns.max(1);
         let mut shape = vec![n];
         shape.extend_from_slice(state_shape);
         Self {
@@ -510,14 +669,20 @@ impl<'a> Augmented<'a> {
             shape,
             x32: vec![0.0; n * dim],
             v32: vec![0.0; n * dim],
-            div: vec![0.0; n],
+            div: vec![0.0; n * columns],
+            columns,
             estimator,
             calls: FieldCalls::default(),
+            groups: Vec::new(),
         }
     }
 }
 
 impl OdeSystem for Augmented<'_> {
+    fn norm_groups(&self) -> &[usize] {
+        &self.groups
+    }
+
     fn rhs(
         &mut self,
         t: &[f64],
@@ -556,16 +721,18 @@ impl OdeSystem for Augmented<'_> {
                 estimator.estimate(self.field, y, &self.x32, t, &mut self.div, &mut self.calls)?
             }
         }
-        for ((mut row, v), &div) in dy
+        for ((mut row, v), div) in dy
             .rows_mut()
             .into_iter()
             .zip(self.v32.chunks_exact(dim))
-            .zip(&self.div)
+            .zip(self.div.chunks_exact(self.columns))
         {
             for (d, &vel) in row.iter_mut().zip(v) {
                 *d = f64::from(vel);
             }
-            row[dim] = div;
+            for (d, &div) in row.iter_mut().skip(dim).zip(div) {
+                *d = div;
+            }
         }
         Ok(())
     }

@@ -32,8 +32,6 @@ pub(crate) struct StackedEstimator {
     directions: Directions,
     /// Directions per sample, P.
     per_sample: usize,
-    /// 1 for the basis, 1/K for probes.
-    scale: f64,
     dim: usize,
     state_shape: Vec<usize>,
     chunks: Vec<Chunk>,
@@ -92,10 +90,6 @@ impl StackedEstimator {
         let len = checked_product(&[per_sample, samples_per_call, dim], "the directions")?;
         Ok(Self {
             per_sample,
-            scale: match directions {
-                Directions::Basis => 1.0,
-                Directions::Random(_) => 1.0 / per_sample as f64,
-            },
             dim,
             state_shape: state_shape.to_vec(),
             chunks,
@@ -106,8 +100,10 @@ impl StackedEstimator {
     }
 
     /// Writes the velocity of every sample into `velocity` (`[N·D]`) and its
-    /// divergence estimate into `div`, one field call per chunk; `x32` holds
-    /// the states (`[N·D]`), `t` one time per sample or one for all.
+    /// divergence into `div`, one field call per chunk: with the basis the
+    /// divergence of each sample (`[N]`), with K random probes each probe's
+    /// estimate εᵀJε (`[N·K]`, sample-major). `x32` holds the states
+    /// (`[N·D]`), `t` one time per sample or one for all.
     pub(crate) fn evaluate(
         &mut self,
         field: &dyn VelocityField,
@@ -138,16 +134,23 @@ impl StackedEstimator {
             )?;
             calls.stacked += 1;
             for (r, i) in samples.enumerate() {
-                let mut sum = 0.0;
-                for p in 0..per {
-                    let at = (p * b + r) * dim;
-                    let product = &self.products[at..at + dim];
-                    sum += match self.directions {
-                        Directions::Basis => f64::from(product[p]),
-                        Directions::Random(_) => dot(&self.v[at..at + dim], product),
-                    };
+                match self.directions {
+                    Directions::Basis => {
+                        let mut sum = 0.0;
+                        for p in 0..per {
+                            let at = (p * b + r) * dim;
+                            sum += f64::from(self.products[at + p]);
+                        }
+                        div[i] = sum;
+                    }
+                    Directions::Random(_) => {
+                        for p in 0..per {
+                            let at = (p * b + r) * dim;
+                            let product = &self.products[at..at + dim];
+                            div[i * per + p] = dot(&self.v[at..at + dim], product);
+                        }
+                    }
                 }
-                div[i] = self.scale * sum;
             }
         }
         Ok(())

@@ -90,8 +90,8 @@ impl Likelihood {
         let (batch, dim, extras_in) = self.check_input(x.shape())?;
         let state_shape = x.shape()[1..].to_vec();
         self.check_mode()?;
-        let y0 = state_rows(x, batch, dim)?;
         let probes = self.draw_probes(batch, dim)?;
+        let y0 = state_rows(x, batch, dim, self.log_p_columns())?;
         let mut stats = Stats::default();
         let mut calls = FieldCalls::default();
         let mut solves = 0;

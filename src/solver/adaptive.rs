@@ -9,6 +9,7 @@
 
 use ndarray::{Array3, Axis};
 
+use super::norm::{max_nan, NormGroups};
 use super::stepper::{Rhs, Stepper};
 use super::{AdaptiveOptions, Controller, ErrorNorm, SavePlan, Stats, PI_BETA1, PI_BETA2};
 use crate::{Error, Result};
@@ -168,15 +169,17 @@ pub(super) fn validate(o: &AdaptiveOptions) -> Result<()> {
 /// batch ([`ErrorNorm::Batch`]). Costs one evaluation besides f(0, y0).
 fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -> Result<f64> {
     let order = stepper.tableau().order();
+    let groups = stepper.groups().clone();
+    let groups = &groups;
     let (y0, f0, y1, f1) = stepper.scratch();
     // h0: first guess.
     let h0 = match o.norm {
-        ErrorNorm::Batch => first_guess(o, y0.iter().copied().zip(f0.iter().copied())),
+        ErrorNorm::Batch => first_guess(o, groups, y0.iter().copied().zip(f0.iter().copied())),
         ErrorNorm::PerSample | ErrorNorm::Independent => y0
             .rows()
             .into_iter()
             .zip(f0.rows())
-            .map(|(y, f)| first_guess(o, y.iter().copied().zip(f.iter().copied())))
+            .map(|(y, f)| first_guess(o, groups, y.iter().copied().zip(f.iter().copied())))
             .fold(f64::INFINITY, f64::min),
     };
     let h0 = if h0.is_finite() { h0.min(1.0) } else { 1e-6 };
@@ -186,6 +189,7 @@ fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -
     let h = match o.norm {
         ErrorNorm::Batch => second_guess(
             o,
+            groups,
             order,
             h0,
             y0.iter()
@@ -201,6 +205,7 @@ fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -
             .map(|((y, a), b)| {
                 second_guess(
                     o,
+                    groups,
                     order,
                     h0,
                     y.iter().zip(a).zip(b).map(|((&y, &a), &b)| (y, a, b)),
@@ -212,19 +217,57 @@ fn initial_step(stepper: &mut Stepper, rhs: &mut Rhs<'_>, o: &AdaptiveOptions) -
     Ok(if h.is_finite() { h } else { 1e-6 })
 }
 
-/// The first guess h0 of the starting-step heuristic from the pairs (y, f) of
-/// one group of values (a sample, or the batch): `0.01·‖y‖/‖f‖` in the
-/// weighted RMS norm, 1e-6 when either is tiny. Not yet clamped.
-pub(super) fn first_guess(o: &AdaptiveOptions, rows: impl Iterator<Item = (f64, f64)>) -> f64 {
-    let (mut count, mut sum_y, mut sum_f) = (0usize, 0.0, 0.0);
-    for (y, f) in rows {
-        let w = o.atol + o.rtol * y.abs();
-        sum_y += (y / w) * (y / w);
-        sum_f += (f / w) * (f / w);
-        count += 1;
+/// Per group of columns, the sums of squares of a few quantities and the
+/// count of values (the initial-step heuristic's norms).
+struct GroupSums<const N: usize> {
+    sums: Vec<[f64; N]>,
+    counts: Vec<usize>,
+}
+
+impl<const N: usize> GroupSums<N> {
+    fn new(groups: &NormGroups) -> Self {
+        Self {
+            sums: vec![[0.0; N]; groups.len()],
+            counts: vec![0; groups.len()],
+        }
     }
-    let n = count.max(1) as f64;
-    let (d0, d1) = ((sum_y / n).sqrt(), (sum_f / n).sqrt());
+
+    /// Adds the squares of `values` to the sums of group `g`.
+    fn add(&mut self, g: usize, values: [f64; N]) {
+        for (sum, v) in self.sums[g].iter_mut().zip(values) {
+            *sum += v * v;
+        }
+        self.counts[g] += 1;
+    }
+
+    /// The RMS of quantity `q`, the largest over the groups.
+    fn norm(&self, q: usize) -> f64 {
+        self.sums
+            .iter()
+            .zip(&self.counts)
+            .map(|(sums, &count)| (sums[q] / count.max(1) as f64).sqrt())
+            .reduce(max_nan)
+            .unwrap_or(0.0)
+    }
+}
+
+/// The first guess h0 of the starting-step heuristic from the pairs (y, f) of
+/// one group of values (a sample, or the batch, in row-major order):
+/// `0.01·‖y‖/‖f‖` in the weighted RMS norm (with column groups, the largest
+/// group RMS), 1e-6 when either is tiny. Not yet clamped.
+pub(super) fn first_guess(
+    o: &AdaptiveOptions,
+    groups: &NormGroups,
+    rows: impl Iterator<Item = (f64, f64)>,
+) -> f64 {
+    let group_of = groups.group_of();
+    let dim = groups.dim().max(1);
+    let mut sums = GroupSums::<2>::new(groups);
+    for (i, (y, f)) in rows.enumerate() {
+        let w = o.atol + o.rtol * y.abs();
+        sums.add(group_of.get(i % dim).copied().unwrap_or(0), [y / w, f / w]);
+    }
+    let (d0, d1) = (sums.norm(0), sums.norm(1));
     if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
@@ -232,24 +275,28 @@ pub(super) fn first_guess(o: &AdaptiveOptions, rows: impl Iterator<Item = (f64, 
     }
 }
 
-/// The starting step from the triples (y0, f0, f1) of one group of values,
-/// f1 = f(h0, y0 + h0·f0), for a method of order `order`: the step at which
-/// the estimated second derivative allows the error 0.01, at most 100·h0.
+/// The starting step from the triples (y0, f0, f1) of one group of values
+/// (in row-major order), f1 = f(h0, y0 + h0·f0), for a method of order
+/// `order`: the step at which the estimated second derivative allows the
+/// error 0.01, at most 100·h0.
 pub(super) fn second_guess(
     o: &AdaptiveOptions,
+    groups: &NormGroups,
     order: usize,
     h0: f64,
     rows: impl Iterator<Item = (f64, f64, f64)>,
 ) -> f64 {
-    let (mut count, mut sum_f, mut sum_d) = (0usize, 0.0, 0.0);
-    for (y, a, b) in rows {
+    let group_of = groups.group_of();
+    let dim = groups.dim().max(1);
+    let mut sums = GroupSums::<2>::new(groups);
+    for (i, (y, a, b)) in rows.enumerate() {
         let w = o.atol + o.rtol * y.abs();
-        sum_f += (a / w) * (a / w);
-        sum_d += ((b - a) / w) * ((b - a) / w);
-        count += 1;
+        sums.add(
+            group_of.get(i % dim).copied().unwrap_or(0),
+            [a / w, (b - a) / w],
+        );
     }
-    let n = count.max(1) as f64;
-    let (d1, d2) = ((sum_f / n).sqrt(), (sum_d / n).sqrt() / h0);
+    let (d1, d2) = (sums.norm(0), sums.norm(1) / h0);
     let dmax = d1.max(d2);
     let h1 = if dmax <= 1e-15 {
         (h0 * 1e-3).max(1e-6)

@@ -20,6 +20,7 @@ use ndarray::{Array2, Array3, ArrayView2, Axis};
 use super::adaptive::{
     accepted_factor, first_guess, second_guess, validate, MIN_STEP, PI_MIN_PREVIOUS_ERROR,
 };
+use super::norm::{max_nan, NormGroups};
 use super::stepper::Rhs;
 use super::{AdaptiveOptions, ButcherTableau, SampleStats, SampleStatus, SavePlan, Stats};
 use crate::{Error, Result};
@@ -102,6 +103,7 @@ pub(super) fn integrate(
     y0: ArrayView2<'_, f64>,
     rhs: &mut Rhs<'_>,
     o: &AdaptiveOptions,
+    groups: &NormGroups,
     saves: &SavePlan,
     saved: &mut Array3<f64>,
 ) -> Result<Run> {
@@ -172,7 +174,7 @@ pub(super) fn integrate(
                         .iter()
                         .copied()
                         .zip(ff[r.clone()].iter().copied());
-                    let guess = first_guess(o, pairs);
+                    let guess = first_guess(o, groups, pairs);
                     *h0 = if guess.is_finite() {
                         guess.min(1.0)
                     } else {
@@ -192,7 +194,7 @@ pub(super) fn integrate(
                     .zip(&ff[r.clone()])
                     .zip(&gf[r])
                     .map(|((&y, &a), &b)| (y, a, b));
-                let h = second_guess(o, order, h0[i], triples);
+                let h = second_guess(o, groups, order, h0[i], triples);
                 lane.h = if h.is_finite() { h } else { 1e-6 }.min(1.0);
                 lane.stats.evals += 1;
             }
@@ -266,18 +268,26 @@ pub(super) fn integrate(
             for (i, lane) in lanes.iter_mut().enumerate().filter(|(_, l)| l.active) {
                 let r = row(i);
                 let h = lane.s_new - lane.s;
-                let mut sum = 0.0;
-                for j in r.clone() {
-                    let mut e = 0.0;
-                    for (kj, &ej) in k.iter().zip(error_weights) {
-                        if ej != 0.0 {
-                            e += (h * ej) * flat(kj)[j];
+                // Per column group the RMS, then the largest (one group:
+                // the RMS over the sample's components).
+                let err = groups
+                    .ranges()
+                    .map(|columns| {
+                        let mut sum = 0.0;
+                        for j in r.start + columns.start..r.start + columns.end {
+                            let mut e = 0.0;
+                            for (kj, &ej) in k.iter().zip(error_weights) {
+                                if ej != 0.0 {
+                                    e += (h * ej) * flat(kj)[j];
+                                }
+                            }
+                            let q = e / (o.atol + o.rtol * yf[j].abs().max(nf[j].abs()));
+                            sum += q * q;
                         }
-                    }
-                    let q = e / (o.atol + o.rtol * yf[j].abs().max(nf[j].abs()));
-                    sum += q * q;
-                }
-                let err = (sum / dim.max(1) as f64).sqrt();
+                        (sum / columns.len().max(1) as f64).sqrt()
+                    })
+                    .reduce(max_nan)
+                    .unwrap_or(0.0);
                 lane.err = err;
                 if !err.is_finite() || (err <= 1.0 && nf[r].iter().any(|v| !v.is_finite())) {
                     lane.stop(SampleStatus::NonFinite);
@@ -483,7 +493,8 @@ mod tests {
         };
         let tableau = heun_euler();
         assert!(!tableau.is_fsal());
-        let run = integrate(tableau, y0, &mut rhs, &options, &saves, &mut saved).unwrap();
+        let groups = NormGroups::whole(2);
+        let run = integrate(tableau, y0, &mut rhs, &options, &groups, &saves, &mut saved).unwrap();
         (run, saved)
     }
 

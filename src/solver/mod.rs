@@ -18,6 +18,7 @@ mod fixed;
 mod flow;
 mod independent;
 mod multistep;
+mod norm;
 mod stepper;
 mod tableau;
 
@@ -32,6 +33,23 @@ pub trait OdeSystem {
     /// Writes f(t, y) into `dy`. `y` and `dy` have shape `[B, D]`; `t` holds one
     /// time per sample (`B` values).
     fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, f64>, dy: ArrayViewMut2<'_, f64>) -> Result<()>;
+
+    /// The columns at which the adaptive error norm splits the `D`
+    /// components of a sample into groups: strictly increasing, each in
+    /// `1..D`. With groups, a sample's norm is the largest of the groups'
+    /// RMS norms (with [`ErrorNorm::Batch`], each group's RMS over the whole
+    /// batch, then the largest), as torchdiffeq's mixed norm measures a
+    /// tuple state; so a small group, such as the log-density column of an
+    /// augmented likelihood state (split at `D − 1`), keeps its own
+    /// tolerance instead of counting as one of `D` components. The
+    /// initial-step heuristic measures with the same groups.
+    ///
+    /// Empty (the default): one group, the RMS over all components. Fixed
+    /// steps ignore the groups; invalid splits make an adaptive solve fail
+    /// with [`Error::InvalidArgument`].
+    fn norm_groups(&self) -> &[usize] {
+        &[]
+    }
 }
 
 /// A solver method by name: an explicit Runge–Kutta method (see
@@ -686,6 +704,10 @@ fn solve_with_status(
         "the solver's working memory",
     )?;
     let saves = SavePlan::new(save_at)?;
+    let groups = match config.stepping {
+        Stepping::Adaptive(_) => norm::NormGroups::new(system.norm_groups(), y0.ncols())?,
+        Stepping::Fixed(_) => norm::NormGroups::whole(y0.ncols()),
+    };
     let mut rhs = stepper::Rhs::new(system, starts, ends);
     let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));
     // Every sample takes every step of a shared-step solve.
@@ -735,8 +757,9 @@ fn solve_with_status(
                 )));
             }
             if options.norm == ErrorNorm::Independent {
-                let run =
-                    independent::integrate(tableau, y0, &mut rhs, options, &saves, &mut saved)?;
+                let run = independent::integrate(
+                    tableau, y0, &mut rhs, options, &groups, &saves, &mut saved,
+                )?;
                 let solution = Solution {
                     y: run.y,
                     saved,
@@ -745,7 +768,7 @@ fn solve_with_status(
                 };
                 return Ok((solution, run.failure));
             }
-            let mut stepper = stepper::Stepper::new(tableau, y0);
+            let mut stepper = stepper::Stepper::new(tableau, y0).with_groups(groups);
             let stats = adaptive::integrate(&mut stepper, &mut rhs, options, &saves, &mut saved)?;
             Ok(shared(stepper.into_state(), saved, stats))
         }

@@ -3,6 +3,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+use super::norm::NormGroups;
 use super::{ButcherTableau, ErrorNorm, OdeSystem};
 use crate::{Error, Result};
 
@@ -129,6 +130,10 @@ pub(super) struct Stepper {
     k0_valid: bool,
     /// Whether f(s_new, y_new) is known for the last step.
     f_new_valid: bool,
+    /// The column groups of the error norm.
+    groups: NormGroups,
+    /// Each group's sum of squared scaled errors over the batch.
+    totals: Vec<f64>,
 }
 
 impl Stepper {
@@ -149,8 +154,23 @@ impl Stepper {
             weights: vec![0.0; stages],
             k0_valid: false,
             f_new_valid: false,
+            groups: NormGroups::whole(shape[1]),
+            totals: vec![0.0],
             tableau,
         }
+    }
+
+    /// Measures the error over these column groups (see
+    /// [`OdeSystem::norm_groups`]) instead of all columns as one.
+    pub fn with_groups(mut self, groups: NormGroups) -> Self {
+        self.totals = vec![0.0; groups.len()];
+        self.groups = groups;
+        self
+    }
+
+    /// The column groups of the error norm.
+    pub fn groups(&self) -> &NormGroups {
+        &self.groups
     }
 
     pub fn tableau(&self) -> &ButcherTableau {
@@ -265,10 +285,12 @@ impl Stepper {
 
     /// The error norm of the last step of size `h`, of the scaled errors
     /// `err / (atol + rtol·max(|y|, |y_new|))`: per sample the RMS over its
-    /// components, then the maximum over samples, so that every sample meets
-    /// the tolerance ([`ErrorNorm::PerSample`]); or one RMS over the whole
-    /// batch ([`ErrorNorm::Batch`]). Returns the norm and the sample with the
-    /// largest own norm (a non-finite one wins, so the caller can name it).
+    /// components (with column groups, the largest of the groups' RMS), then
+    /// the maximum over samples, so that every sample meets the tolerance
+    /// ([`ErrorNorm::PerSample`]); or one RMS over the whole batch (with
+    /// groups, per group, then the largest; [`ErrorNorm::Batch`]). Returns
+    /// the norm and the sample with the largest own norm (a non-finite one
+    /// wins, so the caller can name it).
     pub fn error_norm(&mut self, h: f64, rtol: f64, atol: f64, norm: ErrorNorm) -> (f64, usize) {
         let Some(e) = self.tableau.error_weights() else {
             return (0.0, 0);
@@ -284,11 +306,11 @@ impl Stepper {
             let r = e / (atol + rtol * a.abs().max(b.abs()));
             r * r
         };
+        let groups = &self.groups;
+        let totals = &mut self.totals;
+        totals.iter_mut().for_each(|t| *t = 0.0);
         let mut worst: (f64, usize) = (0.0, 0);
-        let mut total = 0.0;
-        let mut consider = |i: usize, sum: f64| {
-            total += sum;
-            let norm = (sum / dim.max(1) as f64).sqrt();
+        let mut consider = |i: usize, norm: f64| {
             // The first non-finite sample wins and is kept.
             if worst.0.is_finite() && (norm.is_nan() || norm > worst.0) {
                 worst = (norm, i);
@@ -305,8 +327,8 @@ impl Stepper {
                     .zip(y0.chunks_exact(dim))
                     .zip(y1.chunks_exact(dim));
                 for (i, ((err, y0), y1)) in rows.enumerate() {
-                    let sum = (0..dim).map(|j| ratio(err[j], y0[j], y1[j])).sum();
-                    consider(i, sum);
+                    let norm = groups.sample_norm(totals, |j| ratio(err[j], y0[j], y1[j]));
+                    consider(i, norm);
                 }
             }
             _ => {
@@ -317,8 +339,8 @@ impl Stepper {
                     .zip(self.y.rows())
                     .zip(self.y_new.rows());
                 for (i, ((err, y0), y1)) in rows.enumerate() {
-                    let sum = (0..dim).map(|j| ratio(err[j], y0[j], y1[j])).sum();
-                    consider(i, sum);
+                    let norm = groups.sample_norm(totals, |j| ratio(err[j], y0[j], y1[j]));
+                    consider(i, norm);
                 }
             }
         }
@@ -327,8 +349,7 @@ impl Stepper {
             // `independent`); here that reads as the per-sample norm.
             ErrorNorm::PerSample | ErrorNorm::Independent => worst,
             ErrorNorm::Batch => {
-                let values = (self.y.nrows() * dim).max(1) as f64;
-                let batch = (total / values).sqrt();
+                let batch = groups.batch_norm(totals, self.y.nrows());
                 // A non-finite sample still makes the batch norm non-finite.
                 (if worst.0.is_finite() { batch } else { worst.0 }, worst.1)
             }
