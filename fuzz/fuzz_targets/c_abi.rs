@@ -23,12 +23,14 @@ use fmrt_c_api::extras::*;
 use fmrt_c_api::field::*;
 use fmrt_c_api::fmrt_status;
 use fmrt_c_api::likelihood::*;
+use fmrt_c_api::likelihood_result::*;
 use fmrt_c_api::model::*;
 use fmrt_c_api::path::*;
 use fmrt_c_api::random::*;
 use fmrt_c_api::sampler::*;
 use fmrt_c_api::scheduler::*;
 use fmrt_c_api::solver::*;
+use fmrt_c_api::tune::*;
 use libfuzzer_sys::fuzz_target;
 
 /// Most calls one input makes (each call is cheap, but inputs stay fast).
@@ -267,7 +269,7 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
     // leave `h`), every array pointer is NULL or holds the length passed
     // beside it, and outputs are distinct from inputs.
     unsafe {
-        match bytes.u8() % 25 {
+        match bytes.u8() % 26 {
             0 => {
                 let name = bytes.string(BUILTINS);
                 let param_name = bytes.string(PARAM_NAMES);
@@ -853,6 +855,174 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                     )),
                 }
                 fmrt_model_options_free(options);
+            }
+            25 => {
+                // Partial results and per-sample statistics: a partial
+                // sampler's status shard, a likelihood result handle with its
+                // accessors, and a work-precision table on small budgets (a
+                // budget is the caller's request for work, so the target keeps
+                // it small; its lengths and pointers are fuzzed as elsewhere).
+                let sampler = pick(bytes, &h.samplers);
+                match bytes.u8() % 3 {
+                    0 => {
+                        let mut out = null_mut();
+                        let status =
+                            fmrt_sampler_with_partial(sampler, i32::from(bytes.u8() % 2), &mut out);
+                        if status == fmrt_status::Ok {
+                            let size = h.sampler_state_size(sampler);
+                            h.sampler_sizes.insert(out as usize, size);
+                        }
+                        keep(status, out, &mut h.samplers);
+                        let target = pick(bytes, &h.samplers);
+                        let n = bytes.count();
+                        let want = n.saturating_mul(h.sampler_state_size(target));
+                        let mut x = Buffer::new(bytes.length(want), bytes.one_in(9), || 0f32);
+                        let mut status_out = Buffer::new(bytes.length(n), bytes.one_in(5), || {
+                            fmrt_sample_status::Done
+                        });
+                        let mut accepted = Buffer::new(bytes.length(n), bytes.one_in(5), || 0u64);
+                        let mut rejected = Buffer::new(bytes.length(n), bytes.one_in(5), || 0u64);
+                        let mut stats = MaybeUninit::uninit();
+                        check(fmrt_sampler_sample_rows_status(
+                            target,
+                            u64::from(bytes.u8()),
+                            n,
+                            3,
+                            pick(bytes, &h.extras),
+                            x.mut_ptr(),
+                            x.len,
+                            status_out.mut_ptr(),
+                            status_out.len,
+                            accepted.mut_ptr(),
+                            accepted.len,
+                            rejected.mut_ptr(),
+                            rejected.len,
+                            if bytes.one_in(6) {
+                                null_mut()
+                            } else {
+                                stats.as_mut_ptr()
+                            },
+                        ));
+                    }
+                    1 => {
+                        let f = pick(bytes, &h.fields);
+                        let size = if f.is_null() { 0 } else { state_size(f) };
+                        let mut config = null_mut();
+                        check(fmrt_likelihood_config_new(&mut config));
+                        let solver = pick(bytes, &h.solvers);
+                        if solver.is_null() {
+                            fmrt_likelihood_config_free(config);
+                            return;
+                        }
+                        check(fmrt_likelihood_config_set_solver(config, solver));
+                        let divergence = bytes.string(DIVERGENCES);
+                        check(fmrt_likelihood_config_set_divergence(
+                            config,
+                            divergence.as_ptr(),
+                        ));
+                        check(fmrt_likelihood_config_set_probes(config, bytes.count()));
+                        check(fmrt_likelihood_config_set_partial(
+                            config,
+                            i32::from(bytes.u8() % 2),
+                        ));
+                        let n = bytes.count();
+                        let want = n.saturating_mul(size);
+                        let x =
+                            Buffer::new(bytes.length(want), bytes.one_in(9), || bytes.f64() as f32);
+                        let t = Buffer::new(bytes.length(n), bytes.one_in(4), || bytes.f64());
+                        let mut result = null_mut();
+                        let status = fmrt_log_likelihood_result(
+                            f,
+                            config,
+                            x.ptr(),
+                            x.len,
+                            n,
+                            t.ptr(),
+                            t.len,
+                            null(),
+                            &mut result,
+                        );
+                        check(status);
+                        fmrt_likelihood_config_free(config);
+                        if status != fmrt_status::Ok {
+                            return;
+                        }
+                        let mut len = 0;
+                        check(fmrt_likelihood_result_len(result, &mut len));
+                        let mut log_p = Buffer::new(bytes.length(len), bytes.one_in(6), || 0f64);
+                        check(fmrt_likelihood_result_log_p(
+                            result,
+                            log_p.mut_ptr(),
+                            log_p.len,
+                        ));
+                        let mut se = Buffer::new(bytes.length(len), bytes.one_in(6), || 0f64);
+                        check(fmrt_likelihood_result_std_error(
+                            result,
+                            se.mut_ptr(),
+                            se.len,
+                        ));
+                        let mut st = Buffer::new(bytes.length(len), bytes.one_in(6), || {
+                            fmrt_sample_status::Done
+                        });
+                        check(fmrt_likelihood_result_sample_status(
+                            result,
+                            st.mut_ptr(),
+                            st.len,
+                        ));
+                        let mut a = Buffer::new(bytes.length(len), bytes.one_in(6), || 0u64);
+                        let mut r = Buffer::new(bytes.length(len), bytes.one_in(6), || 0u64);
+                        check(fmrt_likelihood_result_sample_steps(
+                            result,
+                            a.mut_ptr(),
+                            a.len,
+                            r.mut_ptr(),
+                            r.len,
+                        ));
+                        fmrt_likelihood_result_free(result);
+                    }
+                    _ => {
+                        let budgets =
+                            Buffer::new(bytes.below(3), bytes.one_in(7), || 1 + bytes.below(6));
+                        let mut table = null_mut();
+                        let status = fmrt_tune(
+                            sampler,
+                            budgets.ptr(),
+                            budgets.len,
+                            bytes.below(5),
+                            u64::from(bytes.u8()),
+                            bytes.f64() * 1e-3,
+                            pick(bytes, &h.extras),
+                            pick(bytes, &h.schedulers),
+                            &mut table,
+                        );
+                        check(status);
+                        if status != fmrt_status::Ok {
+                            return;
+                        }
+                        let mut len = 0;
+                        check(fmrt_tune_table_len(table, &mut len));
+                        let mut row = MaybeUninit::uninit();
+                        check(fmrt_tune_table_row(
+                            table,
+                            bytes.below(len + 2),
+                            row.as_mut_ptr(),
+                        ));
+                        check(fmrt_tune_table_best(
+                            table,
+                            bytes.below(8),
+                            row.as_mut_ptr(),
+                        ));
+                        let mut skipped_len = 0;
+                        check(fmrt_tune_table_skipped_len(table, &mut skipped_len));
+                        let mut skipped = MaybeUninit::uninit();
+                        check(fmrt_tune_table_skipped(
+                            table,
+                            bytes.below(skipped_len + 2),
+                            skipped.as_mut_ptr(),
+                        ));
+                        fmrt_tune_table_free(table);
+                    }
+                }
             }
             _ => {
                 let s = pick(bytes, &h.schedulers);
