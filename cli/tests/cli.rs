@@ -849,6 +849,35 @@ mod models {
         }
     }
 
+    /// Half-way between the fewest and the most accepted steps of a run's
+    /// `--json` summary: a `--max-steps` that stops some samples, not all.
+    fn midway_step_budget(json: &str) -> String {
+        let summary: serde_json::Value = serde_json::from_str(json).expect("one JSON object");
+        let accepted = &summary["per_sample"]["accepted_steps"];
+        let (lo, hi) = (
+            accepted["min"].as_u64().expect("min"),
+            accepted["max"].as_u64().expect("max"),
+        );
+        assert!(lo < hi, "samples take different steps: {summary}");
+        ((lo + hi) / 2).to_string()
+    }
+
+    /// The samples a partial run of `n` names as stopped by `max_steps`
+    /// (some, not all).
+    fn unfinished_samples(summary: &serde_json::Value, n: usize) -> Vec<usize> {
+        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|u| {
+                assert_eq!(u["status"], "max_steps");
+                u["index"].as_u64().expect("an index") as usize
+            })
+            .collect();
+        assert!(!stopped.is_empty() && stopped.len() < n, "{summary}");
+        stopped
+    }
+
     /// `--partial` with a small `--max-steps`: the samples that finish are
     /// written as the full run writes them, the others are named with their
     /// status, and the exit code is 4; fixed steps refuse it by name.
@@ -875,30 +904,13 @@ mod models {
         };
         let o = sample(&full, &[]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let summary: serde_json::Value =
-            serde_json::from_str(&stdout(&o)).expect("one JSON object");
-        let accepted = &summary["per_sample"]["accepted_steps"];
-        let (lo, hi) = (
-            accepted["min"].as_u64().expect("min"),
-            accepted["max"].as_u64().expect("max"),
-        );
-        assert!(lo < hi, "samples take different steps: {summary}");
-        let budget = ((lo + hi) / 2).to_string();
+        let budget = midway_step_budget(&stdout(&o));
         let o = sample(&part, &["--partial", "--max-steps", &budget]);
         assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
         assert!(stderr(&o).contains("did not finish"), "{}", stderr(&o));
         let summary: serde_json::Value =
             serde_json::from_str(&stdout(&o)).expect("one JSON object");
-        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|u| {
-                assert_eq!(u["status"], "max_steps");
-                u["index"].as_u64().expect("an index") as usize
-            })
-            .collect();
-        assert!(!stopped.is_empty() && stopped.len() < 48, "{summary}");
+        let stopped = unfinished_samples(&summary, 48);
         assert_eq!(
             summary["per_sample"]["status"]["done"].as_u64(),
             Some(48 - stopped.len() as u64)
@@ -934,26 +946,12 @@ mod models {
         };
         let o = likelihood(&logp_full, &[]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let summary: serde_json::Value =
-            serde_json::from_str(&stdout(&o)).expect("one JSON object");
-        let accepted = &summary["per_sample"]["accepted_steps"];
-        let (lo, hi) = (
-            accepted["min"].as_u64().expect("min"),
-            accepted["max"].as_u64().expect("max"),
-        );
-        assert!(lo < hi, "samples take different steps: {summary}");
-        let budget = ((lo + hi) / 2).to_string();
+        let budget = midway_step_budget(&stdout(&o));
         let o = likelihood(&logp_part, &["--partial", "--max-steps", &budget]);
         assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
         let summary: serde_json::Value =
             serde_json::from_str(&stdout(&o)).expect("one JSON object");
-        let stopped: Vec<usize> = summary["per_sample"]["unfinished"]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|u| u["index"].as_u64().expect("an index") as usize)
-            .collect();
-        assert!(!stopped.is_empty() && stopped.len() < 48, "{summary}");
+        let stopped = unfinished_samples(&summary, 48);
         let want: ndarray::Array1<f64> = read_npy(&logp_full).expect("a float64 .npy");
         let got: ndarray::Array1<f64> = read_npy(&logp_part).expect("a float64 .npy");
         for (i, (got, want)) in got.iter().zip(&want).enumerate() {
