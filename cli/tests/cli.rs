@@ -2047,19 +2047,18 @@ mod data_and_demo {
     }
 }
 
-/// The command line of one real-model case: the flags a user of that
-/// project gives (README, "Models from other projects").
-fn real_model_args(
+/// The model flags of one real-model case, as a user of that project gives
+/// them (README, "Models from other projects"): the model, its inputs and
+/// clock, the noise scale, guidance with its null condition, and the case's
+/// conditioning.
+fn recipe_flags(
     spec: &serde_json::Value,
     case: &serde_json::Value,
     dir: &std::path::Path,
-    out: &std::path::Path,
-    grid: &std::path::Path,
 ) -> Vec<String> {
     let f = &spec["fmrt"];
     let path = |name: &str| dir.join(name).display().to_string();
     let mut args: Vec<String> = vec![
-        "sample".into(),
         "--model".into(),
         path(spec["model"].as_str().unwrap()),
         "--state-input".into(),
@@ -2072,15 +2071,6 @@ fn real_model_args(
         f["time_scale"].to_string(),
         "--noise-scale".into(),
         f["noise_scale"].to_string(),
-        "--solver".into(),
-        "euler".into(),
-        "--grid".into(),
-        grid.display().to_string(),
-        "--noise".into(),
-        path(case["noise"].as_str().unwrap()),
-        "-o".into(),
-        out.display().to_string(),
-        "-q".into(),
     ];
     if let Some(w) = f["guidance"].as_f64() {
         args.extend(["--guidance".into(), w.to_string()]);
@@ -2101,6 +2091,33 @@ fn real_model_args(
         };
         args.extend(["--null-cond".into(), format!("{name}={value}")]);
     }
+    args
+}
+
+/// The `sample` command line of one real-model case: its recipe's flags,
+/// Euler on the case's grid, from the case's noise.
+fn real_model_args(
+    spec: &serde_json::Value,
+    case: &serde_json::Value,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    grid: &std::path::Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["sample".into()];
+    args.extend(recipe_flags(spec, case, dir));
+    args.extend([
+        "--solver".into(),
+        "euler".into(),
+        "--grid".into(),
+        grid.display().to_string(),
+        "--noise".into(),
+        dir.join(case["noise"].as_str().unwrap())
+            .display()
+            .to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "-q".into(),
+    ]);
     args
 }
 
@@ -2578,7 +2595,6 @@ mod tune {
     fn tune_runs_on_every_real_model_with_its_recipe() {
         use ndarray_npy::read_npy;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real");
-        let path = |name: &str| dir.join(name).display().to_string();
         for name in [
             "cosyvoice_b2",
             "cosyvoice_dyn",
@@ -2590,24 +2606,13 @@ mod tune {
         ] {
             let text = std::fs::read_to_string(dir.join(format!("{name}.cases.json"))).unwrap();
             let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let (f, case) = (&spec["fmrt"], &spec["cases"][0]);
+            let case = &spec["cases"][0];
             let noise: ndarray::ArrayD<f32> =
                 read_npy(dir.join(case["noise"].as_str().unwrap())).unwrap();
             let shape: Vec<String> = noise.shape()[1..].iter().map(|d| d.to_string()).collect();
-            let mut args: Vec<String> = vec![
-                "tune".into(),
-                "--model".into(),
-                path(spec["model"].as_str().unwrap()),
-                "--state-input".into(),
-                f["state_input"].as_str().unwrap().into(),
-                "--time-input".into(),
-                f["time_input"].as_str().unwrap().into(),
-                "--time-direction".into(),
-                f["time_direction"].as_str().unwrap().into(),
-                "--time-scale".into(),
-                f["time_scale"].to_string(),
-                "--noise-scale".into(),
-                f["noise_scale"].to_string(),
+            let mut args: Vec<String> = vec!["tune".into()];
+            args.extend(super::recipe_flags(&spec, case, &dir));
+            args.extend([
                 "--shape".into(),
                 shape.join(","),
                 "-n".into(),
@@ -2619,28 +2624,7 @@ mod tune {
                 "--reference-tol".into(),
                 "1e-4".into(),
                 "--json".into(),
-            ];
-            if let Some(w) = f["guidance"].as_f64() {
-                args.extend(["--guidance".into(), w.to_string()]);
-            }
-            for (input, value) in case["cond"].as_object().unwrap() {
-                let value = match value {
-                    serde_json::Value::String(file) => path(file),
-                    number => number.to_string(),
-                };
-                args.extend(["--cond".into(), format!("{input}={value}")]);
-            }
-            for (input, value) in f["null_condition"].as_object().unwrap() {
-                let value = match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Object(o) if o.contains_key("fill") => {
-                        format!("fill:{}", o["fill"])
-                    }
-                    serde_json::Value::Object(o) => path(o["tensor"].as_str().unwrap()),
-                    other => panic!("{other}"),
-                };
-                args.extend(["--null-cond".into(), format!("{input}={value}")]);
-            }
+            ]);
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = fmrt(&refs);
             assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
