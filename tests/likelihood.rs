@@ -32,17 +32,7 @@ fn ring(schedule: Arc<dyn Schedule>) -> Arc<GaussianMixture> {
 
 /// A 16-D mixture of 4 components with unequal weights and spreads.
 fn mixture16(schedule: Arc<dyn Schedule>) -> Arc<GaussianMixture> {
-    let mut rng = SeededRng::new(16);
-    let means = Array2::from_shape_simple_fn((4, 16), || 1.5 * rng.normal());
-    Arc::new(
-        GaussianMixture::new(
-            &[1.0, 2.0, 1.5, 0.5],
-            means.view(),
-            &[0.5, 0.8, 1.0, 0.6],
-            schedule,
-        )
-        .expect("valid mixture"),
-    )
+    mixture_nd(16, 16, schedule)
 }
 
 /// Hides a field's exact divergence, so the likelihood takes the JVP path.

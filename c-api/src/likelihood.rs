@@ -650,6 +650,34 @@ pub(crate) unsafe fn likelihood(
     })
 }
 
+/// The `n` samples `x[0..x_len]` of a likelihood call and their start times
+/// (one for all, or one per sample).
+///
+/// # Safety
+///
+/// Each pointer is NULL or holds the length beside it.
+pub(crate) unsafe fn states_and_start_times<'a>(
+    x: *const f32,
+    x_len: usize,
+    t_start: *const f64,
+    t_start_len: usize,
+    n: usize,
+) -> FfiResult<(&'a [f32], &'a [f64])> {
+    // SAFETY: the caller's contract, for each pointer.
+    let (x, t_start) = unsafe {
+        (
+            slice(x, x_len, "x")?,
+            slice(t_start, t_start_len, "t_start")?,
+        )
+    };
+    if t_start_len != 1 && t_start_len != n {
+        return Err(FfiError::shape(format!(
+            "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
+        )));
+    }
+    Ok((x, t_start))
+}
+
 /// Checks that `x_len` is `n × state size` and returns the batch shape.
 pub(crate) fn check_x(f: &fmrt_field, x_len: usize, n: usize) -> FfiResult<Vec<usize>> {
     let (shape, len) = batch_shape(f, n)?;
@@ -963,18 +991,8 @@ unsafe fn log_likelihood(
     out: Outputs,
 ) -> FfiResult<()> {
     let n = shape.first().copied().unwrap_or(0);
-    // SAFETY: the caller's contract, for each pointer.
-    let (x, t_start) = unsafe {
-        (
-            slice(x, x_len, "x")?,
-            slice(t_start, t_start_len, "t_start")?,
-        )
-    };
-    if t_start_len != 1 && t_start_len != n {
-        return Err(FfiError::shape(format!(
-            "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
-        )));
-    }
+    // SAFETY: the caller's contract.
+    let (x, t_start) = unsafe { states_and_start_times(x, x_len, t_start, t_start_len, n) }?;
     if n > 0 {
         check_out(out.log_p.0, "out_log_p")?;
     }

@@ -8,10 +8,10 @@ use ndarray::{ArrayViewD, IxDyn};
 use crate::error::{fmrt_status, FfiError, FfiResult};
 use crate::extras::fmrt_extras;
 use crate::field::fmrt_field;
-use crate::likelihood::{check_x, fmrt_likelihood_config, likelihood};
+use crate::likelihood::{check_x, fmrt_likelihood_config, likelihood, states_and_start_times};
 use crate::panic::{guard, guard_or};
 use crate::solver::fmrt_sample_status;
-use crate::{check_out, free_handle, handle, put_handle, slice, slice_out};
+use crate::{check_out, free_handle, handle, put_handle, slice_out};
 use fmrt::likelihood::LogLikelihood;
 
 /// The log-likelihoods of one batch with everything computed on the way,
@@ -52,18 +52,8 @@ pub unsafe extern "C" fn fmrt_log_likelihood_result(
         // SAFETY: the caller's contract.
         let f = unsafe { handle(field, "field") }?;
         let shape = check_x(f, x_len, n)?;
-        // SAFETY: the caller's contract, for each pointer.
-        let (x, t_start) = unsafe {
-            (
-                slice(x, x_len, "x")?,
-                slice(t_start, t_start_len, "t_start")?,
-            )
-        };
-        if t_start_len != 1 && t_start_len != n {
-            return Err(FfiError::shape(format!(
-                "t_start holds {t_start_len} times; give one for all or one per sample ({n})"
-            )));
-        }
+        // SAFETY: the caller's contract.
+        let (x, t_start) = unsafe { states_and_start_times(x, x_len, t_start, t_start_len, n) }?;
         // SAFETY: the caller's contract.
         let lik = unsafe { likelihood(f, config, extras) }?;
         let xv =
