@@ -1167,7 +1167,8 @@ fmrt_status fmrt_likelihood_config_set_seed(fmrt_likelihood_config *config, uint
  own steps: the others are computed bit for bit as in a full run. A
  stopped sample's log p (and bits per dimension, standard error) is
  NaN; `fmrt_likelihood_result_sample_status` tells which stopped and
- why. With fixed or shared steps a failure still fails the call.
+ why. With fixed or shared steps no sample can stop alone, and the
+ likelihood calls refuse a partial config (`FMRT_STATUS_INVALID_ARGUMENT`).
 
  # Safety
 
@@ -2177,7 +2178,9 @@ fmrt_status fmrt_sampler_with_noise_scale(const fmrt_sampler *sampler,
  in a full run, and a stopped sample's state is where it got to.
  `fmrt_sampler_sample_rows_status` tells which stopped and why (the other
  sample calls write the states without saying). With fixed or shared
- steps a failure still fails the call. `sampler` itself is unchanged.
+ steps, or an SDE, no sample can stop alone, and the sampling calls of a
+ partial sampler are refused (`FMRT_STATUS_INVALID_ARGUMENT`).
+ `sampler` itself is unchanged.
 
  # Safety
 

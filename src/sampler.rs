@@ -140,8 +140,8 @@ impl Sampler {
     /// [`Samples::samples`] tells each one's
     /// [`SampleStatus`](crate::solver::SampleStatus); a stopped sample's
     /// state is where it got to (the last finite one). With fixed or shared
-    /// steps a failure still fails the batch, as
-    /// [`solve_partial`](crate::solver::solve_partial) does.
+    /// steps, or a stochastic sampler, no sample can stop alone, and a run
+    /// is refused ([`check_partial`](crate::solver::check_partial)).
     pub fn allow_partial(mut self, allow: bool) -> Self {
         self.partial = allow;
         self
@@ -299,6 +299,13 @@ impl Sampler {
                             .to_string(),
                     ));
                 }
+                if self.partial {
+                    return Err(Error::InvalidArgument(
+                        "partial results need adaptive steps, where every sample can stop \
+                         alone; stochastic sampling (Euler–Maruyama on fixed steps) has none"
+                            .to_string(),
+                    ));
+                }
                 self.euler_maruyama(sde, x0, &points, first, seed)
             }
             None => self.integrate_ode(x0.view(), &TimeSpan::Full, times),
@@ -428,6 +435,7 @@ impl Sampler {
 
         let mut system = FieldSystem::new(self.field.as_ref(), &extras, &state_shape, batch);
         let solution = if self.partial {
+            solver::check_partial(&solver)?;
             solver::solve_partial(&mut system, y0.view(), &solver, &interval, &save_at)?
         } else {
             solver::solve(&mut system, y0.view(), &solver, &interval, &save_at)?

@@ -9,7 +9,7 @@ use fmrt::field::analytic::GaussianMixture;
 use fmrt::likelihood::Likelihood;
 use fmrt::sampler::Sampler;
 use fmrt::scheduler::Scheduler;
-use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SampleStatus, SolverConfig};
+use fmrt::solver::{AdaptiveOptions, ErrorNorm, Method, SampleStatus, SolverConfig, Steps};
 use fmrt::Error;
 
 fn ring() -> Arc<GaussianMixture> {
@@ -104,9 +104,19 @@ fn a_sampler_returns_the_finished_samples_when_others_hit_max_steps() {
     assert_eq!(partial.unfinished().len(), stopped);
     println!("max_steps {max_steps}: {done} finished, {stopped} stopped");
     assert!(done > 0 && stopped > 0);
-    // Shared steps cannot stop a sample alone: the batch fails as before.
+    // Shared or fixed steps cannot stop a sample alone: asking for partial
+    // results there is refused by name, not ignored.
     let shared = Sampler::new(ring(), dopri5(3, ErrorNorm::PerSample)).allow_partial(true);
-    assert!(matches!(shared.sample(8, 3), Err(Error::MaxSteps { .. })));
+    let fixed = Sampler::new(ring(), SolverConfig::fixed(Method::Euler, Steps::Count(4)))
+        .allow_partial(true);
+    for (sampler, named) in [(shared, "`sample`"), (fixed, "fixed steps")] {
+        match sampler.sample(8, 3) {
+            Err(Error::InvalidArgument(m)) => {
+                assert!(m.contains("partial results") && m.contains(named), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]

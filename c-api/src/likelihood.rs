@@ -501,7 +501,8 @@ pub unsafe extern "C" fn fmrt_likelihood_config_set_seed(
 /// own steps: the others are computed bit for bit as in a full run. A
 /// stopped sample's log p (and bits per dimension, standard error) is
 /// NaN; `fmrt_likelihood_result_sample_status` tells which stopped and
-/// why. With fixed or shared steps a failure still fails the call.
+/// why. With fixed or shared steps no sample can stop alone, and the
+/// likelihood calls refuse a partial config (`FMRT_STATUS_INVALID_ARGUMENT`).
 ///
 /// # Safety
 ///

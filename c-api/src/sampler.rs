@@ -153,7 +153,9 @@ pub unsafe extern "C" fn fmrt_sampler_with_noise_scale(
 /// in a full run, and a stopped sample's state is where it got to.
 /// `fmrt_sampler_sample_rows_status` tells which stopped and why (the other
 /// sample calls write the states without saying). With fixed or shared
-/// steps a failure still fails the call. `sampler` itself is unchanged.
+/// steps, or an SDE, no sample can stop alone, and the sampling calls of a
+/// partial sampler are refused (`FMRT_STATUS_INVALID_ARGUMENT`).
+/// `sampler` itself is unchanged.
 ///
 /// # Safety
 ///

@@ -38,7 +38,7 @@ pub fn run(args: &LikelihoodArgs) -> Result<ExitCode, Failure> {
         None => data,
     };
     check_divergence(&opened, &divergence)?;
-    check_partial(args.partial, &solver, false)?;
+    check_partial(args.partial, &solver)?;
     if args.std_error.is_some() && divergence.random_probes().is_none_or(|(k, _)| k < 2) {
         return Err(fail!(
             "--std-error needs a stochastic divergence with at least 2 probes (--divergence \

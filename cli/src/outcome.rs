@@ -2,7 +2,7 @@
 //! run, gathered chunk by chunk in bounded memory, for `--json` and the
 //! `--partial` report of `fmrt sample` and `fmrt likelihood`.
 
-use fmrt::solver::{ErrorNorm, SampleStats, SampleStatus, SolverConfig};
+use fmrt::solver::{SampleStats, SampleStatus, SolverConfig};
 use serde_json::{json, Value};
 
 use crate::failure::{fail, Failure};
@@ -132,21 +132,12 @@ impl Outcome {
     }
 }
 
-/// Refuses `--partial` where no sample can stop alone: fixed steps, the
-/// shared-step error norms, or a stochastic sampler.
-pub fn check_partial(partial: bool, solver: &SolverConfig, sde: bool) -> Result<(), Failure> {
-    if !partial {
-        return Ok(());
-    }
-    let independent = solver
-        .adaptive_options()
-        .is_some_and(|o| o.norm == ErrorNorm::Independent);
-    if sde || !independent {
-        return Err(fail!(
-            "--partial needs adaptive steps with --error-norm independent (the default for \
-             adaptive methods), where every sample has its own steps and can stop alone; \
-             with fixed or shared steps, or --sde, a failure stops the whole batch"
-        ));
+/// Refuses `--partial` where no sample can stop alone (fixed steps, which
+/// stochastic sampling also takes, or a shared-step error norm), before any
+/// work: the library's rule, under the flag's name.
+pub fn check_partial(partial: bool, solver: &SolverConfig) -> Result<(), Failure> {
+    if partial {
+        fmrt::solver::check_partial(solver).map_err(|e| fail!("--partial: {e}"))?;
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
     }
     let opened = open_model(&args.model, &args.adapt)?;
     let solver = solver_config_with(&args.solver, opened.sampling_schedule())?;
-    check_partial(args.partial, &solver, args.sde.is_some())?;
+    check_partial(args.partial, &solver)?;
     let model = opened.network().clone();
     let field = opened.field();
 

@@ -961,13 +961,17 @@ mod models {
                 assert_eq!(got.to_bits(), want.to_bits(), "sample {i}");
             }
         }
-        // Fixed steps and shared norms cannot stop a sample alone.
+        // Fixed steps and shared norms cannot stop a sample alone: refused.
         for extra in [&["--solver", "euler"][..], &["--error-norm", "batch"]] {
             let mut argv = extra.to_vec();
             argv.push("--partial");
             let o = sample(&part, &argv);
             assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-            assert!(stderr(&o).contains("--partial needs"), "{}", stderr(&o));
+            let message = stderr(&o);
+            assert!(
+                message.contains("--partial") && message.contains("partial results need"),
+                "{message}"
+            );
         }
     }
 

@@ -436,6 +436,7 @@ impl Likelihood {
         };
         let solver = self.solver_towards(end)?;
         let solution = if self.partial {
+            solver::check_partial(&solver)?;
             solver::solve_partial(&mut system, y0, &solver, &interval, &[])?
         } else {
             solver::solve(&mut system, y0, &solver, &interval, &[])?

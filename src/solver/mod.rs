@@ -663,6 +663,25 @@ pub fn solve(
     }
 }
 
+/// Refuses partial results (a failed sample stopping alone, as
+/// [`solve_partial`] returns it) for a solver under which no sample can stop
+/// alone: fixed steps, or adaptive steps with a shared-step
+/// [`ErrorNorm`] (one step sequence for the whole batch). The samplers and
+/// likelihoods call it, so every front end refuses such a setting by name
+/// instead of ignoring it.
+pub fn check_partial(config: &SolverConfig) -> Result<()> {
+    let why = match config.adaptive_options() {
+        Some(o) if o.norm == ErrorNorm::Independent => return Ok(()),
+        Some(o) => format!("the shared-step error norm `{}`", o.norm.name()),
+        None => format!("fixed steps ({})", config.method),
+    };
+    Err(Error::InvalidArgument(format!(
+        "partial results need adaptive steps with the independent error norm (the default \
+         for adaptive methods), where every sample has its own steps and can stop alone; \
+         with {why} a failure stops the whole batch"
+    )))
+}
+
 /// Like [`solve`], but with [`ErrorNorm::Independent`] a sample that fails
 /// (too many steps, a step size underflow, a non-finite state) stops alone:
 /// the others still finish, and [`Solution::samples`] tells each sample's
