@@ -8,10 +8,14 @@
 //! cosine grid t = 1 − cos(πu/2):
 //! - bare: CosyVoice's `solve_euler` on a plain `Session::run`, one call of
 //!   batch 2 per step, the guidance mix and the Euler update in plain Rust;
-//! - fmrt: `Model` (guidance, fixed batch) + `Sampler` on the same inputs.
+//! - fmrt: `Model` (guidance, fixed batch) + `Sampler` on the same inputs,
+//!   with its default f64 solver state and with an f32 state
+//!   (`StatePrecision::F32`, as the bare loop keeps it).
 //!
-//! Reported: the median time of each and their ratio (1.00 = fmrt costs
-//! nothing beyond the network), the model calls per step (1: guidance
+//! Reported: the median time of each and the median of the ratios of
+//! neighbouring runs (1.00 = fmrt costs nothing beyond the network; the
+//! three loops take turns, so a change of the machine's load touches
+//! neighbours alike), the model calls per step (1: guidance
 //! halves in one call), the sessions after a second length (T = 300)
 //! (1: no session per shape) and that length's first-call time. Medians of
 //! repeated runs; nothing is asserted.
@@ -25,7 +29,7 @@ use fmrt::grid::explicit_steps;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::random::SeededRng;
 use fmrt::sampler::Sampler;
-use fmrt::solver::{Method, SolverConfig};
+use fmrt::solver::{Method, SolverConfig, StatePrecision};
 use ndarray::{Array1, ArrayD, Axis};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -132,9 +136,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // FMRT_BENCH_SPINNING=0 builds both sessions without intra-op spinning,
     // so neither loop's idle threads spin against the other's on few cores.
     let spinning = std::env::var("FMRT_BENCH_SPINNING").as_deref() != Ok("0");
-    let mut session = Session::builder(environment)?
-        .with_intra_op_spinning(spinning)?
-        .commit_from_file(&path)?;
+    // FMRT_BENCH_THREADS=N gives both sessions N intra-op threads (default:
+    // ONNX Runtime's choice); 1 keeps the two sessions' pools from sharing
+    // the cores.
+    let threads: Option<usize> = std::env::var("FMRT_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut builder = Session::builder(environment)?.with_intra_op_spinning(spinning)?;
+    let mut network = OnnxField::builder().spinning(spinning);
+    if let Some(n) = threads {
+        builder = builder.with_intra_threads(n)?;
+        network = network.intra_threads(n);
+    }
+    let mut session = builder.commit_from_file(&path)?;
     let null = NullCondition::new()
         .with("mu", NullValue::Zeros)
         .with("spks", NullValue::Zeros)
@@ -144,45 +158,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         null_condition: Some(null),
         ..ModelOptions::default()
     };
-    let network = OnnxField::builder().spinning(spinning).load_file(&path)?;
+    let network = network.load_file(&path)?;
     let model = Model::new(std::sync::Arc::new(network), options)?;
     let channels = model.network().inputs()[0].dims[1].fixed().unwrap_or(80);
 
     let long = inputs(channels, 500);
     let sampler = fmrt_sampler(&model, &long, &times);
-    // Same result first: the two loops are the same computation.
+    let sampler32 = sampler.clone().with_state_precision(StatePrecision::F32);
+    // Same result first: the loops are the same computation.
     let bare_x = bare_loop(&mut session, &long, &times)?;
     let fmrt_out = sampler.sample_from_noise(long.x0.view(), &[])?;
-    let diff = (&bare_x - &fmrt_out.x)
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let fmrt32_out = sampler32.sample_from_noise(long.x0.view(), &[])?;
+    let max_diff = |x: &ArrayD<f32>| (&bare_x - x).iter().fold(0.0f32, |m, v| m.max(v.abs()));
     println!(
         "cosyvoice_b2 stand-in, T = 500, w = {CFG}, {STEPS} Euler steps on the cosine grid: \
-         {} model calls ({} per step), max |fmrt - bare| = {diff:.2e}",
+         {} model calls ({} per step), max |fmrt - bare| = {:.2e} (f64 state), {:.2e} (f32)",
         fmrt_out.stats.nfe,
-        fmrt_out.stats.nfe / STEPS
+        fmrt_out.stats.nfe / STEPS,
+        max_diff(&fmrt_out.x),
+        max_diff(&fmrt32_out.x)
     );
-    let mut bare_times = Vec::new();
-    let mut fmrt_times = Vec::new();
-    // Alternating which loop goes first, so neither always follows the other.
+    // [bare, fmrt f64, fmrt f32], each round in a rotated order so that no
+    // loop always follows the same other.
+    let mut runs: [Vec<f64>; 3] = Default::default();
     for k in 0..REPEATS {
-        for first in [k % 2 == 0, k % 2 != 0] {
+        for j in 0..3 {
+            let which = (j + k) % 3;
             let started = Instant::now();
-            if first {
-                std::hint::black_box(bare_loop(&mut session, &long, &times)?);
-                bare_times.push(started.elapsed().as_secs_f64());
-            } else {
-                std::hint::black_box(sampler.sample_from_noise(long.x0.view(), &[])?);
-                fmrt_times.push(started.elapsed().as_secs_f64());
+            match which {
+                0 => drop(std::hint::black_box(bare_loop(
+                    &mut session,
+                    &long,
+                    &times,
+                )?)),
+                1 => drop(std::hint::black_box(
+                    sampler.sample_from_noise(long.x0.view(), &[])?,
+                )),
+                _ => drop(std::hint::black_box(
+                    sampler32.sample_from_noise(long.x0.view(), &[])?,
+                )),
             }
+            runs[which].push(started.elapsed().as_secs_f64());
         }
     }
-    let (bare, ours) = (median(bare_times), median(fmrt_times));
+    let paired = |ours: &[f64]| median(ours.iter().zip(&runs[0]).map(|(f, b)| f / b).collect());
     println!(
-        "  bare Session::run loop {:.2} ms, fmrt {:.2} ms: fmrt / bare = {:.3}",
-        bare * 1e3,
-        ours * 1e3,
-        ours / bare
+        "  bare Session::run loop {:.2} ms; fmrt {:.2} ms (f64 state), {:.2} ms (f32 state): \
+         fmrt / bare = {:.3} (f64 state), {:.3} (f32 state)",
+        median(runs[0].clone()) * 1e3,
+        median(runs[1].clone()) * 1e3,
+        median(runs[2].clone()) * 1e3,
+        paired(&runs[1]),
+        paired(&runs[2]),
     );
 
     // One call of the network alone: fmrt's OnnxField against Session::run

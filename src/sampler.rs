@@ -16,7 +16,9 @@ use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn};
 
 use crate::field::{Extras, VelocityField};
 use crate::random::{Lane, SeededRng};
-use crate::solver::{self, Interval, Method, OdeSystem, SampleStats, SolverConfig, Stats, Steps};
+use crate::solver::{
+    self, Interval, Method, OdeSystem, SampleStats, SolverConfig, StatePrecision, Stats, Steps,
+};
 use crate::source::{Source, StandardNormal};
 use crate::stochastic::Stochastic;
 use crate::{Error, Result};
@@ -33,6 +35,8 @@ pub struct Sampler {
     noise_scale: f64,
     /// Whether a sample that fails stops alone (see `allow_partial`).
     partial: bool,
+    /// The float type of the solver state (see `with_state_precision`).
+    precision: StatePrecision,
 }
 
 /// What a sampling run returns.
@@ -126,6 +130,7 @@ impl Sampler {
             state_shape,
             noise_scale: 1.0,
             partial: false,
+            precision: StatePrecision::F64,
         }
     }
 
@@ -150,6 +155,26 @@ impl Sampler {
     /// Whether failed samples stop alone (see [`Sampler::allow_partial`]).
     pub fn partial(&self) -> bool {
         self.partial
+    }
+
+    /// The float type of the solver state (default
+    /// [`StatePrecision::F64`]). [`StatePrecision::F32`] steps in the
+    /// network's own precision, as the projects' own sampling loops do: no
+    /// conversion per call and half the memory traffic per step, which is
+    /// what is left of fmrt's cost beside the network's at large states
+    /// (`cargo bench --bench real_models`). It applies to the explicit
+    /// Runge–Kutta methods on fixed steps; other solvers, and stochastic
+    /// sampling, refuse it by name when a run starts
+    /// ([`check_precision`](crate::solver::check_precision)).
+    pub fn with_state_precision(mut self, precision: StatePrecision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The float type of the solver state (see
+    /// [`Sampler::with_state_precision`]).
+    pub fn state_precision(&self) -> StatePrecision {
+        self.precision
     }
 
     /// The shape of one sample for runs that draw their noise
@@ -306,6 +331,13 @@ impl Sampler {
                             .to_string(),
                     ));
                 }
+                if self.precision != StatePrecision::F64 {
+                    return Err(Error::InvalidArgument(format!(
+                        "state precision {} applies to ODE sampling; stochastic sampling \
+                         (Euler–Maruyama) keeps an f64 state",
+                        self.precision
+                    )));
+                }
                 self.euler_maruyama(sde, x0, &points, first, seed)
             }
             None => self.integrate_ode(x0.view(), &TimeSpan::Full, times),
@@ -424,38 +456,63 @@ impl Sampler {
         let dim = check_state_elements(&state_shape)?;
         let extras = self.extras.for_batch(batch)?;
 
+        let (interval, solver) = self.resolve_span(span);
+        let save_at = normalised_times(&interval, times)?;
+        solver::check_precision(&solver, self.precision)?;
+        if self.partial {
+            solver::check_partial(&solver)?;
+        }
+        let mut system = FieldSystem::new(
+            self.field.as_ref(),
+            &extras,
+            &state_shape,
+            batch,
+            self.precision,
+        );
+        let mut x_shape = vec![batch];
+        x_shape.extend_from_slice(&state_shape);
+        let mut traj_shape = vec![save_at.len(), batch];
+        traj_shape.extend_from_slice(&state_shape);
+        let trajectory = |saved: Vec<f32>| {
+            ArrayD::from_shape_vec(IxDyn(&traj_shape), saved)
+                .map_err(|e| Error::internal(format!("trajectory shape: {e}")))
+        };
+
+        if self.precision == StatePrecision::F32 {
+            let y0 = x0
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((batch, dim))
+                .map_err(|e| Error::internal(format!("state rows: {e}")))?;
+            let solution = solver::solve_f32(&mut system, y0.view(), &solver, &interval, &save_at)?;
+            let x = solution
+                .y
+                .into_shape_with_order(IxDyn(&x_shape))
+                .map_err(|e| Error::internal(format!("state shape: {e}")))?;
+            let (saved, _) = solution.saved.into_raw_vec_and_offset();
+            return Ok(Samples {
+                x,
+                trajectory: trajectory(saved)?,
+                stats: solution.stats,
+                samples: solution.samples,
+            });
+        }
+
         crate::error::check_allocation(
             &[batch, dim, 12 + times.len()],
             std::mem::size_of::<f64>(),
             "sampling this batch",
         )?;
         let y0 = to_f64_rows(x0, batch, dim)?;
-        let (interval, solver) = self.resolve_span(span);
-        let save_at = normalised_times(&interval, times)?;
-
-        let mut system = FieldSystem::new(self.field.as_ref(), &extras, &state_shape, batch);
         let solution = if self.partial {
-            solver::check_partial(&solver)?;
             solver::solve_partial(&mut system, y0.view(), &solver, &interval, &save_at)?
         } else {
             solver::solve(&mut system, y0.view(), &solver, &interval, &save_at)?
         };
-
-        let mut x_shape = vec![batch];
-        x_shape.extend_from_slice(&state_shape);
         let x = rows_to_f32(solution.y.view(), &x_shape)?;
-
-        let mut traj_shape = vec![save_at.len(), batch];
-        traj_shape.extend_from_slice(&state_shape);
-        let trajectory = ArrayD::from_shape_vec(
-            IxDyn(&traj_shape),
-            solution.saved.iter().map(|&v| v as f32).collect(),
-        )
-        .map_err(|e| Error::internal(format!("trajectory shape: {e}")))?;
-
         Ok(Samples {
             x,
-            trajectory,
+            trajectory: trajectory(solution.saved.iter().map(|&v| v as f32).collect())?,
             stats: solution.stats,
             samples: solution.samples,
         })
@@ -695,14 +752,17 @@ fn normalised_times(interval: &Interval, times: &[f64]) -> Result<Vec<f64>> {
     }
 }
 
-/// Adapts a velocity field (f32, any state shape) to the solver's f64 rows.
-/// Its conversion buffers are allocated once per solve.
+/// Adapts a velocity field (f32, any state shape) to the solver's rows: f64
+/// rows through conversion buffers allocated once per solve, f32 rows as
+/// they are.
 struct FieldSystem<'a> {
     field: &'a dyn VelocityField,
     extras: &'a Extras,
-    /// The state handed to the field.
+    /// The shape of a call's state, `[B, ...state_shape]`.
+    shape: IxDyn,
+    /// The state handed to the field (f64 solves only).
     x32: ArrayD<f32>,
-    /// The field's velocity.
+    /// The field's velocity (f64 solves only).
     v32: ArrayD<f32>,
 }
 
@@ -712,14 +772,21 @@ impl<'a> FieldSystem<'a> {
         extras: &'a Extras,
         state_shape: &[usize],
         batch: usize,
+        precision: StatePrecision,
     ) -> Self {
         let mut shape = vec![batch];
         shape.extend_from_slice(state_shape);
+        let shape = IxDyn(&shape);
+        let buffer = || match precision {
+            StatePrecision::F64 => ArrayD::zeros(shape.clone()),
+            StatePrecision::F32 => ArrayD::zeros(IxDyn(&[0])),
+        };
         Self {
             field,
             extras,
-            x32: ArrayD::zeros(IxDyn(&shape)),
-            v32: ArrayD::zeros(IxDyn(&shape)),
+            x32: buffer(),
+            v32: buffer(),
+            shape,
         }
     }
 }
@@ -753,6 +820,20 @@ impl OdeSystem for FieldSystem<'_> {
                 .for_each(|(d, &s)| *d = f64::from(s)),
         }
         Ok(())
+    }
+}
+
+/// The f32 solve hands the field its own rows, reshaped to the state's
+/// shape: no conversion, no copy.
+impl OdeSystem<f32> for FieldSystem<'_> {
+    fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, f32>, dy: ArrayViewMut2<'_, f32>) -> Result<()> {
+        let x = y
+            .into_shape_with_order(self.shape.clone())
+            .map_err(|_| layout_error("solver state"))?;
+        let v = dy
+            .into_shape_with_order(self.shape.clone())
+            .map_err(|_| layout_error("solver slope"))?;
+        self.field.velocity(x, t, self.extras, v)
     }
 }
 

@@ -14,7 +14,7 @@ use fmrt::field::{ExtraDtype, ExtraTensor, Extras, NullCondition, NullValue, Vel
 use fmrt::grid::explicit_steps;
 use fmrt::model::{Model, ModelOptions};
 use fmrt::sampler::Sampler;
-use fmrt::solver::{Method, SolverConfig};
+use fmrt::solver::{Method, SolverConfig, StatePrecision};
 use fmrt::Error;
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt};
@@ -202,6 +202,16 @@ fn matches_its_project(name: &str) {
             "{name} {label}: final state off by {e:e} (relative)"
         );
         assert_eq!(got.stats.nfe, times(case).len() - 1);
+
+        // The same run with the state in the network's own precision, as the
+        // project's loop keeps it.
+        let f32_state = sampler.with_state_precision(StatePrecision::F32);
+        let got32 = f32_state.sample_from_noise(z.view(), &[]).unwrap();
+        let e32 = relative_error(&got32.x, &want);
+        assert!(
+            e32 <= 1e-4,
+            "{name} {label}: final state with an f32 state off by {e32:e} (relative)"
+        );
     }
     assert_ne!(sizes[0], sizes[1], "{name}: the two cases have one size");
 }

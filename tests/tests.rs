@@ -21,5 +21,6 @@ mod solver_control;
 mod solver_independent;
 mod solver_multistep;
 mod source;
+mod state_precision;
 mod stats_util;
 mod tune;

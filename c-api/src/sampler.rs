@@ -14,6 +14,7 @@ use crate::scheduler::fmrt_scheduler;
 use crate::solver::{fmrt_sample_status, fmrt_solver};
 use crate::{check_out, free_handle, handle, mul, put_handle, slice, slice_out};
 use fmrt::sampler::{Sampler, Samples, TimeSpan};
+use fmrt::solver::StatePrecision;
 use fmrt::stochastic::Stochastic;
 
 /// A sampler: a velocity field integrated with a solver configuration, noise
@@ -171,6 +172,62 @@ pub unsafe extern "C" fn fmrt_sampler_with_partial(
         // SAFETY: the caller's contract.
         let s = unsafe { handle(sampler, "sampler") }?;
         let inner = s.inner.clone().allow_partial(partial != 0);
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { put_sampler(&s.field, inner, out) };
+        Ok(())
+    })
+}
+
+/// The float type a sampler keeps its solver state in
+/// (`fmrt_sampler_with_state_precision`). Calls take it as a `uint32_t`; a
+/// number that is not one of these is `FMRT_STATUS_INVALID_ARGUMENT`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum fmrt_state_precision {
+    /// f64 state (the default).
+    F64 = 0,
+    /// f32 state, the network's own precision: explicit Runge–Kutta methods
+    /// on fixed steps only.
+    F32 = 1,
+}
+
+impl fmrt_state_precision {
+    /// The precision numbered `value`.
+    fn from_u32(value: u32) -> FfiResult<StatePrecision> {
+        match value {
+            v if v == fmrt_state_precision::F64 as u32 => Ok(StatePrecision::F64),
+            v if v == fmrt_state_precision::F32 as u32 => Ok(StatePrecision::F32),
+            other => Err(FfiError::invalid(format!(
+                "parameter `precision` is {other}, not an fmrt_state_precision (0 f64, 1 f32)"
+            ))),
+        }
+    }
+}
+
+/// Makes a new sampler into `*out`: `sampler` keeping its solver state in
+/// `precision` (an `fmrt_state_precision`; default f64). f32 steps in the
+/// network's own precision, as the projects' own sampling loops do: no
+/// conversion per model call and half the memory traffic per step. It
+/// applies to the explicit Runge–Kutta methods on fixed steps; the sampling
+/// calls of an f32 sampler with another solver, or with an SDE, are refused
+/// (`FMRT_STATUS_INVALID_ARGUMENT`, naming the solver). `sampler` itself is
+/// unchanged.
+///
+/// # Safety
+///
+/// `sampler` must be a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fmrt_sampler_with_state_precision(
+    sampler: *const fmrt_sampler,
+    precision: u32,
+    out: *mut *mut fmrt_sampler,
+) -> fmrt_status {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(sampler, "sampler") }?;
+        let precision = fmrt_state_precision::from_u32(precision)?;
+        let inner = s.inner.clone().with_state_precision(precision);
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { put_sampler(&s.field, inner, out) };
         Ok(())

@@ -4287,6 +4287,86 @@ mod likelihood {
         }
     }
 
+    /// A sampler with an f32 state takes the f64 sampler's steps within f32
+    /// rounding; with adaptive steps its calls are refused naming the
+    /// precision; a number that is no precision is refused.
+    #[test]
+    fn an_f32_state_sampler_matches_f64_and_refuses_adaptive_steps() {
+        use fmrt_c_api::sampler::fmrt_state_precision;
+        let h = Handles::new();
+        let n = 16;
+        // SAFETY: valid or NULL pointers; buffers with the stated lengths;
+        // handles freed once.
+        unsafe {
+            let mut rk4 = null_mut();
+            assert_ok(fmrt_solver_fixed(c"rk4".as_ptr(), 12, &mut rk4));
+            let mut wide = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, rk4, &mut wide));
+            let mut narrow = null_mut();
+            assert_fails(
+                fmrt_sampler_with_state_precision(wide, 7, &mut narrow),
+                InvalidArgument,
+                "fmrt_state_precision",
+            );
+            assert_ok(fmrt_sampler_with_state_precision(
+                wide,
+                fmrt_state_precision::F32 as u32,
+                &mut narrow,
+            ));
+            let run = |s, x: &mut Vec<f32>| {
+                fmrt_sampler_sample(
+                    s,
+                    n,
+                    5,
+                    null(),
+                    0,
+                    null(),
+                    x.as_mut_ptr(),
+                    x.len(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                )
+            };
+            let (mut x64, mut x32) = (vec![0f32; 2 * n], vec![0f32; 2 * n]);
+            assert_ok(run(wide, &mut x64));
+            assert_ok(run(narrow, &mut x32));
+            let d = x64
+                .iter()
+                .zip(&x32)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(d < 1e-4, "f32 and f64 states differ by {d:e}");
+
+            let mut a = null_mut();
+            assert_ok(fmrt_adaptive_config_new(&mut a));
+            let mut dopri = null_mut();
+            assert_ok(fmrt_solver_adaptive_config(
+                c"dopri5".as_ptr(),
+                a,
+                &mut dopri,
+            ));
+            fmrt_adaptive_config_free(a);
+            let mut adaptive = null_mut();
+            assert_ok(fmrt_sampler_new(h.field, dopri, &mut adaptive));
+            let mut adaptive32 = null_mut();
+            assert_ok(fmrt_sampler_with_state_precision(
+                adaptive,
+                fmrt_state_precision::F32 as u32,
+                &mut adaptive32,
+            ));
+            assert_fails(
+                run(adaptive32, &mut x32),
+                InvalidArgument,
+                "state precision f32",
+            );
+            for s in [wide, narrow, adaptive, adaptive32] {
+                fmrt_sampler_free(s);
+            }
+            fmrt_solver_free(rk4);
+            fmrt_solver_free(dopri);
+        }
+    }
+
     /// A sampler with partial results: the samples that finish are those
     /// of the full run bit for bit, the others carry `MAX_STEPS`.
     #[test]

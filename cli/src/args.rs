@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fmrt::field::onnx::{ExecutionProvider, ProviderPolicy};
 use fmrt::likelihood::{Divergence, ProbeDistribution};
+use fmrt::solver::StatePrecision;
 
 /// fmrt: a runtime for flow-matching generative models.
 #[derive(Debug, Parser)]
@@ -365,6 +366,13 @@ pub struct SampleArgs {
     /// Needs adaptive steps with --error-norm independent (the default).
     #[arg(long = "partial")]
     pub partial: bool,
+    /// The float type of the solver state: f64 (the default) or f32, the
+    /// network's own precision as the projects' sampling loops keep it (no
+    /// conversion per model call, half the memory traffic per step). f32
+    /// needs an explicit Runge–Kutta method on fixed steps, and no --sde or
+    /// --log-prob.
+    #[arg(long = "state-precision", value_name = "f64|f32", value_parser = parse_state_precision)]
+    pub state_precision: Option<StatePrecision>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long = "json")]
     pub json: bool,
@@ -664,6 +672,11 @@ fn parse_named(text: &str) -> Result<(String, String), String> {
         return Err(format!("`{text}` has no value after `=`"));
     }
     Ok((name.to_string(), value.trim().to_string()))
+}
+
+/// `--state-precision`: the library's names, f64 or f32.
+fn parse_state_precision(text: &str) -> Result<StatePrecision, String> {
+    StatePrecision::from_name(text).map_err(|e| e.to_string())
 }
 
 /// Parses a step count: a whole number of at least 1.

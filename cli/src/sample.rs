@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use fmrt::likelihood::Likelihood;
 use fmrt::sampler::{chunk_ranges, chunk_rows, Sampler, Samples};
-use fmrt::solver::Stats;
+use fmrt::solver::{StatePrecision, Stats};
 use fmrt::stochastic::Stochastic;
 use ndarray::{ArrayD, Axis, Slice};
 use serde_json::json;
@@ -71,11 +71,19 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
                 "--log-prob writes the final samples and their log p; it cannot be used with --times"
             ));
         }
+        if args.state_precision == Some(StatePrecision::F32) {
+            return Err(fail!(
+                "--log-prob integrates the log-density with the state in f64; it cannot be \
+                 used with --state-precision f32"
+            ));
+        }
         npy::check_output(args.log_prob.as_deref().unwrap_or(&args.output))?;
         check_divergence(&opened, &divergence_of(&args.divergence))?;
     }
     let progress = Progress::new(field.clone(), 0.0, 1.0, args.quiet || args.json);
-    let mut sampler = Sampler::new(progress.clone(), solver.clone()).allow_partial(args.partial);
+    let mut sampler = Sampler::new(progress.clone(), solver.clone())
+        .allow_partial(args.partial)
+        .with_state_precision(args.state_precision.unwrap_or_default());
     if !args.shape.is_empty() {
         sampler = sampler.with_state_shape(&args.shape);
     }

@@ -297,6 +297,54 @@ mod models {
         assert!(diff < 1e-4, "max difference {diff}");
     }
 
+    /// `--state-precision f32` takes the f64 run's steps within f32
+    /// rounding; a solver it does not apply to, --log-prob or an unknown
+    /// name is refused by name (exit 1).
+    #[test]
+    fn sample_with_an_f32_state() {
+        runtime();
+        let model = repo("tests/fixtures/gmm_ot.onnx");
+        let run = |extra: &[&str], name: &str| {
+            let out = scratch(name);
+            let mut args = vec!["sample", "--model", &model, "-n", "32", "-o"];
+            args.push(out.to_str().expect("utf-8"));
+            args.extend_from_slice(extra);
+            (fmrt(&args), out)
+        };
+        let read = |p: &PathBuf| read_npy::<_, ArrayD<f32>>(p).expect("a float32 .npy");
+        let rk4 = ["--solver", "rk4", "--steps", "12"];
+        let (o, wide) = run(&rk4, "p_f64.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let f32_state = [&rk4[..], &["--state-precision", "f32"]].concat();
+        let (o, narrow) = run(&f32_state, "p_f32.npy");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let d = (&read(&wide) - &read(&narrow))
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(d < 1e-4, "f32 and f64 states differ by {d:e}");
+
+        let (o, _) = run(&["--state-precision", "f32"], "p_adaptive.npy");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("state precision f32"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("adaptive steps"), "{}", stderr(&o));
+        let logp = scratch("p_logp.npy");
+        let with_logp = [
+            &f32_state[..],
+            &["--log-prob", logp.to_str().expect("utf-8")],
+        ]
+        .concat();
+        let (o, _) = run(&with_logp, "p_logp_x.npy");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--state-precision f32"),
+            "{}",
+            stderr(&o)
+        );
+        let (o, _) = run(&["--state-precision", "f16"], "p_bad.npy");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("f64 or f32"), "{}", stderr(&o));
+    }
+
     /// `--grid shift` equals the same grid written in a user `.fm` file, and
     /// differs from uniform steps; bad grid options are one-line errors.
     #[test]

@@ -156,8 +156,8 @@ pub struct Guided {
     scratch: Mutex<Option<CallBuffers>>,
 }
 
-/// Buffers of one guided velocity call: the interleaved rows and the inner
-/// field's output for them.
+/// Buffers of one guided velocity call: the interleaved rows and, for an
+/// inner field that lends no buffer of its own, its output for them.
 #[derive(Default)]
 struct CallBuffers {
     x: Vec<f32>,
@@ -256,20 +256,19 @@ impl VelocityField for Guided {
         let taken = self.scratch.lock().map(|mut s| s.take()).unwrap_or(None);
         let mut buffers = taken.unwrap_or_default();
         let shape = interleave_rows_into(x, 0, &mut buffers.x)?;
-        // The inner field writes every entry: zero only a new allocation.
-        if buffers.out.len() != buffers.x.len() {
-            buffers.out.clear();
-            buffers.out.resize(buffers.x.len(), 0.0);
-        }
         let (t2, paired) = (self.stacked_times(t), self.paired_extras(extras, batch)?);
         let both_x = ArrayViewD::from_shape(shape.as_slice(), &buffers.x)
             .map_err(|e| Error::InvalidArgument(format!("the guided state: {e}")))?;
-        let both_out = ArrayViewMutD::from_shape(shape.as_slice(), &mut buffers.out)
-            .map_err(|e| Error::InvalidArgument(format!("the guided output: {e}")))?;
-        self.inner.velocity(both_x, &t2, &paired, both_out)?;
-        let both_out = ArrayViewD::from_shape(shape.as_slice(), &buffers.out)
-            .map_err(|e| Error::InvalidArgument(format!("the guided output: {e}")))?;
-        mix(both_out, &weights, out);
+        // The mix reads the inner field's output where it lies (an ONNX
+        // model's own output buffer), without a copy into `buffers.out`.
+        let mut out = Some(out);
+        self.inner
+            .lend_velocity(both_x, &t2, &paired, &mut buffers.out, &mut |both_out| {
+                if let Some(out) = out.take() {
+                    mix(both_out, &weights, out);
+                }
+                Ok(())
+            })?;
         if let Ok(mut slot) = self.scratch.lock() {
             *slot = Some(buffers);
         }

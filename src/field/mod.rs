@@ -100,6 +100,35 @@ pub trait VelocityField: Send + Sync {
         out: ArrayViewMutD<'_, f32>,
     ) -> Result<()>;
 
+    /// Computes u(x, t, extras) and lends it to `consume` for the length of
+    /// the call: a field that computes the velocity in a buffer of its own
+    /// (an ONNX model's output) lends that buffer instead of copying it into
+    /// the caller's, which an adapter that only reads the velocity (the
+    /// guidance mix) uses to save a pass over the state per call. The
+    /// default computes into `scratch` (resized to the state's length, so a
+    /// caller that keeps it allocates once) with
+    /// [`velocity`](Self::velocity) and lends that.
+    fn lend_velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        scratch: &mut Vec<f32>,
+        consume: &mut dyn FnMut(ArrayViewD<'_, f32>) -> Result<()>,
+    ) -> Result<()> {
+        // The field writes every entry: zero only a new allocation.
+        if scratch.len() != x.len() {
+            scratch.clear();
+            scratch.resize(x.len(), 0.0);
+        }
+        let out = ArrayViewMutD::from_shape(x.shape(), scratch)
+            .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
+        self.velocity(x.view(), t, extras, out)?;
+        let out = ArrayViewD::from_shape(x.shape(), scratch)
+            .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
+        consume(out)
+    }
+
     /// Writes the Jacobian–vector product J(x, t, extras)·v into `out`, with
     /// J = ∂u/∂x per sample; `v` and `out` are shaped like `x`.
     ///

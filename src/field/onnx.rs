@@ -339,13 +339,42 @@ impl VelocityField for OnnxField {
             return Ok(());
         }
         let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
-        let times = if t32.len() == 1 {
-            Times::One(t32[0])
-        } else {
-            Times::PerSample(&t32)
-        };
         let mut session = self.sessions.take();
-        self.run_call(&mut session, x, &times, &args, out)
+        self.run_call(&mut session, x, &Times::of(&t32), &args, out)
+    }
+
+    /// Lends ONNX Runtime's own output when the call is one plain run (one
+    /// chunk, no padding, no grouping by time); computes into `scratch`
+    /// otherwise.
+    fn lend_velocity(
+        &self,
+        x: ArrayViewD<'_, f32>,
+        t: &[f64],
+        extras: &Extras,
+        scratch: &mut Vec<f32>,
+        consume: &mut dyn FnMut(ArrayViewD<'_, f32>) -> Result<()>,
+    ) -> Result<()> {
+        let (batch, bindings) = self.check_call(x.shape(), &[], t)?;
+        let args = self.extra_args(extras, batch, bindings)?;
+        let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
+        let times = Times::of(&t32);
+        if batch == 0 || !self.is_one_run(batch, &times) {
+            if scratch.len() != x.len() {
+                scratch.clear();
+                scratch.resize(x.len(), 0.0);
+            }
+            let mut out = ArrayViewMutD::from_shape(x.shape(), scratch.as_mut_slice())
+                .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
+            if batch > 0 {
+                let mut session = self.sessions.take();
+                self.run_call(&mut session, x.view(), &times, &args, out.view_mut())?;
+            }
+            return consume(out.view());
+        }
+        let mut session = self.sessions.take();
+        let results = self.session_outputs(&mut session, x.view(), &times, &args)?;
+        let v = self.output_view(&results, &self.mapping.output, 0, x.shape())?;
+        consume(v)
     }
 
     fn velocity_and_jvps(

@@ -3,7 +3,7 @@
 use ndarray::{Array3, Axis};
 
 use super::stepper::{Rhs, Stepper};
-use super::{SavePlan, Stats, Steps};
+use super::{Real, SavePlan, Stats, Steps};
 use crate::{Error, Result};
 
 /// Requested times closer than this to a grid point are taken at the point
@@ -100,12 +100,12 @@ impl<'a> Grid<'a> {
 
 /// Integrates over the grid given by `steps`, splitting steps at requested
 /// save times that are off the grid.
-pub(super) fn integrate(
-    stepper: &mut Stepper,
-    rhs: &mut Rhs<'_>,
+pub(super) fn integrate<F: Real>(
+    stepper: &mut Stepper<F>,
+    rhs: &mut Rhs<'_, F>,
     steps: &Steps,
     saves: &SavePlan,
-    saved: &mut Array3<f64>,
+    saved: &mut Array3<F>,
 ) -> Result<Stats> {
     let grid = Grid::new(steps)?;
     let mut stats = Stats::default();

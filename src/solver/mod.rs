@@ -19,20 +19,23 @@ mod flow;
 mod independent;
 mod multistep;
 mod norm;
+mod precision;
 mod stepper;
 mod tableau;
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 
+pub use precision::{Real, StatePrecision};
 pub use tableau::ButcherTableau;
 
 use crate::{Error, Result};
 
-/// The right-hand side dy/dt = f(t, y) of a batched ODE.
-pub trait OdeSystem {
+/// The right-hand side dy/dt = f(t, y) of a batched ODE whose state is of
+/// the float type `F` (f64 unless a solve runs in [`StatePrecision::F32`]).
+pub trait OdeSystem<F: Real = f64> {
     /// Writes f(t, y) into `dy`. `y` and `dy` have shape `[B, D]`; `t` holds one
     /// time per sample (`B` values).
-    fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, f64>, dy: ArrayViewMut2<'_, f64>) -> Result<()>;
+    fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, F>, dy: ArrayViewMut2<'_, F>) -> Result<()>;
 
     /// The columns at which the adaptive error norm splits the `D`
     /// components of a sample into groups: strictly increasing, each in
@@ -611,15 +614,15 @@ pub struct SampleStats {
     pub status: SampleStatus,
 }
 
-/// The result of a solve.
+/// The result of a solve, in the state's float type `F`.
 #[derive(Clone, Debug)]
-pub struct Solution {
+pub struct Solution<F: Real = f64> {
     /// The states at the end of the interval, `[B, D]` (for a sample whose
     /// status is not [`SampleStatus::Done`], where it stopped).
-    pub y: Array2<f64>,
+    pub y: Array2<F>,
     /// The states at the requested normalised times, `[len(save_at), B, D]`
     /// (zero at times a stopped sample did not reach).
-    pub saved: Array3<f64>,
+    pub saved: Array3<F>,
     /// Counters.
     pub stats: Stats,
     /// Counters and status of each sample (`B` entries).
@@ -708,43 +711,14 @@ fn solve_with_status(
     save_at: &[f64],
 ) -> Result<(Solution, Option<Error>)> {
     let batch = y0.nrows();
-    if let Some((idx, v)) = y0.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "initial state is not finite: y0[{}, {}] = {v}",
-            idx.0, idx.1
-        )));
-    }
-    let (starts, ends) = interval_bounds(interval, batch)?;
-    // The state, the stages of the largest tableau (dopri5's 7), the error
-    // estimate and the saved states, in f64.
-    crate::error::check_allocation(
-        &[batch, y0.ncols(), 10 + save_at.len()],
-        std::mem::size_of::<f64>(),
-        "the solver's working memory",
-    )?;
-    let saves = SavePlan::new(save_at)?;
+    let (starts, ends, saves) = prepare(y0, interval, save_at)?;
     let groups = match config.stepping {
         Stepping::Adaptive(_) => norm::NormGroups::new(system.norm_groups(), y0.ncols())?,
         Stepping::Fixed(_) => norm::NormGroups::whole(y0.ncols()),
     };
     let mut rhs = stepper::Rhs::new(system, starts, ends);
     let mut saved = Array3::zeros((save_at.len(), batch, y0.ncols()));
-    // Every sample takes every step of a shared-step solve.
-    let shared = |y: Array2<f64>, saved: Array3<f64>, stats: Stats| {
-        let sample = SampleStats {
-            accepted: stats.accepted,
-            rejected: stats.rejected,
-            evals: stats.nfe,
-            status: SampleStatus::Done,
-        };
-        let solution = Solution {
-            y,
-            saved,
-            stats,
-            samples: vec![sample; batch],
-        };
-        (solution, None)
-    };
+    let shared = |y, saved, stats| (shared_steps(y, saved, stats), None);
     let Some(tableau) = config.method.tableau() else {
         let Stepping::Fixed(steps) = &config.stepping else {
             return Err(Error::InvalidArgument(format!(
@@ -763,9 +737,8 @@ fn solve_with_status(
     };
     match &config.stepping {
         Stepping::Fixed(steps) => {
-            let mut stepper = stepper::Stepper::new(tableau, y0);
-            let stats = fixed::integrate(&mut stepper, &mut rhs, steps, &saves, &mut saved)?;
-            Ok(shared(stepper.into_state(), saved, stats))
+            let solution = fixed_steps(tableau, y0, &mut rhs, steps, &saves, saved)?;
+            Ok((solution, None))
         }
         Stepping::Adaptive(options) => {
             if !config.method.is_adaptive() {
@@ -791,6 +764,110 @@ fn solve_with_status(
             let stats = adaptive::integrate(&mut stepper, &mut rhs, options, &saves, &mut saved)?;
             Ok(shared(stepper.into_state(), saved, stats))
         }
+    }
+}
+
+/// Like [`solve`], with the state, the stages and the saved states in f32
+/// ([`StatePrecision::F32`]): the explicit Runge–Kutta methods on fixed
+/// steps only, other configurations refused by name
+/// ([`check_precision`]). The steps and times are those of [`solve`]; the
+/// two differ by f32 rounding only.
+pub fn solve_f32(
+    system: &mut dyn OdeSystem<f32>,
+    y0: ArrayView2<'_, f32>,
+    config: &SolverConfig,
+    interval: &Interval,
+    save_at: &[f64],
+) -> Result<Solution<f32>> {
+    check_precision(config, StatePrecision::F32)?;
+    let (Some(tableau), Stepping::Fixed(steps)) = (config.method.tableau(), &config.stepping)
+    else {
+        return Err(Error::internal(
+            "check_precision let a non-RK solver through",
+        ));
+    };
+    let (starts, ends, saves) = prepare(y0, interval, save_at)?;
+    let saved = Array3::zeros((save_at.len(), y0.nrows(), y0.ncols()));
+    let mut rhs = stepper::Rhs::new(system, starts, ends);
+    fixed_steps(tableau, y0, &mut rhs, steps, &saves, saved)
+}
+
+/// Refuses a state precision that `config` cannot run in: an f32 state
+/// ([`StatePrecision::F32`]) needs an explicit Runge–Kutta method on fixed
+/// steps. The samplers call it, so every front end refuses such a setting
+/// by name instead of ignoring it.
+pub fn check_precision(config: &SolverConfig, precision: StatePrecision) -> Result<()> {
+    if precision == StatePrecision::F64 {
+        return Ok(());
+    }
+    let why = if config.is_adaptive() {
+        format!(
+            "adaptive steps ({}), whose error control needs f64",
+            config.method
+        )
+    } else if config.method.tableau().is_none() {
+        format!("the multistep method {}", config.method)
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidArgument(format!(
+        "state precision {precision} applies to the explicit Runge–Kutta methods (euler, \
+         midpoint, heun, rk4, bosh3, dopri5, tsit5) on fixed steps; {why} keeps an f64 state"
+    )))
+}
+
+/// The checks and plans every solve starts with: a finite initial state,
+/// per-sample bounds of `interval`, a bounded working memory (the state, the
+/// stages of the largest tableau, the error estimate and the saved states,
+/// in `F`) and the plan of saved times.
+fn prepare<F: Real>(
+    y0: ArrayView2<'_, F>,
+    interval: &Interval,
+    save_at: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>, SavePlan)> {
+    if let Some(row) = stepper::first_non_finite_row(&y0) {
+        if let Some((col, v)) = y0.row(row).iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "initial state is not finite: y0[{row}, {col}] = {v}"
+            )));
+        }
+    }
+    let (starts, ends) = interval_bounds(interval, y0.nrows())?;
+    crate::error::check_allocation(
+        &[y0.nrows(), y0.ncols(), 10 + save_at.len()],
+        std::mem::size_of::<F>(),
+        "the solver's working memory",
+    )?;
+    Ok((starts, ends, SavePlan::new(save_at)?))
+}
+
+/// A fixed-step Runge–Kutta solve with `tableau`, in the state's float type.
+fn fixed_steps<F: Real>(
+    tableau: ButcherTableau,
+    y0: ArrayView2<'_, F>,
+    rhs: &mut stepper::Rhs<'_, F>,
+    steps: &Steps,
+    saves: &SavePlan,
+    mut saved: Array3<F>,
+) -> Result<Solution<F>> {
+    let mut stepper = stepper::Stepper::new(tableau, y0);
+    let stats = fixed::integrate(&mut stepper, rhs, steps, saves, &mut saved)?;
+    Ok(shared_steps(stepper.into_state(), saved, stats))
+}
+
+/// The solution of a shared-step solve: every sample took every step.
+fn shared_steps<F: Real>(y: Array2<F>, saved: Array3<F>, stats: Stats) -> Solution<F> {
+    let sample = SampleStats {
+        accepted: stats.accepted,
+        rejected: stats.rejected,
+        evals: stats.nfe,
+        status: SampleStatus::Done,
+    };
+    Solution {
+        samples: vec![sample; y.nrows()],
+        y,
+        saved,
+        stats,
     }
 }
 

@@ -102,7 +102,16 @@ pub(super) enum Times<'a> {
     PerSample(&'a [f32]),
 }
 
-impl Times<'_> {
+impl<'a> Times<'a> {
+    /// One time for the whole call when `t32` holds one value, else one per
+    /// sample.
+    pub(super) fn of(t32: &'a [f32]) -> Times<'a> {
+        match t32 {
+            [one] => Times::One(*one),
+            _ => Times::PerSample(t32),
+        }
+    }
+
     /// The times of the samples `rows`.
     pub(super) fn rows(&self, rows: std::ops::Range<usize>) -> Times<'_> {
         match self {
@@ -586,6 +595,37 @@ impl OnnxField {
         extras: &[ExtraArg<'_>],
         outputs: &mut [(&str, usize, ArrayViewMutD<'_, f32>)],
     ) -> Result<()> {
+        let results = self.session_outputs(session, x, t, extras)?;
+        for (k, (name, _, out)) in outputs.iter_mut().enumerate() {
+            let v = self.output_view(&results, name, k, out.shape())?;
+            out.assign(&v);
+        }
+        Ok(())
+    }
+
+    /// Whether a velocity call of `batch` samples at `times` is one plain
+    /// run, whose output is the velocity as it lies: one chunk, no padding
+    /// to a fixed batch, no grouping of samples by time.
+    pub(super) fn is_one_run(&self, batch: usize, times: &Times<'_>) -> bool {
+        let padded = self.fixed_batch.is_some_and(|fixed| batch < fixed);
+        let grouped = match (self.mapping.time_layout, times) {
+            (TimeLayout::Scalar, Times::PerSample(ts)) => {
+                let first = ts.first().map(|s| s.to_bits());
+                ts.iter().any(|s| Some(s.to_bits()) != first)
+            }
+            _ => false,
+        };
+        batch <= self.max_batch && !padded && !grouped
+    }
+
+    /// One ONNX Runtime run on a batch the model takes as it is.
+    pub(super) fn session_outputs<'s>(
+        &self,
+        session: &'s mut Session,
+        x: ArrayViewD<'_, f32>,
+        t: &Times<'_>,
+        extras: &[ExtraArg<'_>],
+    ) -> Result<ort::session::SessionOutputs<'s>> {
         let file = &self.file;
         let ort_err = |what: &str, e: ort::Error| Error::field_from(file, what, e);
         let n = x.shape()[0];
@@ -633,42 +673,51 @@ impl OnnxField {
             inputs.push((Cow::Borrowed(*name), value));
         }
 
-        let results = session
+        session
             .run(inputs)
-            .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))?;
-        for (k, (name, _, out)) in outputs.iter_mut().enumerate() {
-            let value = results.get(*name).ok_or_else(|| {
-                Error::field(file, format!("the model returned no output `{name}`"))
-            })?;
-            let v = value.try_extract_array::<f32>().map_err(|e| {
-                Error::field_from(
-                    file,
-                    format!("the output `{name}` is not a float32 tensor"),
-                    e,
+            .map_err(|e| ort_err("ONNX Runtime failed to run the model", e))
+    }
+
+    /// The float32 output `name` of a run (the `k`-th the caller asked
+    /// for; the first is the velocity), checked to have the shape
+    /// `expected`.
+    pub(super) fn output_view<'v>(
+        &self,
+        results: &'v ort::session::SessionOutputs<'_>,
+        name: &str,
+        k: usize,
+        expected: &[usize],
+    ) -> Result<ArrayViewD<'v, f32>> {
+        let file = &self.file;
+        let value = results
+            .get(name)
+            .ok_or_else(|| Error::field(file, format!("the model returned no output `{name}`")))?;
+        let v = value.try_extract_array::<f32>().map_err(|e| {
+            Error::field_from(
+                file,
+                format!("the output `{name}` is not a float32 tensor"),
+                e,
+            )
+        })?;
+        if v.shape() != expected {
+            let why = if k == 0 {
+                format!(
+                    "shaped like the state input `{}`; a velocity model returns one \
+                     velocity per state entry",
+                    self.mapping.state
                 )
-            })?;
-            if v.shape() != out.shape() {
-                let why = if k == 0 {
-                    format!(
-                        "shaped like the state input `{}`; a velocity model returns one \
-                         velocity per state entry",
-                        self.mapping.state
-                    )
-                } else {
-                    "one product per direction and state entry".to_string()
-                };
-                return Err(Error::field(
-                    file,
-                    format!(
-                        "the output `{name}` has shape {:?}, expected {:?} ({why})",
-                        v.shape(),
-                        out.shape(),
-                    ),
-                ));
-            }
-            out.assign(&v);
+            } else {
+                "one product per direction and state entry".to_string()
+            };
+            return Err(Error::field(
+                file,
+                format!(
+                    "the output `{name}` has shape {:?}, expected {expected:?} ({why})",
+                    v.shape(),
+                ),
+            ));
         }
-        Ok(())
+        Ok(v)
     }
 }
 
