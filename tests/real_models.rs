@@ -252,6 +252,45 @@ fn zipvoice_matches_its_euler_loop_with_scalar_inputs() {
 }
 
 #[test]
+fn a_lent_velocity_is_the_velocity_on_every_call_path() {
+    // One plain run (ONNX Runtime's output lent as it lies), a padded call
+    // (1 row on the batch-2 export), chunks (3 rows), and per-sample times
+    // (grouped into one call per time on ZipVoice's scalar time): the lent
+    // view equals what `velocity` writes, bit for bit.
+    for (name, rows) in [("cosyvoice_b2", 1..=3), ("zipvoice", 1..=2)] {
+        lent_velocity_matches(name, rows);
+    }
+}
+
+fn lent_velocity_matches(name: &str, rows: std::ops::RangeInclusive<usize>) {
+    let (model, spec) = open(name);
+    let case = &spec["cases"][0];
+    let network = model.network();
+    let extras = conditioning(network, &case["cond"]);
+    let z = f32_array(case["noise"].as_str().unwrap());
+    for rows in rows {
+        let views: Vec<_> = (0..rows).map(|_| z.view()).collect();
+        let x = ndarray::concatenate(ndarray::Axis(0), &views).unwrap();
+        let batch = extras.for_batch(rows).unwrap();
+        for t in [vec![0.4], (0..rows).map(|i| 0.1 + 0.2 * i as f64).collect()] {
+            let mut want = ArrayD::zeros(x.raw_dim());
+            network
+                .velocity(x.view(), &t, &batch, want.view_mut())
+                .unwrap();
+            let mut scratch = Vec::new();
+            let mut lent = None;
+            network
+                .lend_velocity(x.view(), &t, &batch, &mut scratch, &mut |v| {
+                    lent = Some(v.to_owned());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(lent.unwrap(), want, "{name}: {rows} rows at t = {t:?}");
+        }
+    }
+}
+
+#[test]
 fn the_fixed_batch_packs_both_guidance_rows_in_one_call() {
     // Guidance on the batch-2 export: the conditional and unconditional row
     // of one sample are the one packed call whose output the script kept.

@@ -535,7 +535,7 @@ mod programs {
     /// `examples/cpp/tts_decoder.cpp` loads the fixed-batch CosyVoice
     /// stand-in once and synthesises two utterances of different lengths
     /// with the same handles (shaped sampling, guidance with zeroed null
-    /// inputs, a `.fm` cosine grid): two lines, the two lengths, the
+    /// inputs, a `.fm` cosine grid, an f32 state): two lines, the two lengths, the
     /// model's channel count, finite wall times and mel values.
     #[test]
     fn cpp_tts_decoder_synthesises_two_lengths_with_one_model() {

@@ -857,17 +857,27 @@ fn step(bytes: &mut Bytes, h: &mut Handles) {
                 fmrt_model_options_free(options);
             }
             25 => {
-                // Partial results and per-sample statistics: a partial
-                // sampler's status shard, a likelihood result handle with its
+                // Partial results, state precisions and per-sample
+                // statistics: a partial or f32 sampler's status shard, a likelihood result handle with its
                 // accessors, and a work-precision table on small budgets (a
                 // budget is the caller's request for work, so the target keeps
                 // it small; its lengths and pointers are fuzzed as elsewhere).
                 let sampler = pick(bytes, &h.samplers);
                 match bytes.u8() % 3 {
                     0 => {
+                        // A partial sampler, or one with a state precision
+                        // (2: no precision), which every sampling branch
+                        // then draws from the pool.
                         let mut out = null_mut();
-                        let status =
-                            fmrt_sampler_with_partial(sampler, i32::from(bytes.u8() % 2), &mut out);
+                        let status = if bytes.one_in(2) {
+                            fmrt_sampler_with_state_precision(
+                                sampler,
+                                u32::from(bytes.u8() % 3),
+                                &mut out,
+                            )
+                        } else {
+                            fmrt_sampler_with_partial(sampler, i32::from(bytes.u8() % 2), &mut out)
+                        };
                         if status == fmrt_status::Ok {
                             let size = h.sampler_state_size(sampler);
                             h.sampler_sizes.insert(out as usize, size);
