@@ -54,6 +54,23 @@ impl Derivatives {
     }
 }
 
+/// `scratch` resized to the `shape`'s length (zeroed only when its length
+/// changes: a field writes every entry) and viewed with that shape: the
+/// buffer a [`VelocityField::lend_velocity`] that lends none of its own
+/// computes into.
+pub(crate) fn scratch_view<'s>(
+    scratch: &'s mut Vec<f32>,
+    shape: &[usize],
+) -> Result<ArrayViewMutD<'s, f32>> {
+    let len: usize = shape.iter().product();
+    if scratch.len() != len {
+        scratch.clear();
+        scratch.resize(len, 0.0);
+    }
+    ArrayViewMutD::from_shape(shape, scratch.as_mut_slice())
+        .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))
+}
+
 /// A velocity field u(x, t) evaluated on batches.
 ///
 /// `x` has shape `[B, ...state_shape]` (row-major, batch first); `t` holds one
@@ -116,14 +133,7 @@ pub trait VelocityField: Send + Sync {
         scratch: &mut Vec<f32>,
         consume: &mut dyn FnMut(ArrayViewD<'_, f32>) -> Result<()>,
     ) -> Result<()> {
-        // The field writes every entry: zero only a new allocation.
-        if scratch.len() != x.len() {
-            scratch.clear();
-            scratch.resize(x.len(), 0.0);
-        }
-        let out = ArrayViewMutD::from_shape(x.shape(), scratch)
-            .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
-        self.velocity(x.view(), t, extras, out)?;
+        self.velocity(x.view(), t, extras, scratch_view(scratch, x.shape())?)?;
         let out = ArrayViewD::from_shape(x.shape(), scratch)
             .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
         consume(out)

@@ -359,12 +359,7 @@ impl VelocityField for OnnxField {
         let t32: Vec<f32> = t.iter().map(|&s| s as f32).collect();
         let times = Times::of(&t32);
         if batch == 0 || !self.is_one_run(batch, &times) {
-            if scratch.len() != x.len() {
-                scratch.clear();
-                scratch.resize(x.len(), 0.0);
-            }
-            let mut out = ArrayViewMutD::from_shape(x.shape(), scratch.as_mut_slice())
-                .map_err(|e| Error::internal(format!("the velocity buffer: {e}")))?;
+            let mut out = crate::field::scratch_view(scratch, x.shape())?;
             if batch > 0 {
                 let mut session = self.sessions.take();
                 self.run_call(&mut session, x.view(), &times, &args, out.view_mut())?;
