@@ -762,8 +762,9 @@ struct FieldSystem<'a> {
     shape: IxDyn,
     /// The state handed to the field (f64 solves only).
     x32: ArrayD<f32>,
-    /// The field's velocity (f64 solves only).
-    v32: ArrayD<f32>,
+    /// The field's velocity when it lends no buffer of its own (f64 solves
+    /// only; allocated on first use).
+    v32: Vec<f32>,
 }
 
 impl<'a> FieldSystem<'a> {
@@ -777,27 +778,22 @@ impl<'a> FieldSystem<'a> {
         let mut shape = vec![batch];
         shape.extend_from_slice(state_shape);
         let shape = IxDyn(&shape);
-        let buffer = || match precision {
+        let x32 = match precision {
             StatePrecision::F64 => ArrayD::zeros(shape.clone()),
             StatePrecision::F32 => ArrayD::zeros(IxDyn(&[0])),
         };
         Self {
             field,
             extras,
-            x32: buffer(),
-            v32: buffer(),
+            x32,
+            v32: Vec::new(),
             shape,
         }
     }
 }
 
 impl OdeSystem for FieldSystem<'_> {
-    fn rhs(
-        &mut self,
-        t: &[f64],
-        y: ArrayView2<'_, f64>,
-        mut dy: ArrayViewMut2<'_, f64>,
-    ) -> Result<()> {
+    fn rhs(&mut self, t: &[f64], y: ArrayView2<'_, f64>, dy: ArrayViewMut2<'_, f64>) -> Result<()> {
         // Both buffers are row-major, as are the solver's states: plain
         // slice loops, which vectorise (iterating an `IxDyn` array element
         // by element costs as much per step as the guidance mix and the
@@ -810,16 +806,22 @@ impl OdeSystem for FieldSystem<'_> {
                 .zip(y.iter())
                 .for_each(|(d, &s)| *d = s as f32),
         }
+        // The velocity is widened where the field lends it (an ONNX model's
+        // own output), without a copy into a buffer of ours first.
+        let mut dy = Some(dy);
         self.field
-            .velocity(self.x32.view(), t, self.extras, self.v32.view_mut())?;
-        match (self.v32.as_slice(), dy.as_slice_mut()) {
-            (Some(src), Some(dst)) => widen(src, dst),
-            _ => dy
-                .iter_mut()
-                .zip(self.v32.iter())
-                .for_each(|(d, &s)| *d = f64::from(s)),
-        }
-        Ok(())
+            .lend_velocity(self.x32.view(), t, self.extras, &mut self.v32, &mut |v| {
+                if let Some(mut dy) = dy.take() {
+                    match (v.as_slice(), dy.as_slice_mut()) {
+                        (Some(src), Some(dst)) => widen(src, dst),
+                        _ => dy
+                            .iter_mut()
+                            .zip(v.iter())
+                            .for_each(|(d, &s)| *d = f64::from(s)),
+                    }
+                }
+                Ok(())
+            })
     }
 }
 
