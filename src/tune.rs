@@ -54,7 +54,7 @@ use crate::error::{ErrorKind, Report};
 use crate::grid::{steps_for, EdmGrid, MAX_EXPLICIT_TIMES};
 use crate::sampler::{Sampler, TimeSpan};
 use crate::scheduler::Schedule;
-use crate::solver::{AdaptiveOptions, Method, MethodKind, SolverConfig, Steps};
+use crate::solver::{AdaptiveOptions, Method, MethodKind, SolverConfig, StatePrecision, Steps};
 use crate::{Error, Result};
 
 /// The call budgets `fmrt tune` measures by default.
@@ -430,8 +430,11 @@ fn checked_budgets(options: &TuneOptions) -> Result<Vec<usize>> {
 }
 
 /// Measures every candidate (method × grid × budget of `options`) on
-/// `sampler`'s field, extras, state shape and noise scale against the
-/// reference from the same noise; see the module documentation.
+/// `sampler`'s field, extras, state shape, noise scale and state precision
+/// against the reference from the same noise; see the module documentation.
+/// The reference always runs with an f64 state; with an f32 sampler
+/// ([`Sampler::with_state_precision`]) the candidates that cannot step in
+/// f32 (the multistep methods) are skipped, naming the precision.
 ///
 /// Errors: [`Error::InvalidArgument`] for bad options (no budget, a budget
 /// of 0 or above [`MAX_BUDGET`], no samples, no method or grid) or a
@@ -449,16 +452,19 @@ pub fn tune(sampler: &Sampler, options: &TuneOptions) -> Result<TuneTable> {
         std::mem::size_of::<f32>(),
         "tuning's samples",
     )?;
-    let run = |solver: &SolverConfig| {
+    // Candidates run in the sampler's state precision, so the table measures
+    // what it runs; the reference always in f64.
+    let run = |solver: &SolverConfig, precision: StatePrecision| {
         let started = Instant::now();
-        let samples = sampler.clone().with_solver(solver.clone()).integrate(
-            x0.view(),
-            &TimeSpan::Full,
-            &[],
-        )?;
+        let samples = sampler
+            .clone()
+            .with_solver(solver.clone())
+            .with_state_precision(precision)
+            .integrate(x0.view(), &TimeSpan::Full, &[])?;
         Ok::<_, Error>((samples, started.elapsed().as_secs_f64()))
     };
-    let (reference, seconds) = run(&options.reference).map_err(in_reference)?;
+    let (reference, seconds) =
+        run(&options.reference, StatePrecision::F64).map_err(in_reference)?;
     let reference_run = ReferenceRun {
         solver: options.reference.clone(),
         calls: reference.stats.nfe,
@@ -500,7 +506,7 @@ pub fn tune(sampler: &Sampler, options: &TuneOptions) -> Result<TuneTable> {
                     Err(e) => return Err(e),
                 };
                 let solver = SolverConfig::fixed(method, placed);
-                let (samples, seconds) = match run(&solver) {
+                let (samples, seconds) = match run(&solver, sampler.state_precision()) {
                     Ok(done) => done,
                     Err(e) if skippable(&e) => {
                         skipped.push(skip(Report(&e).to_string()));

@@ -9,7 +9,7 @@ use fmrt::error::ErrorKind;
 use fmrt::field::analytic::GaussianMixture;
 use fmrt::sampler::{Sampler, TimeSpan};
 use fmrt::scheduler::{Schedule, Scheduler};
-use fmrt::solver::{Method, SolverConfig, Steps};
+use fmrt::solver::{Method, SolverConfig, StatePrecision, Steps};
 use fmrt::tune::{
     calls, reference_solver, sample_errors, steps_within, summarise, tune, GridSpec, TuneOptions,
 };
@@ -189,6 +189,41 @@ fn candidates_that_do_not_apply_are_skipped_with_their_reason() {
     assert!(table
         .row(Method::Unipc, &GridSpec::new("uniform", &[]), 3)
         .is_some());
+}
+
+#[test]
+fn an_f32_sampler_tunes_its_own_precision_against_an_f64_reference() {
+    // The reference runs in f64 (an adaptive solve, which f32 refuses); the
+    // Runge–Kutta candidates run in f32 and match a direct f32 run, the
+    // multistep ones are skipped naming the precision.
+    let ot = builtin("ot");
+    let sampler = ring_sampler(ot.clone()).with_state_precision(StatePrecision::F32);
+    let opts = options(&[12], 64, ot);
+    let table = tune(&sampler, &opts).unwrap();
+    let x0 = sampler.draw_noise(opts.samples, opts.seed).unwrap();
+    let run = |solver: SolverConfig, precision: StatePrecision| {
+        sampler
+            .clone()
+            .with_solver(solver)
+            .with_state_precision(precision)
+            .integrate(x0.view(), &TimeSpan::Full, &[])
+            .unwrap()
+            .x
+    };
+    let reference = run(reference_solver(1e-7), StatePrecision::F64);
+    let grid = GridSpec::new("uniform", &[]);
+    let heun = run(
+        SolverConfig::fixed(Method::Heun, grid.steps(Method::Heun, 6, None).unwrap()),
+        StatePrecision::F32,
+    );
+    let (median, _, _) = summarise(&sample_errors(&heun, &reference).unwrap());
+    assert_eq!(table.row(Method::Heun, &grid, 12).unwrap().median, median);
+    let ab2 = table
+        .skipped
+        .iter()
+        .find(|s| s.method == Method::Ab2 && s.grid.name == "uniform")
+        .expect("ab2 skipped in f32");
+    assert!(ab2.reason.contains("state precision f32"), "{}", ab2.reason);
 }
 
 #[test]
