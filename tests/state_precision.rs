@@ -31,11 +31,46 @@ fn sampler(method: Method, steps: usize) -> Sampler {
     Sampler::new(mixture(), SolverConfig::fixed(method, Steps::Count(steps)))
 }
 
+/// `n` steps placed on a grid.
+type PlaceSteps = fn(usize) -> Steps;
+
+/// CosyVoice's cosine grid t = 1 − cos(πu/2) with `n` steps: a non-uniform
+/// grid (small steps first), a smooth map of uniform u.
+fn cosine_grid(n: usize) -> Steps {
+    let points = (0..=n)
+        .map(|k| 1.0 - (std::f64::consts::FRAC_PI_2 * k as f64 / n as f64).cos())
+        .map(|t: f64| if (1.0 - t).abs() < 1e-15 { 1.0 } else { t })
+        .collect();
+    Steps::Grid(points)
+}
+
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| f64::from((x - y).abs()))
         .fold(0.0, f64::max)
+}
+
+#[test]
+fn an_f32_state_takes_the_f64_steps_within_f32_rounding() {
+    for method in [
+        Method::Euler,
+        Method::Midpoint,
+        Method::Heun,
+        Method::Rk4,
+        Method::Tsit5,
+    ] {
+        let f64_run = sampler(method, 20).sample(256, 7).unwrap();
+        let f32_run = sampler(method, 20)
+            .with_state_precision(StatePrecision::F32)
+            .sample(256, 7)
+            .unwrap();
+        assert_eq!(f32_run.stats, f64_run.stats, "{method}");
+        assert_eq!(f32_run.samples, f64_run.samples, "{method}");
+        let d = max_abs_diff(&f32_run.x, &f64_run.x);
+        assert!(d < 2e-5, "{method}: f32 and f64 states differ by {d:e}");
+        assert!(d > 0.0, "{method}: the f32 run is the f64 run itself");
+    }
 }
 
 #[test]
@@ -55,23 +90,25 @@ fn an_f32_state_keeps_the_order_of_the_method() {
         (Method::Heun, 2.0, 8),
         (Method::Rk4, 4.0, 4),
     ];
-    for (method, order, steps) in cases {
+    let grids: [(&str, PlaceSteps); 2] = [("uniform", Steps::Count), ("cosine", cosine_grid)];
+    for ((method, order, steps), (grid, place)) in cases
+        .iter()
+        .flat_map(|case| grids.iter().map(move |grid| (*case, *grid)))
+    {
         let error = |steps: usize| {
-            let got = Sampler::new(
-                field.clone(),
-                SolverConfig::fixed(method, Steps::Count(steps)),
-            )
-            .with_state_precision(StatePrecision::F32)
-            .sample(256, 3)
-            .unwrap();
+            let got = Sampler::new(field.clone(), SolverConfig::fixed(method, place(steps)))
+                .with_state_precision(StatePrecision::F32)
+                .sample(256, 3)
+                .unwrap();
             max_abs_diff(&got.x, &want)
         };
         let (coarse, fine) = (error(steps), error(2 * steps));
         let observed = (coarse / fine).log2();
-        eprintln!("{method}: errors {coarse:e} and {fine:e}, order {observed:.2}");
+        eprintln!("{method} on {grid}: errors {coarse:e} and {fine:e}, order {observed:.2}");
         assert!(
             observed > order - 0.4,
-            "{method}: order {observed:.2} from errors {coarse:e} and {fine:e}, expected {order}"
+            "{method} on {grid}: order {observed:.2} from errors {coarse:e} and {fine:e}, \
+             expected {order}"
         );
     }
 }
