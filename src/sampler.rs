@@ -479,9 +479,10 @@ impl Sampler {
         };
 
         if self.precision == StatePrecision::F32 {
+            // The stepper copies the rows once; a row-major `x0` is viewed.
+            let x0 = x0.as_standard_layout();
             let y0 = x0
-                .as_standard_layout()
-                .into_owned()
+                .view()
                 .into_shape_with_order((batch, dim))
                 .map_err(|e| Error::internal(format!("state rows: {e}")))?;
             let solution = solver::solve_f32(&mut system, y0.view(), &solver, &interval, &save_at)?;

@@ -802,17 +802,17 @@ pub fn check_precision(config: &SolverConfig, precision: StatePrecision) -> Resu
     }
     let why = if config.is_adaptive() {
         format!(
-            "adaptive steps ({}), whose error control needs f64",
+            "adaptive steps ({}) keep an f64 state, which their error control needs",
             config.method
         )
     } else if config.method.tableau().is_none() {
-        format!("the multistep method {}", config.method)
+        format!("the multistep method {} keeps an f64 state", config.method)
     } else {
         return Ok(());
     };
     Err(Error::InvalidArgument(format!(
         "state precision {precision} applies to the explicit Runge–Kutta methods (euler, \
-         midpoint, heun, rk4, bosh3, dopri5, tsit5) on fixed steps; {why} keeps an f64 state"
+         midpoint, heun, rk4, bosh3, dopri5, tsit5) on fixed steps; {why}"
     )))
 }
 
