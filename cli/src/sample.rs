@@ -152,6 +152,7 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             "provider": model.provider().to_string(),
             "solver": describe_solver(&solver),
             "sde": args.sde,
+            "state_precision": sampler.state_precision().name(),
             "log_prob": args.log_prob.as_ref().map(|p| p.display().to_string()),
             "nfe": stats.nfe,
             "accepted_steps": stats.accepted,
@@ -178,11 +179,15 @@ pub fn run(args: &SampleArgs) -> Result<ExitCode, Failure> {
             model.provider(),
             describe_adapters(&opened)
         );
-        let sde = args
+        // How the solver ran beside its method and steps.
+        let mut how = args
             .sde
             .map_or_else(String::new, |g| format!(", stochastic (SDE, G = {g})"));
+        if sampler.state_precision() != StatePrecision::F64 {
+            how.push_str(&format!(", {} state", sampler.state_precision()));
+        }
         eprintln!(
-            "  solver {}{sde}: {} field evaluations, {} accepted / {} rejected {}, {:.2} s",
+            "  solver {}{how}: {} field evaluations, {} accepted / {} rejected {}, {:.2} s",
             describe_solver(&solver),
             stats.nfe,
             stats.accepted,

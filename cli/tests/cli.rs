@@ -318,6 +318,7 @@ mod models {
         let f32_state = [&rk4[..], &["--state-precision", "f32"]].concat();
         let (o, narrow) = run(&f32_state, "p_f32.npy");
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("f32 state"), "{}", stderr(&o));
         let d = (&read(&wide) - &read(&narrow))
             .iter()
             .fold(0.0f32, |m, v| m.max(v.abs()));
